@@ -1,0 +1,174 @@
+//! How a file table is read through DataFusion: a [`ListingTable`] over the `LOCATION`
+//! (one file, or every file of the format in a directory).
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
+use datafusion::common::{Constraints, Statistics};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::logical_expr::TableProviderFilterPushDown;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{Expr, SessionConfig, SessionContext};
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use url::Url;
+
+use super::FileFormat;
+use super::options::FileOptions;
+use crate::error::{ConnectorError, Result};
+use crate::location::Location;
+
+/// What DataFusion lists for a table: the URL, and the format with its file-name suffix.
+#[derive(Debug, Clone)]
+pub(crate) struct Listing {
+    pub(crate) location: Location,
+    pub(crate) url: ListingTableUrl,
+    pub(crate) options: ListingOptions,
+    /// Whether `LOCATION` is one file (rather than a directory).
+    pub(crate) is_file: bool,
+}
+
+impl Listing {
+    /// A single file is read whatever its name; a directory contributes its `.{ext}` files.
+    pub(crate) async fn new(table: &str, location: Location, format: FileFormat, opts: FileOptions) -> Result<Self> {
+        let is_file = match location.store.head(&location.path).await {
+            Ok(_) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(e) => {
+                return Err(ConnectorError::external(table, format!("cannot read LOCATION '{}': {e}", location.url)));
+            }
+        };
+        let (url, suffix) = if is_file {
+            (location.url.clone(), String::new())
+        } else {
+            (location.dir_url(), format!(".{}", format.extension()))
+        };
+        let url = ListingTableUrl::parse(url.as_str())
+            .map_err(|e| ConnectorError::config(table, format!("LOCATION '{url}' cannot be listed: {e}")))?;
+        let options = format.listing_options(&opts).with_file_extension(suffix);
+        Ok(Self { location, url, options, is_file })
+    }
+
+    /// Whether any file would be read.
+    pub(crate) async fn has_files(&self, table: &str) -> Result<bool> {
+        if self.is_file {
+            return Ok(true);
+        }
+        let suffix = self.options.file_extension.as_str();
+        let mut files = self.location.store.list(Some(&self.location.path));
+        while let Some(meta) = files
+            .try_next()
+            .await
+            .map_err(|e| ConnectorError::external(table, format!("cannot list LOCATION '{}': {e}", self.location.url)))?
+        {
+            if meta.location.as_ref().ends_with(suffix) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// A session reading in file order on one partition, so a source's row order (and thus
+    /// its positions) is the same on every run. Files are read in path order.
+    pub(crate) fn ordered_session(&self) -> SessionContext {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+        self.location.register(&ctx);
+        ctx
+    }
+
+    /// The schema DataFusion infers from the files.
+    pub(crate) async fn infer_schema(&self, table: &str) -> Result<SchemaRef> {
+        let ctx = self.ordered_session();
+        self.options
+            .infer_schema(&ctx.state(), &self.url)
+            .await
+            .map_err(|e| ConnectorError::external(table, format!("cannot infer a schema from LOCATION '{}': {e}", self.url)))
+    }
+
+    /// The DataFusion table over these files with `schema`.
+    pub(crate) fn table(&self, table: &str, schema: SchemaRef) -> Result<ListingTable> {
+        let config = ListingTableConfig::new(self.url.clone())
+            .with_listing_options(self.options.clone())
+            .with_schema(schema);
+        ListingTable::try_new(config)
+            .map_err(|e| ConnectorError::config(table, format!("cannot read LOCATION '{}': {e}", self.url)))
+    }
+
+    /// The table as a provider usable from any session: stores other than the local file
+    /// system are registered with the querying session on each scan.
+    pub(crate) fn provider(&self, table: &str, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
+        let listing = self.table(table, schema)?;
+        if self.location.url.scheme() == "file" {
+            return Ok(Arc::new(listing));
+        }
+        Ok(Arc::new(StoreRegisteringTable {
+            inner: listing,
+            store_url: self.location.store_url(),
+            store: Arc::clone(&self.location.store),
+        }))
+    }
+}
+
+/// A [`ListingTable`] over a store the querying session may not know (`memory://`): registers
+/// the store with the session's runtime before every scan, then delegates.
+#[derive(Debug)]
+struct StoreRegisteringTable {
+    inner: ListingTable,
+    store_url: Url,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl StoreRegisteringTable {
+    fn register(&self, state: &dyn Session) {
+        state.runtime_env().register_object_store(&self.store_url, Arc::clone(&self.store));
+    }
+}
+
+#[async_trait]
+impl TableProvider for StoreRegisteringTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        self.inner.constraints()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        self.register(state);
+        self.inner.scan(state, projection, filters, limit).await
+    }
+
+    async fn scan_with_args<'a>(
+        &self,
+        state: &dyn Session,
+        args: ScanArgs<'a>,
+    ) -> datafusion::common::Result<ScanResult> {
+        self.register(state);
+        self.inner.scan_with_args(state, args).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::common::Result<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        self.inner.statistics()
+    }
+}

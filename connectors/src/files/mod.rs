@@ -1,0 +1,191 @@
+//! `STORED AS PARQUET | CSV | JSON`: files in a directory (or one file) through `object_store`.
+//!
+//! ```sql
+//! CREATE EXTERNAL TABLE trips STORED AS PARQUET LOCATION 'data/trips/';
+//! CREATE EXTERNAL TABLE demand STORED AS CSV LOCATION 'out/demand' OPTIONS ('delimiter' '|');
+//! ```
+//!
+//! As a source, the files are read in path order through DataFusion (schema declared, or
+//! inferred from the files). As a bounded batch input, the table is a DataFusion
+//! [`ListingTable`](datafusion::datasource::listing::ListingTable), scanned in parallel. As a
+//! sink, `LOCATION` is a directory receiving one `part-{epoch:020}.{ext}` file per epoch.
+
+mod listing;
+mod options;
+mod sink;
+mod source;
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::FileFormat as DataFusionFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::ListingOptions;
+use volley_sql::{OptionSpec, TableDecl};
+
+pub use options::{CSV_OPTIONS, FileOptions};
+pub use sink::FileSink;
+pub use source::FileSource;
+
+use crate::error::{ConnectorError, Result};
+use crate::location::Location;
+use crate::traits::{Connector, Sink, Source};
+use listing::Listing;
+
+/// A file format a table can be stored as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// Comma- (or `delimiter`-) separated values.
+    Csv,
+    /// Newline-delimited JSON, one object per row.
+    Json,
+}
+
+impl FileFormat {
+    /// Every file format, one connector each.
+    pub const ALL: [FileFormat; 3] = [FileFormat::Parquet, FileFormat::Csv, FileFormat::Json];
+
+    /// The `STORED AS` kind.
+    pub fn kind(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "PARQUET",
+            FileFormat::Csv => "CSV",
+            FileFormat::Json => "JSON",
+        }
+    }
+
+    /// The file extension, without a dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "parquet",
+            FileFormat::Csv => "csv",
+            FileFormat::Json => "json",
+        }
+    }
+
+    /// The format for a `STORED AS` kind (case-insensitive).
+    pub fn from_kind(kind: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.kind().eq_ignore_ascii_case(kind))
+    }
+
+    /// Options this format accepts beyond the common ones.
+    pub fn option_specs(self) -> &'static [OptionSpec] {
+        match self {
+            FileFormat::Csv => CSV_OPTIONS,
+            FileFormat::Parquet | FileFormat::Json => &[],
+        }
+    }
+
+    /// DataFusion's reader for this format, configured by `options`.
+    pub fn datafusion_format(self, options: &FileOptions) -> Arc<dyn DataFusionFormat> {
+        match self {
+            FileFormat::Parquet => Arc::new(ParquetFormat::default()),
+            FileFormat::Csv => Arc::new(
+                CsvFormat::default()
+                    .with_has_header(options.has_header)
+                    .with_delimiter(options.delimiter),
+            ),
+            FileFormat::Json => Arc::new(JsonFormat::default()),
+        }
+    }
+
+    /// DataFusion listing options reading `.{ext}` files of this format.
+    pub fn listing_options(self, options: &FileOptions) -> ListingOptions {
+        ListingOptions::new(self.datafusion_format(options)).with_file_extension(format!(".{}", self.extension()))
+    }
+}
+
+/// The connector for one [`FileFormat`].
+#[derive(Debug, Clone, Copy)]
+pub struct FileConnector {
+    format: FileFormat,
+}
+
+impl FileConnector {
+    /// The connector for `format`.
+    pub fn new(format: FileFormat) -> Self {
+        Self { format }
+    }
+
+    /// Its format.
+    pub fn format(&self) -> FileFormat {
+        self.format
+    }
+
+    async fn listing(&self, table: &TableDecl) -> Result<Listing> {
+        let options = FileOptions::from_options(&table.options)?;
+        let location = Location::resolve(&table.name, &table.location)?;
+        Listing::new(&table.name, location, self.format, options).await
+    }
+}
+
+#[async_trait]
+impl Connector for FileConnector {
+    fn kind(&self) -> &'static str {
+        self.format.kind()
+    }
+
+    fn options(&self) -> &'static [OptionSpec] {
+        self.format.option_specs()
+    }
+
+    /// Infers the schema from the files; `None` when `LOCATION` holds no file of this format
+    /// yet (a sink whose directory does not exist, for instance).
+    async fn infer_schema(&self, table: &TableDecl) -> Result<Option<SchemaRef>> {
+        let listing = self.listing(table).await?;
+        if !listing.has_files(&table.name).await? {
+            return Ok(None);
+        }
+        listing.infer_schema(&table.name).await.map(Some)
+    }
+
+    async fn open_source(&self, table: &TableDecl, schema: SchemaRef) -> Result<Box<dyn Source>> {
+        let listing = self.listing(table).await?;
+        let provider = listing.table(&table.name, schema.clone())?;
+        let ctx = listing.ordered_session();
+        let stream = async { ctx.read_table(Arc::new(provider))?.execute_stream().await }
+            .await
+            .map_err(|e| ConnectorError::external(&table.name, format!("cannot read LOCATION '{}': {e}", table.location)))?;
+        Ok(Box::new(FileSource::new(&table.name, schema, stream)))
+    }
+
+    async fn open_sink(&self, table: &TableDecl, schema: SchemaRef) -> Result<Box<dyn Sink>> {
+        let options = FileOptions::from_options(&table.options)?;
+        let location = Location::resolve_sink_dir(&table.name, &table.location).await?;
+        Ok(Box::new(FileSink::new(&table.name, self.format, options, schema, location)))
+    }
+
+    async fn batch_table(&self, table: &TableDecl, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
+        self.listing(table).await?.provider(&table.name, schema)
+    }
+}
+
+/// Every row a [`FileSink`] wrote into `location`, part files in epoch order, with the schema
+/// inferred from the files and the format's default options. Empty when there are no files.
+///
+/// # Errors
+/// [`ConnectorError`] when the location is invalid or the files cannot be read.
+pub async fn read_sink_dir(location: &str, format: FileFormat) -> Result<Vec<RecordBatch>> {
+    let table = location;
+    let resolved = Location::resolve(table, location)?;
+    let listing = Listing::new(table, resolved, format, FileOptions::default()).await?;
+    if !listing.has_files(table).await? {
+        return Ok(Vec::new());
+    }
+    let schema = listing.infer_schema(table).await?;
+    let provider = listing.table(table, schema)?;
+    let ctx = listing.ordered_session();
+    async { ctx.read_table(Arc::new(provider))?.collect().await }
+        .await
+        .map_err(|e| ConnectorError::external(table, format!("cannot read files: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! [`FileSink`]: one file per epoch in a directory, replaced when the epoch is written again.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::parquet::arrow::ArrowWriter;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use super::FileFormat;
+use super::options::FileOptions;
+use crate::error::{ConnectorError, Result};
+use crate::location::Location;
+use crate::traits::Sink;
+
+/// Writes epoch `n` as `part-{n:020}.{ext}` in the sink's directory.
+///
+/// Each epoch is encoded in memory and stored with one `put`, which is atomic (the local file
+/// system writes a temporary file and renames it), so a reader never sees half a file and a
+/// replayed epoch overwrites its file instead of adding a duplicate. Epochs without rows write
+/// nothing.
+#[derive(Debug)]
+pub struct FileSink {
+    table: String,
+    format: FileFormat,
+    options: FileOptions,
+    schema: SchemaRef,
+    store: Arc<dyn ObjectStore>,
+    dir: Path,
+    files_written: u64,
+}
+
+impl FileSink {
+    /// A sink for `table` writing `format` files with `schema` into the directory `location`.
+    pub fn new(table: &str, format: FileFormat, options: FileOptions, schema: SchemaRef, location: Location) -> Self {
+        let (store, dir) = location.into_parts();
+        Self {
+            table: table.to_string(),
+            format,
+            options,
+            schema,
+            store,
+            dir,
+            files_written: 0,
+        }
+    }
+
+    /// The file name epoch `epoch` is written to.
+    pub fn part_file_name(epoch: u64, format: FileFormat) -> String {
+        format!("part-{epoch:020}.{}", format.extension())
+    }
+
+    /// Files written (or rewritten) so far.
+    pub fn files_written(&self) -> u64 {
+        self.files_written
+    }
+
+    /// Batches with the sink's schema: the engine's batches may differ only in field
+    /// nullability or metadata, which the writers would otherwise reject.
+    fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        if batch.schema() == self.schema {
+            return Ok(batch.clone());
+        }
+        RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()).map_err(|e| {
+            ConnectorError::Internal(format!("table '{}': a batch does not match the sink schema: {e}", self.table))
+        })
+    }
+
+    fn encode(&self, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+        // Encoding fails on types the format cannot hold (nested columns in CSV): a user error.
+        let fail = |e: &dyn std::fmt::Display| {
+            ConnectorError::config(&self.table, format!("cannot write rows as {}: {e}", self.format.kind()))
+        };
+        let mut out = Vec::new();
+        match self.format {
+            FileFormat::Parquet => {
+                let mut writer = ArrowWriter::try_new(&mut out, self.schema.clone(), None).map_err(|e| fail(&e))?;
+                for batch in batches {
+                    writer.write(&self.conform(batch)?).map_err(|e| fail(&e))?;
+                }
+                writer.close().map_err(|e| fail(&e))?;
+            }
+            FileFormat::Csv => {
+                let mut writer = arrow::csv::WriterBuilder::new()
+                    .with_header(self.options.has_header)
+                    .with_delimiter(self.options.delimiter)
+                    .build(&mut out);
+                for batch in batches {
+                    writer.write(&self.conform(batch)?).map_err(|e| fail(&e))?;
+                }
+            }
+            FileFormat::Json => {
+                let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
+                for batch in batches {
+                    writer.write(&self.conform(batch)?).map_err(|e| fail(&e))?;
+                }
+                writer.finish().map_err(|e| fail(&e))?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Sink for FileSink {
+    async fn write_epoch(&mut self, epoch: u64, batches: &[RecordBatch]) -> Result<()> {
+        let batches: Vec<RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).cloned().collect();
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let bytes = self.encode(&batches)?;
+        let path = self.dir.clone().join(Self::part_file_name(epoch, self.format).as_str());
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| ConnectorError::External {
+                table: self.table.clone(),
+                message: format!("cannot write '{path}': {e}"),
+                retryable: true,
+            })?;
+        self.files_written += 1;
+        Ok(())
+    }
+}

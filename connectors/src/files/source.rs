@@ -1,0 +1,106 @@
+//! [`FileSource`]: a bounded source over the files at a `LOCATION`, re-sliced to `max_rows`.
+
+use std::fmt;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use crate::error::{ConnectorError, Result};
+use crate::traits::{Source, SourcePoll};
+
+/// Rows of a DataFusion scan handed out at most `max_rows` at a time.
+///
+/// Incoming batches larger than `max_rows` are cut with zero-copy [`RecordBatch::slice`]; the
+/// rest waits for the next poll. [`Source::position`] counts rows returned so far. Files are
+/// read one partition in path order, so the same files give the same rows at the same
+/// positions on every run.
+///
+/// # Cancellation
+/// A poll waiting on the scan may be dropped without losing rows: rows are only taken from the
+/// scan stream once it yields them, and they are kept until returned.
+pub struct FileSource {
+    table: String,
+    schema: SchemaRef,
+    /// `None` once the scan has ended.
+    stream: Option<SendableRecordBatchStream>,
+    /// Rows read from the scan but not yet returned.
+    pending: Option<RecordBatch>,
+    position: u64,
+}
+
+impl FileSource {
+    /// A source returning the rows of `stream`, whose batches have `schema`.
+    pub fn new(table: &str, schema: SchemaRef, stream: SendableRecordBatchStream) -> Self {
+        Self {
+            table: table.to_string(),
+            schema,
+            stream: Some(stream),
+            pending: None,
+            position: 0,
+        }
+    }
+
+    /// Up to `max_rows` rows of the buffered batch, keeping the rest buffered.
+    fn take_pending(&mut self, max_rows: usize) -> Option<RecordBatch> {
+        let batch = self.pending.take()?;
+        let rows = batch.num_rows();
+        let out = if rows > max_rows {
+            self.pending = Some(batch.slice(max_rows, rows - max_rows));
+            batch.slice(0, max_rows)
+        } else {
+            batch
+        };
+        self.position += out.num_rows() as u64;
+        Some(out)
+    }
+}
+
+impl fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileSource")
+            .field("table", &self.table)
+            .field("position", &self.position)
+            .field("buffered_rows", &self.pending.as_ref().map_or(0, RecordBatch::num_rows))
+            .field("finished", &self.stream.is_none())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Source for FileSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    async fn poll_batch(&mut self, max_rows: usize, deadline: Instant) -> Result<SourcePoll> {
+        let max_rows = max_rows.max(1);
+        loop {
+            if let Some(batch) = self.take_pending(max_rows) {
+                return Ok(SourcePoll::Data(batch));
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(SourcePoll::Exhausted);
+            };
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_elapsed) => return Ok(SourcePoll::Pending),
+                Ok(None) => {
+                    self.stream = None;
+                    return Ok(SourcePoll::Exhausted);
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(ConnectorError::external(&self.table, format!("reading files failed: {e}")));
+                }
+                Ok(Some(Ok(batch))) if batch.num_rows() > 0 => self.pending = Some(batch),
+                Ok(Some(Ok(_empty))) => {}
+            }
+        }
+    }
+
+    fn position(&self) -> u64 {
+        self.position
+    }
+}

@@ -1,0 +1,189 @@
+//! Sink → source round trips for every file format.
+
+use std::time::Duration;
+
+use arrow::compute::concat_batches;
+use datafusion::prelude::SessionContext;
+use tokio::time::Instant;
+use volley_sql::{StatementRef, TableOptions};
+
+use super::*;
+use crate::generator::{RidesOptions, generate_rides, rides_schema};
+use crate::traits::SourcePoll;
+
+fn decl(format: FileFormat, location: &str, options: &[(&str, &str)], declared: bool) -> TableDecl {
+    TableDecl {
+        name: "trips".to_string(),
+        kind: format.kind().to_string(),
+        location: location.to_string(),
+        declared_schema: declared.then(rides_schema),
+        options: TableOptions::unchecked("trips", options.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
+        watermark: None,
+        at: StatementRef::default(),
+    }
+}
+
+fn rides() -> RidesOptions {
+    RidesOptions { disorder: Duration::from_millis(1500), ..RidesOptions::default() }
+}
+
+async fn drain(source: &mut dyn Source, max_rows: usize) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    loop {
+        match source.poll_batch(max_rows, Instant::now() + Duration::from_secs(30)).await.unwrap() {
+            SourcePoll::Data(batch) => {
+                assert!(batch.num_rows() <= max_rows && batch.num_rows() > 0);
+                out.push(batch);
+            }
+            SourcePoll::Pending => panic!("a generous deadline should not run out"),
+            SourcePoll::Exhausted => return out,
+        }
+    }
+}
+
+fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Writes rows [0, 100) as epochs 1 (two batches), 2 (empty) and 3.
+async fn write_three_epochs(sink: &mut dyn Sink) {
+    let opts = rides();
+    sink.write_epoch(1, &[generate_rides(&opts, 0, 30), generate_rides(&opts, 30, 50)]).await.unwrap();
+    sink.write_epoch(2, &[generate_rides(&opts, 50, 50)]).await.unwrap();
+    sink.write_epoch(3, &[generate_rides(&opts, 50, 100)]).await.unwrap();
+}
+
+async fn round_trip(format: FileFormat, options: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let table = decl(format, out.to_str().unwrap(), options, true);
+    let connector = FileConnector::new(format);
+    let mut sink = connector.open_sink(&table, rides_schema()).await.unwrap();
+    write_three_epochs(sink.as_mut()).await;
+    sink.close().await.unwrap();
+    let ext = format.extension();
+    assert_eq!(
+        file_names(&out),
+        [format!("part-00000000000000000001.{ext}"), format!("part-00000000000000000003.{ext}")]
+    );
+
+    let mut source = connector.open_source(&table, rides_schema()).await.unwrap();
+    let batches = drain(source.as_mut(), 7).await;
+    assert_eq!(batches.len(), 15, "{format:?}: 50 + 50 rows in slices of 7");
+    assert_eq!(source.position(), 100);
+    let all = concat_batches(&rides_schema(), &batches).unwrap();
+    assert_eq!(all, generate_rides(&rides(), 0, 100), "{format:?} round trip");
+    assert!(matches!(source.poll_batch(7, Instant::now()).await.unwrap(), SourcePoll::Exhausted));
+}
+
+#[tokio::test]
+async fn parquet_round_trip() {
+    round_trip(FileFormat::Parquet, &[]).await;
+}
+
+#[tokio::test]
+async fn csv_round_trip() {
+    round_trip(FileFormat::Csv, &[]).await;
+    round_trip(FileFormat::Csv, &[("has_header", "false"), ("delimiter", "|")]).await;
+}
+
+#[tokio::test]
+async fn json_round_trip() {
+    round_trip(FileFormat::Json, &[]).await;
+}
+
+#[tokio::test]
+async fn rewriting_an_epoch_replaces_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().to_str().unwrap().to_string();
+    let table = decl(FileFormat::Parquet, &location, &[], false);
+    let mut sink = FileConnector::new(FileFormat::Parquet).open_sink(&table, rides_schema()).await.unwrap();
+    let opts = rides();
+    sink.write_epoch(4, &[generate_rides(&opts, 0, 10)]).await.unwrap();
+    sink.write_epoch(4, &[generate_rides(&opts, 0, 10)]).await.unwrap();
+    assert_eq!(file_names(dir.path()), ["part-00000000000000000004.parquet"]);
+    let rows = read_sink_dir(&location, FileFormat::Parquet).await.unwrap();
+    assert_eq!(concat_batches(&rides_schema(), &rows).unwrap(), generate_rides(&opts, 0, 10));
+}
+
+#[tokio::test]
+async fn read_sink_dir_returns_epochs_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().to_str().unwrap().to_string();
+    assert!(read_sink_dir(&location, FileFormat::Parquet).await.unwrap().is_empty());
+    let table = decl(FileFormat::Parquet, &location, &[], false);
+    let mut sink = FileConnector::new(FileFormat::Parquet).open_sink(&table, rides_schema()).await.unwrap();
+    let opts = rides();
+    // Epoch 10 sorts after epoch 9 only because names are zero-padded.
+    sink.write_epoch(10, &[generate_rides(&opts, 20, 30)]).await.unwrap();
+    sink.write_epoch(9, &[generate_rides(&opts, 0, 20)]).await.unwrap();
+    let rows = read_sink_dir(&location, FileFormat::Parquet).await.unwrap();
+    assert_eq!(concat_batches(&rides_schema(), &rows).unwrap(), generate_rides(&opts, 0, 30));
+}
+
+#[tokio::test]
+async fn schema_is_inferred_from_files_or_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("never_written");
+    let table = decl(FileFormat::Parquet, location.to_str().unwrap(), &[], false);
+    let connector = FileConnector::new(FileFormat::Parquet);
+    assert!(connector.infer_schema(&table).await.unwrap().is_none());
+
+    let mut sink = connector.open_sink(&table, rides_schema()).await.unwrap();
+    write_three_epochs(sink.as_mut()).await;
+    let inferred = connector.infer_schema(&table).await.unwrap().unwrap();
+    let names: Vec<_> = inferred.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["request_id", "rider_id", "lat", "lon", "event_time"]);
+
+    // A single file as LOCATION is read whatever its name.
+    let one = location.join("part-00000000000000000003.parquet");
+    let table = decl(FileFormat::Parquet, one.to_str().unwrap(), &[], true);
+    let mut source = connector.open_source(&table, rides_schema()).await.unwrap();
+    let rows = drain(source.as_mut(), 1000).await;
+    assert_eq!(concat_batches(&rides_schema(), &rows).unwrap(), generate_rides(&rides(), 50, 100));
+}
+
+#[tokio::test]
+async fn batch_table_queries_memory_store_from_any_session() {
+    let table = decl(FileFormat::Json, "memory://files-test/trips", &[], true);
+    let connector = FileConnector::new(FileFormat::Json);
+    let mut sink = connector.open_sink(&table, rides_schema()).await.unwrap();
+    write_three_epochs(sink.as_mut()).await;
+
+    let provider = connector.batch_table(&table, rides_schema()).await.unwrap();
+    let ctx = SessionContext::new();
+    ctx.register_table("trips", provider).unwrap();
+    let batches = ctx
+        .sql("SELECT count(*) AS n, sum(request_id) AS ids FROM trips")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+    assert!(text.contains("| 100 | 4950 |"), "{text}");
+}
+
+#[tokio::test]
+async fn bad_location_and_options_name_the_table() {
+    let connector = FileConnector::new(FileFormat::Csv);
+    let err = connector
+        .open_sink(&decl(FileFormat::Csv, "ftp://host/x", &[], true), rides_schema())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("trips") && err.contains("ftp"), "{err}");
+    let err = connector
+        .open_sink(&decl(FileFormat::Csv, "out", &[("delimiter", "ab")], true), rides_schema())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("trips") && err.contains("delimiter"), "{err}");
+    assert_eq!(FileFormat::from_kind("parquet"), Some(FileFormat::Parquet));
+    assert!(FileConnector::new(FileFormat::Parquet).options().is_empty());
+}

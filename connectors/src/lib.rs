@@ -1,0 +1,16 @@
+//! Sources and sinks for Volley, one folder per connector, all behind the [`Connector`] trait
+//! and registered by `STORED AS` kind in [`ConnectorRegistry`].
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod blackhole;
+pub mod dead_letter;
+pub mod error;
+pub mod files;
+pub mod generator;
+pub mod location;
+pub mod registry;
+pub mod traits;
+
+pub use error::{ConnectorError, Result};
+pub use registry::ConnectorRegistry;
+pub use traits::{Connector, Sink, Source, SourcePoll};

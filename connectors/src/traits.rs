@@ -1,0 +1,127 @@
+//! The extension points the engine drives: [`Source`], [`Sink`] and [`Connector`].
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::TableProvider;
+use tokio::time::Instant;
+use volley_sql::{OptionSpec, TableDecl};
+
+use crate::error::{ConnectorError, Result};
+
+/// What a source has for the current micro-batch.
+#[derive(Debug)]
+pub enum SourcePoll {
+    /// Rows (at most the `max_rows` asked for).
+    Data(RecordBatch),
+    /// Nothing arrived before the deadline; the source may have more later.
+    Pending,
+    /// A bounded source has delivered every row.
+    Exhausted,
+}
+
+/// A replayable stream of record batches (generator, files, Kafka…).
+///
+/// The engine calls [`Source::poll_batch`] repeatedly to fill a micro-batch. Rows come in the
+/// source's own order; every batch has [`Source::schema`].
+///
+/// # Cancellation
+/// Dropping the future returned by `poll_batch` must not lose rows: a row is only consumed
+/// once it has been returned.
+#[async_trait]
+pub trait Source: Send + Debug {
+    /// Schema of every batch this source yields.
+    fn schema(&self) -> SchemaRef;
+
+    /// Up to `max_rows` rows, waiting no later than `deadline`.
+    ///
+    /// # Errors
+    /// [`ConnectorError::External`] when the underlying system fails.
+    async fn poll_batch(&mut self, max_rows: usize, deadline: Instant) -> Result<SourcePoll>;
+
+    /// Position of the next row to be returned, for logs and (later) checkpoints.
+    fn position(&self) -> u64 {
+        0
+    }
+}
+
+/// Where a pipeline's rows land, one epoch at a time.
+///
+/// `write_epoch(n, …)` must be idempotent per `n`: writing the same epoch again replaces what
+/// that epoch wrote before (a replay never duplicates). Epoch 0 is batch mode's single write;
+/// streaming epochs start at 1.
+#[async_trait]
+pub trait Sink: Send + Debug {
+    /// Writes the rows of epoch `epoch` (possibly none).
+    ///
+    /// # Errors
+    /// [`ConnectorError::External`] when the destination rejects the write.
+    async fn write_epoch(&mut self, epoch: u64, batches: &[RecordBatch]) -> Result<()>;
+
+    /// Called once after the last epoch; flushes anything buffered.
+    ///
+    /// # Errors
+    /// As for `write_epoch`.
+    async fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A `STORED AS` kind: validates its options and opens sources and sinks for tables of its kind.
+///
+/// Only [`Connector::kind`] and [`Connector::options`] are required; a kind that cannot be a
+/// source (or sink) keeps the default, which returns a clear error.
+#[async_trait]
+pub trait Connector: Send + Sync + Debug {
+    /// The `STORED AS` name, upper-case.
+    fn kind(&self) -> &'static str;
+
+    /// Options this kind accepts beyond the common ones.
+    fn options(&self) -> &'static [OptionSpec];
+
+    /// The schema a table of this kind has when the statement declares no columns.
+    ///
+    /// # Errors
+    /// Bad options, or an unreadable location (for kinds that infer from data).
+    async fn infer_schema(&self, table: &TableDecl) -> Result<Option<SchemaRef>> {
+        let _ = table;
+        Ok(None)
+    }
+
+    /// Opens the table as a streaming source yielding `schema`.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Config`] if this kind cannot be read or options are wrong.
+    async fn open_source(&self, table: &TableDecl, schema: SchemaRef) -> Result<Box<dyn Source>> {
+        let _ = schema;
+        Err(not_a(table, "source"))
+    }
+
+    /// Opens the table as a sink receiving rows of `schema`.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Config`] if this kind cannot be written or options are wrong.
+    async fn open_sink(&self, table: &TableDecl, schema: SchemaRef) -> Result<Box<dyn Sink>> {
+        let _ = schema;
+        Err(not_a(table, "sink"))
+    }
+
+    /// The table as a bounded DataFusion table for `volley batch`.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Config`] if this kind has no bounded form.
+    async fn batch_table(&self, table: &TableDecl, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
+        let _ = schema;
+        Err(not_a(table, "bounded batch input"))
+    }
+}
+
+fn not_a(table: &TableDecl, role: &str) -> ConnectorError {
+    ConnectorError::Config(volley_sql::SqlError::Pipeline(format!(
+        "table '{}' is STORED AS {}, which cannot be used as a {role}",
+        table.name, table.kind
+    )))
+}

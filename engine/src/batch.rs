@@ -1,0 +1,204 @@
+//! `volley batch`: the same INSERTs, run once by DataFusion over bounded inputs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use volley_connectors::{ConnectorRegistry, Sink};
+use volley_sql::stream::{batch_context, insert_logical_plan};
+use volley_sql::{Pipeline, SqlError, TableDecl, TableOptions};
+
+use crate::error::{EngineError, Result};
+use crate::setup::{source_tables, table_schema};
+
+/// `--input NAME=PATH` bindings: source table → bounded file (Parquet, CSV or JSON by extension).
+pub type InputBindings = HashMap<String, String>;
+
+/// Parses `NAME=PATH`.
+///
+/// # Errors
+/// A binding without `=`.
+pub fn parse_binding(text: &str) -> Result<(String, String)> {
+    text.split_once('=')
+        .map(|(n, p)| (n.trim().to_string(), p.trim().to_string()))
+        .ok_or_else(|| EngineError::Usage(format!("--input '{text}': expected NAME=PATH")))
+}
+
+fn kind_for_path(path: &str) -> Result<&'static str> {
+    let lower = path.to_ascii_lowercase();
+    let kind = if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+        "PARQUET"
+    } else if lower.ends_with(".csv") {
+        "CSV"
+    } else if lower.ends_with(".json") || lower.ends_with(".jsonl") || lower.ends_with(".ndjson") {
+        "JSON"
+    } else if std::path::Path::new(path).is_dir() {
+        "PARQUET"
+    } else {
+        return Err(EngineError::Usage(format!(
+            "--input '{path}': cannot tell the format; use a .parquet, .csv or .json file (or a directory of Parquet files)"
+        )));
+    };
+    Ok(kind)
+}
+
+/// The bounded provider for a source table: its `--input` file if bound, else the table itself.
+///
+/// # Errors
+/// Unknown formats, unreadable files, kinds with no bounded form.
+pub async fn bounded_provider(
+    table: &TableDecl,
+    inputs: &InputBindings,
+    registry: &ConnectorRegistry,
+) -> Result<Arc<dyn TableProvider>> {
+    let decl = match inputs.get(&table.name) {
+        Some(path) => TableDecl {
+            kind: kind_for_path(path)?.to_string(),
+            location: path.clone(),
+            options: TableOptions::unchecked(&table.name, []),
+            ..table.clone()
+        },
+        None => table.clone(),
+    };
+    let schema = table_schema(&decl, registry).await?;
+    let connector = registry
+        .get(&decl.kind)
+        .ok_or_else(|| EngineError::Internal(format!("no connector for {}", decl.kind)))?;
+    Ok(connector.batch_table(&decl, schema).await?)
+}
+
+/// Every row of each source table, bounded: `(schema, batches)` by table name.
+///
+/// # Errors
+/// As for [`bounded_provider`], and read failures.
+pub async fn read_sources(
+    pipeline: &Pipeline,
+    inputs: &InputBindings,
+    registry: &ConnectorRegistry,
+) -> Result<BTreeMap<String, (SchemaRef, Vec<RecordBatch>)>> {
+    check_bindings(pipeline, inputs)?;
+    let ctx = SessionContext::new();
+    let mut out = BTreeMap::new();
+    for table in source_tables(pipeline)? {
+        let provider = bounded_provider(table, inputs, registry).await?;
+        let schema = provider.schema();
+        let batches = ctx
+            .read_table(provider)
+            .map_err(EngineError::exec(format!("reading '{}'", table.name)))?
+            .collect()
+            .await
+            .map_err(EngineError::exec(format!("reading '{}'", table.name)))?;
+        out.insert(table.name.clone(), (schema, batches));
+    }
+    Ok(out)
+}
+
+fn check_bindings(pipeline: &Pipeline, inputs: &InputBindings) -> Result<()> {
+    for name in inputs.keys() {
+        if pipeline.table(name).is_none() {
+            let names: Vec<&str> = pipeline.tables.iter().map(|t| t.name.as_str()).collect();
+            return Err(EngineError::Usage(format!(
+                "--input {name}=…: the pipeline declares no table '{name}' (tables: {})",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs every INSERT as a batch query over `ctx` (sources already registered), returning each
+/// sink's rows.
+///
+/// # Errors
+/// Planning and execution failures.
+pub async fn run_inserts(ctx: &SessionContext, pipeline: &Pipeline) -> Result<BTreeMap<String, Vec<RecordBatch>>> {
+    let mut outputs: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+    for insert in &pipeline.inserts {
+        let sink = pipeline.table(&insert.target).and_then(|t| t.declared_schema.as_ref());
+        let plan = insert_logical_plan(ctx, insert, sink).await?;
+        let batches = ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| SqlError::plan(insert.at, e))?
+            .collect()
+            .await
+            .map_err(EngineError::exec(format!("INSERT INTO {} ({})", insert.target, insert.at)))?;
+        outputs
+            .entry(insert.target.clone())
+            .or_default()
+            .extend(batches.into_iter().filter(|b| b.num_rows() > 0));
+    }
+    Ok(outputs)
+}
+
+/// Batch outputs over rows already in memory (used by `verify` and tests).
+///
+/// # Errors
+/// As for [`run_inserts`].
+pub async fn batch_outputs(
+    pipeline: &Pipeline,
+    rows: &BTreeMap<String, (SchemaRef, Vec<RecordBatch>)>,
+) -> Result<BTreeMap<String, Vec<RecordBatch>>> {
+    let ctx = batch_context();
+    for (name, (schema, batches)) in rows {
+        let table = MemTable::try_new(Arc::clone(schema), vec![batches.clone()])
+            .map_err(EngineError::exec(format!("loading '{name}'")))?;
+        ctx.register_table(name.as_str(), Arc::new(table))
+            .map_err(EngineError::exec(format!("registering '{name}'")))?;
+    }
+    run_inserts(&ctx, pipeline).await
+}
+
+/// `volley batch`: runs the pipeline once over bounded inputs and writes every sink (epoch 0).
+/// Returns rows written per sink.
+///
+/// # Errors
+/// Bindings, planning, execution and sink failures.
+pub async fn run_batch(
+    pipeline: &Pipeline,
+    inputs: &InputBindings,
+    registry: &ConnectorRegistry,
+    mut sink_overrides: HashMap<String, Box<dyn Sink>>,
+) -> Result<BTreeMap<String, u64>> {
+    check_bindings(pipeline, inputs)?;
+    let ctx = batch_context();
+    for table in source_tables(pipeline)? {
+        let provider = bounded_provider(table, inputs, registry).await?;
+        ctx.register_table(table.name.as_str(), provider)
+            .map_err(EngineError::exec(format!("registering '{}'", table.name)))?;
+    }
+    let outputs = run_inserts(&ctx, pipeline).await?;
+    let mut written = BTreeMap::new();
+    for target in pipeline.sink_names() {
+        let batches = outputs.get(target).cloned().unwrap_or_default();
+        let table = pipeline
+            .table(target)
+            .ok_or_else(|| EngineError::Internal(format!("sink '{target}' vanished")))?;
+        let mut sink = match sink_overrides.remove(target) {
+            Some(sink) => sink,
+            None => {
+                let schema = match (&table.declared_schema, batches.first()) {
+                    (Some(s), _) => Arc::clone(s),
+                    (None, Some(b)) => b.schema(),
+                    (None, None) => {
+                        let plan = insert_logical_plan(&ctx, pipeline.inserts.iter().find(|i| i.target == target).ok_or_else(|| EngineError::Internal("insert vanished".into()))?, None).await?;
+                        Arc::new(plan.schema().as_arrow().clone())
+                    }
+                };
+                registry
+                    .get(&table.kind)
+                    .ok_or_else(|| EngineError::Internal(format!("no connector for {}", table.kind)))?
+                    .open_sink(table, schema)
+                    .await?
+            }
+        };
+        sink.write_epoch(0, &batches).await?;
+        sink.close().await?;
+        written.insert(target.to_string(), batches.iter().map(|b| b.num_rows() as u64).sum());
+    }
+    Ok(written)
+}

@@ -1,0 +1,29 @@
+//! The Volley runtime: the epoch loop, streaming aggregate state, batch mode, verification,
+//! and the `volley` command line.
+
+pub mod aggregate;
+pub mod batch;
+pub mod compare;
+pub mod driver;
+pub mod error;
+pub mod memory;
+pub mod query;
+pub mod runtime;
+pub mod setup;
+pub mod status;
+pub mod verify;
+
+pub use error::{EngineError, Result};
+
+use volley_connectors::ConnectorRegistry;
+use volley_sql::Pipeline;
+
+/// Reads and validates a pipeline file with the built-in connectors.
+///
+/// # Errors
+/// Unreadable file, SQL and option errors.
+pub async fn load_pipeline(path: &std::path::Path, registry: &ConnectorRegistry) -> Result<Pipeline> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| EngineError::Usage(format!("cannot read pipeline '{}': {e}", path.display())))?;
+    Ok(Pipeline::parse(&text, registry).await?)
+}

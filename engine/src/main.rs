@@ -1,0 +1,164 @@
+//! `volley`: run, batch, verify and explain streaming SQL pipelines.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use volley_connectors::ConnectorRegistry;
+use volley_engine::batch::{parse_binding, run_batch};
+use volley_engine::driver::BatchSizing;
+use volley_engine::setup::{build_stream_job, JobOverrides};
+use volley_engine::verify::{verify, InputOrder, VerifyOptions};
+use volley_engine::load_pipeline;
+
+/// Volley: the same SQL in batch and streaming, with provably equal results.
+#[derive(Debug, Parser)]
+#[command(name = "volley", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline continuously (exits 0 once every bounded source is exhausted).
+    Run {
+        /// The pipeline `.sql` file.
+        pipeline: PathBuf,
+        /// No live status line on stderr.
+        #[arg(long)]
+        quiet: bool,
+        /// Rows per micro-batch, overriding the sources' `max_rows`.
+        #[arg(long)]
+        max_rows: Option<usize>,
+    },
+    /// Run the same statements once over bounded inputs, as a batch job.
+    Batch {
+        /// The pipeline `.sql` file.
+        pipeline: PathBuf,
+        /// Bind a source table to a bounded file: NAME=PATH (.parquet, .csv, .json).
+        #[arg(long = "input", value_name = "NAME=PATH")]
+        inputs: Vec<String>,
+    },
+    /// Run batch and streaming over the same input and compare every sink per key.
+    Verify {
+        /// The pipeline `.sql` file.
+        pipeline: PathBuf,
+        /// Bind a source table to a bounded file: NAME=PATH (.parquet, .csv, .json).
+        #[arg(long = "input", value_name = "NAME=PATH")]
+        inputs: Vec<String>,
+        /// Seed for micro-batch sizes and the shuffle.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Smallest random micro-batch.
+        #[arg(long, default_value_t = 1)]
+        min_rows: usize,
+        /// Largest random micro-batch.
+        #[arg(long, default_value_t = 8192)]
+        max_rows: usize,
+        /// Feed rows sorted by event time instead of shuffled within the watermark bound.
+        #[arg(long)]
+        in_order: bool,
+    },
+    /// Print each INSERT's streaming plan.
+    Explain {
+        /// The pipeline `.sql` file.
+        pipeline: PathBuf,
+    },
+}
+
+fn bindings(inputs: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    inputs.iter().map(|i| parse_binding(i).map_err(anyhow::Error::from)).collect()
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let registry = ConnectorRegistry::builtin();
+    match cli.command {
+        Command::Run { pipeline, quiet, max_rows } => {
+            let p = load_pipeline(&pipeline, &registry).await?;
+            let overrides = JobOverrides {
+                status: !quiet,
+                sizing: max_rows.map(BatchSizing::Fixed),
+                ..JobOverrides::default()
+            };
+            let (job, _) = build_stream_job(&p, &registry, overrides).await?;
+            let summary = job.run().await.context("pipeline failed")?;
+            for (sink, rows) in &summary.rows_out {
+                eprintln!("{sink}: {rows} rows written");
+            }
+            if summary.late_rows > 0 {
+                eprintln!("{} late rows sent to dead letters", summary.late_rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Batch { pipeline, inputs } => {
+            let p = load_pipeline(&pipeline, &registry).await?;
+            let written = run_batch(&p, &bindings(&inputs)?, &registry, HashMap::new()).await?;
+            for (sink, rows) in written {
+                eprintln!("{sink}: {rows} rows written");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { pipeline, inputs, seed, min_rows, max_rows, in_order } => {
+            let p = load_pipeline(&pipeline, &registry).await?;
+            let opts = VerifyOptions {
+                sizing: BatchSizing::Random { min: min_rows.max(1), max: max_rows.max(min_rows.max(1)), seed },
+                order: if in_order { InputOrder::InOrder } else { InputOrder::Shuffled },
+                seed,
+                max_differences: 10,
+            };
+            let report = verify(&p, &bindings(&inputs)?, &registry, &opts).await?;
+            for sink in &report.sinks {
+                let key = if sink.key.is_empty() { "whole rows".to_string() } else { sink.key.join(", ") };
+                println!(
+                    "{}: {}/{} match ({:.4}%) by key [{key}]",
+                    sink.sink,
+                    sink.matched,
+                    sink.total,
+                    100.0 * sink.match_rate()
+                );
+                for diff in &sink.differences {
+                    println!("  differs: {diff}");
+                }
+            }
+            println!("overall match rate: {:.4}%", 100.0 * report.match_rate());
+            Ok(if report.is_exact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Explain { pipeline } => {
+            let p = load_pipeline(&pipeline, &registry).await?;
+            let overrides = JobOverrides { no_sinks: true, ..JobOverrides::default() };
+            let (_, plans) = build_stream_job(&p, &registry, overrides).await?;
+            for plan in &plans {
+                let text = volley_sql::stream::explain::explain_query(plan, &|source| {
+                    p.table(source).and_then(|t| t.options.get("watermark").map(str::to_string))
+                });
+                println!("{text}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("volley: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("volley: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Runs one INSERT's streaming plan, epoch by epoch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::collect;
+use volley_sql::stream::{QueryPlan, QueryShape};
+
+use crate::aggregate::{AggregateOutput, AggregateState};
+use crate::error::{EngineError, Result};
+
+/// What one query produced in an epoch.
+#[derive(Debug, Default)]
+pub struct QueryEpoch {
+    /// Rows for the sink.
+    pub rows: Vec<RecordBatch>,
+    /// Rows that arrived after their window was emitted (aggregate input rows).
+    pub late: Vec<RecordBatch>,
+    /// Windows emitted.
+    pub windows_emitted: usize,
+}
+
+/// One INSERT: its plan and, for aggregates, its state.
+#[derive(Debug)]
+pub struct QueryRunner {
+    plan: QueryPlan,
+    state: Option<AggregateState>,
+    task_ctx: Arc<TaskContext>,
+}
+
+impl QueryRunner {
+    /// A runner for `plan`, executing in `task_ctx`.
+    pub fn new(plan: QueryPlan, task_ctx: Arc<TaskContext>) -> Self {
+        let state = match &plan.shape {
+            QueryShape::Aggregate(agg) => Some(AggregateState::new((**agg).clone(), Arc::clone(&task_ctx))),
+            QueryShape::Stateless { .. } => None,
+        };
+        Self { plan, state, task_ctx }
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &QueryPlan {
+        &self.plan
+    }
+
+    /// Open windows (0 for stateless queries).
+    pub fn open_windows(&self) -> usize {
+        self.state.as_ref().map_or(0, AggregateState::open_windows)
+    }
+
+    /// Processes the rows now in the source slots.
+    ///
+    /// # Errors
+    /// Execution failures.
+    pub async fn process_epoch(&mut self) -> Result<QueryEpoch> {
+        match &self.plan.shape {
+            QueryShape::Stateless { plan } => {
+                let rows = collect(Arc::clone(plan), Arc::clone(&self.task_ctx))
+                    .await
+                    .map_err(EngineError::exec(format!("INSERT INTO {}", self.plan.target)))?;
+                Ok(QueryEpoch {
+                    rows: non_empty(rows),
+                    ..QueryEpoch::default()
+                })
+            }
+            QueryShape::Aggregate(_) => {
+                let Some(state) = self.state.as_mut() else {
+                    return Err(EngineError::Internal("aggregate query without state".into()));
+                };
+                let out = state.process_epoch().await?;
+                let late = state.plan().window.as_ref().map(|w| w.gate.take_late()).unwrap_or_default();
+                let mut epoch = self.post(out).await?;
+                epoch.late = non_empty(late);
+                Ok(epoch)
+            }
+        }
+    }
+
+    /// Emits windows closed by the sources' watermarks (nanoseconds; `i64::MAX` = input ended).
+    ///
+    /// # Errors
+    /// Execution failures.
+    pub async fn advance(&mut self, watermarks: &HashMap<String, Option<i64>>) -> Result<QueryEpoch> {
+        let Some(state) = self.state.as_mut() else {
+            return Ok(QueryEpoch::default());
+        };
+        let Some(window) = &state.plan().window else {
+            return Ok(QueryEpoch::default());
+        };
+        let mut min: Option<i64> = None;
+        for source in &window.sources {
+            match watermarks.get(source).copied().flatten() {
+                Some(wm) => min = Some(min.map_or(wm, |m| m.min(wm))),
+                None => return Ok(QueryEpoch::default()),
+            }
+        }
+        let Some(wm_nanos) = min else {
+            return Ok(QueryEpoch::default());
+        };
+        let wm = if wm_nanos == i64::MAX {
+            i64::MAX
+        } else {
+            wm_nanos.div_euclid(window.nanos_per_unit())
+        };
+        let out = state.advance_watermark(wm).await?;
+        self.post(out).await
+    }
+
+    /// End of input: emits all remaining windows.
+    ///
+    /// # Errors
+    /// Execution failures.
+    pub async fn flush(&mut self) -> Result<QueryEpoch> {
+        let Some(state) = self.state.as_mut() else {
+            return Ok(QueryEpoch::default());
+        };
+        let out = state.flush().await?;
+        self.post(out).await
+    }
+
+    /// Runs the post-aggregate segment over finalised rows.
+    async fn post(&self, out: AggregateOutput) -> Result<QueryEpoch> {
+        let QueryShape::Aggregate(agg) = &self.plan.shape else {
+            return Ok(QueryEpoch::default());
+        };
+        if out.rows.is_empty() {
+            return Ok(QueryEpoch {
+                windows_emitted: out.windows_emitted,
+                ..QueryEpoch::default()
+            });
+        }
+        agg.post_slot.set(out.rows);
+        let rows = collect(Arc::clone(&agg.post), Arc::clone(&self.task_ctx)).await;
+        agg.post_slot.clear();
+        let rows = rows.map_err(EngineError::exec(format!("INSERT INTO {} (after the aggregate)", self.plan.target)))?;
+        Ok(QueryEpoch {
+            rows: non_empty(rows),
+            late: Vec::new(),
+            windows_emitted: out.windows_emitted,
+        })
+    }
+}
+
+fn non_empty(batches: Vec<RecordBatch>) -> Vec<RecordBatch> {
+    batches.into_iter().filter(|b| b.num_rows() > 0).collect()
+}

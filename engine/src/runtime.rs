@@ -1,0 +1,234 @@
+//! The epoch loop: pull a micro-batch, run every INSERT over it, advance watermarks, emit closed
+//! windows, write every sink once per epoch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, Int64Array};
+use arrow::compute::{cast, max};
+use arrow::datatypes::{DataType, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use volley_connectors::dead_letter::{DeadLetterBatch, DeadLetterWriter};
+use volley_connectors::{Sink, Source};
+use volley_sql::stream::EpochSlot;
+
+use crate::driver::{spawn_driver, BatchSizing, EpochInput};
+use crate::error::{EngineError, Result};
+use crate::query::QueryRunner;
+use crate::status::StatusLine;
+
+/// A source as the loop tracks it.
+#[derive(Debug)]
+pub struct SourceRuntime {
+    /// Table name.
+    pub name: String,
+    /// Where its epoch batches go.
+    pub slot: Arc<EpochSlot>,
+    /// Index of the event-time column, and the watermark delay in nanoseconds.
+    pub event_time: Option<(usize, i64)>,
+    /// Largest event time seen (nanoseconds).
+    pub max_event_time: Option<i64>,
+    /// Whether the source has ended.
+    pub exhausted: bool,
+    /// Rows read.
+    pub rows: u64,
+    /// Dead-letter directory for rows of this source.
+    pub dead_letter_dir: String,
+}
+
+impl SourceRuntime {
+    /// Watermark in nanoseconds: `i64::MAX` once exhausted; `None` before the first row.
+    pub fn watermark(&self) -> Option<i64> {
+        if self.exhausted {
+            return Some(i64::MAX);
+        }
+        let (_, delay) = self.event_time?;
+        self.max_event_time.map(|t| t.saturating_sub(delay))
+    }
+
+    fn observe(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        let Some((column, _)) = self.event_time else {
+            return Ok(());
+        };
+        for batch in batches {
+            self.rows += batch.num_rows() as u64;
+            let ts = cast(batch.column(column), &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+            let ts = cast(&ts, &DataType::Int64)?;
+            let Some(ts) = ts.as_any().downcast_ref::<Int64Array>() else {
+                return Err(EngineError::Internal("event time did not cast to Int64".into()));
+            };
+            if let Some(m) = max(ts) {
+                self.max_event_time = Some(self.max_event_time.map_or(m, |cur| cur.max(m)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Totals for a finished run.
+#[derive(Debug, Default, Clone)]
+pub struct RunSummary {
+    /// Epochs processed (with input).
+    pub epochs: u64,
+    /// Rows read from all sources.
+    pub rows_in: u64,
+    /// Rows written per sink.
+    pub rows_out: BTreeMap<String, u64>,
+    /// Rows sent to dead letters because their window had already been emitted.
+    pub late_rows: u64,
+    /// Windows emitted.
+    pub windows_emitted: u64,
+}
+
+/// Everything a streaming run needs, wired together.
+#[derive(Debug)]
+pub struct StreamJob {
+    /// Source runtimes, in the same order as `readers`.
+    pub sources: Vec<SourceRuntime>,
+    /// The source readers (moved to the driver task when the run starts).
+    pub readers: Vec<Box<dyn Source>>,
+    /// One runner per INSERT.
+    pub queries: Vec<QueryRunner>,
+    /// Sinks by table name.
+    pub sinks: BTreeMap<String, Box<dyn Sink>>,
+    /// Micro-batch row bound.
+    pub sizing: BatchSizing,
+    /// Micro-batch time bound.
+    pub max_delay: Duration,
+    /// Live status line (None = quiet).
+    pub status: Option<StatusLine>,
+}
+
+impl StreamJob {
+    /// Runs until every source is exhausted (forever for unbounded sources).
+    ///
+    /// # Errors
+    /// Source, sink and execution failures.
+    pub async fn run(mut self) -> Result<RunSummary> {
+        let readers = std::mem::take(&mut self.readers);
+        let mut input = spawn_driver(readers, self.sizing.clone(), self.max_delay);
+        let mut summary = RunSummary::default();
+        let mut dead_letters: HashMap<String, DeadLetterWriter> = HashMap::new();
+        let mut epoch = 0u64;
+        while let Some(next) = input.recv().await {
+            let next = next?;
+            let has_rows = next.batches.iter().any(|b| b.iter().any(|b| b.num_rows() > 0));
+            let ended = next.exhausted.iter().zip(&self.sources).any(|(e, s)| *e && !s.exhausted);
+            if !has_rows && !ended {
+                if let Some(status) = &mut self.status {
+                    status.tick(epoch, &self.sources, &self.queries, &summary);
+                }
+                continue;
+            }
+            epoch += 1;
+            let done = self.process_epoch(epoch, next, &mut summary, &mut dead_letters).await?;
+            if let Some(status) = &mut self.status {
+                status.tick(epoch, &self.sources, &self.queries, &summary);
+            }
+            if done {
+                break;
+            }
+        }
+        for sink in self.sinks.values_mut() {
+            sink.close().await?;
+        }
+        if let Some(status) = &mut self.status {
+            status.finish(epoch, &self.sources, &self.queries, &summary);
+        }
+        summary.epochs = epoch;
+        Ok(summary)
+    }
+
+    /// One epoch: returns true when every source has ended and everything is flushed.
+    async fn process_epoch(
+        &mut self,
+        epoch: u64,
+        input: EpochInput,
+        summary: &mut RunSummary,
+        dead_letters: &mut HashMap<String, DeadLetterWriter>,
+    ) -> Result<bool> {
+        let mut fresh: Vec<bool> = Vec::with_capacity(self.sources.len());
+        for ((source, batches), exhausted) in self.sources.iter_mut().zip(input.batches).zip(input.exhausted) {
+            let has = batches.iter().any(|b| b.num_rows() > 0);
+            if source.event_time.is_none() {
+                source.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            }
+            source.observe(&batches)?;
+            source.slot.set(batches);
+            source.exhausted = exhausted;
+            fresh.push(has);
+        }
+        summary.rows_in = self.sources.iter().map(|s| s.rows).sum();
+        let all_done = self.sources.iter().all(|s| s.exhausted);
+        let watermarks: HashMap<String, Option<i64>> =
+            self.sources.iter().map(|s| (s.name.clone(), s.watermark())).collect();
+        let fresh_sources: Vec<&str> = self
+            .sources
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, f)| **f)
+            .map(|(s, _)| s.name.as_str())
+            .collect();
+
+        let mut outputs: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+        let mut letters: BTreeMap<String, Vec<DeadLetterBatch>> = BTreeMap::new();
+        for query in &mut self.queries {
+            let reads_fresh = query.plan().sources.iter().any(|s| fresh_sources.contains(&s.as_str()));
+            let mut parts = Vec::new();
+            if reads_fresh {
+                parts.push(query.process_epoch().await?);
+            }
+            parts.push(query.advance(&watermarks).await?);
+            if all_done {
+                parts.push(query.flush().await?);
+            }
+            let target = query.plan().target.clone();
+            let first_source = query.plan().sources.first().cloned().unwrap_or_default();
+            for part in parts {
+                summary.windows_emitted += part.windows_emitted as u64;
+                outputs.entry(target.clone()).or_default().extend(part.rows);
+                for late in part.late {
+                    summary.late_rows += late.num_rows() as u64;
+                    letters.entry(first_source.clone()).or_default().push(DeadLetterBatch {
+                        source: first_source.clone(),
+                        reason: format!(
+                            "late: its window had already been emitted (INSERT INTO {target}, {})",
+                            query.plan().at
+                        ),
+                        rows: late,
+                    });
+                }
+            }
+        }
+        for source in &self.sources {
+            source.slot.clear();
+        }
+        for (target, batches) in outputs {
+            if batches.is_empty() {
+                continue;
+            }
+            let sink = self
+                .sinks
+                .get_mut(&target)
+                .ok_or_else(|| EngineError::Internal(format!("no sink opened for '{target}'")))?;
+            *summary.rows_out.entry(target.clone()).or_default() +=
+                batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            sink.write_epoch(epoch, &batches).await?;
+        }
+        for (source, batches) in letters {
+            let dir = self
+                .sources
+                .iter()
+                .find(|s| s.name == source)
+                .map(|s| s.dead_letter_dir.clone())
+                .unwrap_or_else(|| format!(".volley/dead_letters/{source}"));
+            let writer = match dead_letters.entry(source) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(DeadLetterWriter::new(&dir)?),
+            };
+            writer.write_epoch(epoch, &batches).await?;
+        }
+        Ok(all_done)
+    }
+}

@@ -1,0 +1,219 @@
+//! Turning a pipeline into a runnable streaming job: resolve sources and sinks, plan every INSERT.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use volley_connectors::{ConnectorRegistry, Sink, Source};
+use volley_sql::stream::{EpochSlot, QueryPlan, SourceBinding, StreamPlanner};
+use volley_sql::{Pipeline, SqlError, TableDecl};
+
+use crate::driver::BatchSizing;
+use crate::error::{EngineError, Result};
+use crate::query::QueryRunner;
+use crate::runtime::{SourceRuntime, StreamJob};
+use crate::status::StatusLine;
+
+/// Replacements for what the pipeline declares (tests, `verify`, benches).
+#[derive(Debug, Default)]
+pub struct JobOverrides {
+    /// Sources to use instead of opening the declared connector, by table name.
+    pub sources: HashMap<String, Box<dyn Source>>,
+    /// Sinks to use instead of opening the declared connector, by table name.
+    pub sinks: HashMap<String, Box<dyn Sink>>,
+    /// Micro-batch sizing instead of the sources' `max_rows`.
+    pub sizing: Option<BatchSizing>,
+    /// Print the live status line.
+    pub status: bool,
+    /// Don't open sinks (for `explain`).
+    pub no_sinks: bool,
+}
+
+/// The tables INSERTs read, in first-use order.
+///
+/// # Errors
+/// A referenced table that is not declared, or one that is both read and written.
+pub fn source_tables(pipeline: &Pipeline) -> Result<Vec<&TableDecl>> {
+    let state = volley_sql::stream::batch_context().state();
+    let mut names: Vec<String> = Vec::new();
+    for insert in &pipeline.inserts {
+        let statement = DfStatement::Statement(Box::new(SqlStatement::Query(insert.query.clone())));
+        let refs = state
+            .resolve_table_references(&statement)
+            .map_err(|e| SqlError::plan(insert.at, e))?;
+        for r in refs {
+            let name = r.table().to_string();
+            if pipeline.table(&name).is_none() {
+                return Err(SqlError::Plan {
+                    at: insert.at,
+                    message: format!("table '{name}' is not declared; declare it with CREATE EXTERNAL TABLE"),
+                }
+                .into());
+            }
+            if pipeline.inserts.iter().any(|i| i.target == name) {
+                return Err(SqlError::Unsupported {
+                    at: insert.at,
+                    message: format!("table '{name}' is both written and read by this pipeline; chaining INSERTs through a table is not supported yet"),
+                }
+                .into());
+            }
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Ok(names.iter().filter_map(|n| pipeline.table(n)).collect())
+}
+
+/// The schema of a table: declared, or what its connector infers.
+///
+/// # Errors
+/// Neither declared nor inferable.
+pub async fn table_schema(table: &TableDecl, registry: &ConnectorRegistry) -> Result<SchemaRef> {
+    if let Some(schema) = &table.declared_schema {
+        return Ok(Arc::clone(schema));
+    }
+    let connector = connector_for(table, registry)?;
+    connector.infer_schema(table).await?.ok_or_else(|| {
+        EngineError::Sql(SqlError::Pipeline(format!(
+            "table '{}' (STORED AS {}) declares no columns and its kind cannot infer them; list the columns in CREATE EXTERNAL TABLE",
+            table.name, table.kind
+        )))
+    })
+}
+
+fn connector_for<'a>(
+    table: &TableDecl,
+    registry: &'a ConnectorRegistry,
+) -> Result<&'a Arc<dyn volley_connectors::Connector>> {
+    registry.get(&table.kind).ok_or_else(|| {
+        EngineError::Sql(SqlError::UnknownKind {
+            table: table.name.clone(),
+            kind: table.kind.clone(),
+            allowed: volley_sql::KindCatalog::kinds(registry).join(", "),
+        })
+    })
+}
+
+/// Where the event-time column is, and the watermark delay in nanoseconds.
+fn event_time(table: &TableDecl, schema: &SchemaRef) -> Result<Option<(usize, i64)>> {
+    let Some(wm) = &table.watermark else {
+        return Ok(None);
+    };
+    let text = table.options.get("watermark").unwrap_or_default();
+    let (index, field) = schema.column_with_name(&wm.column).ok_or_else(|| {
+        table
+            .options
+            .bad("watermark", text, &format!("a column of '{}'", table.name))
+    })?;
+    if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
+        return Err(table
+            .options
+            .bad("watermark", text, &format!("a TIMESTAMP column ('{}' is {})", wm.column, field.data_type()))
+            .into());
+    }
+    let delay = i64::try_from(wm.delay.as_nanos()).unwrap_or(i64::MAX);
+    Ok(Some((index, delay)))
+}
+
+/// Builds the streaming job for `pipeline`, returning it with each INSERT's plan.
+///
+/// # Errors
+/// Pipeline, planning and connector errors.
+pub async fn build_stream_job(
+    pipeline: &Pipeline,
+    registry: &ConnectorRegistry,
+    mut overrides: JobOverrides,
+) -> Result<(StreamJob, Vec<QueryPlan>)> {
+    if pipeline.inserts.is_empty() {
+        return Err(SqlError::Pipeline("the pipeline has no INSERT INTO … SELECT statement: nothing to run".into()).into());
+    }
+    let mut bindings = Vec::new();
+    let mut runtimes = Vec::new();
+    let mut readers = Vec::new();
+    let mut max_rows = usize::MAX;
+    let mut max_delay = std::time::Duration::MAX;
+    for table in source_tables(pipeline)? {
+        let reader = match overrides.sources.remove(&table.name) {
+            Some(reader) => reader,
+            None => {
+                let schema = table_schema(table, registry).await?;
+                connector_for(table, registry)?.open_source(table, schema).await?
+            }
+        };
+        let schema = reader.schema();
+        let slot = EpochSlot::new();
+        runtimes.push(SourceRuntime {
+            name: table.name.clone(),
+            slot: Arc::clone(&slot),
+            event_time: event_time(table, &schema)?,
+            max_event_time: None,
+            exhausted: false,
+            rows: 0,
+            dead_letter_dir: table
+                .options
+                .get("dead_letter")
+                .map_or_else(|| format!(".volley/dead_letters/{}", table.name), str::to_string),
+        });
+        bindings.push(SourceBinding {
+            name: table.name.clone(),
+            schema,
+            watermark: table.watermark.clone(),
+            slot,
+        });
+        readers.push(reader);
+        max_rows = max_rows.min(table.max_rows()?);
+        max_delay = max_delay.min(table.max_delay()?);
+    }
+    let planner = StreamPlanner::new(bindings)?;
+    let mut plans = Vec::new();
+    for insert in &pipeline.inserts {
+        let sink = pipeline
+            .table(&insert.target)
+            .ok_or_else(|| EngineError::Internal(format!("INSERT target '{}' vanished", insert.target)))?;
+        plans.push(planner.plan_insert(insert, sink.declared_schema.as_ref()).await?);
+    }
+    let mut sinks: BTreeMap<String, Box<dyn Sink>> = BTreeMap::new();
+    for plan in &plans {
+        if sinks.contains_key(&plan.target) || overrides.no_sinks {
+            continue;
+        }
+        let sink = match overrides.sinks.remove(&plan.target) {
+            Some(sink) => sink,
+            None => {
+                let table = pipeline
+                    .table(&plan.target)
+                    .ok_or_else(|| EngineError::Internal(format!("sink '{}' vanished", plan.target)))?;
+                connector_for(table, registry)?
+                    .open_sink(table, Arc::clone(&plan.output_schema))
+                    .await?
+            }
+        };
+        sinks.insert(plan.target.clone(), sink);
+    }
+    let task_ctx = planner.context().task_ctx();
+    let queries = plans
+        .iter()
+        .map(|p| QueryRunner::new(p.clone(), Arc::clone(&task_ctx)))
+        .collect();
+    let job = StreamJob {
+        sources: runtimes,
+        readers,
+        queries,
+        sinks,
+        sizing: overrides.sizing.unwrap_or(BatchSizing::Fixed(if max_rows == usize::MAX {
+            volley_sql::table::DEFAULT_MAX_ROWS
+        } else {
+            max_rows
+        })),
+        max_delay: if max_delay == std::time::Duration::MAX {
+            volley_sql::table::DEFAULT_MAX_DELAY
+        } else {
+            max_delay
+        },
+        status: overrides.status.then(StatusLine::new),
+    };
+    Ok((job, plans))
+}

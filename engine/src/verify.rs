@@ -1,0 +1,220 @@
+//! `volley verify`: batch and streaming over the same input must give the same sink contents.
+//!
+//! Streaming runs with seeded random micro-batch sizes and, optionally, rows shuffled within
+//! each source's watermark bound (so no row is late, and results must be identical).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, Int64Array, UInt32Array};
+use arrow::compute::{cast, concat_batches, take_record_batch};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use volley_connectors::{ConnectorRegistry, Sink, Source};
+use volley_sql::stream::{QueryPlan, QueryShape};
+use volley_sql::Pipeline;
+
+use crate::batch::{batch_outputs, read_sources, InputBindings};
+use crate::compare::{compare_sink, key_indexes, Fold, SinkComparison};
+use crate::driver::{splitmix64, BatchSizing};
+use crate::error::{EngineError, Result};
+use crate::memory::{CollectSink, Collected, VecSource};
+use crate::setup::{build_stream_job, JobOverrides};
+
+/// The order streaming sees each source's rows in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputOrder {
+    /// As read.
+    AsIs,
+    /// Sorted by event time.
+    InOrder,
+    /// Shuffled: each row delayed by a seeded random amount up to the watermark bound.
+    Shuffled,
+}
+
+/// How `verify` runs the streaming side.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Micro-batch sizing.
+    pub sizing: BatchSizing,
+    /// Input order.
+    pub order: InputOrder,
+    /// Seed for the shuffle.
+    pub seed: u64,
+    /// How many differing rows to report per sink.
+    pub max_differences: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self {
+            sizing: BatchSizing::Random { min: 1, max: 8192, seed: 7 },
+            order: InputOrder::Shuffled,
+            seed: 7,
+            max_differences: 10,
+        }
+    }
+}
+
+/// Per-sink comparisons.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// One per sink.
+    pub sinks: Vec<SinkComparison>,
+}
+
+impl VerifyReport {
+    /// True when every sink matched on every key.
+    pub fn is_exact(&self) -> bool {
+        self.sinks.iter().all(|s| s.matched == s.total)
+    }
+
+    /// Matched over total across sinks.
+    pub fn match_rate(&self) -> f64 {
+        let total: usize = self.sinks.iter().map(|s| s.total).sum();
+        let matched: usize = self.sinks.iter().map(|s| s.matched).sum();
+        if total == 0 { 1.0 } else { matched as f64 / total as f64 }
+    }
+}
+
+/// Reorders one source's rows per `order`, keeping every row within `delay_nanos` of order.
+///
+/// # Errors
+/// Arrow failures.
+pub fn reorder(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    event_time: Option<(&str, i64)>,
+    order: InputOrder,
+    seed: u64,
+) -> Result<Vec<RecordBatch>> {
+    let (Some((column, delay)), false) = (event_time, order == InputOrder::AsIs) else {
+        return Ok(batches.to_vec());
+    };
+    let all = concat_batches(schema, batches)?;
+    let index = schema
+        .index_of(column)
+        .map_err(|_| EngineError::Internal(format!("event-time column '{column}' missing")))?;
+    let ts = cast(all.column(index), &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+    let ts = cast(&ts, &DataType::Int64)?;
+    let ts = ts
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| EngineError::Internal("event time is not an integer".into()))?;
+    let span = u64::try_from(delay).unwrap_or(0).saturating_add(1);
+    let mut keys: Vec<(i64, u32)> = (0..ts.len())
+        .map(|i| {
+            let t = if ts.is_null(i) { i64::MIN } else { ts.value(i) };
+            let jitter = match order {
+                InputOrder::Shuffled => (splitmix64(seed ^ (i as u64).wrapping_mul(0x9E37)) % span) as i64,
+                _ => 0,
+            };
+            (t.saturating_add(jitter), i as u32)
+        })
+        .collect();
+    keys.sort_unstable();
+    let indices = UInt32Array::from_iter_values(keys.into_iter().map(|(_, i)| i));
+    Ok(vec![take_record_batch(&all, &indices)?])
+}
+
+/// Runs the streaming engine over in-memory rows, collecting each sink's epochs.
+///
+/// # Errors
+/// Planning and execution failures.
+pub async fn stream_outputs(
+    pipeline: &Pipeline,
+    registry: &ConnectorRegistry,
+    rows: &BTreeMap<String, (SchemaRef, Vec<RecordBatch>)>,
+    opts: &VerifyOptions,
+) -> Result<(BTreeMap<String, Vec<(u64, Vec<RecordBatch>)>>, Vec<QueryPlan>)> {
+    let mut sources: HashMap<String, Box<dyn Source>> = HashMap::new();
+    for (name, (schema, batches)) in rows {
+        let table = pipeline
+            .table(name)
+            .ok_or_else(|| EngineError::Internal(format!("source '{name}' vanished")))?;
+        let event_time = table.watermark.as_ref().map(|w| (w.column.as_str(), i64::try_from(w.delay.as_nanos()).unwrap_or(i64::MAX)));
+        let ordered = reorder(schema, batches, event_time, opts.order, opts.seed)?;
+        sources.insert(name.clone(), Box::new(VecSource::new(Arc::clone(schema), ordered)));
+    }
+    let mut collected: BTreeMap<String, Collected> = BTreeMap::new();
+    let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
+    for target in pipeline.sink_names() {
+        let (sink, handle) = CollectSink::new();
+        sinks.insert(target.to_string(), Box::new(sink));
+        collected.insert(target.to_string(), handle);
+    }
+    let overrides = JobOverrides {
+        sources,
+        sinks,
+        sizing: Some(opts.sizing.clone()),
+        status: false,
+        no_sinks: false,
+    };
+    let (job, plans) = build_stream_job(pipeline, registry, overrides).await?;
+    job.run().await?;
+    let out = collected
+        .into_iter()
+        .map(|(name, handle)| {
+            let epochs = std::mem::take(&mut *handle.lock().unwrap_or_else(|e| e.into_inner()));
+            (name, epochs)
+        })
+        .collect();
+    Ok((out, plans))
+}
+
+/// Compares batch and stream outputs of every sink.
+///
+/// # Errors
+/// Unreadable rows, bad merge keys.
+pub fn compare_outputs(
+    pipeline: &Pipeline,
+    plans: &[QueryPlan],
+    batch: &BTreeMap<String, Vec<RecordBatch>>,
+    stream: &BTreeMap<String, Vec<(u64, Vec<RecordBatch>)>>,
+    max_differences: usize,
+) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    for target in pipeline.sink_names() {
+        let sink_plans: Vec<&QueryPlan> = plans.iter().filter(|p| p.target == target).collect();
+        let Some(first) = sink_plans.first() else { continue };
+        let names: Vec<String> = first.output_schema.fields().iter().map(|f| f.name().clone()).collect();
+        let declared = pipeline.table(target).and_then(|t| t.merge_key());
+        let key = match declared {
+            Some(k) => k,
+            None if sink_plans.iter().all(|p| p.key_columns == first.key_columns) => first.key_columns.clone(),
+            None => Vec::new(),
+        };
+        let upsert = sink_plans
+            .iter()
+            .any(|p| matches!(&p.shape, QueryShape::Aggregate(a) if a.window.is_none()));
+        let fold = if upsert { Fold::Upsert } else { Fold::Append };
+        let key = key_indexes(target, &names, &key)?;
+        let empty = Vec::new();
+        report.sinks.push(compare_sink(
+            target,
+            &names,
+            &key,
+            fold,
+            batch.get(target).unwrap_or(&empty),
+            stream.get(target).map(Vec::as_slice).unwrap_or_default(),
+            max_differences,
+        )?);
+    }
+    Ok(report)
+}
+
+/// `volley verify`: reads the bounded inputs once, runs both modes, compares every sink.
+///
+/// # Errors
+/// Bindings, planning and execution failures (a mismatch is a report, not an error).
+pub async fn verify(
+    pipeline: &Pipeline,
+    inputs: &InputBindings,
+    registry: &ConnectorRegistry,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport> {
+    let rows = read_sources(pipeline, inputs, registry).await?;
+    let batch = batch_outputs(pipeline, &rows).await?;
+    let (stream, plans) = stream_outputs(pipeline, registry, &rows, opts).await?;
+    compare_outputs(pipeline, &plans, &batch, &stream, opts.max_differences)
+}

@@ -1,0 +1,16 @@
+//! Pipeline SQL for Volley: reading `.sql` pipeline files, validating table options, and
+//! rewriting DataFusion plans into streaming plans.
+
+pub mod error;
+pub mod options;
+pub mod pipeline;
+pub mod splitter;
+pub mod stream;
+pub mod table;
+pub mod watermark;
+
+pub use error::{Result, SqlError, StatementRef};
+pub use options::{OptionSpec, TableOptions, COMMON_OPTIONS};
+pub use pipeline::{InsertDecl, Pipeline};
+pub use table::{KindCatalog, TableDecl};
+pub use watermark::WatermarkSpec;

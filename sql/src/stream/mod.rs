@@ -1,0 +1,16 @@
+//! The streaming plan: DataFusion physical plans cut at the aggregate, with long-lived leaves.
+
+pub mod explain;
+pub mod late;
+pub mod leaf;
+pub mod plan;
+pub mod trace;
+pub mod window;
+
+pub use late::{LateGate, LateSplitExec};
+pub use leaf::{EpochSlot, EpochSourceExec, EpochTable};
+pub use plan::{
+    batch_context, insert_logical_plan, streaming_context, AggregatePlan, QueryPlan, QueryShape,
+    SourceBinding, StreamPlanner,
+};
+pub use window::WindowSpec;

@@ -1,0 +1,481 @@
+//! Rewrites an `INSERT … SELECT`'s DataFusion plan into a streaming plan.
+//!
+//! The SELECT is planned once by DataFusion (one partition, so a GROUP BY becomes a single
+//! `AggregateExec`), then cut at that aggregate:
+//!
+//! ```text
+//!   DataFusion physical plan            streaming plan
+//!   ────────────────────────            ──────────────────────────────────────────────
+//!   Projection / Filter(HAVING)   ─▶    post:  Projection / Filter  ◀── EpochSourceExec(agg output)
+//!   AggregateExec(Single)         ─▶    state: Partial per epoch ─▶ window state ─▶ Final on emit
+//!   Projection / Filter / UDFs    ─▶    pre:   AggregateExec(Partial)
+//!   scan(source)                                 LateSplitExec (windowed only)
+//!                                                Projection / Filter / UDFs
+//!                                                EpochSourceExec(source)
+//! ```
+//!
+//! A SELECT without aggregate is one stateless plan. Every plan is built here, once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::logical_expr::{col, Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
+use datafusion::physical_plan::{displayable, ExecutionPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+
+use super::late::{LateGate, LateSplitExec};
+use super::leaf::{EpochSlot, EpochTable};
+use super::trace::{column_of, trace_column};
+use super::window::{as_date_bin, nanos_per_unit, WindowSpec};
+use crate::error::{Result, SqlError, StatementRef};
+use crate::pipeline::InsertDecl;
+use crate::watermark::WatermarkSpec;
+
+/// A streaming input as the planner sees it.
+#[derive(Debug, Clone)]
+pub struct SourceBinding {
+    /// Table name.
+    pub name: String,
+    /// Schema of the batches the source yields.
+    pub schema: SchemaRef,
+    /// Event-time column and disorder bound, if declared.
+    pub watermark: Option<WatermarkSpec>,
+    /// Where the engine puts each epoch's batches.
+    pub slot: Arc<EpochSlot>,
+}
+
+/// A windowed or keyed aggregate, split into the plans and expressions the engine runs.
+#[derive(Debug, Clone)]
+pub struct AggregatePlan {
+    /// `AggregateExec(Partial)` over the stateless segment: this epoch's state rows.
+    pub partial: Arc<dyn ExecutionPlan>,
+    /// Group-by in final form (over state columns), for PartialReduce and Final.
+    pub final_group_by: PhysicalGroupBy,
+    /// The aggregate functions.
+    pub aggr_expr: Vec<Arc<AggregateFunctionExpr>>,
+    /// Per-aggregate FILTER clauses.
+    pub filter_expr: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// Schema of the aggregate's raw input (what its expressions are bound to).
+    pub input_schema: SchemaRef,
+    /// Schema of state rows: group columns, then each aggregate's state fields.
+    pub state_schema: SchemaRef,
+    /// Schema of final rows: group columns, then aggregate values.
+    pub output_schema: SchemaRef,
+    /// Number of group columns (they lead both state and final rows).
+    pub group_count: usize,
+    /// The tumbling window, or `None` for a keyed (upsert) aggregate.
+    pub window: Option<WindowSpec>,
+    /// Where the engine puts finalised aggregate rows for the post segment.
+    pub post_slot: Arc<EpochSlot>,
+    /// The segment above the aggregate (HAVING, projections, UDFs over aggregates).
+    pub post: Arc<dyn ExecutionPlan>,
+}
+
+/// What kind of work an INSERT is.
+#[derive(Debug, Clone)]
+pub enum QueryShape {
+    /// Filters, projections and UDFs only: each epoch's rows stream straight through.
+    Stateless {
+        /// The whole plan, over the sources' epoch slots.
+        plan: Arc<dyn ExecutionPlan>,
+    },
+    /// One aggregate, windowed or keyed.
+    Aggregate(Box<AggregatePlan>),
+}
+
+/// The streaming plan of one `INSERT INTO target SELECT …`.
+#[derive(Debug, Clone)]
+pub struct QueryPlan {
+    /// The sink table.
+    pub target: String,
+    /// Where the statement is.
+    pub at: StatementRef,
+    /// Schema of the rows written to the sink.
+    pub output_schema: SchemaRef,
+    /// Output columns that identify a row for upserts (group keys incl. window start).
+    pub key_columns: Vec<String>,
+    /// Source tables read.
+    pub sources: Vec<String>,
+    /// The work itself.
+    pub shape: QueryShape,
+}
+
+/// The session configuration every Volley context uses (UDFs registered).
+pub fn batch_context() -> SessionContext {
+    let ctx = SessionContext::new();
+    volley_udfs::register_all(&ctx);
+    ctx
+}
+
+/// A context for planning streaming queries: one partition (so an aggregate is one node whose
+/// accumulators we can drive in phases) and `count(DISTINCT)` kept as a distinct accumulator
+/// rather than rewritten into two aggregates.
+pub fn streaming_context() -> SessionContext {
+    let config = datafusion::prelude::SessionConfig::new().with_target_partitions(1);
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    let rules: Vec<_> = state
+        .optimizers()
+        .iter()
+        .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+        .cloned()
+        .collect();
+    let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+        .with_optimizer_rules(rules)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    volley_udfs::register_all(&ctx);
+    ctx
+}
+
+/// The logical plan of an INSERT's query, with output columns cast and renamed to the sink's
+/// declared columns when it declares any. Batch and streaming both start here.
+///
+/// # Errors
+/// Planning errors, and a column count that does not match the sink.
+pub async fn insert_logical_plan(
+    ctx: &SessionContext,
+    insert: &InsertDecl,
+    sink_schema: Option<&SchemaRef>,
+) -> Result<LogicalPlan> {
+    let at = insert.at;
+    let statement = DfStatement::Statement(Box::new(SqlStatement::Query(insert.query.clone())));
+    let plan = ctx
+        .state()
+        .statement_to_plan(statement)
+        .await
+        .map_err(|e| SqlError::plan(at, e))?;
+    let Some(sink) = sink_schema else {
+        return Ok(plan);
+    };
+    let fields = plan.schema().columns();
+    if fields.len() != sink.fields().len() {
+        return Err(SqlError::Plan {
+            at,
+            message: format!(
+                "INSERT INTO {}: the query has {} columns but the table declares {}",
+                insert.target,
+                fields.len(),
+                sink.fields().len()
+            ),
+        });
+    }
+    let exprs: Vec<Expr> = fields
+        .into_iter()
+        .zip(sink.fields())
+        .map(|(c, f)| col(c).cast_to_type(f.data_type()).alias(f.name()))
+        .collect();
+    LogicalPlanBuilder::from(plan)
+        .project(exprs)
+        .and_then(|b| b.build())
+        .map_err(|e| SqlError::plan(at, e))
+}
+
+trait CastTo {
+    fn cast_to_type(self, to: &DataType) -> Expr;
+}
+
+impl CastTo for Expr {
+    fn cast_to_type(self, to: &DataType) -> Expr {
+        Expr::Cast(datafusion::logical_expr::Cast::new(Box::new(self), to.clone()))
+    }
+}
+
+/// Plans INSERTs over streaming sources.
+pub struct StreamPlanner {
+    ctx: SessionContext,
+    sources: HashMap<String, SourceBinding>,
+}
+
+impl std::fmt::Debug for StreamPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamPlanner").field("sources", &self.sources.keys()).finish()
+    }
+}
+
+impl StreamPlanner {
+    /// A planner reading `sources` (each registered as a table over its epoch slot).
+    ///
+    /// # Errors
+    /// A source registered twice.
+    pub fn new(sources: Vec<SourceBinding>) -> Result<Self> {
+        let ctx = streaming_context();
+        let mut by_name = HashMap::new();
+        for source in sources {
+            let table = EpochTable::new(&source.name, Arc::clone(&source.schema), Arc::clone(&source.slot));
+            ctx.register_table(source.name.as_str(), Arc::new(table))
+                .map_err(|e| SqlError::Internal(format!("registering source '{}': {e}", source.name)))?;
+            by_name.insert(source.name.clone(), source);
+        }
+        Ok(Self { ctx, sources: by_name })
+    }
+
+    /// The context plans run in (for executing them).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Plans one INSERT.
+    ///
+    /// # Errors
+    /// SQL errors, unsupported streaming shapes, and windows over columns with no watermark.
+    pub async fn plan_insert(&self, insert: &InsertDecl, sink_schema: Option<&SchemaRef>) -> Result<QueryPlan> {
+        let at = insert.at;
+        let logical = insert_logical_plan(&self.ctx, insert, sink_schema).await?;
+        let physical = self
+            .ctx
+            .state()
+            .create_physical_plan(&logical)
+            .await
+            .map_err(|e| SqlError::plan(at, e))?;
+        let output_schema = physical.schema();
+        let mut aggregates = Vec::new();
+        check_streamable(&physical, at, &mut aggregates)?;
+        let mut sources = Vec::new();
+        collect_leaves(&physical, &mut sources);
+        let shape = match aggregates.as_slice() {
+            [] => QueryShape::Stateless { plan: physical },
+            [agg] => QueryShape::Aggregate(Box::new(self.split_aggregate(&physical, agg, insert)?)),
+            _ => {
+                return Err(SqlError::Unsupported {
+                    at,
+                    message: "a streaming query may hold one aggregate (GROUP BY); nested aggregates are not supported yet: write the inner one to its own table".into(),
+                });
+            }
+        };
+        let key_columns = match &shape {
+            QueryShape::Stateless { .. } => Vec::new(),
+            QueryShape::Aggregate(agg) => {
+                let leaf = format!("{}#aggregate", insert.target);
+                (0..output_schema.fields().len())
+                    .filter(|&i| {
+                        trace_column(&agg.post, i).is_some_and(|origins| {
+                            origins.iter().all(|o| o.input == leaf && o.column < agg.group_count)
+                        })
+                    })
+                    .map(|i| output_schema.field(i).name().clone())
+                    .collect()
+            }
+        };
+        Ok(QueryPlan {
+            target: insert.target.clone(),
+            at,
+            output_schema,
+            key_columns,
+            sources,
+            shape,
+        })
+    }
+
+    fn split_aggregate(
+        &self,
+        root: &Arc<dyn ExecutionPlan>,
+        agg_node: &Arc<dyn ExecutionPlan>,
+        insert: &InsertDecl,
+    ) -> Result<AggregatePlan> {
+        let at = insert.at;
+        let agg = agg_node
+            .downcast_ref::<AggregateExec>()
+            .ok_or_else(|| SqlError::Internal("aggregate node is not an AggregateExec".into()))?;
+        if !matches!(agg.mode(), AggregateMode::Single | AggregateMode::SinglePartitioned) {
+            return Err(SqlError::Internal(format!(
+                "expected a single-phase aggregate with one partition, got {:?}",
+                agg.mode()
+            )));
+        }
+        let group_by = agg.group_expr().clone();
+        if group_by.has_grouping_set() {
+            return Err(SqlError::Unsupported {
+                at,
+                message: "GROUPING SETS / ROLLUP / CUBE are not supported in streaming queries".into(),
+            });
+        }
+        let pre = Arc::clone(agg.input());
+        let window = self.find_window(&group_by, &pre, at)?;
+        let partial_input: Arc<dyn ExecutionPlan> = match &window {
+            Some(w) => {
+                let (expr, _) = &group_by.expr()[w.group_index];
+                Arc::new(LateSplitExec::new(Arc::clone(&pre), Arc::clone(expr), Arc::clone(&w.gate)))
+            }
+            None => Arc::clone(&pre),
+        };
+        let input_schema = agg.input_schema();
+        let partial = AggregateExec::try_new(
+            AggregateMode::Partial,
+            group_by.clone(),
+            agg.aggr_expr().to_vec(),
+            agg.filter_expr().to_vec(),
+            partial_input,
+            Arc::clone(&input_schema),
+        )
+        .map_err(|e| SqlError::Internal(format!("building partial aggregate: {e}")))?;
+        let state_schema = partial.schema();
+        let output_schema = agg_node.schema();
+        let post_slot = EpochSlot::new();
+        let leaf_name = format!("{}#aggregate", insert.target);
+        let leaf: Arc<dyn ExecutionPlan> = Arc::new(
+            super::leaf::EpochSourceExec::new(leaf_name, Arc::clone(&output_schema), None, Arc::clone(&post_slot))
+                .map_err(|e| SqlError::Internal(e.to_string()))?,
+        );
+        let post = Arc::clone(root)
+            .transform_up(|node| {
+                if Arc::ptr_eq(&node, agg_node) {
+                    Ok(Transformed::yes(Arc::clone(&leaf)))
+                } else {
+                    Ok(Transformed::no(node))
+                }
+            })
+            .map_err(|e| SqlError::Internal(format!("cutting the plan at the aggregate: {e}")))?
+            .data;
+        Ok(AggregatePlan {
+            partial: Arc::new(partial),
+            final_group_by: group_by.as_final(),
+            aggr_expr: agg.aggr_expr().to_vec(),
+            filter_expr: agg.filter_expr().to_vec(),
+            input_schema,
+            state_schema,
+            output_schema,
+            group_count: group_by.expr().len(),
+            window,
+            post_slot,
+            post,
+        })
+    }
+
+    /// Finds the tumbling window among the group expressions, checking it is over a watermarked
+    /// event-time column.
+    fn find_window(
+        &self,
+        group_by: &PhysicalGroupBy,
+        pre: &Arc<dyn ExecutionPlan>,
+        at: StatementRef,
+    ) -> Result<Option<WindowSpec>> {
+        let mut found = None;
+        for (index, (expr, name)) in group_by.expr().iter().enumerate() {
+            let bin = as_date_bin(expr).map_err(|e| SqlError::Unsupported {
+                at,
+                message: format!("GROUP BY {name}: {}", e.0),
+            })?;
+            let Some(bin) = bin else { continue };
+            if found.is_some() {
+                return Err(SqlError::Unsupported {
+                    at,
+                    message: "a streaming aggregate may group by one window (date_bin/tumble)".into(),
+                });
+            }
+            let unit = match expr.data_type(pre.schema().as_ref()) {
+                Ok(DataType::Timestamp(unit, _)) => unit,
+                Ok(other) => {
+                    return Err(SqlError::Unsupported {
+                        at,
+                        message: format!("GROUP BY {name}: the window is over {other}, not a TIMESTAMP column"),
+                    });
+                }
+                Err(e) => return Err(SqlError::plan(at, e)),
+            };
+            let per_unit = nanos_per_unit(unit);
+            if bin.width_nanos % per_unit != 0 {
+                return Err(SqlError::Unsupported {
+                    at,
+                    message: format!("GROUP BY {name}: the window width is finer than the column's {unit:?} precision"),
+                });
+            }
+            let origins = column_of(&bin.ts).and_then(|c| trace_column(pre, c));
+            let Some(origins) = origins else {
+                return Err(SqlError::Unsupported {
+                    at,
+                    message: format!(
+                        "GROUP BY {name}: a streaming window must be over a source's watermarked event-time column itself, not a computed expression"
+                    ),
+                });
+            };
+            let mut sources = Vec::new();
+            let mut column = String::new();
+            for origin in origins {
+                let source = self.sources.get(&origin.input).ok_or_else(|| {
+                    SqlError::Internal(format!("window column traced to unknown input '{}'", origin.input))
+                })?;
+                column = source.schema.field(origin.column).name().clone();
+                match &source.watermark {
+                    Some(wm) if wm.column == column => sources.push(source.name.clone()),
+                    _ => {
+                        return Err(SqlError::Unsupported {
+                            at,
+                            message: format!(
+                                "GROUP BY {name}: column '{column}' of table '{}' has no watermark, so the window would never close and its state would grow forever. Declare one: OPTIONS ('watermark' '{column} - INTERVAL ''5 seconds''')",
+                                source.name
+                            ),
+                        });
+                    }
+                }
+            }
+            found = Some(WindowSpec {
+                group_index: index,
+                width: bin.width_nanos / per_unit,
+                unit,
+                column,
+                sources,
+                gate: LateGate::new(),
+                display: name.clone(),
+            });
+        }
+        Ok(found)
+    }
+}
+
+/// Checks every node can run per epoch; collects aggregate nodes.
+fn check_streamable(
+    plan: &Arc<dyn ExecutionPlan>,
+    at: StatementRef,
+    aggregates: &mut Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<()> {
+    match plan.name() {
+        "AggregateExec" => aggregates.push(Arc::clone(plan)),
+        "ProjectionExec" | "FilterExec" | "CoalesceBatchesExec" | "CoalescePartitionsExec"
+        | "RepartitionExec" | "EpochSourceExec" | "UnionExec" | "InterleaveExec" | "SortExec"
+        | "SortPreservingMergeExec" | "PlaceholderRowExec" | "EmptyExec" | "UnnestExec" => {}
+        "GlobalLimitExec" | "LocalLimitExec" => {
+            return Err(SqlError::Unsupported {
+                at,
+                message: "LIMIT has no meaning over an unbounded stream; remove it (or run `volley batch`)".into(),
+            });
+        }
+        other => {
+            return Err(SqlError::Unsupported {
+                at,
+                message: format!(
+                    "this query needs {other}, which the streaming engine does not run yet (joins and OVER windows are not supported in streaming)"
+                ),
+            });
+        }
+    }
+    for child in plan.children() {
+        check_streamable(child, at, aggregates)?;
+    }
+    Ok(())
+}
+
+fn collect_leaves(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
+    if let Some(leaf) = plan.downcast_ref::<super::leaf::EpochSourceExec>() {
+        if !out.iter().any(|s| s == leaf.input_name()) {
+            out.push(leaf.input_name().to_string());
+        }
+    }
+    for child in plan.children() {
+        collect_leaves(child, out);
+    }
+}
+
+/// An indented, readable rendering of a physical plan.
+pub fn render(plan: &Arc<dyn ExecutionPlan>) -> String {
+    displayable(plan.as_ref()).indent(false).to_string()
+}

@@ -1,0 +1,72 @@
+//! Column lineage through stateless plan nodes: which input column does output column `i` come from?
+
+use std::sync::Arc;
+
+use datafusion::physical_expr::expressions::{CastExpr, Column, TryCastExpr};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::leaf::EpochSourceExec;
+
+/// Where a column comes from: a leaf input and that input's (unprojected) column index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnOrigin {
+    /// The leaf's input name (source table, or an operator's output).
+    pub input: String,
+    /// Column index in that input's full schema.
+    pub column: usize,
+}
+
+/// Follows output column `index` of `plan` down to the leaves it is copied from, unchanged or
+/// cast. Returns every origin (several under a UNION), or `None` if the column is computed.
+pub fn trace_column(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<Vec<ColumnOrigin>> {
+    if let Some(leaf) = plan.downcast_ref::<EpochSourceExec>() {
+        return Some(vec![ColumnOrigin {
+            input: leaf.input_name().to_string(),
+            column: leaf.input_column(index),
+        }]);
+    }
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        let expr = &projection.expr().get(index)?.expr;
+        let column = column_of(expr)?;
+        return trace_column(projection.input(), column);
+    }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        let column = match filter.projection() {
+            Some(p) => *p.get(index)?,
+            None => index,
+        };
+        return trace_column(filter.input(), column);
+    }
+    match plan.name() {
+        // Nodes that pass columns through unchanged.
+        "CoalesceBatchesExec" | "CoalescePartitionsExec" | "RepartitionExec" | "SortExec"
+        | "LateSplitExec" | "SortPreservingMergeExec" => {
+            trace_column(plan.children().first()?, index)
+        }
+        "UnionExec" | "InterleaveExec" => {
+            let mut all = Vec::new();
+            for child in plan.children() {
+                all.extend(trace_column(child, index)?);
+            }
+            Some(all)
+        }
+        _ => None,
+    }
+}
+
+/// The column index an expression copies, looking through casts.
+pub fn column_of(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
+    if let Some(c) = expr.downcast_ref::<Column>() {
+        return Some(c.index());
+    }
+    if let Some(c) = expr.downcast_ref::<CastExpr>() {
+        return column_of(c.expr());
+    }
+    if let Some(c) = expr.downcast_ref::<TryCastExpr>() {
+        return column_of(c.expr());
+    }
+    None
+}

@@ -1,0 +1,120 @@
+//! Window edges, late rows and one-row micro-batches, written as small tables of data.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, TimestampNanosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use volley_connectors::{ConnectorRegistry, Sink, Source};
+use volley_engine::driver::BatchSizing;
+use volley_engine::memory::{CollectSink, VecSource};
+use volley_engine::setup::{build_stream_job, JobOverrides};
+
+use crate::harness::pipeline;
+
+const SEC: i64 = 1_000_000_000;
+
+/// `(ts seconds, user)` rows as a batch.
+fn events(rows: &[(i64, i64)]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
+        Field::new("user_id", DataType::Int64, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(TimestampNanosecondArray::from_iter_values(rows.iter().map(|r| r.0 * SEC))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+        ],
+    )
+    .unwrap()
+}
+
+/// (window start seconds, count) per emitting epoch.
+fn emitted(epochs: &[(u64, Vec<RecordBatch>)]) -> Vec<(u64, Vec<(i64, i64)>)> {
+    epochs
+        .iter()
+        .map(|(epoch, batches)| {
+            let mut rows = Vec::new();
+            for b in batches {
+                let w = b.column(0).as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();
+                let n = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+                for i in 0..b.num_rows() {
+                    rows.push((w.value(i) / SEC, n.value(i)));
+                }
+            }
+            rows.sort_unstable();
+            (*epoch, rows)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn window_closes_exactly_when_watermark_reaches_its_end_and_late_rows_are_dead_lettered() {
+    let dead = tempfile::tempdir().unwrap();
+    let sql = format!(
+        "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL) STORED AS CSV LOCATION 'unused.csv'
+         OPTIONS ('watermark' 'ts - INTERVAL ''5 seconds''', 'dead_letter' '{}');
+         CREATE EXTERNAL TABLE out STORED AS BLACKHOLE LOCATION 'x';
+         INSERT INTO out SELECT date_bin(INTERVAL '10 seconds', ts) AS w, count(*) AS n FROM clicks GROUP BY 1;",
+        dead.path().display()
+    );
+    let p = pipeline(&sql).await;
+    // Epochs of one row each: 0s, 9s, 15s (watermark = 10s = end of [0,10)), 9s again (late), 30s.
+    let input = events(&[(0, 1), (9, 2), (15, 3), (9, 4), (30, 5)]);
+    let (sink, collected) = CollectSink::new();
+    let mut sources: HashMap<String, Box<dyn Source>> = HashMap::new();
+    sources.insert("clicks".into(), Box::new(VecSource::new(input.schema(), vec![input])));
+    let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
+    sinks.insert("out".into(), Box::new(sink));
+    let overrides = JobOverrides { sources, sinks, sizing: Some(BatchSizing::Fixed(1)), ..JobOverrides::default() };
+    let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides).await.unwrap();
+    let summary = job.run().await.unwrap();
+
+    let got = emitted(&collected.lock().unwrap());
+    assert_eq!(got, vec![(3, vec![(0, 2)]), (5, vec![(10, 1)]), (6, vec![(30, 1)])]);
+    assert_eq!(summary.late_rows, 1);
+    let letters: Vec<String> = std::fs::read_dir(dead.path())
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let all = letters.concat();
+    assert_eq!(all.lines().count(), 1, "{all}");
+    assert!(all.contains("late") && all.contains("\"user_id\":4"), "{all}");
+}
+
+#[tokio::test]
+async fn empty_input_emits_nothing_and_keyed_aggregates_upsert_per_epoch() {
+    let sql = "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL) STORED AS CSV LOCATION 'unused.csv'
+         OPTIONS ('watermark' 'ts');
+         CREATE EXTERNAL TABLE out STORED AS BLACKHOLE LOCATION 'x';
+         INSERT INTO out SELECT user_id, count(*) AS n FROM clicks GROUP BY user_id;";
+    let p = pipeline(sql).await;
+    let input = events(&[(0, 1), (1, 2), (2, 1), (3, 1)]);
+    let (sink, collected) = CollectSink::new();
+    let mut sources: HashMap<String, Box<dyn Source>> = HashMap::new();
+    sources.insert("clicks".into(), Box::new(VecSource::new(input.schema(), vec![input])));
+    let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
+    sinks.insert("out".into(), Box::new(sink));
+    let overrides = JobOverrides { sources, sinks, sizing: Some(BatchSizing::Fixed(2)), ..JobOverrides::default() };
+    let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides).await.unwrap();
+    job.run().await.unwrap();
+    // Epoch 1 touches users 1 and 2; epoch 2 touches only user 1 (upsert to 3).
+    let got: Vec<(u64, Vec<(i64, i64)>)> = collected
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(e, batches)| {
+            let mut rows = Vec::new();
+            for b in batches {
+                let k = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                let n = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+                rows.extend((0..b.num_rows()).map(|i| (k.value(i), n.value(i))));
+            }
+            rows.sort_unstable();
+            (*e, rows)
+        })
+        .collect();
+    assert_eq!(got, vec![(1, vec![(1, 1), (2, 1)]), (2, vec![(1, 3)])]);
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: stream-vs-batch parity, SQL semantics (sqllogictest), window edges.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod edges;
+mod harness;
+mod parity;
+mod slt;

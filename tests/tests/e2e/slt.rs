@@ -1,0 +1,123 @@
+//! Runs `tests/slt/*.slt`. `statement` lines declare tables (validated as `volley` would);
+//! `query` lines run the SELECT as a streaming pipeline (random micro-batches, rows shuffled
+//! within the watermark) AND as a batch query, fail unless the two agree, and return the rows.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use sqllogictest::{DBOutput, DefaultColumnType};
+use volley_connectors::ConnectorRegistry;
+use volley_engine::batch::{batch_outputs, read_sources};
+use volley_engine::driver::BatchSizing;
+use volley_engine::verify::{compare_outputs, stream_outputs, InputOrder, VerifyOptions};
+use volley_sql::{Pipeline, StatementRef};
+
+#[derive(Debug)]
+struct SltError(String);
+
+impl std::fmt::Display for SltError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SltError {}
+
+struct VolleyDb {
+    pipeline: Pipeline,
+    registry: ConnectorRegistry,
+    statements: usize,
+}
+
+impl VolleyDb {
+    fn new() -> Self {
+        Self {
+            pipeline: Pipeline { tables: Vec::new(), inserts: Vec::new() },
+            registry: ConnectorRegistry::builtin(),
+            statements: 0,
+        }
+    }
+
+    async fn query(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+        let err = |e: &dyn std::fmt::Display| SltError(e.to_string());
+        let mut p = self.pipeline.clone();
+        let at = StatementRef { index: self.statements, line: 0 };
+        p.add_statement("CREATE EXTERNAL TABLE __result STORED AS BLACKHOLE LOCATION 'x'", at, &self.registry)
+            .await
+            .map_err(|e| err(&e))?;
+        p.add_statement(&format!("INSERT INTO __result {sql}"), at, &self.registry)
+            .await
+            .map_err(|e| err(&e))?;
+        let rows = read_sources(&p, &HashMap::new(), &self.registry).await.map_err(|e| err(&e))?;
+        let batch = batch_outputs(&p, &rows).await.map_err(|e| err(&e))?;
+        let opts = VerifyOptions {
+            sizing: BatchSizing::Random { min: 1, max: 5, seed: 3 },
+            order: InputOrder::Shuffled,
+            seed: 3,
+            max_differences: 5,
+        };
+        let (stream, plans) = stream_outputs(&p, &self.registry, &rows, &opts).await.map_err(|e| err(&e))?;
+        let report = compare_outputs(&p, &plans, &batch, &stream, 5).map_err(|e| err(&e))?;
+        if !report.is_exact() {
+            return Err(SltError(format!("streaming and batch differ: {:?}", report.sinks)));
+        }
+        let out = batch.get("__result").cloned().unwrap_or_default();
+        let columns = plans.first().map_or(0, |p| p.output_schema.fields().len());
+        let mut text_rows = Vec::new();
+        for b in &out {
+            for i in 0..b.num_rows() {
+                let row = b
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        if c.is_null(i) {
+                            "NULL".to_string()
+                        } else {
+                            match arrow::util::display::array_value_to_string(c, i) {
+                                Ok(s) if s.is_empty() => "(empty)".to_string(),
+                                Ok(s) => s,
+                                Err(e) => format!("<{e}>"),
+                            }
+                        }
+                    })
+                    .collect();
+                text_rows.push(row);
+            }
+        }
+        Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; columns], rows: text_rows })
+    }
+}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for VolleyDb {
+    type Error = SltError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+        self.statements += 1;
+        let head = sql.trim_start().to_ascii_uppercase();
+        if head.starts_with("SELECT") || head.starts_with("WITH") {
+            return self.query(sql).await;
+        }
+        let at = StatementRef { index: self.statements, line: 0 };
+        self.pipeline
+            .add_statement(sql, at, &self.registry)
+            .await
+            .map_err(|e| SltError(e.to_string()))?;
+        Ok(DBOutput::StatementComplete(0))
+    }
+
+    async fn shutdown(&mut self) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqllogictest_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("slt");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 3, "expected .slt files in {}", dir.display());
+    for file in files {
+        let mut runner = sqllogictest::Runner::new(|| async { Ok(VolleyDb::new()) });
+        runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+}

@@ -1,0 +1,59 @@
+//! Scalar UDFs for Volley pipelines.
+//!
+//! | function | returns | purpose |
+//! |---|---|---|
+//! | `tumble(ts, interval)` | type of `ts` | tumbling-window start; rewritten to `date_bin(interval, ts)` during planning |
+//! | `geohash(lat, lon, precision)` | `VARCHAR` | base32 geohash of a point, 1 to 12 characters |
+//! | `geohash_parent(geohash, precision)` | `VARCHAR` | enclosing geohash cell: the first `precision` characters |
+//!
+//! Every function is vectorized over whole Arrow arrays and handles the common
+//! case of a literal argument without expanding it to a column.
+//!
+//! # Example
+//!
+//! ```
+//! use datafusion::prelude::SessionContext;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> datafusion::common::Result<()> {
+//! let ctx = SessionContext::new();
+//! volley_udfs::register_all(&ctx);
+//! let batches = ctx
+//!     .sql("SELECT geohash_parent(geohash(48.8566, 2.3522, 6), 5) AS cell")
+//!     .await?
+//!     .collect()
+//!     .await?;
+//! assert_eq!(batches[0].num_rows(), 1);
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod args;
+mod geohash;
+mod geohash_parent;
+mod tumble;
+
+#[cfg(test)]
+mod test_util;
+
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::SessionContext;
+
+pub use geohash::{GeohashFunc, MAX_GEOHASH_PRECISION, MIN_GEOHASH_PRECISION, geohash_udf};
+pub use geohash_parent::{GeohashParentFunc, geohash_parent_udf};
+pub use tumble::{TumbleFunc, tumble_udf};
+
+/// Every UDF of this crate, in a stable order (`tumble`, `geohash`,
+/// `geohash_parent`).
+pub fn all_udfs() -> Vec<ScalarUDF> {
+    vec![tumble_udf(), geohash_udf(), geohash_parent_udf()]
+}
+
+/// Registers every UDF of [`all_udfs`] with `ctx`, replacing any function of
+/// the same name.
+pub fn register_all(ctx: &SessionContext) {
+    for udf in all_udfs() {
+        ctx.register_udf(udf);
+    }
+}
