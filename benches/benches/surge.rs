@@ -7,15 +7,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use datafusion::prelude::SessionContext;
 use tokio::runtime::Runtime;
-use volley_connectors::generator::rides::generate_rides;
 use volley_connectors::generator::GeneratorConnector;
+use volley_connectors::generator::generate_rides;
 use volley_connectors::{ConnectorRegistry, Sink, Source};
 use volley_engine::driver::{BatchSizing, EpochInput};
 use volley_engine::memory::VecSource;
-use volley_engine::setup::{build_stream_job, JobOverrides};
+use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_sql::Pipeline;
 
 const SURGE: &str = "
@@ -31,7 +31,9 @@ FROM ride_requests GROUP BY 1, 2;";
 fn events(count: u64) -> (Pipeline, Vec<RecordBatch>) {
     let rt = Runtime::new().unwrap();
     let sql = SURGE.replace("{count}", &count.to_string());
-    let pipeline = rt.block_on(Pipeline::parse(&sql, &ConnectorRegistry::builtin())).unwrap();
+    let pipeline = rt
+        .block_on(Pipeline::parse(&sql, &ConnectorRegistry::builtin()))
+        .unwrap();
     let opts = GeneratorConnector::rides_options(&pipeline.tables[0]).unwrap();
     let batches = (0..count)
         .step_by(65_536)
@@ -49,29 +51,41 @@ fn streaming(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(count));
     for max_rows in [8_192usize, 65_536] {
-        group.bench_with_input(BenchmarkId::new("streaming", format!("max_rows={max_rows}")), &max_rows, |b, &max_rows| {
-            b.iter(|| {
-                rt.block_on(async {
-                    let mut sources: HashMap<String, Box<dyn Source>> = HashMap::new();
-                    sources.insert("ride_requests".into(), Box::new(VecSource::new(Arc::clone(&schema), batches.clone())));
-                    let overrides = JobOverrides {
-                        sources,
-                        sinks: HashMap::<String, Box<dyn Sink>>::new(),
-                        sizing: Some(BatchSizing::Fixed(max_rows)),
-                        ..JobOverrides::default()
-                    };
-                    let (job, _) = build_stream_job(&pipeline, &ConnectorRegistry::builtin(), overrides).await.unwrap();
-                    job.run().await.unwrap()
+        group.bench_with_input(
+            BenchmarkId::new("streaming", format!("max_rows={max_rows}")),
+            &max_rows,
+            |b, &max_rows| {
+                b.iter(|| {
+                    rt.block_on(async {
+                        let mut sources: HashMap<String, Box<dyn Source>> = HashMap::new();
+                        sources.insert(
+                            "ride_requests".into(),
+                            Box::new(VecSource::new(Arc::clone(&schema), batches.clone())),
+                        );
+                        let overrides = JobOverrides {
+                            sources,
+                            sinks: HashMap::<String, Box<dyn Sink>>::new(),
+                            sizing: Some(BatchSizing::Fixed(max_rows)),
+                            ..JobOverrides::default()
+                        };
+                        let (job, _) =
+                            build_stream_job(&pipeline, &ConnectorRegistry::builtin(), overrides)
+                                .await
+                                .unwrap();
+                        job.run().await.unwrap()
+                    })
                 })
-            })
-        });
+            },
+        );
     }
     // Batch: DataFusion over a Parquet file of the same events.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rides.parquet");
     {
         let file = std::fs::File::create(&path).unwrap();
-        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&schema), None).unwrap();
+        let mut writer =
+            datafusion::parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&schema), None)
+                .unwrap();
         for b in &batches {
             writer.write(b).unwrap();
         }
@@ -82,7 +96,9 @@ fn streaming(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 let ctx = volley_sql::stream::batch_context();
-                ctx.register_parquet("ride_requests", path.to_str().unwrap(), Default::default()).await.unwrap();
+                ctx.register_parquet("ride_requests", path.to_str().unwrap(), Default::default())
+                    .await
+                    .unwrap();
                 let rows = ctx.sql(query).await.unwrap().collect().await.unwrap();
                 rows.iter().map(RecordBatch::num_rows).sum::<usize>()
             })
@@ -98,16 +114,33 @@ fn empty_epoch(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let mut job = rt.block_on(async {
         let mut sources: HashMap<String, Box<dyn Source>> = HashMap::new();
-        sources.insert("ride_requests".into(), Box::new(VecSource::new(Arc::clone(&schema), Vec::new())));
-        let overrides = JobOverrides { sources, ..JobOverrides::default() };
-        let (mut job, _) = build_stream_job(&pipeline, &ConnectorRegistry::builtin(), overrides).await.unwrap();
+        sources.insert(
+            "ride_requests".into(),
+            Box::new(VecSource::new(Arc::clone(&schema), Vec::new())),
+        );
+        let overrides = JobOverrides {
+            sources,
+            ..JobOverrides::default()
+        };
+        let (mut job, _) = build_stream_job(&pipeline, &ConnectorRegistry::builtin(), overrides)
+            .await
+            .unwrap();
         // Open state: a whole window's worth of groups.
-        job.run_epoch(EpochInput { batches: vec![batches.clone()], exhausted: vec![false] }).await.unwrap();
+        job.run_epoch(EpochInput {
+            batches: vec![batches.clone()],
+            exhausted: vec![false],
+        })
+        .await
+        .unwrap();
         job
     });
     c.bench_function("surge/empty_epoch", |b| {
         b.iter(|| {
-            rt.block_on(job.run_epoch(EpochInput { batches: vec![Vec::new()], exhausted: vec![false] })).unwrap()
+            rt.block_on(job.run_epoch(EpochInput {
+                batches: vec![Vec::new()],
+                exhausted: vec![false],
+            }))
+            .unwrap()
         })
     });
 }

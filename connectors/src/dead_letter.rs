@@ -187,7 +187,11 @@ mod tests {
             schema,
             vec![
                 Arc::new(Int64Array::from(vec![1, 2, 3])),
-                Arc::new(StringArray::from(vec![Some("a\nb"), None, Some("{\"x\": 1}")])),
+                Arc::new(StringArray::from(vec![
+                    Some("a\nb"),
+                    None,
+                    Some("{\"x\": 1}"),
+                ])),
             ],
         )
         .unwrap()
@@ -221,7 +225,8 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(files, vec![DeadLetterWriter::file_name(7)]);
-        let text = std::fs::read_to_string(dir.path().join(DeadLetterWriter::file_name(7))).unwrap();
+        let text =
+            std::fs::read_to_string(dir.path().join(DeadLetterWriter::file_name(7))).unwrap();
         assert_eq!(text.lines().count(), 4, "{text}");
 
         // Every line is one JSON object that arrow's own reader decodes.
@@ -229,9 +234,15 @@ mod tests {
             Field::new("source", DataType::Utf8, false),
             Field::new("reason", DataType::Utf8, false),
             Field::new("epoch", DataType::Int64, false),
-            Field::new("row", DataType::Struct(rows().schema().fields().clone()), false),
+            Field::new(
+                "row",
+                DataType::Struct(rows().schema().fields().clone()),
+                false,
+            ),
         ]));
-        let mut reader = ReaderBuilder::new(letter_schema).build(text.as_bytes()).unwrap();
+        let mut reader = ReaderBuilder::new(letter_schema)
+            .build(text.as_bytes())
+            .unwrap();
         let decoded = reader.next().unwrap().unwrap();
         assert_eq!(decoded.num_rows(), 4);
         let sources = decoded.column(0).as_string::<i32>();
@@ -245,7 +256,10 @@ mod tests {
         let epochs = decoded.column(2).as_primitive::<Int64Type>();
         assert!(epochs.values().iter().all(|&e| e == 7));
         let row = decoded.column(3).as_struct();
-        assert_eq!(row.column(0).as_primitive::<Int64Type>().values(), &[1, 2, 3, 3]);
+        assert_eq!(
+            row.column(0).as_primitive::<Int64Type>().values(),
+            &[1, 2, 3, 3]
+        );
         let payload = row.column(1).as_string::<i32>();
         assert_eq!(
             payload.iter().collect::<Vec<_>>(),

@@ -52,8 +52,12 @@ impl Location {
         if !trimmed.contains("://") {
             return Self::local(table, location, PathBuf::from(trimmed));
         }
-        let url = Url::parse(trimmed)
-            .map_err(|e| ConnectorError::config(table, format!("LOCATION '{location}' is not a valid URL: {e}")))?;
+        let url = Url::parse(trimmed).map_err(|e| {
+            ConnectorError::config(
+                table,
+                format!("LOCATION '{location}' is not a valid URL: {e}"),
+            )
+        })?;
         match url.scheme() {
             "file" => {
                 let path = url.to_file_path().map_err(|()| {
@@ -66,9 +70,11 @@ impl Location {
             }
             "memory" => {
                 let name = url.host_str().unwrap_or_default().to_string();
-                let path = Path::from_url_path(url.path()).map_err(|e| bad_path(table, location, e))?;
-                let url = Url::parse(&format!("memory://{name}/{path}"))
-                    .map_err(|e| ConnectorError::config(table, format!("LOCATION '{location}': {e}")))?;
+                let path =
+                    Path::from_url_path(url.path()).map_err(|e| bad_path(table, location, e))?;
+                let url = Url::parse(&format!("memory://{name}/{path}")).map_err(|e| {
+                    ConnectorError::config(table, format!("LOCATION '{location}': {e}"))
+                })?;
                 Ok(Self {
                     store: memory_store(&name),
                     path,
@@ -96,7 +102,10 @@ impl Location {
             && resolved.url.scheme() == "file"
         {
             tokio::fs::create_dir_all(&dir).await.map_err(|e| {
-                ConnectorError::external(table, format!("cannot create directory '{}': {e}", dir.display()))
+                ConnectorError::external(
+                    table,
+                    format!("cannot create directory '{}': {e}", dir.display()),
+                )
             })?;
         }
         Ok(resolved)
@@ -137,12 +146,20 @@ impl Location {
             path
         } else {
             std::env::current_dir()
-                .map_err(|e| ConnectorError::external(table, format!("cannot read the current directory: {e}")))?
+                .map_err(|e| {
+                    ConnectorError::external(
+                        table,
+                        format!("cannot read the current directory: {e}"),
+                    )
+                })?
                 .join(path)
         };
         let absolute = normalize(&absolute);
         let url = Url::from_file_path(&absolute).map_err(|()| {
-            ConnectorError::config(table, format!("LOCATION '{location}' is not a valid file system path"))
+            ConnectorError::config(
+                table,
+                format!("LOCATION '{location}' is not a valid file system path"),
+            )
         })?;
         let path = Path::from_url_path(url.path()).map_err(|e| bad_path(table, location, e))?;
         Ok(Self {
@@ -175,7 +192,10 @@ pub fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
 }
 
 fn bad_path(table: &str, location: &str, err: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::config(table, format!("LOCATION '{location}' is not a valid path: {err}"))
+    ConnectorError::config(
+        table,
+        format!("LOCATION '{location}' is not a valid path: {err}"),
+    )
 }
 
 /// Removes `.` and `..` lexically: object store paths may not contain them, and the directory
@@ -226,8 +246,13 @@ mod tests {
 
     #[test]
     fn unsupported_scheme_names_table_and_choices() {
-        let err = Location::resolve("clicks", "s3://bucket/x").unwrap_err().to_string();
-        assert!(err.contains("clicks") && err.contains("s3") && err.contains("memory://"), "{err}");
+        let err = Location::resolve("clicks", "s3://bucket/x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("clicks") && err.contains("s3") && err.contains("memory://"),
+            "{err}"
+        );
         assert!(Location::resolve("clicks", "  ").is_err());
     }
 
@@ -235,7 +260,9 @@ mod tests {
     async fn sink_dir_is_created() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("a/b");
-        let loc = Location::resolve_sink_dir("t", target.to_str().unwrap()).await.unwrap();
+        let loc = Location::resolve_sink_dir("t", target.to_str().unwrap())
+            .await
+            .unwrap();
         assert!(target.is_dir());
         assert_eq!(loc.url.to_file_path().unwrap(), target);
     }

@@ -16,7 +16,9 @@ pub struct ConnectorRegistry {
 impl ConnectorRegistry {
     /// An empty registry.
     pub fn empty() -> Self {
-        Self { by_kind: BTreeMap::new() }
+        Self {
+            by_kind: BTreeMap::new(),
+        }
     }
 
     /// The built-in connectors: GENERATOR, PARQUET, CSV, JSON, BLACKHOLE.

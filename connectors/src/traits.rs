@@ -113,7 +113,11 @@ pub trait Connector: Send + Sync + Debug {
     ///
     /// # Errors
     /// [`ConnectorError::Config`] if this kind has no bounded form.
-    async fn batch_table(&self, table: &TableDecl, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
+    async fn batch_table(
+        &self,
+        table: &TableDecl,
+        schema: SchemaRef,
+    ) -> Result<Arc<dyn TableProvider>> {
         let _ = schema;
         Err(not_a(table, "bounded batch input"))
     }

@@ -20,7 +20,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::{collect, ExecutionPlan};
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use volley_sql::stream::AggregatePlan;
 
 use crate::error::{EngineError, Result};
@@ -90,7 +90,8 @@ impl AggregateState {
         let partials = collect(Arc::clone(&self.plan.partial), Arc::clone(&self.task_ctx))
             .await
             .map_err(EngineError::exec("the partial aggregate"))?;
-        let partials: Vec<RecordBatch> = partials.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let partials: Vec<RecordBatch> =
+            partials.into_iter().filter(|b| b.num_rows() > 0).collect();
         if partials.is_empty() {
             return Ok(AggregateOutput::default());
         }
@@ -172,7 +173,11 @@ impl AggregateState {
 
     /// Keyed aggregate: merge the epoch into the single state, then finalise the touched groups.
     async fn keyed_upserts(&mut self, partials: Vec<RecordBatch>) -> Result<AggregateOutput> {
-        let mut all = self.windows.remove(&KEYED).map(|s| s.batches).unwrap_or_default();
+        let mut all = self
+            .windows
+            .remove(&KEYED)
+            .map(|s| s.batches)
+            .unwrap_or_default();
         all.extend(partials.iter().cloned());
         let compacted = self.reduce(all).await?;
         let touched = if self.plan.group_count == 0 {
@@ -198,27 +203,44 @@ impl AggregateState {
 
     /// State rows in, one state row per group out.
     async fn reduce(&self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-        self.run_phase(AggregateMode::PartialReduce, batches, "merging aggregate state").await
+        self.run_phase(
+            AggregateMode::PartialReduce,
+            batches,
+            "merging aggregate state",
+        )
+        .await
     }
 
     /// State rows in, final aggregate rows (with the original aggregate's schema) out.
     async fn finalize(&self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-        let out = self.run_phase(AggregateMode::Final, batches, "finalising aggregates").await?;
+        let out = self
+            .run_phase(AggregateMode::Final, batches, "finalising aggregates")
+            .await?;
         out.into_iter()
             .filter(|b| b.num_rows() > 0)
             .map(|b| {
                 RecordBatch::try_new(Arc::clone(&self.plan.output_schema), b.columns().to_vec())
-                    .map_err(|e| EngineError::Internal(format!("final aggregate rows do not fit the aggregate's schema: {e}")))
+                    .map_err(|e| {
+                        EngineError::Internal(format!(
+                            "final aggregate rows do not fit the aggregate's schema: {e}"
+                        ))
+                    })
             })
             .collect()
     }
 
-    async fn run_phase(&self, mode: AggregateMode, batches: Vec<RecordBatch>, what: &str) -> Result<Vec<RecordBatch>> {
+    async fn run_phase(
+        &self,
+        mode: AggregateMode,
+        batches: Vec<RecordBatch>,
+        what: &str,
+    ) -> Result<Vec<RecordBatch>> {
         if batches.is_empty() {
             return Ok(Vec::new());
         }
-        let input = MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&self.plan.state_schema), None)
-            .map_err(EngineError::exec(what))?;
+        let input =
+            MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&self.plan.state_schema), None)
+                .map_err(EngineError::exec(what))?;
         let exec = AggregateExec::try_new(
             mode,
             self.plan.final_group_by.clone(),
@@ -229,7 +251,9 @@ impl AggregateState {
         )
         .map_err(EngineError::exec(what))?;
         let exec: Arc<dyn ExecutionPlan> = Arc::new(exec);
-        collect(exec, Arc::clone(&self.task_ctx)).await.map_err(EngineError::exec(what))
+        collect(exec, Arc::clone(&self.task_ctx))
+            .await
+            .map_err(EngineError::exec(what))
     }
 
     /// Number of state rows held (for metrics).
@@ -279,7 +303,12 @@ struct TouchedKeys {
 fn touched_keys(partials: &[RecordBatch], group_count: usize) -> Result<TouchedKeys> {
     let fields = partials
         .first()
-        .map(|b| b.schema().fields()[..group_count].iter().map(|f| SortField::new(f.data_type().clone())).collect())
+        .map(|b| {
+            b.schema().fields()[..group_count]
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect()
+        })
         .unwrap_or_default();
     let converter = RowConverter::new(fields)?;
     let mut keys = HashSet::new();
@@ -298,8 +327,13 @@ impl TouchedKeys {
     fn filter(&self, state: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::with_capacity(state.len());
         for batch in state {
-            let rows = self.converter.convert_columns(&batch.columns()[..self.group_count])?;
-            let mask: BooleanArray = rows.iter().map(|r| Some(self.keys.contains(r.as_ref()))).collect();
+            let rows = self
+                .converter
+                .convert_columns(&batch.columns()[..self.group_count])?;
+            let mask: BooleanArray = rows
+                .iter()
+                .map(|r| Some(self.keys.contains(r.as_ref())))
+                .collect();
             let picked = filter_record_batch(batch, &mask)?;
             if picked.num_rows() > 0 {
                 out.push(picked);

@@ -115,10 +115,15 @@ fn check_bindings(pipeline: &Pipeline, inputs: &InputBindings) -> Result<()> {
 ///
 /// # Errors
 /// Planning and execution failures.
-pub async fn run_inserts(ctx: &SessionContext, pipeline: &Pipeline) -> Result<BTreeMap<String, Vec<RecordBatch>>> {
+pub async fn run_inserts(
+    ctx: &SessionContext,
+    pipeline: &Pipeline,
+) -> Result<BTreeMap<String, Vec<RecordBatch>>> {
     let mut outputs: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
     for insert in &pipeline.inserts {
-        let sink = pipeline.table(&insert.target).and_then(|t| t.declared_schema.as_ref());
+        let sink = pipeline
+            .table(&insert.target)
+            .and_then(|t| t.declared_schema.as_ref());
         let plan = insert_logical_plan(ctx, insert, sink).await?;
         let batches = ctx
             .execute_logical_plan(plan)
@@ -126,7 +131,10 @@ pub async fn run_inserts(ctx: &SessionContext, pipeline: &Pipeline) -> Result<BT
             .map_err(|e| SqlError::plan(insert.at, e))?
             .collect()
             .await
-            .map_err(EngineError::exec(format!("INSERT INTO {} ({})", insert.target, insert.at)))?;
+            .map_err(EngineError::exec(format!(
+                "INSERT INTO {} ({})",
+                insert.target, insert.at
+            )))?;
         outputs
             .entry(insert.target.clone())
             .or_default()
@@ -185,20 +193,34 @@ pub async fn run_batch(
                     (Some(s), _) => Arc::clone(s),
                     (None, Some(b)) => b.schema(),
                     (None, None) => {
-                        let plan = insert_logical_plan(&ctx, pipeline.inserts.iter().find(|i| i.target == target).ok_or_else(|| EngineError::Internal("insert vanished".into()))?, None).await?;
+                        let plan = insert_logical_plan(
+                            &ctx,
+                            pipeline
+                                .inserts
+                                .iter()
+                                .find(|i| i.target == target)
+                                .ok_or_else(|| EngineError::Internal("insert vanished".into()))?,
+                            None,
+                        )
+                        .await?;
                         Arc::new(plan.schema().as_arrow().clone())
                     }
                 };
                 registry
                     .get(&table.kind)
-                    .ok_or_else(|| EngineError::Internal(format!("no connector for {}", table.kind)))?
+                    .ok_or_else(|| {
+                        EngineError::Internal(format!("no connector for {}", table.kind))
+                    })?
                     .open_sink(table, schema)
                     .await?
             }
         };
         sink.write_epoch(0, &batches).await?;
         sink.close().await?;
-        written.insert(target.to_string(), batches.iter().map(|b| b.num_rows() as u64).sum());
+        written.insert(
+            target.to_string(),
+            batches.iter().map(|b| b.num_rows() as u64).sum(),
+        );
     }
     Ok(written)
 }

@@ -38,7 +38,11 @@ pub struct SinkComparison {
 impl SinkComparison {
     /// Fraction matched (1.0 for two empty outputs).
     pub fn match_rate(&self) -> f64 {
-        if self.total == 0 { 1.0 } else { self.matched as f64 / self.total as f64 }
+        if self.total == 0 {
+            1.0
+        } else {
+            self.matched as f64 / self.total as f64
+        }
     }
 }
 
@@ -108,7 +112,10 @@ pub fn compare_sink(
     }
     let mut out = SinkComparison {
         sink: sink.to_string(),
-        key: key.iter().map(|&i| column_names.get(i).cloned().unwrap_or_default()).collect(),
+        key: key
+            .iter()
+            .map(|&i| column_names.get(i).cloned().unwrap_or_default())
+            .collect(),
         ..SinkComparison::default()
     };
     let note = |out: &mut SinkComparison, text: String| {
@@ -116,7 +123,7 @@ pub fn compare_sink(
             out.differences.push(text);
         }
     };
-    if key.is_empty() {
+    if key.is_empty() && fold == Fold::Append {
         // Multiset comparison of whole rows, in a canonical order.
         let canon = |r: &Row| show(r);
         let mut b: Vec<(String, Row)> = batch_rows.into_iter().map(|r| (canon(&r), r)).collect();
@@ -174,7 +181,10 @@ pub fn compare_sink(
                 [] => "missing".to_string(),
                 rows => rows.iter().map(show).collect::<Vec<_>>().join(" + "),
             };
-            note(&mut out, format!("key {k}: batch {} vs stream {}", render(b), render(s)));
+            note(
+                &mut out,
+                format!("key {k}: batch {} vs stream {}", render(b), render(s)),
+            );
         }
     }
     Ok(out)

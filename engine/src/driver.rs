@@ -71,7 +71,15 @@ pub fn spawn_driver(
             let deadline = Instant::now() + max_delay;
             let mut batches: Vec<Vec<RecordBatch>> = vec![Vec::new(); sources.len()];
             let mut got = 0usize;
-            let result = fill(&mut sources, &mut exhausted, &mut batches, &mut got, budget, deadline).await;
+            let result = fill(
+                &mut sources,
+                &mut exhausted,
+                &mut batches,
+                &mut got,
+                budget,
+                deadline,
+            )
+            .await;
             let done = exhausted.iter().all(|e| *e);
             let message = result.map(|()| EpochInput {
                 batches,
@@ -118,7 +126,10 @@ async fn fill(
         }
         if !progressed {
             // Every live source is waiting: sleep a little rather than spin.
-            tokio::time::sleep(Duration::from_millis(1).min(deadline.saturating_duration_since(Instant::now()))).await;
+            tokio::time::sleep(
+                Duration::from_millis(1).min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await;
         }
     }
 }

@@ -22,8 +22,12 @@ use volley_sql::Pipeline;
 ///
 /// # Errors
 /// Unreadable file, SQL and option errors.
-pub async fn load_pipeline(path: &std::path::Path, registry: &ConnectorRegistry) -> Result<Pipeline> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| EngineError::Usage(format!("cannot read pipeline '{}': {e}", path.display())))?;
+pub async fn load_pipeline(
+    path: &std::path::Path,
+    registry: &ConnectorRegistry,
+) -> Result<Pipeline> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        EngineError::Usage(format!("cannot read pipeline '{}': {e}", path.display()))
+    })?;
     Ok(Pipeline::parse(&text, registry).await?)
 }

@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand};
 use volley_connectors::ConnectorRegistry;
 use volley_engine::batch::{parse_binding, run_batch};
 use volley_engine::driver::BatchSizing;
-use volley_engine::setup::{build_stream_job, JobOverrides};
-use volley_engine::verify::{verify, InputOrder, VerifyOptions};
 use volley_engine::load_pipeline;
+use volley_engine::setup::{JobOverrides, build_stream_job};
+use volley_engine::verify::{InputOrder, VerifyOptions, verify};
 
 /// Volley: the same SQL in batch and streaming, with provably equal results.
 #[derive(Debug, Parser)]
@@ -70,13 +70,20 @@ enum Command {
 }
 
 fn bindings(inputs: &[String]) -> anyhow::Result<HashMap<String, String>> {
-    inputs.iter().map(|i| parse_binding(i).map_err(anyhow::Error::from)).collect()
+    inputs
+        .iter()
+        .map(|i| parse_binding(i).map_err(anyhow::Error::from))
+        .collect()
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let registry = ConnectorRegistry::builtin();
     match cli.command {
-        Command::Run { pipeline, quiet, max_rows } => {
+        Command::Run {
+            pipeline,
+            quiet,
+            max_rows,
+        } => {
             let p = load_pipeline(&pipeline, &registry).await?;
             let overrides = JobOverrides {
                 status: !quiet,
@@ -101,17 +108,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { pipeline, inputs, seed, min_rows, max_rows, in_order } => {
+        Command::Verify {
+            pipeline,
+            inputs,
+            seed,
+            min_rows,
+            max_rows,
+            in_order,
+        } => {
             let p = load_pipeline(&pipeline, &registry).await?;
             let opts = VerifyOptions {
-                sizing: BatchSizing::Random { min: min_rows.max(1), max: max_rows.max(min_rows.max(1)), seed },
-                order: if in_order { InputOrder::InOrder } else { InputOrder::Shuffled },
+                sizing: BatchSizing::Random {
+                    min: min_rows.max(1),
+                    max: max_rows.max(min_rows.max(1)),
+                    seed,
+                },
+                order: if in_order {
+                    InputOrder::InOrder
+                } else {
+                    InputOrder::Shuffled
+                },
                 seed,
                 max_differences: 10,
             };
             let report = verify(&p, &bindings(&inputs)?, &registry, &opts).await?;
             for sink in &report.sinks {
-                let key = if sink.key.is_empty() { "whole rows".to_string() } else { sink.key.join(", ") };
+                let key = if sink.key.is_empty() {
+                    "whole rows".to_string()
+                } else {
+                    sink.key.join(", ")
+                };
                 println!(
                     "{}: {}/{} match ({:.4}%) by key [{key}]",
                     sink.sink,
@@ -124,15 +150,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             println!("overall match rate: {:.4}%", 100.0 * report.match_rate());
-            Ok(if report.is_exact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.is_exact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Explain { pipeline } => {
             let p = load_pipeline(&pipeline, &registry).await?;
-            let overrides = JobOverrides { no_sinks: true, ..JobOverrides::default() };
+            let overrides = JobOverrides {
+                no_sinks: true,
+                ..JobOverrides::default()
+            };
             let (_, plans) = build_stream_job(&p, &registry, overrides).await?;
             for plan in &plans {
                 let text = volley_sql::stream::explain::explain_query(plan, &|source| {
-                    p.table(source).and_then(|t| t.options.get("watermark").map(str::to_string))
+                    p.table(source)
+                        .and_then(|t| t.options.get("watermark").map(str::to_string))
                 });
                 println!("{text}");
             }
@@ -143,11 +177,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("volley: cannot start the async runtime: {e}");

@@ -41,7 +41,8 @@ impl Source for VecSource {
         };
         let take = max_rows.max(1).min(front.num_rows());
         if take < front.num_rows() {
-            self.pending.push_front(front.slice(take, front.num_rows() - take));
+            self.pending
+                .push_front(front.slice(take, front.num_rows() - take));
         }
         self.position += take as u64;
         Ok(SourcePoll::Data(front.slice(0, take)))
@@ -65,7 +66,12 @@ impl CollectSink {
     /// A sink and the handle to read what it collected.
     pub fn new() -> (Self, Collected) {
         let epochs = Collected::default();
-        (Self { epochs: Arc::clone(&epochs) }, epochs)
+        (
+            Self {
+                epochs: Arc::clone(&epochs),
+            },
+            epochs,
+        )
     }
 }
 

@@ -34,10 +34,16 @@ impl QueryRunner {
     /// A runner for `plan`, executing in `task_ctx`.
     pub fn new(plan: QueryPlan, task_ctx: Arc<TaskContext>) -> Self {
         let state = match &plan.shape {
-            QueryShape::Aggregate(agg) => Some(AggregateState::new((**agg).clone(), Arc::clone(&task_ctx))),
+            QueryShape::Aggregate(agg) => {
+                Some(AggregateState::new((**agg).clone(), Arc::clone(&task_ctx)))
+            }
             QueryShape::Stateless { .. } => None,
         };
-        Self { plan, state, task_ctx }
+        Self {
+            plan,
+            state,
+            task_ctx,
+        }
     }
 
     /// The plan.
@@ -59,7 +65,10 @@ impl QueryRunner {
             QueryShape::Stateless { plan } => {
                 let rows = collect(Arc::clone(plan), Arc::clone(&self.task_ctx))
                     .await
-                    .map_err(EngineError::exec(format!("INSERT INTO {}", self.plan.target)))?;
+                    .map_err(EngineError::exec(format!(
+                        "INSERT INTO {}",
+                        self.plan.target
+                    )))?;
                 Ok(QueryEpoch {
                     rows: non_empty(rows),
                     ..QueryEpoch::default()
@@ -67,10 +76,17 @@ impl QueryRunner {
             }
             QueryShape::Aggregate(_) => {
                 let Some(state) = self.state.as_mut() else {
-                    return Err(EngineError::Internal("aggregate query without state".into()));
+                    return Err(EngineError::Internal(
+                        "aggregate query without state".into(),
+                    ));
                 };
                 let out = state.process_epoch().await?;
-                let late = state.plan().window.as_ref().map(|w| w.gate.take_late()).unwrap_or_default();
+                let late = state
+                    .plan()
+                    .window
+                    .as_ref()
+                    .map(|w| w.gate.take_late())
+                    .unwrap_or_default();
                 let mut epoch = self.post(out).await?;
                 epoch.late = non_empty(late);
                 Ok(epoch)
@@ -82,7 +98,10 @@ impl QueryRunner {
     ///
     /// # Errors
     /// Execution failures.
-    pub async fn advance(&mut self, watermarks: &HashMap<String, Option<i64>>) -> Result<QueryEpoch> {
+    pub async fn advance(
+        &mut self,
+        watermarks: &HashMap<String, Option<i64>>,
+    ) -> Result<QueryEpoch> {
         let Some(state) = self.state.as_mut() else {
             return Ok(QueryEpoch::default());
         };
@@ -134,7 +153,10 @@ impl QueryRunner {
         agg.post_slot.set(out.rows);
         let rows = collect(Arc::clone(&agg.post), Arc::clone(&self.task_ctx)).await;
         agg.post_slot.clear();
-        let rows = rows.map_err(EngineError::exec(format!("INSERT INTO {} (after the aggregate)", self.plan.target)))?;
+        let rows = rows.map_err(EngineError::exec(format!(
+            "INSERT INTO {} (after the aggregate)",
+            self.plan.target
+        )))?;
         Ok(QueryEpoch {
             rows: non_empty(rows),
             late: Vec::new(),

@@ -13,7 +13,7 @@ use volley_connectors::dead_letter::{DeadLetterBatch, DeadLetterWriter};
 use volley_connectors::{Sink, Source};
 use volley_sql::stream::EpochSlot;
 
-use crate::driver::{spawn_driver, BatchSizing, EpochInput};
+use crate::driver::{BatchSizing, EpochInput, spawn_driver};
 use crate::error::{EngineError, Result};
 use crate::query::QueryRunner;
 use crate::status::StatusLine;
@@ -53,10 +53,15 @@ impl SourceRuntime {
         };
         for batch in batches {
             self.rows += batch.num_rows() as u64;
-            let ts = cast(batch.column(column), &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+            let ts = cast(
+                batch.column(column),
+                &DataType::Timestamp(TimeUnit::Nanosecond, None),
+            )?;
             let ts = cast(&ts, &DataType::Int64)?;
             let Some(ts) = ts.as_any().downcast_ref::<Int64Array>() else {
-                return Err(EngineError::Internal("event time did not cast to Int64".into()));
+                return Err(EngineError::Internal(
+                    "event time did not cast to Int64".into(),
+                ));
             };
             if let Some(m) = max(ts) {
                 self.max_event_time = Some(self.max_event_time.map_or(m, |cur| cur.max(m)));
@@ -98,6 +103,12 @@ pub struct StreamJob {
     pub max_delay: Duration,
     /// Live status line (None = quiet).
     pub status: Option<StatusLine>,
+    /// Totals so far.
+    pub summary: RunSummary,
+    /// Dead-letter writers by source.
+    pub dead_letters: HashMap<String, DeadLetterWriter>,
+    /// The last epoch processed.
+    pub epoch: u64,
 }
 
 impl StreamJob {
@@ -108,25 +119,8 @@ impl StreamJob {
     pub async fn run(mut self) -> Result<RunSummary> {
         let readers = std::mem::take(&mut self.readers);
         let mut input = spawn_driver(readers, self.sizing.clone(), self.max_delay);
-        let mut summary = RunSummary::default();
-        let mut dead_letters: HashMap<String, DeadLetterWriter> = HashMap::new();
-        let mut epoch = 0u64;
         while let Some(next) = input.recv().await {
-            let next = next?;
-            let has_rows = next.batches.iter().any(|b| b.iter().any(|b| b.num_rows() > 0));
-            let ended = next.exhausted.iter().zip(&self.sources).any(|(e, s)| *e && !s.exhausted);
-            if !has_rows && !ended {
-                if let Some(status) = &mut self.status {
-                    status.tick(epoch, &self.sources, &self.queries, &summary);
-                }
-                continue;
-            }
-            epoch += 1;
-            let done = self.process_epoch(epoch, next, &mut summary, &mut dead_letters).await?;
-            if let Some(status) = &mut self.status {
-                status.tick(epoch, &self.sources, &self.queries, &summary);
-            }
-            if done {
+            if self.run_epoch(next?).await? {
                 break;
             }
         }
@@ -134,10 +128,46 @@ impl StreamJob {
             sink.close().await?;
         }
         if let Some(status) = &mut self.status {
-            status.finish(epoch, &self.sources, &self.queries, &summary);
+            status.finish(self.epoch, &self.sources, &self.queries, &self.summary);
         }
-        summary.epochs = epoch;
-        Ok(summary)
+        self.summary.epochs = self.epoch;
+        Ok(self.summary)
+    }
+
+    /// Processes one micro-batch of input; returns true once every source has ended and all
+    /// state is flushed. Input with no rows and no newly ended source is not an epoch.
+    ///
+    /// # Errors
+    /// Source, sink and execution failures.
+    pub async fn run_epoch(&mut self, next: EpochInput) -> Result<bool> {
+        let has_rows = next
+            .batches
+            .iter()
+            .any(|b| b.iter().any(|b| b.num_rows() > 0));
+        let ended = next
+            .exhausted
+            .iter()
+            .zip(&self.sources)
+            .any(|(e, s)| *e && !s.exhausted);
+        if !has_rows && !ended {
+            if let Some(status) = &mut self.status {
+                status.tick(self.epoch, &self.sources, &self.queries, &self.summary);
+            }
+            return Ok(false);
+        }
+        self.epoch += 1;
+        let mut summary = std::mem::take(&mut self.summary);
+        let mut dead_letters = std::mem::take(&mut self.dead_letters);
+        let done = self
+            .process_epoch(self.epoch, next, &mut summary, &mut dead_letters)
+            .await;
+        self.summary = summary;
+        self.dead_letters = dead_letters;
+        let done = done?;
+        if let Some(status) = &mut self.status {
+            status.tick(self.epoch, &self.sources, &self.queries, &self.summary);
+        }
+        Ok(done)
     }
 
     /// One epoch: returns true when every source has ended and everything is flushed.
@@ -149,7 +179,12 @@ impl StreamJob {
         dead_letters: &mut HashMap<String, DeadLetterWriter>,
     ) -> Result<bool> {
         let mut fresh: Vec<bool> = Vec::with_capacity(self.sources.len());
-        for ((source, batches), exhausted) in self.sources.iter_mut().zip(input.batches).zip(input.exhausted) {
+        for ((source, batches), exhausted) in self
+            .sources
+            .iter_mut()
+            .zip(input.batches)
+            .zip(input.exhausted)
+        {
             let has = batches.iter().any(|b| b.num_rows() > 0);
             if source.event_time.is_none() {
                 source.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
@@ -161,8 +196,11 @@ impl StreamJob {
         }
         summary.rows_in = self.sources.iter().map(|s| s.rows).sum();
         let all_done = self.sources.iter().all(|s| s.exhausted);
-        let watermarks: HashMap<String, Option<i64>> =
-            self.sources.iter().map(|s| (s.name.clone(), s.watermark())).collect();
+        let watermarks: HashMap<String, Option<i64>> = self
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.watermark()))
+            .collect();
         let fresh_sources: Vec<&str> = self
             .sources
             .iter()
@@ -174,7 +212,11 @@ impl StreamJob {
         let mut outputs: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
         let mut letters: BTreeMap<String, Vec<DeadLetterBatch>> = BTreeMap::new();
         for query in &mut self.queries {
-            let reads_fresh = query.plan().sources.iter().any(|s| fresh_sources.contains(&s.as_str()));
+            let reads_fresh = query
+                .plan()
+                .sources
+                .iter()
+                .any(|s| fresh_sources.contains(&s.as_str()));
             let mut parts = Vec::new();
             if reads_fresh {
                 parts.push(query.process_epoch().await?);
@@ -225,7 +267,9 @@ impl StreamJob {
                 .unwrap_or_else(|| format!(".volley/dead_letters/{source}"));
             let writer = match dead_letters.entry(source) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(DeadLetterWriter::new(&dir)?),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(DeadLetterWriter::new(&dir)?)
+                }
             };
             writer.write_epoch(epoch, &batches).await?;
         }

@@ -48,7 +48,9 @@ pub fn source_tables(pipeline: &Pipeline) -> Result<Vec<&TableDecl>> {
             if pipeline.table(&name).is_none() {
                 return Err(SqlError::Plan {
                     at: insert.at,
-                    message: format!("table '{name}' is not declared; declare it with CREATE EXTERNAL TABLE"),
+                    message: format!(
+                        "table '{name}' is not declared; declare it with CREATE EXTERNAL TABLE"
+                    ),
                 }
                 .into());
             }
@@ -111,7 +113,15 @@ fn event_time(table: &TableDecl, schema: &SchemaRef) -> Result<Option<(usize, i6
     if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
         return Err(table
             .options
-            .bad("watermark", text, &format!("a TIMESTAMP column ('{}' is {})", wm.column, field.data_type()))
+            .bad(
+                "watermark",
+                text,
+                &format!(
+                    "a TIMESTAMP column ('{}' is {})",
+                    wm.column,
+                    field.data_type()
+                ),
+            )
             .into());
     }
     let delay = i64::try_from(wm.delay.as_nanos()).unwrap_or(i64::MAX);
@@ -128,7 +138,10 @@ pub async fn build_stream_job(
     mut overrides: JobOverrides,
 ) -> Result<(StreamJob, Vec<QueryPlan>)> {
     if pipeline.inserts.is_empty() {
-        return Err(SqlError::Pipeline("the pipeline has no INSERT INTO … SELECT statement: nothing to run".into()).into());
+        return Err(SqlError::Pipeline(
+            "the pipeline has no INSERT INTO … SELECT statement: nothing to run".into(),
+        )
+        .into());
     }
     let mut bindings = Vec::new();
     let mut runtimes = Vec::new();
@@ -140,7 +153,9 @@ pub async fn build_stream_job(
             Some(reader) => reader,
             None => {
                 let schema = table_schema(table, registry).await?;
-                connector_for(table, registry)?.open_source(table, schema).await?
+                connector_for(table, registry)?
+                    .open_source(table, schema)
+                    .await?
             }
         };
         let schema = reader.schema();
@@ -152,10 +167,10 @@ pub async fn build_stream_job(
             max_event_time: None,
             exhausted: false,
             rows: 0,
-            dead_letter_dir: table
-                .options
-                .get("dead_letter")
-                .map_or_else(|| format!(".volley/dead_letters/{}", table.name), str::to_string),
+            dead_letter_dir: table.options.get("dead_letter").map_or_else(
+                || format!(".volley/dead_letters/{}", table.name),
+                str::to_string,
+            ),
         });
         bindings.push(SourceBinding {
             name: table.name.clone(),
@@ -170,10 +185,14 @@ pub async fn build_stream_job(
     let planner = StreamPlanner::new(bindings)?;
     let mut plans = Vec::new();
     for insert in &pipeline.inserts {
-        let sink = pipeline
-            .table(&insert.target)
-            .ok_or_else(|| EngineError::Internal(format!("INSERT target '{}' vanished", insert.target)))?;
-        plans.push(planner.plan_insert(insert, sink.declared_schema.as_ref()).await?);
+        let sink = pipeline.table(&insert.target).ok_or_else(|| {
+            EngineError::Internal(format!("INSERT target '{}' vanished", insert.target))
+        })?;
+        plans.push(
+            planner
+                .plan_insert(insert, sink.declared_schema.as_ref())
+                .await?,
+        );
     }
     let mut sinks: BTreeMap<String, Box<dyn Sink>> = BTreeMap::new();
     for plan in &plans {
@@ -183,9 +202,9 @@ pub async fn build_stream_job(
         let sink = match overrides.sinks.remove(&plan.target) {
             Some(sink) => sink,
             None => {
-                let table = pipeline
-                    .table(&plan.target)
-                    .ok_or_else(|| EngineError::Internal(format!("sink '{}' vanished", plan.target)))?;
+                let table = pipeline.table(&plan.target).ok_or_else(|| {
+                    EngineError::Internal(format!("sink '{}' vanished", plan.target))
+                })?;
                 connector_for(table, registry)?
                     .open_sink(table, Arc::clone(&plan.output_schema))
                     .await?
@@ -203,17 +222,22 @@ pub async fn build_stream_job(
         readers,
         queries,
         sinks,
-        sizing: overrides.sizing.unwrap_or(BatchSizing::Fixed(if max_rows == usize::MAX {
-            volley_sql::table::DEFAULT_MAX_ROWS
-        } else {
-            max_rows
-        })),
+        sizing: overrides
+            .sizing
+            .unwrap_or(BatchSizing::Fixed(if max_rows == usize::MAX {
+                volley_sql::table::DEFAULT_MAX_ROWS
+            } else {
+                max_rows
+            })),
         max_delay: if max_delay == std::time::Duration::MAX {
             volley_sql::table::DEFAULT_MAX_DELAY
         } else {
             max_delay
         },
         status: overrides.status.then(StatusLine::new),
+        summary: Default::default(),
+        dead_letters: HashMap::new(),
+        epoch: 0,
     };
     Ok((job, plans))
 }

@@ -31,13 +31,23 @@ impl StatusLine {
             started: now,
             last: now,
             last_rows: 0,
-            interval: if terminal { Duration::from_secs(1) } else { Duration::from_secs(5) },
+            interval: if terminal {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(5)
+            },
             terminal,
         }
     }
 
     /// Refreshes the line if the interval has passed.
-    pub fn tick(&mut self, epoch: u64, sources: &[SourceRuntime], queries: &[QueryRunner], summary: &RunSummary) {
+    pub fn tick(
+        &mut self,
+        epoch: u64,
+        sources: &[SourceRuntime],
+        queries: &[QueryRunner],
+        summary: &RunSummary,
+    ) {
         if self.last.elapsed() < self.interval {
             return;
         }
@@ -45,17 +55,36 @@ impl StatusLine {
     }
 
     /// Prints the final line.
-    pub fn finish(&mut self, epoch: u64, sources: &[SourceRuntime], queries: &[QueryRunner], summary: &RunSummary) {
+    pub fn finish(
+        &mut self,
+        epoch: u64,
+        sources: &[SourceRuntime],
+        queries: &[QueryRunner],
+        summary: &RunSummary,
+    ) {
         self.print(epoch, sources, queries, summary, true);
     }
 
-    fn print(&mut self, epoch: u64, sources: &[SourceRuntime], queries: &[QueryRunner], summary: &RunSummary, last: bool) {
+    fn print(
+        &mut self,
+        epoch: u64,
+        sources: &[SourceRuntime],
+        queries: &[QueryRunner],
+        summary: &RunSummary,
+        last: bool,
+    ) {
         let now = Instant::now();
         let rows: u64 = sources.iter().map(|s| s.rows).sum();
         let (rate, label) = if last {
-            (rows as f64 / self.started.elapsed().as_secs_f64().max(1e-9), "avg")
+            (
+                rows as f64 / self.started.elapsed().as_secs_f64().max(1e-9),
+                "avg",
+            )
         } else {
-            ((rows - self.last_rows) as f64 / (now - self.last).as_secs_f64().max(1e-9), "now")
+            (
+                (rows - self.last_rows) as f64 / (now - self.last).as_secs_f64().max(1e-9),
+                "now",
+            )
         };
         self.last = now;
         self.last_rows = rows;

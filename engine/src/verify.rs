@@ -11,15 +11,15 @@ use arrow::compute::{cast, concat_batches, take_record_batch};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use volley_connectors::{ConnectorRegistry, Sink, Source};
-use volley_sql::stream::{QueryPlan, QueryShape};
 use volley_sql::Pipeline;
+use volley_sql::stream::{QueryPlan, QueryShape};
 
-use crate::batch::{batch_outputs, read_sources, InputBindings};
-use crate::compare::{compare_sink, key_indexes, Fold, SinkComparison};
-use crate::driver::{splitmix64, BatchSizing};
+use crate::batch::{InputBindings, batch_outputs, read_sources};
+use crate::compare::{Fold, SinkComparison, compare_sink, key_indexes};
+use crate::driver::{BatchSizing, splitmix64};
 use crate::error::{EngineError, Result};
 use crate::memory::{CollectSink, Collected, VecSource};
-use crate::setup::{build_stream_job, JobOverrides};
+use crate::setup::{JobOverrides, build_stream_job};
 
 /// The order streaming sees each source's rows in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,11 @@ pub struct VerifyOptions {
 impl Default for VerifyOptions {
     fn default() -> Self {
         Self {
-            sizing: BatchSizing::Random { min: 1, max: 8192, seed: 7 },
+            sizing: BatchSizing::Random {
+                min: 1,
+                max: 8192,
+                seed: 7,
+            },
             order: InputOrder::Shuffled,
             seed: 7,
             max_differences: 10,
@@ -73,7 +77,11 @@ impl VerifyReport {
     pub fn match_rate(&self) -> f64 {
         let total: usize = self.sinks.iter().map(|s| s.total).sum();
         let matched: usize = self.sinks.iter().map(|s| s.matched).sum();
-        if total == 0 { 1.0 } else { matched as f64 / total as f64 }
+        if total == 0 {
+            1.0
+        } else {
+            matched as f64 / total as f64
+        }
     }
 }
 
@@ -95,7 +103,10 @@ pub fn reorder(
     let index = schema
         .index_of(column)
         .map_err(|_| EngineError::Internal(format!("event-time column '{column}' missing")))?;
-    let ts = cast(all.column(index), &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+    let ts = cast(
+        all.column(index),
+        &DataType::Timestamp(TimeUnit::Nanosecond, None),
+    )?;
     let ts = cast(&ts, &DataType::Int64)?;
     let ts = ts
         .as_any()
@@ -106,7 +117,9 @@ pub fn reorder(
         .map(|i| {
             let t = if ts.is_null(i) { i64::MIN } else { ts.value(i) };
             let jitter = match order {
-                InputOrder::Shuffled => (splitmix64(seed ^ (i as u64).wrapping_mul(0x9E37)) % span) as i64,
+                InputOrder::Shuffled => {
+                    (splitmix64(seed ^ (i as u64).wrapping_mul(0x9E37)) % span) as i64
+                }
                 _ => 0,
             };
             (t.saturating_add(jitter), i as u32)
@@ -126,15 +139,26 @@ pub async fn stream_outputs(
     registry: &ConnectorRegistry,
     rows: &BTreeMap<String, (SchemaRef, Vec<RecordBatch>)>,
     opts: &VerifyOptions,
-) -> Result<(BTreeMap<String, Vec<(u64, Vec<RecordBatch>)>>, Vec<QueryPlan>)> {
+) -> Result<(
+    BTreeMap<String, Vec<(u64, Vec<RecordBatch>)>>,
+    Vec<QueryPlan>,
+)> {
     let mut sources: HashMap<String, Box<dyn Source>> = HashMap::new();
     for (name, (schema, batches)) in rows {
         let table = pipeline
             .table(name)
             .ok_or_else(|| EngineError::Internal(format!("source '{name}' vanished")))?;
-        let event_time = table.watermark.as_ref().map(|w| (w.column.as_str(), i64::try_from(w.delay.as_nanos()).unwrap_or(i64::MAX)));
+        let event_time = table.watermark.as_ref().map(|w| {
+            (
+                w.column.as_str(),
+                i64::try_from(w.delay.as_nanos()).unwrap_or(i64::MAX),
+            )
+        });
         let ordered = reorder(schema, batches, event_time, opts.order, opts.seed)?;
-        sources.insert(name.clone(), Box::new(VecSource::new(Arc::clone(schema), ordered)));
+        sources.insert(
+            name.clone(),
+            Box::new(VecSource::new(Arc::clone(schema), ordered)),
+        );
     }
     let mut collected: BTreeMap<String, Collected> = BTreeMap::new();
     let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
@@ -176,12 +200,24 @@ pub fn compare_outputs(
     let mut report = VerifyReport::default();
     for target in pipeline.sink_names() {
         let sink_plans: Vec<&QueryPlan> = plans.iter().filter(|p| p.target == target).collect();
-        let Some(first) = sink_plans.first() else { continue };
-        let names: Vec<String> = first.output_schema.fields().iter().map(|f| f.name().clone()).collect();
+        let Some(first) = sink_plans.first() else {
+            continue;
+        };
+        let names: Vec<String> = first
+            .output_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let declared = pipeline.table(target).and_then(|t| t.merge_key());
         let key = match declared {
             Some(k) => k,
-            None if sink_plans.iter().all(|p| p.key_columns == first.key_columns) => first.key_columns.clone(),
+            None if sink_plans
+                .iter()
+                .all(|p| p.key_columns == first.key_columns) =>
+            {
+                first.key_columns.clone()
+            }
             None => Vec::new(),
         };
         let upsert = sink_plans

@@ -50,7 +50,9 @@ pub enum SqlError {
         allowed: String,
     },
     /// An option the table's kind does not know.
-    #[error("table '{table}': unknown option '{option}' for STORED AS {kind}; allowed options: {allowed}")]
+    #[error(
+        "table '{table}': unknown option '{option}' for STORED AS {kind}; allowed options: {allowed}"
+    )]
     UnknownOption {
         /// The table at fault.
         table: String,

@@ -10,7 +10,7 @@ pub mod table;
 pub mod watermark;
 
 pub use error::{Result, SqlError, StatementRef};
-pub use options::{OptionSpec, TableOptions, COMMON_OPTIONS};
+pub use options::{COMMON_OPTIONS, OptionSpec, TableOptions};
 pub use pipeline::{InsertDecl, Pipeline};
 pub use table::{KindCatalog, TableDecl};
 pub use watermark::WatermarkSpec;

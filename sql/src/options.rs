@@ -16,11 +16,26 @@ pub struct OptionSpec {
 
 /// Options every kind accepts: stream facts (watermark, trigger) and delivery facts.
 pub const COMMON_OPTIONS: &[OptionSpec] = &[
-    OptionSpec { name: "watermark", expected: "'<column>' or '<column> - INTERVAL ''<n> <unit>'''" },
-    OptionSpec { name: "max_rows", expected: "a positive whole number of rows per micro-batch" },
-    OptionSpec { name: "max_delay", expected: "a duration such as '200 ms', '1 second'" },
-    OptionSpec { name: "merge_key", expected: "a comma-separated list of output columns" },
-    OptionSpec { name: "dead_letter", expected: "a directory path for dead-letter files" },
+    OptionSpec {
+        name: "watermark",
+        expected: "'<column>' or '<column> - INTERVAL ''<n> <unit>'''",
+    },
+    OptionSpec {
+        name: "max_rows",
+        expected: "a positive whole number of rows per micro-batch",
+    },
+    OptionSpec {
+        name: "max_delay",
+        expected: "a duration such as '200 ms', '1 second'",
+    },
+    OptionSpec {
+        name: "merge_key",
+        expected: "a comma-separated list of output columns",
+    },
+    OptionSpec {
+        name: "dead_letter",
+        expected: "a directory path for dead-letter files",
+    },
 ];
 
 /// The validated options of one table, with accessors whose errors name the table and option.
@@ -164,7 +179,11 @@ impl TableOptions {
         self.get(name)
             .map(|v| {
                 parse_duration(v).ok_or_else(|| {
-                    self.bad(name, v, "a duration such as '200 ms', '5 seconds', '1 minute'")
+                    self.bad(
+                        name,
+                        v,
+                        "a duration such as '200 ms', '5 seconds', '1 minute'",
+                    )
                 })
             })
             .transpose()
@@ -225,10 +244,16 @@ mod tests {
             "rides",
             "GENERATOR",
             [("colour".to_string(), "red".to_string())],
-            &[OptionSpec { name: "seed", expected: "n" }],
+            &[OptionSpec {
+                name: "seed",
+                expected: "n",
+            }],
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("rides") && err.contains("colour") && err.contains("seed"), "{err}");
+        assert!(
+            err.contains("rides") && err.contains("colour") && err.contains("seed"),
+            "{err}"
+        );
     }
 }

@@ -66,7 +66,10 @@ impl Pipeline {
     ) -> Result<()> {
         let mut parsed = DFParser::parse_sql(text).map_err(|e| SqlError::Parse {
             at,
-            message: e.to_string().replace("SQL error: ParserError(\"", "").replace("\")", ""),
+            message: e
+                .to_string()
+                .replace("SQL error: ParserError(\"", "")
+                .replace("\")", ""),
         })?;
         let statement = match (parsed.pop_front(), parsed.is_empty()) {
             (Some(s), true) => s,
@@ -95,7 +98,9 @@ impl Pipeline {
                         other => {
                             return Err(SqlError::Unsupported {
                                 at,
-                                message: format!("INSERT INTO {other}: only table names can be written"),
+                                message: format!(
+                                    "INSERT INTO {other}: only table names can be written"
+                                ),
                             });
                         }
                     };
@@ -156,7 +161,10 @@ impl Pipeline {
 }
 
 fn first_words(text: &str) -> String {
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Identifier normalisation as DataFusion does it: unquoted names are lower-cased.
@@ -186,12 +194,17 @@ async fn table_decl(
 ) -> Result<TableDecl> {
     let name = object_name(&create.name);
     let kind = create.file_type.to_ascii_uppercase();
-    let kind_options = catalog.kind_options(&kind).ok_or_else(|| SqlError::UnknownKind {
-        table: name.clone(),
-        kind: kind.clone(),
-        allowed: catalog.kinds().join(", "),
-    })?;
-    let raw_options = create.options.iter().map(|(k, v)| (k.clone(), option_text(v)));
+    let kind_options = catalog
+        .kind_options(&kind)
+        .ok_or_else(|| SqlError::UnknownKind {
+            table: name.clone(),
+            kind: kind.clone(),
+            allowed: catalog.kinds().join(", "),
+        })?;
+    let raw_options = create
+        .options
+        .iter()
+        .map(|(k, v)| (k.clone(), option_text(v)));
     let options = TableOptions::validate(&name, &kind, raw_options, kind_options)?;
     let location = match create.locations.as_slice() {
         [one] => one.clone(),
@@ -226,8 +239,13 @@ async fn table_decl(
     };
     let watermark = match options.get("watermark") {
         Some(text) => {
-            let spec = WatermarkSpec::parse(text)
-                .map_err(|why| options.bad("watermark", text, &format!("'<column> - INTERVAL ''<n> <unit>''' ({why})")))?;
+            let spec = WatermarkSpec::parse(text).map_err(|why| {
+                options.bad(
+                    "watermark",
+                    text,
+                    &format!("'<column> - INTERVAL ''<n> <unit>''' ({why})"),
+                )
+            })?;
             if let Some(schema) = &declared_schema {
                 if schema.field_with_name(&spec.column).is_err() {
                     return Err(options.bad(
@@ -235,7 +253,12 @@ async fn table_decl(
                         text,
                         &format!(
                             "a column of the table (it has: {})",
-                            schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                            schema
+                                .fields()
+                                .iter()
+                                .map(|f| f.name().as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     ));
                 }
@@ -261,9 +284,9 @@ async fn table_decl(
 
 fn option_text(value: &Value) -> String {
     match value {
-        Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) | Value::EscapedStringLiteral(s) => {
-            s.clone()
-        }
+        Value::SingleQuotedString(s)
+        | Value::DoubleQuotedString(s)
+        | Value::EscapedStringLiteral(s) => s.clone(),
         Value::Number(n, _) => n.clone(),
         other => other.to_string(),
     }

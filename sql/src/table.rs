@@ -49,7 +49,10 @@ impl TableDecl {
     /// # Errors
     /// A bad `max_delay` value.
     pub fn max_delay(&self) -> Result<Duration> {
-        Ok(self.options.get_duration("max_delay")?.unwrap_or(DEFAULT_MAX_DELAY))
+        Ok(self
+            .options
+            .get_duration("max_delay")?
+            .unwrap_or(DEFAULT_MAX_DELAY))
     }
 
     /// The `merge_key` columns, if declared.
@@ -62,7 +65,7 @@ impl TableDecl {
 ///
 /// Implemented by the connector registry; `sql` uses it to validate `CREATE EXTERNAL TABLE`
 /// without depending on any connector.
-pub trait KindCatalog {
+pub trait KindCatalog: Send + Sync {
     /// The options `kind` accepts beyond [`crate::options::COMMON_OPTIONS`], or `None` if the
     /// kind does not exist.
     fn kind_options(&self, kind: &str) -> Option<&'static [OptionSpec]>;

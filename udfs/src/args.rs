@@ -54,7 +54,8 @@ pub(crate) fn take_args<const N: usize>(
 /// Returns true when every argument is a scalar, in which case the UDF
 /// evaluates one row and answers with a scalar.
 pub(crate) fn all_scalar(args: &[ColumnarValue]) -> bool {
-    args.iter().all(|arg| matches!(arg, ColumnarValue::Scalar(_)))
+    args.iter()
+        .all(|arg| matches!(arg, ColumnarValue::Scalar(_)))
 }
 
 /// The `precision` argument of a geohash UDF: usually one literal for the

@@ -12,7 +12,9 @@ use arrow::array::{Array, ArrayRef, Float64Array, StringBuilder, new_null_array}
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::DataType;
 use datafusion::common::cast::as_float64_array;
-use datafusion::common::{Result, ScalarValue, exec_datafusion_err, internal_err, plan_datafusion_err, plan_err};
+use datafusion::common::{
+    Result, ScalarValue, exec_datafusion_err, internal_err, plan_datafusion_err, plan_err,
+};
 use datafusion::logical_expr::scalar_doc_sections::DOC_SECTION_OTHER;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
@@ -45,7 +47,10 @@ static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
     .with_sql_example("SELECT geohash(57.64911, 10.40744, 11); -- u4pruydqqvj")
     .with_argument("lat", "Latitude in degrees, any numeric type.")
     .with_argument("lon", "Longitude in degrees, any numeric type.")
-    .with_argument("precision", "Number of characters, an integer from 1 to 12.")
+    .with_argument(
+        "precision",
+        "Number of characters, an integer from 1 to 12.",
+    )
     .with_related_udf("geohash_parent")
     .build()
 });
@@ -181,9 +186,14 @@ fn geohash_array(
     }
     let fixed = match precision {
         Precision::Scalar(None) => return Ok(new_null_array(&DataType::Utf8, rows)),
-        Precision::Scalar(Some(p)) => Some(check_precision(*p).map_err(|msg| exec_datafusion_err!("{msg}"))?),
+        Precision::Scalar(Some(p)) => {
+            Some(check_precision(*p).map_err(|msg| exec_datafusion_err!("{msg}"))?)
+        }
         Precision::Array(array) if array.len() != rows => {
-            return internal_err!("{NAME}: lat has {rows} rows but precision has {}", array.len());
+            return internal_err!(
+                "{NAME}: lat has {rows} rows but precision has {}",
+                array.len()
+            );
         }
         Precision::Array(_) => None,
     };
@@ -257,7 +267,10 @@ mod tests {
     #[test]
     fn encodes_reference_points() {
         let mut buf: GeohashBuf = Default::default();
-        assert_eq!(encode(57.64911, 10.40744, 11, &mut buf).unwrap(), "u4pruydqqvj");
+        assert_eq!(
+            encode(57.64911, 10.40744, 11, &mut buf).unwrap(),
+            "u4pruydqqvj"
+        );
         assert_eq!(encode(37.7749, -122.4194, 6, &mut buf).unwrap(), "9q8yyk");
         assert_eq!(encode(48.8566, 2.3522, 5, &mut buf).unwrap(), "u09tv");
         assert_eq!(encode(0.0, 0.0, 1, &mut buf).unwrap(), "s");
@@ -289,9 +302,13 @@ mod tests {
 
     #[tokio::test]
     async fn coerces_float32_and_integer_inputs() {
-        let sql = "SELECT geohash(CAST(48.8566 AS REAL), CAST(2.3522 AS REAL), CAST(5 AS SMALLINT))";
+        let sql =
+            "SELECT geohash(CAST(48.8566 AS REAL), CAST(2.3522 AS REAL), CAST(5 AS SMALLINT))";
         assert_eq!(strings(sql).await, [Some("u09tv".to_string())]);
-        assert_eq!(strings("SELECT geohash(0, 0, 1)").await, [Some("s".to_string())]);
+        assert_eq!(
+            strings("SELECT geohash(0, 0, 1)").await,
+            [Some("s".to_string())]
+        );
     }
 
     #[tokio::test]
@@ -312,11 +329,14 @@ mod tests {
     #[tokio::test]
     async fn literal_precision_out_of_range_fails_at_planning() {
         for bad in [0, 13, -1] {
-            let sql = format!("SELECT geohash(lat, lon, {bad}) FROM (VALUES (1.0, 2.0)) AS v(lat, lon)");
+            let sql =
+                format!("SELECT geohash(lat, lon, {bad}) FROM (VALUES (1.0, 2.0)) AS v(lat, lon)");
             let df = context().sql(&sql).await.unwrap();
             let msg = df.into_optimized_plan().unwrap_err().to_string();
             assert!(
-                msg.contains(&format!("geohash: precision must be between 1 and 12, got {bad}")),
+                msg.contains(&format!(
+                    "geohash: precision must be between 1 and 12, got {bad}"
+                )),
                 "{msg}"
             );
         }
@@ -325,8 +345,18 @@ mod tests {
     #[tokio::test]
     async fn column_precision_out_of_range_fails_at_execution() {
         let sql = "SELECT geohash(lat, lon, p) FROM (VALUES (1.0, 2.0, 5), (1.0, 2.0, 13)) AS v(lat, lon, p)";
-        let msg = context().sql(sql).await.unwrap().collect().await.unwrap_err().to_string();
-        assert!(msg.contains("geohash: precision must be between 1 and 12, got 13"), "{msg}");
+        let msg = context()
+            .sql(sql)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("geohash: precision must be between 1 and 12, got 13"),
+            "{msg}"
+        );
     }
 
     #[tokio::test]
@@ -336,7 +366,10 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("geohash: argument `lat` must be numeric, got Utf8"), "{msg}");
+        assert!(
+            msg.contains("geohash: argument `lat` must be numeric, got Utf8"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -346,7 +379,10 @@ mod tests {
         let precision = Int64Array::from(vec![Some(1), None, Some(11)]);
         let out = geohash_array(&lat, &lon, &Precision::Array(&precision)).unwrap();
         let out = out.as_string::<i32>();
-        assert_eq!(out.iter().collect::<Vec<_>>(), [Some("u"), None, Some("u4pruydqqvj")]);
+        assert_eq!(
+            out.iter().collect::<Vec<_>>(),
+            [Some("u"), None, Some("u4pruydqqvj")]
+        );
     }
 
     /// Correctness at batch scale: 100k rows in, 100k geohashes out, each
@@ -354,8 +390,12 @@ mod tests {
     #[test]
     fn hundred_thousand_rows() {
         const ROWS: usize = 100_000;
-        let lat: Float64Array = (0..ROWS).map(|i| -90.0 + 180.0 * i as f64 / ROWS as f64).collect();
-        let lon: Float64Array = (0..ROWS).map(|i| 180.0 - 360.0 * i as f64 / ROWS as f64).collect();
+        let lat: Float64Array = (0..ROWS)
+            .map(|i| -90.0 + 180.0 * i as f64 / ROWS as f64)
+            .collect();
+        let lon: Float64Array = (0..ROWS)
+            .map(|i| 180.0 - 360.0 * i as f64 / ROWS as f64)
+            .collect();
         let out = geohash_array(&lat, &lon, &Precision::Scalar(Some(7))).unwrap();
         assert_eq!(out.len(), ROWS);
         assert_eq!(out.null_count(), 0);

@@ -10,7 +10,9 @@ use std::sync::{Arc, LazyLock};
 use arrow::array::{Array, ArrayRef, StringArray, StringBuilder, new_null_array};
 use arrow::datatypes::DataType;
 use datafusion::common::cast::as_string_array;
-use datafusion::common::{Result, ScalarValue, exec_datafusion_err, internal_err, plan_datafusion_err, plan_err};
+use datafusion::common::{
+    Result, ScalarValue, exec_datafusion_err, internal_err, plan_datafusion_err, plan_err,
+};
 use datafusion::logical_expr::scalar_doc_sections::DOC_SECTION_OTHER;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
@@ -32,7 +34,10 @@ static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
     )
     .with_sql_example("SELECT geohash_parent('u4pruy', 4); -- u4pr")
     .with_argument("geohash", "A geohash string (any string type).")
-    .with_argument("precision", "Number of characters to keep, an integer of at least 1.")
+    .with_argument(
+        "precision",
+        "Number of characters to keep, an integer of at least 1.",
+    )
     .with_related_udf("geohash")
     .build()
 });
@@ -142,7 +147,9 @@ pub fn geohash_parent_udf() -> ScalarUDF {
 fn check_precision(precision: i64) -> std::result::Result<usize, String> {
     match usize::try_from(precision) {
         Ok(chars) if chars >= 1 => Ok(chars),
-        _ => Err(format!("{NAME}: precision must be at least 1, got {precision}")),
+        _ => Err(format!(
+            "{NAME}: precision must be at least 1, got {precision}"
+        )),
     }
 }
 
@@ -151,7 +158,9 @@ fn parent_array(geohash: &StringArray, precision: &Precision<'_>) -> Result<Arra
     let rows = geohash.len();
     let fixed = match precision {
         Precision::Scalar(None) => return Ok(new_null_array(&DataType::Utf8, rows)),
-        Precision::Scalar(Some(p)) => Some(check_precision(*p).map_err(|msg| exec_datafusion_err!("{msg}"))?),
+        Precision::Scalar(Some(p)) => {
+            Some(check_precision(*p).map_err(|msg| exec_datafusion_err!("{msg}"))?)
+        }
         Precision::Array(array) if array.len() != rows => {
             return internal_err!(
                 "{NAME}: geohash has {rows} rows but precision has {}",
@@ -162,7 +171,9 @@ fn parent_array(geohash: &StringArray, precision: &Precision<'_>) -> Result<Arra
     };
     // Output bytes never exceed input bytes.
     let input_bytes = geohash.value_data().len();
-    let out_bytes = fixed.map_or(input_bytes, |chars| input_bytes.min(rows.saturating_mul(chars)));
+    let out_bytes = fixed.map_or(input_bytes, |chars| {
+        input_bytes.min(rows.saturating_mul(chars))
+    });
     let mut builder = StringBuilder::with_capacity(rows, out_bytes);
 
     for (row, hash) in geohash.iter().enumerate() {
@@ -215,8 +226,12 @@ mod tests {
 
     #[tokio::test]
     async fn rolls_geohash6_up_to_4_and_5() {
-        let sql = "SELECT geohash_parent(g, 4) FROM (VALUES ('9q8yyk'), ('u09tvw'), (NULL)) AS v(g)";
-        assert_eq!(strings(sql).await, owned(&[Some("9q8y"), Some("u09t"), None]));
+        let sql =
+            "SELECT geohash_parent(g, 4) FROM (VALUES ('9q8yyk'), ('u09tvw'), (NULL)) AS v(g)";
+        assert_eq!(
+            strings(sql).await,
+            owned(&[Some("9q8y"), Some("u09t"), None])
+        );
         let sql = "SELECT geohash_parent(geohash(lat, lon, 6), 5) \
                    FROM (VALUES (37.7749, -122.4194)) AS v(lat, lon)";
         assert_eq!(strings(sql).await, owned(&[Some("9q8yy")]));
@@ -249,14 +264,28 @@ mod tests {
         let sql = "SELECT geohash_parent(g, 0) FROM (VALUES ('u4pruy')) AS v(g)";
         let df = context().sql(sql).await.unwrap();
         let msg = df.into_optimized_plan().unwrap_err().to_string();
-        assert!(msg.contains("geohash_parent: precision must be at least 1, got 0"), "{msg}");
+        assert!(
+            msg.contains("geohash_parent: precision must be at least 1, got 0"),
+            "{msg}"
+        );
     }
 
     #[tokio::test]
     async fn column_precision_below_one_fails_at_execution() {
-        let sql = "SELECT geohash_parent(g, p) FROM (VALUES ('u4pruy', 2), ('u4pruy', -3)) AS v(g, p)";
-        let msg = context().sql(sql).await.unwrap().collect().await.unwrap_err().to_string();
-        assert!(msg.contains("geohash_parent: precision must be at least 1, got -3"), "{msg}");
+        let sql =
+            "SELECT geohash_parent(g, p) FROM (VALUES ('u4pruy', 2), ('u4pruy', -3)) AS v(g, p)";
+        let msg = context()
+            .sql(sql)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("geohash_parent: precision must be at least 1, got -3"),
+            "{msg}"
+        );
     }
 
     #[tokio::test]
@@ -266,7 +295,10 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("geohash_parent: argument `geohash` must be a string"), "{msg}");
+        assert!(
+            msg.contains("geohash_parent: argument `geohash` must be a string"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -43,7 +43,10 @@ static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
     .with_sql_example(
         "SELECT tumble(ts, INTERVAL '1 minute') AS w, count(*) FROM events GROUP BY w",
     )
-    .with_argument("ts", "Timestamp to assign to a window (any unit, with or without time zone).")
+    .with_argument(
+        "ts",
+        "Timestamp to assign to a window (any unit, with or without time zone).",
+    )
     .with_argument("interval", "Window width, e.g. `INTERVAL '5 minutes'`.")
     .with_related_udf("date_bin")
     .build()
@@ -133,8 +136,7 @@ impl ScalarUDFImpl for TumbleFunc {
                 arg_types.len()
             );
         };
-        self.date_bin
-            .return_type(&[interval.clone(), ts.clone()])
+        self.date_bin.return_type(&[interval.clone(), ts.clone()])
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -232,7 +234,18 @@ mod tests {
                           arrow_typeof(tumble(to_timestamp(0) AT TIME ZONE 'UTC', INTERVAL '1 hour')) AS b";
         let sql_bin = "SELECT arrow_typeof(date_bin(INTERVAL '1 hour', to_timestamp_millis(0))) AS a, \
                               arrow_typeof(date_bin(INTERVAL '1 hour', to_timestamp(0) AT TIME ZONE 'UTC')) AS b";
-        assert_eq!(query(sql).await, query(sql_bin).await);
+        let types = query(sql).await;
+        assert_eq!(
+            types,
+            [
+                "+---------------+----------------------+",
+                "| a             | b                    |",
+                "+---------------+----------------------+",
+                "| Timestamp(ms) | Timestamp(ns, \"UTC\") |",
+                "+---------------+----------------------+",
+            ]
+        );
+        assert_eq!(types, query(sql_bin).await);
     }
 
     #[tokio::test]
@@ -293,7 +306,10 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("tumble(ts, interval) needs a timestamp and an interval"), "{msg}");
+        assert!(
+            msg.contains("tumble(ts, interval) needs a timestamp and an interval"),
+            "{msg}"
+        );
     }
 
     /// Executing `tumble` directly (no simplifier) must match `date_bin`.
@@ -337,8 +353,12 @@ mod tests {
             .to_array(ts.len())
             .unwrap();
         assert_eq!(ours.as_ref(), theirs.as_ref());
-        let expected =
-            TimestampNanosecondArray::from(vec![Some(0), Some(60_000_000_000), Some(-60_000_000_000), None]);
+        let expected = TimestampNanosecondArray::from(vec![
+            Some(0),
+            Some(60_000_000_000),
+            Some(-60_000_000_000),
+            None,
+        ]);
         assert_eq!(ours.as_ref(), &expected as &dyn Array);
     }
 }

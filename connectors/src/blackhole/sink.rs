@@ -79,13 +79,24 @@ mod tests {
         let mut sink = BlackholeSink::new();
         let handle = sink.counter();
         let opts = RidesOptions::default();
-        sink.write_epoch(1, &[generate_rides(&opts, 0, 10), generate_rides(&opts, 10, 15)]).await.unwrap();
+        sink.write_epoch(
+            1,
+            &[generate_rides(&opts, 0, 10), generate_rides(&opts, 10, 15)],
+        )
+        .await
+        .unwrap();
         sink.write_epoch(2, &[]).await.unwrap();
-        sink.write_epoch(3, &[generate_rides(&opts, 0, 7)]).await.unwrap();
+        sink.write_epoch(3, &[generate_rides(&opts, 0, 7)])
+            .await
+            .unwrap();
         assert_eq!(sink.rows_written(), 22);
         // Rewriting the latest epoch replaces its count; replaying an older one adds nothing.
-        sink.write_epoch(3, &[generate_rides(&opts, 0, 7)]).await.unwrap();
-        sink.write_epoch(1, &[generate_rides(&opts, 0, 15)]).await.unwrap();
+        sink.write_epoch(3, &[generate_rides(&opts, 0, 7)])
+            .await
+            .unwrap();
+        sink.write_epoch(1, &[generate_rides(&opts, 0, 15)])
+            .await
+            .unwrap();
         assert_eq!(handle.load(Ordering::Relaxed), 22);
         sink.close().await.unwrap();
     }

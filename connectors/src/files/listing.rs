@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
 use datafusion::common::{Constraints, Statistics};
 use datafusion::datasource::TableType;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{Expr, SessionConfig, SessionContext};
@@ -33,12 +35,20 @@ pub(crate) struct Listing {
 
 impl Listing {
     /// A single file is read whatever its name; a directory contributes its `.{ext}` files.
-    pub(crate) async fn new(table: &str, location: Location, format: FileFormat, opts: FileOptions) -> Result<Self> {
+    pub(crate) async fn new(
+        table: &str,
+        location: Location,
+        format: FileFormat,
+        opts: FileOptions,
+    ) -> Result<Self> {
         let is_file = match location.store.head(&location.path).await {
             Ok(_) => true,
             Err(object_store::Error::NotFound { .. }) => false,
             Err(e) => {
-                return Err(ConnectorError::external(table, format!("cannot read LOCATION '{}': {e}", location.url)));
+                return Err(ConnectorError::external(
+                    table,
+                    format!("cannot read LOCATION '{}': {e}", location.url),
+                ));
             }
         };
         let (url, suffix) = if is_file {
@@ -46,10 +56,16 @@ impl Listing {
         } else {
             (location.dir_url(), format!(".{}", format.extension()))
         };
-        let url = ListingTableUrl::parse(url.as_str())
-            .map_err(|e| ConnectorError::config(table, format!("LOCATION '{url}' cannot be listed: {e}")))?;
+        let url = ListingTableUrl::parse(url.as_str()).map_err(|e| {
+            ConnectorError::config(table, format!("LOCATION '{url}' cannot be listed: {e}"))
+        })?;
         let options = format.listing_options(&opts).with_file_extension(suffix);
-        Ok(Self { location, url, options, is_file })
+        Ok(Self {
+            location,
+            url,
+            options,
+            is_file,
+        })
     }
 
     /// Whether any file would be read.
@@ -59,11 +75,12 @@ impl Listing {
         }
         let suffix = self.options.file_extension.as_str();
         let mut files = self.location.store.list(Some(&self.location.path));
-        while let Some(meta) = files
-            .try_next()
-            .await
-            .map_err(|e| ConnectorError::external(table, format!("cannot list LOCATION '{}': {e}", self.location.url)))?
-        {
+        while let Some(meta) = files.try_next().await.map_err(|e| {
+            ConnectorError::external(
+                table,
+                format!("cannot list LOCATION '{}': {e}", self.location.url),
+            )
+        })? {
             if meta.location.as_ref().ends_with(suffix) {
                 return Ok(true);
             }
@@ -85,7 +102,12 @@ impl Listing {
         self.options
             .infer_schema(&ctx.state(), &self.url)
             .await
-            .map_err(|e| ConnectorError::external(table, format!("cannot infer a schema from LOCATION '{}': {e}", self.url)))
+            .map_err(|e| {
+                ConnectorError::external(
+                    table,
+                    format!("cannot infer a schema from LOCATION '{}': {e}", self.url),
+                )
+            })
     }
 
     /// The DataFusion table over these files with `schema`.
@@ -93,13 +115,18 @@ impl Listing {
         let config = ListingTableConfig::new(self.url.clone())
             .with_listing_options(self.options.clone())
             .with_schema(schema);
-        ListingTable::try_new(config)
-            .map_err(|e| ConnectorError::config(table, format!("cannot read LOCATION '{}': {e}", self.url)))
+        ListingTable::try_new(config).map_err(|e| {
+            ConnectorError::config(table, format!("cannot read LOCATION '{}': {e}", self.url))
+        })
     }
 
     /// The table as a provider usable from any session: stores other than the local file
     /// system are registered with the querying session on each scan.
-    pub(crate) fn provider(&self, table: &str, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
+    pub(crate) fn provider(
+        &self,
+        table: &str,
+        schema: SchemaRef,
+    ) -> Result<Arc<dyn TableProvider>> {
         let listing = self.table(table, schema)?;
         if self.location.url.scheme() == "file" {
             return Ok(Arc::new(listing));
@@ -123,7 +150,9 @@ struct StoreRegisteringTable {
 
 impl StoreRegisteringTable {
     fn register(&self, state: &dyn Session) {
-        state.runtime_env().register_object_store(&self.store_url, Arc::clone(&self.store));
+        state
+            .runtime_env()
+            .register_object_store(&self.store_url, Arc::clone(&self.store));
     }
 }
 

@@ -72,7 +72,9 @@ impl FileFormat {
 
     /// The format for a `STORED AS` kind (case-insensitive).
     pub fn from_kind(kind: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.kind().eq_ignore_ascii_case(kind))
+        Self::ALL
+            .into_iter()
+            .find(|f| f.kind().eq_ignore_ascii_case(kind))
     }
 
     /// Options this format accepts beyond the common ones.
@@ -98,7 +100,8 @@ impl FileFormat {
 
     /// DataFusion listing options reading `.{ext}` files of this format.
     pub fn listing_options(self, options: &FileOptions) -> ListingOptions {
-        ListingOptions::new(self.datafusion_format(options)).with_file_extension(format!(".{}", self.extension()))
+        ListingOptions::new(self.datafusion_format(options))
+            .with_file_extension(format!(".{}", self.extension()))
     }
 }
 
@@ -152,17 +155,32 @@ impl Connector for FileConnector {
         let ctx = listing.ordered_session();
         let stream = async { ctx.read_table(Arc::new(provider))?.execute_stream().await }
             .await
-            .map_err(|e| ConnectorError::external(&table.name, format!("cannot read LOCATION '{}': {e}", table.location)))?;
+            .map_err(|e| {
+                ConnectorError::external(
+                    &table.name,
+                    format!("cannot read LOCATION '{}': {e}", table.location),
+                )
+            })?;
         Ok(Box::new(FileSource::new(&table.name, schema, stream)))
     }
 
     async fn open_sink(&self, table: &TableDecl, schema: SchemaRef) -> Result<Box<dyn Sink>> {
         let options = FileOptions::from_options(&table.options)?;
         let location = Location::resolve_sink_dir(&table.name, &table.location).await?;
-        Ok(Box::new(FileSink::new(&table.name, self.format, options, schema, location)))
+        Ok(Box::new(FileSink::new(
+            &table.name,
+            self.format,
+            options,
+            schema,
+            location,
+        )))
     }
 
-    async fn batch_table(&self, table: &TableDecl, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
+    async fn batch_table(
+        &self,
+        table: &TableDecl,
+        schema: SchemaRef,
+    ) -> Result<Arc<dyn TableProvider>> {
         self.listing(table).await?.provider(&table.name, schema)
     }
 }

@@ -4,8 +4,14 @@ use volley_sql::{OptionSpec, SqlError, TableOptions};
 
 /// Options a CSV table accepts beyond the common ones.
 pub const CSV_OPTIONS: &[OptionSpec] = &[
-    OptionSpec { name: "has_header", expected: "true or false (default true)" },
-    OptionSpec { name: "delimiter", expected: "a single character such as ',' or '|', or '\\t' (default ',')" },
+    OptionSpec {
+        name: "has_header",
+        expected: "true or false (default true)",
+    },
+    OptionSpec {
+        name: "delimiter",
+        expected: "a single character such as ',' or '|', or '\\t' (default ',')",
+    },
 ];
 
 /// Parsed file-format options; formats other than CSV have none.
@@ -19,7 +25,10 @@ pub struct FileOptions {
 
 impl Default for FileOptions {
     fn default() -> Self {
-        Self { has_header: true, delimiter: b',' }
+        Self {
+            has_header: true,
+            delimiter: b',',
+        }
     }
 }
 
@@ -35,11 +44,19 @@ impl FileOptions {
             Some("\\t") | Some("\t") => b'\t',
             Some(text) => match text.as_bytes() {
                 [byte] if byte.is_ascii() && !matches!(byte, b'\n' | b'\r' | b'"') => *byte,
-                _ => return Err(options.bad("delimiter", text, "a single ASCII character other than a quote or newline, or '\\t'")),
+                _ => {
+                    return Err(options.bad(
+                        "delimiter",
+                        text,
+                        "a single ASCII character other than a quote or newline, or '\\t'",
+                    ));
+                }
             },
         };
         Ok(Self {
-            has_header: options.get_bool("has_header")?.unwrap_or(defaults.has_header),
+            has_header: options
+                .get_bool("has_header")?
+                .unwrap_or(defaults.has_header),
             delimiter,
         })
     }
@@ -50,24 +67,46 @@ mod tests {
     use super::*;
 
     fn opts(pairs: &[(&str, &str)]) -> TableOptions {
-        TableOptions::unchecked("trips", pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        TableOptions::unchecked(
+            "trips",
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
     }
 
     #[test]
     fn csv_options_parse() {
-        assert_eq!(FileOptions::from_options(&opts(&[])).unwrap(), FileOptions::default());
-        let o = FileOptions::from_options(&opts(&[("has_header", "false"), ("delimiter", "|")])).unwrap();
-        assert_eq!(o, FileOptions { has_header: false, delimiter: b'|' });
-        assert_eq!(FileOptions::from_options(&opts(&[("delimiter", "\\t")])).unwrap().delimiter, b'\t');
+        assert_eq!(
+            FileOptions::from_options(&opts(&[])).unwrap(),
+            FileOptions::default()
+        );
+        let o = FileOptions::from_options(&opts(&[("has_header", "false"), ("delimiter", "|")]))
+            .unwrap();
+        assert_eq!(
+            o,
+            FileOptions {
+                has_header: false,
+                delimiter: b'|'
+            }
+        );
+        assert_eq!(
+            FileOptions::from_options(&opts(&[("delimiter", "\\t")]))
+                .unwrap()
+                .delimiter,
+            b'\t'
+        );
     }
 
     #[test]
     fn bad_delimiter_names_table_and_option() {
         for bad in ["", ";;", "é"] {
-            let err = FileOptions::from_options(&opts(&[("delimiter", bad)])).unwrap_err().to_string();
+            let err = FileOptions::from_options(&opts(&[("delimiter", bad)]))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("trips") && err.contains("delimiter"), "{err}");
         }
-        let err = FileOptions::from_options(&opts(&[("has_header", "yes")])).unwrap_err().to_string();
+        let err = FileOptions::from_options(&opts(&[("has_header", "yes")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("has_header"), "{err}");
     }
 }

@@ -34,7 +34,13 @@ pub struct FileSink {
 
 impl FileSink {
     /// A sink for `table` writing `format` files with `schema` into the directory `location`.
-    pub fn new(table: &str, format: FileFormat, options: FileOptions, schema: SchemaRef, location: Location) -> Self {
+    pub fn new(
+        table: &str,
+        format: FileFormat,
+        options: FileOptions,
+        schema: SchemaRef,
+        location: Location,
+    ) -> Self {
         let (store, dir) = location.into_parts();
         Self {
             table: table.to_string(),
@@ -64,19 +70,26 @@ impl FileSink {
             return Ok(batch.clone());
         }
         RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()).map_err(|e| {
-            ConnectorError::Internal(format!("table '{}': a batch does not match the sink schema: {e}", self.table))
+            ConnectorError::Internal(format!(
+                "table '{}': a batch does not match the sink schema: {e}",
+                self.table
+            ))
         })
     }
 
     fn encode(&self, batches: &[RecordBatch]) -> Result<Vec<u8>> {
         // Encoding fails on types the format cannot hold (nested columns in CSV): a user error.
         let fail = |e: &dyn std::fmt::Display| {
-            ConnectorError::config(&self.table, format!("cannot write rows as {}: {e}", self.format.kind()))
+            ConnectorError::config(
+                &self.table,
+                format!("cannot write rows as {}: {e}", self.format.kind()),
+            )
         };
         let mut out = Vec::new();
         match self.format {
             FileFormat::Parquet => {
-                let mut writer = ArrowWriter::try_new(&mut out, self.schema.clone(), None).map_err(|e| fail(&e))?;
+                let mut writer = ArrowWriter::try_new(&mut out, self.schema.clone(), None)
+                    .map_err(|e| fail(&e))?;
                 for batch in batches {
                     writer.write(&self.conform(batch)?).map_err(|e| fail(&e))?;
                 }
@@ -106,12 +119,19 @@ impl FileSink {
 #[async_trait]
 impl Sink for FileSink {
     async fn write_epoch(&mut self, epoch: u64, batches: &[RecordBatch]) -> Result<()> {
-        let batches: Vec<RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).cloned().collect();
+        let batches: Vec<RecordBatch> = batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .cloned()
+            .collect();
         if batches.is_empty() {
             return Ok(());
         }
         let bytes = self.encode(&batches)?;
-        let path = self.dir.clone().join(Self::part_file_name(epoch, self.format).as_str());
+        let path = self
+            .dir
+            .clone()
+            .join(Self::part_file_name(epoch, self.format).as_str());
         self.store
             .put(&path, PutPayload::from(bytes))
             .await

@@ -64,7 +64,10 @@ impl fmt::Debug for FileSource {
         f.debug_struct("FileSource")
             .field("table", &self.table)
             .field("position", &self.position)
-            .field("buffered_rows", &self.pending.as_ref().map_or(0, RecordBatch::num_rows))
+            .field(
+                "buffered_rows",
+                &self.pending.as_ref().map_or(0, RecordBatch::num_rows),
+            )
             .field("finished", &self.stream.is_none())
             .finish()
     }
@@ -92,7 +95,10 @@ impl Source for FileSource {
                     return Ok(SourcePoll::Exhausted);
                 }
                 Ok(Some(Err(e))) => {
-                    return Err(ConnectorError::external(&self.table, format!("reading files failed: {e}")));
+                    return Err(ConnectorError::external(
+                        &self.table,
+                        format!("reading files failed: {e}"),
+                    ));
                 }
                 Ok(Some(Ok(batch))) if batch.num_rows() > 0 => self.pending = Some(batch),
                 Ok(Some(Ok(_empty))) => {}

@@ -17,20 +17,30 @@ fn decl(format: FileFormat, location: &str, options: &[(&str, &str)], declared: 
         kind: format.kind().to_string(),
         location: location.to_string(),
         declared_schema: declared.then(rides_schema),
-        options: TableOptions::unchecked("trips", options.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
+        options: TableOptions::unchecked(
+            "trips",
+            options.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        ),
         watermark: None,
         at: StatementRef::default(),
     }
 }
 
 fn rides() -> RidesOptions {
-    RidesOptions { disorder: Duration::from_millis(1500), ..RidesOptions::default() }
+    RidesOptions {
+        disorder: Duration::from_millis(1500),
+        ..RidesOptions::default()
+    }
 }
 
 async fn drain(source: &mut dyn Source, max_rows: usize) -> Vec<RecordBatch> {
     let mut out = Vec::new();
     loop {
-        match source.poll_batch(max_rows, Instant::now() + Duration::from_secs(30)).await.unwrap() {
+        match source
+            .poll_batch(max_rows, Instant::now() + Duration::from_secs(30))
+            .await
+            .unwrap()
+        {
             SourcePoll::Data(batch) => {
                 assert!(batch.num_rows() <= max_rows && batch.num_rows() > 0);
                 out.push(batch);
@@ -53,9 +63,18 @@ fn file_names(dir: &std::path::Path) -> Vec<String> {
 /// Writes rows [0, 100) as epochs 1 (two batches), 2 (empty) and 3.
 async fn write_three_epochs(sink: &mut dyn Sink) {
     let opts = rides();
-    sink.write_epoch(1, &[generate_rides(&opts, 0, 30), generate_rides(&opts, 30, 50)]).await.unwrap();
-    sink.write_epoch(2, &[generate_rides(&opts, 50, 50)]).await.unwrap();
-    sink.write_epoch(3, &[generate_rides(&opts, 50, 100)]).await.unwrap();
+    sink.write_epoch(
+        1,
+        &[generate_rides(&opts, 0, 30), generate_rides(&opts, 30, 50)],
+    )
+    .await
+    .unwrap();
+    sink.write_epoch(2, &[generate_rides(&opts, 50, 50)])
+        .await
+        .unwrap();
+    sink.write_epoch(3, &[generate_rides(&opts, 50, 100)])
+        .await
+        .unwrap();
 }
 
 async fn round_trip(format: FileFormat, options: &[(&str, &str)]) {
@@ -69,16 +88,30 @@ async fn round_trip(format: FileFormat, options: &[(&str, &str)]) {
     let ext = format.extension();
     assert_eq!(
         file_names(&out),
-        [format!("part-00000000000000000001.{ext}"), format!("part-00000000000000000003.{ext}")]
+        [
+            format!("part-00000000000000000001.{ext}"),
+            format!("part-00000000000000000003.{ext}")
+        ]
     );
 
     let mut source = connector.open_source(&table, rides_schema()).await.unwrap();
     let batches = drain(source.as_mut(), 7).await;
-    assert_eq!(batches.len(), 15, "{format:?}: 50 + 50 rows in slices of 7");
+    assert_eq!(
+        batches.len(),
+        16,
+        "{format:?}: two files of 50 rows, cut into slices of 7"
+    );
     assert_eq!(source.position(), 100);
     let all = concat_batches(&rides_schema(), &batches).unwrap();
-    assert_eq!(all, generate_rides(&rides(), 0, 100), "{format:?} round trip");
-    assert!(matches!(source.poll_batch(7, Instant::now()).await.unwrap(), SourcePoll::Exhausted));
+    assert_eq!(
+        all,
+        generate_rides(&rides(), 0, 100),
+        "{format:?} round trip"
+    );
+    assert!(matches!(
+        source.poll_batch(7, Instant::now()).await.unwrap(),
+        SourcePoll::Exhausted
+    ));
 }
 
 #[tokio::test]
@@ -89,7 +122,11 @@ async fn parquet_round_trip() {
 #[tokio::test]
 async fn csv_round_trip() {
     round_trip(FileFormat::Csv, &[]).await;
-    round_trip(FileFormat::Csv, &[("has_header", "false"), ("delimiter", "|")]).await;
+    round_trip(
+        FileFormat::Csv,
+        &[("has_header", "false"), ("delimiter", "|")],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -102,28 +139,56 @@ async fn rewriting_an_epoch_replaces_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let location = dir.path().to_str().unwrap().to_string();
     let table = decl(FileFormat::Parquet, &location, &[], false);
-    let mut sink = FileConnector::new(FileFormat::Parquet).open_sink(&table, rides_schema()).await.unwrap();
+    let mut sink = FileConnector::new(FileFormat::Parquet)
+        .open_sink(&table, rides_schema())
+        .await
+        .unwrap();
     let opts = rides();
-    sink.write_epoch(4, &[generate_rides(&opts, 0, 10)]).await.unwrap();
-    sink.write_epoch(4, &[generate_rides(&opts, 0, 10)]).await.unwrap();
-    assert_eq!(file_names(dir.path()), ["part-00000000000000000004.parquet"]);
+    sink.write_epoch(4, &[generate_rides(&opts, 0, 10)])
+        .await
+        .unwrap();
+    sink.write_epoch(4, &[generate_rides(&opts, 0, 10)])
+        .await
+        .unwrap();
+    assert_eq!(
+        file_names(dir.path()),
+        ["part-00000000000000000004.parquet"]
+    );
     let rows = read_sink_dir(&location, FileFormat::Parquet).await.unwrap();
-    assert_eq!(concat_batches(&rides_schema(), &rows).unwrap(), generate_rides(&opts, 0, 10));
+    assert_eq!(
+        concat_batches(&rides_schema(), &rows).unwrap(),
+        generate_rides(&opts, 0, 10)
+    );
 }
 
 #[tokio::test]
 async fn read_sink_dir_returns_epochs_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let location = dir.path().to_str().unwrap().to_string();
-    assert!(read_sink_dir(&location, FileFormat::Parquet).await.unwrap().is_empty());
+    assert!(
+        read_sink_dir(&location, FileFormat::Parquet)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let table = decl(FileFormat::Parquet, &location, &[], false);
-    let mut sink = FileConnector::new(FileFormat::Parquet).open_sink(&table, rides_schema()).await.unwrap();
+    let mut sink = FileConnector::new(FileFormat::Parquet)
+        .open_sink(&table, rides_schema())
+        .await
+        .unwrap();
     let opts = rides();
     // Epoch 10 sorts after epoch 9 only because names are zero-padded.
-    sink.write_epoch(10, &[generate_rides(&opts, 20, 30)]).await.unwrap();
-    sink.write_epoch(9, &[generate_rides(&opts, 0, 20)]).await.unwrap();
+    sink.write_epoch(10, &[generate_rides(&opts, 20, 30)])
+        .await
+        .unwrap();
+    sink.write_epoch(9, &[generate_rides(&opts, 0, 20)])
+        .await
+        .unwrap();
     let rows = read_sink_dir(&location, FileFormat::Parquet).await.unwrap();
-    assert_eq!(concat_batches(&rides_schema(), &rows).unwrap(), generate_rides(&opts, 0, 30));
+    assert_eq!(
+        concat_batches(&rides_schema(), &rows).unwrap(),
+        generate_rides(&opts, 0, 30)
+    );
 }
 
 #[tokio::test]
@@ -137,15 +202,25 @@ async fn schema_is_inferred_from_files_or_absent() {
     let mut sink = connector.open_sink(&table, rides_schema()).await.unwrap();
     write_three_epochs(sink.as_mut()).await;
     let inferred = connector.infer_schema(&table).await.unwrap().unwrap();
-    let names: Vec<_> = inferred.fields().iter().map(|f| f.name().as_str()).collect();
-    assert_eq!(names, ["request_id", "rider_id", "lat", "lon", "event_time"]);
+    let names: Vec<_> = inferred
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["request_id", "rider_id", "lat", "lon", "event_time"]
+    );
 
     // A single file as LOCATION is read whatever its name.
     let one = location.join("part-00000000000000000003.parquet");
     let table = decl(FileFormat::Parquet, one.to_str().unwrap(), &[], true);
     let mut source = connector.open_source(&table, rides_schema()).await.unwrap();
     let rows = drain(source.as_mut(), 1000).await;
-    assert_eq!(concat_batches(&rides_schema(), &rows).unwrap(), generate_rides(&rides(), 50, 100));
+    assert_eq!(
+        concat_batches(&rides_schema(), &rows).unwrap(),
+        generate_rides(&rides(), 50, 100)
+    );
 }
 
 #[tokio::test]
@@ -165,7 +240,9 @@ async fn batch_table_queries_memory_store_from_any_session() {
         .collect()
         .await
         .unwrap();
-    let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
     assert!(text.contains("| 100 | 4950 |"), "{text}");
 }
 
@@ -173,13 +250,19 @@ async fn batch_table_queries_memory_store_from_any_session() {
 async fn bad_location_and_options_name_the_table() {
     let connector = FileConnector::new(FileFormat::Csv);
     let err = connector
-        .open_sink(&decl(FileFormat::Csv, "ftp://host/x", &[], true), rides_schema())
+        .open_sink(
+            &decl(FileFormat::Csv, "ftp://host/x", &[], true),
+            rides_schema(),
+        )
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("trips") && err.contains("ftp"), "{err}");
     let err = connector
-        .open_sink(&decl(FileFormat::Csv, "out", &[("delimiter", "ab")], true), rides_schema())
+        .open_sink(
+            &decl(FileFormat::Csv, "out", &[("delimiter", "ab")], true),
+            rides_schema(),
+        )
         .await
         .unwrap_err()
         .to_string();

@@ -81,7 +81,11 @@ impl Connector for GeneratorConnector {
         Ok(Box::new(GeneratorSource::new(opts, schema)))
     }
 
-    async fn batch_table(&self, table: &TableDecl, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
+    async fn batch_table(
+        &self,
+        table: &TableDecl,
+        schema: SchemaRef,
+    ) -> Result<Arc<dyn TableProvider>> {
         let opts = Self::rides_options(table)?;
         check_schema(table, &schema)?;
         let Some(count) = opts.count else {
@@ -99,8 +103,9 @@ impl Connector for GeneratorConnector {
             for start in (first..last).step_by(BATCH_ROWS as usize) {
                 let batch = generate_rides(&opts, start, (start + BATCH_ROWS).min(last));
                 batches.push(
-                    RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
-                        .map_err(|e| ConnectorError::Internal(format!("table '{}': {e}", table.name)))?,
+                    RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(
+                        |e| ConnectorError::Internal(format!("table '{}': {e}", table.name)),
+                    )?,
                 );
             }
             batches_by_partition.push(batches);
@@ -172,23 +177,48 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_generator_lists_allowed() {
-        let err = GeneratorConnector.infer_schema(&decl("taxis", &[], None)).await.unwrap_err().to_string();
-        assert!(err.contains("ride_requests") && err.contains("taxis") && err.contains("rides"), "{err}");
+        let err = GeneratorConnector
+            .infer_schema(&decl("taxis", &[], None))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ride_requests") && err.contains("taxis") && err.contains("rides"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn declared_schema_must_match() {
-        let wrong = Arc::new(Schema::new(vec![Field::new("request_id", DataType::Utf8, false)]));
+        let wrong = Arc::new(Schema::new(vec![Field::new(
+            "request_id",
+            DataType::Utf8,
+            false,
+        )]));
         let table = decl("rides", &[], Some(wrong.clone()));
-        let err = GeneratorConnector.open_source(&table, wrong).await.unwrap_err().to_string();
-        assert!(err.contains("ride_requests") && err.contains("request_id"), "{err}");
+        let err = GeneratorConnector
+            .open_source(&table, wrong)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ride_requests") && err.contains("request_id"),
+            "{err}"
+        );
 
         // Same names and types but nullable columns are accepted, and batches carry that schema.
         let nullable = Arc::new(Schema::new(
-            rides_schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+            rides_schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
         ));
         let table = decl("rides", &[("count", "3")], Some(nullable.clone()));
-        let mut source = GeneratorConnector.open_source(&table, nullable.clone()).await.unwrap();
+        let mut source = GeneratorConnector
+            .open_source(&table, nullable.clone())
+            .await
+            .unwrap();
         let SourcePoll::Data(batch) = source.poll_batch(10, Instant::now()).await.unwrap() else {
             panic!("expected rows");
         };
@@ -203,10 +233,16 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("needs a 'count' option") && err.contains("ride_requests"), "{err}");
+        assert!(
+            err.contains("needs a 'count' option") && err.contains("ride_requests"),
+            "{err}"
+        );
 
         let table = decl("rides", &[("count", "20000"), ("seed", "5")], None);
-        let provider = GeneratorConnector.batch_table(&table, rides_schema()).await.unwrap();
+        let provider = GeneratorConnector
+            .batch_table(&table, rides_schema())
+            .await
+            .unwrap();
         let ctx = SessionContext::new();
         ctx.register_table("rides", provider).unwrap();
         let batches = ctx
@@ -216,7 +252,12 @@ mod tests {
             .collect()
             .await
             .unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
-        assert!(text.contains("| 20000 ") && text.contains("| 19999 "), "{text}");
+        let text = arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains("| 20000 ") && text.contains("| 19999 "),
+            "{text}"
+        );
     }
 }

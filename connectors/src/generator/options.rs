@@ -7,17 +7,38 @@ use volley_sql::{OptionSpec, SqlError, TableOptions};
 
 /// Options a GENERATOR table accepts beyond the common ones.
 pub const GENERATOR_OPTIONS: &[OptionSpec] = &[
-    OptionSpec { name: "count", expected: "a whole number of rows to generate (absent = unbounded)" },
-    OptionSpec { name: "rate", expected: "events per second of event time, a positive number (default 1000)" },
+    OptionSpec {
+        name: "count",
+        expected: "a whole number of rows to generate (absent = unbounded)",
+    },
+    OptionSpec {
+        name: "rate",
+        expected: "events per second of event time, a positive number (default 1000)",
+    },
     OptionSpec {
         name: "start_time",
         expected: "a timestamp such as '2026-01-01T00:00:00Z' or '2026-01-01 00:00:00' (default 2026-01-01 00:00:00)",
     },
-    OptionSpec { name: "seed", expected: "a whole number (default 42)" },
-    OptionSpec { name: "disorder", expected: "a duration such as '5 seconds' (default 0)" },
-    OptionSpec { name: "pace", expected: "'max' (as fast as possible, the default) or 'realtime'" },
-    OptionSpec { name: "riders", expected: "a positive whole number of riders (default 100000)" },
-    OptionSpec { name: "cities", expected: "a positive whole number of cities (default 50)" },
+    OptionSpec {
+        name: "seed",
+        expected: "a whole number (default 42)",
+    },
+    OptionSpec {
+        name: "disorder",
+        expected: "a duration such as '5 seconds' (default 0)",
+    },
+    OptionSpec {
+        name: "pace",
+        expected: "'max' (as fast as possible, the default) or 'realtime'",
+    },
+    OptionSpec {
+        name: "riders",
+        expected: "a positive whole number of riders (default 100000)",
+    },
+    OptionSpec {
+        name: "cities",
+        expected: "a positive whole number of cities (default 50)",
+    },
 ];
 
 /// 2026-01-01T00:00:00Z in nanoseconds since the Unix epoch.
@@ -78,14 +99,23 @@ impl RidesOptions {
         let defaults = Self::default();
         let rate = match options.get_f64("rate")? {
             Some(rate) if rate < 0.001 => {
-                return Err(options.bad("rate", &rate.to_string(), "a number of events per second, at least 0.001"));
+                return Err(options.bad(
+                    "rate",
+                    &rate.to_string(),
+                    "a number of events per second, at least 0.001",
+                ));
             }
             Some(rate) => rate,
             None => defaults.rate,
         };
         let start_time_nanos = match options.get("start_time") {
-            Some(text) => string_to_timestamp_nanos(text.trim())
-                .map_err(|_| options.bad("start_time", text, "a timestamp such as '2026-01-01 00:00:00'"))?,
+            Some(text) => string_to_timestamp_nanos(text.trim()).map_err(|_| {
+                options.bad(
+                    "start_time",
+                    text,
+                    "a timestamp such as '2026-01-01 00:00:00'",
+                )
+            })?,
             None => defaults.start_time_nanos,
         };
         let pace = match options.get("pace").map(|p| p.trim().to_ascii_lowercase()) {
@@ -99,7 +129,9 @@ impl RidesOptions {
             rate,
             start_time_nanos,
             seed: options.get_u64("seed")?.unwrap_or(defaults.seed),
-            disorder: options.get_duration("disorder")?.unwrap_or(defaults.disorder),
+            disorder: options
+                .get_duration("disorder")?
+                .unwrap_or(defaults.disorder),
             pace,
             riders: options.get_positive("riders")?.unwrap_or(defaults.riders),
             cities: options.get_positive("cities")?.unwrap_or(defaults.cities),
@@ -109,7 +141,11 @@ impl RidesOptions {
     /// `rate` in events per thousand seconds, so event spacing is exact integer arithmetic.
     pub(crate) fn rate_milli(&self) -> u128 {
         let milli = (self.rate * 1000.0).round();
-        if milli.is_finite() && milli >= 1.0 { milli as u128 } else { 1 }
+        if milli.is_finite() && milli >= 1.0 {
+            milli as u128
+        } else {
+            1
+        }
     }
 
     /// Nanoseconds from row 0's base time to row `i`'s base time.
@@ -124,17 +160,65 @@ impl RidesOptions {
     }
 }
 
+/// Base times of consecutive rows, stepping by quotient and remainder instead of dividing per
+/// row; equal to [`RidesOptions::base_time_nanos`] for every row.
+#[derive(Debug, Clone)]
+pub(crate) struct BaseTimes {
+    start: i64,
+    offset: u128,
+    remainder: u128,
+    step: u128,
+    step_remainder: u128,
+    divisor: u128,
+}
+
+impl BaseTimes {
+    /// Base times starting at row `row`.
+    pub(crate) fn from_row(opts: &RidesOptions, row: u64) -> Self {
+        let divisor = opts.rate_milli();
+        let numerator = u128::from(row) * 1_000_000_000_000;
+        Self {
+            start: opts.start_time_nanos,
+            offset: numerator / divisor,
+            remainder: numerator % divisor,
+            step: 1_000_000_000_000 / divisor,
+            step_remainder: 1_000_000_000_000 % divisor,
+            divisor,
+        }
+    }
+
+    /// The current row's base time; moves to the next row.
+    pub(crate) fn advance(&mut self) -> i64 {
+        let time = self
+            .start
+            .saturating_add(i64::try_from(self.offset).unwrap_or(i64::MAX));
+        self.offset += self.step;
+        self.remainder += self.step_remainder;
+        if self.remainder >= self.divisor {
+            self.remainder -= self.divisor;
+            self.offset += 1;
+        }
+        time
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn opts(pairs: &[(&str, &str)]) -> TableOptions {
-        TableOptions::unchecked("rides", pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        TableOptions::unchecked(
+            "rides",
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
     }
 
     #[test]
     fn defaults_apply() {
-        assert_eq!(RidesOptions::from_options(&opts(&[])).unwrap(), RidesOptions::default());
+        assert_eq!(
+            RidesOptions::from_options(&opts(&[])).unwrap(),
+            RidesOptions::default()
+        );
     }
 
     #[test]
@@ -153,14 +237,36 @@ mod tests {
         assert_eq!(o.pace, Pace::Realtime);
         assert_eq!(o.disorder, Duration::from_secs(5));
         assert_eq!(o.base_time_nanos(5), o.start_time_nanos + 2_000_000_000);
-        let rfc = RidesOptions::from_options(&opts(&[("start_time", "2026-01-01T00:00:00Z")])).unwrap();
+        let rfc =
+            RidesOptions::from_options(&opts(&[("start_time", "2026-01-01T00:00:00Z")])).unwrap();
         assert_eq!(rfc.start_time_nanos, DEFAULT_START_NANOS);
     }
 
     #[test]
+    fn stepped_base_times_match_the_formula() {
+        for rate in [1000.0, 3.0, 0.7, 12_345.678] {
+            let o = RidesOptions {
+                rate,
+                ..RidesOptions::default()
+            };
+            let mut times = BaseTimes::from_row(&o, 99);
+            for i in 99..2000 {
+                assert_eq!(times.advance(), o.base_time_nanos(i), "rate {rate} row {i}");
+            }
+        }
+    }
+
+    #[test]
     fn bad_values_name_table_and_option() {
-        for (name, value) in [("pace", "slow"), ("rate", "0"), ("start_time", "yesterday"), ("cities", "0")] {
-            let err = RidesOptions::from_options(&opts(&[(name, value)])).unwrap_err().to_string();
+        for (name, value) in [
+            ("pace", "slow"),
+            ("rate", "0"),
+            ("start_time", "yesterday"),
+            ("cities", "0"),
+        ] {
+            let err = RidesOptions::from_options(&opts(&[(name, value)]))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("rides") && err.contains(name), "{err}");
         }
     }

@@ -10,7 +10,7 @@ use arrow::array::{ArrayRef, Float64Array, Int64Array, StructArray, TimestampNan
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
-use super::options::RidesOptions;
+use super::options::{BaseTimes, RidesOptions};
 
 /// Share of events in the 5 hottest cities, cumulatively (30%, 20%, 12%, 10%, 8%).
 const HOT_CUMULATIVE: [f64; 5] = [0.30, 0.50, 0.62, 0.72, 0.80];
@@ -51,7 +51,11 @@ pub fn rides_schema() -> SchemaRef {
             Field::new("rider_id", DataType::Int64, false),
             Field::new("lat", DataType::Float64, false),
             Field::new("lon", DataType::Float64, false),
-            Field::new("event_time", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                false,
+            ),
         ]))
     }))
 }
@@ -76,7 +80,10 @@ pub fn generate_rides(opts: &RidesOptions, start: u64, end: u64) -> RecordBatch 
 
     let riders = opts.riders.max(1);
     let cities = opts.cities.max(1);
-    let disorder = u64::try_from(opts.disorder.as_nanos()).unwrap_or(u64::MAX).min(i64::MAX as u64);
+    let disorder = u64::try_from(opts.disorder.as_nanos())
+        .unwrap_or(u64::MAX)
+        .min(i64::MAX as u64);
+    let mut base_times = BaseTimes::from_row(opts, start);
     for i in start..end {
         let h0 = row_hash(opts.seed, i);
         let h1 = splitmix64(h0);
@@ -88,13 +95,17 @@ pub fn generate_rides(opts: &RidesOptions, start: u64, end: u64) -> RecordBatch 
         let (centre_lat, centre_lon) = city_centre(pick_city(unit(h0), h1, cities));
         let u = unit(h2);
         let rider = ((u * u * riders as f64) as u64).min(riders - 1) + 1;
-        let lag = if disorder == 0 { 0 } else { h5 % (disorder + 1) };
+        let lag = if disorder == 0 {
+            0
+        } else {
+            h5 % (disorder + 1)
+        };
 
         request_id.push(i as i64);
         rider_id.push(rider as i64);
         lat.push(centre_lat + (2.0 * unit(h3) - 1.0) * JITTER_DEGREES);
         lon.push(centre_lon + (2.0 * unit(h4) - 1.0) * JITTER_DEGREES);
-        event_time.push(opts.base_time_nanos(i).saturating_sub(lag as i64));
+        event_time.push(base_times.advance().saturating_sub(lag as i64));
     }
 
     let columns: Vec<ArrayRef> = vec![
@@ -105,7 +116,11 @@ pub fn generate_rides(opts: &RidesOptions, start: u64, end: u64) -> RecordBatch 
         Arc::new(TimestampNanosecondArray::from(event_time)),
     ];
     // Infallible by construction (equal lengths, no nulls), unlike `RecordBatch::try_new`.
-    RecordBatch::from(StructArray::new(rides_schema().fields().clone(), columns, None))
+    RecordBatch::from(StructArray::new(
+        rides_schema().fields().clone(),
+        columns,
+        None,
+    ))
 }
 
 /// Chooses a city: ~80% of draws land in the 5 hottest, the rest spread evenly.
@@ -126,7 +141,10 @@ fn city_centre(k: u64) -> (f64, f64) {
         Some(&centre) => centre,
         None => {
             let h = splitmix64(k ^ 0xC1_7E5);
-            (-45.0 + 105.0 * unit(h), -180.0 + 360.0 * unit(splitmix64(h)))
+            (
+                -45.0 + 105.0 * unit(h),
+                -180.0 + 360.0 * unit(splitmix64(h)),
+            )
         }
     }
 }
@@ -169,21 +187,35 @@ mod tests {
 
     #[test]
     fn batch_cuts_do_not_change_output() {
-        let opts = RidesOptions { disorder: Duration::from_secs(3), ..RidesOptions::default() };
+        let opts = RidesOptions {
+            disorder: Duration::from_secs(3),
+            ..RidesOptions::default()
+        };
         let whole = generate_rides(&opts, 0, 1000);
         for cut in [1usize, 7, 64, 999] {
             let parts: Vec<_> = (0..1000u64)
                 .step_by(cut)
                 .map(|s| generate_rides(&opts, s, (s + cut as u64).min(1000)))
                 .collect();
-            assert_eq!(concat_batches(&rides_schema(), &parts).unwrap(), whole, "cut {cut}");
+            assert_eq!(
+                concat_batches(&rides_schema(), &parts).unwrap(),
+                whole,
+                "cut {cut}"
+            );
         }
     }
 
     #[test]
     fn seeds_change_output() {
         let a = generate_rides(&RidesOptions::default(), 0, 100);
-        let b = generate_rides(&RidesOptions { seed: 43, ..RidesOptions::default() }, 0, 100);
+        let b = generate_rides(
+            &RidesOptions {
+                seed: 43,
+                ..RidesOptions::default()
+            },
+            0,
+            100,
+        );
         assert_ne!(a, b);
     }
 
@@ -198,7 +230,9 @@ mod tests {
                 let (c_lat, c_lon) = city_centre(k);
                 (la - c_lat).abs() <= JITTER_DEGREES && (lo - c_lon).abs() <= JITTER_DEGREES
             });
-            *per_city.entry(near.expect("every point lies near a city centre")).or_default() += 1;
+            *per_city
+                .entry(near.expect("every point lies near a city centre"))
+                .or_default() += 1;
         }
         let mut counts: Vec<usize> = per_city.into_values().collect();
         counts.sort_unstable_by(|a, b| b.cmp(a));
@@ -210,17 +244,26 @@ mod tests {
 
     #[test]
     fn riders_are_skewed_and_in_range() {
-        let opts = RidesOptions { riders: 1000, ..RidesOptions::default() };
+        let opts = RidesOptions {
+            riders: 1000,
+            ..RidesOptions::default()
+        };
         let batch = generate_rides(&opts, 0, 10_000);
         let riders = batch.column(1).as_primitive::<Int64Type>();
         assert!(riders.values().iter().all(|r| (1..=1000).contains(r)));
         let low = riders.values().iter().filter(|&&r| r <= 250).count();
-        assert!(low > 4_000, "squared-uniform skew puts ~half the events on the lowest quarter: {low}");
+        assert!(
+            low > 4_000,
+            "squared-uniform skew puts ~half the events on the lowest quarter: {low}"
+        );
     }
 
     #[test]
     fn disorder_stays_within_bound() {
-        let opts = RidesOptions { disorder: Duration::from_millis(2500), ..RidesOptions::default() };
+        let opts = RidesOptions {
+            disorder: Duration::from_millis(2500),
+            ..RidesOptions::default()
+        };
         let batch = generate_rides(&opts, 0, 5000);
         let times = batch.column(4).as_primitive::<TimestampNanosecondType>();
         let mut lagged = 0;
@@ -232,6 +275,10 @@ mod tests {
         assert!(lagged > 4000, "disorder should move most events");
         let ordered = generate_rides(&RidesOptions::default(), 0, 10);
         let times = ordered.column(4).as_primitive::<TimestampNanosecondType>();
-        assert_eq!(times.value(3) - times.value(2), 1_000_000, "1000 events per second");
+        assert_eq!(
+            times.value(3) - times.value(2),
+            1_000_000,
+            "1000 events per second"
+        );
     }
 }

@@ -33,7 +33,12 @@ impl GeneratorSource {
     /// A source starting at row 0 whose batches carry `schema` (the rides schema, possibly
     /// with different nullability as declared by the table).
     pub fn new(opts: RidesOptions, schema: SchemaRef) -> Self {
-        Self { opts, schema, position: 0, anchor: None }
+        Self {
+            opts,
+            schema,
+            position: 0,
+            anchor: None,
+        }
     }
 
     /// Moves to row `row`: the next batch starts there (replay after a restart).
@@ -49,7 +54,9 @@ impl GeneratorSource {
 
     /// Rows left before `count`, or `u64::MAX` when unbounded.
     fn remaining(&self) -> u64 {
-        self.opts.count.map_or(u64::MAX, |count| count.saturating_sub(self.position))
+        self.opts
+            .count
+            .map_or(u64::MAX, |count| count.saturating_sub(self.position))
     }
 
     /// Index one past the last row due at `now` (realtime pace).
@@ -71,8 +78,11 @@ impl GeneratorSource {
         if batch.schema() == self.schema {
             return Ok(batch);
         }
-        RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())
-            .map_err(|e| ConnectorError::Internal(format!("generator batch does not fit the table schema: {e}")))
+        RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()).map_err(|e| {
+            ConnectorError::Internal(format!(
+                "generator batch does not fit the table schema: {e}"
+            ))
+        })
     }
 }
 
@@ -83,6 +93,7 @@ impl Source for GeneratorSource {
     }
 
     async fn poll_batch(&mut self, max_rows: usize, deadline: Instant) -> Result<SourcePoll> {
+        let max_rows = max_rows.max(1);
         let mut available = self.remaining();
         if available == 0 {
             return Ok(SourcePoll::Exhausted);
@@ -136,41 +147,71 @@ mod tests {
 
     #[tokio::test]
     async fn stops_after_count() {
-        let opts = RidesOptions { count: Some(100), ..RidesOptions::default() };
+        let opts = RidesOptions {
+            count: Some(100),
+            ..RidesOptions::default()
+        };
         let mut source = GeneratorSource::new(opts.clone(), rides_schema());
         let batches = drain(&mut source, 7).await;
         assert_eq!(batches.len(), 15);
         assert_eq!(source.position(), 100);
-        assert_eq!(concat_batches(&rides_schema(), &batches).unwrap(), generate_rides(&opts, 0, 100));
-        assert!(matches!(source.poll_batch(7, Instant::now()).await.unwrap(), SourcePoll::Exhausted));
+        assert_eq!(
+            concat_batches(&rides_schema(), &batches).unwrap(),
+            generate_rides(&opts, 0, 100)
+        );
+        assert!(matches!(
+            source.poll_batch(7, Instant::now()).await.unwrap(),
+            SourcePoll::Exhausted
+        ));
     }
 
     #[tokio::test]
     async fn seek_replays_the_same_rows() {
-        let opts = RidesOptions { count: Some(50), ..RidesOptions::default() };
+        let opts = RidesOptions {
+            count: Some(50),
+            ..RidesOptions::default()
+        };
         let mut source = GeneratorSource::new(opts.clone(), rides_schema());
         let first = drain(&mut source, 16).await;
         source.seek(20);
         let replay = drain(&mut source, 9).await;
         let first = concat_batches(&rides_schema(), &first).unwrap();
-        assert_eq!(concat_batches(&rides_schema(), &replay).unwrap(), first.slice(20, 30));
+        assert_eq!(
+            concat_batches(&rides_schema(), &replay).unwrap(),
+            first.slice(20, 30)
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn realtime_pace_waits_for_due_rows() {
-        let opts = RidesOptions { rate: 10.0, pace: Pace::Realtime, ..RidesOptions::default() };
+        let opts = RidesOptions {
+            rate: 10.0,
+            pace: Pace::Realtime,
+            ..RidesOptions::default()
+        };
         let mut source = GeneratorSource::new(opts, rides_schema());
         let start = Instant::now();
         // Row 0 is due at once.
-        let SourcePoll::Data(batch) = source.poll_batch(100, start + Duration::from_secs(1)).await.unwrap() else {
+        let SourcePoll::Data(batch) = source
+            .poll_batch(100, start + Duration::from_secs(1))
+            .await
+            .unwrap()
+        else {
             panic!("row 0 is due immediately");
         };
         assert_eq!(batch.num_rows(), 1);
         // Nothing more is due before 100 ms: a 50 ms deadline gives Pending.
-        let poll = source.poll_batch(100, start + Duration::from_millis(50)).await.unwrap();
+        let poll = source
+            .poll_batch(100, start + Duration::from_millis(50))
+            .await
+            .unwrap();
         assert!(matches!(poll, SourcePoll::Pending));
         // Waiting until row 1 is due yields it; after a second, ten more rows are due.
-        let SourcePoll::Data(batch) = source.poll_batch(100, start + Duration::from_secs(1)).await.unwrap() else {
+        let SourcePoll::Data(batch) = source
+            .poll_batch(100, start + Duration::from_secs(1))
+            .await
+            .unwrap()
+        else {
             panic!("row 1 becomes due at 100 ms");
         };
         assert_eq!(batch.num_rows(), 1);

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::plan::{render, QueryPlan, QueryShape};
+use super::plan::{QueryPlan, QueryShape, render};
 
 /// Renders one INSERT's streaming plan, with `watermarks` giving each source's watermark text.
 pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<String>) -> String {
@@ -18,7 +18,10 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
     let _ = writeln!(out, "  output: {}", columns.join(", "));
     match &plan.shape {
         QueryShape::Stateless { plan: physical } => {
-            let _ = writeln!(out, "  kind: stateless (each micro-batch streams straight through)");
+            let _ = writeln!(
+                out,
+                "  kind: stateless (each micro-batch streams straight through)"
+            );
             let _ = writeln!(out, "  plan:");
             indent(&mut out, &render(physical));
         }
@@ -32,17 +35,30 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
                     );
                     for source in &w.sources {
                         let text = watermark_of(source).unwrap_or_else(|| "?".into());
-                        let _ = writeln!(out, "  watermark: {source}: {text}; a window is emitted once the watermark passes its end; later rows go to dead letters");
+                        let _ = writeln!(
+                            out,
+                            "  watermark: {source}: {text}; a window is emitted once the watermark passes its end; later rows go to dead letters"
+                        );
                     }
                 }
                 None => {
-                    let _ = writeln!(out, "  kind: keyed aggregate; emits upserts per micro-batch, keyed by the group columns");
+                    let _ = writeln!(
+                        out,
+                        "  kind: keyed aggregate; emits upserts per micro-batch, keyed by the group columns"
+                    );
                 }
             }
             let _ = writeln!(out, "  upsert key: {}", plan.key_columns.join(", "));
             let aggs: Vec<&str> = agg.aggr_expr.iter().map(|a| a.name()).collect();
-            let _ = writeln!(out, "  aggregates (two-phase: partial per micro-batch, merged state, final at emission): {}", aggs.join(", "));
-            let _ = writeln!(out, "  per micro-batch (stateless segment + partial aggregate):");
+            let _ = writeln!(
+                out,
+                "  aggregates (two-phase: partial per micro-batch, merged state, final at emission): {}",
+                aggs.join(", ")
+            );
+            let _ = writeln!(
+                out,
+                "  per micro-batch (stateless segment + partial aggregate):"
+            );
             indent(&mut out, &render(&agg.partial));
             let _ = writeln!(out, "  on emission (final aggregate, then):");
             indent(&mut out, &render(&agg.post));

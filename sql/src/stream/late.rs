@@ -61,7 +61,10 @@ impl LateGate {
     }
 
     fn push_late(&self, batch: RecordBatch) {
-        self.late.lock().unwrap_or_else(|e| e.into_inner()).push(batch);
+        self.late
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(batch);
     }
 }
 
@@ -97,12 +100,16 @@ fn split(
     if cutoff == i64::MIN || batch.num_rows() == 0 {
         return Ok((batch, None));
     }
-    let starts = window_start.evaluate(&batch)?.into_array(batch.num_rows())?;
+    let starts = window_start
+        .evaluate(&batch)?
+        .into_array(batch.num_rows())?;
     let starts = cast(&starts, &DataType::Int64)?;
     let starts = starts
         .as_any()
         .downcast_ref::<Int64Array>()
-        .ok_or_else(|| DataFusionError::Internal("window start is not an integer timestamp".into()))?;
+        .ok_or_else(|| {
+            DataFusionError::Internal("window start is not an integer timestamp".into())
+        })?;
     // A NULL event time has no window: it is kept (the aggregate groups it under NULL, as batch does).
     let on_time: BooleanArray = gt(starts, &Int64Array::new_scalar(cutoff))?;
     let on_time = if starts.null_count() > 0 {
@@ -154,7 +161,9 @@ impl ExecutionPlan for LateSplitExec {
                 Arc::clone(&self.window_start),
                 Arc::clone(&self.gate),
             ))),
-            _ => Err(DataFusionError::Internal("LateSplitExec takes one child".into())),
+            _ => Err(DataFusionError::Internal(
+                "LateSplitExec takes one child".into(),
+            )),
         }
     }
 

@@ -188,7 +188,9 @@ impl ExecutionPlan for EpochSourceExec {
         if children.is_empty() {
             Ok(self)
         } else {
-            Err(DataFusionError::Internal("EpochSourceExec has no children".into()))
+            Err(DataFusionError::Internal(
+                "EpochSourceExec has no children".into(),
+            ))
         }
     }
 
@@ -210,4 +212,3 @@ impl ExecutionPlan for EpochSourceExec {
         Ok(Box::pin(stream))
     }
 }
-

@@ -21,11 +21,11 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::logical_expr::{col, Expr, LogicalPlan, LogicalPlanBuilder};
-use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
-use datafusion::physical_plan::{displayable, ExecutionPlan};
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -33,7 +33,7 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use super::late::{LateGate, LateSplitExec};
 use super::leaf::{EpochSlot, EpochTable};
 use super::trace::{column_of, trace_column};
-use super::window::{as_date_bin, nanos_per_unit, WindowSpec};
+use super::window::{WindowSpec, as_date_bin, nanos_per_unit};
 use crate::error::{Result, SqlError, StatementRef};
 use crate::pipeline::InsertDecl;
 use crate::watermark::WatermarkSpec;
@@ -186,7 +186,10 @@ trait CastTo {
 
 impl CastTo for Expr {
     fn cast_to_type(self, to: &DataType) -> Expr {
-        Expr::Cast(datafusion::logical_expr::Cast::new(Box::new(self), to.clone()))
+        Expr::Cast(datafusion::logical_expr::Cast::new(
+            Box::new(self),
+            to.clone(),
+        ))
     }
 }
 
@@ -198,7 +201,9 @@ pub struct StreamPlanner {
 
 impl std::fmt::Debug for StreamPlanner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamPlanner").field("sources", &self.sources.keys()).finish()
+        f.debug_struct("StreamPlanner")
+            .field("sources", &self.sources.keys())
+            .finish()
     }
 }
 
@@ -211,12 +216,21 @@ impl StreamPlanner {
         let ctx = streaming_context();
         let mut by_name = HashMap::new();
         for source in sources {
-            let table = EpochTable::new(&source.name, Arc::clone(&source.schema), Arc::clone(&source.slot));
+            let table = EpochTable::new(
+                &source.name,
+                Arc::clone(&source.schema),
+                Arc::clone(&source.slot),
+            );
             ctx.register_table(source.name.as_str(), Arc::new(table))
-                .map_err(|e| SqlError::Internal(format!("registering source '{}': {e}", source.name)))?;
+                .map_err(|e| {
+                    SqlError::Internal(format!("registering source '{}': {e}", source.name))
+                })?;
             by_name.insert(source.name.clone(), source);
         }
-        Ok(Self { ctx, sources: by_name })
+        Ok(Self {
+            ctx,
+            sources: by_name,
+        })
     }
 
     /// The context plans run in (for executing them).
@@ -228,7 +242,11 @@ impl StreamPlanner {
     ///
     /// # Errors
     /// SQL errors, unsupported streaming shapes, and windows over columns with no watermark.
-    pub async fn plan_insert(&self, insert: &InsertDecl, sink_schema: Option<&SchemaRef>) -> Result<QueryPlan> {
+    pub async fn plan_insert(
+        &self,
+        insert: &InsertDecl,
+        sink_schema: Option<&SchemaRef>,
+    ) -> Result<QueryPlan> {
         let at = insert.at;
         let logical = insert_logical_plan(&self.ctx, insert, sink_schema).await?;
         let physical = self
@@ -259,7 +277,9 @@ impl StreamPlanner {
                 (0..output_schema.fields().len())
                     .filter(|&i| {
                         trace_column(&agg.post, i).is_some_and(|origins| {
-                            origins.iter().all(|o| o.input == leaf && o.column < agg.group_count)
+                            origins
+                                .iter()
+                                .all(|o| o.input == leaf && o.column < agg.group_count)
                         })
                     })
                     .map(|i| output_schema.field(i).name().clone())
@@ -286,7 +306,10 @@ impl StreamPlanner {
         let agg = agg_node
             .downcast_ref::<AggregateExec>()
             .ok_or_else(|| SqlError::Internal("aggregate node is not an AggregateExec".into()))?;
-        if !matches!(agg.mode(), AggregateMode::Single | AggregateMode::SinglePartitioned) {
+        if !matches!(
+            agg.mode(),
+            AggregateMode::Single | AggregateMode::SinglePartitioned
+        ) {
             return Err(SqlError::Internal(format!(
                 "expected a single-phase aggregate with one partition, got {:?}",
                 agg.mode()
@@ -296,7 +319,8 @@ impl StreamPlanner {
         if group_by.has_grouping_set() {
             return Err(SqlError::Unsupported {
                 at,
-                message: "GROUPING SETS / ROLLUP / CUBE are not supported in streaming queries".into(),
+                message: "GROUPING SETS / ROLLUP / CUBE are not supported in streaming queries"
+                    .into(),
             });
         }
         let pre = Arc::clone(agg.input());
@@ -304,7 +328,11 @@ impl StreamPlanner {
         let partial_input: Arc<dyn ExecutionPlan> = match &window {
             Some(w) => {
                 let (expr, _) = &group_by.expr()[w.group_index];
-                Arc::new(LateSplitExec::new(Arc::clone(&pre), Arc::clone(expr), Arc::clone(&w.gate)))
+                Arc::new(LateSplitExec::new(
+                    Arc::clone(&pre),
+                    Arc::clone(expr),
+                    Arc::clone(&w.gate),
+                ))
             }
             None => Arc::clone(&pre),
         };
@@ -323,8 +351,13 @@ impl StreamPlanner {
         let post_slot = EpochSlot::new();
         let leaf_name = format!("{}#aggregate", insert.target);
         let leaf: Arc<dyn ExecutionPlan> = Arc::new(
-            super::leaf::EpochSourceExec::new(leaf_name, Arc::clone(&output_schema), None, Arc::clone(&post_slot))
-                .map_err(|e| SqlError::Internal(e.to_string()))?,
+            super::leaf::EpochSourceExec::new(
+                leaf_name,
+                Arc::clone(&output_schema),
+                None,
+                Arc::clone(&post_slot),
+            )
+            .map_err(|e| SqlError::Internal(e.to_string()))?,
         );
         let post = Arc::clone(root)
             .transform_up(|node| {
@@ -369,7 +402,8 @@ impl StreamPlanner {
             if found.is_some() {
                 return Err(SqlError::Unsupported {
                     at,
-                    message: "a streaming aggregate may group by one window (date_bin/tumble)".into(),
+                    message: "a streaming aggregate may group by one window (date_bin/tumble)"
+                        .into(),
                 });
             }
             let unit = match expr.data_type(pre.schema().as_ref()) {
@@ -377,7 +411,9 @@ impl StreamPlanner {
                 Ok(other) => {
                     return Err(SqlError::Unsupported {
                         at,
-                        message: format!("GROUP BY {name}: the window is over {other}, not a TIMESTAMP column"),
+                        message: format!(
+                            "GROUP BY {name}: the window is over {other}, not a TIMESTAMP column"
+                        ),
                     });
                 }
                 Err(e) => return Err(SqlError::plan(at, e)),
@@ -386,7 +422,9 @@ impl StreamPlanner {
             if bin.width_nanos % per_unit != 0 {
                 return Err(SqlError::Unsupported {
                     at,
-                    message: format!("GROUP BY {name}: the window width is finer than the column's {unit:?} precision"),
+                    message: format!(
+                        "GROUP BY {name}: the window width is finer than the column's {unit:?} precision"
+                    ),
                 });
             }
             let origins = column_of(&bin.ts).and_then(|c| trace_column(pre, c));
@@ -402,7 +440,10 @@ impl StreamPlanner {
             let mut column = String::new();
             for origin in origins {
                 let source = self.sources.get(&origin.input).ok_or_else(|| {
-                    SqlError::Internal(format!("window column traced to unknown input '{}'", origin.input))
+                    SqlError::Internal(format!(
+                        "window column traced to unknown input '{}'",
+                        origin.input
+                    ))
                 })?;
                 column = source.schema.field(origin.column).name().clone();
                 match &source.watermark {
@@ -440,9 +481,20 @@ fn check_streamable(
 ) -> Result<()> {
     match plan.name() {
         "AggregateExec" => aggregates.push(Arc::clone(plan)),
-        "ProjectionExec" | "FilterExec" | "CoalesceBatchesExec" | "CoalescePartitionsExec"
-        | "RepartitionExec" | "EpochSourceExec" | "UnionExec" | "InterleaveExec" | "SortExec"
-        | "SortPreservingMergeExec" | "PlaceholderRowExec" | "EmptyExec" | "UnnestExec" => {}
+        "ProjectionExec"
+        | "FilterExec"
+        | "CoalesceBatchesExec"
+        | "CoalescePartitionsExec"
+        | "RepartitionExec"
+        | "EpochSourceExec"
+        | "UnionExec"
+        | "InterleaveExec"
+        | "SortExec"
+        | "SortPreservingMergeExec"
+        | "PlaceholderRowExec"
+        | "EmptyExec"
+        | "UnnestExec"
+        | "CooperativeExec" => {}
         "GlobalLimitExec" | "LocalLimitExec" => {
             return Err(SqlError::Unsupported {
                 at,

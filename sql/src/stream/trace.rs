@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use datafusion::physical_expr::expressions::{CastExpr, Column, TryCastExpr};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column, TryCastExpr};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::ExecutionPlan;
 
 use super::leaf::EpochSourceExec;
 
@@ -42,10 +42,13 @@ pub fn trace_column(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<Vec<C
     }
     match plan.name() {
         // Nodes that pass columns through unchanged.
-        "CoalesceBatchesExec" | "CoalescePartitionsExec" | "RepartitionExec" | "SortExec"
-        | "LateSplitExec" | "SortPreservingMergeExec" => {
-            trace_column(plan.children().first()?, index)
-        }
+        "CoalesceBatchesExec"
+        | "CoalescePartitionsExec"
+        | "RepartitionExec"
+        | "SortExec"
+        | "LateSplitExec"
+        | "SortPreservingMergeExec"
+        | "CooperativeExec" => trace_column(plan.children().first()?, index),
         "UnionExec" | "InterleaveExec" => {
             let mut all = Vec::new();
             for child in plan.children() {

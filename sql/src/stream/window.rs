@@ -73,7 +73,11 @@ pub fn as_date_bin(expr: &Arc<dyn PhysicalExpr>) -> Result<Option<DateBin>, NotA
         return Ok(None);
     }
     let args = func.args();
-    let literal = |i: usize| args.get(i).and_then(|a| a.downcast_ref::<Literal>()).map(|l| l.value().clone());
+    let literal = |i: usize| {
+        args.get(i)
+            .and_then(|a| a.downcast_ref::<Literal>())
+            .map(|l| l.value().clone())
+    };
     let width_nanos = match literal(0) {
         Some(ScalarValue::IntervalMonthDayNano(Some(v))) if v.months == 0 => {
             i64::from(v.days) * 86_400_000_000_000 + v.nanoseconds
@@ -86,7 +90,11 @@ pub fn as_date_bin(expr: &Arc<dyn PhysicalExpr>) -> Result<Option<DateBin>, NotA
                 "window width {other} is not a fixed duration (months and years vary in length)"
             )));
         }
-        _ => return Err(NotAWindow("the window width must be a constant INTERVAL".into())),
+        _ => {
+            return Err(NotAWindow(
+                "the window width must be a constant INTERVAL".into(),
+            ));
+        }
     };
     if width_nanos <= 0 {
         return Err(NotAWindow("the window width must be positive".into()));
@@ -95,9 +103,17 @@ pub fn as_date_bin(expr: &Arc<dyn PhysicalExpr>) -> Result<Option<DateBin>, NotA
         None if args.len() == 2 => 0,
         Some(v) => match v.cast_to(&DataType::Timestamp(TimeUnit::Nanosecond, None)) {
             Ok(ScalarValue::TimestampNanosecond(Some(n), _)) => n,
-            _ => return Err(NotAWindow("the window origin must be a constant timestamp".into())),
+            _ => {
+                return Err(NotAWindow(
+                    "the window origin must be a constant timestamp".into(),
+                ));
+            }
         },
-        None => return Err(NotAWindow("the window origin must be a constant timestamp".into())),
+        None => {
+            return Err(NotAWindow(
+                "the window origin must be a constant timestamp".into(),
+            ));
+        }
     };
     let ts = args
         .get(1)

@@ -7,25 +7,42 @@ use arrow::record_batch::RecordBatch;
 use volley_connectors::ConnectorRegistry;
 use volley_engine::batch::{batch_outputs, read_sources};
 use volley_engine::driver::BatchSizing;
-use volley_engine::verify::{compare_outputs, stream_outputs, InputOrder, VerifyOptions, VerifyReport};
+use volley_engine::verify::{
+    InputOrder, VerifyOptions, VerifyReport, compare_outputs, stream_outputs,
+};
 use volley_sql::Pipeline;
 
 pub type Rows = BTreeMap<String, (SchemaRef, Vec<RecordBatch>)>;
 
 pub async fn pipeline(sql: &str) -> Pipeline {
-    Pipeline::parse(sql, &ConnectorRegistry::builtin()).await.unwrap()
+    Pipeline::parse(sql, &ConnectorRegistry::builtin())
+        .await
+        .unwrap()
 }
 
 /// Every source's rows (generators need a `count`).
 pub async fn rows(p: &Pipeline) -> Rows {
-    read_sources(p, &HashMap::new(), &ConnectorRegistry::builtin()).await.unwrap()
+    read_sources(p, &HashMap::new(), &ConnectorRegistry::builtin())
+        .await
+        .unwrap()
 }
 
 /// Batch vs stream over `rows`, with the given sizing and order.
-pub async fn parity(p: &Pipeline, rows: &Rows, sizing: BatchSizing, order: InputOrder, seed: u64) -> VerifyReport {
+pub async fn parity(
+    p: &Pipeline,
+    rows: &Rows,
+    sizing: BatchSizing,
+    order: InputOrder,
+    seed: u64,
+) -> VerifyReport {
     let registry = ConnectorRegistry::builtin();
     let batch = batch_outputs(p, rows).await.unwrap();
-    let opts = VerifyOptions { sizing, order, seed, max_differences: 5 };
+    let opts = VerifyOptions {
+        sizing,
+        order,
+        seed,
+        max_differences: 5,
+    };
     let (stream, plans) = stream_outputs(p, &registry, rows, &opts).await.unwrap();
     compare_outputs(p, &plans, &batch, &stream, 5).unwrap()
 }

@@ -55,7 +55,14 @@ async fn stream_equals_batch_over_seeds_sizes_and_orders() {
             (BatchSizing::Fixed(1), 120),
             (BatchSizing::Fixed(7), 600),
             (BatchSizing::Fixed(8192), 600),
-            (BatchSizing::Random { min: 1, max: 300, seed: seed + 11 }, 600),
+            (
+                BatchSizing::Random {
+                    min: 1,
+                    max: 300,
+                    seed: seed + 11,
+                },
+                600,
+            ),
         ] {
             let p = pipeline(&sql(seed, count)).await;
             let input = rows(&p).await;
@@ -63,7 +70,10 @@ async fn stream_equals_batch_over_seeds_sizes_and_orders() {
                 let report = parity(&p, &input, sizing.clone(), order, seed).await;
                 assert_exact(&report, &format!("seed {seed}, {sizing:?}, {order:?}"));
                 assert_eq!(report.sinks.len(), 5);
-                assert!(report.sinks.iter().all(|s| s.total > 0), "every sink got rows: {report:?}");
+                assert!(
+                    report.sinks.iter().all(|s| s.total > 0),
+                    "every sink got rows: {report:?}"
+                );
             }
         }
     }
@@ -81,16 +91,22 @@ async fn generator_disorder_within_watermark_needs_no_reordering() {
 async fn a_corrupted_row_is_caught() {
     use volley_connectors::ConnectorRegistry;
     use volley_engine::batch::batch_outputs;
-    use volley_engine::verify::{compare_outputs, stream_outputs, VerifyOptions};
+    use volley_engine::verify::{VerifyOptions, compare_outputs, stream_outputs};
     let p = pipeline(&sql(3, 400)).await;
     let input = rows(&p).await;
     let mut batch = batch_outputs(&p, &input).await.unwrap();
     let opts = VerifyOptions::default();
-    let (stream, plans) = stream_outputs(&p, &ConnectorRegistry::builtin(), &input, &opts).await.unwrap();
+    let (stream, plans) = stream_outputs(&p, &ConnectorRegistry::builtin(), &input, &opts)
+        .await
+        .unwrap();
     // Corrupt one value of one row of the batch side of `by_cell` (the `n` column).
     let rows = batch.get_mut("by_cell").unwrap();
     let first = rows[0].clone();
-    let n = first.column(2).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+    let n = first
+        .column(2)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap();
     let mut values: Vec<i64> = n.values().to_vec();
     values[0] += 1;
     let mut columns = first.columns().to_vec();
@@ -98,7 +114,15 @@ async fn a_corrupted_row_is_caught() {
     rows[0] = arrow::record_batch::RecordBatch::try_new(first.schema(), columns).unwrap();
     let report = compare_outputs(&p, &plans, &batch, &stream, 5).unwrap();
     let by_cell = report.sinks.iter().find(|s| s.sink == "by_cell").unwrap();
-    assert_eq!(by_cell.matched + 1, by_cell.total, "exactly one key differs");
+    assert_eq!(
+        by_cell.matched + 1,
+        by_cell.total,
+        "exactly one key differs"
+    );
     assert!(!report.is_exact());
-    assert!(by_cell.differences[0].contains("batch"), "{:?}", by_cell.differences);
+    assert!(
+        by_cell.differences[0].contains("batch"),
+        "{:?}",
+        by_cell.differences
+    );
 }

@@ -9,7 +9,7 @@ use sqllogictest::{DBOutput, DefaultColumnType};
 use volley_connectors::ConnectorRegistry;
 use volley_engine::batch::{batch_outputs, read_sources};
 use volley_engine::driver::BatchSizing;
-use volley_engine::verify::{compare_outputs, stream_outputs, InputOrder, VerifyOptions};
+use volley_engine::verify::{InputOrder, VerifyOptions, compare_outputs, stream_outputs};
 use volley_sql::{Pipeline, StatementRef};
 
 #[derive(Debug)]
@@ -32,7 +32,10 @@ struct VolleyDb {
 impl VolleyDb {
     fn new() -> Self {
         Self {
-            pipeline: Pipeline { tables: Vec::new(), inserts: Vec::new() },
+            pipeline: Pipeline {
+                tables: Vec::new(),
+                inserts: Vec::new(),
+            },
             registry: ConnectorRegistry::builtin(),
             statements: 0,
         }
@@ -41,25 +44,43 @@ impl VolleyDb {
     async fn query(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
         let err = |e: &dyn std::fmt::Display| SltError(e.to_string());
         let mut p = self.pipeline.clone();
-        let at = StatementRef { index: self.statements, line: 0 };
-        p.add_statement("CREATE EXTERNAL TABLE __result STORED AS BLACKHOLE LOCATION 'x'", at, &self.registry)
-            .await
-            .map_err(|e| err(&e))?;
+        let at = StatementRef {
+            index: self.statements,
+            line: 0,
+        };
+        p.add_statement(
+            "CREATE EXTERNAL TABLE __result STORED AS BLACKHOLE LOCATION 'x'",
+            at,
+            &self.registry,
+        )
+        .await
+        .map_err(|e| err(&e))?;
         p.add_statement(&format!("INSERT INTO __result {sql}"), at, &self.registry)
             .await
             .map_err(|e| err(&e))?;
-        let rows = read_sources(&p, &HashMap::new(), &self.registry).await.map_err(|e| err(&e))?;
+        let rows = read_sources(&p, &HashMap::new(), &self.registry)
+            .await
+            .map_err(|e| err(&e))?;
         let batch = batch_outputs(&p, &rows).await.map_err(|e| err(&e))?;
         let opts = VerifyOptions {
-            sizing: BatchSizing::Random { min: 1, max: 5, seed: 3 },
+            sizing: BatchSizing::Random {
+                min: 1,
+                max: 5,
+                seed: 3,
+            },
             order: InputOrder::Shuffled,
             seed: 3,
             max_differences: 5,
         };
-        let (stream, plans) = stream_outputs(&p, &self.registry, &rows, &opts).await.map_err(|e| err(&e))?;
+        let (stream, plans) = stream_outputs(&p, &self.registry, &rows, &opts)
+            .await
+            .map_err(|e| err(&e))?;
         let report = compare_outputs(&p, &plans, &batch, &stream, 5).map_err(|e| err(&e))?;
         if !report.is_exact() {
-            return Err(SltError(format!("streaming and batch differ: {:?}", report.sinks)));
+            return Err(SltError(format!(
+                "streaming and batch differ: {:?}",
+                report.sinks
+            )));
         }
         let out = batch.get("__result").cloned().unwrap_or_default();
         let columns = plans.first().map_or(0, |p| p.output_schema.fields().len());
@@ -75,6 +96,10 @@ impl VolleyDb {
                         } else {
                             match arrow::util::display::array_value_to_string(c, i) {
                                 Ok(s) if s.is_empty() => "(empty)".to_string(),
+                                // Whole floats print as integers, as in DataFusion's own .slt files.
+                                Ok(s) if c.data_type().is_floating() && s.ends_with(".0") => {
+                                    s.trim_end_matches(".0").to_string()
+                                }
                                 Ok(s) => s,
                                 Err(e) => format!("<{e}>"),
                             }
@@ -84,7 +109,10 @@ impl VolleyDb {
                 text_rows.push(row);
             }
         }
-        Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; columns], rows: text_rows })
+        Ok(DBOutput::Rows {
+            types: vec![DefaultColumnType::Any; columns],
+            rows: text_rows,
+        })
     }
 }
 
@@ -99,7 +127,10 @@ impl sqllogictest::AsyncDB for VolleyDb {
         if head.starts_with("SELECT") || head.starts_with("WITH") {
             return self.query(sql).await;
         }
-        let at = StatementRef { index: self.statements, line: 0 };
+        let at = StatementRef {
+            index: self.statements,
+            line: 0,
+        };
         self.pipeline
             .add_statement(sql, at, &self.registry)
             .await
@@ -113,11 +144,17 @@ impl sqllogictest::AsyncDB for VolleyDb {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictest_files() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("slt");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(files.len() >= 3, "expected .slt files in {}", dir.display());
     for file in files {
         let mut runner = sqllogictest::Runner::new(|| async { Ok(VolleyDb::new()) });
-        runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        runner
+            .run_file_async(&file)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
 }
