@@ -2,6 +2,7 @@
 //! over the same generated events, and the cost of an empty epoch.
 //!
 //! Run: `cargo bench -p volley-benches --bench surge`.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::HashMap;
 use std::sync::Arc;

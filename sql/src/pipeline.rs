@@ -246,22 +246,22 @@ async fn table_decl(
                     &format!("'<column> - INTERVAL ''<n> <unit>''' ({why})"),
                 )
             })?;
-            if let Some(schema) = &declared_schema {
-                if schema.field_with_name(&spec.column).is_err() {
-                    return Err(options.bad(
-                        "watermark",
-                        text,
-                        &format!(
-                            "a column of the table (it has: {})",
-                            schema
-                                .fields()
-                                .iter()
-                                .map(|f| f.name().as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ));
-                }
+            if let Some(schema) = &declared_schema
+                && schema.field_with_name(&spec.column).is_err()
+            {
+                return Err(options.bad(
+                    "watermark",
+                    text,
+                    &format!(
+                        "a column of the table (it has: {})",
+                        schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
             }
             Some(spec)
         }

@@ -517,10 +517,10 @@ fn check_streamable(
 }
 
 fn collect_leaves(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
-    if let Some(leaf) = plan.downcast_ref::<super::leaf::EpochSourceExec>() {
-        if !out.iter().any(|s| s == leaf.input_name()) {
-            out.push(leaf.input_name().to_string());
-        }
+    if let Some(leaf) = plan.downcast_ref::<super::leaf::EpochSourceExec>()
+        && !out.iter().any(|s| s == leaf.input_name())
+    {
+        out.push(leaf.input_name().to_string());
     }
     for child in plan.children() {
         collect_leaves(child, out);

@@ -1,0 +1,151 @@
+//! The `volley` binary as a user runs it.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use volley_connectors::ConnectorRegistry;
+use volley_connectors::generator::{GeneratorConnector, generate_rides};
+use volley_sql::Pipeline;
+
+fn volley() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_volley"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Writes `count` generated ride requests (the surge example's generator settings) to Parquet.
+fn rides_parquet(dir: &Path, count: u64) -> PathBuf {
+    let sql = std::fs::read_to_string(repo().join("examples/surge/pipeline.sql")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pipeline = rt
+        .block_on(Pipeline::parse(&sql, &ConnectorRegistry::builtin()))
+        .unwrap();
+    let opts = GeneratorConnector::rides_options(&pipeline.tables[0]).unwrap();
+    let batch = generate_rides(&opts, 0, count);
+    let path = dir.join("rides.parquet");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut writer =
+        datafusion::parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&batch.schema()), None)
+            .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    path
+}
+
+#[test]
+fn verify_surge_over_parquet_matches_and_batch_writes_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = rides_parquet(dir.path(), 30_000);
+    let out = volley()
+        .current_dir(dir.path())
+        .arg("verify")
+        .arg(repo().join("examples/surge/pipeline.sql"))
+        .arg("--input")
+        .arg(format!("ride_requests={}", input.display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("demand_1m: ") && stdout.contains("overall match rate: 100.0000%"),
+        "{stdout}"
+    );
+
+    let out = volley()
+        .current_dir(dir.path())
+        .arg("batch")
+        .arg(repo().join("examples/surge/pipeline.sql"))
+        .arg("--input")
+        .arg(format!("ride_requests={}", input.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("out/demand_1m").read_dir().unwrap().count() == 1);
+}
+
+#[test]
+fn run_writes_epoch_files_and_exits_when_the_source_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("p.sql");
+    std::fs::write(
+        &pipeline,
+        "CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+         OPTIONS ('count' '20000', 'rate' '100', 'watermark' 'event_time - INTERVAL ''1 second''', 'max_rows' '4096');
+         CREATE EXTERNAL TABLE per_minute STORED AS CSV LOCATION 'out/per_minute';
+         INSERT INTO per_minute SELECT date_bin(INTERVAL '1 minute', event_time) AS w, count(*) AS n FROM rides GROUP BY 1;",
+    )
+    .unwrap();
+    let out = volley()
+        .current_dir(dir.path())
+        .arg("run")
+        .arg(&pipeline)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("per_minute: 4 rows written"),
+        "20 000 events at 100/s span 200 s: 4 one-minute windows: {stderr}"
+    );
+    let files: Vec<_> = dir
+        .path()
+        .join("out/per_minute")
+        .read_dir()
+        .unwrap()
+        .collect();
+    assert!(!files.is_empty());
+    let total: usize = files
+        .into_iter()
+        .map(|f| {
+            std::fs::read_to_string(f.unwrap().path())
+                .unwrap()
+                .lines()
+                .skip(1)
+                .map(|l| l.rsplit(',').next().unwrap().parse::<usize>().unwrap())
+                .sum::<usize>()
+        })
+        .sum();
+    assert_eq!(total, 20_000, "every event counted once");
+}
+
+#[test]
+fn explain_shows_the_window_and_errors_name_the_statement() {
+    let out = volley()
+        .arg("explain")
+        .arg(repo().join("examples/surge/pipeline.sql"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("tumbling-window aggregate") && stdout.contains("LateSplitExec"),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.sql");
+    std::fs::write(&bad, "CREATE EXTERNAL TABLE t (a INT) STORED AS CSV LOCATION 'x.csv';\n\nINSERT INTO t SELECT nope FROM t;").unwrap();
+    let out = volley().arg("run").arg(&bad).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("statement 2 (line 3)"), "{stderr}");
+}
