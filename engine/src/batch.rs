@@ -86,12 +86,17 @@ pub async fn read_sources(
     for table in source_tables(pipeline)? {
         let provider = bounded_provider(table, inputs, registry).await?;
         let schema = provider.schema();
-        let batches = ctx
+        // Partitions are concatenated in order (never interleaved as they finish), so "as
+        // read" is the source's own order, the same on every run and every machine.
+        let batches: Vec<RecordBatch> = ctx
             .read_table(provider)
             .map_err(EngineError::exec(format!("reading '{}'", table.name)))?
-            .collect()
+            .collect_partitioned()
             .await
-            .map_err(EngineError::exec(format!("reading '{}'", table.name)))?;
+            .map_err(EngineError::exec(format!("reading '{}'", table.name)))?
+            .into_iter()
+            .flatten()
+            .collect();
         out.insert(table.name.clone(), (schema, batches));
     }
     Ok(out)

@@ -79,6 +79,33 @@ async fn stream_equals_batch_over_seeds_sizes_and_orders() {
     }
 }
 
+/// Bounded inputs are read in the source's own order on every run and every machine: a
+/// multi-partition read is concatenated partition by partition, never interleaved as the
+/// partitions happen to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bounded_inputs_keep_their_own_order() {
+    let p = pipeline(&sql(5, 50_000)).await;
+    for _ in 0..5 {
+        let input = rows(&p).await;
+        let (_, batches) = &input["rides"];
+        let mut ids = Vec::new();
+        for b in batches {
+            let col = b
+                .column_by_name("request_id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap();
+            ids.extend(col.values().iter().copied());
+        }
+        assert_eq!(ids.len(), 50_000);
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "request ids out of generation order"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generator_disorder_within_watermark_needs_no_reordering() {
     let p = pipeline(&sql(99, 2000)).await;
