@@ -33,6 +33,9 @@ enum Command {
         /// Rows per micro-batch, overriding the sources' `max_rows`.
         #[arg(long)]
         max_rows: Option<usize>,
+        /// Cores to spread each micro-batch over (default: all).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Run the same statements once over bounded inputs, as a batch job.
     Batch {
@@ -61,6 +64,9 @@ enum Command {
         /// Feed rows sorted by event time instead of shuffled within the watermark bound.
         #[arg(long)]
         in_order: bool,
+        /// Cores the streaming side spreads each micro-batch over (default: all).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Print each INSERT's streaming plan.
     Explain {
@@ -83,11 +89,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pipeline,
             quiet,
             max_rows,
+            workers,
         } => {
             let p = load_pipeline(&pipeline, &registry).await?;
             let overrides = JobOverrides {
                 status: !quiet,
                 sizing: max_rows.map(BatchSizing::Fixed),
+                workers,
                 ..JobOverrides::default()
             };
             let (job, _) = build_stream_job(&p, &registry, overrides).await?;
@@ -115,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             min_rows,
             max_rows,
             in_order,
+            workers,
         } => {
             let p = load_pipeline(&pipeline, &registry).await?;
             let opts = VerifyOptions {
@@ -130,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 seed,
                 max_differences: 10,
+                workers,
             };
             let report = verify(&p, &bindings(&inputs)?, &registry, &opts).await?;
             for sink in &report.sinks {

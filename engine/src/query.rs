@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::collect;
+use datafusion::physical_plan::{collect, collect_partitioned};
 use volley_sql::stream::{QueryPlan, QueryShape};
 
 use crate::aggregate::{AggregateOutput, AggregateState};
@@ -63,14 +63,16 @@ impl QueryRunner {
     pub async fn process_epoch(&mut self) -> Result<QueryEpoch> {
         match &self.plan.shape {
             QueryShape::Stateless { plan } => {
-                let rows = collect(Arc::clone(plan), Arc::clone(&self.task_ctx))
+                // Partitions are contiguous runs of the input: concatenated in order, the rows
+                // keep the input's order.
+                let rows = collect_partitioned(Arc::clone(plan), Arc::clone(&self.task_ctx))
                     .await
                     .map_err(EngineError::exec(format!(
                         "INSERT INTO {}",
                         self.plan.target
                     )))?;
                 Ok(QueryEpoch {
-                    rows: non_empty(rows),
+                    rows: non_empty(rows.into_iter().flatten().collect()),
                     ..QueryEpoch::default()
                 })
             }

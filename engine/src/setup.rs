@@ -29,6 +29,13 @@ pub struct JobOverrides {
     pub status: bool,
     /// Don't open sinks (for `explain`).
     pub no_sinks: bool,
+    /// Cores each epoch's work is spread over (default: every core the process may use).
+    pub workers: Option<usize>,
+}
+
+/// Every core the process may use.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// The tables INSERTs read, in first-use order.
@@ -182,7 +189,8 @@ pub async fn build_stream_job(
         max_rows = max_rows.min(table.max_rows()?);
         max_delay = max_delay.min(table.max_delay()?);
     }
-    let planner = StreamPlanner::new(bindings)?;
+    let planner = StreamPlanner::new(bindings)?
+        .with_workers(overrides.workers.unwrap_or_else(default_workers));
     let mut plans = Vec::new();
     for insert in &pipeline.inserts {
         let sink = pipeline.table(&insert.target).ok_or_else(|| {

@@ -43,6 +43,8 @@ pub struct VerifyOptions {
     pub seed: u64,
     /// How many differing rows to report per sink.
     pub max_differences: usize,
+    /// Cores the streaming side spreads each epoch over (None: every core).
+    pub workers: Option<usize>,
 }
 
 impl Default for VerifyOptions {
@@ -56,6 +58,7 @@ impl Default for VerifyOptions {
             order: InputOrder::Shuffled,
             seed: 7,
             max_differences: 10,
+            workers: None,
         }
     }
 }
@@ -173,6 +176,7 @@ pub async fn stream_outputs(
         sizing: Some(opts.sizing.clone()),
         status: false,
         no_sinks: false,
+        workers: opts.workers,
     };
     let (job, plans) = build_stream_job(pipeline, registry, overrides).await?;
     job.run().await?;

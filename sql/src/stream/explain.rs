@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use datafusion::physical_plan::ExecutionPlanProperties;
+
 use super::plan::{QueryPlan, QueryShape, render};
 
 /// Renders one INSERT's streaming plan, with `watermarks` giving each source's watermark text.
@@ -57,7 +59,13 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
             );
             let _ = writeln!(
                 out,
-                "  per micro-batch (stateless segment + partial aggregate):"
+                "  state: hash-partitioned by group key across {} shard(s)",
+                agg.shards
+            );
+            let _ = writeln!(
+                out,
+                "  per micro-batch (stateless segment + partial aggregate, {} partition(s)):",
+                agg.partial.output_partitioning().partition_count()
             );
             indent(&mut out, &render(&agg.partial));
             let _ = writeln!(out, "  on emission (final aggregate, then):");

@@ -33,7 +33,8 @@ use futures::StreamExt;
 pub struct LateGate {
     /// Rows whose window start is `<= cutoff` are late. `i64::MIN`: nothing is late yet.
     cutoff: AtomicI64,
-    late: Mutex<Vec<RecordBatch>>,
+    /// Late rows with the partition they came from (partitions are contiguous runs of input).
+    late: Mutex<Vec<(usize, RecordBatch)>>,
 }
 
 impl LateGate {
@@ -55,16 +56,19 @@ impl LateGate {
         self.cutoff.load(Ordering::Acquire)
     }
 
-    /// Takes the late rows collected since the last call.
+    /// Takes the late rows collected since the last call, in input order (partition by
+    /// partition, whatever order the partitions ran in).
     pub fn take_late(&self) -> Vec<RecordBatch> {
-        std::mem::take(&mut *self.late.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut late = std::mem::take(&mut *self.late.lock().unwrap_or_else(|e| e.into_inner()));
+        late.sort_by_key(|(partition, _)| *partition);
+        late.into_iter().map(|(_, batch)| batch).collect()
     }
 
-    fn push_late(&self, batch: RecordBatch) {
+    fn push_late(&self, partition: usize, batch: RecordBatch) {
         self.late
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(batch);
+            .push((partition, batch));
     }
 }
 
@@ -180,7 +184,7 @@ impl ExecutionPlan for LateSplitExec {
         let stream = input.map(move |batch| {
             let (kept, late) = split(batch?, &window_start, cutoff)?;
             if let Some(late) = late {
-                gate.push_late(late);
+                gate.push_late(partition, late);
             }
             Ok(kept)
         });

@@ -3,6 +3,10 @@
 //! Physical plans are built once per pipeline. Each epoch the engine puts the new rows into an
 //! [`EpochSlot`] and executes the plan again; [`EpochSourceExec`] streams whatever the slot holds
 //! at `execute` time, so no plan is rebuilt per epoch.
+//!
+//! A leaf may split the epoch into several partitions: contiguous, near-equal runs of rows, so
+//! the stateless segment and the partial aggregate above it run on several cores, and the
+//! partitions concatenated in order are the input in its own order.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -106,13 +110,15 @@ impl TableProvider for EpochTable {
 #[derive(Debug)]
 pub struct EpochSourceExec {
     name: String,
+    schema: SchemaRef,
     projection: Option<Vec<usize>>,
     slot: Arc<EpochSlot>,
+    partitions: usize,
     properties: Arc<PlanProperties>,
 }
 
 impl EpochSourceExec {
-    /// A leaf over `slot`; `projection` picks columns of `schema`.
+    /// A one-partition leaf over `slot`; `projection` picks columns of `schema`.
     ///
     /// # Errors
     /// A projection index outside `schema`.
@@ -122,22 +128,58 @@ impl EpochSourceExec {
         projection: Option<Vec<usize>>,
         slot: Arc<EpochSlot>,
     ) -> Result<Self> {
+        Self::partitioned(name, schema, projection, slot, 1)
+    }
+
+    /// A leaf whose epoch is split into `partitions` contiguous runs of rows.
+    ///
+    /// # Errors
+    /// A projection index outside `schema`.
+    pub fn partitioned(
+        name: String,
+        schema: SchemaRef,
+        projection: Option<Vec<usize>>,
+        slot: Arc<EpochSlot>,
+        partitions: usize,
+    ) -> Result<Self> {
+        let partitions = partitions.max(1);
         let projected = match &projection {
             Some(p) => Arc::new(schema.project(p)?),
-            None => schema,
+            None => Arc::clone(&schema),
         };
         let properties = PlanProperties::new(
             EquivalenceProperties::new(projected),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(partitions),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
         Ok(Self {
             name,
+            schema,
             projection,
             slot,
+            partitions,
             properties: Arc::new(properties),
         })
+    }
+
+    /// The same leaf, split into `partitions` partitions.
+    ///
+    /// # Errors
+    /// Never in practice: the projection was checked when `self` was built.
+    pub fn with_partitions(&self, partitions: usize) -> Result<Self> {
+        Self::partitioned(
+            self.name.clone(),
+            Arc::clone(&self.schema),
+            self.projection.clone(),
+            Arc::clone(&self.slot),
+            partitions,
+        )
+    }
+
+    /// How many partitions each epoch is split into.
+    pub fn partitions(&self) -> usize {
+        self.partitions
     }
 
     /// The input name this leaf reads (a source table, or an operator's output).
@@ -154,6 +196,9 @@ impl EpochSourceExec {
 impl DisplayAs for EpochSourceExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "EpochSourceExec: input={}", self.name)?;
+        if self.partitions > 1 {
+            write!(f, ", partitions={}", self.partitions)?;
+        }
         if let Some(p) = &self.projection {
             write!(f, ", projection={p:?}")?;
         }
@@ -199,16 +244,83 @@ impl ExecutionPlan for EpochSourceExec {
         partition: usize,
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
+        if partition >= self.partitions {
             return Err(DataFusionError::Internal(format!(
-                "EpochSourceExec has one partition, asked for {partition}"
+                "EpochSourceExec has {} partition(s), asked for {partition}",
+                self.partitions
             )));
         }
+        let batches = chunk(&self.slot.snapshot(), partition, self.partitions);
         let stream = MemoryStream::try_new(
-            self.slot.snapshot(),
+            batches,
             Arc::clone(self.properties.eq_properties.schema()),
             self.projection.clone(),
         )?;
         Ok(Box::pin(stream))
+    }
+}
+
+/// Rows `[part × total / parts, (part + 1) × total / parts)` of `batches`, as zero-copy slices.
+fn chunk(batches: &[RecordBatch], part: usize, parts: usize) -> Vec<RecordBatch> {
+    if parts == 1 {
+        return batches.to_vec();
+    }
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let (start, end) = (total * part / parts, total * (part + 1) / parts);
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for batch in batches {
+        let rows = batch.num_rows();
+        let (lo, hi) = (start.max(offset), end.min(offset + rows));
+        if lo < hi {
+            out.push(batch.slice(lo - offset, hi - lo));
+        }
+        offset += rows;
+        if offset >= end {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(values: std::ops::Range<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(values))])
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn values(batches: &[RecordBatch]) -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let a = b.column(0).as_any().downcast_ref::<Int64Array>();
+                a.map(|a| a.values().to_vec()).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunks_are_contiguous_near_equal_and_cover_every_row_once() {
+        let input = vec![batch(0..7), batch(7..8), batch(8..20), batch(20..23)];
+        for parts in 1..=30 {
+            let mut all = Vec::new();
+            let mut sizes = Vec::new();
+            for part in 0..parts {
+                let got = values(&chunk(&input, part, parts));
+                sizes.push(got.len());
+                all.extend(got);
+            }
+            assert_eq!(all, (0..23).collect::<Vec<_>>(), "{parts} parts");
+            let (lo, hi) = (sizes.iter().min(), sizes.iter().max());
+            assert!(hi.zip(lo).is_some_and(|(h, l)| h - l <= 1), "{sizes:?}");
+        }
+        assert!(chunk(&[], 0, 4).is_empty());
     }
 }

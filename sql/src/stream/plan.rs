@@ -15,6 +15,10 @@
 //! ```
 //!
 //! A SELECT without aggregate is one stateless plan. Every plan is built here, once.
+//!
+//! With several workers, each epoch's rows are split into contiguous partitions that run the
+//! stateless segment and the partial aggregate on their own cores; the engine then
+//! hash-partitions the partial state by group key across `shards` state owners.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,6 +80,8 @@ pub struct AggregatePlan {
     pub post_slot: Arc<EpochSlot>,
     /// The segment above the aggregate (HAVING, projections, UDFs over aggregates).
     pub post: Arc<dyn ExecutionPlan>,
+    /// How many state owners the group keys are hash-partitioned across.
+    pub shards: usize,
 }
 
 /// What kind of work an INSERT is.
@@ -197,6 +203,7 @@ impl CastTo for Expr {
 pub struct StreamPlanner {
     ctx: SessionContext,
     sources: HashMap<String, SourceBinding>,
+    workers: usize,
 }
 
 impl std::fmt::Debug for StreamPlanner {
@@ -230,7 +237,16 @@ impl StreamPlanner {
         Ok(Self {
             ctx,
             sources: by_name,
+            workers: 1,
         })
+    }
+
+    /// Runs each epoch on `workers` cores: the stateless segment and partial aggregate over
+    /// that many partitions of the input, and aggregate state hash-partitioned across that many
+    /// shards.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
     }
 
     /// The context plans run in (for executing them).
@@ -261,7 +277,9 @@ impl StreamPlanner {
         let mut sources = Vec::new();
         collect_leaves(&physical, &mut sources);
         let shape = match aggregates.as_slice() {
-            [] => QueryShape::Stateless { plan: physical },
+            [] => QueryShape::Stateless {
+                plan: partition_rowwise(physical, self.workers)?,
+            },
             [agg] => QueryShape::Aggregate(Box::new(self.split_aggregate(&physical, agg, insert)?)),
             _ => {
                 return Err(SqlError::Unsupported {
@@ -336,6 +354,7 @@ impl StreamPlanner {
             }
             None => Arc::clone(&pre),
         };
+        let partial_input = partition_rowwise(partial_input, self.workers)?;
         let input_schema = agg.input_schema();
         let partial = AggregateExec::try_new(
             AggregateMode::Partial,
@@ -381,6 +400,7 @@ impl StreamPlanner {
             window,
             post_slot,
             post,
+            shards: self.workers,
         })
     }
 
@@ -514,6 +534,40 @@ fn check_streamable(
         check_streamable(child, at, aggregates)?;
     }
     Ok(())
+}
+
+/// Splits the epoch leaves of `plan` into `workers` partitions when every node above them works
+/// row by row (so partitions may run apart and their outputs, concatenated in partition order,
+/// are the one-partition output). Any other node keeps the plan on one partition.
+fn partition_rowwise(
+    plan: Arc<dyn ExecutionPlan>,
+    workers: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    fn rowwise(plan: &Arc<dyn ExecutionPlan>) -> bool {
+        matches!(
+            plan.name(),
+            "ProjectionExec"
+                | "FilterExec"
+                | "CoalesceBatchesExec"
+                | "CooperativeExec"
+                | "EpochSourceExec"
+                | "LateSplitExec"
+                | "UnnestExec"
+        ) && plan.children().into_iter().all(rowwise)
+    }
+    if workers <= 1 || !rowwise(&plan) {
+        return Ok(plan);
+    }
+    plan.transform_up(
+        |node| match node.downcast_ref::<super::leaf::EpochSourceExec>() {
+            Some(leaf) => Ok(Transformed::yes(
+                Arc::new(leaf.with_partitions(workers)?) as Arc<dyn ExecutionPlan>
+            )),
+            None => Ok(Transformed::no(node)),
+        },
+    )
+    .map(|t| t.data)
+    .map_err(|e| SqlError::Internal(format!("partitioning the plan across workers: {e}")))
 }
 
 fn collect_leaves(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {

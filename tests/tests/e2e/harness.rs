@@ -27,13 +27,14 @@ pub async fn rows(p: &Pipeline) -> Rows {
         .unwrap()
 }
 
-/// Batch vs stream over `rows`, with the given sizing and order.
+/// Batch vs stream over `rows`, with the given sizing, order and number of workers.
 pub async fn parity(
     p: &Pipeline,
     rows: &Rows,
     sizing: BatchSizing,
     order: InputOrder,
     seed: u64,
+    workers: usize,
 ) -> VerifyReport {
     let registry = ConnectorRegistry::builtin();
     let batch = batch_outputs(p, rows).await.unwrap();
@@ -42,6 +43,7 @@ pub async fn parity(
         order,
         seed,
         max_differences: 5,
+        workers: Some(workers),
     };
     let (stream, plans) = stream_outputs(p, &registry, rows, &opts).await.unwrap();
     compare_outputs(p, &plans, &batch, &stream, 5).unwrap()

@@ -67,8 +67,13 @@ async fn stream_equals_batch_over_seeds_sizes_and_orders() {
             let p = pipeline(&sql(seed, count)).await;
             let input = rows(&p).await;
             for order in [InputOrder::InOrder, InputOrder::Shuffled] {
-                let report = parity(&p, &input, sizing.clone(), order, seed).await;
-                assert_exact(&report, &format!("seed {seed}, {sizing:?}, {order:?}"));
+                // 1 to 4 workers: the input split across partitions and the state across shards.
+                let workers = 1 + (seed as usize) % 4;
+                let report = parity(&p, &input, sizing.clone(), order, seed, workers).await;
+                assert_exact(
+                    &report,
+                    &format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers"),
+                );
                 assert_eq!(report.sinks.len(), 5);
                 assert!(
                     report.sinks.iter().all(|s| s.total > 0),
@@ -110,7 +115,7 @@ async fn bounded_inputs_keep_their_own_order() {
 async fn generator_disorder_within_watermark_needs_no_reordering() {
     let p = pipeline(&sql(99, 2000)).await;
     let input = rows(&p).await;
-    let report = parity(&p, &input, BatchSizing::Fixed(64), InputOrder::AsIs, 1).await;
+    let report = parity(&p, &input, BatchSizing::Fixed(64), InputOrder::AsIs, 1, 3).await;
     assert_exact(&report, "as generated");
 }
 

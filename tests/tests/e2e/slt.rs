@@ -71,6 +71,7 @@ impl VolleyDb {
             order: InputOrder::Shuffled,
             seed: 3,
             max_differences: 5,
+            workers: Some(3),
         };
         let (stream, plans) = stream_outputs(&p, &self.registry, &rows, &opts)
             .await

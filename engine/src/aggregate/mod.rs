@@ -1,0 +1,325 @@
+//! The stateful half of a streaming aggregate: keyed window state merged with DataFusion's own
+//! accumulators, in phases, hash-partitioned across cores.
+//!
+//! ```text
+//!   epoch rows ─▶ partition 0 … N-1 (contiguous runs, one task each)
+//!                   stateless segment ─▶ AggregateExec(Partial) ─▶ split by hash(group key)
+//!                                                         │ (the shuffle)
+//!   shard 0 … S-1 (one task each): append to the window's state list; PartialReduce when it
+//!                                   has doubled; Final when the watermark passes the window
+//! ```
+//!
+//! Partial aggregation runs before the shuffle, so only one state row per group and partition
+//! crosses it. A group key always hashes to the same shard, so shards never share a group and
+//! their final rows together are the window's rows. A keyed aggregate (no window) keeps one
+//! state per shard and emits, each epoch, the final values of the groups the epoch touched
+//! (upserts).
+
+mod shard;
+mod split;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlanProperties;
+use futures::TryStreamExt;
+use volley_sql::stream::AggregatePlan;
+
+use self::shard::{Phases, Shard};
+use self::split::split_by_shard;
+use crate::error::{EngineError, Result};
+
+/// What an epoch of an aggregate produced.
+#[derive(Debug, Default)]
+pub struct AggregateOutput {
+    /// Final aggregate rows (window emissions or keyed upserts), before the post segment.
+    pub rows: Vec<RecordBatch>,
+    /// Windows emitted this epoch.
+    pub windows_emitted: usize,
+}
+
+/// Keyed window state for one INSERT's aggregate.
+///
+/// After an error the state is unusable (a shard may be lost mid-task); the job stops.
+#[derive(Debug)]
+pub struct AggregateState {
+    plan: AggregatePlan,
+    phases: Arc<Phases>,
+    shards: Vec<Shard>,
+    /// Windows whose end is at or below this have been emitted (window column's unit).
+    emitted_upto: Option<i64>,
+    task_ctx: Arc<TaskContext>,
+}
+
+impl AggregateState {
+    /// Empty state for `plan`, with `plan.shards` shards.
+    pub fn new(plan: AggregatePlan, task_ctx: Arc<TaskContext>) -> Self {
+        let shards = (0..plan.shards.max(1)).map(|_| Shard::default()).collect();
+        Self {
+            phases: Arc::new(Phases::new(&plan, Arc::clone(&task_ctx))),
+            plan,
+            shards,
+            emitted_upto: None,
+            task_ctx,
+        }
+    }
+
+    /// The plan this state belongs to.
+    pub fn plan(&self) -> &AggregatePlan {
+        &self.plan
+    }
+
+    /// Windows (or, keyed, 1) currently holding state.
+    pub fn open_windows(&self) -> usize {
+        let open: BTreeSet<Option<i64>> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.windows.keys().copied())
+            .collect();
+        open.len()
+    }
+
+    /// Number of state rows held (for metrics).
+    pub fn state_rows(&self) -> usize {
+        self.shards
+            .iter()
+            .flat_map(|s| s.windows.values())
+            .map(|w| w.rows)
+            .sum()
+    }
+
+    /// Runs the partial aggregate over this epoch's input (already in the source slots) and
+    /// merges it into state. Returns upserts for a keyed aggregate; nothing for a windowed one
+    /// (windows are emitted by [`AggregateState::advance_watermark`]).
+    ///
+    /// # Errors
+    /// Failures executing DataFusion's aggregate.
+    pub async fn process_epoch(&mut self) -> Result<AggregateOutput> {
+        let per_shard = self.partials_by_shard().await?;
+        if per_shard.iter().all(Option::is_none) {
+            return Ok(AggregateOutput::default());
+        }
+        if self.phases.window_index.is_some() {
+            self.on_shards(per_shard, merge_task).await?;
+            return Ok(AggregateOutput::default());
+        }
+        let upserts = self.on_shards(per_shard, upsert_task).await?;
+        Ok(AggregateOutput {
+            rows: upserts.into_iter().flatten().flatten().collect(),
+            windows_emitted: 0,
+        })
+    }
+
+    /// Emits every window whose end is at or below `watermark` (window column's unit), in
+    /// window order, and marks later rows for those windows as late.
+    ///
+    /// # Errors
+    /// Failures executing DataFusion's final aggregate.
+    pub async fn advance_watermark(&mut self, watermark: i64) -> Result<AggregateOutput> {
+        let Some(window) = &self.plan.window else {
+            return Ok(AggregateOutput::default());
+        };
+        let width = window.width;
+        if self.emitted_upto.is_some_and(|done| watermark <= done) {
+            return Ok(AggregateOutput::default());
+        }
+        self.emitted_upto = Some(watermark);
+        window.gate.set_cutoff(watermark.saturating_sub(width));
+        self.emit(|start| start.is_some_and(|s| s.saturating_add(width) <= watermark))
+            .await
+    }
+
+    /// End of input: emits every open window, including the NULL-time one.
+    ///
+    /// # Errors
+    /// Failures executing DataFusion's final aggregate.
+    pub async fn flush(&mut self) -> Result<AggregateOutput> {
+        if self.plan.window.is_none() {
+            return Ok(AggregateOutput::default());
+        }
+        let mut out = self.advance_watermark(i64::MAX).await?;
+        let rest = self.emit(|_| true).await?;
+        out.rows.extend(rest.rows);
+        out.windows_emitted += rest.windows_emitted;
+        Ok(out)
+    }
+
+    /// Finalises the windows `due` selects, every shard at once; rows come out in window order.
+    async fn emit(&mut self, due: impl Fn(Option<i64>) -> bool) -> Result<AggregateOutput> {
+        let windows: BTreeSet<Option<i64>> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.windows.keys().copied())
+            .filter(|start| due(*start))
+            .collect();
+        if windows.is_empty() {
+            return Ok(AggregateOutput::default());
+        }
+        let windows: Arc<Vec<Option<i64>>> = Arc::new(windows.into_iter().collect());
+        let inputs = self
+            .shards
+            .iter()
+            .map(|s| {
+                windows
+                    .iter()
+                    .any(|w| s.windows.contains_key(w))
+                    .then(|| Arc::clone(&windows))
+            })
+            .collect();
+        let emitted = self.on_shards(inputs, emit_task).await?;
+        let mut by_window: BTreeMap<Option<i64>, Vec<RecordBatch>> = BTreeMap::new();
+        for (start, rows) in emitted.into_iter().flatten().flatten() {
+            by_window.entry(start).or_default().extend(rows);
+        }
+        Ok(AggregateOutput {
+            windows_emitted: windows.len(),
+            rows: by_window.into_values().flatten().collect(),
+        })
+    }
+
+    /// Runs the partial aggregate, one task per input partition, and splits each partition's
+    /// state rows by shard. Returns, per shard, its rows in partition order (None: no rows).
+    async fn partials_by_shard(&self) -> Result<Vec<Option<Vec<RecordBatch>>>> {
+        let partial = &self.plan.partial;
+        let partitions = partial.output_partitioning().partition_count();
+        let shards = self.shards.len();
+        let group_count = self.phases.group_count;
+        let mut tasks = Vec::with_capacity(partitions);
+        for partition in 0..partitions {
+            let stream = partial
+                .execute(partition, Arc::clone(&self.task_ctx))
+                .map_err(EngineError::exec("the partial aggregate"))?;
+            let work = async move {
+                let batches: Vec<RecordBatch> = stream
+                    .try_collect()
+                    .await
+                    .map_err(EngineError::exec("the partial aggregate"))?;
+                let mut hashes = Vec::new();
+                let mut out: Vec<Vec<RecordBatch>> = vec![Vec::new(); shards];
+                for batch in &batches {
+                    let parts = split_by_shard(batch, group_count, shards, &mut hashes)?;
+                    for (shard, part) in parts.into_iter().enumerate() {
+                        out[shard].extend(part);
+                    }
+                }
+                Ok::<_, EngineError>(out)
+            };
+            tasks.push(if partitions == 1 {
+                Task::Inline(Box::pin(work))
+            } else {
+                Task::Spawned(tokio::spawn(work))
+            });
+        }
+        let mut per_shard: Vec<Vec<RecordBatch>> = vec![Vec::new(); shards];
+        for task in tasks {
+            for (shard, batches) in task.join().await??.into_iter().enumerate() {
+                per_shard[shard].extend(batches);
+            }
+        }
+        Ok(per_shard
+            .into_iter()
+            .map(|b| (!b.is_empty()).then_some(b))
+            .collect())
+    }
+
+    /// Runs `work` on every shard that has input, each on its own task (inline when only one
+    /// has), and puts the shards back in order. Returns each shard's result (None: no input).
+    async fn on_shards<I, O, F, Fut>(
+        &mut self,
+        inputs: Vec<Option<I>>,
+        work: F,
+    ) -> Result<Vec<Option<O>>>
+    where
+        I: Send + 'static,
+        O: Send + 'static,
+        F: Fn(Shard, Arc<Phases>, I) -> Fut,
+        Fut: Future<Output = (Shard, Result<O>)> + Send + 'static,
+    {
+        let busy = inputs.iter().filter(|i| i.is_some()).count();
+        let shards = std::mem::take(&mut self.shards);
+        let mut running = Vec::with_capacity(shards.len());
+        for (shard, input) in shards.into_iter().zip(inputs) {
+            running.push(match input {
+                None => Err(shard),
+                Some(input) => {
+                    let work = work(shard, Arc::clone(&self.phases), input);
+                    Ok(if busy == 1 {
+                        Task::Inline(Box::pin(work))
+                    } else {
+                        Task::Spawned(tokio::spawn(work))
+                    })
+                }
+            });
+        }
+        let mut out = Vec::with_capacity(running.len());
+        let mut failed = None;
+        for task in running {
+            let (shard, result) = match task {
+                Err(idle) => (idle, None),
+                Ok(task) => match task.join().await {
+                    Ok((shard, result)) => (shard, Some(result)),
+                    Err(e) => (Shard::default(), Some(Err(e))),
+                },
+            };
+            self.shards.push(shard);
+            match result {
+                None => out.push(None),
+                Some(Ok(o)) => out.push(Some(o)),
+                Some(Err(e)) => {
+                    failed.get_or_insert(e);
+                    out.push(None);
+                }
+            }
+        }
+        failed.map_or(Ok(out), Err)
+    }
+}
+
+/// Work on a shard or partition, run in place (when it is the only work) or on its own task.
+enum Task<T> {
+    Inline(std::pin::Pin<Box<dyn Future<Output = T> + Send>>),
+    Spawned(tokio::task::JoinHandle<T>),
+}
+
+impl<T> Task<T> {
+    async fn join(self) -> Result<T> {
+        match self {
+            Task::Inline(work) => Ok(work.await),
+            Task::Spawned(handle) => handle
+                .await
+                .map_err(|e| EngineError::Internal(format!("an aggregate task failed: {e}"))),
+        }
+    }
+}
+
+async fn merge_task(
+    mut shard: Shard,
+    phases: Arc<Phases>,
+    partials: Vec<RecordBatch>,
+) -> (Shard, Result<()>) {
+    let result = shard.merge(&phases, partials).await;
+    (shard, result)
+}
+
+async fn upsert_task(
+    mut shard: Shard,
+    phases: Arc<Phases>,
+    partials: Vec<RecordBatch>,
+) -> (Shard, Result<Vec<RecordBatch>>) {
+    let result = shard.upsert(&phases, partials).await;
+    (shard, result)
+}
+
+type Emitted = Vec<(Option<i64>, Vec<RecordBatch>)>;
+
+async fn emit_task(
+    mut shard: Shard,
+    phases: Arc<Phases>,
+    windows: Arc<Vec<Option<i64>>>,
+) -> (Shard, Result<Emitted>) {
+    let result = shard.emit(&phases, &windows).await;
+    (shard, result)
+}

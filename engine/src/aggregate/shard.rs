@@ -1,0 +1,201 @@
+//! One shard of an aggregate's state: the groups whose keys hash to it, per window, and the
+//! DataFusion phases (PartialReduce, Final) that merge and finalise them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use volley_sql::stream::AggregatePlan;
+
+use super::split::{TouchedKeys, split_by_window};
+use crate::error::{EngineError, Result};
+
+/// Compact a window's state once it holds more than `2 × compacted + SLACK` rows.
+const COMPACT_SLACK: usize = 16_384;
+
+/// The window key a keyed (non-windowed) aggregate keeps its single state under.
+const KEYED: Option<i64> = Some(i64::MIN);
+
+/// What the merge and final phases need, shared by every shard's task.
+#[derive(Debug)]
+pub(super) struct Phases {
+    final_group_by: PhysicalGroupBy,
+    aggr_expr: Vec<Arc<AggregateFunctionExpr>>,
+    filter_expr: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    input_schema: SchemaRef,
+    state_schema: SchemaRef,
+    output_schema: SchemaRef,
+    pub(super) group_count: usize,
+    /// Index of the window-start group column (None: keyed aggregate).
+    pub(super) window_index: Option<usize>,
+    task_ctx: Arc<TaskContext>,
+}
+
+impl Phases {
+    pub(super) fn new(plan: &AggregatePlan, task_ctx: Arc<TaskContext>) -> Self {
+        Self {
+            final_group_by: plan.final_group_by.clone(),
+            aggr_expr: plan.aggr_expr.clone(),
+            filter_expr: plan.filter_expr.clone(),
+            input_schema: Arc::clone(&plan.input_schema),
+            state_schema: Arc::clone(&plan.state_schema),
+            output_schema: Arc::clone(&plan.output_schema),
+            group_count: plan.group_count,
+            window_index: plan.window.as_ref().map(|w| w.group_index),
+            task_ctx,
+        }
+    }
+
+    /// State rows in, one state row per group out.
+    async fn reduce(&self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        self.run(
+            AggregateMode::PartialReduce,
+            batches,
+            "merging aggregate state",
+        )
+        .await
+    }
+
+    /// State rows in, final aggregate rows (with the original aggregate's schema) out.
+    async fn finalize(&self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        let out = self
+            .run(AggregateMode::Final, batches, "finalising aggregates")
+            .await?;
+        out.into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| {
+                RecordBatch::try_new(Arc::clone(&self.output_schema), b.columns().to_vec()).map_err(
+                    |e| {
+                        EngineError::Internal(format!(
+                            "final aggregate rows do not fit the aggregate's schema: {e}"
+                        ))
+                    },
+                )
+            })
+            .collect()
+    }
+
+    async fn run(
+        &self,
+        mode: AggregateMode,
+        batches: Vec<RecordBatch>,
+        what: &str,
+    ) -> Result<Vec<RecordBatch>> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let input =
+            MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&self.state_schema), None)
+                .map_err(EngineError::exec(what))?;
+        let exec = AggregateExec::try_new(
+            mode,
+            self.final_group_by.clone(),
+            self.aggr_expr.clone(),
+            self.filter_expr.clone(),
+            input,
+            Arc::clone(&self.input_schema),
+        )
+        .map_err(EngineError::exec(what))?;
+        let exec: Arc<dyn ExecutionPlan> = Arc::new(exec);
+        collect(exec, Arc::clone(&self.task_ctx))
+            .await
+            .map_err(EngineError::exec(what))
+    }
+}
+
+/// State rows of one window (or of the whole keyed aggregate).
+#[derive(Debug, Default)]
+pub(super) struct StateList {
+    batches: Vec<RecordBatch>,
+    pub(super) rows: usize,
+    compacted_rows: usize,
+}
+
+/// The state of the groups that hash to one shard: window start → state rows.
+#[derive(Debug, Default)]
+pub(super) struct Shard {
+    pub(super) windows: BTreeMap<Option<i64>, StateList>,
+}
+
+impl Shard {
+    /// Windowed: appends this epoch's state rows to their windows, compacting a window's list
+    /// once it has doubled (so merging is O(rows in the epoch), amortised).
+    pub(super) async fn merge(
+        &mut self,
+        phases: &Phases,
+        partials: Vec<RecordBatch>,
+    ) -> Result<()> {
+        let Some(index) = phases.window_index else {
+            return Err(EngineError::Internal(
+                "windowed merge on a keyed aggregate".into(),
+            ));
+        };
+        for batch in &partials {
+            for (start, rows) in split_by_window(batch, index)? {
+                let state = self.windows.entry(start).or_default();
+                state.rows += rows.num_rows();
+                state.batches.push(rows);
+                if state.rows > 2 * state.compacted_rows + COMPACT_SLACK {
+                    let compacted = phases.reduce(std::mem::take(&mut state.batches)).await?;
+                    state.rows = compacted.iter().map(RecordBatch::num_rows).sum();
+                    state.compacted_rows = state.rows;
+                    state.batches = compacted;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keyed: merges the epoch into the single state and returns the final values of the
+    /// groups the epoch touched.
+    pub(super) async fn upsert(
+        &mut self,
+        phases: &Phases,
+        partials: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut all = self
+            .windows
+            .remove(&KEYED)
+            .map(|s| s.batches)
+            .unwrap_or_default();
+        all.extend(partials.iter().cloned());
+        let compacted = phases.reduce(all).await?;
+        let touched = if phases.group_count == 0 {
+            compacted.clone()
+        } else {
+            TouchedKeys::of(&partials, phases.group_count)?.filter(&compacted)?
+        };
+        let rows = compacted.iter().map(RecordBatch::num_rows).sum();
+        self.windows.insert(
+            KEYED,
+            StateList {
+                batches: compacted,
+                rows,
+                compacted_rows: rows,
+            },
+        );
+        phases.finalize(touched).await
+    }
+
+    /// Finalises and drops the windows in `due` (those this shard holds), in the given order.
+    pub(super) async fn emit(
+        &mut self,
+        phases: &Phases,
+        due: &[Option<i64>],
+    ) -> Result<Vec<(Option<i64>, Vec<RecordBatch>)>> {
+        let mut out = Vec::with_capacity(due.len());
+        for start in due {
+            if let Some(state) = self.windows.remove(start) {
+                out.push((*start, phases.finalize(state.batches).await?));
+            }
+        }
+        Ok(out)
+    }
+}
