@@ -13,4 +13,4 @@ pub mod traits;
 
 pub use error::{ConnectorError, Result};
 pub use registry::ConnectorRegistry;
-pub use traits::{Connector, Sink, Source, SourcePoll};
+pub use traits::{Connector, Position, Sink, SinkContext, Source, SourcePoll};

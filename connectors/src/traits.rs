@@ -1,5 +1,6 @@
 //! The extension points the engine drives: [`Source`], [`Sink`] and [`Connector`].
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -11,6 +12,50 @@ use tokio::time::Instant;
 use volley_sql::{OptionSpec, TableDecl};
 
 use crate::error::{ConnectorError, Result};
+
+/// Where a source is: for each of its partitions (one for files and the generator; one per
+/// topic partition for Kafka), the offset of the next row it will return.
+///
+/// Positions are what checkpoints and the epoch log record, so an epoch can be re-read exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position(pub BTreeMap<String, u64>);
+
+impl Position {
+    /// The position of a one-partition source.
+    pub fn single(offset: u64) -> Self {
+        Self(BTreeMap::from([(String::new(), offset)]))
+    }
+
+    /// The offset of a one-partition source (its only, or first, partition; 0 when empty).
+    pub fn offset(&self) -> u64 {
+        self.0.values().next().copied().unwrap_or(0)
+    }
+
+    /// Rows between `self` and a later `end`, summed over partitions.
+    pub fn rows_until(&self, end: &Position) -> u64 {
+        end.0
+            .iter()
+            .map(|(part, to)| to.saturating_sub(self.0.get(part).copied().unwrap_or(0)))
+            .sum()
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(p, o)| {
+                if p.is_empty() {
+                    o.to_string()
+                } else {
+                    format!("{p}@{o}")
+                }
+            })
+            .collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
 
 /// What a source has for the current micro-batch.
 #[derive(Debug)]
@@ -42,10 +87,42 @@ pub trait Source: Send + Debug {
     /// [`ConnectorError::External`] when the underlying system fails.
     async fn poll_batch(&mut self, max_rows: usize, deadline: Instant) -> Result<SourcePoll>;
 
-    /// Position of the next row to be returned, for logs and (later) checkpoints.
-    fn position(&self) -> u64 {
-        0
+    /// Position of the next row to be returned (after every row returned so far).
+    fn position(&self) -> Position;
+
+    /// Moves to `position` (as [`Source::position`] reported it), so the next row returned is
+    /// the one that followed it: how a restored pipeline re-reads its input.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Config`] for a source that cannot be replayed; external failures.
+    async fn seek(&mut self, position: &Position) -> Result<()>;
+
+    /// Like [`Source::poll_batch`], but never past `end`: replaying a logged epoch reads
+    /// exactly the rows it read the first time. The default suits one-partition sources.
+    ///
+    /// # Errors
+    /// As for `poll_batch`.
+    async fn poll_until(
+        &mut self,
+        end: &Position,
+        max_rows: usize,
+        deadline: Instant,
+    ) -> Result<SourcePoll> {
+        let left = self.position().rows_until(end);
+        if left == 0 {
+            return Ok(SourcePoll::Exhausted);
+        }
+        let max_rows = max_rows.min(usize::try_from(left).unwrap_or(usize::MAX));
+        self.poll_batch(max_rows, deadline).await
     }
+}
+
+/// What a sink knows about the pipeline writing to it.
+#[derive(Debug, Clone, Default)]
+pub struct SinkContext {
+    /// Identifies the pipeline (stable across restarts): used in transaction ids and commit
+    /// metadata, so a replayed epoch is recognised as already written.
+    pub pipeline_id: String,
 }
 
 /// Where a pipeline's rows land, one epoch at a time.
@@ -60,6 +137,15 @@ pub trait Sink: Send + Debug {
     /// # Errors
     /// [`ConnectorError::External`] when the destination rejects the write.
     async fn write_epoch(&mut self, epoch: u64, batches: &[RecordBatch]) -> Result<()>;
+
+    /// The last epoch this sink has durably committed, when it can tell (a Delta table's
+    /// transaction log can). The engine skips re-writing epochs at or below it on replay.
+    ///
+    /// # Errors
+    /// [`ConnectorError::External`] when the destination cannot be read.
+    async fn committed_epoch(&mut self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 
     /// Called once after the last epoch; flushes anything buffered.
     ///
@@ -104,8 +190,13 @@ pub trait Connector: Send + Sync + Debug {
     ///
     /// # Errors
     /// [`ConnectorError::Config`] if this kind cannot be written or options are wrong.
-    async fn open_sink(&self, table: &TableDecl, schema: SchemaRef) -> Result<Box<dyn Sink>> {
-        let _ = schema;
+    async fn open_sink(
+        &self,
+        table: &TableDecl,
+        schema: SchemaRef,
+        context: &SinkContext,
+    ) -> Result<Box<dyn Sink>> {
+        let _ = (schema, context);
         Err(not_a(table, "sink"))
     }
 

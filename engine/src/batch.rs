@@ -8,7 +8,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use volley_connectors::{ConnectorRegistry, Sink};
+use volley_connectors::{ConnectorRegistry, Sink, SinkContext};
 use volley_sql::stream::{batch_context, insert_logical_plan};
 use volley_sql::{Pipeline, SqlError, TableDecl, TableOptions};
 
@@ -216,7 +216,7 @@ pub async fn run_batch(
                     .ok_or_else(|| {
                         EngineError::Internal(format!("no connector for {}", table.kind))
                     })?
-                    .open_sink(table, schema)
+                    .open_sink(table, schema, &SinkContext::default())
                     .await?
             }
         };

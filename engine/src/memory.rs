@@ -8,7 +8,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use tokio::time::Instant;
-use volley_connectors::{Result, Sink, Source, SourcePoll};
+use volley_connectors::{Position, Result, Sink, Source, SourcePoll};
 
 /// A bounded source over batches held in memory, yielding at most `max_rows` per poll.
 #[derive(Debug)]
@@ -48,8 +48,27 @@ impl Source for VecSource {
         Ok(SourcePoll::Data(front.slice(0, take)))
     }
 
-    fn position(&self) -> u64 {
-        self.position
+    fn position(&self) -> Position {
+        Position::single(self.position)
+    }
+
+    async fn seek(&mut self, position: &Position) -> Result<()> {
+        let mut skip = position.offset().saturating_sub(self.position);
+        while skip > 0 {
+            let Some(front) = self.pending.pop_front() else {
+                break;
+            };
+            let rows = front.num_rows() as u64;
+            if rows > skip {
+                let cut = usize::try_from(skip).unwrap_or(usize::MAX);
+                self.pending
+                    .push_front(front.slice(cut, front.num_rows() - cut));
+            }
+            let taken = rows.min(skip);
+            self.position += taken;
+            skip -= taken;
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
-use volley_connectors::{ConnectorRegistry, Sink, Source};
+use volley_connectors::{ConnectorRegistry, Sink, SinkContext, Source};
 use volley_sql::stream::{EpochSlot, QueryPlan, SourceBinding, StreamPlanner};
 use volley_sql::{Pipeline, SqlError, TableDecl};
 
@@ -31,6 +31,8 @@ pub struct JobOverrides {
     pub no_sinks: bool,
     /// Cores each epoch's work is spread over (default: every core the process may use).
     pub workers: Option<usize>,
+    /// Identifies the pipeline to its sinks (default: `volley`).
+    pub pipeline_id: Option<String>,
 }
 
 /// Every core the process may use.
@@ -202,6 +204,12 @@ pub async fn build_stream_job(
                 .await?,
         );
     }
+    let sink_context = SinkContext {
+        pipeline_id: overrides
+            .pipeline_id
+            .clone()
+            .unwrap_or_else(|| "volley".to_string()),
+    };
     let mut sinks: BTreeMap<String, Box<dyn Sink>> = BTreeMap::new();
     for plan in &plans {
         if sinks.contains_key(&plan.target) || overrides.no_sinks {
@@ -214,7 +222,7 @@ pub async fn build_stream_job(
                     EngineError::Internal(format!("sink '{}' vanished", plan.target))
                 })?;
                 connector_for(table, registry)?
-                    .open_sink(table, Arc::clone(&plan.output_schema))
+                    .open_sink(table, Arc::clone(&plan.output_schema), &sink_context)
                     .await?
             }
         };

@@ -177,6 +177,7 @@ pub async fn stream_outputs(
         status: false,
         no_sinks: false,
         workers: opts.workers,
+        pipeline_id: None,
     };
     let (job, plans) = build_stream_job(pipeline, registry, overrides).await?;
     job.run().await?;

@@ -13,7 +13,7 @@ use volley_sql::{OptionSpec, TableDecl};
 pub use sink::BlackholeSink;
 
 use crate::error::Result;
-use crate::traits::{Connector, Sink};
+use crate::traits::{Connector, Sink, SinkContext};
 
 /// The `BLACKHOLE` kind: sink only, no options.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,7 +29,12 @@ impl Connector for BlackholeConnector {
         &[]
     }
 
-    async fn open_sink(&self, table: &TableDecl, schema: SchemaRef) -> Result<Box<dyn Sink>> {
+    async fn open_sink(
+        &self,
+        table: &TableDecl,
+        schema: SchemaRef,
+        _context: &SinkContext,
+    ) -> Result<Box<dyn Sink>> {
         let _ = (table, schema);
         Ok(Box::new(BlackholeSink::new()))
     }

@@ -34,7 +34,7 @@ pub use source::FileSource;
 
 use crate::error::{ConnectorError, Result};
 use crate::location::Location;
-use crate::traits::{Connector, Sink, Source};
+use crate::traits::{Connector, Sink, SinkContext, Source};
 use listing::Listing;
 
 /// A file format a table can be stored as.
@@ -164,7 +164,12 @@ impl Connector for FileConnector {
         Ok(Box::new(FileSource::new(&table.name, schema, stream)))
     }
 
-    async fn open_sink(&self, table: &TableDecl, schema: SchemaRef) -> Result<Box<dyn Sink>> {
+    async fn open_sink(
+        &self,
+        table: &TableDecl,
+        schema: SchemaRef,
+        _context: &SinkContext,
+    ) -> Result<Box<dyn Sink>> {
         let options = FileOptions::from_options(&table.options)?;
         let location = Location::resolve_sink_dir(&table.name, &table.location).await?;
         Ok(Box::new(FileSink::new(

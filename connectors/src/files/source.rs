@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use crate::error::{ConnectorError, Result};
-use crate::traits::{Source, SourcePoll};
+use crate::traits::{Position, Source, SourcePoll};
 
 /// Rows of a DataFusion scan handed out at most `max_rows` at a time.
 ///
@@ -106,7 +106,36 @@ impl Source for FileSource {
         }
     }
 
-    fn position(&self) -> u64 {
-        self.position
+    fn position(&self) -> Position {
+        Position::single(self.position)
+    }
+
+    /// Skips forward to `position` (files are re-read from the start when a pipeline restarts,
+    /// so a restore always seeks forward).
+    async fn seek(&mut self, position: &Position) -> Result<()> {
+        let target = position.offset();
+        if target < self.position {
+            return Err(ConnectorError::Internal(format!(
+                "table '{}': cannot seek back from row {} to row {target}",
+                self.table, self.position
+            )));
+        }
+        let far = Instant::now() + std::time::Duration::from_secs(3600);
+        while self.position < target {
+            let step = usize::try_from(target - self.position).unwrap_or(usize::MAX);
+            match self.poll_batch(step, far).await? {
+                SourcePoll::Data(_) | SourcePoll::Pending => {}
+                SourcePoll::Exhausted => {
+                    return Err(ConnectorError::external(
+                        &self.table,
+                        format!(
+                            "the files hold {} rows, fewer than the {target} already read before the restart: did they change?",
+                            self.position
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }

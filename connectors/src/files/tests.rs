@@ -82,7 +82,10 @@ async fn round_trip(format: FileFormat, options: &[(&str, &str)]) {
     let out = dir.path().join("out");
     let table = decl(format, out.to_str().unwrap(), options, true);
     let connector = FileConnector::new(format);
-    let mut sink = connector.open_sink(&table, rides_schema()).await.unwrap();
+    let mut sink = connector
+        .open_sink(&table, rides_schema(), &SinkContext::default())
+        .await
+        .unwrap();
     write_three_epochs(sink.as_mut()).await;
     sink.close().await.unwrap();
     let ext = format.extension();
@@ -101,7 +104,7 @@ async fn round_trip(format: FileFormat, options: &[(&str, &str)]) {
         16,
         "{format:?}: two files of 50 rows, cut into slices of 7"
     );
-    assert_eq!(source.position(), 100);
+    assert_eq!(source.position().offset(), 100);
     let all = concat_batches(&rides_schema(), &batches).unwrap();
     assert_eq!(
         all,
@@ -140,7 +143,7 @@ async fn rewriting_an_epoch_replaces_its_file() {
     let location = dir.path().to_str().unwrap().to_string();
     let table = decl(FileFormat::Parquet, &location, &[], false);
     let mut sink = FileConnector::new(FileFormat::Parquet)
-        .open_sink(&table, rides_schema())
+        .open_sink(&table, rides_schema(), &SinkContext::default())
         .await
         .unwrap();
     let opts = rides();
@@ -173,7 +176,7 @@ async fn read_sink_dir_returns_epochs_in_order() {
     );
     let table = decl(FileFormat::Parquet, &location, &[], false);
     let mut sink = FileConnector::new(FileFormat::Parquet)
-        .open_sink(&table, rides_schema())
+        .open_sink(&table, rides_schema(), &SinkContext::default())
         .await
         .unwrap();
     let opts = rides();
@@ -199,7 +202,10 @@ async fn schema_is_inferred_from_files_or_absent() {
     let connector = FileConnector::new(FileFormat::Parquet);
     assert!(connector.infer_schema(&table).await.unwrap().is_none());
 
-    let mut sink = connector.open_sink(&table, rides_schema()).await.unwrap();
+    let mut sink = connector
+        .open_sink(&table, rides_schema(), &SinkContext::default())
+        .await
+        .unwrap();
     write_three_epochs(sink.as_mut()).await;
     let inferred = connector.infer_schema(&table).await.unwrap().unwrap();
     let names: Vec<_> = inferred
@@ -227,7 +233,10 @@ async fn schema_is_inferred_from_files_or_absent() {
 async fn batch_table_queries_memory_store_from_any_session() {
     let table = decl(FileFormat::Json, "memory://files-test/trips", &[], true);
     let connector = FileConnector::new(FileFormat::Json);
-    let mut sink = connector.open_sink(&table, rides_schema()).await.unwrap();
+    let mut sink = connector
+        .open_sink(&table, rides_schema(), &SinkContext::default())
+        .await
+        .unwrap();
     write_three_epochs(sink.as_mut()).await;
 
     let provider = connector.batch_table(&table, rides_schema()).await.unwrap();
@@ -253,6 +262,7 @@ async fn bad_location_and_options_name_the_table() {
         .open_sink(
             &decl(FileFormat::Csv, "ftp://host/x", &[], true),
             rides_schema(),
+            &SinkContext::default(),
         )
         .await
         .unwrap_err()
@@ -262,6 +272,7 @@ async fn bad_location_and_options_name_the_table() {
         .open_sink(
             &decl(FileFormat::Csv, "out", &[("delimiter", "ab")], true),
             rides_schema(),
+            &SinkContext::default(),
         )
         .await
         .unwrap_err()

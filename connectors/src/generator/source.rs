@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::options::{Pace, RidesOptions};
 use super::rides::generate_rides;
 use crate::error::{ConnectorError, Result};
-use crate::traits::{Source, SourcePoll};
+use crate::traits::{Position, Source, SourcePoll};
 
 /// Hands out rows of the `rides` stream in order; [`Source::position`] is the next row index.
 ///
@@ -42,7 +42,7 @@ impl GeneratorSource {
     }
 
     /// Moves to row `row`: the next batch starts there (replay after a restart).
-    pub fn seek(&mut self, row: u64) {
+    pub fn seek_row(&mut self, row: u64) {
         self.position = row;
         self.anchor = None;
     }
@@ -118,8 +118,13 @@ impl Source for GeneratorSource {
         Ok(SourcePoll::Data(batch))
     }
 
-    fn position(&self) -> u64 {
-        self.position
+    fn position(&self) -> Position {
+        Position::single(self.position)
+    }
+
+    async fn seek(&mut self, position: &Position) -> Result<()> {
+        self.seek_row(position.offset());
+        Ok(())
     }
 }
 
@@ -154,7 +159,7 @@ mod tests {
         let mut source = GeneratorSource::new(opts.clone(), rides_schema());
         let batches = drain(&mut source, 7).await;
         assert_eq!(batches.len(), 15);
-        assert_eq!(source.position(), 100);
+        assert_eq!(source.position().offset(), 100);
         assert_eq!(
             concat_batches(&rides_schema(), &batches).unwrap(),
             generate_rides(&opts, 0, 100)
@@ -173,7 +178,7 @@ mod tests {
         };
         let mut source = GeneratorSource::new(opts.clone(), rides_schema());
         let first = drain(&mut source, 16).await;
-        source.seek(20);
+        source.seek_row(20);
         let replay = drain(&mut source, 9).await;
         let first = concat_batches(&rides_schema(), &first).unwrap();
         assert_eq!(
@@ -221,6 +226,6 @@ mod tests {
             panic!("rows 2..=10 are due");
         };
         assert_eq!(batch.num_rows(), 9);
-        assert_eq!(source.position(), 11);
+        assert_eq!(source.position().offset(), 11);
     }
 }
