@@ -130,6 +130,7 @@ fn empty_epoch(c: &mut Criterion) {
         job.run_epoch(EpochInput {
             batches: vec![batches.clone()],
             exhausted: vec![false],
+            ..EpochInput::default()
         })
         .await
         .unwrap();
@@ -140,6 +141,7 @@ fn empty_epoch(c: &mut Criterion) {
             rt.block_on(job.run_epoch(EpochInput {
                 batches: vec![Vec::new()],
                 exhausted: vec![false],
+                ..EpochInput::default()
             }))
             .unwrap()
         })

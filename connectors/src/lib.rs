@@ -4,6 +4,7 @@
 
 pub mod blackhole;
 pub mod dead_letter;
+pub mod delta;
 pub mod error;
 pub mod files;
 pub mod generator;

@@ -21,13 +21,14 @@ impl ConnectorRegistry {
         }
     }
 
-    /// The built-in connectors: GENERATOR, PARQUET, CSV, JSON, BLACKHOLE.
+    /// The built-in connectors: GENERATOR, PARQUET, CSV, JSON, DELTA, BLACKHOLE.
     pub fn builtin() -> Self {
         let mut registry = Self::empty();
         registry.register(Arc::new(crate::generator::GeneratorConnector));
         for format in crate::files::FileFormat::ALL {
             registry.register(Arc::new(crate::files::FileConnector::new(format)));
         }
+        registry.register(Arc::new(crate::delta::DeltaConnector));
         registry.register(Arc::new(crate::blackhole::BlackholeConnector));
         registry
     }

@@ -15,7 +15,8 @@ use volley_sql::{Pipeline, SqlError, TableDecl, TableOptions};
 use crate::error::{EngineError, Result};
 use crate::setup::{source_tables, table_schema};
 
-/// `--input NAME=PATH` bindings: source table → bounded file (Parquet, CSV or JSON by extension).
+/// `--input NAME=PATH` bindings: source table → bounded file (Parquet, CSV or JSON by extension),
+/// directory of Parquet files, or Delta table (a directory holding `_delta_log`).
 pub type InputBindings = HashMap<String, String>;
 
 /// Parses `NAME=PATH`.
@@ -30,7 +31,9 @@ pub fn parse_binding(text: &str) -> Result<(String, String)> {
 
 fn kind_for_path(path: &str) -> Result<&'static str> {
     let lower = path.to_ascii_lowercase();
-    let kind = if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+    let kind = if is_delta_table(path) {
+        "DELTA"
+    } else if lower.ends_with(".parquet") || lower.ends_with(".pq") {
         "PARQUET"
     } else if lower.ends_with(".csv") {
         "CSV"
@@ -40,10 +43,21 @@ fn kind_for_path(path: &str) -> Result<&'static str> {
         "PARQUET"
     } else {
         return Err(EngineError::Usage(format!(
-            "--input '{path}': cannot tell the format; use a .parquet, .csv or .json file (or a directory of Parquet files)"
+            "--input '{path}': cannot tell the format; use a .parquet, .csv or .json file, a directory of Parquet files, or a Delta table directory (holding {})",
+            volley_connectors::delta::DELTA_LOG_DIR
         )));
     };
     Ok(kind)
+}
+
+/// Whether `path` (a plain path, relative to the current directory, or a `file://` URL) is a
+/// directory holding a Delta transaction log.
+fn is_delta_table(path: &str) -> bool {
+    volley_connectors::location::Location::resolve(path, path)
+        .ok()
+        .filter(|location| location.url.scheme() == "file")
+        .and_then(|location| location.url.to_file_path().ok())
+        .is_some_and(|dir| dir.join(volley_connectors::delta::DELTA_LOG_DIR).is_dir())
 }
 
 /// The bounded provider for a source table: its `--input` file if bound, else the table itself.
@@ -228,4 +242,26 @@ pub async fn run_batch(
         );
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn delta_directories_are_delta_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let delta = dir.path().join("rides.parquet");
+        std::fs::create_dir_all(delta.join(volley_connectors::delta::DELTA_LOG_DIR)).unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::create_dir_all(&plain).unwrap();
+        let url = format!("file://{}", delta.display());
+        assert_eq!(kind_for_path(delta.to_str().unwrap()).unwrap(), "DELTA");
+        assert_eq!(kind_for_path(&url).unwrap(), "DELTA");
+        assert_eq!(kind_for_path(plain.to_str().unwrap()).unwrap(), "PARQUET");
+        assert_eq!(kind_for_path("rides.csv").unwrap(), "CSV");
+        let err = kind_for_path("rides.txt").unwrap_err().to_string();
+        assert!(err.contains("Delta"), "{err}");
+    }
 }

@@ -2,14 +2,16 @@
 //! processing (one core each on a two-core machine).
 //!
 //! A micro-batch is cut when the sources together have `max_rows` rows OR `max_delay` has
-//! passed, whichever comes first.
+//! passed, whichever comes first. Each micro-batch carries every source's position range, which
+//! the engine logs before processing it; after a restart, logged epochs are first re-read with
+//! exactly their logged ranges ([`EpochRange`]), so an epoch number always means the same input.
 
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use volley_connectors::{ConnectorError, Source, SourcePoll};
+use volley_connectors::{ConnectorError, Position, Source, SourcePoll};
 
 /// How many rows each micro-batch may hold.
 #[derive(Debug, Clone)]
@@ -49,24 +51,55 @@ pub fn splitmix64(x: u64) -> u64 {
 }
 
 /// One micro-batch of input: per source (in job order) its batches and whether it has ended.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct EpochInput {
     /// Batches per source.
     pub batches: Vec<Vec<RecordBatch>>,
     /// Whether each source is exhausted (bounded input fully read).
     pub exhausted: Vec<bool>,
+    /// Each source's position before and after these batches.
+    pub ranges: Vec<(Position, Position)>,
+    /// True when this is a logged epoch being re-read after a restart.
+    pub replayed: bool,
 }
 
-/// Spawns the driver task; it stops when every source is exhausted or the receiver is dropped.
+/// A logged epoch to re-read: per source (in job order) where it ended and whether the source
+/// was exhausted by then.
+#[derive(Debug, Clone)]
+pub struct EpochRange {
+    /// End position per source.
+    pub ends: Vec<Position>,
+    /// Exhausted flag per source.
+    pub exhausted: Vec<bool>,
+}
+
+/// Spawns the driver task: it first re-reads the `replay` epochs, then cuts new micro-batches
+/// until every source is exhausted or the receiver is dropped.
 pub fn spawn_driver(
     mut sources: Vec<Box<dyn Source>>,
     mut sizing: BatchSizing,
     max_delay: Duration,
+    replay: Vec<EpochRange>,
+    mut exhausted: Vec<bool>,
 ) -> mpsc::Receiver<Result<EpochInput, ConnectorError>> {
     let (tx, rx) = mpsc::channel(2);
+    exhausted.resize(sources.len(), false);
     tokio::spawn(async move {
-        let mut exhausted = vec![false; sources.len()];
+        for range in replay {
+            let message = replay_epoch(&mut sources, &range).await;
+            let failed = message.is_err();
+            if let Ok(input) = &message {
+                exhausted.clone_from(&input.exhausted);
+            }
+            if tx.send(message).await.is_err() || failed {
+                return;
+            }
+        }
+        if exhausted.iter().all(|e| *e) {
+            return;
+        }
         loop {
+            let starts: Vec<Position> = sources.iter().map(|s| s.position()).collect();
             let budget = sizing.next();
             let deadline = Instant::now() + max_delay;
             let mut batches: Vec<Vec<RecordBatch>> = vec![Vec::new(); sources.len()];
@@ -81,9 +114,16 @@ pub fn spawn_driver(
             )
             .await;
             let done = exhausted.iter().all(|e| *e);
+            let ranges = starts
+                .into_iter()
+                .zip(sources.iter())
+                .map(|(start, s)| (start, s.position()))
+                .collect();
             let message = result.map(|()| EpochInput {
                 batches,
                 exhausted: exhausted.clone(),
+                ranges,
+                replayed: false,
             });
             let failed = message.is_err();
             if tx.send(message).await.is_err() || failed || done {
@@ -92,6 +132,43 @@ pub fn spawn_driver(
         }
     });
     rx
+}
+
+/// Reads exactly the rows of one logged epoch.
+async fn replay_epoch(
+    sources: &mut [Box<dyn Source>],
+    range: &EpochRange,
+) -> Result<EpochInput, ConnectorError> {
+    let mut input = EpochInput {
+        batches: vec![Vec::new(); sources.len()],
+        exhausted: range.exhausted.clone(),
+        ranges: Vec::with_capacity(sources.len()),
+        replayed: true,
+    };
+    for (i, source) in sources.iter_mut().enumerate() {
+        let start = source.position();
+        let end = range.ends.get(i).cloned().unwrap_or_else(|| start.clone());
+        loop {
+            let left = source.position().rows_until(&end);
+            if left == 0 {
+                break;
+            }
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let want = usize::try_from(left).unwrap_or(usize::MAX);
+            match source.poll_until(&end, want, deadline).await? {
+                SourcePoll::Data(batch) => input.batches[i].push(batch),
+                SourcePoll::Pending => {}
+                SourcePoll::Exhausted => {
+                    return Err(ConnectorError::Internal(format!(
+                        "a source ended at {} while re-reading a logged epoch that reached {end}: its input changed since the epoch was logged",
+                        source.position()
+                    )));
+                }
+            }
+        }
+        input.ranges.push((start, end));
+    }
+    Ok(input)
 }
 
 async fn fill(

@@ -24,6 +24,9 @@ pub enum EngineError {
         /// DataFusion's error.
         source: DataFusionError,
     },
+    /// Checkpoints cannot be written, read or restored.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A bug in Volley.
     #[error("internal error (a bug in Volley): {0}")]
     Internal(String),

@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod batch;
+pub mod checkpoint;
 pub mod compare;
 pub mod driver;
 pub mod error;

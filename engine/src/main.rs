@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use volley_connectors::ConnectorRegistry;
 use volley_engine::batch::{parse_binding, run_batch};
+use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
 use volley_engine::driver::BatchSizing;
 use volley_engine::load_pipeline;
 use volley_engine::setup::{JobOverrides, build_stream_job};
@@ -36,6 +37,25 @@ enum Command {
         /// Cores to spread each micro-batch over (default: all).
         #[arg(long)]
         workers: Option<usize>,
+        /// Where checkpoints and the epoch log go: a directory or object-store URL
+        /// (default: `.volley/checkpoints/<pipeline name>` beside the pipeline file).
+        #[arg(long, value_name = "DIR_OR_URL")]
+        checkpoint_dir: Option<String>,
+        /// Checkpoint every N epochs, or at most once per duration (`10s`, `1m`).
+        #[arg(long, default_value = "1", value_name = "N_OR_DURATION")]
+        checkpoint_interval: String,
+        /// How many checkpoints to keep.
+        #[arg(long, default_value_t = 3)]
+        keep_checkpoints: usize,
+        /// Do not checkpoint (a restart then starts over).
+        #[arg(long, conflicts_with = "from_scratch")]
+        no_checkpoint: bool,
+        /// Ignore and delete existing checkpoints and start over (sinks keep what they hold).
+        #[arg(long)]
+        from_scratch: bool,
+        /// Identifies the pipeline to sinks such as Delta (default: the pipeline file's name).
+        #[arg(long)]
+        pipeline_id: Option<String>,
     },
     /// Run the same statements once over bounded inputs, as a batch job.
     Batch {
@@ -90,12 +110,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             quiet,
             max_rows,
             workers,
+            checkpoint_dir,
+            checkpoint_interval,
+            keep_checkpoints,
+            no_checkpoint,
+            from_scratch,
+            pipeline_id,
         } => {
             let p = load_pipeline(&pipeline, &registry).await?;
+            let name = pipeline
+                .file_stem()
+                .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned());
+            let checkpoint = if no_checkpoint {
+                None
+            } else {
+                Some(CheckpointConfig {
+                    dir: checkpoint_dir.unwrap_or_else(|| {
+                        let beside = pipeline.parent().unwrap_or(std::path::Path::new(""));
+                        beside
+                            .join(".volley")
+                            .join("checkpoints")
+                            .join(&name)
+                            .to_string_lossy()
+                            .into_owned()
+                    }),
+                    interval: CheckpointInterval::parse(&checkpoint_interval)?,
+                    keep: keep_checkpoints,
+                    from_scratch,
+                })
+            };
             let overrides = JobOverrides {
                 status: !quiet,
                 sizing: max_rows.map(BatchSizing::Fixed),
                 workers,
+                pipeline_id: Some(pipeline_id.unwrap_or(name)),
+                checkpoint,
                 ..JobOverrides::default()
             };
             let (job, _) = build_stream_job(&p, &registry, overrides).await?;

@@ -82,6 +82,14 @@ pub struct CollectSink {
 }
 
 impl CollectSink {
+    /// A sink adding to what `epochs` already holds (a restarted job writing where the
+    /// previous one left off).
+    pub fn resume(epochs: &Collected) -> Self {
+        Self {
+            epochs: Arc::clone(epochs),
+        }
+    }
+
     /// A sink and the handle to read what it collected.
     pub fn new() -> (Self, Collected) {
         let epochs = Collected::default();

@@ -51,9 +51,62 @@ impl QueryRunner {
         &self.plan
     }
 
+    /// What the query's state means, as text: restoring a checkpoint into a query whose shape
+    /// differs is refused. Stateless queries have no state, so any change to them is compatible.
+    pub fn shape(&self) -> String {
+        match &self.plan.shape {
+            QueryShape::Stateless { .. } => "stateless".to_string(),
+            QueryShape::Aggregate(agg) => {
+                let state: Vec<String> = agg
+                    .state_schema
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                    .collect();
+                let window = agg.window.as_ref().map_or_else(
+                    || "keyed".to_string(),
+                    |w| format!("window {} {:?} wide", w.width, w.unit),
+                );
+                format!("{window}; state [{}]", state.join(", "))
+            }
+        }
+    }
+
+    /// The aggregate's state rows, their schema and the emission frontier (None: stateless).
+    pub fn snapshot(&self) -> Option<(arrow::datatypes::SchemaRef, Vec<RecordBatch>, Option<i64>)> {
+        let state = self.state.as_ref()?;
+        let (rows, emitted_upto) = state.snapshot();
+        Some((state.state_schema(), rows, emitted_upto))
+    }
+
+    /// Loads checkpointed state (see [`QueryRunner::snapshot`]).
+    ///
+    /// # Errors
+    /// State that does not fit this query.
+    pub async fn restore(
+        &mut self,
+        rows: Vec<RecordBatch>,
+        emitted_upto: Option<i64>,
+    ) -> Result<()> {
+        match self.state.as_mut() {
+            Some(state) => state.restore(rows, emitted_upto).await,
+            None if rows.is_empty() => Ok(()),
+            None => Err(EngineError::Checkpoint(format!(
+                "INSERT INTO {} is stateless but its checkpoint holds state",
+                self.plan.target
+            ))),
+        }
+    }
+
     /// Open windows (0 for stateless queries).
     pub fn open_windows(&self) -> usize {
         self.state.as_ref().map_or(0, AggregateState::open_windows)
+    }
+
+    /// State rows held: partial-aggregate rows across windows and shards (0 for stateless
+    /// queries). One per open group once compacted.
+    pub fn state_rows(&self) -> usize {
+        self.state.as_ref().map_or(0, AggregateState::state_rows)
     }
 
     /// Processes the rows now in the source slots.

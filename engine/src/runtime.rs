@@ -10,10 +10,14 @@ use arrow::compute::{cast, max};
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use volley_connectors::dead_letter::{DeadLetterBatch, DeadLetterWriter};
-use volley_connectors::{Sink, Source};
+use volley_connectors::{Position, Sink, Source};
 use volley_sql::stream::EpochSlot;
 
-use crate::driver::{BatchSizing, EpochInput, spawn_driver};
+use crate::checkpoint::manifest::{
+    EpochLog, Manifest, QueryCheckpoint, SourceCheckpoint, SourceRange, Totals,
+};
+use crate::checkpoint::{Checkpointer, failpoint};
+use crate::driver::{BatchSizing, EpochInput, EpochRange, spawn_driver};
 use crate::error::{EngineError, Result};
 use crate::query::QueryRunner;
 use crate::status::StatusLine;
@@ -35,6 +39,8 @@ pub struct SourceRuntime {
     pub rows: u64,
     /// Dead-letter directory for rows of this source.
     pub dead_letter_dir: String,
+    /// Position after the last epoch processed.
+    pub position: Position,
 }
 
 impl SourceRuntime {
@@ -84,6 +90,18 @@ pub struct RunSummary {
     pub late_rows: u64,
     /// Windows emitted.
     pub windows_emitted: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+    /// Epoch of the last checkpoint.
+    pub last_checkpoint_epoch: u64,
+    /// How long the last checkpoint took (ms).
+    pub last_checkpoint_ms: u64,
+    /// Bytes the last checkpoint wrote.
+    pub last_checkpoint_bytes: u64,
+    /// Logged epochs re-read after a restore.
+    pub epochs_replayed: u64,
+    /// Rows not written again because their sink had already committed the epoch.
+    pub rows_skipped: u64,
 }
 
 /// Everything a streaming run needs, wired together.
@@ -109,6 +127,14 @@ pub struct StreamJob {
     pub dead_letters: HashMap<String, DeadLetterWriter>,
     /// The last epoch processed.
     pub epoch: u64,
+    /// Checkpointing, if on.
+    pub checkpoints: Option<Checkpointer>,
+    /// The last epoch each sink reports it has committed (sinks that can tell).
+    pub committed: HashMap<String, u64>,
+    /// Logged epochs to re-read first (set by a restore).
+    pub replay: Vec<EpochRange>,
+    /// The pipeline's fingerprint, recorded in checkpoints.
+    pub fingerprint: String,
 }
 
 impl StreamJob {
@@ -117,8 +143,17 @@ impl StreamJob {
     /// # Errors
     /// Source, sink and execution failures.
     pub async fn run(mut self) -> Result<RunSummary> {
+        self.prepare().await?;
         let readers = std::mem::take(&mut self.readers);
-        let mut input = spawn_driver(readers, self.sizing.clone(), self.max_delay);
+        let exhausted = self.sources.iter().map(|s| s.exhausted).collect();
+        let replay = std::mem::take(&mut self.replay);
+        let mut input = spawn_driver(
+            readers,
+            self.sizing.clone(),
+            self.max_delay,
+            replay,
+            exhausted,
+        );
         while let Some(next) = input.recv().await {
             if self.run_epoch(next?).await? {
                 break;
@@ -156,6 +191,27 @@ impl StreamJob {
             return Ok(false);
         }
         self.epoch += 1;
+        if next.replayed {
+            self.summary.epochs_replayed += 1;
+        } else if let Some(checkpoints) = &self.checkpoints {
+            let log = EpochLog {
+                epoch: self.epoch,
+                sources: self
+                    .sources
+                    .iter()
+                    .zip(&next.ranges)
+                    .zip(&next.exhausted)
+                    .map(|((s, (start, end)), exhausted)| SourceRange {
+                        name: s.name.clone(),
+                        start: start.clone(),
+                        end: end.clone(),
+                        exhausted: *exhausted,
+                    })
+                    .collect(),
+            };
+            checkpoints.store.log_epoch(&log).await?;
+            failpoint::hit("after_epoch_log");
+        }
         let mut summary = std::mem::take(&mut self.summary);
         let mut dead_letters = std::mem::take(&mut self.dead_letters);
         let done = self
@@ -164,6 +220,14 @@ impl StreamJob {
         self.summary = summary;
         self.dead_letters = dead_letters;
         let done = done?;
+        failpoint::hit("after_sink_commit_before_checkpoint");
+        if self
+            .checkpoints
+            .as_ref()
+            .is_some_and(|c| c.due(self.epoch, done))
+        {
+            self.checkpoint().await?;
+        }
         if let Some(status) = &mut self.status {
             status.tick(self.epoch, &self.sources, &self.queries, &self.summary);
         }
@@ -179,12 +243,16 @@ impl StreamJob {
         dead_letters: &mut HashMap<String, DeadLetterWriter>,
     ) -> Result<bool> {
         let mut fresh: Vec<bool> = Vec::with_capacity(self.sources.len());
+        let mut ends = input.ranges.into_iter().map(|(_, end)| end);
         for ((source, batches), exhausted) in self
             .sources
             .iter_mut()
             .zip(input.batches)
             .zip(input.exhausted)
         {
+            if let Some(end) = ends.next() {
+                source.position = end;
+            }
             let has = batches.iter().any(|b| b.num_rows() > 0);
             if source.event_time.is_none() {
                 source.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
@@ -254,9 +322,14 @@ impl StreamJob {
                 .sinks
                 .get_mut(&target)
                 .ok_or_else(|| EngineError::Internal(format!("no sink opened for '{target}'")))?;
-            *summary.rows_out.entry(target.clone()).or_default() +=
-                batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            *summary.rows_out.entry(target.clone()).or_default() += rows;
+            if self.committed.get(&target).is_some_and(|c| epoch <= *c) {
+                summary.rows_skipped += rows;
+                continue;
+            }
             sink.write_epoch(epoch, &batches).await?;
+            failpoint::hit("mid_sink_write");
         }
         for (source, batches) in letters {
             let dir = self
@@ -274,5 +347,80 @@ impl StreamJob {
             writer.write_epoch(epoch, &batches).await?;
         }
         Ok(all_done)
+    }
+}
+
+impl StreamJob {
+    /// Writes a checkpoint of everything as of the current epoch (the loop calls this when the
+    /// interval says so; a no-op when checkpoints are off).
+    ///
+    /// # Errors
+    /// Checkpoint store failures.
+    pub async fn checkpoint(&mut self) -> Result<()> {
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let epoch = self.epoch;
+        let mut bytes = 0;
+        let mut queries = Vec::with_capacity(self.queries.len());
+        for (i, query) in self.queries.iter().enumerate() {
+            let mut entry = QueryCheckpoint {
+                target: query.plan().target.clone(),
+                shape: query.shape(),
+                emitted_upto: None,
+                state_file: None,
+                state_rows: 0,
+            };
+            if let Some((schema, rows, emitted_upto)) = query.snapshot() {
+                let file = format!("q{i}.arrow");
+                bytes += checkpoints
+                    .store
+                    .put_state(epoch, &file, &schema, &rows)
+                    .await?;
+                entry.emitted_upto = emitted_upto;
+                entry.state_rows = rows.iter().map(|b| b.num_rows() as u64).sum();
+                entry.state_file = Some(file);
+            }
+            queries.push(entry);
+        }
+        failpoint::hit("mid_checkpoint");
+        let manifest = Manifest {
+            format: crate::checkpoint::manifest::FORMAT,
+            epoch,
+            fingerprint: self.fingerprint.clone(),
+            sources: self
+                .sources
+                .iter()
+                .map(|s| SourceCheckpoint {
+                    name: s.name.clone(),
+                    position: s.position.clone(),
+                    max_event_time: s.max_event_time,
+                    exhausted: s.exhausted,
+                    rows: s.rows,
+                })
+                .collect(),
+            queries,
+            totals: Totals {
+                rows_in: self.summary.rows_in,
+                rows_out: self.summary.rows_out.clone(),
+                late_rows: self.summary.late_rows,
+                windows_emitted: self.summary.windows_emitted,
+            },
+            written_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        };
+        bytes += checkpoints.store.commit(&manifest).await?;
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Some(checkpoints) = &mut self.checkpoints {
+            checkpoints.written(epoch);
+        }
+        self.summary.checkpoints += 1;
+        self.summary.last_checkpoint_epoch = epoch;
+        self.summary.last_checkpoint_ms = ms;
+        self.summary.last_checkpoint_bytes = bytes;
+        tracing::info!(epoch, ms, bytes, "checkpoint written");
+        Ok(())
     }
 }

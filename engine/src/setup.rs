@@ -10,6 +10,7 @@ use volley_connectors::{ConnectorRegistry, Sink, SinkContext, Source};
 use volley_sql::stream::{EpochSlot, QueryPlan, SourceBinding, StreamPlanner};
 use volley_sql::{Pipeline, SqlError, TableDecl};
 
+use crate::checkpoint::{CheckpointConfig, Checkpointer};
 use crate::driver::BatchSizing;
 use crate::error::{EngineError, Result};
 use crate::query::QueryRunner;
@@ -33,6 +34,8 @@ pub struct JobOverrides {
     pub workers: Option<usize>,
     /// Identifies the pipeline to its sinks (default: `volley`).
     pub pipeline_id: Option<String>,
+    /// Checkpointing (None: off).
+    pub checkpoint: Option<CheckpointConfig>,
 }
 
 /// Every core the process may use.
@@ -168,6 +171,7 @@ pub async fn build_stream_job(
             }
         };
         let schema = reader.schema();
+        let position = reader.position();
         let slot = EpochSlot::new();
         runtimes.push(SourceRuntime {
             name: table.name.clone(),
@@ -180,6 +184,7 @@ pub async fn build_stream_job(
                 || format!(".volley/dead_letters/{}", table.name),
                 str::to_string,
             ),
+            position,
         });
         bindings.push(SourceBinding {
             name: table.name.clone(),
@@ -254,6 +259,13 @@ pub async fn build_stream_job(
         summary: Default::default(),
         dead_letters: HashMap::new(),
         epoch: 0,
+        checkpoints: match &overrides.checkpoint {
+            Some(config) => Some(Checkpointer::open(config).await?),
+            None => None,
+        },
+        committed: HashMap::new(),
+        replay: Vec::new(),
+        fingerprint: crate::checkpoint::fingerprint::fingerprint(pipeline),
     };
     Ok((job, plans))
 }

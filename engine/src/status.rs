@@ -95,10 +95,24 @@ impl StatusLine {
             .map_or_else(|| "-".to_string(), format_watermark);
         let windows: usize = queries.iter().map(QueryRunner::open_windows).sum();
         let out: u64 = summary.rows_out.values().sum();
-        let line = format!(
+        let mut line = format!(
             "volley | epoch {epoch} | {rows} events ({:.0}/s {label}) | watermark {watermark} | windows open {windows} | late {} | rows out {out}",
             rate, summary.late_rows
         );
+        if summary.checkpoints > 0 {
+            line.push_str(&format!(
+                " | checkpoint {} ({} ms, {} KiB)",
+                summary.last_checkpoint_epoch,
+                summary.last_checkpoint_ms,
+                summary.last_checkpoint_bytes.div_ceil(1024)
+            ));
+        }
+        if summary.epochs_replayed > 0 || summary.rows_skipped > 0 {
+            line.push_str(&format!(
+                " | replayed {} epochs, {} rows already committed",
+                summary.epochs_replayed, summary.rows_skipped
+            ));
+        }
         let mut err = std::io::stderr().lock();
         let _ = if self.terminal && !last {
             write!(err, "\r{line}\x1b[K")

@@ -178,6 +178,7 @@ pub async fn stream_outputs(
         no_sinks: false,
         workers: opts.workers,
         pipeline_id: None,
+        checkpoint: None,
     };
     let (job, plans) = build_stream_job(pipeline, registry, overrides).await?;
     job.run().await?;

@@ -149,3 +149,124 @@ fn explain_shows_the_window_and_errors_name_the_statement() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("statement 2 (line 3)"), "{stderr}");
 }
+
+/// Offline SQL over a historical Delta table runs unchanged: a batch job copies the events
+/// into a Delta table, and `verify` over that table (bound with `--input`) matches 100%.
+#[test]
+fn delta_tables_are_bounded_inputs_for_batch_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = rides_parquet(dir.path(), 20_000);
+    let copy = dir.path().join("copy.sql");
+    std::fs::write(
+        &copy,
+        "CREATE EXTERNAL TABLE ride_requests (
+           request_id BIGINT NOT NULL, rider_id BIGINT NOT NULL, lat DOUBLE NOT NULL,
+           lon DOUBLE NOT NULL, event_time TIMESTAMP NOT NULL
+         ) STORED AS PARQUET LOCATION 'unused.parquet';
+         CREATE EXTERNAL TABLE history STORED AS DELTA LOCATION 'history';
+         INSERT INTO history SELECT * FROM ride_requests;",
+    )
+    .unwrap();
+    let out = volley()
+        .current_dir(dir.path())
+        .arg("batch")
+        .arg(&copy)
+        .arg("--input")
+        .arg(format!("ride_requests={}", parquet.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("history/_delta_log").is_dir());
+
+    let out = volley()
+        .current_dir(dir.path())
+        .arg("verify")
+        .arg(repo().join("examples/surge/pipeline.sql"))
+        .arg("--input")
+        .arg(format!(
+            "ride_requests={}",
+            dir.path().join("history").display()
+        ))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("overall match rate: 100.0000%"), "{stdout}");
+}
+
+fn windowed(width: &str) -> String {
+    format!(
+        "CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+         OPTIONS ('count' '5000', 'rate' '100', 'watermark' 'event_time - INTERVAL ''1 second''', 'max_rows' '1000');
+         CREATE EXTERNAL TABLE per_window STORED AS PARQUET LOCATION 'out/per_window';
+         INSERT INTO per_window SELECT date_bin(INTERVAL '{width}', event_time) AS w, count(*) AS n FROM rides GROUP BY 1;"
+    )
+}
+
+/// A finished pipeline restarted does nothing; one whose state no longer fits refuses to
+/// restore and says how to start over; `--from-scratch` starts over.
+#[test]
+fn changed_pipelines_refuse_to_restore_until_started_from_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("p.sql");
+    let run = |extra: &[&str]| {
+        volley()
+            .current_dir(dir.path())
+            .arg("run")
+            .arg(&pipeline)
+            .arg("--quiet")
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    std::fs::write(&pipeline, windowed("1 minute")).unwrap();
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checkpoints = dir.path().join(".volley/checkpoints/p");
+    assert!(checkpoints.join("_latest").is_file());
+
+    // Restarted after the end: restores the final checkpoint, reads nothing, writes nothing.
+    let files = || {
+        dir.path()
+            .join("out/per_window")
+            .read_dir()
+            .unwrap()
+            .count()
+    };
+    let before = files();
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(files(), before);
+
+    std::fs::write(&pipeline, windowed("2 minutes")).unwrap();
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("changed incompatibly") && stderr.contains("--from-scratch"),
+        "{stderr}"
+    );
+
+    let out = run(&["--from-scratch"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

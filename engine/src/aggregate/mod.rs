@@ -91,6 +91,76 @@ impl AggregateState {
             .sum()
     }
 
+    /// Schema of the state rows [`AggregateState::snapshot`] returns.
+    pub fn state_schema(&self) -> arrow::datatypes::SchemaRef {
+        Arc::clone(&self.plan.state_schema)
+    }
+
+    /// Every state row (all windows, all shards) and the emission frontier: what a checkpoint
+    /// stores. State rows are DataFusion partial-aggregate states, independent of sharding.
+    pub fn snapshot(&self) -> (Vec<RecordBatch>, Option<i64>) {
+        let rows = self
+            .shards
+            .iter()
+            .flat_map(Shard::state)
+            .filter(|b| b.num_rows() > 0)
+            .cloned()
+            .collect();
+        (rows, self.emitted_upto)
+    }
+
+    /// Loads a [`AggregateState::snapshot`] into empty state, re-sharding it for this run's
+    /// shard count.
+    ///
+    /// # Errors
+    /// State rows that do not fit the aggregate, and merge failures.
+    pub async fn restore(
+        &mut self,
+        rows: Vec<RecordBatch>,
+        emitted_upto: Option<i64>,
+    ) -> Result<()> {
+        self.emitted_upto = emitted_upto;
+        if let (Some(window), Some(done)) = (&self.plan.window, emitted_upto) {
+            window.gate.set_cutoff(done.saturating_sub(window.width));
+        }
+        let shards = self.shards.len();
+        let mut per_shard: Vec<Vec<RecordBatch>> = vec![Vec::new(); shards];
+        let mut hashes = Vec::new();
+        for batch in &rows {
+            if batch.schema().fields() != self.plan.state_schema.fields() {
+                return Err(EngineError::Checkpoint(format!(
+                    "checkpointed state has columns {:?}, the query's state has {:?}",
+                    batch
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name())
+                        .collect::<Vec<_>>(),
+                    self.plan
+                        .state_schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name())
+                        .collect::<Vec<_>>()
+                )));
+            }
+            let parts = split_by_shard(batch, self.phases.group_count, shards, &mut hashes)?;
+            for (shard, part) in parts.into_iter().enumerate() {
+                per_shard[shard].extend(part);
+            }
+        }
+        let inputs = per_shard
+            .into_iter()
+            .map(|b| (!b.is_empty()).then_some(b))
+            .collect();
+        if self.phases.window_index.is_some() {
+            self.on_shards(inputs, merge_task).await?;
+        } else {
+            self.on_shards(inputs, absorb_task).await?;
+        }
+        Ok(())
+    }
+
     /// Runs the partial aggregate over this epoch's input (already in the source slots) and
     /// merges it into state. Returns upserts for a keyed aggregate; nothing for a windowed one
     /// (windows are emitted by [`AggregateState::advance_watermark`]).
@@ -310,6 +380,15 @@ async fn upsert_task(
     partials: Vec<RecordBatch>,
 ) -> (Shard, Result<Vec<RecordBatch>>) {
     let result = shard.upsert(&phases, partials).await;
+    (shard, result)
+}
+
+async fn absorb_task(
+    mut shard: Shard,
+    phases: Arc<Phases>,
+    state: Vec<RecordBatch>,
+) -> (Shard, Result<()>) {
+    let result = shard.absorb(&phases, state).await;
     (shard, result)
 }
 

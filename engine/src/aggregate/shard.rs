@@ -184,6 +184,32 @@ impl Shard {
         phases.finalize(touched).await
     }
 
+    /// Restore: merges checkpointed keyed state into this shard (nothing is emitted).
+    pub(super) async fn absorb(&mut self, phases: &Phases, state: Vec<RecordBatch>) -> Result<()> {
+        let mut all = self
+            .windows
+            .remove(&KEYED)
+            .map(|s| s.batches)
+            .unwrap_or_default();
+        all.extend(state);
+        let compacted = phases.reduce(all).await?;
+        let rows = compacted.iter().map(RecordBatch::num_rows).sum();
+        self.windows.insert(
+            KEYED,
+            StateList {
+                batches: compacted,
+                rows,
+                compacted_rows: rows,
+            },
+        );
+        Ok(())
+    }
+
+    /// Every state row this shard holds (for a checkpoint).
+    pub(super) fn state(&self) -> impl Iterator<Item = &RecordBatch> {
+        self.windows.values().flat_map(|w| w.batches.iter())
+    }
+
     /// Finalises and drops the windows in `due` (those this shard holds), in the given order.
     pub(super) async fn emit(
         &mut self,

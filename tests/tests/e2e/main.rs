@@ -1,7 +1,10 @@
 //! End-to-end tests: stream-vs-batch parity, SQL semantics (sqllogictest), window edges.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod crash;
 mod edges;
 mod harness;
 mod parity;
+mod readers;
+mod recovery;
 mod slt;

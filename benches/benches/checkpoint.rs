@@ -1,0 +1,154 @@
+//! Checkpoint overhead: the surge query streaming with a checkpoint every epoch, every 10
+//! epochs and never; and one checkpoint of 1M open window keys (its time here, its size
+//! printed).
+//!
+//! Run: `cargo bench -p volley-benches --bench checkpoint`.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::HashMap;
+
+use arrow::record_batch::RecordBatch;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use tokio::runtime::Runtime;
+use volley_connectors::generator::{GeneratorConnector, generate_rides};
+use volley_connectors::{ConnectorRegistry, Sink, Source};
+use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
+use volley_engine::driver::{BatchSizing, EpochInput};
+use volley_engine::memory::VecSource;
+use volley_engine::setup::{JobOverrides, build_stream_job};
+use volley_sql::Pipeline;
+
+const SURGE: &str = "
+CREATE EXTERNAL TABLE ride_requests STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '{count}', 'rate' '10000', 'seed' '42', 'disorder' '3 seconds',
+         'watermark' 'event_time - INTERVAL ''5 seconds''');
+CREATE EXTERNAL TABLE demand_1m STORED AS BLACKHOLE LOCATION 'x';
+INSERT INTO demand_1m
+SELECT geohash(lat, lon, 6) AS geohash6, date_bin(INTERVAL '1 minute', event_time) AS window_start,
+       count(*) AS requests, count(DISTINCT rider_id) AS riders
+FROM ride_requests GROUP BY 1, 2;";
+
+/// One key per request inside one long window: every row opens a key that stays open.
+const OPEN_KEYS: &str = "
+CREATE EXTERNAL TABLE ride_requests STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '{count}', 'rate' '10000', 'seed' '42', 'disorder' '3 seconds',
+         'watermark' 'event_time - INTERVAL ''5 seconds''');
+CREATE EXTERNAL TABLE per_request STORED AS BLACKHOLE LOCATION 'x';
+INSERT INTO per_request
+SELECT request_id, date_bin(INTERVAL '1 day', event_time) AS day,
+       count(*) AS n, avg(lat) AS mean_lat, max(event_time) AS last_seen
+FROM ride_requests GROUP BY 1, 2;";
+
+fn events(sql: &str, count: u64) -> (Pipeline, Vec<RecordBatch>) {
+    let rt = Runtime::new().unwrap();
+    let sql = sql.replace("{count}", &count.to_string());
+    let pipeline = rt
+        .block_on(Pipeline::parse(&sql, &ConnectorRegistry::builtin()))
+        .unwrap();
+    let opts = GeneratorConnector::rides_options(&pipeline.tables[0]).unwrap();
+    let batches = (0..count)
+        .step_by(65_536)
+        .map(|start| generate_rides(&opts, start, (start + 65_536).min(count)))
+        .collect();
+    (pipeline, batches)
+}
+
+fn overrides(
+    batches: &[RecordBatch],
+    checkpoint: Option<CheckpointConfig>,
+    max_rows: usize,
+) -> JobOverrides {
+    let mut sources: HashMap<String, Box<dyn Source>> = HashMap::new();
+    sources.insert(
+        "ride_requests".into(),
+        Box::new(VecSource::new(batches[0].schema(), batches.to_vec())),
+    );
+    JobOverrides {
+        sources,
+        sinks: HashMap::<String, Box<dyn Sink>>::new(),
+        sizing: Some(BatchSizing::Fixed(max_rows)),
+        checkpoint,
+        ..JobOverrides::default()
+    }
+}
+
+fn interval(c: &mut Criterion) {
+    let count = 1_000_000u64;
+    let (pipeline, batches) = events(SURGE, count);
+    let rt = Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("checkpoint/surge");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(count));
+    for (label, every) in [
+        ("none", None),
+        ("every_10_epochs", Some(10)),
+        ("every_epoch", Some(1)),
+    ] {
+        let config = every.map(|n| CheckpointConfig {
+            dir: dir.path().join(label).display().to_string(),
+            interval: CheckpointInterval::Epochs(n),
+            keep: 3,
+            from_scratch: true,
+        });
+        group.bench_with_input(
+            BenchmarkId::new("max_rows=16384", label),
+            &config,
+            |b, config| {
+                b.iter(|| {
+                    rt.block_on(async {
+                        let o = overrides(&batches, config.clone(), 16_384);
+                        let (job, _) =
+                            build_stream_job(&pipeline, &ConnectorRegistry::builtin(), o)
+                                .await
+                                .unwrap();
+                        job.run().await.unwrap()
+                    })
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+fn open_keys(c: &mut Criterion) {
+    let count = 1_000_000u64;
+    let (pipeline, batches) = events(OPEN_KEYS, count);
+    let rt = Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = CheckpointConfig {
+        dir: dir.path().display().to_string(),
+        interval: CheckpointInterval::Epochs(u64::MAX),
+        keep: 2,
+        from_scratch: true,
+    };
+    let mut job = rt.block_on(async {
+        let o = overrides(&batches[..1], Some(config), usize::MAX);
+        let (mut job, _) = build_stream_job(&pipeline, &ConnectorRegistry::builtin(), o)
+            .await
+            .unwrap();
+        job.prepare().await.unwrap();
+        job.run_epoch(EpochInput {
+            batches: vec![batches.clone()],
+            exhausted: vec![false],
+            ..EpochInput::default()
+        })
+        .await
+        .unwrap();
+        job
+    });
+    let open: usize = job.queries.iter().map(|q| q.state_rows()).sum();
+    assert_eq!(open as u64, count, "one open key per request");
+    c.bench_function("checkpoint/open_keys=1000000", |b| {
+        b.iter(|| rt.block_on(job.checkpoint()).unwrap())
+    });
+    eprintln!(
+        "checkpoint of {open} open keys: {} bytes ({} MiB), last took {} ms",
+        job.summary.last_checkpoint_bytes,
+        job.summary.last_checkpoint_bytes / (1024 * 1024),
+        job.summary.last_checkpoint_ms
+    );
+}
+
+criterion_group!(benches, interval, open_keys);
+criterion_main!(benches);

@@ -1,0 +1,95 @@
+//! What a checkpoint and an epoch-log entry record (JSON; aggregate state is Arrow IPC beside it).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use volley_connectors::Position;
+
+/// The manifest format this build writes and reads.
+pub const FORMAT: u32 = 1;
+
+/// One source as of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceCheckpoint {
+    /// Table name.
+    pub name: String,
+    /// Where reading resumes.
+    pub position: Position,
+    /// Largest event time seen (nanoseconds): the watermark's basis.
+    pub max_event_time: Option<i64>,
+    /// Whether the source had ended.
+    pub exhausted: bool,
+    /// Rows read so far.
+    pub rows: u64,
+}
+
+/// One INSERT's state as of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryCheckpoint {
+    /// The INSERT's target table.
+    pub target: String,
+    /// What the state means; restoring into a query with a different shape is refused.
+    pub shape: String,
+    /// Windows at or below this end had been emitted (window column's unit).
+    pub emitted_upto: Option<i64>,
+    /// The Arrow IPC file (beside the manifest) holding the aggregate's state rows.
+    pub state_file: Option<String>,
+    /// State rows in that file.
+    pub state_rows: u64,
+}
+
+/// Run totals carried across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Rows read from all sources.
+    pub rows_in: u64,
+    /// Rows written per sink.
+    pub rows_out: BTreeMap<String, u64>,
+    /// Late rows sent to dead letters.
+    pub late_rows: u64,
+    /// Windows emitted.
+    pub windows_emitted: u64,
+}
+
+/// Everything needed to resume after epoch `epoch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The last epoch whose effects this checkpoint includes.
+    pub epoch: u64,
+    /// The pipeline's fingerprint when the checkpoint was written (see
+    /// [`crate::checkpoint::fingerprint`]).
+    #[serde(default)]
+    pub fingerprint: String,
+    /// Sources, in job order.
+    pub sources: Vec<SourceCheckpoint>,
+    /// Queries, in statement order.
+    pub queries: Vec<QueryCheckpoint>,
+    /// Totals so far.
+    pub totals: Totals,
+    /// Wall-clock time of the checkpoint (ms since the Unix epoch), for operators.
+    pub written_at_ms: u64,
+}
+
+/// One source's part of an epoch-log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRange {
+    /// Table name.
+    pub name: String,
+    /// Position before the epoch's rows.
+    pub start: Position,
+    /// Position after them.
+    pub end: Position,
+    /// Whether the source had ended by the end of the epoch.
+    pub exhausted: bool,
+}
+
+/// The input of one epoch, logged durably before it is processed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    /// The epoch.
+    pub epoch: u64,
+    /// Per source, in job order.
+    pub sources: Vec<SourceRange>,
+}

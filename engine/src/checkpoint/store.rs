@@ -1,0 +1,307 @@
+//! Durable layout of checkpoints and the epoch log in any `object_store` location.
+//!
+//! ```text
+//! <dir>/epochs/00000000000000000042.json          epoch 42's input ranges, written before it runs
+//! <dir>/checkpoints/00000000000000000042/q0.arrow  INSERT 0's aggregate state (Arrow IPC)
+//! <dir>/checkpoints/00000000000000000042/manifest.json   written after the state files
+//! <dir>/_latest                                    "42": switched last
+//! ```
+//!
+//! A checkpoint is valid once its manifest exists; `_latest` is only a shortcut, so a crash
+//! between the manifest and the pointer switch loses nothing.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
+use arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use volley_connectors::location::Location;
+
+use super::manifest::{EpochLog, FORMAT, Manifest};
+use crate::error::{EngineError, Result};
+
+/// Checkpoints and epoch logs under one directory (local path or object-store URL).
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    display: String,
+    keep: usize,
+}
+
+fn io(what: String) -> impl FnOnce(object_store::Error) -> EngineError {
+    move |e| EngineError::Checkpoint(format!("{what}: {e}"))
+}
+
+impl CheckpointStore {
+    /// The store at `location`, keeping the last `keep` checkpoints.
+    ///
+    /// # Errors
+    /// A location that is not a path or a supported URL.
+    pub async fn open(location: &str, keep: usize) -> Result<Self> {
+        let resolved = Location::resolve_sink_dir("checkpoints", location).await?;
+        Ok(Self {
+            display: resolved.url.to_string(),
+            store: resolved.store,
+            root: resolved.path,
+            keep: keep.max(1),
+        })
+    }
+
+    /// Where the checkpoints are, for messages.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    fn path(&self, rest: &str) -> Path {
+        let mut path = self.root.clone();
+        for part in rest.split('/') {
+            path = path.join(part);
+        }
+        path
+    }
+
+    async fn put(&self, rest: &str, bytes: Vec<u8>) -> Result<u64> {
+        let len = bytes.len() as u64;
+        self.store
+            .put(&self.path(rest), PutPayload::from(bytes))
+            .await
+            .map_err(io(format!("writing {}/{rest}", self.display)))?;
+        Ok(len)
+    }
+
+    async fn get(&self, rest: &str) -> Result<Option<bytes::Bytes>> {
+        match self.store.get(&self.path(rest)).await {
+            Ok(found) => Ok(Some(
+                found
+                    .bytes()
+                    .await
+                    .map_err(io(format!("reading {}/{rest}", self.display)))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(io(format!("reading {}/{rest}", self.display))(e)),
+        }
+    }
+
+    /// Epoch numbers found under `dir` (file or folder names that are numbers).
+    async fn numbered(&self, dir: &str) -> Result<Vec<u64>> {
+        let prefix = self.path(dir);
+        let found: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(io(format!("listing {}/{dir}", self.display)))?;
+        let mut epochs: Vec<u64> = found
+            .iter()
+            .filter_map(|meta| {
+                let rest = meta.location.prefix_match(&prefix)?;
+                let first = rest.into_iter().next()?;
+                let name = first.as_ref();
+                name.strip_suffix(".json")
+                    .unwrap_or(name)
+                    .parse::<u64>()
+                    .ok()
+            })
+            .collect();
+        epochs.sort_unstable();
+        epochs.dedup();
+        Ok(epochs)
+    }
+
+    /// Logs epoch `log.epoch`'s input ranges (before the epoch runs).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn log_epoch(&self, log: &EpochLog) -> Result<()> {
+        let json = serde_json::to_vec(log)
+            .map_err(|e| EngineError::Internal(format!("encoding epoch log: {e}")))?;
+        self.put(&format!("epochs/{:020}.json", log.epoch), json)
+            .await?;
+        Ok(())
+    }
+
+    /// Logged epochs after `after`, in order.
+    ///
+    /// # Errors
+    /// Store failures and unreadable entries.
+    pub async fn epochs_after(&self, after: u64) -> Result<Vec<EpochLog>> {
+        let mut out = Vec::new();
+        for epoch in self.numbered("epochs").await? {
+            if epoch <= after {
+                continue;
+            }
+            let name = format!("epochs/{epoch:020}.json");
+            let Some(bytes) = self.get(&name).await? else {
+                continue;
+            };
+            let log: EpochLog = serde_json::from_slice(&bytes).map_err(|e| {
+                EngineError::Checkpoint(format!("{}/{name} is unreadable: {e}", self.display))
+            })?;
+            out.push(log);
+        }
+        Ok(out)
+    }
+
+    /// Writes one state file of checkpoint `epoch`; returns its size in bytes.
+    ///
+    /// # Errors
+    /// Store and encoding failures.
+    pub async fn put_state(
+        &self,
+        epoch: u64,
+        file: &str,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<u64> {
+        let mut buffer = Vec::new();
+        {
+            let mut writer = FileWriter::try_new(&mut buffer, schema)?;
+            for batch in batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+        }
+        self.put(&format!("checkpoints/{epoch:020}/{file}"), buffer)
+            .await
+    }
+
+    /// Reads one state file of checkpoint `epoch`.
+    ///
+    /// # Errors
+    /// A missing or unreadable file.
+    pub async fn get_state(&self, epoch: u64, file: &str) -> Result<Vec<RecordBatch>> {
+        let name = format!("checkpoints/{epoch:020}/{file}");
+        let bytes = self.get(&name).await?.ok_or_else(|| {
+            EngineError::Checkpoint(format!("{}/{name} is missing", self.display))
+        })?;
+        let reader = FileReader::try_new(Cursor::new(bytes), None)?;
+        reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(EngineError::from)
+    }
+
+    /// Makes checkpoint `manifest.epoch` valid (manifest after its state files), switches the
+    /// pointer to it, and drops checkpoints and epoch logs older than the last `keep`.
+    /// Returns the manifest's size in bytes.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn commit(&self, manifest: &Manifest) -> Result<u64> {
+        let json = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| EngineError::Internal(format!("encoding checkpoint manifest: {e}")))?;
+        let size = self
+            .put(
+                &format!("checkpoints/{:020}/manifest.json", manifest.epoch),
+                json,
+            )
+            .await?;
+        crate::checkpoint::failpoint::hit("before_checkpoint_pointer");
+        self.put("_latest", manifest.epoch.to_string().into_bytes())
+            .await?;
+        self.prune().await?;
+        Ok(size)
+    }
+
+    async fn prune(&self) -> Result<()> {
+        let kept = self.numbered("checkpoints").await?;
+        if kept.len() <= self.keep {
+            return Ok(());
+        }
+        let cut = kept.len() - self.keep;
+        let oldest_kept = kept[cut];
+        for epoch in &kept[..cut] {
+            let prefix = self.path(&format!("checkpoints/{epoch:020}"));
+            let files: Vec<_> = self
+                .store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(io(format!("listing {}", self.display)))?;
+            // The manifest goes first: a half-deleted checkpoint is simply not valid.
+            let mut paths: Vec<Path> = files.into_iter().map(|m| m.location).collect();
+            paths.sort_by_key(|p| !p.as_ref().ends_with("manifest.json"));
+            for path in paths {
+                self.delete(&path).await?;
+            }
+        }
+        for epoch in self.numbered("epochs").await? {
+            if epoch <= oldest_kept {
+                self.delete(&self.path(&format!("epochs/{epoch:020}.json")))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(io(format!("deleting {path}"))(e)),
+        }
+    }
+
+    /// The newest valid checkpoint: the one `_latest` names, else the newest with a readable
+    /// manifest.
+    ///
+    /// # Errors
+    /// Store failures, and a manifest written by an incompatible version.
+    pub async fn latest(&self) -> Result<Option<Manifest>> {
+        let pointed = self
+            .get("_latest")
+            .await?
+            .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u64>().ok());
+        let mut candidates = self.numbered("checkpoints").await?;
+        candidates.reverse();
+        if let Some(p) = pointed {
+            candidates.retain(|e| *e != p);
+            candidates.insert(0, p);
+        }
+        for epoch in candidates {
+            let name = format!("checkpoints/{epoch:020}/manifest.json");
+            let Some(bytes) = self.get(&name).await? else {
+                continue;
+            };
+            let manifest: Manifest = match serde_json::from_slice(&bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(
+                        "skipping unreadable checkpoint {}/{name}: {e}",
+                        self.display
+                    );
+                    continue;
+                }
+            };
+            if manifest.format != FORMAT {
+                return Err(EngineError::Checkpoint(format!(
+                    "{}/{name} has format {}, this build reads format {FORMAT}; restart with --from-scratch",
+                    self.display, manifest.format
+                )));
+            }
+            return Ok(Some(manifest));
+        }
+        Ok(None)
+    }
+
+    /// Deletes every checkpoint and epoch log (`--from-scratch`).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn clear(&self) -> Result<()> {
+        let files: Vec<_> = self
+            .store
+            .list(Some(&self.root))
+            .try_collect()
+            .await
+            .map_err(io(format!("listing {}", self.display)))?;
+        for meta in files {
+            self.delete(&meta.location).await?;
+        }
+        Ok(())
+    }
+}
