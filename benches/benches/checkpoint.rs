@@ -10,23 +10,12 @@ use std::collections::HashMap;
 use arrow::record_batch::RecordBatch;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tokio::runtime::Runtime;
-use volley_connectors::generator::{GeneratorConnector, generate_rides};
+use volley_benches::{SURGE, events};
 use volley_connectors::{ConnectorRegistry, Sink, Source};
 use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
 use volley_engine::driver::{BatchSizing, EpochInput};
 use volley_engine::memory::VecSource;
 use volley_engine::setup::{JobOverrides, build_stream_job};
-use volley_sql::Pipeline;
-
-const SURGE: &str = "
-CREATE EXTERNAL TABLE ride_requests STORED AS GENERATOR LOCATION 'rides'
-OPTIONS ('count' '{count}', 'rate' '10000', 'seed' '42', 'disorder' '3 seconds',
-         'watermark' 'event_time - INTERVAL ''5 seconds''');
-CREATE EXTERNAL TABLE demand_1m STORED AS BLACKHOLE LOCATION 'x';
-INSERT INTO demand_1m
-SELECT geohash(lat, lon, 6) AS geohash6, date_bin(INTERVAL '1 minute', event_time) AS window_start,
-       count(*) AS requests, count(DISTINCT rider_id) AS riders
-FROM ride_requests GROUP BY 1, 2;";
 
 /// One key per request inside one long window: every row opens a key that stays open.
 const OPEN_KEYS: &str = "
@@ -38,20 +27,6 @@ INSERT INTO per_request
 SELECT request_id, date_bin(INTERVAL '1 day', event_time) AS day,
        count(*) AS n, avg(lat) AS mean_lat, max(event_time) AS last_seen
 FROM ride_requests GROUP BY 1, 2;";
-
-fn events(sql: &str, count: u64) -> (Pipeline, Vec<RecordBatch>) {
-    let rt = Runtime::new().unwrap();
-    let sql = sql.replace("{count}", &count.to_string());
-    let pipeline = rt
-        .block_on(Pipeline::parse(&sql, &ConnectorRegistry::builtin()))
-        .unwrap();
-    let opts = GeneratorConnector::rides_options(&pipeline.tables[0]).unwrap();
-    let batches = (0..count)
-        .step_by(65_536)
-        .map(|start| generate_rides(&opts, start, (start + 65_536).min(count)))
-        .collect();
-    (pipeline, batches)
-}
 
 fn overrides(
     batches: &[RecordBatch],

@@ -11,41 +11,15 @@ use arrow::record_batch::RecordBatch;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use datafusion::prelude::SessionContext;
 use tokio::runtime::Runtime;
-use volley_connectors::generator::GeneratorConnector;
-use volley_connectors::generator::generate_rides;
+use volley_benches::{SURGE, SURGE_SELECT, events};
 use volley_connectors::{ConnectorRegistry, Sink, Source};
 use volley_engine::driver::{BatchSizing, EpochInput};
 use volley_engine::memory::VecSource;
 use volley_engine::setup::{JobOverrides, build_stream_job};
-use volley_sql::Pipeline;
-
-const SURGE: &str = "
-CREATE EXTERNAL TABLE ride_requests STORED AS GENERATOR LOCATION 'rides'
-OPTIONS ('count' '{count}', 'rate' '10000', 'seed' '42', 'disorder' '3 seconds',
-         'watermark' 'event_time - INTERVAL ''5 seconds''');
-CREATE EXTERNAL TABLE demand_1m STORED AS BLACKHOLE LOCATION 'x';
-INSERT INTO demand_1m
-SELECT geohash(lat, lon, 6) AS geohash6, date_bin(INTERVAL '1 minute', event_time) AS window_start,
-       count(*) AS requests, count(DISTINCT rider_id) AS riders
-FROM ride_requests GROUP BY 1, 2;";
-
-fn events(count: u64) -> (Pipeline, Vec<RecordBatch>) {
-    let rt = Runtime::new().unwrap();
-    let sql = SURGE.replace("{count}", &count.to_string());
-    let pipeline = rt
-        .block_on(Pipeline::parse(&sql, &ConnectorRegistry::builtin()))
-        .unwrap();
-    let opts = GeneratorConnector::rides_options(&pipeline.tables[0]).unwrap();
-    let batches = (0..count)
-        .step_by(65_536)
-        .map(|start| generate_rides(&opts, start, (start + 65_536).min(count)))
-        .collect();
-    (pipeline, batches)
-}
 
 fn streaming(c: &mut Criterion) {
     let count = 1_000_000u64;
-    let (pipeline, batches) = events(count);
+    let (pipeline, batches) = events(SURGE, count);
     let schema = batches[0].schema();
     let rt = Runtime::new().unwrap();
     let mut group = c.benchmark_group("surge");
@@ -92,7 +66,6 @@ fn streaming(c: &mut Criterion) {
         }
         writer.close().unwrap();
     }
-    let query = "SELECT geohash(lat, lon, 6) AS geohash6, date_bin(INTERVAL '1 minute', event_time) AS window_start, count(*) AS requests, count(DISTINCT rider_id) AS riders FROM ride_requests GROUP BY 1, 2";
     group.bench_function(BenchmarkId::new("batch", "parquet"), |b| {
         b.iter(|| {
             rt.block_on(async {
@@ -100,7 +73,13 @@ fn streaming(c: &mut Criterion) {
                 ctx.register_parquet("ride_requests", path.to_str().unwrap(), Default::default())
                     .await
                     .unwrap();
-                let rows = ctx.sql(query).await.unwrap().collect().await.unwrap();
+                let rows = ctx
+                    .sql(SURGE_SELECT)
+                    .await
+                    .unwrap()
+                    .collect()
+                    .await
+                    .unwrap();
                 rows.iter().map(RecordBatch::num_rows).sum::<usize>()
             })
         })
@@ -110,7 +89,7 @@ fn streaming(c: &mut Criterion) {
 }
 
 fn empty_epoch(c: &mut Criterion) {
-    let (pipeline, batches) = events(100_000);
+    let (pipeline, batches) = events(SURGE, 100_000);
     let schema = batches[0].schema();
     let rt = Runtime::new().unwrap();
     let mut job = rt.block_on(async {

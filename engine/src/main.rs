@@ -155,6 +155,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if summary.late_rows > 0 {
                 eprintln!("{} late rows sent to dead letters", summary.late_rows);
             }
+            if summary.checkpoints > 0 {
+                eprintln!(
+                    "{} checkpoints written; the last: epoch {}, {} ms, {} bytes",
+                    summary.checkpoints,
+                    summary.last_checkpoint_epoch,
+                    summary.last_checkpoint_ms,
+                    summary.last_checkpoint_bytes
+                );
+            }
+            if summary.epochs_replayed > 0 || summary.rows_skipped > 0 {
+                eprintln!(
+                    "recovery: {} logged epochs re-read, {} rows not re-written (their sink had already committed them)",
+                    summary.epochs_replayed, summary.rows_skipped
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Batch { pipeline, inputs } => {

@@ -325,6 +325,12 @@ impl StreamJob {
             let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             *summary.rows_out.entry(target.clone()).or_default() += rows;
             if self.committed.get(&target).is_some_and(|c| epoch <= *c) {
+                tracing::info!(
+                    sink = %target,
+                    epoch,
+                    rows,
+                    "epoch already committed by the sink: not written again"
+                );
                 summary.rows_skipped += rows;
                 continue;
             }

@@ -107,27 +107,7 @@ impl DeltaSink {
         let options = DeltaOptions::from_options(&table.options)?;
         let merge_key = table.merge_key().filter(|k| !k.is_empty());
         if let Some(keys) = &merge_key {
-            let missing: Vec<&str> = keys
-                .iter()
-                .filter(|k| schema.field_with_name(k).is_err())
-                .map(String::as_str)
-                .collect();
-            if !missing.is_empty() {
-                return Err(ConnectorError::config(
-                    name,
-                    format!(
-                        "option 'merge_key' names {}, not output column(s); the output columns are: {}",
-                        quoted(&missing),
-                        quoted(
-                            &schema
-                                .fields()
-                                .iter()
-                                .map(|f| f.name().as_str())
-                                .collect::<Vec<_>>()
-                        )
-                    ),
-                ));
-            }
+            table::require_output_columns(name, "merge_key", keys, &schema)?;
         }
         let location = Location::resolve_sink_dir(name, &table.location).await?;
         let delta = match table::load(name, &location).await? {

@@ -107,27 +107,7 @@ pub(crate) async fn create(
     pipeline_id: &str,
 ) -> Result<DeltaTable> {
     let columns = delta_columns(table, schema)?;
-    let missing: Vec<&str> = partition_by
-        .iter()
-        .filter(|p| !columns.iter().any(|(name, _)| name == *p))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        return Err(ConnectorError::config(
-            table,
-            format!(
-                "option 'partition_by' names {}, not output column(s); the output columns are: {}",
-                quoted(&missing),
-                quoted(
-                    &schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                ),
-            ),
-        ));
-    }
+    require_output_columns(table, "partition_by", partition_by, schema)?;
     if partition_by.len() == columns.len() {
         return Err(ConnectorError::config(
             table,
@@ -256,6 +236,35 @@ pub(crate) async fn provider(
                 format!("cannot read the Delta table with the declared columns: {e}"),
             )
         })
+}
+
+/// Checks that every column option `option` names is an output column of `schema`.
+///
+/// # Errors
+/// [`ConnectorError::Config`] naming the option, the missing columns and the output columns.
+pub(crate) fn require_output_columns(
+    table: &str,
+    option: &str,
+    names: &[String],
+    schema: &Schema,
+) -> Result<()> {
+    let missing: Vec<&str> = names
+        .iter()
+        .filter(|n| schema.field_with_name(n).is_err())
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let output: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    Err(ConnectorError::config(
+        table,
+        format!(
+            "option '{option}' names {}, not output column(s); the output columns are: {}",
+            quoted(&missing),
+            quoted(&output)
+        ),
+    ))
 }
 
 /// `'a', 'b'`.
