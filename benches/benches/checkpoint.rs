@@ -17,10 +17,12 @@ use volley_engine::driver::{BatchSizing, EpochInput};
 use volley_engine::memory::VecSource;
 use volley_engine::setup::{JobOverrides, build_stream_job};
 
-/// One key per request inside one long window: every row opens a key that stays open.
+/// One key per request inside one long window (starting mid-day, so the disorder never
+/// reaches the previous day's window): every row opens a key that stays open.
 const OPEN_KEYS: &str = "
 CREATE EXTERNAL TABLE ride_requests STORED AS GENERATOR LOCATION 'rides'
 OPTIONS ('count' '{count}', 'rate' '10000', 'seed' '42', 'disorder' '3 seconds',
+         'start_time' '2026-01-01T12:00:00Z',
          'watermark' 'event_time - INTERVAL ''5 seconds''');
 CREATE EXTERNAL TABLE per_request STORED AS BLACKHOLE LOCATION 'x';
 INSERT INTO per_request

@@ -3,6 +3,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod blackhole;
+pub mod codec;
 pub mod dead_letter;
 pub mod delta;
 pub mod error;

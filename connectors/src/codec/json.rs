@@ -1,0 +1,300 @@
+//! [`JsonDecoder`]: many JSON payloads (one object each) into one Arrow batch, vectorized with
+//! arrow-json's decoder, with every payload that is not a valid row of the schema set aside.
+//!
+//! arrow-json reports syntax errors from `decode` but type and missing-field errors only from
+//! `flush`, for a whole batch, and a decoder that failed is unusable. So payloads are fed to
+//! one decoder with a per-payload check (exactly one complete record each); a payload that
+//! fails `decode` or is not exactly one record is rejected and the good payloads fed since the
+//! last flush are fed again to a fresh decoder (each good payload is re-fed at most once). When
+//! `flush` fails, that chunk is decoded again one payload at a time to find the bad rows — the
+//! slow path runs only for chunks that hold a bad row.
+
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::json::ReaderBuilder;
+use arrow::json::reader::Decoder;
+use arrow::record_batch::RecordBatch;
+
+/// A payload that could not be decoded: its index in the input and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Index of the payload in the slice given to [`JsonDecoder::decode`].
+    pub index: usize,
+    /// What was wrong with it.
+    pub error: String,
+}
+
+/// Decodes JSON payloads into batches of one schema. Unknown fields are ignored; a missing
+/// nullable field is null; a missing non-nullable field, a wrong type or bad JSON rejects the
+/// payload.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::datatypes::{DataType, Field, Schema};
+/// use volley_connectors::codec::JsonDecoder;
+///
+/// let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+/// let decoder = JsonDecoder::new(schema);
+/// let payloads: Vec<&[u8]> = vec![br#"{"id": 1}"#, b"not json", br#"{"id": "x"}"#, br#"{"id": 4}"#];
+/// let (batch, rejected) = decoder.decode(&payloads).unwrap();
+/// assert_eq!(batch.num_rows(), 2);
+/// assert_eq!(rejected.iter().map(|r| r.index).collect::<Vec<_>>(), vec![1, 2]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct JsonDecoder {
+    schema: SchemaRef,
+}
+
+impl JsonDecoder {
+    /// A decoder for rows of `schema`.
+    pub fn new(schema: SchemaRef) -> Self {
+        Self { schema }
+    }
+
+    /// The schema of the batches it makes.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// A decoder that takes up to `rows` records before it needs a flush (each payload holds
+    /// at most one record that is kept, so the number of payloads is always enough).
+    fn fresh(&self, rows: usize) -> Result<Decoder, ArrowError> {
+        ReaderBuilder::new(self.schema.clone())
+            .with_batch_size(rows.max(1))
+            .build_decoder()
+    }
+
+    /// Decodes `payloads` in order: the good ones as one batch (input order kept), the bad
+    /// ones as [`Rejected`] entries (ascending index).
+    ///
+    /// # Errors
+    /// Only an Arrow failure unrelated to the payloads (building a decoder, concatenating).
+    pub fn decode(&self, payloads: &[&[u8]]) -> Result<(RecordBatch, Vec<Rejected>), ArrowError> {
+        let mut rejected = Vec::new();
+        let mut batches = Vec::new();
+        let capacity = payloads.len() + 1;
+        let mut decoder = self.fresh(capacity)?;
+        // Good payloads fed to `decoder` since it was created (their rows are not flushed yet).
+        let mut pending: Vec<usize> = Vec::new();
+        for (index, payload) in payloads.iter().enumerate() {
+            match self.feed(&mut decoder, payload) {
+                Ok(()) => pending.push(index),
+                Err(error) => {
+                    rejected.push(Rejected { index, error });
+                    // The decoder may hold part of the bad payload: start a fresh one with the
+                    // good payloads so far, and flush them so they are never fed again.
+                    decoder = self.fresh(capacity)?;
+                    self.refeed_and_flush(
+                        &mut decoder,
+                        capacity,
+                        payloads,
+                        &mut pending,
+                        &mut batches,
+                        &mut rejected,
+                    )?;
+                }
+            }
+        }
+        self.flush_pending(
+            &mut decoder,
+            capacity,
+            payloads,
+            &mut pending,
+            &mut batches,
+            &mut rejected,
+        )?;
+        rejected.sort_by_key(|r| r.index);
+        let batch = concat_batches(&self.schema, &batches)?;
+        Ok((batch, rejected))
+    }
+
+    /// Feeds one payload, requiring that it adds exactly one complete record.
+    fn feed(&self, decoder: &mut Decoder, payload: &[u8]) -> Result<(), String> {
+        if payload.iter().all(u8::is_ascii_whitespace) {
+            return Err("empty payload: expected one JSON object".into());
+        }
+        let before = decoder.len();
+        let used = decoder.decode(payload).map_err(|e| e.to_string())?;
+        if used < payload.len() {
+            return Err("more than one JSON value in one payload".into());
+        }
+        if decoder.has_partial_record() {
+            return Err("truncated JSON: the payload ends inside a value".into());
+        }
+        match decoder.len() - before {
+            1 => Ok(()),
+            0 => Err("no JSON object in the payload".into()),
+            n => Err(format!(
+                "{n} JSON values in one payload; expected one object"
+            )),
+        }
+    }
+
+    fn refeed_and_flush(
+        &self,
+        decoder: &mut Decoder,
+        capacity: usize,
+        payloads: &[&[u8]],
+        pending: &mut Vec<usize>,
+        batches: &mut Vec<RecordBatch>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<(), ArrowError> {
+        for &i in pending.iter() {
+            // These payloads passed `feed` before; feeding them again cannot fail differently.
+            if let Err(error) = self.feed(decoder, payloads[i]) {
+                return Err(ArrowError::JsonError(format!(
+                    "payload {i} decoded once but not twice: {error}"
+                )));
+            }
+        }
+        self.flush_pending(decoder, capacity, payloads, pending, batches, rejected)
+    }
+
+    /// Flushes the pending rows; when the flush fails (a type or missing-field error somewhere
+    /// in the chunk), decodes the chunk one payload at a time to keep the good rows.
+    fn flush_pending(
+        &self,
+        decoder: &mut Decoder,
+        capacity: usize,
+        payloads: &[&[u8]],
+        pending: &mut Vec<usize>,
+        batches: &mut Vec<RecordBatch>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<(), ArrowError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        match decoder.flush() {
+            Ok(Some(batch)) => batches.push(batch),
+            Ok(None) => {}
+            Err(_) => {
+                *decoder = self.fresh(capacity)?;
+                for &i in pending.iter() {
+                    let mut single = self.fresh(1)?;
+                    let row = self
+                        .feed(&mut single, payloads[i])
+                        .map_err(ArrowError::JsonError)
+                        .and_then(|()| single.flush());
+                    match row {
+                        Ok(Some(batch)) => batches.push(batch),
+                        Ok(None) => {}
+                        Err(e) => rejected.push(Rejected {
+                            index: i,
+                            error: e.to_string(),
+                        }),
+                    }
+                }
+            }
+        }
+        pending.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use arrow::array::{Array, Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("score", DataType::Float64, true),
+        ]))
+    }
+
+    fn ids(batch: &RecordBatch) -> Vec<i64> {
+        let col = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        col.values().to_vec()
+    }
+
+    fn decode(payloads: &[&str]) -> (RecordBatch, Vec<Rejected>) {
+        let bytes: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
+        JsonDecoder::new(schema()).decode(&bytes).unwrap()
+    }
+
+    #[test]
+    fn good_payloads_become_one_batch_in_order() {
+        let (batch, rejected) = decode(&[
+            r#"{"id": 1, "name": "a", "score": 0.5}"#,
+            r#"{"score": 2, "id": 2, "extra": [1, 2]}"#,
+            r#"{"id": 3, "name": null}"#,
+        ]);
+        assert!(rejected.is_empty());
+        assert_eq!(ids(&batch), vec![1, 2, 3]);
+        let names = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(names.value(0), "a");
+        assert!(names.is_null(1) && names.is_null(2));
+        let scores = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        assert_eq!(scores.value(1), 2.0);
+    }
+
+    #[test]
+    fn every_kind_of_bad_payload_is_rejected_alone() {
+        let (batch, rejected) = decode(&[
+            r#"{"id": 1}"#,
+            "not json", // syntax: from decode
+            r#"{"id": 3}"#,
+            r#"{"id": "three"}"#,     // wrong type: only flush notices
+            r#"{"name": "no id"}"#,   // missing non-nullable field
+            r#"{"id": 6"#,            // truncated
+            r#"{"id": 7}{"id": 77}"#, // two records in one payload
+            "",                       // empty (a tombstone)
+            "42",                     // not an object
+            r#"{"id": 10}"#,
+        ]);
+        assert_eq!(ids(&batch), vec![1, 3, 10]);
+        let bad: Vec<usize> = rejected.iter().map(|r| r.index).collect();
+        assert_eq!(bad, vec![1, 3, 4, 5, 6, 7, 8]);
+        assert!(rejected.iter().all(|r| !r.error.is_empty()));
+        assert!(
+            rejected[4].error.contains("JSON values"),
+            "{:?}",
+            rejected[4]
+        );
+    }
+
+    #[test]
+    fn all_bad_or_nothing_gives_an_empty_batch() {
+        let (batch, rejected) = decode(&["nope", "{"]);
+        assert_eq!(batch.num_rows(), 0);
+        assert_eq!(rejected.len(), 2);
+        let (batch, rejected) = decode(&[]);
+        assert_eq!((batch.num_rows(), rejected.len()), (0, 0));
+    }
+
+    #[test]
+    fn many_rows_with_scattered_errors_keep_every_good_row() {
+        let payloads: Vec<String> = (0..5000)
+            .map(|i| match i % 997 {
+                0 => format!(r#"{{"id": "bad{i}"}}"#),
+                1 => format!(r#"{{"id": {i}"#),
+                _ => format!(r#"{{"id": {i}, "score": {i}.5}}"#),
+            })
+            .collect();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let (batch, rejected) = decode(&refs);
+        let expected: Vec<i64> = (0..5000).filter(|i| i % 997 > 1).collect();
+        assert_eq!(ids(&batch), expected);
+        assert_eq!(rejected.len(), 5000 - expected.len());
+    }
+}
