@@ -12,6 +12,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arrow::array::{ArrayRef, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::json::LineDelimitedWriter;
 use arrow::record_batch::RecordBatch;
 use object_store::path::Path;
@@ -19,6 +21,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::error::{ConnectorError, Result};
 use crate::location::Location;
+use crate::traits::RejectedRecord;
 
 /// Name used for errors about the dead-letter destination.
 const DEAD_LETTER: &str = "dead_letter";
@@ -32,6 +35,55 @@ pub struct DeadLetterBatch {
     pub reason: String,
     /// The rejected rows.
     pub rows: RecordBatch,
+}
+
+impl DeadLetterBatch {
+    /// Letters for records `source` read but could not turn into rows: one row each with
+    /// `partition`, `offset`, `key`, `payload` (the bytes as text when they are UTF-8), `payload_hex`
+    /// (when they are not) and `error`.
+    pub fn rejected(source: &str, records: &[RejectedRecord]) -> Self {
+        let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_string);
+        let hex = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .is_err()
+                .then(|| b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("partition", DataType::Utf8, false),
+            Field::new("offset", DataType::UInt64, false),
+            Field::new("key", DataType::Utf8, true),
+            Field::new("payload", DataType::Utf8, true),
+            Field::new("payload_hex", DataType::Utf8, true),
+            Field::new("error", DataType::Utf8, false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| r.partition.as_str()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                records.iter().map(|r| r.offset),
+            )),
+            Arc::new(StringArray::from_iter(
+                records.iter().map(|r| r.key.as_deref().and_then(text)),
+            )),
+            Arc::new(StringArray::from_iter(
+                records.iter().map(|r| text(&r.payload)),
+            )),
+            Arc::new(StringArray::from_iter(
+                records.iter().map(|r| hex(&r.payload)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| r.error.as_str()),
+            )),
+        ];
+        let rows = RecordBatch::try_new(Arc::clone(&schema), columns)
+            .unwrap_or_else(|_| RecordBatch::new_empty(schema));
+        Self {
+            source: source.to_string(),
+            reason: "undecodable record".to_string(),
+            rows,
+        }
+    }
 }
 
 /// Writes dead letters as JSON lines, one file per epoch (see the [module docs](self)).

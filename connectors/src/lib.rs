@@ -9,10 +9,11 @@ pub mod delta;
 pub mod error;
 pub mod files;
 pub mod generator;
+pub mod kafka;
 pub mod location;
 pub mod registry;
 pub mod traits;
 
 pub use error::{ConnectorError, Result};
 pub use registry::ConnectorRegistry;
-pub use traits::{Connector, Position, Sink, SinkContext, Source, SourcePoll};
+pub use traits::{Connector, Position, RejectedRecord, Sink, SinkContext, Source, SourcePoll};

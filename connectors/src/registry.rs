@@ -21,7 +21,7 @@ impl ConnectorRegistry {
         }
     }
 
-    /// The built-in connectors: GENERATOR, PARQUET, CSV, JSON, DELTA, BLACKHOLE.
+    /// The built-in connectors: GENERATOR, PARQUET, CSV, JSON, DELTA, KAFKA, BLACKHOLE.
     pub fn builtin() -> Self {
         let mut registry = Self::empty();
         registry.register(Arc::new(crate::generator::GeneratorConnector));
@@ -29,6 +29,7 @@ impl ConnectorRegistry {
             registry.register(Arc::new(crate::files::FileConnector::new(format)));
         }
         registry.register(Arc::new(crate::delta::DeltaConnector));
+        registry.register(Arc::new(crate::kafka::KafkaConnector));
         registry.register(Arc::new(crate::blackhole::BlackholeConnector));
         registry
     }

@@ -68,6 +68,23 @@ pub enum SourcePoll {
     Exhausted,
 }
 
+/// A record a source read but could not turn into a row (undecodable, or not fitting the
+/// table's columns). The engine writes it to the dead-letter destination as part of the epoch
+/// that read it, so a replayed epoch writes the same letters again (replacing, not adding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRecord {
+    /// The partition it came from (empty for one-partition sources).
+    pub partition: String,
+    /// Its offset within that partition.
+    pub offset: u64,
+    /// Its key, when the source has keys.
+    pub key: Option<Vec<u8>>,
+    /// The raw bytes as read.
+    pub payload: Vec<u8>,
+    /// Why it was rejected.
+    pub error: String,
+}
+
 /// A replayable stream of record batches (generator, files, Kafka…).
 ///
 /// The engine calls [`Source::poll_batch`] repeatedly to fill a micro-batch. Rows come in the
@@ -89,6 +106,13 @@ pub trait Source: Send + Debug {
 
     /// Position of the next row to be returned (after every row returned so far).
     fn position(&self) -> Position;
+
+    /// Records read since the last call that could not become rows (see
+    /// [`RejectedRecord`]). The engine calls it after every poll. Sources whose input is
+    /// always well-formed keep the default: none.
+    fn take_rejected(&mut self) -> Vec<RejectedRecord> {
+        Vec::new()
+    }
 
     /// Moves to `position` (as [`Source::position`] reported it), so the next row returned is
     /// the one that followed it: how a restored pipeline re-reads its input.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use volley_connectors::{ConnectorError, Position, Source, SourcePoll};
+use volley_connectors::{ConnectorError, Position, RejectedRecord, Source, SourcePoll};
 
 /// How many rows each micro-batch may hold.
 #[derive(Debug, Clone)]
@@ -61,6 +61,8 @@ pub struct EpochInput {
     pub ranges: Vec<(Position, Position)>,
     /// True when this is a logged epoch being re-read after a restart.
     pub replayed: bool,
+    /// Per source: records read but not turned into rows (for the dead letters).
+    pub rejected: Vec<Vec<RejectedRecord>>,
 }
 
 /// A logged epoch to re-read: per source (in job order) where it ended and whether the source
@@ -103,11 +105,13 @@ pub fn spawn_driver(
             let budget = sizing.next();
             let deadline = Instant::now() + max_delay;
             let mut batches: Vec<Vec<RecordBatch>> = vec![Vec::new(); sources.len()];
+            let mut rejected: Vec<Vec<RejectedRecord>> = vec![Vec::new(); sources.len()];
             let mut got = 0usize;
             let result = fill(
                 &mut sources,
                 &mut exhausted,
                 &mut batches,
+                &mut rejected,
                 &mut got,
                 budget,
                 deadline,
@@ -124,6 +128,7 @@ pub fn spawn_driver(
                 exhausted: exhausted.clone(),
                 ranges,
                 replayed: false,
+                rejected,
             });
             let failed = message.is_err();
             if tx.send(message).await.is_err() || failed || done {
@@ -144,6 +149,7 @@ async fn replay_epoch(
         exhausted: range.exhausted.clone(),
         ranges: Vec::with_capacity(sources.len()),
         replayed: true,
+        rejected: vec![Vec::new(); sources.len()],
     };
     for (i, source) in sources.iter_mut().enumerate() {
         let start = source.position();
@@ -155,7 +161,9 @@ async fn replay_epoch(
             }
             let deadline = Instant::now() + Duration::from_secs(1);
             let want = usize::try_from(left).unwrap_or(usize::MAX);
-            match source.poll_until(&end, want, deadline).await? {
+            let polled = source.poll_until(&end, want, deadline).await?;
+            input.rejected[i].extend(source.take_rejected());
+            match polled {
                 SourcePoll::Data(batch) => input.batches[i].push(batch),
                 SourcePoll::Pending => {}
                 SourcePoll::Exhausted => {
@@ -175,6 +183,7 @@ async fn fill(
     sources: &mut [Box<dyn Source>],
     exhausted: &mut [bool],
     batches: &mut [Vec<RecordBatch>],
+    rejected: &mut [Vec<RejectedRecord>],
     got: &mut usize,
     budget: usize,
     deadline: Instant,
@@ -185,7 +194,13 @@ async fn fill(
             if exhausted[i] || *got >= budget {
                 continue;
             }
-            match source.poll_batch(budget - *got, deadline).await? {
+            let polled = source.poll_batch(budget - *got, deadline).await?;
+            let bad = source.take_rejected();
+            // A rejected record counts against the budget too: it was read.
+            *got += bad.len();
+            progressed |= !bad.is_empty();
+            rejected[i].extend(bad);
+            match polled {
                 SourcePoll::Data(batch) => {
                     *got += batch.num_rows();
                     progressed |= batch.num_rows() > 0;

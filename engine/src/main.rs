@@ -155,6 +155,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if summary.late_rows > 0 {
                 eprintln!("{} late rows sent to dead letters", summary.late_rows);
             }
+            if summary.rejected_records > 0 {
+                eprintln!(
+                    "{} undecodable records sent to dead letters",
+                    summary.rejected_records
+                );
+            }
             if summary.checkpoints > 0 {
                 eprintln!(
                     "{} checkpoints written; the last: epoch {}, {} ms, {} bytes",

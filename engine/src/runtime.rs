@@ -88,6 +88,8 @@ pub struct RunSummary {
     pub rows_out: BTreeMap<String, u64>,
     /// Rows sent to dead letters because their window had already been emitted.
     pub late_rows: u64,
+    /// Records sources read but could not decode (sent to dead letters).
+    pub rejected_records: u64,
     /// Windows emitted.
     pub windows_emitted: u64,
     /// Checkpoints written.
@@ -184,7 +186,10 @@ impl StreamJob {
             .iter()
             .zip(&self.sources)
             .any(|(e, s)| *e && !s.exhausted);
-        if !has_rows && !ended {
+        // Rejected records moved a source's position: their epoch must be logged and their
+        // dead letters written, even with no good row.
+        let rejected = next.rejected.iter().any(|r| !r.is_empty());
+        if !has_rows && !ended && !rejected {
             if let Some(status) = &mut self.status {
                 status.tick(self.epoch, &self.sources, &self.queries, &self.summary);
             }
@@ -243,6 +248,16 @@ impl StreamJob {
         dead_letters: &mut HashMap<String, DeadLetterWriter>,
     ) -> Result<bool> {
         let mut fresh: Vec<bool> = Vec::with_capacity(self.sources.len());
+        let mut letters: BTreeMap<String, Vec<DeadLetterBatch>> = BTreeMap::new();
+        for (source, records) in self.sources.iter().zip(&input.rejected) {
+            if !records.is_empty() {
+                summary.rejected_records += records.len() as u64;
+                letters
+                    .entry(source.name.clone())
+                    .or_default()
+                    .push(DeadLetterBatch::rejected(&source.name, records));
+            }
+        }
         let mut ends = input.ranges.into_iter().map(|(_, end)| end);
         for ((source, batches), exhausted) in self
             .sources
@@ -278,7 +293,6 @@ impl StreamJob {
             .collect();
 
         let mut outputs: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
-        let mut letters: BTreeMap<String, Vec<DeadLetterBatch>> = BTreeMap::new();
         for query in &mut self.queries {
             let reads_fresh = query
                 .plan()
@@ -411,6 +425,7 @@ impl StreamJob {
                 rows_in: self.summary.rows_in,
                 rows_out: self.summary.rows_out.clone(),
                 late_rows: self.summary.late_rows,
+                rejected_records: self.summary.rejected_records,
                 windows_emitted: self.summary.windows_emitted,
             },
             written_at_ms: std::time::SystemTime::now()

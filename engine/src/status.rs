@@ -99,6 +99,9 @@ impl StatusLine {
             "volley | epoch {epoch} | {rows} events ({:.0}/s {label}) | watermark {watermark} | windows open {windows} | late {} | rows out {out}",
             rate, summary.late_rows
         );
+        if summary.rejected_records > 0 {
+            line.push_str(&format!(" | undecodable {}", summary.rejected_records));
+        }
         if summary.checkpoints > 0 {
             line.push_str(&format!(
                 " | checkpoint {} ({} ms, {} KiB)",

@@ -47,6 +47,9 @@ pub struct Totals {
     pub rows_out: BTreeMap<String, u64>,
     /// Late rows sent to dead letters.
     pub late_rows: u64,
+    /// Undecodable records sent to dead letters.
+    #[serde(default)]
+    pub rejected_records: u64,
     /// Windows emitted.
     pub windows_emitted: u64,
 }

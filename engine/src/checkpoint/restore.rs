@@ -140,6 +140,7 @@ impl StreamJob {
         self.summary.rows_in = manifest.totals.rows_in;
         self.summary.rows_out = manifest.totals.rows_out.clone();
         self.summary.late_rows = manifest.totals.late_rows;
+        self.summary.rejected_records = manifest.totals.rejected_records;
         self.summary.windows_emitted = manifest.totals.windows_emitted;
         self.summary.last_checkpoint_epoch = manifest.epoch;
         tracing::info!(epoch = manifest.epoch, dir, "restored checkpoint");

@@ -4,6 +4,7 @@
 mod crash;
 mod edges;
 mod harness;
+mod kafka;
 mod parity;
 mod readers;
 mod recovery;

@@ -1,0 +1,252 @@
+//! Options of `STORED AS KAFKA` tables, and their `LOCATION 'host:port[,host:port…]/topic'`.
+
+use std::time::Duration;
+
+use volley_sql::{OptionSpec, SqlError, TableDecl, TableOptions};
+
+/// Options a Kafka table accepts beyond the common ones.
+pub const KAFKA_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "format",
+        expected: "'json' (one object per message, the default) or 'raw' (the value as a column named 'value')",
+    },
+    OptionSpec {
+        name: "start",
+        expected: "'earliest' (the default) or 'latest': where to begin when no checkpoint exists",
+    },
+    OptionSpec {
+        name: "bounded",
+        expected: "'latest' (stop once every partition has been read to its end) or 'none' (the default: never stop)",
+    },
+    OptionSpec {
+        name: "partitions",
+        expected: "a comma-separated list of partition numbers to read (default: all)",
+    },
+    OptionSpec {
+        name: "group",
+        expected: "a consumer group id to commit read offsets to, for monitoring (default 'volley-<table>')",
+    },
+];
+
+/// The `format` of message values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaFormat {
+    /// One JSON object per message, decoded into the table's columns.
+    Json,
+    /// The value itself, as the table's `value` column (Utf8 or Binary).
+    Raw,
+}
+
+/// Where a source starts when no checkpoint says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Each partition's first retained offset.
+    Earliest,
+    /// Each partition's end: only messages produced after the source opens.
+    Latest,
+}
+
+/// Parsed Kafka options and location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaOptions {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// The topic.
+    pub topic: String,
+    /// Message value format.
+    pub format: KafkaFormat,
+    /// Where to start without a checkpoint.
+    pub start: StartAt,
+    /// Stop once every partition has been read to its end.
+    pub bounded: bool,
+    /// Partitions to read (`None`: all).
+    pub partitions: Option<Vec<i32>>,
+    /// Consumer group for offset commits (monitoring only: positions live in checkpoints).
+    pub group: String,
+    /// How long to wait for the broker's answers to metadata and assignment requests.
+    pub request_timeout: Duration,
+}
+
+impl KafkaOptions {
+    /// Reads the location and options of a Kafka table.
+    ///
+    /// # Errors
+    /// [`SqlError::BadOption`] naming the table and option, or a pipeline error for a bad
+    /// `LOCATION`.
+    pub fn from_table(table: &TableDecl) -> Result<Self, SqlError> {
+        let (brokers, topic) = parse_location(&table.name, &table.location)?;
+        let options = &table.options;
+        let format = match lower(options, "format").as_deref() {
+            None | Some("json") => KafkaFormat::Json,
+            Some("raw") => KafkaFormat::Raw,
+            Some(other) => return Err(options.bad("format", other, "'json' or 'raw'")),
+        };
+        let start = match lower(options, "start").as_deref() {
+            None | Some("earliest") => StartAt::Earliest,
+            Some("latest") => StartAt::Latest,
+            Some(other) => return Err(options.bad("start", other, "'earliest' or 'latest'")),
+        };
+        let bounded = match lower(options, "bounded").as_deref() {
+            None | Some("none") => false,
+            Some("latest") => true,
+            Some(other) => return Err(options.bad("bounded", other, "'latest' or 'none'")),
+        };
+        let partitions = match options.get("partitions") {
+            None => None,
+            Some(raw) => Some(parse_partitions(options, raw)?),
+        };
+        let group = match options.get("group") {
+            None => format!("volley-{}", table.name),
+            Some(raw) if raw.trim().is_empty() => {
+                return Err(options.bad("group", raw, "a non-empty consumer group id"));
+            }
+            Some(raw) => raw.trim().to_string(),
+        };
+        Ok(Self {
+            brokers,
+            topic,
+            format,
+            start,
+            bounded,
+            partitions,
+            group,
+            request_timeout: Duration::from_secs(10),
+        })
+    }
+}
+
+fn lower(options: &TableOptions, name: &str) -> Option<String> {
+    options.get(name).map(|v| v.trim().to_ascii_lowercase())
+}
+
+fn parse_partitions(options: &TableOptions, raw: &str) -> Result<Vec<i32>, SqlError> {
+    let bad = || {
+        options.bad(
+            "partitions",
+            raw,
+            "a comma-separated list of partition numbers",
+        )
+    };
+    let mut parts = raw
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<i32>()
+                .ok()
+                .filter(|p| *p >= 0)
+                .ok_or_else(bad)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if parts.is_empty() {
+        return Err(bad());
+    }
+    parts.sort_unstable();
+    parts.dedup();
+    Ok(parts)
+}
+
+/// `host:port[,host:port…]/topic` → (brokers, topic).
+fn parse_location(table: &str, location: &str) -> Result<(String, String), SqlError> {
+    let bad = |why: &str| {
+        SqlError::Pipeline(format!(
+            "table '{table}': LOCATION '{location}' {why}; expected 'host:port/topic' (several brokers: 'h1:9092,h2:9092/topic')"
+        ))
+    };
+    let trimmed = location.trim().trim_start_matches("kafka://");
+    let Some((brokers, topic)) = trimmed.rsplit_once('/') else {
+        return Err(bad("names no topic"));
+    };
+    if topic.is_empty() || topic.contains(char::is_whitespace) {
+        return Err(bad("has an empty or invalid topic"));
+    }
+    if brokers.is_empty()
+        || brokers.split(',').any(|b| {
+            b.rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        })
+    {
+        return Err(bad("has a broker that is not host:port"));
+    }
+    Ok((brokers.to_string(), topic.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use volley_sql::StatementRef;
+
+    use super::*;
+
+    fn table(location: &str, pairs: &[(&str, &str)]) -> TableDecl {
+        TableDecl {
+            name: "rides".into(),
+            kind: "KAFKA".into(),
+            location: location.into(),
+            declared_schema: None,
+            options: TableOptions::unchecked(
+                "rides",
+                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            ),
+            watermark: None,
+            at: StatementRef::default(),
+        }
+    }
+
+    #[test]
+    fn location_and_defaults() {
+        let o = KafkaOptions::from_table(&table("localhost:9092/ride_requests", &[])).unwrap();
+        assert_eq!(o.brokers, "localhost:9092");
+        assert_eq!(o.topic, "ride_requests");
+        assert_eq!(o.format, KafkaFormat::Json);
+        assert_eq!(o.start, StartAt::Earliest);
+        assert!(!o.bounded && o.partitions.is_none());
+        assert_eq!(o.group, "volley-rides");
+        let o = KafkaOptions::from_table(&table(
+            "a:1,b:2/t",
+            &[
+                ("format", "RAW"),
+                ("start", "latest"),
+                ("bounded", "latest"),
+                ("partitions", "2, 0,2"),
+                ("group", "g"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(o.brokers, "a:1,b:2");
+        assert_eq!(
+            (o.format, o.start, o.bounded),
+            (KafkaFormat::Raw, StartAt::Latest, true)
+        );
+        assert_eq!(o.partitions, Some(vec![0, 2]));
+        assert_eq!(o.group, "g");
+    }
+
+    #[test]
+    fn bad_locations_and_options_name_table_and_option() {
+        for location in [
+            "localhost:9092",
+            "localhost/t",
+            "localhost:x/t",
+            ":9092/t",
+            "h:1/",
+        ] {
+            let err = KafkaOptions::from_table(&table(location, &[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("rides") && err.contains("LOCATION"), "{err}");
+        }
+        for (name, value) in [
+            ("format", "avro"),
+            ("start", "yesterday"),
+            ("bounded", "soon"),
+            ("partitions", "1,x"),
+            ("partitions", "-1"),
+            ("group", " "),
+        ] {
+            let err = KafkaOptions::from_table(&table("h:1/t", &[(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("rides") && err.contains(name), "{err}");
+        }
+    }
+}

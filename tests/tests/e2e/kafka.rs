@@ -1,0 +1,239 @@
+//! Kafka as a source, against the real broker `.ci/run` starts (`VOLLEY_KAFKA`): ride events
+//! (some malformed) in a 3-partition topic, read by the `volley` binary into keyed and
+//! stateless sinks, killed at a fail point and restarted; the sinks equal batch over the good
+//! events and every malformed message is a dead letter with its partition and offset.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::json::LineDelimitedWriter;
+use arrow::record_batch::RecordBatch;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use volley_connectors::ConnectorRegistry;
+use volley_connectors::generator::{GeneratorConnector, generate_rides};
+use volley_engine::batch::batch_outputs;
+use volley_engine::setup::{JobOverrides, build_stream_job};
+use volley_engine::verify::compare_outputs;
+
+use crate::harness::{assert_exact, pipeline};
+use crate::readers::{sink_rows, table_in};
+
+/// The broker `.ci/run` started; `None` (skip) outside CI when there is none.
+fn broker() -> Option<String> {
+    match std::env::var("VOLLEY_KAFKA") {
+        Ok(b) => Some(b),
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but VOLLEY_KAFKA is not set: .ci/run starts the broker")
+        }
+        Err(_) => {
+            eprintln!(
+                "VOLLEY_KAFKA is not set: skipping the real-broker tests (bash .ci/run starts one)"
+            );
+            None
+        }
+    }
+}
+
+const GENERATOR: &str = "CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '3000', 'rate' '200', 'seed' '9', 'disorder' '2 seconds', 'riders' '40');";
+
+fn sql(broker: &str, topic: &str) -> String {
+    format!(
+        r#"
+CREATE EXTERNAL TABLE rides (
+  request_id BIGINT NOT NULL, rider_id BIGINT NOT NULL, lat DOUBLE NOT NULL, lon DOUBLE NOT NULL,
+  event_time TIMESTAMP NOT NULL, _partition INT NOT NULL, _offset BIGINT NOT NULL
+) STORED AS KAFKA LOCATION '{broker}/{topic}'
+OPTIONS ('format' 'json', 'bounded' 'latest', 'max_rows' '256', 'dead_letter' 'out/dead_letters');
+CREATE EXTERNAL TABLE per_rider STORED AS PARQUET LOCATION 'out/per_rider';
+CREATE EXTERNAL TABLE raw STORED AS PARQUET LOCATION 'out/raw';
+INSERT INTO per_rider
+SELECT rider_id, count(*) AS n, max(event_time) AS last_seen, sum(lat) AS lat_sum FROM rides GROUP BY rider_id;
+INSERT INTO raw SELECT request_id, rider_id, event_time FROM rides WHERE rider_id % 3 = 0;
+"#
+    )
+}
+
+/// Creates `topic` with 3 partitions and produces the generated rides as JSON, every 97th
+/// message replaced by something that is not a ride; returns the good rides and the number
+/// of malformed messages.
+async fn produce(broker: &str, topic: &str) -> (RecordBatch, usize) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()
+        .unwrap();
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(topic, 3, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    for result in created {
+        result.unwrap();
+    }
+    let p = pipeline(GENERATOR).await;
+    let opts = GeneratorConnector::rides_options(&p.tables[0]).unwrap();
+    let rides = generate_rides(&opts, 0, 3000);
+    let mut json = Vec::new();
+    {
+        let mut writer = LineDelimitedWriter::new(&mut json);
+        writer.write(&rides).unwrap();
+        writer.finish().unwrap();
+    }
+    let lines: Vec<&[u8]> = json
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let mut good = Vec::new();
+    let mut malformed = 0;
+    let mut deliveries = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let partition = (i % 3) as i32;
+        let key = format!("ride-{i}");
+        let payload: Vec<u8> = if i % 97 == 5 {
+            malformed += 1;
+            if malformed % 2 == 0 {
+                b"{\"request_id\": \"not a number\"}".to_vec()
+            } else {
+                b"garbage".to_vec()
+            }
+        } else {
+            good.push(i as u32);
+            line.to_vec()
+        };
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&payload);
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for d in deliveries {
+        d.await.unwrap().unwrap();
+    }
+    let good =
+        arrow::compute::take_record_batch(&rides, &arrow::array::UInt32Array::from(good)).unwrap();
+    (good, malformed)
+}
+
+fn run(dir: &Path, failpoint: Option<&str>) -> std::process::Output {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join("volley");
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "pipeline.sql", "--quiet"])
+        .current_dir(dir);
+    match failpoint {
+        Some(f) => cmd.env("VOLLEY_FAILPOINT", f),
+        None => cmd.env_remove("VOLLEY_FAILPOINT"),
+    };
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_source_replays_exactly_and_dead_letters_malformed_messages() {
+    let Some(broker) = broker() else { return };
+    let topic = format!(
+        "rides-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let (good, malformed) = produce(&broker, &topic).await;
+    assert!(malformed >= 20);
+    let dir = tempfile::tempdir().unwrap();
+    let text = sql(&broker, &topic);
+    std::fs::write(dir.path().join("pipeline.sql"), &text).unwrap();
+
+    // Killed right after its sinks wrote epoch 4, before that checkpoint: the restart must
+    // re-read epoch 4's logged offsets exactly.
+    let out = run(dir.path(), Some("after_sink_commit_before_checkpoint:4"));
+    assert!(
+        out.status.code().is_none(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(dir.path(), None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("recovery: 1 logged epochs re-read"),
+        "{stderr}"
+    );
+
+    let p = pipeline(&text).await;
+    // Batch over the good rides: the metadata columns are not used by the queries.
+    let mut with_meta = good.columns().to_vec();
+    with_meta.push(Arc::new(arrow::array::Int32Array::from(vec![
+        0;
+        good.num_rows(
+        )
+    ])));
+    with_meta.push(Arc::new(arrow::array::Int64Array::from(vec![
+        0;
+        good.num_rows(
+        )
+    ])));
+    let declared = Arc::clone(p.tables[0].declared_schema.as_ref().unwrap());
+    let input = BTreeMap::from([(
+        "rides".to_string(),
+        (
+            Arc::clone(&declared),
+            vec![RecordBatch::try_new(declared, with_meta).unwrap()],
+        ),
+    )]);
+    let batch = batch_outputs(&p, &input).await.unwrap();
+    let overrides = JobOverrides {
+        no_sinks: true,
+        sources: HashMap::new(),
+        ..JobOverrides::default()
+    };
+    let (_, plans) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
+        .await
+        .unwrap();
+    let mut stream = BTreeMap::new();
+    for plan in &plans {
+        let table = table_in(&p, &plan.target, dir.path());
+        stream.insert(
+            plan.target.clone(),
+            vec![(1, sink_rows(&table, &plan.output_schema).await)],
+        );
+    }
+    assert_exact(
+        &compare_outputs(&p, &plans, &batch, &stream, 5).unwrap(),
+        "Kafka source after a kill",
+    );
+
+    // Every malformed message is a dead letter, once, with its partition and offset.
+    let mut letters = BTreeSet::new();
+    for file in std::fs::read_dir(dir.path().join("out/dead_letters")).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let letter: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(letter["reason"], "undecodable record");
+            let row = &letter["row"];
+            assert!(!row["error"].as_str().unwrap().is_empty());
+            let key = (
+                row["partition"].as_str().unwrap().to_string(),
+                row["offset"].as_u64().unwrap(),
+            );
+            assert!(
+                letters.insert(key.clone()),
+                "{key:?} is a dead letter twice"
+            );
+        }
+    }
+    assert_eq!(letters.len(), malformed);
+}
