@@ -62,6 +62,10 @@ impl std::fmt::Display for Position {
 pub enum SourcePoll {
     /// Rows (at most the `max_rows` asked for).
     Data(RecordBatch),
+    /// Rows of several partitions, one batch per partition (at most `max_rows` in all), from
+    /// a source that declares [`Source::partitions`]: the engine keeps event time per
+    /// partition.
+    Partitions(Vec<(String, RecordBatch)>),
     /// Nothing arrived before the deadline; the source may have more later.
     Pending,
     /// A bounded source has delivered every row.
@@ -106,6 +110,13 @@ pub trait Source: Send + Debug {
 
     /// Position of the next row to be returned (after every row returned so far).
     fn position(&self) -> Position;
+
+    /// The partitions whose event time progresses independently (Kafka partitions), when the
+    /// source returns [`SourcePoll::Partitions`]; the watermark is then the minimum over the
+    /// partitions that are not idle. Empty (the default): the source is one stream.
+    fn partitions(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Records read since the last call that could not become rows (see
     /// [`RejectedRecord`]). The engine calls it after every poll. Sources whose input is

@@ -6,6 +6,7 @@
 //! the engine logs before processing it; after a restart, logged epochs are first re-read with
 //! exactly their logged ranges ([`EpochRange`]), so an epoch number always means the same input.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
@@ -63,32 +64,130 @@ pub struct EpochInput {
     pub replayed: bool,
     /// Per source: records read but not turned into rows (for the dead letters).
     pub rejected: Vec<Vec<RejectedRecord>>,
+    /// Per source, beside `batches`: the partition each batch holds (`None`: the source is
+    /// one stream). May be empty when no source has partitions.
+    pub partitions: Vec<Vec<Option<String>>>,
+    /// Per source: partitions without data for the idle timeout, left out of the watermark.
+    pub idle: Vec<BTreeSet<String>>,
 }
 
-/// A logged epoch to re-read: per source (in job order) where it ended and whether the source
-/// was exhausted by then.
+/// A logged epoch to re-read: per source (in job order) where it ended, whether the source
+/// was exhausted by then, and which of its partitions were idle.
 #[derive(Debug, Clone)]
 pub struct EpochRange {
     /// End position per source.
     pub ends: Vec<Position>,
     /// Exhausted flag per source.
     pub exhausted: Vec<bool>,
+    /// Idle partitions per source.
+    pub idle: Vec<BTreeSet<String>>,
+}
+
+/// What the polls of one micro-batch gathered, per source (in job order).
+struct Gathered {
+    batches: Vec<Vec<RecordBatch>>,
+    partitions: Vec<Vec<Option<String>>>,
+    rejected: Vec<Vec<RejectedRecord>>,
+    /// Rows and rejected records, counted against the micro-batch's row budget.
+    read: usize,
+}
+
+/// What one poll amounted to.
+enum Polled {
+    Rows(usize),
+    Pending,
+    Exhausted,
+}
+
+impl Gathered {
+    fn new(sources: usize) -> Self {
+        Self {
+            batches: vec![Vec::new(); sources],
+            partitions: vec![Vec::new(); sources],
+            rejected: vec![Vec::new(); sources],
+            read: 0,
+        }
+    }
+
+    /// Takes source `i`'s poll result and rejected records; notes in `seen` when each of its
+    /// partitions last gave rows.
+    fn add(
+        &mut self,
+        i: usize,
+        polled: SourcePoll,
+        rejected: Vec<RejectedRecord>,
+        seen: &mut BTreeMap<String, Instant>,
+    ) -> Polled {
+        self.read += rejected.len();
+        let had_rejected = !rejected.is_empty();
+        self.rejected[i].extend(rejected);
+        let rows = match polled {
+            SourcePoll::Data(batch) => {
+                let n = batch.num_rows();
+                self.batches[i].push(batch);
+                self.partitions[i].push(None);
+                n
+            }
+            SourcePoll::Partitions(parts) => {
+                let mut n = 0;
+                for (partition, batch) in parts {
+                    if batch.num_rows() > 0 {
+                        seen.insert(partition.clone(), Instant::now());
+                    }
+                    n += batch.num_rows();
+                    self.batches[i].push(batch);
+                    self.partitions[i].push(Some(partition));
+                }
+                n
+            }
+            SourcePoll::Pending if had_rejected => 0,
+            SourcePoll::Pending => return Polled::Pending,
+            SourcePoll::Exhausted => return Polled::Exhausted,
+        };
+        self.read += rows;
+        Polled::Rows(rows)
+    }
+
+    fn into_input(
+        self,
+        exhausted: Vec<bool>,
+        ranges: Vec<(Position, Position)>,
+        idle: Vec<BTreeSet<String>>,
+        replayed: bool,
+    ) -> EpochInput {
+        EpochInput {
+            batches: self.batches,
+            exhausted,
+            ranges,
+            replayed,
+            rejected: self.rejected,
+            partitions: self.partitions,
+            idle,
+        }
+    }
 }
 
 /// Spawns the driver task: it first re-reads the `replay` epochs, then cuts new micro-batches
-/// until every source is exhausted or the receiver is dropped.
+/// until every source is exhausted or the receiver is dropped. A source partition that gave no
+/// row for its source's `idle_timeouts` entry is reported idle in the micro-batch.
 pub fn spawn_driver(
     mut sources: Vec<Box<dyn Source>>,
     mut sizing: BatchSizing,
     max_delay: Duration,
     replay: Vec<EpochRange>,
     mut exhausted: Vec<bool>,
+    idle_timeouts: Vec<Duration>,
 ) -> mpsc::Receiver<Result<EpochInput, ConnectorError>> {
     let (tx, rx) = mpsc::channel(2);
     exhausted.resize(sources.len(), false);
     tokio::spawn(async move {
+        let started = Instant::now();
+        let mut seen: Vec<BTreeMap<String, Instant>> = sources
+            .iter()
+            .map(|s| s.partitions().into_iter().map(|p| (p, started)).collect())
+            .collect();
         for range in replay {
-            let message = replay_epoch(&mut sources, &range).await;
+            let message = replay_epoch(&mut sources, &range, &mut seen).await;
             let failed = message.is_err();
             if let Ok(input) = &message {
                 exhausted.clone_from(&input.exhausted);
@@ -104,15 +203,12 @@ pub fn spawn_driver(
             let starts: Vec<Position> = sources.iter().map(|s| s.position()).collect();
             let budget = sizing.next();
             let deadline = Instant::now() + max_delay;
-            let mut batches: Vec<Vec<RecordBatch>> = vec![Vec::new(); sources.len()];
-            let mut rejected: Vec<Vec<RejectedRecord>> = vec![Vec::new(); sources.len()];
-            let mut got = 0usize;
+            let mut gathered = Gathered::new(sources.len());
             let result = fill(
                 &mut sources,
                 &mut exhausted,
-                &mut batches,
-                &mut rejected,
-                &mut got,
+                &mut gathered,
+                &mut seen,
                 budget,
                 deadline,
             )
@@ -123,13 +219,21 @@ pub fn spawn_driver(
                 .zip(sources.iter())
                 .map(|(start, s)| (start, s.position()))
                 .collect();
-            let message = result.map(|()| EpochInput {
-                batches,
-                exhausted: exhausted.clone(),
-                ranges,
-                replayed: false,
-                rejected,
-            });
+            let now = Instant::now();
+            let idle = seen
+                .iter()
+                .enumerate()
+                .map(|(i, parts)| {
+                    let timeout = idle_timeouts.get(i).copied().unwrap_or(Duration::MAX);
+                    parts
+                        .iter()
+                        .filter(|(_, at)| now.saturating_duration_since(**at) >= timeout)
+                        .map(|(p, _)| p.clone())
+                        .collect()
+                })
+                .collect();
+            let message =
+                result.map(|()| gathered.into_input(exhausted.clone(), ranges, idle, false));
             let failed = message.is_err();
             if tx.send(message).await.is_err() || failed || done {
                 return;
@@ -139,18 +243,14 @@ pub fn spawn_driver(
     rx
 }
 
-/// Reads exactly the rows of one logged epoch.
+/// Reads exactly the rows of one logged epoch (its idle partitions are the logged ones).
 async fn replay_epoch(
     sources: &mut [Box<dyn Source>],
     range: &EpochRange,
+    seen: &mut [BTreeMap<String, Instant>],
 ) -> Result<EpochInput, ConnectorError> {
-    let mut input = EpochInput {
-        batches: vec![Vec::new(); sources.len()],
-        exhausted: range.exhausted.clone(),
-        ranges: Vec::with_capacity(sources.len()),
-        replayed: true,
-        rejected: vec![Vec::new(); sources.len()],
-    };
+    let mut gathered = Gathered::new(sources.len());
+    let mut ranges = Vec::with_capacity(sources.len());
     for (i, source) in sources.iter_mut().enumerate() {
         let start = source.position();
         let end = range.ends.get(i).cloned().unwrap_or_else(|| start.clone());
@@ -162,58 +262,45 @@ async fn replay_epoch(
             let deadline = Instant::now() + Duration::from_secs(1);
             let want = usize::try_from(left).unwrap_or(usize::MAX);
             let polled = source.poll_until(&end, want, deadline).await?;
-            input.rejected[i].extend(source.take_rejected());
-            match polled {
-                SourcePoll::Data(batch) => input.batches[i].push(batch),
-                SourcePoll::Pending => {}
-                SourcePoll::Exhausted => {
-                    return Err(ConnectorError::Internal(format!(
-                        "a source ended at {} while re-reading a logged epoch that reached {end}: its input changed since the epoch was logged",
-                        source.position()
-                    )));
-                }
+            let bad = source.take_rejected();
+            if let Polled::Exhausted = gathered.add(i, polled, bad, &mut seen[i]) {
+                return Err(ConnectorError::Internal(format!(
+                    "a source ended at {} while re-reading a logged epoch that reached {end}: its input changed since the epoch was logged",
+                    source.position()
+                )));
             }
         }
-        input.ranges.push((start, end));
+        ranges.push((start, end));
     }
-    Ok(input)
+    Ok(gathered.into_input(range.exhausted.clone(), ranges, range.idle.clone(), true))
 }
 
 async fn fill(
     sources: &mut [Box<dyn Source>],
     exhausted: &mut [bool],
-    batches: &mut [Vec<RecordBatch>],
-    rejected: &mut [Vec<RejectedRecord>],
-    got: &mut usize,
+    gathered: &mut Gathered,
+    seen: &mut [BTreeMap<String, Instant>],
     budget: usize,
     deadline: Instant,
 ) -> Result<(), ConnectorError> {
     loop {
         let mut progressed = false;
         for (i, source) in sources.iter_mut().enumerate() {
-            if exhausted[i] || *got >= budget {
+            if exhausted[i] || gathered.read >= budget {
                 continue;
             }
-            let polled = source.poll_batch(budget - *got, deadline).await?;
+            let polled = source.poll_batch(budget - gathered.read, deadline).await?;
             let bad = source.take_rejected();
-            // A rejected record counts against the budget too: it was read.
-            *got += bad.len();
-            progressed |= !bad.is_empty();
-            rejected[i].extend(bad);
-            match polled {
-                SourcePoll::Data(batch) => {
-                    *got += batch.num_rows();
-                    progressed |= batch.num_rows() > 0;
-                    batches[i].push(batch);
-                }
-                SourcePoll::Pending => {}
-                SourcePoll::Exhausted => {
+            match gathered.add(i, polled, bad, &mut seen[i]) {
+                Polled::Rows(n) => progressed |= n > 0,
+                Polled::Pending => {}
+                Polled::Exhausted => {
                     exhausted[i] = true;
                     progressed = true;
                 }
             }
         }
-        if *got >= budget || exhausted.iter().all(|e| *e) || Instant::now() >= deadline {
+        if gathered.read >= budget || exhausted.iter().all(|e| *e) || Instant::now() >= deadline {
             return Ok(());
         }
         if !progressed {

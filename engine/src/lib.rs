@@ -13,6 +13,7 @@ pub mod runtime;
 pub mod setup;
 pub mod status;
 pub mod verify;
+pub mod watermark;
 
 pub use error::{EngineError, Result};
 

@@ -1,13 +1,10 @@
 //! The epoch loop: pull a micro-batch, run every INSERT over it, advance watermarks, emit closed
 //! windows, write every sink once per epoch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, Int64Array};
-use arrow::compute::{cast, max};
-use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use volley_connectors::dead_letter::{DeadLetterBatch, DeadLetterWriter};
 use volley_connectors::{Position, Sink, Source};
@@ -21,6 +18,7 @@ use crate::driver::{BatchSizing, EpochInput, EpochRange, spawn_driver};
 use crate::error::{EngineError, Result};
 use crate::query::QueryRunner;
 use crate::status::StatusLine;
+use crate::watermark::EventTimeTracker;
 
 /// A source as the loop tracks it.
 #[derive(Debug)]
@@ -29,10 +27,10 @@ pub struct SourceRuntime {
     pub name: String,
     /// Where its epoch batches go.
     pub slot: Arc<EpochSlot>,
-    /// Index of the event-time column, and the watermark delay in nanoseconds.
-    pub event_time: Option<(usize, i64)>,
-    /// Largest event time seen (nanoseconds).
-    pub max_event_time: Option<i64>,
+    /// Event-time progress (None: the source has no watermark).
+    pub event_time: Option<EventTimeTracker>,
+    /// Partitions the last epoch found idle.
+    pub idle: BTreeSet<String>,
     /// Whether the source has ended.
     pub exhausted: bool,
     /// Rows read.
@@ -44,35 +42,37 @@ pub struct SourceRuntime {
 }
 
 impl SourceRuntime {
-    /// Watermark in nanoseconds: `i64::MAX` once exhausted; `None` before the first row.
+    /// Watermark in nanoseconds: `i64::MAX` once exhausted; `None` while unknown.
     pub fn watermark(&self) -> Option<i64> {
         if self.exhausted {
             return Some(i64::MAX);
         }
-        let (_, delay) = self.event_time?;
-        self.max_event_time.map(|t| t.saturating_sub(delay))
+        self.event_time.as_ref()?.watermark()
     }
 
-    fn observe(&mut self, batches: &[RecordBatch]) -> Result<()> {
-        let Some((column, _)) = self.event_time else {
+    /// The largest event time seen (nanoseconds).
+    pub fn max_event_time(&self) -> Option<i64> {
+        self.event_time.as_ref()?.max_event_time()
+    }
+
+    /// Takes an epoch's batches (with the partition of each, when the source has partitions)
+    /// and moves the watermark, leaving out the partitions the epoch found idle.
+    fn observe(
+        &mut self,
+        batches: &[RecordBatch],
+        partitions: &[Option<String>],
+        idle: &BTreeSet<String>,
+    ) -> Result<()> {
+        self.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        let Some(tracker) = &mut self.event_time else {
             return Ok(());
         };
-        for batch in batches {
-            self.rows += batch.num_rows() as u64;
-            let ts = cast(
-                batch.column(column),
-                &DataType::Timestamp(TimeUnit::Nanosecond, None),
-            )?;
-            let ts = cast(&ts, &DataType::Int64)?;
-            let Some(ts) = ts.as_any().downcast_ref::<Int64Array>() else {
-                return Err(EngineError::Internal(
-                    "event time did not cast to Int64".into(),
-                ));
-            };
-            if let Some(m) = max(ts) {
-                self.max_event_time = Some(self.max_event_time.map_or(m, |cur| cur.max(m)));
-            }
+        for (i, batch) in batches.iter().enumerate() {
+            let partition = partitions.get(i).and_then(Option::as_deref);
+            tracker.observe(batch, partition)?;
         }
+        tracker.advance(idle);
+        self.idle.clone_from(idle);
         Ok(())
     }
 }
@@ -137,6 +137,9 @@ pub struct StreamJob {
     pub replay: Vec<EpochRange>,
     /// The pipeline's fingerprint, recorded in checkpoints.
     pub fingerprint: String,
+    /// Per source (in job order): how long a partition may give no rows before the watermark
+    /// leaves it out.
+    pub idle_timeouts: Vec<Duration>,
 }
 
 impl StreamJob {
@@ -155,6 +158,7 @@ impl StreamJob {
             self.max_delay,
             replay,
             exhausted,
+            self.idle_timeouts.clone(),
         );
         while let Some(next) = input.recv().await {
             if self.run_epoch(next?).await? {
@@ -189,7 +193,13 @@ impl StreamJob {
         // Rejected records moved a source's position: their epoch must be logged and their
         // dead letters written, even with no good row.
         let rejected = next.rejected.iter().any(|r| !r.is_empty());
-        if !has_rows && !ended && !rejected {
+        // A partition going idle (or waking) moves the watermark: that is an epoch too.
+        let idle_changed = next
+            .idle
+            .iter()
+            .zip(&self.sources)
+            .any(|(idle, s)| s.event_time.is_some() && *idle != s.idle);
+        if !has_rows && !ended && !rejected && !idle_changed {
             if let Some(status) = &mut self.status {
                 status.tick(self.epoch, &self.sources, &self.queries, &self.summary);
             }
@@ -206,11 +216,13 @@ impl StreamJob {
                     .iter()
                     .zip(&next.ranges)
                     .zip(&next.exhausted)
-                    .map(|((s, (start, end)), exhausted)| SourceRange {
+                    .enumerate()
+                    .map(|(i, ((s, (start, end)), exhausted))| SourceRange {
                         name: s.name.clone(),
                         start: start.clone(),
                         end: end.clone(),
                         exhausted: *exhausted,
+                        idle: next.idle.get(i).cloned().unwrap_or_default(),
                     })
                     .collect(),
             };
@@ -259,6 +271,8 @@ impl StreamJob {
             }
         }
         let mut ends = input.ranges.into_iter().map(|(_, end)| end);
+        let mut partitions = input.partitions.into_iter();
+        let mut idle = input.idle.into_iter();
         for ((source, batches), exhausted) in self
             .sources
             .iter_mut()
@@ -269,10 +283,8 @@ impl StreamJob {
                 source.position = end;
             }
             let has = batches.iter().any(|b| b.num_rows() > 0);
-            if source.event_time.is_none() {
-                source.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-            }
-            source.observe(&batches)?;
+            let tags = partitions.next().unwrap_or_default();
+            source.observe(&batches, &tags, &idle.next().unwrap_or_default())?;
             source.slot.set(batches);
             source.exhausted = exhausted;
             fresh.push(has);
@@ -415,7 +427,13 @@ impl StreamJob {
                 .map(|s| SourceCheckpoint {
                     name: s.name.clone(),
                     position: s.position.clone(),
-                    max_event_time: s.max_event_time,
+                    max_event_time: s.max_event_time(),
+                    partition_max: s
+                        .event_time
+                        .as_ref()
+                        .map(|t| t.snapshot().0)
+                        .unwrap_or_default(),
+                    watermark: s.event_time.as_ref().and_then(EventTimeTracker::watermark),
                     exhausted: s.exhausted,
                     rows: s.rows,
                 })

@@ -16,6 +16,7 @@ use crate::error::{EngineError, Result};
 use crate::query::QueryRunner;
 use crate::runtime::{SourceRuntime, StreamJob};
 use crate::status::StatusLine;
+use crate::watermark::EventTimeTracker;
 
 /// Replacements for what the pipeline declares (tests, `verify`, benches).
 #[derive(Debug, Default)]
@@ -160,6 +161,7 @@ pub async fn build_stream_job(
     let mut readers = Vec::new();
     let mut max_rows = usize::MAX;
     let mut max_delay = std::time::Duration::MAX;
+    let mut idle_timeouts = Vec::new();
     for table in source_tables(pipeline)? {
         let reader = match overrides.sources.remove(&table.name) {
             Some(reader) => reader,
@@ -176,8 +178,9 @@ pub async fn build_stream_job(
         runtimes.push(SourceRuntime {
             name: table.name.clone(),
             slot: Arc::clone(&slot),
-            event_time: event_time(table, &schema)?,
-            max_event_time: None,
+            event_time: event_time(table, &schema)?
+                .map(|(column, delay)| EventTimeTracker::new(column, delay, reader.partitions())),
+            idle: std::collections::BTreeSet::new(),
             exhausted: false,
             rows: 0,
             dead_letter_dir: table.options.get("dead_letter").map_or_else(
@@ -195,6 +198,7 @@ pub async fn build_stream_job(
         readers.push(reader);
         max_rows = max_rows.min(table.max_rows()?);
         max_delay = max_delay.min(table.max_delay()?);
+        idle_timeouts.push(table.idle_timeout()?);
     }
     let planner = StreamPlanner::new(bindings)?
         .with_workers(overrides.workers.unwrap_or_else(default_workers));
@@ -266,6 +270,7 @@ pub async fn build_stream_job(
         committed: HashMap::new(),
         replay: Vec::new(),
         fingerprint: crate::checkpoint::fingerprint::fingerprint(pipeline),
+        idle_timeouts,
     };
     Ok((job, plans))
 }

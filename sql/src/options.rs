@@ -29,6 +29,10 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
         expected: "a duration such as '200 ms', '1 second'",
     },
     OptionSpec {
+        name: "idle_timeout",
+        expected: "a duration such as '10 seconds': a source partition without data that long is left out of the watermark (default 10 seconds)",
+    },
+    OptionSpec {
         name: "merge_key",
         expected: "a comma-separated list of output columns",
     },

@@ -13,6 +13,10 @@ pub const DEFAULT_MAX_ROWS: usize = 65_536;
 /// Default micro-batch time bound when a source sets no `max_delay`.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(500);
 
+/// Default `idle_timeout`: how long a source partition may go without data before the
+/// watermark stops waiting for it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the pipeline says about one table.
 #[derive(Debug, Clone)]
 pub struct TableDecl {
@@ -53,6 +57,17 @@ impl TableDecl {
             .options
             .get_duration("max_delay")?
             .unwrap_or(DEFAULT_MAX_DELAY))
+    }
+
+    /// How long a partition may be silent before the watermark leaves it out (`idle_timeout`).
+    ///
+    /// # Errors
+    /// A bad `idle_timeout` value.
+    pub fn idle_timeout(&self) -> Result<Duration> {
+        Ok(self
+            .options
+            .get_duration("idle_timeout")?
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT))
     }
 
     /// The `merge_key` columns, if declared.

@@ -124,7 +124,7 @@ impl Source for FileSource {
         while self.position < target {
             let step = usize::try_from(target - self.position).unwrap_or(usize::MAX);
             match self.poll_batch(step, far).await? {
-                SourcePoll::Data(_) | SourcePoll::Pending => {}
+                SourcePoll::Data(_) | SourcePoll::Partitions(_) | SourcePoll::Pending => {}
                 SourcePoll::Exhausted => {
                     return Err(ConnectorError::external(
                         &self.table,

@@ -45,6 +45,7 @@ async fn drain(source: &mut dyn Source, max_rows: usize) -> Vec<RecordBatch> {
                 assert!(batch.num_rows() <= max_rows && batch.num_rows() > 0);
                 out.push(batch);
             }
+            SourcePoll::Partitions(_) => panic!("a file source is one stream"),
             SourcePoll::Pending => panic!("a generous deadline should not run out"),
             SourcePoll::Exhausted => return out,
         }

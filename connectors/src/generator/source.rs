@@ -144,6 +144,7 @@ mod tests {
                     assert!(batch.num_rows() <= max_rows);
                     out.push(batch);
                 }
+                SourcePoll::Partitions(_) => panic!("a generator is one stream"),
                 SourcePoll::Pending => panic!("max pace is never pending"),
                 SourcePoll::Exhausted => return out,
             }

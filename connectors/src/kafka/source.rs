@@ -188,13 +188,13 @@ impl KafkaSource {
     }
 
     /// Reads up to `max_rows` messages until `deadline` (never past `until`, per partition),
-    /// then decodes them. Returns `None` when nothing was read.
+    /// then decodes them, one batch per partition. Returns `None` when nothing was read.
     async fn read(
         &mut self,
         max_rows: usize,
         deadline: Instant,
         until: Option<&BTreeMap<i32, i64>>,
-    ) -> Result<Option<arrow::record_batch::RecordBatch>> {
+    ) -> Result<Option<SourcePoll>> {
         let mut messages: Vec<Message> = Vec::new();
         let mut passed_end = false;
         while messages.len() < max_rows {
@@ -253,9 +253,17 @@ impl KafkaSource {
         if messages.is_empty() {
             return Ok(None);
         }
-        let (batch, rejected) = self.layout.decode(&messages)?;
-        self.rejected.extend(rejected);
-        Ok(Some(batch))
+        let mut by_partition: BTreeMap<i32, Vec<Message>> = BTreeMap::new();
+        for m in messages {
+            by_partition.entry(m.partition).or_default().push(m);
+        }
+        let mut parts = Vec::with_capacity(by_partition.len());
+        for (partition, messages) in by_partition {
+            let (batch, rejected) = self.layout.decode(&messages)?;
+            self.rejected.extend(rejected);
+            parts.push((partition.to_string(), batch));
+        }
+        Ok(Some(SourcePoll::Partitions(parts)))
     }
 
     fn all_at_end(&self) -> bool {
@@ -301,7 +309,7 @@ impl Source for KafkaSource {
             return Ok(SourcePoll::Exhausted);
         }
         Ok(match self.read(max_rows, deadline, None).await? {
-            Some(batch) => SourcePoll::Data(batch),
+            Some(parts) => parts,
             None if self.opts.bounded && self.all_at_end() => SourcePoll::Exhausted,
             None => SourcePoll::Pending,
         })
@@ -314,6 +322,10 @@ impl Source for KafkaSource {
                 .map(|(p, o)| (p.to_string(), u64::try_from(*o).unwrap_or(0)))
                 .collect(),
         )
+    }
+
+    fn partitions(&self) -> Vec<String> {
+        self.partitions.iter().map(ToString::to_string).collect()
     }
 
     fn take_rejected(&mut self) -> Vec<RejectedRecord> {
@@ -342,9 +354,9 @@ impl Source for KafkaSource {
         self.assign(Some(&until))?;
         // Whatever happens next, normal reading must start again from the positions.
         self.reassign = true;
-        Ok(match self.read(max_rows, deadline, Some(&until)).await? {
-            Some(batch) => SourcePoll::Data(batch),
-            None => SourcePoll::Pending,
-        })
+        Ok(self
+            .read(max_rows, deadline, Some(&until))
+            .await?
+            .unwrap_or(SourcePoll::Pending))
     }
 }

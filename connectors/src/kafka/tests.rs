@@ -153,6 +153,15 @@ fn options(bootstrap: &str, topic: &str) -> KafkaOptions {
     }
 }
 
+/// The per-partition batches of a poll (a Kafka source never returns one-stream data).
+fn partitions(polled: SourcePoll) -> Vec<(String, RecordBatch)> {
+    match polled {
+        SourcePoll::Partitions(parts) => parts,
+        SourcePoll::Data(_) => panic!("a Kafka source returns batches per partition"),
+        SourcePoll::Pending | SourcePoll::Exhausted => Vec::new(),
+    }
+}
+
 async fn read_all(source: &mut KafkaSource) -> (Vec<i64>, usize) {
     let mut ids = Vec::new();
     let mut rejected = 0;
@@ -162,12 +171,11 @@ async fn read_all(source: &mut KafkaSource) -> (Vec<i64>, usize) {
             .await
             .unwrap();
         rejected += source.take_rejected().len();
-        match polled {
-            SourcePoll::Data(batch) => {
-                ids.extend(column::<Int64Array>(&batch, "id").values().iter().copied());
-            }
-            SourcePoll::Pending => {}
-            SourcePoll::Exhausted => return (ids, rejected),
+        if let SourcePoll::Exhausted = polled {
+            return (ids, rejected);
+        }
+        for (_, batch) in partitions(polled) {
+            ids.extend(column::<Int64Array>(&batch, "id").values().iter().copied());
         }
     }
 }
@@ -230,13 +238,10 @@ async fn mock_cluster_read_to_end_then_seek_and_bounded_replay() {
             .await
             .unwrap();
         replay_rejected.extend(source.take_rejected());
-        if let SourcePoll::Data(batch) = polled {
-            replayed.extend(
-                column::<Int32Array>(&batch, "_partition")
-                    .values()
-                    .iter()
-                    .copied(),
-            );
+        for (partition, batch) in partitions(polled) {
+            let tags = column::<Int32Array>(&batch, "_partition").values();
+            assert!(tags.iter().all(|p| p.to_string() == partition));
+            replayed.extend(tags.iter().copied());
         }
     }
     assert_eq!(source.position(), until);

@@ -1,6 +1,6 @@
 //! What a checkpoint and an epoch-log entry record (JSON; aggregate state is Arrow IPC beside it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use volley_connectors::Position;
@@ -15,8 +15,14 @@ pub struct SourceCheckpoint {
     pub name: String,
     /// Where reading resumes.
     pub position: Position,
-    /// Largest event time seen (nanoseconds): the watermark's basis.
+    /// Largest event time seen (nanoseconds).
     pub max_event_time: Option<i64>,
+    /// Largest event time per partition (the watermark's basis; `""` for a one-stream source).
+    #[serde(default)]
+    pub partition_max: BTreeMap<String, i64>,
+    /// The watermark (nanoseconds), which never goes back.
+    #[serde(default)]
+    pub watermark: Option<i64>,
     /// Whether the source had ended.
     pub exhausted: bool,
     /// Rows read so far.
@@ -86,6 +92,9 @@ pub struct SourceRange {
     pub end: Position,
     /// Whether the source had ended by the end of the epoch.
     pub exhausted: bool,
+    /// Partitions the epoch found idle (left out of the watermark).
+    #[serde(default)]
+    pub idle: BTreeSet<String>,
 }
 
 /// The input of one epoch, logged durably before it is processed.

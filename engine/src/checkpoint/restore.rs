@@ -132,7 +132,15 @@ impl StreamJob {
         {
             reader.seek(&saved.position).await?;
             runtime.position = saved.position.clone();
-            runtime.max_event_time = saved.max_event_time;
+            if let Some(tracker) = &mut runtime.event_time {
+                let mut max = saved.partition_max.clone();
+                if max.is_empty()
+                    && let Some(m) = saved.max_event_time
+                {
+                    max.insert(crate::watermark::WHOLE.to_string(), m);
+                }
+                tracker.restore(max, saved.watermark);
+            }
             runtime.exhausted = saved.exhausted;
             runtime.rows = saved.rows;
         }
@@ -159,6 +167,7 @@ impl StreamJob {
             let mut range = EpochRange {
                 ends: Vec::with_capacity(self.sources.len()),
                 exhausted: Vec::with_capacity(self.sources.len()),
+                idle: Vec::with_capacity(self.sources.len()),
             };
             for source in &self.sources {
                 let logged = log
@@ -173,6 +182,7 @@ impl StreamJob {
                     })?;
                 range.ends.push(logged.end.clone());
                 range.exhausted.push(logged.exhausted);
+                range.idle.push(logged.idle.clone());
             }
             self.replay.push(range);
         }

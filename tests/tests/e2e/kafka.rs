@@ -1,7 +1,9 @@
 //! Kafka as a source, against the real broker `.ci/run` starts (`VOLLEY_KAFKA`): ride events
-//! (some malformed) in a 3-partition topic, read by the `volley` binary into keyed and
-//! stateless sinks, killed at a fail point and restarted; the sinks equal batch over the good
-//! events and every malformed message is a dead letter with its partition and offset.
+//! (some malformed) in a 3-partition topic, read by the `volley` binary into windowed, keyed
+//! and stateless sinks, killed at a fail point and restarted; the sinks equal batch over the
+//! good events (the window's watermark is the minimum over partitions, which are read at
+//! different speeds, so no row is late) and every malformed message is a dead letter with its
+//! partition and offset.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -50,12 +52,17 @@ CREATE EXTERNAL TABLE rides (
   request_id BIGINT NOT NULL, rider_id BIGINT NOT NULL, lat DOUBLE NOT NULL, lon DOUBLE NOT NULL,
   event_time TIMESTAMP NOT NULL, _partition INT NOT NULL, _offset BIGINT NOT NULL
 ) STORED AS KAFKA LOCATION '{broker}/{topic}'
-OPTIONS ('format' 'json', 'bounded' 'latest', 'max_rows' '256', 'dead_letter' 'out/dead_letters');
+OPTIONS ('format' 'json', 'bounded' 'latest', 'max_rows' '256', 'dead_letter' 'out/dead_letters',
+         'watermark' 'event_time - INTERVAL ''3 seconds''');
 CREATE EXTERNAL TABLE per_rider STORED AS PARQUET LOCATION 'out/per_rider';
+CREATE EXTERNAL TABLE by_window STORED AS PARQUET LOCATION 'out/by_window';
 CREATE EXTERNAL TABLE raw STORED AS PARQUET LOCATION 'out/raw';
 INSERT INTO per_rider
 SELECT rider_id, count(*) AS n, max(event_time) AS last_seen, sum(lat) AS lat_sum FROM rides GROUP BY rider_id;
 INSERT INTO raw SELECT request_id, rider_id, event_time FROM rides WHERE rider_id % 3 = 0;
+INSERT INTO by_window
+SELECT date_bin(INTERVAL '2 seconds', event_time) AS w, count(*) AS n, count(DISTINCT rider_id) AS riders
+FROM rides GROUP BY 1;
 "#
     )
 }

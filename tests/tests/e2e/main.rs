@@ -6,6 +6,7 @@ mod edges;
 mod harness;
 mod kafka;
 mod parity;
+mod partitions;
 mod readers;
 mod recovery;
 mod slt;
