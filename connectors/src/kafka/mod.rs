@@ -1,4 +1,7 @@
-//! `STORED AS KAFKA`: a Kafka topic as a streaming source (through `rdkafka`).
+//! `STORED AS KAFKA`: a Kafka topic as a streaming source and as a sink (through `rdkafka`).
+//!
+//! As a sink ([`KafkaSink`]) every row is a JSON message keyed by the `merge_key` columns,
+//! with `volley.pipeline` and `volley.epoch` headers, sent by an idempotent producer.
 //!
 //! ```sql
 //! CREATE EXTERNAL TABLE ride_requests (
@@ -29,6 +32,7 @@
 
 mod layout;
 mod options;
+mod sink;
 mod source;
 
 use arrow::datatypes::SchemaRef;
@@ -37,12 +41,13 @@ use volley_sql::{OptionSpec, TableDecl};
 
 pub use layout::{KEY, Layout, Message, OFFSET, PARTITION, TIMESTAMP, VALUE};
 pub use options::{KAFKA_OPTIONS, KafkaFormat, KafkaOptions, StartAt};
+pub use sink::{EPOCH_HEADER, KafkaSink, PIPELINE_HEADER};
 pub use source::KafkaSource;
 
 use crate::error::{ConnectorError, Result};
-use crate::traits::{Connector, Source};
+use crate::traits::{Connector, Sink, SinkContext, Source};
 
-/// The `KAFKA` kind: a streaming source.
+/// The `KAFKA` kind: a streaming source and a sink.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KafkaConnector;
 
@@ -67,6 +72,15 @@ impl Connector for KafkaConnector {
         Ok(Box::new(
             KafkaSource::open(&table.name, opts, schema).await?,
         ))
+    }
+
+    async fn open_sink(
+        &self,
+        table: &TableDecl,
+        schema: SchemaRef,
+        context: &SinkContext,
+    ) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(KafkaSink::open(table, &schema, context)?))
     }
 }
 

@@ -17,14 +17,15 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use volley_connectors::ConnectorRegistry;
 use volley_connectors::generator::{GeneratorConnector, generate_rides};
+use volley_connectors::kafka::KafkaConnector;
+use volley_connectors::{Connector, ConnectorRegistry, SourcePoll};
 use volley_engine::batch::batch_outputs;
 use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_engine::verify::compare_outputs;
 
 use crate::harness::{assert_exact, pipeline};
-use crate::readers::{sink_rows, table_in};
+use crate::readers::{conform, sink_rows, table_in};
 
 /// The broker `.ci/run` started; `None` (skip) outside CI when there is none.
 fn broker() -> Option<String> {
@@ -56,10 +57,14 @@ OPTIONS ('format' 'json', 'bounded' 'latest', 'max_rows' '256', 'dead_letter' 'o
          'watermark' 'event_time - INTERVAL ''3 seconds''');
 CREATE EXTERNAL TABLE per_rider STORED AS PARQUET LOCATION 'out/per_rider';
 CREATE EXTERNAL TABLE by_window STORED AS PARQUET LOCATION 'out/by_window';
+CREATE EXTERNAL TABLE per_rider_kafka STORED AS KAFKA LOCATION '{broker}/{topic}-out'
+OPTIONS ('merge_key' 'rider_id');
 CREATE EXTERNAL TABLE raw STORED AS PARQUET LOCATION 'out/raw';
 INSERT INTO per_rider
 SELECT rider_id, count(*) AS n, max(event_time) AS last_seen, sum(lat) AS lat_sum FROM rides GROUP BY rider_id;
 INSERT INTO raw SELECT request_id, rider_id, event_time FROM rides WHERE rider_id % 3 = 0;
+INSERT INTO per_rider_kafka
+SELECT rider_id, count(*) AS n, max(event_time) AS last_seen, sum(lat) AS lat_sum FROM rides GROUP BY rider_id;
 INSERT INTO by_window
 SELECT date_bin(INTERVAL '2 seconds', event_time) AS w, count(*) AS n, count(DISTINCT rider_id) AS riders
 FROM rides GROUP BY 1;
@@ -75,9 +80,13 @@ async fn produce(broker: &str, topic: &str) -> (RecordBatch, usize) {
         .set("bootstrap.servers", broker)
         .create()
         .unwrap();
+    let out = format!("{topic}-out");
     let created = admin
         .create_topics(
-            &[NewTopic::new(topic, 3, TopicReplication::Fixed(1))],
+            &[
+                NewTopic::new(topic, 3, TopicReplication::Fixed(1)),
+                NewTopic::new(&out, 3, TopicReplication::Fixed(1)),
+            ],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await
@@ -132,6 +141,59 @@ async fn produce(broker: &str, topic: &str) -> (RecordBatch, usize) {
     let good =
         arrow::compute::take_record_batch(&rides, &arrow::array::UInt32Array::from(good)).unwrap();
     (good, malformed)
+}
+
+/// Every message of the sink's topic, through Volley's own Kafka source (per partition in
+/// offset order, so the last message per key is its latest value); checks each message's key
+/// is its rider as JSON.
+async fn read_topic(broker: &str, topic: &str) -> Vec<RecordBatch> {
+    let p = pipeline(&format!(
+        "CREATE EXTERNAL TABLE out (rider_id BIGINT NOT NULL, n BIGINT NOT NULL, last_seen TIMESTAMP,
+           lat_sum DOUBLE, _key VARCHAR NOT NULL)
+         STORED AS KAFKA LOCATION '{broker}/{topic}' OPTIONS ('bounded' 'latest')"
+    ))
+    .await;
+    let table = &p.tables[0];
+    let schema = Arc::clone(table.declared_schema.as_ref().unwrap());
+    let mut source = KafkaConnector.open_source(table, schema).await.unwrap();
+    let mut rows = Vec::new();
+    loop {
+        let polled = source
+            .poll_batch(
+                10_000,
+                tokio::time::Instant::now() + Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        assert!(
+            source.take_rejected().is_empty(),
+            "the sink wrote only valid JSON"
+        );
+        match polled {
+            SourcePoll::Partitions(parts) => rows.extend(parts.into_iter().map(|(_, b)| b)),
+            SourcePoll::Data(b) => rows.push(b),
+            SourcePoll::Pending => {}
+            SourcePoll::Exhausted => break,
+        }
+    }
+    for batch in &rows {
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        let keys =
+            arrow::compute::cast(batch.column(4), &arrow::datatypes::DataType::Utf8).unwrap();
+        let keys = keys
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        for i in 0..batch.num_rows() {
+            assert_eq!(keys.value(i), format!("{{\"rider_id\":{}}}", ids.value(i)));
+        }
+    }
+    assert!(!rows.is_empty());
+    rows
 }
 
 fn run(dir: &Path, failpoint: Option<&str>) -> std::process::Output {
@@ -212,6 +274,14 @@ async fn kafka_source_replays_exactly_and_dead_letters_malformed_messages() {
         .unwrap();
     let mut stream = BTreeMap::new();
     for plan in &plans {
+        if plan.target == "per_rider_kafka" {
+            let rows = read_topic(&broker, &format!("{topic}-out")).await;
+            stream.insert(
+                plan.target.clone(),
+                vec![(1, conform(&plan.output_schema, &rows))],
+            );
+            continue;
+        }
         let table = table_in(&p, &plan.target, dir.path());
         stream.insert(
             plan.target.clone(),

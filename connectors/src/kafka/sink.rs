@@ -1,0 +1,194 @@
+//! [`KafkaSink`]: each epoch's rows as JSON messages, keyed by the merge key, through an
+//! idempotent producer.
+
+use arrow::datatypes::SchemaRef;
+use arrow::json::WriterBuilder;
+use arrow::json::writer::LineDelimited;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use volley_sql::TableDecl;
+
+use super::options::KafkaOptions;
+use crate::error::{ConnectorError, Result};
+use crate::traits::{Sink, SinkContext};
+
+/// Header naming the pipeline that wrote a message.
+pub const PIPELINE_HEADER: &str = "volley.pipeline";
+/// Header holding the epoch that wrote a message.
+pub const EPOCH_HEADER: &str = "volley.epoch";
+
+/// Writes every row as one message: the value is the row as a JSON object (nulls written
+/// out), the key the `merge_key` columns as a JSON object (no key without `merge_key`), and
+/// the headers `volley.pipeline` and `volley.epoch`. The producer is idempotent, so a
+/// retried send never duplicates; a replayed epoch sends its rows again, which a compacted
+/// topic (or any reader keeping the last value per key) folds into the same state.
+///
+/// # Cancellation
+/// A dropped `write_epoch` may leave part of the epoch sent; the replay sends it again.
+pub struct KafkaSink {
+    table: String,
+    topic: String,
+    producer: FutureProducer,
+    key_columns: Option<Vec<usize>>,
+    pipeline_id: String,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("table", &self.table)
+            .field("topic", &self.topic)
+            .field("key_columns", &self.key_columns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSink {
+    /// Creates the producer for `table`'s topic.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Config`] for bad options or a `merge_key` the output lacks;
+    /// [`ConnectorError::External`] when the producer cannot be created.
+    pub fn open(table: &TableDecl, schema: &SchemaRef, context: &SinkContext) -> Result<Self> {
+        let opts = KafkaOptions::from_table(table)?;
+        let key_columns = match table.merge_key().filter(|k| !k.is_empty()) {
+            None => None,
+            Some(keys) => Some(
+                keys.iter()
+                    .map(|k| {
+                        schema.index_of(k).map_err(|_| {
+                            ConnectorError::config(
+                                &table.name,
+                                format!(
+                                    "option 'merge_key' names '{k}', which is not an output column"
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+        };
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &opts.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "120000")
+            .create()
+            .map_err(|e| ConnectorError::External {
+                table: table.name.clone(),
+                message: format!("Kafka: cannot create a producer: {e}"),
+                retryable: false,
+            })?;
+        Ok(Self {
+            table: table.name.clone(),
+            topic: opts.topic,
+            producer,
+            key_columns,
+            pipeline_id: context.pipeline_id.clone(),
+        })
+    }
+
+    fn failed(&self, doing: &str, e: &dyn std::fmt::Display) -> ConnectorError {
+        ConnectorError::External {
+            table: self.table.clone(),
+            message: format!("Kafka: cannot {doing}: {e}"),
+            retryable: true,
+        }
+    }
+}
+
+/// One JSON object per row of `batch` (nulls written), vectorized by arrow's JSON writer.
+fn json_rows(batch: &RecordBatch) -> std::result::Result<Vec<Vec<u8>>, arrow::error::ArrowError> {
+    let mut buffer = Vec::new();
+    {
+        let mut writer = WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, LineDelimited>(&mut buffer);
+        writer.write(batch)?;
+        writer.finish()?;
+    }
+    // JSON escapes newlines inside strings, so every '\n' ends a row.
+    Ok(buffer
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+async fn settle(sink: &KafkaSink, pending: &mut Vec<DeliveryFuture>) -> Result<()> {
+    for delivery in pending.drain(..) {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(sink.failed("deliver a message", &e)),
+            Err(e) => return Err(sink.failed("deliver a message (cancelled)", &e)),
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn write_epoch(&mut self, epoch: u64, batches: &[RecordBatch]) -> Result<()> {
+        let epoch_text = epoch.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: PIPELINE_HEADER,
+                value: Some(self.pipeline_id.as_str()),
+            })
+            .insert(Header {
+                key: EPOCH_HEADER,
+                value: Some(epoch_text.as_str()),
+            });
+        let mut pending: Vec<DeliveryFuture> = Vec::new();
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            let values = json_rows(batch).map_err(|e| self.failed("encode rows as JSON", &e))?;
+            let keys = match &self.key_columns {
+                None => None,
+                Some(columns) => Some(
+                    batch
+                        .project(columns)
+                        .map_err(|e| self.failed("project the merge key", &e))
+                        .and_then(|k| {
+                            json_rows(&k).map_err(|e| self.failed("encode keys as JSON", &e))
+                        })?,
+                ),
+            };
+            for (i, value) in values.iter().enumerate() {
+                let key = keys.as_ref().map(|k| k[i].as_slice());
+                loop {
+                    let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+                        .payload(value.as_slice())
+                        .headers(headers.clone());
+                    if let Some(key) = key {
+                        record = record.key(key);
+                    }
+                    match self.producer.send_result(record) {
+                        Ok(delivery) => {
+                            pending.push(delivery);
+                            break;
+                        }
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                            // The local queue is full: wait for what is in flight, then retry.
+                            settle(self, &mut pending).await?;
+                        }
+                        Err((e, _)) => return Err(self.failed("send a message", &e)),
+                    }
+                }
+            }
+        }
+        settle(self, &mut pending).await
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(std::time::Duration::from_secs(60)))
+            .await
+            .map_err(|e| ConnectorError::Internal(format!("flush task failed: {e}")))?
+            .map_err(|e| self.failed("flush", &e))
+    }
+}
