@@ -39,6 +39,8 @@ pub struct KafkaSource {
     /// The consumer's fetch positions no longer match `positions` (after a seek or a bounded
     /// replay read): re-assign before the next read.
     reassign: bool,
+    /// Consumer errors since the last message (sets the retry backoff).
+    errors_in_row: u32,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -154,6 +156,7 @@ impl KafkaSource {
             at_end: BTreeSet::new(),
             rejected: Vec::new(),
             reassign: true,
+            errors_in_row: 0,
         };
         source.assign(None)?;
         Ok(source)
@@ -215,6 +218,10 @@ impl KafkaSource {
                         passed_end = true;
                         continue;
                     }
+                    if self.errors_in_row > 0 {
+                        tracing::info!(table = %self.table, "Kafka consumer reading again");
+                        self.errors_in_row = 0;
+                    }
                     messages.push(Message {
                         partition: p,
                         offset,
@@ -232,12 +239,22 @@ impl KafkaSource {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(table = %self.table, error = %e, "Kafka consumer error; retrying");
+                    // librdkafka reconnects by itself; back off so a broker that is down
+                    // costs a few log lines, not a busy loop. Positions are untouched.
+                    self.errors_in_row = self.errors_in_row.saturating_add(1);
+                    let backoff = Duration::from_millis(100)
+                        .saturating_mul(1 << self.errors_in_row.min(6))
+                        .min(Duration::from_secs(5));
+                    tracing::warn!(
+                        table = %self.table,
+                        topic = %self.opts.topic,
+                        error = %e,
+                        errors_in_row = self.errors_in_row,
+                        backoff_ms = backoff.as_millis() as u64,
+                        "Kafka consumer error; retrying"
+                    );
                     if messages.is_empty() {
-                        tokio::time::sleep_until(
-                            deadline.min(Instant::now() + Duration::from_millis(200)),
-                        )
-                        .await;
+                        tokio::time::sleep_until(deadline.min(Instant::now() + backoff)).await;
                     }
                     break;
                 }
