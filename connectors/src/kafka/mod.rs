@@ -1,7 +1,9 @@
 //! `STORED AS KAFKA`: a Kafka topic as a streaming source and as a sink (through `rdkafka`).
 //!
 //! As a sink ([`KafkaSink`]) every row is a JSON message keyed by the `merge_key` columns,
-//! with `volley.pipeline` and `volley.epoch` headers, sent by an idempotent producer.
+//! with `volley.pipeline` and `volley.epoch` headers, sent by an idempotent producer; with
+//! `exactly_once` each epoch is one transaction that also records the epoch, and epochs
+//! already committed are not sent again after a restart.
 //!
 //! ```sql
 //! CREATE EXTERNAL TABLE ride_requests (
@@ -34,6 +36,7 @@ mod layout;
 mod options;
 mod sink;
 mod source;
+mod txn;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
@@ -80,7 +83,7 @@ impl Connector for KafkaConnector {
         schema: SchemaRef,
         context: &SinkContext,
     ) -> Result<Box<dyn Sink>> {
-        Ok(Box::new(KafkaSink::open(table, &schema, context)?))
+        Ok(Box::new(KafkaSink::open(table, &schema, context).await?))
     }
 }
 

@@ -23,6 +23,10 @@ pub const KAFKA_OPTIONS: &[OptionSpec] = &[
         expected: "a comma-separated list of partition numbers to read (default: all)",
     },
     OptionSpec {
+        name: "exactly_once",
+        expected: "'true' or 'false' (the default): as a sink, one Kafka transaction per epoch with the epoch recorded in it",
+    },
+    OptionSpec {
         name: "group",
         expected: "a consumer group id to commit read offsets to, for monitoring (default 'volley-<table>')",
     },
@@ -65,6 +69,8 @@ pub struct KafkaOptions {
     pub group: String,
     /// How long to wait for the broker's answers to metadata and assignment requests.
     pub request_timeout: Duration,
+    /// As a sink: one transaction per epoch (see the sink's docs).
+    pub exactly_once: bool,
 }
 
 impl KafkaOptions {
@@ -102,6 +108,7 @@ impl KafkaOptions {
             }
             Some(raw) => raw.trim().to_string(),
         };
+        let exactly_once = options.get_bool("exactly_once")?.unwrap_or(false);
         Ok(Self {
             brokers,
             topic,
@@ -111,6 +118,7 @@ impl KafkaOptions {
             partitions,
             group,
             request_timeout: Duration::from_secs(10),
+            exactly_once,
         })
     }
 }

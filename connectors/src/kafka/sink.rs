@@ -13,6 +13,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use volley_sql::TableDecl;
 
 use super::options::KafkaOptions;
+use super::txn::{Progress, ids};
 use crate::error::{ConnectorError, Result};
 use crate::traits::{Sink, SinkContext};
 
@@ -35,6 +36,9 @@ pub struct KafkaSink {
     producer: FutureProducer,
     key_columns: Option<Vec<usize>>,
     pipeline_id: String,
+    /// `exactly_once`: the transactional progress, and the last epoch committed.
+    progress: Option<Progress>,
+    committed: Option<u64>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -53,7 +57,11 @@ impl KafkaSink {
     /// # Errors
     /// [`ConnectorError::Config`] for bad options or a `merge_key` the output lacks;
     /// [`ConnectorError::External`] when the producer cannot be created.
-    pub fn open(table: &TableDecl, schema: &SchemaRef, context: &SinkContext) -> Result<Self> {
+    pub async fn open(
+        table: &TableDecl,
+        schema: &SchemaRef,
+        context: &SinkContext,
+    ) -> Result<Self> {
         let opts = KafkaOptions::from_table(table)?;
         let key_columns = match table.merge_key().filter(|k| !k.is_empty()) {
             None => None,
@@ -72,24 +80,51 @@ impl KafkaSink {
                     .collect::<Result<Vec<_>>>()?,
             ),
         };
-        let producer: FutureProducer = ClientConfig::new()
+        let (transactional_id, progress_group) = ids(&context.pipeline_id, &table.name);
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", &opts.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "120000")
-            .create()
-            .map_err(|e| ConnectorError::External {
-                table: table.name.clone(),
-                message: format!("Kafka: cannot create a producer: {e}"),
-                retryable: false,
-            })?;
+            .set("message.timeout.ms", "120000");
+        if opts.exactly_once {
+            config
+                .set("transactional.id", &transactional_id)
+                .set("transaction.timeout.ms", "60000")
+                .set("message.timeout.ms", "60000");
+        }
+        let producer: FutureProducer = config.create().map_err(|e| ConnectorError::External {
+            table: table.name.clone(),
+            message: format!("Kafka: cannot create a producer: {e}"),
+            retryable: false,
+        })?;
+        let progress = if opts.exactly_once {
+            Some(
+                Progress::open(
+                    &table.name,
+                    &opts.brokers,
+                    &opts.topic,
+                    &progress_group,
+                    &producer,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let committed = match &progress {
+            Some(p) => p.committed().await?,
+            None => None,
+        };
         Ok(Self {
             table: table.name.clone(),
             topic: opts.topic,
             producer,
             key_columns,
             pipeline_id: context.pipeline_id.clone(),
+            progress,
+            committed,
         })
     }
 
@@ -134,6 +169,47 @@ async fn settle(sink: &KafkaSink, pending: &mut Vec<DeliveryFuture>) -> Result<(
 #[async_trait]
 impl Sink for KafkaSink {
     async fn write_epoch(&mut self, epoch: u64, batches: &[RecordBatch]) -> Result<()> {
+        let Some(progress) = self.progress.take() else {
+            return self.send_epoch(epoch, batches).await;
+        };
+        if epoch > 0 && self.committed.is_some_and(|c| c >= epoch) {
+            self.progress = Some(progress);
+            return Ok(());
+        }
+        let result = async {
+            progress.begin(&self.producer)?;
+            if let Err(e) = self.send_epoch(epoch, batches).await {
+                progress.abort(&self.producer).await;
+                return Err(e);
+            }
+            progress.commit(&self.producer, epoch).await
+        }
+        .await;
+        self.progress = Some(progress);
+        result?;
+        self.committed = Some(epoch);
+        Ok(())
+    }
+
+    async fn committed_epoch(&mut self) -> Result<Option<u64>> {
+        if let Some(progress) = &self.progress {
+            self.committed = progress.committed().await?;
+        }
+        Ok(self.committed)
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(std::time::Duration::from_secs(60)))
+            .await
+            .map_err(|e| ConnectorError::Internal(format!("flush task failed: {e}")))?
+            .map_err(|e| self.failed("flush", &e))
+    }
+}
+
+impl KafkaSink {
+    /// Sends every row of `batches` and waits for the broker to acknowledge them.
+    async fn send_epoch(&self, epoch: u64, batches: &[RecordBatch]) -> Result<()> {
         let epoch_text = epoch.to_string();
         let headers = OwnedHeaders::new()
             .insert(Header {
@@ -182,13 +258,5 @@ impl Sink for KafkaSink {
             }
         }
         settle(self, &mut pending).await
-    }
-
-    async fn close(&mut self) -> Result<()> {
-        let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || producer.flush(std::time::Duration::from_secs(60)))
-            .await
-            .map_err(|e| ConnectorError::Internal(format!("flush task failed: {e}")))?
-            .map_err(|e| self.failed("flush", &e))
     }
 }

@@ -150,6 +150,7 @@ fn options(bootstrap: &str, topic: &str) -> KafkaOptions {
         partitions: None,
         group: "volley-test".into(),
         request_timeout: Duration::from_secs(10),
+        exactly_once: false,
     }
 }
 
