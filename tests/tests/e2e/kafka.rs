@@ -28,7 +28,7 @@ use crate::harness::{assert_exact, pipeline};
 use crate::readers::{conform, python, sink_rows, table_in};
 
 /// The broker `.ci/run` started; `None` (skip) outside CI when there is none.
-fn broker() -> Option<String> {
+pub fn broker() -> Option<String> {
     match std::env::var("VOLLEY_KAFKA") {
         Ok(b) => Some(b),
         Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
@@ -44,7 +44,7 @@ fn broker() -> Option<String> {
 }
 
 const GENERATOR: &str = "CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
-OPTIONS ('count' '3000', 'rate' '200', 'seed' '9', 'disorder' '2 seconds', 'riders' '40');";
+OPTIONS ('count' '1000000', 'rate' '200', 'seed' '9', 'disorder' '2 seconds', 'riders' '40');";
 
 fn sql(broker: &str, topic: &str) -> String {
     format!(
@@ -75,7 +75,7 @@ FROM rides GROUP BY 1;
 /// Creates `topic` with 3 partitions and produces the generated rides as JSON, every 97th
 /// message replaced by something that is not a ride; returns the good rides and the number
 /// of malformed messages.
-async fn produce(broker: &str, topic: &str) -> (RecordBatch, usize) {
+pub async fn produce(broker: &str, topic: &str, count: u64) -> (RecordBatch, usize) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", broker)
         .create()
@@ -96,7 +96,7 @@ async fn produce(broker: &str, topic: &str) -> (RecordBatch, usize) {
     }
     let p = pipeline(GENERATOR).await;
     let opts = GeneratorConnector::rides_options(&p.tables[0]).unwrap();
-    let rides = generate_rides(&opts, 0, 3000);
+    let rides = generate_rides(&opts, 0, count);
     let mut json = Vec::new();
     {
         let mut writer = LineDelimitedWriter::new(&mut json);
@@ -220,7 +220,7 @@ async fn kafka_source_replays_exactly_and_dead_letters_malformed_messages() {
             .unwrap()
             .as_millis()
     );
-    let (good, malformed) = produce(&broker, &topic).await;
+    let (good, malformed) = produce(&broker, &topic, 3000).await;
     assert!(malformed >= 20);
     let dir = tempfile::tempdir().unwrap();
     let text = sql(&broker, &topic);

@@ -5,6 +5,7 @@ mod crash;
 mod edges;
 mod harness;
 mod kafka;
+mod kafka_crash;
 mod kafka_faults;
 mod parity;
 mod partitions;

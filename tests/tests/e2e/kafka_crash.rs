@@ -1,0 +1,225 @@
+//! Kafka → windowed aggregate → Kafka (`exactly_once`) + Delta, with the `volley` binary
+//! SIGKILLed at random instants and aborted between a Kafka commit and its checkpoint. In
+//! the end a `read_committed` consumer (Python confluent-kafka) sees the batch result per key,
+//! the Delta table equals batch, every malformed message is a dead letter, and no valid event
+//! is missing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::json::LineDelimitedWriter;
+use volley_connectors::ConnectorRegistry;
+use volley_engine::batch::batch_outputs;
+use volley_engine::setup::{JobOverrides, build_stream_job};
+use volley_engine::verify::compare_outputs;
+
+use crate::harness::{assert_exact, pipeline};
+use crate::kafka::{broker, produce};
+use crate::readers::{conform, delta_stored, python, sink_rows, table_in};
+
+fn sql(broker: &str, topic: &str) -> String {
+    format!(
+        r#"
+CREATE EXTERNAL TABLE rides (
+  request_id BIGINT NOT NULL, rider_id BIGINT NOT NULL, lat DOUBLE NOT NULL, lon DOUBLE NOT NULL,
+  event_time TIMESTAMP NOT NULL
+) STORED AS KAFKA LOCATION '{broker}/{topic}'
+OPTIONS ('format' 'json', 'bounded' 'latest', 'max_rows' '200', 'dead_letter' 'out/dead_letters',
+         'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE demand STORED AS KAFKA LOCATION '{broker}/{topic}-out'
+OPTIONS ('merge_key' 'cell, w', 'exactly_once' 'true');
+CREATE EXTERNAL TABLE demand_delta STORED AS DELTA LOCATION 'out/demand_delta';
+INSERT INTO demand
+SELECT geohash(lat, lon, 3) AS cell, date_bin(INTERVAL '5 seconds', event_time) AS w,
+       count(*) AS n, count(DISTINCT rider_id) AS riders
+FROM rides GROUP BY 1, 2;
+INSERT INTO demand_delta
+SELECT geohash(lat, lon, 3) AS cell, date_bin(INTERVAL '5 seconds', event_time) AS w,
+       count(*) AS n, count(DISTINCT rider_id) AS riders
+FROM rides GROUP BY 1, 2;
+"#
+    )
+}
+
+enum Kill {
+    After(Duration),
+    At(&'static str),
+}
+
+/// One `volley run`; true when it was killed (false: it finished).
+fn run_once(dir: &Path, kill: &Kill) -> bool {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join("volley");
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "pipeline.sql", "--quiet"])
+        .current_dir(dir)
+        .env_remove("VOLLEY_FAILPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Kill::At(point) = kill {
+        cmd.env("VOLLEY_FAILPOINT", point);
+    }
+    let mut child = cmd.spawn().unwrap();
+    if let Kill::After(after) = kill {
+        let started = Instant::now();
+        while started.elapsed() < *after && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        return false;
+    }
+    assert!(
+        out.status.code().is_none(),
+        "volley failed instead of being killed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
+/// `(cell, w) → n` of JSON rows.
+fn counts(rows: impl Iterator<Item = serde_json::Value>) -> BTreeMap<(String, String), i64> {
+    rows.map(|v| {
+        (
+            (
+                v["cell"].as_str().unwrap().to_string(),
+                v["w"].as_str().unwrap().to_string(),
+            ),
+            v["n"].as_i64().unwrap(),
+        )
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_five_times_the_topic_and_the_delta_table_equal_batch() {
+    let Some(broker) = broker() else { return };
+    let topic = format!(
+        "crash-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let (good, malformed) = produce(&broker, &topic, 20_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = sql(&broker, &topic);
+    std::fs::write(dir.path().join("pipeline.sql"), &text).unwrap();
+
+    let kills = [
+        Kill::After(Duration::from_millis(700)),
+        Kill::At("after_sink_commit_before_checkpoint:3"),
+        Kill::After(Duration::from_millis(1100)),
+        Kill::At("mid_sink_write:4"),
+        Kill::After(Duration::from_millis(900)),
+        Kill::At("after_sink_commit_before_checkpoint:5"),
+        Kill::After(Duration::from_millis(1300)),
+    ];
+    let killed = kills
+        .iter()
+        .filter(|k| {
+            let dir = dir.path().to_path_buf();
+            run_once(&dir, k)
+        })
+        .count();
+    assert!(
+        !run_once(dir.path(), &Kill::After(Duration::from_secs(120))),
+        "the last run finishes"
+    );
+    assert!(killed >= 5, "only {killed} runs were killed mid-run");
+
+    // Batch over the good events.
+    let p = pipeline(&text).await;
+    let declared = Arc::clone(p.tables[0].declared_schema.as_ref().unwrap());
+    let input = BTreeMap::from([("rides".to_string(), (declared, vec![good.clone()]))]);
+    let mut batch = batch_outputs(&p, &input).await.unwrap();
+    let overrides = JobOverrides {
+        no_sinks: true,
+        ..JobOverrides::default()
+    };
+    let (_, plans) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
+        .await
+        .unwrap();
+
+    // The Delta table equals batch (at Delta's microsecond precision).
+    let plan = plans.iter().find(|q| q.target == "demand_delta").unwrap();
+    let stored = delta_stored(&plan.output_schema);
+    let expected = batch.get_mut("demand_delta").unwrap();
+    *expected = conform(&stored, expected);
+    let table = table_in(&p, "demand_delta", dir.path());
+    let mut stream = BTreeMap::new();
+    stream.insert(
+        "demand_delta".to_string(),
+        vec![(1, sink_rows(&table, &stored).await)],
+    );
+    stream.insert("demand".to_string(), vec![(1, batch["demand"].clone())]);
+    assert_exact(
+        &compare_outputs(&p, &plans, &batch, &stream, 5).unwrap(),
+        &format!("Delta after {killed} kills"),
+    );
+
+    // The topic, read_committed: the last value per key is the batch row.
+    if let Some(python) = python() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/read_kafka.py");
+        let out = Command::new(python)
+            .arg(script)
+            .arg(&broker)
+            .arg(format!("{topic}-out"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let got = counts(
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["value"].clone()),
+        );
+        let mut json = Vec::new();
+        {
+            let mut writer = LineDelimitedWriter::new(&mut json);
+            for b in &batch["demand"] {
+                writer.write(b).unwrap();
+            }
+            writer.finish().unwrap();
+        }
+        let want = counts(
+            String::from_utf8_lossy(&json)
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+        );
+        assert_eq!(got, want, "per key, the topic holds the batch result");
+        assert_eq!(
+            got.values().sum::<i64>(),
+            good.num_rows() as i64,
+            "no valid event missing"
+        );
+    }
+
+    // Every malformed message is a dead letter exactly once.
+    let mut letters = BTreeSet::new();
+    for file in std::fs::read_dir(dir.path().join("out/dead_letters")).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let letter: serde_json::Value = serde_json::from_str(line).unwrap();
+            let row = &letter["row"];
+            let key = (
+                row["partition"].as_str().unwrap().to_string(),
+                row["offset"].as_u64().unwrap(),
+            );
+            assert!(
+                letters.insert(key.clone()),
+                "{key:?} is a dead letter twice"
+            );
+        }
+    }
+    assert_eq!(letters.len(), malformed);
+}
