@@ -41,7 +41,10 @@ impl DeadLetterBatch {
     /// Letters for records `source` read but could not turn into rows: one row each with
     /// `partition`, `offset`, `key`, `payload` (the bytes as text when they are UTF-8), `payload_hex`
     /// (when they are not) and `error`.
-    pub fn rejected(source: &str, records: &[RejectedRecord]) -> Self {
+    ///
+    /// # Errors
+    /// [`ConnectorError::Internal`] if the columns do not form a batch (a bug).
+    pub fn rejected(source: &str, records: &[RejectedRecord]) -> Result<Self> {
         let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_string);
         let hex = |b: &[u8]| {
             std::str::from_utf8(b)
@@ -76,13 +79,14 @@ impl DeadLetterBatch {
                 records.iter().map(|r| r.error.as_str()),
             )),
         ];
-        let rows = RecordBatch::try_new(Arc::clone(&schema), columns)
-            .unwrap_or_else(|_| RecordBatch::new_empty(schema));
-        Self {
+        let rows = RecordBatch::try_new(schema, columns).map_err(|e| {
+            ConnectorError::Internal(format!("building dead letters for '{source}': {e}"))
+        })?;
+        Ok(Self {
             source: source.to_string(),
             reason: "undecodable record".to_string(),
             rows,
-        }
+        })
     }
 }
 

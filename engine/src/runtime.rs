@@ -267,7 +267,7 @@ impl StreamJob {
                 letters
                     .entry(source.name.clone())
                     .or_default()
-                    .push(DeadLetterBatch::rejected(&source.name, records));
+                    .push(DeadLetterBatch::rejected(&source.name, records)?);
             }
         }
         let mut ends = input.ranges.into_iter().map(|(_, end)| end);
