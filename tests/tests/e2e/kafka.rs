@@ -209,17 +209,46 @@ fn run(dir: &Path, failpoint: Option<&str>) -> std::process::Output {
     cmd.output().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_source_replays_exactly_and_dead_letters_malformed_messages() {
-    let Some(broker) = broker() else { return };
-    let topic = format!(
-        "rides-{}-{}",
+/// A topic name no other run uses (the broker outlives one test run in a session).
+pub fn unique_topic(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis()
-    );
+    )
+}
+
+/// The (partition, offset) of every undecodable-record letter under `dir/out/dead_letters`,
+/// each checked to have a reason and an error and to appear once.
+pub fn undecodable_letters(dir: &Path) -> BTreeSet<(String, u64)> {
+    let mut letters = BTreeSet::new();
+    for file in std::fs::read_dir(dir.join("out/dead_letters")).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let letter: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(letter["reason"], "undecodable record");
+            let row = &letter["row"];
+            assert!(!row["error"].as_str().unwrap().is_empty());
+            let key = (
+                row["partition"].as_str().unwrap().to_string(),
+                row["offset"].as_u64().unwrap(),
+            );
+            assert!(
+                letters.insert(key.clone()),
+                "{key:?} is a dead letter twice"
+            );
+        }
+    }
+    letters
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_source_replays_exactly_and_dead_letters_malformed_messages() {
+    let Some(broker) = broker() else { return };
+    let topic = unique_topic("rides");
     let (good, malformed) = produce(&broker, &topic, 3000).await;
     assert!(malformed >= 20);
     let dir = tempfile::tempdir().unwrap();
@@ -352,23 +381,5 @@ async fn kafka_source_replays_exactly_and_dead_letters_malformed_messages() {
     }
 
     // Every malformed message is a dead letter, once, with its partition and offset.
-    let mut letters = BTreeSet::new();
-    for file in std::fs::read_dir(dir.path().join("out/dead_letters")).unwrap() {
-        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
-        for line in text.lines() {
-            let letter: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert_eq!(letter["reason"], "undecodable record");
-            let row = &letter["row"];
-            assert!(!row["error"].as_str().unwrap().is_empty());
-            let key = (
-                row["partition"].as_str().unwrap().to_string(),
-                row["offset"].as_u64().unwrap(),
-            );
-            assert!(
-                letters.insert(key.clone()),
-                "{key:?} is a dead letter twice"
-            );
-        }
-    }
-    assert_eq!(letters.len(), malformed);
+    assert_eq!(undecodable_letters(dir.path()).len(), malformed);
 }

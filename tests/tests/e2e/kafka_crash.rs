@@ -4,7 +4,7 @@
 //! the Delta table equals batch, every malformed message is a dead letter, and no valid event
 //! is missing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_engine::verify::compare_outputs;
 
 use crate::harness::{assert_exact, pipeline};
-use crate::kafka::{broker, produce};
+use crate::kafka::{broker, produce, undecodable_letters, unique_topic};
 use crate::readers::{conform, delta_stored, python, sink_rows, table_in};
 
 fn sql(broker: &str, topic: &str) -> String {
@@ -99,14 +99,7 @@ fn counts(rows: impl Iterator<Item = serde_json::Value>) -> BTreeMap<(String, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_five_times_the_topic_and_the_delta_table_equal_batch() {
     let Some(broker) = broker() else { return };
-    let topic = format!(
-        "crash-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
+    let topic = unique_topic("crash");
     let (good, malformed) = produce(&broker, &topic, 20_000).await;
     let dir = tempfile::tempdir().unwrap();
     let text = sql(&broker, &topic);
@@ -205,21 +198,5 @@ async fn killed_five_times_the_topic_and_the_delta_table_equal_batch() {
     }
 
     // Every malformed message is a dead letter exactly once.
-    let mut letters = BTreeSet::new();
-    for file in std::fs::read_dir(dir.path().join("out/dead_letters")).unwrap() {
-        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
-        for line in text.lines() {
-            let letter: serde_json::Value = serde_json::from_str(line).unwrap();
-            let row = &letter["row"];
-            let key = (
-                row["partition"].as_str().unwrap().to_string(),
-                row["offset"].as_u64().unwrap(),
-            );
-            assert!(
-                letters.insert(key.clone()),
-                "{key:?} is a dead letter twice"
-            );
-        }
-    }
-    assert_eq!(letters.len(), malformed);
+    assert_eq!(undecodable_letters(dir.path()).len(), malformed);
 }
