@@ -1,5 +1,6 @@
 //! Kafka source decoding: JSON ride messages into Arrow batches (the work a poll does after
-//! the messages arrive), clean and with 1% malformed messages (the isolating slow path).
+//! the messages arrive), clean and with sparse (1 in 10,000) and dense (1%) malformed messages
+//! (the isolating slow path).
 //!
 //! Run: `cargo bench -p volley-benches --bench kafka_decode`.
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -62,7 +63,11 @@ fn decode(c: &mut Criterion) {
     let layout = Layout::new("rides", schema, KafkaFormat::Json).unwrap();
     let count = 65_536;
     let mut group = c.benchmark_group("kafka_decode");
-    for (label, malformed) in [("clean", None), ("1pct_malformed", Some(100))] {
+    for (label, malformed) in [
+        ("clean", None),
+        ("1_in_10000_malformed", Some(10_000)),
+        ("1pct_malformed", Some(100)),
+    ] {
         let (messages, bytes) = messages(count, malformed);
         group.throughput(Throughput::Elements(count));
         group.bench_with_input(

@@ -6,8 +6,8 @@
 //! one decoder with a per-payload check (exactly one complete record each); a payload that
 //! fails `decode` or is not exactly one record is rejected and the good payloads fed since the
 //! last flush are fed again to a fresh decoder (each good payload is re-fed at most once). When
-//! `flush` fails, that chunk is decoded again one payload at a time to find the bad rows — the
-//! slow path runs only for chunks that hold a bad row.
+//! `flush` fails, that chunk is decoded again by halves until the bad rows are single payloads —
+//! the slow path runs only for chunks that hold a bad row.
 
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
@@ -170,24 +170,55 @@ impl JsonDecoder {
             Ok(None) => {}
             Err(_) => {
                 *decoder = self.fresh(capacity)?;
-                for &i in pending.iter() {
-                    let mut single = self.fresh(1)?;
-                    let row = self
-                        .feed(&mut single, payloads[i])
-                        .map_err(ArrowError::JsonError)
-                        .and_then(|()| single.flush());
-                    match row {
-                        Ok(Some(batch)) => batches.push(batch),
-                        Ok(None) => {}
-                        Err(e) => rejected.push(Rejected {
-                            index: i,
-                            error: e.to_string(),
-                        }),
-                    }
-                }
+                self.bisect(pending, payloads, batches, rejected)?;
             }
         }
         pending.clear();
+        Ok(())
+    }
+
+    /// Decodes `chunk` (payloads that each hold one record, at least one of them not a valid
+    /// row) by halves: a half that flushes cleanly is kept whole, a failing half is split
+    /// again, and a failing single payload is rejected. One bad row among n costs about 2n
+    /// payload decodes, not n decoders.
+    fn bisect(
+        &self,
+        chunk: &[usize],
+        payloads: &[&[u8]],
+        batches: &mut Vec<RecordBatch>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<(), ArrowError> {
+        if let [index] = chunk {
+            let mut single = self.fresh(1)?;
+            let row = self
+                .feed(&mut single, payloads[*index])
+                .map_err(ArrowError::JsonError)
+                .and_then(|()| single.flush());
+            match row {
+                Ok(Some(batch)) => batches.push(batch),
+                Ok(None) => {}
+                Err(e) => rejected.push(Rejected {
+                    index: *index,
+                    error: e.to_string(),
+                }),
+            }
+            return Ok(());
+        }
+        let (left, right) = chunk.split_at(chunk.len() / 2);
+        for half in [left, right] {
+            if half.is_empty() {
+                continue;
+            }
+            let mut decoder = self.fresh(half.len())?;
+            let fed = half
+                .iter()
+                .all(|&i| self.feed(&mut decoder, payloads[i]).is_ok());
+            match fed.then(|| decoder.flush()) {
+                Some(Ok(Some(batch))) => batches.push(batch),
+                Some(Ok(None)) => {}
+                _ => self.bisect(half, payloads, batches, rejected)?,
+            }
+        }
         Ok(())
     }
 }
@@ -270,6 +301,27 @@ mod tests {
             rejected[4].error.contains("JSON values"),
             "{:?}",
             rejected[4]
+        );
+    }
+
+    #[test]
+    fn one_bad_row_in_many_is_found_by_halves() {
+        let payloads: Vec<String> = (0..1000)
+            .map(|i| {
+                if i == 613 {
+                    r#"{"id": "six hundred"}"#.to_string()
+                } else {
+                    format!(r#"{{"id": {i}}}"#)
+                }
+            })
+            .collect();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let (batch, rejected) = decode(&refs);
+        let expected: Vec<i64> = (0..1000).filter(|i| *i != 613).collect();
+        assert_eq!(ids(&batch), expected);
+        assert_eq!(
+            rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
+            vec![613]
         );
     }
 
