@@ -152,7 +152,7 @@ impl JsonDecoder {
     }
 
     /// Flushes the pending rows; when the flush fails (a type or missing-field error somewhere
-    /// in the chunk), decodes the chunk one payload at a time to keep the good rows.
+    /// in the chunk), finds the bad rows by halves ([`JsonDecoder::bisect`]).
     fn flush_pending(
         &self,
         decoder: &mut Decoder,

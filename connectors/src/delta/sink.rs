@@ -375,8 +375,9 @@ impl Sink for DeltaSink {
         Ok(())
     }
 
+    /// The txn version read from the log when the sink opened, advanced by its own commits
+    /// (one writer per app id): no second log read at start-up.
     async fn committed_epoch(&mut self) -> Result<Option<u64>> {
-        self.committed = self.refresh_committed().await?;
         Ok(self.committed.and_then(|v| u64::try_from(v).ok()))
     }
 }

@@ -191,10 +191,9 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
+    /// The progress group's offset as read when the sink opened (after fencing earlier
+    /// instances, so nobody else commits), advanced by this sink's own commits.
     async fn committed_epoch(&mut self) -> Result<Option<u64>> {
-        if let Some(progress) = &self.progress {
-            self.committed = progress.committed().await?;
-        }
         Ok(self.committed)
     }
 

@@ -5,10 +5,9 @@
 //! DuckDB), whose view of the transaction log must show one `txn` action per committed epoch.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use volley_connectors::ConnectorRegistry;
@@ -21,20 +20,8 @@ use volley_sql::Pipeline;
 use volley_sql::stream::QueryPlan;
 
 use crate::harness::{assert_exact, pipeline, rows};
+use crate::process::{Kill, run_killed};
 use crate::readers::{conform, delta_stored, independent_read, python, sink_rows, table_in};
-
-/// The `volley` binary built beside this test binary (`target/<profile>/volley`).
-fn volley_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("volley");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build -p volley)",
-        bin.display()
-    );
-    bin
-}
 
 /// Windowed (open windows span every kill), keyed (upserts) and stateless INSERTs over a
 /// paced, deterministic generator, into Parquet files and Delta tables (append, MERGE).
@@ -70,49 +57,6 @@ SELECT request_id, rider_id, event_time FROM rides WHERE rider_id % 5 = 0;
 }
 
 const DELTA_SINKS: [&str; 3] = ["by_cell_delta", "per_rider_delta", "raw_delta"];
-
-enum Kill {
-    /// SIGKILL this long after start.
-    After(Duration),
-    /// `VOLLEY_FAILPOINT` spec.
-    At(String),
-}
-
-/// Runs `volley run` once; returns true if it was killed (false: it finished).
-fn run_once(dir: &Path, kill: Option<&Kill>) -> bool {
-    let mut cmd = Command::new(volley_bin());
-    cmd.args(["run", "pipeline.sql", "--quiet"])
-        .current_dir(dir)
-        .env_remove("VOLLEY_FAILPOINT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(Kill::At(spec)) = kill {
-        cmd.env("VOLLEY_FAILPOINT", spec);
-    }
-    let mut child = cmd.spawn().unwrap();
-    if let Some(Kill::After(after)) = kill {
-        let started = Instant::now();
-        while started.elapsed() < *after {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = child.kill();
-    }
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    if output.status.success() {
-        return false;
-    }
-    // Killed by a signal (SIGKILL, or the fail point's abort), never a clean error exit.
-    assert!(
-        output.status.code().is_none(),
-        "volley failed instead of being killed ({:?}): {stderr}",
-        output.status
-    );
-    true
-}
 
 /// Whether the checkpoint `_latest` names holds open window state for the first INSERT.
 fn latest_has_open_windows(dir: &Path) -> bool {
@@ -172,12 +116,12 @@ fn killed_and_restarted_at_random_instants_and_fail_points_every_sink_equals_bat
         if latest_has_open_windows(dir.path()) {
             resumed_open_windows += 1;
         }
-        if run_once(dir.path(), Some(&kills[i])) {
+        if run_killed(dir.path(), Some(&kills[i])) {
             killed += 1;
         }
     }
     assert!(
-        !run_once(dir.path(), None),
+        !run_killed(dir.path(), None),
         "the last run finishes by itself"
     );
     assert!(

@@ -25,22 +25,12 @@ use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_engine::verify::compare_outputs;
 
 use crate::harness::{assert_exact, pipeline};
-use crate::readers::{conform, python, sink_rows, table_in};
+use crate::process::{Kill, run};
+use crate::readers::{ci_env, conform, python, sink_rows, table_in};
 
 /// The broker `.ci/run` started; `None` (skip) outside CI when there is none.
 pub fn broker() -> Option<String> {
-    match std::env::var("VOLLEY_KAFKA") {
-        Ok(b) => Some(b),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but VOLLEY_KAFKA is not set: .ci/run starts the broker")
-        }
-        Err(_) => {
-            eprintln!(
-                "VOLLEY_KAFKA is not set: skipping the real-broker tests (bash .ci/run starts one)"
-            );
-            None
-        }
-    }
+    ci_env("VOLLEY_KAFKA", "a Kafka-protocol broker")
 }
 
 const GENERATOR: &str = "CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
@@ -196,17 +186,25 @@ async fn read_topic(broker: &str, topic: &str) -> Vec<RecordBatch> {
     rows
 }
 
-fn run(dir: &Path, failpoint: Option<&str>) -> std::process::Output {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("volley");
-    let mut cmd = Command::new(bin);
-    cmd.args(["run", "pipeline.sql", "--quiet"])
-        .current_dir(dir);
-    match failpoint {
-        Some(f) => cmd.env("VOLLEY_FAILPOINT", f),
-        None => cmd.env_remove("VOLLEY_FAILPOINT"),
-    };
-    cmd.output().unwrap()
+/// Every message of `topic` as a `read_committed` consumer (Python confluent-kafka) sees it:
+/// `{partition, offset, key, value, headers}` objects, per partition in offset order.
+pub fn read_committed(python: &Path, broker: &str, topic: &str) -> Vec<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/read_kafka.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(broker)
+        .arg(topic)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
 }
 
 /// A topic name no other run uses (the broker outlives one test run in a session).
@@ -257,7 +255,10 @@ async fn kafka_source_replays_exactly_and_dead_letters_malformed_messages() {
 
     // Killed right after its sinks wrote epoch 4, before that checkpoint: the restart must
     // re-read epoch 4's logged offsets exactly.
-    let out = run(dir.path(), Some("after_sink_commit_before_checkpoint:4"));
+    let out = run(
+        dir.path(),
+        Some(&Kill::At("after_sink_commit_before_checkpoint:4".into())),
+    );
     assert!(
         out.status.code().is_none(),
         "{}",
@@ -330,22 +331,9 @@ async fn kafka_source_replays_exactly_and_dead_letters_malformed_messages() {
     // A read_committed consumer (Python confluent-kafka): no epoch was sent twice for any key,
     // and the last value per key is the batch result.
     if let Some(python) = python() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/read_kafka.py");
-        let out = Command::new(python)
-            .arg(script)
-            .arg(&broker)
-            .arg(format!("{topic}-out"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let mut epochs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         let mut last: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        for m in read_committed(&python, &broker, &format!("{topic}-out")) {
             let key = m["key"].as_str().unwrap().to_string();
             assert_eq!(m["headers"]["volley.pipeline"], "pipeline");
             let epoch: u64 = m["headers"]["volley.epoch"]

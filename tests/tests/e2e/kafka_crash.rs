@@ -5,10 +5,8 @@
 //! is missing.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::json::LineDelimitedWriter;
 use volley_connectors::ConnectorRegistry;
@@ -17,7 +15,8 @@ use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_engine::verify::compare_outputs;
 
 use crate::harness::{assert_exact, pipeline};
-use crate::kafka::{broker, produce, undecodable_letters, unique_topic};
+use crate::kafka::{broker, produce, read_committed, undecodable_letters, unique_topic};
+use crate::process::{Kill, run_killed};
 use crate::readers::{conform, delta_stored, python, sink_rows, table_in};
 
 fn sql(broker: &str, topic: &str) -> String {
@@ -42,44 +41,6 @@ SELECT geohash(lat, lon, 3) AS cell, date_bin(INTERVAL '5 seconds', event_time) 
 FROM rides GROUP BY 1, 2;
 "#
     )
-}
-
-enum Kill {
-    After(Duration),
-    At(&'static str),
-}
-
-/// One `volley run`; true when it was killed (false: it finished).
-fn run_once(dir: &Path, kill: &Kill) -> bool {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("volley");
-    let mut cmd = Command::new(bin);
-    cmd.args(["run", "pipeline.sql", "--quiet"])
-        .current_dir(dir)
-        .env_remove("VOLLEY_FAILPOINT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Kill::At(point) = kill {
-        cmd.env("VOLLEY_FAILPOINT", point);
-    }
-    let mut child = cmd.spawn().unwrap();
-    if let Kill::After(after) = kill {
-        let started = Instant::now();
-        while started.elapsed() < *after && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
-        return false;
-    }
-    assert!(
-        out.status.code().is_none(),
-        "volley failed instead of being killed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    true
 }
 
 /// `(cell, w) → n` of JSON rows.
@@ -107,22 +68,19 @@ async fn killed_five_times_the_topic_and_the_delta_table_equal_batch() {
 
     let kills = [
         Kill::After(Duration::from_millis(700)),
-        Kill::At("after_sink_commit_before_checkpoint:3"),
+        Kill::At("after_sink_commit_before_checkpoint:3".into()),
         Kill::After(Duration::from_millis(1100)),
-        Kill::At("mid_sink_write:4"),
+        Kill::At("mid_sink_write:4".into()),
         Kill::After(Duration::from_millis(900)),
-        Kill::At("after_sink_commit_before_checkpoint:5"),
+        Kill::At("after_sink_commit_before_checkpoint:5".into()),
         Kill::After(Duration::from_millis(1300)),
     ];
     let killed = kills
         .iter()
-        .filter(|k| {
-            let dir = dir.path().to_path_buf();
-            run_once(&dir, k)
-        })
+        .filter(|k| run_killed(dir.path(), Some(k)))
         .count();
     assert!(
-        !run_once(dir.path(), &Kill::After(Duration::from_secs(120))),
+        !run_killed(dir.path(), Some(&Kill::After(Duration::from_secs(120)))),
         "the last run finishes"
     );
     assert!(killed >= 5, "only {killed} runs were killed mid-run");
@@ -159,22 +117,10 @@ async fn killed_five_times_the_topic_and_the_delta_table_equal_batch() {
 
     // The topic, read_committed: the last value per key is the batch row.
     if let Some(python) = python() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/read_kafka.py");
-        let out = Command::new(python)
-            .arg(script)
-            .arg(&broker)
-            .arg(format!("{topic}-out"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
         let got = counts(
-            text.lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["value"].clone()),
+            read_committed(&python, &broker, &format!("{topic}-out"))
+                .into_iter()
+                .map(|m| m["value"].clone()),
         );
         let mut json = Vec::new();
         {

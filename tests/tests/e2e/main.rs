@@ -9,6 +9,7 @@ mod kafka_crash;
 mod kafka_faults;
 mod parity;
 mod partitions;
+mod process;
 mod readers;
 mod recovery;
 mod slt;

@@ -100,14 +100,20 @@ pub struct IndependentRead {
 /// The Python with the test readers installed (`.ci/run` sets `VOLLEY_PYTHON`). `None` outside
 /// CI when it is not set up; in CI (`CI=true`) a missing interpreter fails the test.
 pub fn python() -> Option<PathBuf> {
-    match std::env::var_os("VOLLEY_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but VOLLEY_PYTHON is not set: .ci/run installs the test readers")
+    ci_env("VOLLEY_PYTHON", "the Python test readers").map(PathBuf::from)
+}
+
+/// The value of `name`, which `.ci/run` sets up (`what` it provides). Outside CI a missing
+/// value skips the caller's checks with a note; with `CI=true` it fails the test.
+pub fn ci_env(name: &str, what: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) => Some(value),
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but {name} is not set: .ci/run sets up {what}")
         }
-        None => {
+        Err(_) => {
             eprintln!(
-                "VOLLEY_PYTHON is not set: skipping the independent Delta readers (bash .ci/run sets it up)"
+                "{name} is not set: skipping checks that need {what} (bash .ci/run sets it up)"
             );
             None
         }

@@ -1,0 +1,65 @@
+//! Running the real `volley` binary as a child process: to completion, aborted at a fail
+//! point, or SIGKILLed after a while.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `volley` binary built beside this test binary (`target/<profile>/volley`).
+pub fn volley_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("volley");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p volley)",
+        bin.display()
+    );
+    bin
+}
+
+/// How a run is stopped before it finishes.
+pub enum Kill {
+    /// SIGKILL this long after start.
+    After(Duration),
+    /// A `VOLLEY_FAILPOINT` spec (`name` or `name:N`).
+    At(String),
+}
+
+/// Runs `volley run pipeline.sql --quiet` in `dir`, stopped as `kill` says; returns its output.
+pub fn run(dir: &Path, kill: Option<&Kill>) -> Output {
+    let mut cmd = Command::new(volley_bin());
+    cmd.args(["run", "pipeline.sql", "--quiet"])
+        .current_dir(dir)
+        .env_remove("VOLLEY_FAILPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(Kill::At(spec)) = kill {
+        cmd.env("VOLLEY_FAILPOINT", spec);
+    }
+    let mut child = cmd.spawn().unwrap();
+    if let Some(Kill::After(after)) = kill {
+        let started = Instant::now();
+        while started.elapsed() < *after && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Like [`run`]; true when the run was killed, false when it finished. A clean error exit
+/// (rather than a signal) fails the test with the run's stderr.
+pub fn run_killed(dir: &Path, kill: Option<&Kill>) -> bool {
+    let output = run(dir, kill);
+    if output.status.success() {
+        return false;
+    }
+    assert!(
+        output.status.code().is_none(),
+        "volley failed instead of being killed ({:?}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    true
+}
