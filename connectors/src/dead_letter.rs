@@ -106,6 +106,7 @@ pub struct DeadLetterWriter {
     store: Arc<dyn ObjectStore>,
     dir: Path,
     written: Arc<AtomicU64>,
+    instance: Option<String>,
 }
 
 impl DeadLetterWriter {
@@ -124,7 +125,16 @@ impl DeadLetterWriter {
             store,
             dir,
             written: Arc::default(),
+            instance: None,
         }
+    }
+
+    /// Names this writer's files for its share of the pipeline (`epoch-<instance>-<epoch>`),
+    /// so several writers (group mode: one per source partition) share one directory.
+    #[must_use]
+    pub fn with_instance(mut self, instance: Option<String>) -> Self {
+        self.instance = instance;
+        self
     }
 
     /// The name of the file holding epoch `epoch`'s letters.
@@ -156,7 +166,11 @@ impl DeadLetterWriter {
         for letter in letters.iter().filter(|l| l.rows.num_rows() > 0) {
             encode_letters(epoch, letter, &mut out)?;
         }
-        let path = self.dir.clone().join(Self::file_name(epoch));
+        let name = match &self.instance {
+            Some(instance) => format!("epoch-{instance}-{epoch:020}.jsonl"),
+            None => Self::file_name(epoch),
+        };
+        let path = self.dir.clone().join(name.as_str());
         self.store
             .put(&path, PutPayload::from(out))
             .await

@@ -158,6 +158,29 @@ pub struct SinkContext {
     /// Identifies the pipeline (stable across restarts): used in transaction ids and commit
     /// metadata, so a replayed epoch is recognised as already written.
     pub pipeline_id: String,
+    /// Which share of the pipeline writes through this sink, when several do (group mode:
+    /// one per source partition, such as `p3`). Sinks that keep per-writer progress (Delta
+    /// `txn` app ids, Kafka transactional ids) or name files per epoch keep one per share,
+    /// so shares never overwrite or fence each other.
+    pub instance: Option<String>,
+}
+
+impl SinkContext {
+    /// The context of a pipeline with a single writer per sink.
+    pub fn new(pipeline_id: &str) -> Self {
+        Self {
+            pipeline_id: pipeline_id.to_string(),
+            instance: None,
+        }
+    }
+
+    /// `base` with this share's suffix (`base` alone when there is one writer).
+    pub fn scoped(&self, base: &str, separator: &str) -> String {
+        match &self.instance {
+            Some(instance) => format!("{base}{separator}{instance}"),
+            None => base.to_string(),
+        }
+    }
 }
 
 /// Where a pipeline's rows land, one epoch at a time.

@@ -27,6 +27,10 @@ pub enum EngineError {
     /// Checkpoints cannot be written, read or restored.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// Another process owns the pipeline (or this share of it) now: this one must stop
+    /// without writing anything more.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// A bug in Volley.
     #[error("internal error (a bug in Volley): {0}")]
     Internal(String),

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod driver;
 pub mod error;
+pub mod group;
 pub mod memory;
 pub mod query;
 pub mod runtime;

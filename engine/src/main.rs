@@ -10,6 +10,7 @@ use volley_connectors::ConnectorRegistry;
 use volley_engine::batch::{parse_binding, run_batch};
 use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
 use volley_engine::driver::BatchSizing;
+use volley_engine::group::{GroupConfig, group_source, run_group};
 use volley_engine::load_pipeline;
 use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_engine::verify::{InputOrder, VerifyOptions, verify};
@@ -139,16 +140,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     from_scratch,
                 })
             };
-            let overrides = JobOverrides {
-                status: !quiet,
-                sizing: max_rows.map(BatchSizing::Fixed),
-                workers,
-                pipeline_id: Some(pipeline_id.unwrap_or(name)),
-                checkpoint,
-                ..JobOverrides::default()
+            let pipeline_id = pipeline_id.unwrap_or(name);
+            let summary = if let Some(table) = group_source(&p)? {
+                let checkpoint = checkpoint.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "table '{}' has option 'group' (group mode): its partitions move between processes through their checkpoints, so --no-checkpoint cannot be used",
+                        table.name
+                    )
+                })?;
+                let config = GroupConfig {
+                    checkpoint,
+                    pipeline_id,
+                    workers,
+                    sizing: max_rows.map(BatchSizing::Fixed),
+                    verbose: !quiet,
+                };
+                run_group(&p, table, &registry, config)
+                    .await
+                    .context("pipeline failed")?
+            } else {
+                let overrides = JobOverrides {
+                    status: !quiet,
+                    sizing: max_rows.map(BatchSizing::Fixed),
+                    workers,
+                    pipeline_id: Some(pipeline_id),
+                    checkpoint,
+                    ..JobOverrides::default()
+                };
+                let (job, _) = build_stream_job(&p, &registry, overrides).await?;
+                job.run().await.context("pipeline failed")?
             };
-            let (job, _) = build_stream_job(&p, &registry, overrides).await?;
-            let summary = job.run().await.context("pipeline failed")?;
             for (sink, rows) in &summary.rows_out {
                 eprintln!("{sink}: {rows} rows written");
             }
@@ -259,7 +280,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                // deltalake reports commit conflicts the Delta sink resolves by retrying, and
+                // per-MERGE metric notes: not a user's concern unless the sink fails.
+                .unwrap_or_else(|_| {
+                    "warn,deltalake_core=error,deltalake_core::kernel::transaction=off".into()
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

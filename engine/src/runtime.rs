@@ -140,6 +140,25 @@ pub struct StreamJob {
     /// Per source (in job order): how long a partition may give no rows before the watermark
     /// leaves it out.
     pub idle_timeouts: Vec<Duration>,
+    /// The share of the pipeline this job is, when several jobs run it (group mode: the source
+    /// partition, such as `p3`); names its dead-letter files.
+    pub instance: Option<String>,
+    /// Told about every checkpoint written.
+    pub on_checkpoint: Option<CheckpointHook>,
+}
+
+/// Called after each checkpoint with its epoch and every source's position (in job order),
+/// for example to publish read offsets to monitoring.
+#[derive(Clone)]
+pub struct CheckpointHook(pub Arc<CheckpointFn>);
+
+/// What a [`CheckpointHook`] calls: `(epoch, positions)`.
+pub type CheckpointFn = dyn Fn(u64, &[Position]) + Send + Sync;
+
+impl std::fmt::Debug for CheckpointHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckpointHook")
+    }
 }
 
 impl StreamJob {
@@ -147,7 +166,21 @@ impl StreamJob {
     ///
     /// # Errors
     /// Source, sink and execution failures.
-    pub async fn run(mut self) -> Result<RunSummary> {
+    pub async fn run(self) -> Result<RunSummary> {
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        self.run_until(stop).await
+    }
+
+    /// Runs until every source is exhausted or `stop` turns true. A stop is taken between
+    /// epochs: the epoch in progress completes, a checkpoint is written for it when checkpoints
+    /// are on (so whoever resumes the pipeline replays nothing), and the sinks are closed.
+    ///
+    /// # Errors
+    /// Source, sink and execution failures.
+    pub async fn run_until(
+        mut self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<RunSummary> {
         self.prepare().await?;
         let readers = std::mem::take(&mut self.readers);
         let exhausted = self.sources.iter().map(|s| s.exhausted).collect();
@@ -160,11 +193,21 @@ impl StreamJob {
             exhausted,
             self.idle_timeouts.clone(),
         );
-        while let Some(next) = input.recv().await {
+        loop {
+            if *stop.borrow() {
+                self.checkpoint_if_behind().await?;
+                break;
+            }
+            let next = tokio::select! {
+                next = input.recv() => next,
+                _ = stop.changed() => continue,
+            };
+            let Some(next) = next else { break };
             if self.run_epoch(next?).await? {
                 break;
             }
         }
+        drop(input);
         for sink in self.sinks.values_mut() {
             sink.close().await?;
         }
@@ -373,7 +416,7 @@ impl StreamJob {
             let writer = match dead_letters.entry(source) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(DeadLetterWriter::new(&dir)?)
+                    e.insert(DeadLetterWriter::new(&dir)?.with_instance(self.instance.clone()))
                 }
             };
             writer.write_epoch(epoch, &batches).await?;
@@ -383,6 +426,18 @@ impl StreamJob {
 }
 
 impl StreamJob {
+    /// Writes a checkpoint when the last epoch processed has none yet.
+    async fn checkpoint_if_behind(&mut self) -> Result<()> {
+        let behind = self
+            .checkpoints
+            .as_ref()
+            .is_some_and(|c| c.last_epoch() < self.epoch);
+        if behind && self.epoch > 0 {
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+
     /// Writes a checkpoint of everything as of the current epoch (the loop calls this when the
     /// interval says so; a no-op when checkpoints are off).
     ///
@@ -460,6 +515,11 @@ impl StreamJob {
         self.summary.last_checkpoint_ms = ms;
         self.summary.last_checkpoint_bytes = bytes;
         tracing::info!(epoch, ms, bytes, "checkpoint written");
+        if let Some(hook) = &self.on_checkpoint {
+            let positions: Vec<Position> =
+                self.sources.iter().map(|s| s.position.clone()).collect();
+            (hook.0)(epoch, &positions);
+        }
         Ok(())
     }
 }

@@ -37,6 +37,12 @@ pub struct JobOverrides {
     pub pipeline_id: Option<String>,
     /// Checkpointing (None: off).
     pub checkpoint: Option<CheckpointConfig>,
+    /// The share of the pipeline this job is, when several jobs run it (group mode: the source
+    /// partition, such as `p3`): sinks keep per-share progress and file names, and dead
+    /// letters are named per share.
+    pub instance: Option<String>,
+    /// Told about every checkpoint written.
+    pub on_checkpoint: Option<crate::runtime::CheckpointHook>,
 }
 
 /// Every core the process may use.
@@ -218,6 +224,7 @@ pub async fn build_stream_job(
             .pipeline_id
             .clone()
             .unwrap_or_else(|| "volley".to_string()),
+        instance: overrides.instance.clone(),
     };
     let mut sinks: BTreeMap<String, Box<dyn Sink>> = BTreeMap::new();
     for plan in &plans {
@@ -271,6 +278,8 @@ pub async fn build_stream_job(
         replay: Vec::new(),
         fingerprint: crate::checkpoint::fingerprint::fingerprint(pipeline),
         idle_timeouts,
+        instance: overrides.instance.clone(),
+        on_checkpoint: overrides.on_checkpoint.clone(),
     };
     Ok((job, plans))
 }

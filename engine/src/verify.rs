@@ -179,6 +179,8 @@ pub async fn stream_outputs(
         workers: opts.workers,
         pipeline_id: None,
         checkpoint: None,
+        instance: None,
+        on_checkpoint: None,
     };
     let (job, plans) = build_stream_job(pipeline, registry, overrides).await?;
     job.run().await?;

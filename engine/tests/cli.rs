@@ -270,3 +270,51 @@ fn changed_pipelines_refuse_to_restore_until_started_from_scratch() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn grouped(group_by: &str, extra: &str) -> String {
+    format!(
+        "CREATE EXTERNAL TABLE rides (rider_id BIGINT NOT NULL, lat DOUBLE NOT NULL, lon DOUBLE NOT NULL,
+           event_time TIMESTAMP NOT NULL)
+         STORED AS KAFKA LOCATION '127.0.0.1:1/rides'
+         OPTIONS ('group' 'g', 'partitioned_by' 'rider_id',
+                  'watermark' 'event_time - INTERVAL ''1 second''');
+         CREATE EXTERNAL TABLE out STORED AS PARQUET LOCATION 'out';
+         {extra}
+         INSERT INTO out SELECT {group_by} AS k, date_bin(INTERVAL '1 minute', event_time) AS w, count(*) AS n
+         FROM rides GROUP BY 1, 2;"
+    )
+}
+
+fn run_error(dir: &Path, sql: &str, args: &[&str]) -> String {
+    std::fs::write(dir.join("pipeline.sql"), sql).unwrap();
+    let out = volley()
+        .args(["run", "pipeline.sql", "--quiet"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn group_mode_refuses_what_it_would_get_wrong_before_joining() {
+    let dir = tempfile::tempdir().unwrap();
+    // Groups spread over partitions: refused, naming the INSERT, the column and the recipe.
+    let err = run_error(dir.path(), &grouped("geohash(lat, lon, 5)", ""), &[]);
+    assert!(err.contains("INSERT INTO out"), "{err}");
+    assert!(
+        err.contains("'rider_id' (option 'partitioned_by')"),
+        "{err}"
+    );
+    assert!(err.contains("docs/scale-out.md"), "{err}");
+    // Grouped by the partitioning column it plans; --no-checkpoint is refused before any
+    // broker is contacted (the LOCATION's port is closed).
+    let err = run_error(dir.path(), &grouped("rider_id", ""), &["--no-checkpoint"]);
+    assert!(err.contains("--no-checkpoint cannot be used"), "{err}");
+    // A second source cannot join the group.
+    let other = "CREATE EXTERNAL TABLE more STORED AS GENERATOR LOCATION 'x' OPTIONS ('count' '1');
+                 INSERT INTO out SELECT rider_id AS k, event_time AS w, 1 AS n FROM more;";
+    let err = run_error(dir.path(), &grouped("rider_id", other), &[]);
+    assert!(err.contains("must be the only source"), "{err}");
+}

@@ -67,7 +67,7 @@ const TARGET: &str = "target";
 ///     watermark: None,
 ///     at: StatementRef::default(),
 /// };
-/// let context = SinkContext { pipeline_id: "doc".into() };
+/// let context = SinkContext::new("doc");
 /// let mut sink = DeltaConnector.open_sink(&table, schema.clone(), &context).await?;
 /// let rows = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2]))])?;
 /// sink.write_epoch(1, &[rows.clone()]).await?;
@@ -116,14 +116,31 @@ impl DeltaSink {
                 delta
             }
             None => {
-                table::create(
+                let created = table::create(
                     name,
                     &location,
                     &schema,
                     &options.partition_by,
                     &context.pipeline_id,
                 )
-                .await?
+                .await;
+                match created {
+                    Ok(delta) => delta,
+                    // Another writer created it first (group mode starts several at once).
+                    Err(e) => match table::load(name, &location).await? {
+                        Some(delta) => {
+                            check_existing(
+                                name,
+                                &location,
+                                &delta,
+                                &schema,
+                                &options.partition_by,
+                            )?;
+                            delta
+                        }
+                        None => return Err(e),
+                    },
+                }
             }
         };
         let table_schema = delta
@@ -136,9 +153,12 @@ impl DeltaSink {
             delta,
             schema: table_schema,
             pipeline_id: context.pipeline_id.clone(),
-            app_id: options
-                .app_id
-                .unwrap_or_else(|| format!("{}:{name}", context.pipeline_id)),
+            app_id: context.scoped(
+                &options
+                    .app_id
+                    .unwrap_or_else(|| format!("{}:{name}", context.pipeline_id)),
+                ":",
+            ),
             merge_key,
             compact_every: options.compact_every,
             epochs_since_compaction: 0,
@@ -327,9 +347,43 @@ impl DeltaSink {
     }
 }
 
+/// How many times an epoch's commit is tried when other writers commit to the table at the
+/// same time (deltalake resolves blind appends itself; a MERGE that read files another writer
+/// changed is redone over the new table state).
+const COMMIT_ATTEMPTS: u32 = 8;
+
 #[async_trait]
 impl Sink for DeltaSink {
     async fn write_epoch(&mut self, epoch: u64, batches: &[RecordBatch]) -> Result<()> {
+        let mut attempt = 1;
+        loop {
+            match self.write_once(epoch, batches).await {
+                Err(ConnectorError::External {
+                    retryable: true,
+                    message,
+                    ..
+                }) if attempt < COMMIT_ATTEMPTS => {
+                    tracing::info!(table = %self.table, epoch, attempt, %message, "Delta commit failed; rereading the table and trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(5)))
+                        .await;
+                    attempt += 1;
+                    self.committed = self.refresh_committed().await?;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// The txn version read from the log when the sink opened, advanced by its own commits
+    /// (one writer per app id): no second log read at start-up.
+    async fn committed_epoch(&mut self) -> Result<Option<u64>> {
+        Ok(self.committed.and_then(|v| u64::try_from(v).ok()))
+    }
+}
+
+impl DeltaSink {
+    /// One try at committing epoch `epoch` (skipped when the table already records it).
+    async fn write_once(&mut self, epoch: u64, batches: &[RecordBatch]) -> Result<()> {
         let version = super::commit::txn_version(&self.table, epoch)?;
         if epoch > 0
             && let Some(done) = self.committed
@@ -373,12 +427,6 @@ impl Sink for DeltaSink {
             self.committed = Some(version);
         }
         Ok(())
-    }
-
-    /// The txn version read from the log when the sink opened, advanced by its own commits
-    /// (one writer per app id): no second log read at start-up.
-    async fn committed_epoch(&mut self) -> Result<Option<u64>> {
-        Ok(self.committed.and_then(|v| u64::try_from(v).ok()))
     }
 }
 

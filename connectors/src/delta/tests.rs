@@ -42,9 +42,7 @@ fn decl_named(
 }
 
 fn context() -> SinkContext {
-    SinkContext {
-        pipeline_id: PIPELINE.to_string(),
-    }
+    SinkContext::new(PIPELINE)
 }
 
 fn schema() -> SchemaRef {

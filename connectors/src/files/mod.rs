@@ -168,17 +168,14 @@ impl Connector for FileConnector {
         &self,
         table: &TableDecl,
         schema: SchemaRef,
-        _context: &SinkContext,
+        context: &SinkContext,
     ) -> Result<Box<dyn Sink>> {
         let options = FileOptions::from_options(&table.options)?;
         let location = Location::resolve_sink_dir(&table.name, &table.location).await?;
-        Ok(Box::new(FileSink::new(
-            &table.name,
-            self.format,
-            options,
-            schema,
-            location,
-        )))
+        Ok(Box::new(
+            FileSink::new(&table.name, self.format, options, schema, location)
+                .with_instance(context.instance.clone()),
+        ))
     }
 
     async fn batch_table(

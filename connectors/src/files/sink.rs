@@ -30,6 +30,7 @@ pub struct FileSink {
     store: Arc<dyn ObjectStore>,
     dir: Path,
     files_written: u64,
+    instance: Option<String>,
 }
 
 impl FileSink {
@@ -50,12 +51,29 @@ impl FileSink {
             store,
             dir,
             files_written: 0,
+            instance: None,
         }
+    }
+
+    /// Names this writer's files for its share of the pipeline (`part-<instance>-<epoch>`), so
+    /// several writers (group mode: one per source partition) share one directory.
+    #[must_use]
+    pub fn with_instance(mut self, instance: Option<String>) -> Self {
+        self.instance = instance;
+        self
     }
 
     /// The file name epoch `epoch` is written to.
     pub fn part_file_name(epoch: u64, format: FileFormat) -> String {
         format!("part-{epoch:020}.{}", format.extension())
+    }
+
+    /// The file name epoch `epoch` of share `instance` is written to.
+    fn file_name(&self, epoch: u64) -> String {
+        match &self.instance {
+            Some(instance) => format!("part-{instance}-{epoch:020}.{}", self.format.extension()),
+            None => Self::part_file_name(epoch, self.format),
+        }
     }
 
     /// Files written (or rewritten) so far.
@@ -128,10 +146,7 @@ impl Sink for FileSink {
             return Ok(());
         }
         let bytes = self.encode(&batches)?;
-        let path = self
-            .dir
-            .clone()
-            .join(Self::part_file_name(epoch, self.format).as_str());
+        let path = self.dir.clone().join(self.file_name(epoch).as_str());
         self.store
             .put(&path, PutPayload::from(bytes))
             .await

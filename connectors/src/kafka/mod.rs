@@ -30,8 +30,12 @@
 //! | `start`      | `earliest` (default) or `latest`, when no checkpoint exists          |
 //! | `bounded`    | `latest`: stop once every partition has been read to its end         |
 //! | `partitions` | the partitions to read (default: all)                                |
-//! | `group`      | consumer group id (default `volley-<table>`)                         |
+//! | `group`      | scale-out: processes of this pipeline share the partitions through   |
+//! |              | this consumer group (see `docs/scale-out.md`)                        |
+//! | `partitioned_by` | the column producers keyed messages by                           |
+//! | `session_timeout` | group mode: how long a silent member keeps its partitions (`10s`) |
 
+mod group;
 mod layout;
 mod options;
 mod sink;
@@ -42,6 +46,7 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use volley_sql::{OptionSpec, TableDecl};
 
+pub use group::{GroupCommitter, GroupEvent, GroupMember};
 pub use layout::{KEY, Layout, Message, OFFSET, PARTITION, TIMESTAMP, VALUE};
 pub use options::{KAFKA_OPTIONS, KafkaFormat, KafkaOptions, StartAt};
 pub use sink::{EPOCH_HEADER, KafkaSink, PIPELINE_HEADER};

@@ -28,7 +28,15 @@ pub const KAFKA_OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "group",
-        expected: "a consumer group id to commit read offsets to, for monitoring (default 'volley-<table>')",
+        expected: "a consumer group id: several `volley run` processes of this pipeline share the topic's partitions through it (scale-out, docs/scale-out.md); without it one process reads every partition",
+    },
+    OptionSpec {
+        name: "partitioned_by",
+        expected: "the column producers keyed messages by (its value picks the partition): in group mode an aggregate must group by it (or by '_key')",
+    },
+    OptionSpec {
+        name: "session_timeout",
+        expected: "in group mode, how long a silent member keeps its partitions before the group moves them (a duration, default '10s')",
     },
 ];
 
@@ -65,8 +73,15 @@ pub struct KafkaOptions {
     pub bounded: bool,
     /// Partitions to read (`None`: all).
     pub partitions: Option<Vec<i32>>,
-    /// Consumer group for offset commits (monitoring only: positions live in checkpoints).
+    /// Consumer group id: read offsets are committed to it for monitoring (positions live in
+    /// checkpoints); with `shared`, processes split the partitions through it.
     pub group: String,
+    /// The `group` option was given: group mode (scale-out).
+    pub shared: bool,
+    /// The column producers keyed messages by.
+    pub partitioned_by: Option<String>,
+    /// Group mode: the consumer group session timeout.
+    pub session_timeout: Duration,
     /// How long to wait for the broker's answers to metadata and assignment requests.
     pub request_timeout: Duration,
     /// As a sink: one transaction per epoch (see the sink's docs).
@@ -109,6 +124,20 @@ impl KafkaOptions {
             Some(raw) => raw.trim().to_string(),
         };
         let exactly_once = options.get_bool("exactly_once")?.unwrap_or(false);
+        let partitioned_by = match options.get("partitioned_by") {
+            None => None,
+            Some(raw) if raw.trim().is_empty() => {
+                return Err(options.bad("partitioned_by", raw, "a column name"));
+            }
+            Some(raw) => Some(raw.trim().to_string()),
+        };
+        let session_timeout = options
+            .get_duration("session_timeout")?
+            .unwrap_or(Duration::from_secs(10));
+        if session_timeout < Duration::from_secs(1) {
+            let raw = options.get("session_timeout").unwrap_or_default();
+            return Err(options.bad("session_timeout", raw, "a duration of at least 1s"));
+        }
         Ok(Self {
             brokers,
             topic,
@@ -116,7 +145,10 @@ impl KafkaOptions {
             start,
             bounded,
             partitions,
+            shared: options.get("group").is_some(),
             group,
+            partitioned_by,
+            session_timeout,
             request_timeout: Duration::from_secs(10),
             exactly_once,
         })

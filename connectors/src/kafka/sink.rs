@@ -80,7 +80,7 @@ impl KafkaSink {
                     .collect::<Result<Vec<_>>>()?,
             ),
         };
-        let (transactional_id, progress_group) = ids(&context.pipeline_id, &table.name);
+        let (transactional_id, progress_group) = ids(context, &table.name);
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &opts.brokers)

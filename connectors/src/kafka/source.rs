@@ -8,16 +8,35 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::time::Instant;
 
 use super::layout::{Layout, Message};
 use super::options::{KafkaOptions, StartAt};
 use crate::error::{ConnectorError, Result};
 use crate::traits::{Position, RejectedRecord, Source, SourcePoll};
+
+/// The source consumer's client context: end-of-partition is how a bounded read knows it is
+/// done, not an error worth a log line; other client errors are logged as warnings (librdkafka
+/// reconnects by itself, and `poll_batch` backs off).
+pub(crate) struct SourceContext {
+    table: String,
+}
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::trace!(table = %self.table, reason, "end of partition");
+        } else {
+            tracing::warn!(table = %self.table, %error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
 
 /// Reads one topic. Positions are per partition (`"<partition>" → next offset`); a partition
 /// with no recorded position starts at the `start` option's end of the log.
@@ -29,7 +48,7 @@ pub struct KafkaSource {
     table: String,
     opts: KafkaOptions,
     layout: Layout,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<SourceContext>>,
     partitions: Vec<i32>,
     /// Next offset to read per partition (absent: not read yet; the `start` option applies).
     positions: BTreeMap<i32, i64>,
@@ -70,7 +89,7 @@ impl KafkaSource {
     /// lacks; [`ConnectorError::External`] when the broker cannot be reached.
     pub async fn open(table: &str, opts: KafkaOptions, schema: SchemaRef) -> Result<Self> {
         let layout = Layout::new(table, schema, opts.format)?;
-        let consumer: StreamConsumer = ClientConfig::new()
+        let consumer: StreamConsumer<SourceContext> = ClientConfig::new()
             .set("bootstrap.servers", &opts.brokers)
             .set("group.id", &opts.group)
             .set("enable.auto.commit", "false")
@@ -85,7 +104,9 @@ impl KafkaSource {
                     StartAt::Latest => "latest",
                 },
             )
-            .create()
+            .create_with_context(SourceContext {
+                table: table.to_string(),
+            })
             .map_err(|e| broker_error(table, "create a consumer", &e))?;
         let consumer = Arc::new(consumer);
         let found = {

@@ -149,6 +149,9 @@ fn options(bootstrap: &str, topic: &str) -> KafkaOptions {
         bounded: true,
         partitions: None,
         group: "volley-test".into(),
+        shared: false,
+        partitioned_by: None,
+        session_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(10),
         exactly_once: false,
     }

@@ -24,6 +24,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{ConnectorError, Result};
+use crate::traits::SinkContext;
 
 /// How long one transactional call may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,10 +55,11 @@ fn failed(table: &str, doing: &str, e: &dyn std::fmt::Display, retryable: bool) 
 }
 
 /// The transactional id and progress group of a sink.
-pub fn ids(pipeline_id: &str, table: &str) -> (String, String) {
+pub fn ids(context: &SinkContext, table: &str) -> (String, String) {
+    let pipeline_id = &context.pipeline_id;
     (
-        format!("volley.{pipeline_id}.{table}"),
-        format!("volley-progress.{pipeline_id}.{table}"),
+        context.scoped(&format!("volley.{pipeline_id}.{table}"), "."),
+        context.scoped(&format!("volley-progress.{pipeline_id}.{table}"), "."),
     )
 }
 

@@ -107,6 +107,11 @@ impl Checkpointer {
             }
     }
 
+    /// The epoch of the last checkpoint written or restored (0: none).
+    pub fn last_epoch(&self) -> u64 {
+        self.last_epoch
+    }
+
     /// Records that checkpoint `epoch` was written.
     pub fn written(&mut self, epoch: u64) {
         self.last_epoch = epoch;

@@ -32,7 +32,12 @@ impl StreamJob {
                     .epochs_after(manifest.as_ref().map_or(0, |m| m.epoch))
                     .await?;
                 match &manifest {
-                    Some(manifest) => self.restore(manifest, &dir).await?,
+                    Some(manifest) => {
+                        self.restore(manifest, &dir).await?;
+                        if let Some(checkpoints) = &mut self.checkpoints {
+                            checkpoints.written(manifest.epoch);
+                        }
+                    }
                     // Crashed before the first checkpoint: re-read its logged epochs from the
                     // start, which is where its first epoch began.
                     None => self.start_before(logs.first(), &dir)?,

@@ -114,16 +114,34 @@ impl CheckpointStore {
         Ok(epochs)
     }
 
-    /// Logs epoch `log.epoch`'s input ranges (before the epoch runs).
+    /// Logs epoch `log.epoch`'s input ranges (before the epoch runs). The entry is created,
+    /// never replaced: an entry that already exists means another process logged that epoch
+    /// (it took the pipeline, or its share of it, over), and this one must stop: that is the
+    /// fence that keeps two owners from running one pipeline.
     ///
     /// # Errors
-    /// Store failures.
+    /// Store failures, and [`EngineError::Fenced`] when the epoch is already logged.
     pub async fn log_epoch(&self, log: &EpochLog) -> Result<()> {
         let json = serde_json::to_vec(log)
             .map_err(|e| EngineError::Internal(format!("encoding epoch log: {e}")))?;
-        self.put(&format!("epochs/{:020}.json", log.epoch), json)
-            .await?;
-        Ok(())
+        let rest = format!("epochs/{:020}.json", log.epoch);
+        let created = self
+            .store
+            .put_opts(
+                &self.path(&rest),
+                PutPayload::from(json),
+                object_store::PutMode::Create.into(),
+            )
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(EngineError::Fenced(format!(
+                "epoch {} is already logged in {}: another process runs this pipeline (or took \
+                 this share of it over); this one stops",
+                log.epoch, self.display
+            ))),
+            Err(e) => Err(io(format!("writing {}/{rest}", self.display))(e)),
+        }
     }
 
     /// Logged epochs after `after`, in order.

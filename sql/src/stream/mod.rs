@@ -10,7 +10,7 @@ pub mod window;
 pub use late::{LateGate, LateSplitExec};
 pub use leaf::{EpochSlot, EpochSourceExec, EpochTable};
 pub use plan::{
-    AggregatePlan, QueryPlan, QueryShape, SourceBinding, StreamPlanner, batch_context,
+    AggregatePlan, KeySource, QueryPlan, QueryShape, SourceBinding, StreamPlanner, batch_context,
     insert_logical_plan, streaming_context,
 };
 pub use window::WindowSpec;

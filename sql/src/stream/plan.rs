@@ -82,6 +82,31 @@ pub struct AggregatePlan {
     pub post: Arc<dyn ExecutionPlan>,
     /// How many state owners the group keys are hash-partitioned across.
     pub shards: usize,
+    /// Per group key (in GROUP BY order): the source columns it is copied from, unchanged or
+    /// cast; empty when it is computed (the window, an expression).
+    pub key_sources: Vec<Vec<KeySource>>,
+}
+
+/// A source column a group key is copied from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySource {
+    /// The source table.
+    pub table: String,
+    /// The column of that table.
+    pub column: String,
+}
+
+impl AggregatePlan {
+    /// Whether some group key is copied unchanged (or cast) from `table`'s column `column`:
+    /// then rows of one group all share that column's value.
+    pub fn groups_by_source_column(&self, table: &str, column: &str) -> bool {
+        self.key_sources.iter().any(|sources| {
+            !sources.is_empty()
+                && sources
+                    .iter()
+                    .all(|s| s.table == table && s.column == column)
+        })
+    }
 }
 
 /// What kind of work an INSERT is.
@@ -401,7 +426,34 @@ impl StreamPlanner {
             post_slot,
             post,
             shards: self.workers,
+            key_sources: group_by
+                .expr()
+                .iter()
+                .map(|(expr, _)| self.key_sources(expr, &pre))
+                .collect(),
         })
+    }
+
+    /// The source columns a group expression over `pre`'s output is copied from.
+    fn key_sources(
+        &self,
+        expr: &Arc<dyn PhysicalExpr>,
+        pre: &Arc<dyn ExecutionPlan>,
+    ) -> Vec<KeySource> {
+        let Some(origins) = column_of(expr).and_then(|c| trace_column(pre, c)) else {
+            return Vec::new();
+        };
+        origins
+            .iter()
+            .map(|o| {
+                let source = self.sources.get(&o.input)?;
+                Some(KeySource {
+                    table: o.input.clone(),
+                    column: source.schema.fields().get(o.column)?.name().clone(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default()
     }
 
     /// Finds the tumbling window among the group expressions, checking it is over a watermarked

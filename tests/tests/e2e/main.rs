@@ -12,4 +12,5 @@ mod partitions;
 mod process;
 mod readers;
 mod recovery;
+mod scale_out;
 mod slt;
