@@ -8,6 +8,9 @@
 //! ```
 //!
 //! Writing an epoch again replaces its file, so a replayed epoch never duplicates letters.
+//!
+//! `'dead_letter' 'kafka://host:port/topic'` sends each letter (the same JSON line) as one
+//! message to a Kafka topic instead, keyed so a replayed epoch's letters repeat their keys.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +23,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::error::{ConnectorError, Result};
+use crate::kafka::KafkaLetters;
 use crate::location::Location;
 use crate::traits::RejectedRecord;
 
@@ -103,18 +107,38 @@ impl DeadLetterBatch {
 /// ```
 #[derive(Debug)]
 pub struct DeadLetterWriter {
-    store: Arc<dyn ObjectStore>,
-    dir: Path,
+    destination: Destination,
     written: Arc<AtomicU64>,
     instance: Option<String>,
 }
 
+/// Where letters go.
+#[derive(Debug)]
+enum Destination {
+    /// One JSON-lines file per epoch in a directory.
+    Files {
+        store: Arc<dyn ObjectStore>,
+        dir: Path,
+    },
+    /// One message per letter in a Kafka topic.
+    Kafka(KafkaLetters),
+}
+
 impl DeadLetterWriter {
-    /// A writer into directory `dir` (a path, `file://` or `memory://` URL).
+    /// A writer into directory `dir` (a path, `file://` or `memory://` URL), or into a Kafka
+    /// topic (`kafka://host:port/topic`: one message per letter, see
+    /// [`crate::kafka::KafkaLetters`]).
     ///
     /// # Errors
     /// [`ConnectorError::Config`] when `dir` is not a usable location.
     pub fn new(dir: &str) -> Result<Self> {
+        if dir.starts_with(crate::kafka::DEAD_LETTER_SCHEME) {
+            return Ok(Self {
+                destination: Destination::Kafka(KafkaLetters::open(dir)?),
+                written: Arc::default(),
+                instance: None,
+            });
+        }
         Ok(Self::from_location(Location::resolve(DEAD_LETTER, dir)?))
     }
 
@@ -122,8 +146,7 @@ impl DeadLetterWriter {
     pub fn from_location(location: Location) -> Self {
         let (store, dir) = location.into_parts();
         Self {
-            store,
-            dir,
+            destination: Destination::Files { store, dir },
             written: Arc::default(),
             instance: None,
         }
@@ -162,23 +185,42 @@ impl DeadLetterWriter {
         if rows == 0 {
             return Ok(());
         }
-        let mut out = Vec::new();
-        for letter in letters.iter().filter(|l| l.rows.num_rows() > 0) {
-            encode_letters(epoch, letter, &mut out)?;
+        match &self.destination {
+            Destination::Files { store, dir } => {
+                let mut out = Vec::new();
+                for letter in letters.iter().filter(|l| l.rows.num_rows() > 0) {
+                    encode_letters(epoch, letter, &mut out)?;
+                }
+                let name = match &self.instance {
+                    Some(instance) => format!("epoch-{instance}-{epoch:020}.jsonl"),
+                    None => Self::file_name(epoch),
+                };
+                let path = dir.clone().join(name.as_str());
+                store.put(&path, PutPayload::from(out)).await.map_err(|e| {
+                    ConnectorError::External {
+                        table: DEAD_LETTER.to_string(),
+                        message: format!("cannot write '{path}': {e}"),
+                        retryable: true,
+                    }
+                })?;
+            }
+            Destination::Kafka(kafka) => {
+                let mut keyed: Vec<(String, Vec<u8>)> = Vec::new();
+                for letter in letters.iter().filter(|l| l.rows.num_rows() > 0) {
+                    let mut out = Vec::new();
+                    encode_letters(epoch, letter, &mut out)?;
+                    for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                        let n = keyed.len();
+                        let key = match &self.instance {
+                            Some(instance) => format!("{}/{instance}/{epoch}/{n}", letter.source),
+                            None => format!("{}/{epoch}/{n}", letter.source),
+                        };
+                        keyed.push((key, line.to_vec()));
+                    }
+                }
+                kafka.send(epoch, &keyed).await?;
+            }
         }
-        let name = match &self.instance {
-            Some(instance) => format!("epoch-{instance}-{epoch:020}.jsonl"),
-            None => Self::file_name(epoch),
-        };
-        let path = self.dir.clone().join(name.as_str());
-        self.store
-            .put(&path, PutPayload::from(out))
-            .await
-            .map_err(|e| ConnectorError::External {
-                table: DEAD_LETTER.to_string(),
-                message: format!("cannot write '{path}': {e}"),
-                retryable: true,
-            })?;
         self.written.fetch_add(rows, Ordering::Relaxed);
         Ok(())
     }

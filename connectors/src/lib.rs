@@ -16,4 +16,6 @@ pub mod traits;
 
 pub use error::{ConnectorError, Result};
 pub use registry::ConnectorRegistry;
-pub use traits::{Connector, Position, RejectedRecord, Sink, SinkContext, Source, SourcePoll};
+pub use traits::{
+    Connector, Position, RejectedRecord, Sink, SinkContext, Source, SourceMonitor, SourcePoll,
+};

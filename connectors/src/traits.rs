@@ -118,6 +118,13 @@ pub trait Source: Send + Debug {
         Vec::new()
     }
 
+    /// A handle the engine keeps while the source itself is read on another task: told when
+    /// positions are checkpointed, and asked for how far the source is behind. Sources that
+    /// have nothing to report keep the default: none.
+    fn monitor(&self) -> Option<Arc<dyn SourceMonitor>> {
+        None
+    }
+
     /// Records read since the last call that could not become rows (see
     /// [`RejectedRecord`]). The engine calls it after every poll. Sources whose input is
     /// always well-formed keep the default: none.
@@ -150,6 +157,17 @@ pub trait Source: Send + Debug {
         let max_rows = max_rows.min(usize::try_from(left).unwrap_or(usize::MAX));
         self.poll_batch(max_rows, deadline).await
     }
+}
+
+/// Progress reporting for a source that is being read elsewhere (see [`Source::monitor`]).
+pub trait SourceMonitor: Send + Sync + std::fmt::Debug {
+    /// A checkpoint holding `position` is durable. Kafka commits the offsets to its consumer
+    /// group here, for monitoring tools; positions themselves always come from checkpoints.
+    fn checkpointed(&self, position: &Position);
+
+    /// How many records exist past `position` (Kafka: consumer lag over every partition), when
+    /// the source knows.
+    fn lag(&self, position: &Position) -> Option<u64>;
 }
 
 /// What a sink knows about the pipeline writing to it.

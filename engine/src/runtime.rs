@@ -39,6 +39,8 @@ pub struct SourceRuntime {
     pub dead_letter_dir: String,
     /// Position after the last epoch processed.
     pub position: Position,
+    /// The source's progress reporting, if it has any.
+    pub monitor: Option<Arc<dyn volley_connectors::SourceMonitor>>,
 }
 
 impl SourceRuntime {
@@ -48,6 +50,11 @@ impl SourceRuntime {
             return Some(i64::MAX);
         }
         self.event_time.as_ref()?.watermark()
+    }
+
+    /// Records past this source's position, when it knows (Kafka: consumer lag).
+    pub fn lag(&self) -> Option<u64> {
+        self.monitor.as_ref()?.lag(&self.position)
     }
 
     /// The largest event time seen (nanoseconds).
@@ -515,6 +522,11 @@ impl StreamJob {
         self.summary.last_checkpoint_ms = ms;
         self.summary.last_checkpoint_bytes = bytes;
         tracing::info!(epoch, ms, bytes, "checkpoint written");
+        for source in &self.sources {
+            if let Some(monitor) = &source.monitor {
+                monitor.checkpointed(&source.position);
+            }
+        }
         if let Some(hook) = &self.on_checkpoint {
             let positions: Vec<Position> =
                 self.sources.iter().map(|s| s.position.clone()).collect();

@@ -194,6 +194,7 @@ pub async fn build_stream_job(
                 str::to_string,
             ),
             position,
+            monitor: reader.monitor(),
         });
         bindings.push(SourceBinding {
             name: table.name.clone(),

@@ -99,6 +99,10 @@ impl StatusLine {
             "volley | epoch {epoch} | {rows} events ({:.0}/s {label}) | watermark {watermark} | windows open {windows} | late {} | rows out {out}",
             rate, summary.late_rows
         );
+        let lags: Vec<u64> = sources.iter().filter_map(SourceRuntime::lag).collect();
+        if !lags.is_empty() {
+            line.push_str(&format!(" | lag {}", lags.iter().sum::<u64>()));
+        }
         if summary.rejected_records > 0 {
             line.push_str(&format!(" | undecodable {}", summary.rejected_records));
         }

@@ -1,29 +1,14 @@
 //! [`JsonDecoder`]: many JSON payloads (one object each) into one Arrow batch, vectorized with
-//! arrow-json's decoder, with every payload that is not a valid row of the schema set aside.
-//!
-//! arrow-json reports syntax errors from `decode` but type and missing-field errors only from
-//! `flush`, for a whole batch, and a decoder that failed is unusable. So payloads are fed to
-//! one decoder with a per-payload check (exactly one complete record each); a payload that
-//! fails `decode` or is not exactly one record is rejected and the good payloads fed since the
-//! last flush are fed again to a fresh decoder (each good payload is re-fed at most once). When
-//! `flush` fails, that chunk is decoded again by halves until the bad rows are single payloads —
-//! the slow path runs only for chunks that hold a bad row.
+//! arrow-json's decoder, with every payload that is not a valid row set aside (see
+//! [`super::isolate`]).
 
-use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::json::ReaderBuilder;
 use arrow::json::reader::Decoder;
 use arrow::record_batch::RecordBatch;
 
-/// A payload that could not be decoded: its index in the input and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    /// Index of the payload in the slice given to [`JsonDecoder::decode`].
-    pub index: usize,
-    /// What was wrong with it.
-    pub error: String,
-}
+use super::isolate::{PayloadDecoder, Rejected, RowFormat, decode_isolated};
 
 /// Decodes JSON payloads into batches of one schema. Unknown fields are ignored; a missing
 /// nullable field is null; a missing non-nullable field, a wrong type or bad JSON rejects the
@@ -32,7 +17,7 @@ pub struct Rejected {
 /// ```
 /// use std::sync::Arc;
 /// use arrow::datatypes::{DataType, Field, Schema};
-/// use volley_connectors::codec::JsonDecoder;
+/// use volley_connectors::codec::{JsonDecoder, PayloadDecoder};
 ///
 /// let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
 /// let decoder = JsonDecoder::new(schema);
@@ -51,65 +36,33 @@ impl JsonDecoder {
     pub fn new(schema: SchemaRef) -> Self {
         Self { schema }
     }
+}
 
-    /// The schema of the batches it makes.
-    pub fn schema(&self) -> &SchemaRef {
+impl PayloadDecoder for JsonDecoder {
+    fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
-    /// A decoder that takes up to `rows` records before it needs a flush (each payload holds
-    /// at most one record that is kept, so the number of payloads is always enough).
+    fn decode(&self, payloads: &[&[u8]]) -> Result<(RecordBatch, Vec<Rejected>), ArrowError> {
+        decode_isolated(self, payloads)
+    }
+}
+
+impl RowFormat for JsonDecoder {
+    type Decoder = Decoder;
+
+    fn row_schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Each payload holds at most one record that is kept, so the number of payloads is
+    /// always enough rows.
     fn fresh(&self, rows: usize) -> Result<Decoder, ArrowError> {
         ReaderBuilder::new(self.schema.clone())
             .with_batch_size(rows.max(1))
             .build_decoder()
     }
 
-    /// Decodes `payloads` in order: the good ones as one batch (input order kept), the bad
-    /// ones as [`Rejected`] entries (ascending index).
-    ///
-    /// # Errors
-    /// Only an Arrow failure unrelated to the payloads (building a decoder, concatenating).
-    pub fn decode(&self, payloads: &[&[u8]]) -> Result<(RecordBatch, Vec<Rejected>), ArrowError> {
-        let mut rejected = Vec::new();
-        let mut batches = Vec::new();
-        let capacity = payloads.len() + 1;
-        let mut decoder = self.fresh(capacity)?;
-        // Good payloads fed to `decoder` since it was created (their rows are not flushed yet).
-        let mut pending: Vec<usize> = Vec::new();
-        for (index, payload) in payloads.iter().enumerate() {
-            match self.feed(&mut decoder, payload) {
-                Ok(()) => pending.push(index),
-                Err(error) => {
-                    rejected.push(Rejected { index, error });
-                    // The decoder may hold part of the bad payload: start a fresh one with the
-                    // good payloads so far, and flush them so they are never fed again.
-                    decoder = self.fresh(capacity)?;
-                    self.refeed_and_flush(
-                        &mut decoder,
-                        capacity,
-                        payloads,
-                        &mut pending,
-                        &mut batches,
-                        &mut rejected,
-                    )?;
-                }
-            }
-        }
-        self.flush_pending(
-            &mut decoder,
-            capacity,
-            payloads,
-            &mut pending,
-            &mut batches,
-            &mut rejected,
-        )?;
-        rejected.sort_by_key(|r| r.index);
-        let batch = concat_batches(&self.schema, &batches)?;
-        Ok((batch, rejected))
-    }
-
-    /// Feeds one payload, requiring that it adds exactly one complete record.
     fn feed(&self, decoder: &mut Decoder, payload: &[u8]) -> Result<(), String> {
         if payload.iter().all(u8::is_ascii_whitespace) {
             return Err("empty payload: expected one JSON object".into());
@@ -131,95 +84,8 @@ impl JsonDecoder {
         }
     }
 
-    fn refeed_and_flush(
-        &self,
-        decoder: &mut Decoder,
-        capacity: usize,
-        payloads: &[&[u8]],
-        pending: &mut Vec<usize>,
-        batches: &mut Vec<RecordBatch>,
-        rejected: &mut Vec<Rejected>,
-    ) -> Result<(), ArrowError> {
-        for &i in pending.iter() {
-            // These payloads passed `feed` before; feeding them again cannot fail differently.
-            if let Err(error) = self.feed(decoder, payloads[i]) {
-                return Err(ArrowError::JsonError(format!(
-                    "payload {i} decoded once but not twice: {error}"
-                )));
-            }
-        }
-        self.flush_pending(decoder, capacity, payloads, pending, batches, rejected)
-    }
-
-    /// Flushes the pending rows; when the flush fails (a type or missing-field error somewhere
-    /// in the chunk), finds the bad rows by halves ([`JsonDecoder::bisect`]).
-    fn flush_pending(
-        &self,
-        decoder: &mut Decoder,
-        capacity: usize,
-        payloads: &[&[u8]],
-        pending: &mut Vec<usize>,
-        batches: &mut Vec<RecordBatch>,
-        rejected: &mut Vec<Rejected>,
-    ) -> Result<(), ArrowError> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        match decoder.flush() {
-            Ok(Some(batch)) => batches.push(batch),
-            Ok(None) => {}
-            Err(_) => {
-                *decoder = self.fresh(capacity)?;
-                self.bisect(pending, payloads, batches, rejected)?;
-            }
-        }
-        pending.clear();
-        Ok(())
-    }
-
-    /// Decodes `chunk` (payloads that each hold one record, at least one of them not a valid
-    /// row) by halves: a half that flushes cleanly is kept whole, a failing half is split
-    /// again, and a failing single payload is rejected. One bad row among n costs about 2n
-    /// payload decodes, not n decoders.
-    fn bisect(
-        &self,
-        chunk: &[usize],
-        payloads: &[&[u8]],
-        batches: &mut Vec<RecordBatch>,
-        rejected: &mut Vec<Rejected>,
-    ) -> Result<(), ArrowError> {
-        if let [index] = chunk {
-            let mut single = self.fresh(1)?;
-            let row = self
-                .feed(&mut single, payloads[*index])
-                .map_err(ArrowError::JsonError)
-                .and_then(|()| single.flush());
-            match row {
-                Ok(Some(batch)) => batches.push(batch),
-                Ok(None) => {}
-                Err(e) => rejected.push(Rejected {
-                    index: *index,
-                    error: e.to_string(),
-                }),
-            }
-            return Ok(());
-        }
-        let (left, right) = chunk.split_at(chunk.len() / 2);
-        for half in [left, right] {
-            if half.is_empty() {
-                continue;
-            }
-            let mut decoder = self.fresh(half.len())?;
-            let fed = half
-                .iter()
-                .all(|&i| self.feed(&mut decoder, payloads[i]).is_ok());
-            match fed.then(|| decoder.flush()) {
-                Some(Ok(Some(batch))) => batches.push(batch),
-                Some(Ok(None)) => {}
-                _ => self.bisect(half, payloads, batches, rejected)?,
-            }
-        }
-        Ok(())
+    fn flush(decoder: &mut Decoder) -> Result<Option<RecordBatch>, ArrowError> {
+        decoder.flush()
     }
 }
 
@@ -232,6 +98,7 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
+    use crate::codec::PayloadDecoder;
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![

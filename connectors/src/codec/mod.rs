@@ -1,6 +1,10 @@
 //! Decoding message payloads (Kafka values, lines) into Arrow record batches, with every bad
 //! payload isolated rather than failing the batch.
 
+pub mod csv;
+pub mod isolate;
 pub mod json;
 
-pub use json::{JsonDecoder, Rejected};
+pub use csv::CsvDecoder;
+pub use isolate::{PayloadDecoder, Rejected};
+pub use json::JsonDecoder;

@@ -14,7 +14,7 @@ use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use super::options::KafkaFormat;
-use crate::codec::JsonDecoder;
+use crate::codec::{CsvDecoder, JsonDecoder, PayloadDecoder};
 use crate::error::{ConnectorError, Result};
 use crate::traits::RejectedRecord;
 
@@ -60,7 +60,7 @@ enum Column {
 pub struct Layout {
     schema: SchemaRef,
     columns: Vec<Column>,
-    decoder: Option<JsonDecoder>,
+    decoder: Option<Arc<dyn PayloadDecoder>>,
 }
 
 impl Layout {
@@ -109,8 +109,12 @@ impl Layout {
             }
             columns.push(column);
         }
-        let decoder = (format == KafkaFormat::Json)
-            .then(|| JsonDecoder::new(Arc::new(Schema::new(value_fields))));
+        let values = Arc::new(Schema::new(value_fields));
+        let decoder: Option<Arc<dyn PayloadDecoder>> = match format {
+            KafkaFormat::Json => Some(Arc::new(JsonDecoder::new(values))),
+            KafkaFormat::Csv { delimiter } => Some(Arc::new(CsvDecoder::new(values, delimiter))),
+            KafkaFormat::Raw => None,
+        };
         Ok(Self {
             schema,
             columns,

@@ -26,7 +26,7 @@
 //!
 //! | option       | meaning                                                              |
 //! |--------------|----------------------------------------------------------------------|
-//! | `format`     | `json` (default) or `raw`                                            |
+//! | `format`     | `json` (default), `csv` (one record per message) or `raw`           |
 //! | `start`      | `earliest` (default) or `latest`, when no checkpoint exists          |
 //! | `bounded`    | `latest`: stop once every partition has been read to its end         |
 //! | `partitions` | the partitions to read (default: all)                                |
@@ -35,6 +35,7 @@
 //! | `partitioned_by` | the column producers keyed messages by                           |
 //! | `session_timeout` | group mode: how long a silent member keeps its partitions (`10s`) |
 
+mod dead_letter;
 mod group;
 mod layout;
 mod options;
@@ -46,6 +47,7 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use volley_sql::{OptionSpec, TableDecl};
 
+pub use dead_letter::{KafkaLetters, SCHEME as DEAD_LETTER_SCHEME};
 pub use group::{GroupCommitter, GroupEvent, GroupMember};
 pub use layout::{KEY, Layout, Message, OFFSET, PARTITION, TIMESTAMP, VALUE};
 pub use options::{KAFKA_OPTIONS, KafkaFormat, KafkaOptions, StartAt};

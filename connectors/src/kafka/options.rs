@@ -8,11 +8,15 @@ use volley_sql::{OptionSpec, SqlError, TableDecl, TableOptions};
 pub const KAFKA_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "format",
-        expected: "'json' (one object per message, the default) or 'raw' (the value as a column named 'value')",
+        expected: "'json' (one object per message, the default), 'csv' (one record per message, fields in column order, no header) or 'raw' (the value as a column named 'value')",
+    },
+    OptionSpec {
+        name: "delimiter",
+        expected: "with 'format' 'csv': the field separator, one character (default ',')",
     },
     OptionSpec {
         name: "start",
-        expected: "'earliest' (the default) or 'latest': where to begin when no checkpoint exists",
+        expected: "'earliest' (the default), 'latest', or a timestamp such as '2026-11-24T08:00:00Z' (each partition's first message at or after it): where to begin when no checkpoint exists",
     },
     OptionSpec {
         name: "bounded",
@@ -45,6 +49,11 @@ pub const KAFKA_OPTIONS: &[OptionSpec] = &[
 pub enum KafkaFormat {
     /// One JSON object per message, decoded into the table's columns.
     Json,
+    /// One CSV record per message (no header), fields in the table's column order.
+    Csv {
+        /// The field separator.
+        delimiter: u8,
+    },
     /// The value itself, as the table's `value` column (Utf8 or Binary).
     Raw,
 }
@@ -56,6 +65,8 @@ pub enum StartAt {
     Earliest,
     /// Each partition's end: only messages produced after the source opens.
     Latest,
+    /// Each partition's first message with a timestamp at or after this (ms since the epoch).
+    Timestamp(i64),
 }
 
 /// Parsed Kafka options and location.
@@ -99,13 +110,38 @@ impl KafkaOptions {
         let options = &table.options;
         let format = match lower(options, "format").as_deref() {
             None | Some("json") => KafkaFormat::Json,
+            Some("csv") => KafkaFormat::Csv {
+                delimiter: match options.get("delimiter") {
+                    None => b',',
+                    Some("\\t") => b'\t',
+                    Some(d) if d.len() == 1 && d.is_ascii() => d.as_bytes()[0],
+                    Some(d) => {
+                        return Err(options.bad("delimiter", d, "one ASCII character, or '\\t'"));
+                    }
+                },
+            },
             Some("raw") => KafkaFormat::Raw,
-            Some(other) => return Err(options.bad("format", other, "'json' or 'raw'")),
+            Some(other) => return Err(options.bad("format", other, "'json', 'csv' or 'raw'")),
         };
+        if options.get("delimiter").is_some() && !matches!(format, KafkaFormat::Csv { .. }) {
+            let raw = options.get("delimiter").unwrap_or_default();
+            return Err(options.bad("delimiter", raw, "no 'delimiter' unless 'format' is 'csv'"));
+        }
         let start = match lower(options, "start").as_deref() {
             None | Some("earliest") => StartAt::Earliest,
             Some("latest") => StartAt::Latest,
-            Some(other) => return Err(options.bad("start", other, "'earliest' or 'latest'")),
+            Some(other) => {
+                let raw = options.get("start").unwrap_or(other).trim();
+                let nanos = arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(raw)
+                    .map_err(|_| {
+                        options.bad(
+                            "start",
+                            raw,
+                            "'earliest', 'latest' or a timestamp such as '2026-11-24T08:00:00Z'",
+                        )
+                    })?;
+                StartAt::Timestamp(nanos.div_euclid(1_000_000))
+            }
         };
         let bounded = match lower(options, "bounded").as_deref() {
             None | Some("none") => false,
@@ -259,6 +295,35 @@ mod tests {
         );
         assert_eq!(o.partitions, Some(vec![0, 2]));
         assert_eq!(o.group, "g");
+    }
+
+    #[test]
+    fn start_at_a_timestamp_and_csv_delimiters() {
+        let o = KafkaOptions::from_table(&table(
+            "h:1/t",
+            &[
+                ("start", "2026-11-24T08:00:00Z"),
+                ("format", "csv"),
+                ("delimiter", "|"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(o.start, StartAt::Timestamp(1_795_507_200_000));
+        assert_eq!(o.format, KafkaFormat::Csv { delimiter: b'|' });
+        let tab =
+            KafkaOptions::from_table(&table("h:1/t", &[("format", "csv"), ("delimiter", "\\t")]))
+                .unwrap();
+        assert_eq!(tab.format, KafkaFormat::Csv { delimiter: b'\t' });
+        for (pairs, option) in [
+            (vec![("start", "yesterday")], "start"),
+            (vec![("format", "csv"), ("delimiter", "||")], "delimiter"),
+            (vec![("delimiter", ";")], "delimiter"),
+        ] {
+            let err = KafkaOptions::from_table(&table("h:1/t", &pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(option), "{err}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -17,13 +17,16 @@ use tokio::time::Instant;
 use super::layout::{Layout, Message};
 use super::options::{KafkaOptions, StartAt};
 use crate::error::{ConnectorError, Result};
-use crate::traits::{Position, RejectedRecord, Source, SourcePoll};
+use crate::traits::{Position, RejectedRecord, Source, SourceMonitor, SourcePoll};
 
 /// The source consumer's client context: end-of-partition is how a bounded read knows it is
 /// done, not an error worth a log line; other client errors are logged as warnings (librdkafka
-/// reconnects by itself, and `poll_batch` backs off).
+/// reconnects by itself, and `poll_batch` backs off). Statistics give each partition's high
+/// watermark, for the consumer lag metric.
 pub(crate) struct SourceContext {
     table: String,
+    topic: String,
+    high_watermarks: std::sync::Mutex<BTreeMap<i32, i64>>,
 }
 
 impl ClientContext for SourceContext {
@@ -33,6 +36,85 @@ impl ClientContext for SourceContext {
         } else {
             tracing::warn!(table = %self.table, %error, reason, "Kafka client error");
         }
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let mut high = self
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (partition, stats) in &topic.partitions {
+            if *partition >= 0 && stats.hi_offset >= 0 {
+                high.insert(*partition, stats.hi_offset);
+            }
+        }
+    }
+}
+
+/// [`SourceMonitor`] of a [`KafkaSource`]: commits checkpointed offsets to the table's consumer
+/// group (single-process mode; in group mode the group member commits) and reports lag from
+/// the consumer's statistics.
+#[derive(Clone)]
+struct KafkaMonitor {
+    consumer: Arc<StreamConsumer<SourceContext>>,
+    commit: bool,
+}
+
+impl std::fmt::Debug for KafkaMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaMonitor")
+            .field("table", &self.consumer.context().table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceMonitor for KafkaMonitor {
+    fn checkpointed(&self, position: &Position) {
+        if !self.commit {
+            return;
+        }
+        let context = self.consumer.context();
+        let Ok(offsets) = to_offsets(&context.table, position) else {
+            return;
+        };
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in offsets {
+            if list
+                .add_partition_offset(&context.topic, partition, Offset::Offset(offset))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if list.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+            tracing::debug!(table = %context.table, error = %e, "offset commit for monitoring refused");
+        }
+    }
+
+    fn lag(&self, position: &Position) -> Option<u64> {
+        let context = self.consumer.context();
+        let high = context
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if high.is_empty() {
+            return None;
+        }
+        let at = to_offsets(&context.table, position).ok()?;
+        Some(
+            high.iter()
+                .map(|(p, hi)| {
+                    let next = at.get(p).copied().unwrap_or(0);
+                    u64::try_from(hi - next).unwrap_or(0)
+                })
+                .sum(),
+        )
     }
 }
 
@@ -97,15 +179,18 @@ impl KafkaSource {
             .set("enable.partition.eof", "true")
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
+            .set("statistics.interval.ms", "5000")
             .set(
                 "auto.offset.reset",
                 match opts.start {
-                    StartAt::Earliest => "earliest",
+                    StartAt::Earliest | StartAt::Timestamp(_) => "earliest",
                     StartAt::Latest => "latest",
                 },
             )
             .create_with_context(SourceContext {
                 table: table.to_string(),
+                topic: opts.topic.clone(),
+                high_watermarks: std::sync::Mutex::default(),
             })
             .map_err(|e| broker_error(table, "create a consumer", &e))?;
         let consumer = Arc::new(consumer);
@@ -179,8 +264,37 @@ impl KafkaSource {
             reassign: true,
             errors_in_row: 0,
         };
+        if let StartAt::Timestamp(ms) = source.opts.start {
+            source.positions = source.offsets_at(ms).await?;
+        }
         source.assign(None)?;
         Ok(source)
+    }
+
+    /// Each partition's first offset with a timestamp at or after `ms`; partitions with no such
+    /// message are left out (they start at their end).
+    async fn offsets_at(&self, ms: i64) -> Result<BTreeMap<i32, i64>> {
+        let mut wanted = TopicPartitionList::new();
+        for &p in &self.partitions {
+            wanted
+                .add_partition_offset(&self.opts.topic, p, Offset::Offset(ms))
+                .map_err(|e| broker_error(&self.table, "look up offsets by time", &e))?;
+        }
+        let consumer = Arc::clone(&self.consumer);
+        let timeout = self.opts.request_timeout;
+        let found =
+            tokio::task::spawn_blocking(move || consumer.offsets_for_times(wanted, timeout))
+                .await
+                .map_err(|e| ConnectorError::Internal(format!("offset lookup task failed: {e}")))?
+                .map_err(|e| broker_error(&self.table, "look up offsets by time", &e))?;
+        Ok(found
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(at) => Some((e.partition(), at)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Assigns every partition (or those still below `until`) at its position.
@@ -199,7 +313,7 @@ impl KafkaSource {
             let offset = match (position, self.opts.start) {
                 (Some(at), _) => Offset::Offset(at),
                 (None, StartAt::Earliest) => Offset::Beginning,
-                (None, StartAt::Latest) => Offset::End,
+                (None, StartAt::Latest | StartAt::Timestamp(_)) => Offset::End,
             };
             list.add_partition_offset(&self.opts.topic, p, offset)
                 .map_err(|e| broker_error(&self.table, "assign partitions", &e))?;
@@ -368,6 +482,13 @@ impl Source for KafkaSource {
 
     fn take_rejected(&mut self) -> Vec<RejectedRecord> {
         std::mem::take(&mut self.rejected)
+    }
+
+    fn monitor(&self) -> Option<Arc<dyn SourceMonitor>> {
+        Some(Arc::new(KafkaMonitor {
+            consumer: Arc::clone(&self.consumer),
+            commit: !self.opts.shared,
+        }))
     }
 
     async fn seek(&mut self, position: &Position) -> Result<()> {

@@ -9,8 +9,10 @@ use arrow::array::{Array, Int32Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
 use super::*;
@@ -81,6 +83,25 @@ fn json_values_and_metadata_columns_with_bad_messages_rejected() {
     );
     assert!(rejected.iter().all(|r| !r.error.is_empty()));
     assert_eq!(rejected[0].payload, b"{oops");
+}
+
+#[test]
+fn csv_values_in_column_order_with_metadata_and_bad_records_rejected() {
+    let layout = Layout::new("rides", schema(), KafkaFormat::Csv { delimiter: b';' }).unwrap();
+    let messages = vec![
+        message(0, 1, Some("1;a")),
+        message(0, 2, Some("2;b;extra")),
+        message(1, 7, Some("three;c")),
+        message(1, 8, Some("4;\"d;quoted\"\n")),
+        message(2, 0, None),
+    ];
+    let (batch, rejected) = layout.decode(&messages).unwrap();
+    assert_eq!(column::<Int64Array>(&batch, "id").values(), &[1, 4]);
+    assert_eq!(column::<StringArray>(&batch, "name").value(1), "d;quoted");
+    assert_eq!(column::<Int32Array>(&batch, "_partition").values(), &[0, 1]);
+    assert_eq!(column::<Int64Array>(&batch, "_offset").values(), &[1, 8]);
+    let bad: Vec<u64> = rejected.iter().map(|r| r.offset).collect();
+    assert_eq!(bad, vec![2, 7, 0]);
 }
 
 #[test]
@@ -278,4 +299,59 @@ async fn a_missing_partition_is_a_config_error() {
         .unwrap_err();
     assert!(matches!(err, crate::ConnectorError::Config(_)), "{err}");
     assert!(err.to_string().contains('5'), "{err}");
+}
+
+#[tokio::test]
+async fn checkpointed_offsets_are_committed_to_the_group_for_monitoring() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("timed", 2, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    for i in 0..40i64 {
+        let payload = format!(r#"{{"id": {i}}}"#);
+        producer
+            .send(
+                BaseRecord::<(), String>::to("timed")
+                    .partition(i32::try_from(i % 2).unwrap())
+                    .payload(&payload),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let mut opts = options(&bootstrap, "timed");
+    opts.group = "monitor".into();
+    let mut source = KafkaSource::open("timed", opts, schema()).await.unwrap();
+    let (mut ids, _) = read_all(&mut source).await;
+    ids.sort_unstable();
+    assert_eq!(ids, (0..40).collect::<Vec<i64>>());
+
+    // A checkpoint's positions are committed to the group (monitoring only).
+    let monitor = source.monitor().unwrap();
+    monitor.checkpointed(&source.position());
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "monitor")
+        .create()
+        .unwrap();
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition("timed", 0);
+    wanted.add_partition("timed", 1);
+    let started = std::time::Instant::now();
+    let committed = loop {
+        let found = watcher
+            .committed_offsets(wanted.clone(), Duration::from_secs(5))
+            .unwrap();
+        let offsets: Vec<_> = found.elements().iter().map(|e| e.offset()).collect();
+        if offsets.iter().all(|o| matches!(o, Offset::Offset(_)))
+            || started.elapsed() > Duration::from_secs(10)
+        {
+            break offsets;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(committed, vec![Offset::Offset(20), Offset::Offset(20)]);
 }

@@ -276,6 +276,21 @@ async fn kafka_source_replays_exactly_and_dead_letters_malformed_messages() {
         !stderr.contains("re-read, 0 rows not re-written"),
         "{stderr}"
     );
+    // The last checkpoint's offsets were committed to the table's group, for monitoring.
+    let watcher: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker)
+        .set("group.id", "volley-rides")
+        .create()
+        .unwrap();
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        wanted.add_partition(&topic, p);
+    }
+    let committed =
+        rdkafka::consumer::Consumer::committed_offsets(&watcher, wanted, Duration::from_secs(10))
+            .unwrap();
+    let offsets: Vec<rdkafka::Offset> = committed.elements().iter().map(|e| e.offset()).collect();
+    assert_eq!(offsets, vec![rdkafka::Offset::Offset(1000); 3]);
 
     let p = pipeline(&text).await;
     // Batch over the good rides: the metadata columns are not used by the queries.
