@@ -10,7 +10,9 @@
 //! Writing an epoch again replaces its file, so a replayed epoch never duplicates letters.
 //!
 //! `'dead_letter' 'kafka://host:port/topic'` sends each letter (the same JSON line) as one
-//! message to a Kafka topic instead, keyed so a replayed epoch's letters repeat their keys.
+//! message to a Kafka topic instead, keyed so a replayed epoch's letters repeat their keys;
+//! `'dead_letter' 'delta:<location>'` appends them as rows of a Delta table, one commit per
+//! epoch with a `txn` action, so a replayed epoch is not written twice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,10 +24,11 @@ use arrow::record_batch::RecordBatch;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use crate::delta::DeltaLetters;
 use crate::error::{ConnectorError, Result};
 use crate::kafka::KafkaLetters;
 use crate::location::Location;
-use crate::traits::RejectedRecord;
+use crate::traits::{RejectedRecord, SinkContext};
 
 /// Name used for errors about the dead-letter destination.
 const DEAD_LETTER: &str = "dead_letter";
@@ -122,6 +125,8 @@ enum Destination {
     },
     /// One message per letter in a Kafka topic.
     Kafka(KafkaLetters),
+    /// Rows of a Delta table, one commit per epoch.
+    Delta(DeltaLetters),
 }
 
 impl DeadLetterWriter {
@@ -132,6 +137,22 @@ impl DeadLetterWriter {
     /// # Errors
     /// [`ConnectorError::Config`] when `dir` is not a usable location.
     pub fn new(dir: &str) -> Result<Self> {
+        Self::for_pipeline(dir, &SinkContext::new("volley"))
+    }
+
+    /// Like [`DeadLetterWriter::new`], for the pipeline (and share) `context` names: a Delta
+    /// destination (`delta:<location>`) records its epochs under that pipeline's app id.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Config`] when `dir` is not a usable location.
+    pub fn for_pipeline(dir: &str, context: &SinkContext) -> Result<Self> {
+        if dir.starts_with(crate::delta::DEAD_LETTER_SCHEME) {
+            return Ok(Self {
+                destination: Destination::Delta(DeltaLetters::new(dir, context.clone())),
+                written: Arc::default(),
+                instance: context.instance.clone(),
+            });
+        }
         if dir.starts_with(crate::kafka::DEAD_LETTER_SCHEME) {
             return Ok(Self {
                 destination: Destination::Kafka(KafkaLetters::open(dir)?),
@@ -185,7 +206,7 @@ impl DeadLetterWriter {
         if rows == 0 {
             return Ok(());
         }
-        match &self.destination {
+        match &mut self.destination {
             Destination::Files { store, dir } => {
                 let mut out = Vec::new();
                 for letter in letters.iter().filter(|l| l.rows.num_rows() > 0) {
@@ -219,6 +240,18 @@ impl DeadLetterWriter {
                     }
                 }
                 kafka.send(epoch, &keyed).await?;
+            }
+            Destination::Delta(delta) => {
+                let source = letters
+                    .first()
+                    .map(|l| l.source.clone())
+                    .unwrap_or_default();
+                let parts: Vec<(&str, &RecordBatch)> = letters
+                    .iter()
+                    .filter(|l| l.rows.num_rows() > 0)
+                    .map(|l| (l.reason.as_str(), &l.rows))
+                    .collect();
+                delta.write(epoch, &source, &parts).await?;
             }
         }
         self.written.fetch_add(rows, Ordering::Relaxed);

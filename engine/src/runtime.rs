@@ -152,6 +152,8 @@ pub struct StreamJob {
     pub instance: Option<String>,
     /// Told about every checkpoint written.
     pub on_checkpoint: Option<CheckpointHook>,
+    /// Identifies the pipeline to its sinks and dead-letter tables.
+    pub pipeline_id: String,
 }
 
 /// Called after each checkpoint with its epoch and every source's position (in job order),
@@ -422,9 +424,16 @@ impl StreamJob {
                 .unwrap_or_else(|| format!(".volley/dead_letters/{source}"));
             let writer = match dead_letters.entry(source) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(DeadLetterWriter::new(&dir)?.with_instance(self.instance.clone()))
-                }
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    DeadLetterWriter::for_pipeline(
+                        &dir,
+                        &volley_connectors::SinkContext {
+                            pipeline_id: self.pipeline_id.clone(),
+                            instance: self.instance.clone(),
+                        },
+                    )?
+                    .with_instance(self.instance.clone()),
+                ),
             };
             writer.write_epoch(epoch, &batches).await?;
         }

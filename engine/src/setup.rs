@@ -281,6 +281,7 @@ pub async fn build_stream_job(
         idle_timeouts,
         instance: overrides.instance.clone(),
         on_checkpoint: overrides.on_checkpoint.clone(),
+        pipeline_id: sink_context.pipeline_id.clone(),
     };
     Ok((job, plans))
 }

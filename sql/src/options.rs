@@ -38,7 +38,7 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "dead_letter",
-        expected: "a directory path for dead-letter files",
+        expected: "where rows the pipeline cannot process go: a directory for JSON-lines files (default '.volley/dead_letters/<table>'), 'kafka://host:port/topic', or 'delta:<location>' for a Delta table",
     },
 ];
 

@@ -24,6 +24,7 @@
 
 mod commit;
 mod dedupe;
+mod letters;
 mod options;
 mod sink;
 mod table;
@@ -36,6 +37,7 @@ use datafusion::catalog::TableProvider;
 use volley_sql::{OptionSpec, TableDecl};
 
 pub use commit::{EPOCH_KEY, PIPELINE_KEY};
+pub use letters::{DeltaLetters, SCHEME as DEAD_LETTER_SCHEME, letters_schema};
 pub use options::{DELTA_OPTIONS, DeltaOptions};
 pub use sink::DeltaSink;
 

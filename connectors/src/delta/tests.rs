@@ -675,3 +675,69 @@ fn registered_as_delta_with_its_options() {
     let names: Vec<&str> = connector.options().iter().map(|o| o.name).collect();
     assert_eq!(names, ["partition_by", "app_id", "compact_every"]);
 }
+
+#[tokio::test]
+async fn dead_letters_into_a_delta_table_once_per_epoch() {
+    use crate::dead_letter::{DeadLetterBatch, DeadLetterWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("letters");
+    let url = format!("delta:{}", target.display());
+    let context = SinkContext {
+        pipeline_id: PIPELINE.into(),
+        instance: Some("p2".into()),
+    };
+    let letters = |first: i64| {
+        vec![
+            DeadLetterBatch {
+                source: "fares".into(),
+                reason: "late".into(),
+                rows: fares(&[(first, "a", 1.5), (first + 1, "b", 2.5)]),
+            },
+            DeadLetterBatch {
+                source: "fares".into(),
+                reason: "undecodable record".into(),
+                rows: fares(&[(first + 2, "c", 3.5)]),
+            },
+        ]
+    };
+    let mut writer = DeadLetterWriter::for_pipeline(&url, &context).unwrap();
+    writer.write_epoch(3, &letters(10)).await.unwrap();
+    // A restarted pipeline replays epoch 3 (skipped: the table records it), then goes on.
+    let mut writer = DeadLetterWriter::for_pipeline(&url, &context).unwrap();
+    writer.write_epoch(3, &letters(10)).await.unwrap();
+    writer.write_epoch(4, &letters(20)).await.unwrap();
+
+    let table = decl_named("letters", target.to_str().unwrap(), &[], None);
+    let provider = DeltaConnector
+        .batch_table(&table, letters_schema())
+        .await
+        .unwrap();
+    let batches = SessionContext::new()
+        .read_table(provider)
+        .unwrap()
+        .sort(vec![col("row").sort(true, false)])
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let batch = concat_batches(&letters_schema(), &batches).unwrap();
+    let column = |i: usize| {
+        batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone()
+    };
+    let (reasons, rows) = (column(1), column(3));
+    assert_eq!(batch.num_rows(), 6, "epoch 3 once, epoch 4 once");
+    assert!(rows.value(0).contains(r#""id":10"#), "{}", rows.value(0));
+    assert_eq!(reasons.value(2), "undecodable record");
+    assert_eq!(
+        txns(&target),
+        vec![
+            (format!("{PIPELINE}:fares_dead_letters:p2"), 3),
+            (format!("{PIPELINE}:fares_dead_letters:p2"), 4)
+        ]
+    );
+}
