@@ -161,6 +161,8 @@ pub async fn run_group(
         "joined; waiting for partitions of topic '{}'",
         opts.topic
     ));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     let mut jobs: BTreeMap<i32, PartitionJob> = BTreeMap::new();
     let mut total = RunSummary::default();
     let outcome: Result<()> = loop {
@@ -183,7 +185,7 @@ pub async fn run_group(
         }
         let event = tokio::select! {
             event = member.next() => event,
-            _ = shutdown_signal() => {
+            () = &mut shutdown => {
                 say("stopping on a signal".into());
                 break Ok(());
             }

@@ -180,6 +180,7 @@ impl KafkaSource {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", "5000")
+            .set("fetch.wait.max.ms", "100")
             .set(
                 "auto.offset.reset",
                 match opts.start {

@@ -337,8 +337,26 @@ async fn two_processes_split_the_partitions_and_the_survivor_takes_over() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         report = compare(&p, &plans, dir.path(), &batch).await;
     }
-    b.kill().unwrap();
-    b.wait().unwrap();
+    // SIGTERM: B stops its partitions' jobs, leaves the group and exits 0.
+    let term = Command::new("kill")
+        .args(["-TERM", &b.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = b.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            b.kill().unwrap();
+            panic!("volley did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let b_text = std::fs::read_to_string(&b_log).unwrap();
+    assert!(status.success(), "{status}: {b_text}");
+    assert!(b_text.contains("stopping on a signal"), "{b_text}");
     assert_exact(&report, "two processes, one killed: every sink");
 
     // A and B each ran some partitions; B ran A's after A died.
