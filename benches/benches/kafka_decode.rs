@@ -13,16 +13,29 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use volley_benches::{SURGE, events};
 use volley_connectors::kafka::{KafkaFormat, Layout, Message};
 
-fn messages(count: u64, malformed_every: Option<usize>) -> (Vec<Message>, u64) {
+/// The rides as one payload per event: JSON objects, or CSV records (no header).
+fn encoded(count: u64, csv: bool) -> Vec<u8> {
     let (_, batches) = events(SURGE, count);
-    let mut json = Vec::new();
-    {
-        let mut writer = LineDelimitedWriter::new(&mut json);
+    let mut out = Vec::new();
+    if csv {
+        let mut writer = arrow::csv::WriterBuilder::new()
+            .with_header(false)
+            .build(&mut out);
+        for b in &batches {
+            writer.write(b).unwrap();
+        }
+    } else {
+        let mut writer = LineDelimitedWriter::new(&mut out);
         for b in &batches {
             writer.write(b).unwrap();
         }
         writer.finish().unwrap();
     }
+    out
+}
+
+fn messages(count: u64, malformed_every: Option<usize>, csv: bool) -> (Vec<Message>, u64) {
+    let json = encoded(count, csv);
     let mut bytes = 0;
     let messages = json
         .split(|b| *b == b'\n')
@@ -30,6 +43,7 @@ fn messages(count: u64, malformed_every: Option<usize>) -> (Vec<Message>, u64) {
         .enumerate()
         .map(|(i, line)| {
             let payload = match malformed_every {
+                Some(n) if i % n == 0 && csv => b"oops,1,2.0,3.0,2026-01-01T00:00:00".to_vec(),
                 Some(n) if i % n == 0 => b"{\"request_id\": \"oops\"}".to_vec(),
                 _ => line.to_vec(),
             };
@@ -60,15 +74,37 @@ fn decode(c: &mut Criterion) {
         Field::new("_partition", DataType::Int32, false),
         Field::new("_offset", DataType::Int64, false),
     ]));
-    let layout = Layout::new("rides", schema, KafkaFormat::Json).unwrap();
+    let layout = Layout::new("rides", Arc::clone(&schema), KafkaFormat::Json).unwrap();
     let count = 65_536;
     let mut group = c.benchmark_group("kafka_decode");
+    {
+        let csv = Layout::new("rides", schema, KafkaFormat::Csv { delimiter: b',' }).unwrap();
+        let (messages, bytes) = messages(count, None, true);
+        let (decoded, rejected) = csv.decode(&messages).unwrap();
+        assert_eq!(
+            decoded.num_rows() as u64,
+            count,
+            "every CSV ride decodes: {rejected:?}"
+        );
+        group.throughput(Throughput::Elements(count));
+        group.bench_with_input(
+            BenchmarkId::new("csv_rides_events", "clean"),
+            &messages,
+            |b, m| b.iter(|| csv.decode(m).unwrap()),
+        );
+        group.throughput(Throughput::Bytes(bytes));
+        group.bench_with_input(
+            BenchmarkId::new("csv_rides_bytes", "clean"),
+            &messages,
+            |b, m| b.iter(|| csv.decode(m).unwrap()),
+        );
+    }
     for (label, malformed) in [
         ("clean", None),
         ("1_in_10000_malformed", Some(10_000)),
         ("1pct_malformed", Some(100)),
     ] {
-        let (messages, bytes) = messages(count, malformed);
+        let (messages, bytes) = messages(count, malformed, false);
         group.throughput(Throughput::Elements(count));
         group.bench_with_input(
             BenchmarkId::new("json_rides_events", label),
