@@ -9,6 +9,9 @@
 //! Every function is vectorized over whole Arrow arrays and handles the common
 //! case of a literal argument without expanding it to a column.
 //!
+//! [`model`] runs ONNX models over whole Arrow batches (one `[rows, k]` f32 tensor per call):
+//! the runtime of `predict()`. Pipelines cannot declare models yet.
+//!
 //! # Example
 //!
 //! ```
@@ -32,6 +35,7 @@
 mod args;
 mod geohash;
 mod geohash_parent;
+pub mod model;
 mod tumble;
 
 #[cfg(test)]

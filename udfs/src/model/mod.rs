@@ -1,0 +1,363 @@
+//! ONNX models as vectorized functions over Arrow columns: the runtime behind `predict()`.
+//!
+//! A [`Model`] is loaded once (its SHA-256 computed from the bytes loaded), its input and
+//! outputs checked, and then [`Model::predict`] runs it over whole batches: the argument
+//! columns are packed into one row-major `[rows, k]` f32 tensor, the session runs once per
+//! `max_rows` rows, and the outputs come back as Arrow arrays: `Float32` for an output of one
+//! value per row, `FixedSizeList<Float32>` for wider outputs (embeddings), and a struct of them
+//! when the model has several outputs.
+//!
+//! Backends go through `ort`'s API: [`Backend::Tract`] (pure Rust, nothing to install) is the
+//! one built in so far.
+
+mod backend;
+mod tensor;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::{DataType, Field};
+use ort::session::Session;
+use ort::value::{Tensor, ValueType};
+use sha2::{Digest, Sha256};
+
+pub use tensor::{output_type, pack_rows};
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The model file is missing, unreadable or not a model this backend can run.
+    #[error("model '{model}': {message}")]
+    Load {
+        /// The model's name in the pipeline.
+        model: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The call does not fit the model (arity, types): a pipeline mistake.
+    #[error("model '{model}': {message}")]
+    Signature {
+        /// The model's name in the pipeline.
+        model: String,
+        /// What does not fit.
+        message: String,
+    },
+    /// Running the model failed on a batch.
+    #[error("model '{model}' failed on {rows} rows: {message}")]
+    Run {
+        /// The model's name in the pipeline.
+        model: String,
+        /// Rows in the failing call.
+        rows: usize,
+        /// The backend's error.
+        message: String,
+    },
+    /// The backend cannot start, or a second backend was asked for.
+    #[error("ONNX backend: {0}")]
+    Backend(String),
+}
+
+/// Which implementation of the ONNX operators runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// tract, pure Rust: nothing to install.
+    Tract,
+}
+
+impl Backend {
+    /// The backend's option value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Tract => "tract",
+        }
+    }
+}
+
+/// How a model is run.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    /// The backend.
+    pub backend: Backend,
+    /// Threads one call may use inside an operator (`None`: the backend's default).
+    pub threads: Option<usize>,
+    /// The most rows one session run takes; bigger batches are split.
+    pub max_rows: usize,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Tract,
+            threads: None,
+            max_rows: 8192,
+        }
+    }
+}
+
+/// A tensor the model takes or gives: its name and shape (`-1`: any size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The tensor's name in the graph.
+    pub name: String,
+    /// Dimensions, `-1` where dynamic.
+    pub shape: Vec<i64>,
+}
+
+/// A loaded model.
+#[derive(Debug)]
+pub struct Model {
+    name: String,
+    sha256: String,
+    input: TensorInfo,
+    outputs: Vec<TensorInfo>,
+    max_rows: usize,
+    session: Mutex<Session>,
+}
+
+impl Model {
+    /// Loads the ONNX file at `path` as model `name`.
+    ///
+    /// # Errors
+    /// [`ModelError::Load`] for an unreadable file, a graph the backend cannot run, or a model
+    /// whose single input is not an f32 `[rows, k]` tensor or whose outputs are not f32
+    /// `[rows]`/`[rows, d]` tensors; [`ModelError::Backend`] when the backend cannot start.
+    pub fn load(name: &str, path: &Path, options: &ModelOptions) -> Result<Self, ModelError> {
+        let load = |message: String| ModelError::Load {
+            model: name.to_string(),
+            message,
+        };
+        let bytes = std::fs::read(path)
+            .map_err(|e| load(format!("cannot read '{}': {e}", path.display())))?;
+        let sha256 = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        let env = backend::environment(options.backend)?;
+        let mut builder =
+            Session::builder(env).map_err(|e| load(format!("cannot create a session: {e}")))?;
+        if let Some(threads) = options.threads {
+            builder = builder
+                .with_intra_threads(threads)
+                .map_err(|e| load(format!("cannot use {threads} threads: {e}")))?;
+        }
+        let session = builder.commit_from_memory(&bytes).map_err(|e| {
+            load(format!(
+                "'{}' is not a model backend '{}' can run: {e}",
+                path.display(),
+                options.backend.name()
+            ))
+        })?;
+        let inputs = tensors(name, "input", session.inputs())?;
+        let input = match inputs.as_slice() {
+            [one] if one.shape.len() == 2 && one.shape[1] > 0 => one.clone(),
+            [one] => {
+                return Err(load(format!(
+                    "input '{}' has shape {:?}; predict() feeds a [rows, features] tensor",
+                    one.name, one.shape
+                )));
+            }
+            _ => {
+                return Err(load(format!(
+                    "it takes {} inputs; predict() feeds one [rows, features] tensor",
+                    inputs.len()
+                )));
+            }
+        };
+        let outputs = tensors(name, "output", session.outputs())?;
+        for output in &outputs {
+            if !matches!(output.shape.len(), 1 | 2) || output.shape.get(1).is_some_and(|d| *d <= 0)
+            {
+                return Err(load(format!(
+                    "output '{}' has shape {:?}; predict() returns [rows] or [rows, width] tensors",
+                    output.name, output.shape
+                )));
+            }
+        }
+        Ok(Self {
+            name: name.to_string(),
+            sha256,
+            input,
+            outputs,
+            max_rows: options.max_rows.max(1),
+            session: Mutex::new(session),
+        })
+    }
+
+    /// The model's name in the pipeline.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// SHA-256 of the file loaded, in hex (for lineage).
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The input tensor.
+    pub fn input(&self) -> &TensorInfo {
+        &self.input
+    }
+
+    /// The output tensors.
+    pub fn outputs(&self) -> &[TensorInfo] {
+        &self.outputs
+    }
+
+    /// How many values each row feeds (the input's second dimension).
+    pub fn features(&self) -> usize {
+        usize::try_from(self.input.shape[1]).unwrap_or(0)
+    }
+
+    /// The Arrow type [`Model::predict`] returns.
+    pub fn return_type(&self) -> DataType {
+        let fields: Vec<(String, DataType)> = self
+            .outputs
+            .iter()
+            .map(|o| (o.name.clone(), output_type(&o.shape)))
+            .collect();
+        match fields.as_slice() {
+            [(_, one)] => one.clone(),
+            _ => DataType::Struct(
+                fields
+                    .into_iter()
+                    .map(|(name, t)| Field::new(name, t, true))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Checks a call with argument types `args` (one per feature, numeric).
+    ///
+    /// # Errors
+    /// [`ModelError::Signature`] naming the model input when the count or a type does not fit.
+    pub fn check_arguments(&self, args: &[DataType]) -> Result<(), ModelError> {
+        let signature = |message: String| ModelError::Signature {
+            model: self.name.clone(),
+            message,
+        };
+        if args.len() != self.features() {
+            return Err(signature(format!(
+                "input '{}' takes {} values per row (shape {:?}), but predict() passes {}",
+                self.input.name,
+                self.features(),
+                self.input.shape,
+                args.len()
+            )));
+        }
+        if let Some((i, t)) = args
+            .iter()
+            .enumerate()
+            .find(|(_, t)| !(t.is_numeric() || matches!(t, DataType::Null | DataType::Boolean)))
+        {
+            return Err(signature(format!(
+                "input '{}' takes numbers, but value {} of predict() is {t}",
+                self.input.name,
+                i + 1
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs the model over `columns` (one per feature, equal lengths, no nulls): one session
+    /// run per `max_rows` rows.
+    ///
+    /// # Errors
+    /// [`ModelError::Signature`] for columns that do not fit, [`ModelError::Run`] when the
+    /// backend fails.
+    pub fn predict(&self, columns: &[ArrayRef]) -> Result<ArrayRef, ModelError> {
+        let types: Vec<DataType> = columns.iter().map(|c| c.data_type().clone()).collect();
+        self.check_arguments(&types)?;
+        let rows = columns.first().map_or(0, |c| c.len());
+        let packed = pack_rows(columns).map_err(|message| ModelError::Signature {
+            model: self.name.clone(),
+            message,
+        })?;
+        let k = self.features();
+        let mut per_output: Vec<Vec<f32>> = vec![Vec::new(); self.outputs.len()];
+        let mut start = 0;
+        while start < rows {
+            let end = (start + self.max_rows).min(rows);
+            let chunk = packed[start * k..end * k].to_vec();
+            let values = self.run(chunk, end - start)?;
+            for (all, part) in per_output.iter_mut().zip(values) {
+                all.extend(part);
+            }
+            start = end;
+        }
+        tensor::to_arrow(&self.outputs, per_output, rows, &self.return_type()).map_err(|message| {
+            ModelError::Run {
+                model: self.name.clone(),
+                rows,
+                message,
+            }
+        })
+    }
+
+    /// One session run over `rows` rows of packed input; every output's values, row-major.
+    fn run(&self, data: Vec<f32>, rows: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+        let fail = |message: String| ModelError::Run {
+            model: self.name.clone(),
+            rows,
+            message,
+        };
+        let input = Tensor::<f32>::from_array(([rows, self.features()], data))
+            .map_err(|e| fail(e.to_string()))?;
+        let mut session = self
+            .session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let outputs = session
+            .run(ort::inputs![self.input.name.as_str() => input])
+            .map_err(|e| fail(e.to_string()))?;
+        self.outputs
+            .iter()
+            .map(|o| {
+                let (shape, values) = outputs[o.name.as_str()]
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| fail(format!("output '{}': {e}", o.name)))?;
+                let width: i64 = shape.iter().skip(1).product();
+                if shape.first().copied() != i64::try_from(rows).ok()
+                    || usize::try_from(width).ok() != Some(tensor::width(&o.shape))
+                {
+                    return Err(fail(format!(
+                        "output '{}' came back with shape {:?} for {rows} rows",
+                        o.name, &**shape
+                    )));
+                }
+                Ok(values.to_vec())
+            })
+            .collect()
+    }
+}
+
+/// The model's inputs or outputs, each an f32 tensor.
+fn tensors(
+    model: &str,
+    kind: &str,
+    outlets: &[ort::value::Outlet],
+) -> Result<Vec<TensorInfo>, ModelError> {
+    outlets
+        .iter()
+        .map(|o| match o.dtype() {
+            ValueType::Tensor { ty, shape, .. }
+                if *ty == ort::value::TensorElementType::Float32 =>
+            {
+                Ok(TensorInfo {
+                    name: o.name().to_string(),
+                    shape: shape.iter().copied().collect(),
+                })
+            }
+            other => Err(ModelError::Load {
+                model: model.to_string(),
+                message: format!(
+                    "{kind} '{}' is {other}; predict() handles f32 tensors",
+                    o.name()
+                ),
+            }),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
