@@ -10,11 +10,12 @@ use super::{Backend, ModelError};
 static CHOSEN: Mutex<Option<Backend>> = Mutex::new(None);
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
 
-/// The environment of `backend`, setting the process's backend on first use.
+/// The process's ONNX environment on `backend`, setting the backend on first use (for callers
+/// that build their own sessions, such as benchmarks).
 ///
 /// # Errors
 /// [`ModelError::Backend`] when another backend was chosen already or `ort` cannot start.
-pub(super) fn environment(backend: Backend) -> Result<&'static Environment, ModelError> {
+pub fn environment(backend: Backend) -> Result<&'static Environment, ModelError> {
     let mut chosen = CHOSEN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

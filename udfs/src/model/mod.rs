@@ -22,6 +22,7 @@ use ort::session::Session;
 use ort::value::{Tensor, ValueType};
 use sha2::{Digest, Sha256};
 
+pub use backend::environment;
 pub use tensor::{output_type, pack_rows};
 
 /// Why a model could not be loaded or run.
