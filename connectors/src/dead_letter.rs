@@ -146,21 +146,20 @@ impl DeadLetterWriter {
     /// # Errors
     /// [`ConnectorError::Config`] when `dir` is not a usable location.
     pub fn for_pipeline(dir: &str, context: &SinkContext) -> Result<Self> {
-        if dir.starts_with(crate::delta::DEAD_LETTER_SCHEME) {
-            return Ok(Self {
-                destination: Destination::Delta(DeltaLetters::new(dir, context.clone())),
-                written: Arc::default(),
-                instance: context.instance.clone(),
-            });
-        }
-        if dir.starts_with(crate::kafka::DEAD_LETTER_SCHEME) {
-            return Ok(Self {
-                destination: Destination::Kafka(KafkaLetters::open(dir)?),
-                written: Arc::default(),
-                instance: None,
-            });
-        }
-        Ok(Self::from_location(Location::resolve(DEAD_LETTER, dir)?))
+        let destination = if dir.starts_with(crate::delta::DEAD_LETTER_SCHEME) {
+            Destination::Delta(DeltaLetters::new(dir, context.clone()))
+        } else if dir.starts_with(crate::kafka::DEAD_LETTER_SCHEME) {
+            Destination::Kafka(KafkaLetters::open(dir)?)
+        } else {
+            let (store, dir) = Location::resolve(DEAD_LETTER, dir)?.into_parts();
+            Destination::Files { store, dir }
+        };
+        Ok(Self {
+            destination,
+            written: Arc::default(),
+            // Several shares of a pipeline (group mode) name their files and keys apart.
+            instance: context.instance.clone(),
+        })
     }
 
     /// A writer into an already resolved location.
@@ -171,14 +170,6 @@ impl DeadLetterWriter {
             written: Arc::default(),
             instance: None,
         }
-    }
-
-    /// Names this writer's files for its share of the pipeline (`epoch-<instance>-<epoch>`),
-    /// so several writers (group mode: one per source partition) share one directory.
-    #[must_use]
-    pub fn with_instance(mut self, instance: Option<String>) -> Self {
-        self.instance = instance;
-        self
     }
 
     /// The name of the file holding epoch `epoch`'s letters.

@@ -424,16 +424,15 @@ impl StreamJob {
                 .unwrap_or_else(|| format!(".volley/dead_letters/{source}"));
             let writer = match dead_letters.entry(source) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                    DeadLetterWriter::for_pipeline(
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(DeadLetterWriter::for_pipeline(
                         &dir,
                         &volley_connectors::SinkContext {
                             pipeline_id: self.pipeline_id.clone(),
                             instance: self.instance.clone(),
                         },
-                    )?
-                    .with_instance(self.instance.clone()),
-                ),
+                    )?)
+                }
             };
             writer.write_epoch(epoch, &batches).await?;
         }

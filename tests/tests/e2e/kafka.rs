@@ -66,37 +66,9 @@ FROM rides GROUP BY 1;
 /// message replaced by something that is not a ride; returns the good rides and the number
 /// of malformed messages.
 pub async fn produce(broker: &str, topic: &str, count: u64) -> (RecordBatch, usize) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .create()
-        .unwrap();
-    let out = format!("{topic}-out");
-    let created = admin
-        .create_topics(
-            &[
-                NewTopic::new(topic, 3, TopicReplication::Fixed(1)),
-                NewTopic::new(&out, 3, TopicReplication::Fixed(1)),
-            ],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .unwrap();
-    for result in created {
-        result.unwrap();
-    }
-    let p = pipeline(GENERATOR).await;
-    let opts = GeneratorConnector::rides_options(&p.tables[0]).unwrap();
-    let rides = generate_rides(&opts, 0, count);
-    let mut json = Vec::new();
-    {
-        let mut writer = LineDelimitedWriter::new(&mut json);
-        writer.write(&rides).unwrap();
-        writer.finish().unwrap();
-    }
-    let lines: Vec<&[u8]> = json
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
+    create_topics(broker, &[topic, &format!("{topic}-out")], 3).await;
+    let (rides, json) = ride_json(GENERATOR, count).await;
+    let lines: Vec<&[u8]> = json.iter().map(Vec::as_slice).collect();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker)
         .set("linger.ms", "5")
@@ -131,6 +103,48 @@ pub async fn produce(broker: &str, topic: &str, count: u64) -> (RecordBatch, usi
     let good =
         arrow::compute::take_record_batch(&rides, &arrow::array::UInt32Array::from(good)).unwrap();
     (good, malformed)
+}
+
+/// Creates `topics` with `partitions` partitions each.
+pub async fn create_topics(broker: &str, topics: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let created = admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    for result in created {
+        result.unwrap();
+    }
+}
+
+/// The rides of the generator table `generator` declares (its first `count`), with one JSON
+/// object per ride.
+pub async fn ride_json(generator: &str, count: u64) -> (RecordBatch, Vec<Vec<u8>>) {
+    let p = pipeline(generator).await;
+    let opts = GeneratorConnector::rides_options(&p.tables[0]).unwrap();
+    let rides = generate_rides(&opts, 0, count);
+    let mut json = Vec::new();
+    {
+        let mut writer = LineDelimitedWriter::new(&mut json);
+        writer.write(&rides).unwrap();
+        writer.finish().unwrap();
+    }
+    let lines = json
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    (rides, lines)
 }
 
 /// Every message of the sink's topic, through Volley's own Kafka source (per partition in

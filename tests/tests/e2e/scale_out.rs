@@ -11,14 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Int64Array, TimestampNanosecondArray};
-use arrow::json::LineDelimitedWriter;
 use arrow::record_batch::RecordBatch;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use volley_connectors::ConnectorRegistry;
-use volley_connectors::generator::{GeneratorConnector, generate_rides};
 use volley_engine::batch::batch_outputs;
 use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_engine::verify::{VerifyReport, compare_outputs};
@@ -26,7 +22,7 @@ use volley_sql::Pipeline;
 use volley_sql::stream::QueryPlan;
 
 use crate::harness::{assert_exact, pipeline};
-use crate::kafka::{broker, read_committed, unique_topic};
+use crate::kafka::{broker, create_topics, read_committed, ride_json, unique_topic};
 use crate::process::volley_bin;
 use crate::readers::{conform, delta_stored, independent_read, python, sink_rows, table_in};
 
@@ -56,25 +52,6 @@ SELECT rider_id, count(*) AS n, max(event_time) AS last_seen FROM rides WHERE ri
 INSERT INTO raw SELECT request_id, rider_id, event_time FROM rides WHERE rider_id >= 0 AND rider_id % 3 = 0;
 "#
     )
-}
-
-/// The generated rides and their JSON lines.
-async fn rides(count: u64) -> (RecordBatch, Vec<Vec<u8>>) {
-    let p = pipeline(GENERATOR).await;
-    let opts = GeneratorConnector::rides_options(&p.tables[0]).unwrap();
-    let rides = generate_rides(&opts, 0, count);
-    let mut json = Vec::new();
-    {
-        let mut writer = LineDelimitedWriter::new(&mut json);
-        writer.write(&rides).unwrap();
-        writer.finish().unwrap();
-    }
-    let lines = json
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
-    (rides, lines)
 }
 
 /// Sends `(partition, key, payload)` messages and waits for every delivery.
@@ -186,30 +163,13 @@ async fn compare(
 async fn two_processes_split_the_partitions_and_the_survivor_takes_over() {
     let Some(broker) = broker() else { return };
     let topic = unique_topic("scale");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &broker)
-        .create()
-        .unwrap();
-    for result in admin
-        .create_topics(
-            &[NewTopic::new(
-                &topic,
-                PARTITIONS,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .unwrap()
-    {
-        result.unwrap();
-    }
+    create_topics(&broker, &[&topic], PARTITIONS).await;
 
     // Rides keyed by rider (a rider's rides all land in one partition), every 89th message
     // malformed; then, per partition, a sentinel far in the future closes every window
     // (rider -1, filtered out by every INSERT).
     let count = 8_000;
-    let (all, lines) = rides(count).await;
+    let (all, lines) = ride_json(GENERATOR, count).await;
     let riders = all
         .column_by_name("rider_id")
         .unwrap()

@@ -274,18 +274,25 @@ impl Model {
             model: self.name.clone(),
             message,
         })?;
-        let k = self.features();
-        let mut per_output: Vec<Vec<f32>> = vec![Vec::new(); self.outputs.len()];
-        let mut start = 0;
-        while start < rows {
-            let end = (start + self.max_rows).min(rows);
-            let chunk = packed[start * k..end * k].to_vec();
-            let values = self.run(chunk, end - start)?;
-            for (all, part) in per_output.iter_mut().zip(values) {
-                all.extend(part);
+        let per_output = if rows == 0 {
+            vec![Vec::new(); self.outputs.len()]
+        } else if rows <= self.max_rows {
+            // The common case: one run, and the packed buffer becomes the tensor as it is.
+            self.run(packed, rows)?
+        } else {
+            let k = self.features();
+            let mut per_output: Vec<Vec<f32>> = vec![Vec::new(); self.outputs.len()];
+            for (i, chunk) in packed.chunks(self.max_rows * k).enumerate() {
+                let chunk_rows = (rows - i * self.max_rows).min(self.max_rows);
+                for (all, part) in per_output
+                    .iter_mut()
+                    .zip(self.run(chunk.to_vec(), chunk_rows)?)
+                {
+                    all.extend(part);
+                }
             }
-            start = end;
-        }
+            per_output
+        };
         tensor::to_arrow(&self.outputs, per_output, rows, &self.return_type()).map_err(|message| {
             ModelError::Run {
                 model: self.name.clone(),
