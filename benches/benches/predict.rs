@@ -1,62 +1,153 @@
-//! The model runtime against the bare `ort` session: `Model::predict` over four Arrow columns
-//! (cast, pack into one `[rows, 4]` f32 tensor, run, Arrow result) versus `session.run` on an
-//! already packed tensor, with the fraud MLP on the tract backend, batch sizes 1 to 8192.
+//! `SELECT predict('fraud', a, b, c, d) FROM events` as a pipeline runs it (DataFusion plan,
+//! the `predict()` UDF: cast, pack into one `[rows, 4]` f32 tensor, run, Arrow result) versus
+//! calling an `ort` session directly on the same batches (pack, run, read the scores), with
+//! the fraud MLP, one intra-op thread, batch sizes 1 to 8192.
 //!
-//! Run: `cargo bench -p volley-benches --bench predict`.
+//! The backend is tract unless `VOLLEY_BENCH_BACKEND=onnxruntime` (ONNX Runtime from
+//! `ORT_DYLIB_PATH` or the python3 `onnxruntime` package): a process runs one backend.
+//!
+//! Run: `cargo bench -p volley-benches --bench predict`, then
+//! `VOLLEY_BENCH_BACKEND=onnxruntime cargo bench -p volley-benches --bench predict`.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use arrow::array::{ArrayRef, Float64Array};
+use arrow::array::{ArrayRef, Float64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use datafusion::datasource::MemTable;
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use ort::session::Session;
 use ort::value::Tensor;
-use volley_udfs::model::{Backend, Model, ModelOptions, environment, pack_rows};
+use volley_udfs::model::{Backend, Model, ModelOptions, ModelSet, environment, pack_rows};
 
-fn columns(rows: usize) -> Vec<ArrayRef> {
-    (0..4)
-        .map(|c| {
-            let values: Vec<f64> = (0..rows)
-                .map(|i| ((i * 31 + c * 7) % 97) as f64 / 9.0)
+/// The allocator the `volley` binary runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `batches` batches of `rows` rows: four Float64 feature columns.
+fn events(rows: usize, batches: usize) -> (Arc<Schema>, Vec<RecordBatch>) {
+    let schema = Arc::new(Schema::new(
+        ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| Field::new(*n, DataType::Float64, false))
+            .collect::<Vec<_>>(),
+    ));
+    let out = (0..batches)
+        .map(|k| {
+            let columns: Vec<ArrayRef> = (0..4)
+                .map(|c| {
+                    let values: Vec<f64> = (0..rows)
+                        .map(|i| (((k * rows + i) * 31 + c * 7) % 97) as f64 / 9.0)
+                        .collect();
+                    Arc::new(Float64Array::from(values)) as ArrayRef
+                })
                 .collect();
-            Arc::new(Float64Array::from(values)) as ArrayRef
+            RecordBatch::try_new(Arc::clone(&schema), columns).unwrap()
         })
-        .collect()
+        .collect();
+    (schema, out)
 }
 
 fn predict(c: &mut Criterion) {
+    let backend = match std::env::var("VOLLEY_BENCH_BACKEND").as_deref() {
+        Ok("onnxruntime") => Backend::OnnxRuntime,
+        _ => Backend::Tract,
+    };
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud/fraud.onnx");
     let options = ModelOptions {
+        backend,
         threads: Some(1),
+        max_rows: 8192,
         ..ModelOptions::default()
     };
-    let model = Model::load("fraud", &path, &options).unwrap();
-    let env = environment(Backend::Tract).unwrap();
+    let model = Arc::new(Model::load("fraud", &path, &options).unwrap());
+    let env = environment(backend).unwrap();
     let mut session = Session::builder(env)
         .unwrap()
         .with_intra_threads(1)
         .unwrap()
         .commit_from_file(&path)
         .unwrap();
-    let mut group = c.benchmark_group("predict_fraud_tract");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group(format!("predict_pipeline_{}", backend.name()));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4));
     for rows in [1usize, 64, 1024, 8192] {
-        let input = columns(rows);
-        let packed = pack_rows(&input).unwrap();
-        group.throughput(Throughput::Elements(rows as u64));
-        group.bench_with_input(
-            BenchmarkId::new("model_predict", rows),
-            &input,
-            |b, cols| {
-                b.iter(|| model.predict(cols).unwrap());
-            },
-        );
-        group.bench_with_input(BenchmarkId::new("session_run", rows), &packed, |b, data| {
+        let batches = (16_384 / rows).max(16);
+        let (schema, input) = events(rows, batches);
+        let ctx = volley_sql::stream::streaming_context();
+        volley_sql::stream::register_models(&ctx, Arc::new(ModelSet::new([Arc::clone(&model)])));
+        ctx.register_table(
+            "events",
+            Arc::new(MemTable::try_new(schema, vec![input.clone()]).unwrap()),
+        )
+        .unwrap();
+        let plan: Arc<dyn ExecutionPlan> = runtime.block_on(async {
+            ctx.sql("SELECT predict('fraud', a, b, c, d) AS score FROM events")
+                .await
+                .unwrap()
+                .create_physical_plan()
+                .await
+                .unwrap()
+        });
+        let baseline: Arc<dyn ExecutionPlan> = runtime.block_on(async {
+            ctx.sql("SELECT a * b + c * d AS score FROM events")
+                .await
+                .unwrap()
+                .create_physical_plan()
+                .await
+                .unwrap()
+        });
+        let task = ctx.task_ctx();
+        group.throughput(Throughput::Elements((rows * batches) as u64));
+        group.bench_function(BenchmarkId::new("pipeline", rows), |b| {
             b.iter(|| {
-                let tensor = Tensor::<f32>::from_array(([rows, 4usize], data.clone())).unwrap();
-                let out = session.run(ort::inputs!["features" => tensor]).unwrap();
-                let (_, scores) = out["score"].try_extract_tensor::<f32>().unwrap();
-                scores.len()
+                let out = runtime
+                    .block_on(collect(Arc::clone(&plan), Arc::clone(&task)))
+                    .unwrap();
+                assert_eq!(
+                    out.iter().map(RecordBatch::num_rows).sum::<usize>(),
+                    rows * batches
+                );
+            });
+        });
+        group.bench_function(BenchmarkId::new("model_predict", rows), |b| {
+            b.iter(|| {
+                let n: usize = input
+                    .iter()
+                    .map(|batch| model.predict(batch.columns()).unwrap().len())
+                    .sum();
+                assert_eq!(n, rows * batches);
+            });
+        });
+        group.bench_function(BenchmarkId::new("plain_projection", rows), |b| {
+            b.iter(|| {
+                let out = runtime
+                    .block_on(collect(Arc::clone(&baseline), Arc::clone(&task)))
+                    .unwrap();
+                assert_eq!(
+                    out.iter().map(RecordBatch::num_rows).sum::<usize>(),
+                    rows * batches
+                );
+            });
+        });
+        group.bench_function(BenchmarkId::new("session_run", rows), |b| {
+            b.iter(|| {
+                let mut n = 0;
+                for batch in &input {
+                    let packed = pack_rows(batch.columns()).unwrap();
+                    let tensor = Tensor::<f32>::from_array(([rows, 4usize], packed)).unwrap();
+                    let out = session.run(ort::inputs!["features" => tensor]).unwrap();
+                    let (_, scores) = out["score"].try_extract_tensor::<f32>().unwrap();
+                    n += scores.len();
+                }
+                assert_eq!(n, rows * batches);
             });
         });
     }

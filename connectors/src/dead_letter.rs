@@ -126,7 +126,7 @@ enum Destination {
     /// One message per letter in a Kafka topic.
     Kafka(KafkaLetters),
     /// Rows of a Delta table, one commit per epoch.
-    Delta(DeltaLetters),
+    Delta(Box<DeltaLetters>),
 }
 
 impl DeadLetterWriter {
@@ -147,7 +147,7 @@ impl DeadLetterWriter {
     /// [`ConnectorError::Config`] when `dir` is not a usable location.
     pub fn for_pipeline(dir: &str, context: &SinkContext) -> Result<Self> {
         let destination = if dir.starts_with(crate::delta::DEAD_LETTER_SCHEME) {
-            Destination::Delta(DeltaLetters::new(dir, context.clone()))
+            Destination::Delta(Box::new(DeltaLetters::new(dir, context.clone())))
         } else if dir.starts_with(crate::kafka::DEAD_LETTER_SCHEME) {
             Destination::Kafka(KafkaLetters::open(dir)?)
         } else {

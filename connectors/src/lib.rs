@@ -17,5 +17,6 @@ pub mod traits;
 pub use error::{ConnectorError, Result};
 pub use registry::ConnectorRegistry;
 pub use traits::{
-    Connector, Position, RejectedRecord, Sink, SinkContext, Source, SourceMonitor, SourcePoll,
+    Connector, ModelLineage, Position, RejectedRecord, Sink, SinkContext, Source, SourceMonitor,
+    SourcePoll,
 };

@@ -181,6 +181,18 @@ pub struct SinkContext {
     /// `txn` app ids, Kafka transactional ids) or name files per epoch keep one per share,
     /// so shares never overwrite or fence each other.
     pub instance: Option<String>,
+    /// The models this sink's rows depend on: recorded in its commit metadata (Delta
+    /// `commitInfo`) or message headers (Kafka), so a model change is traceable.
+    pub models: Vec<ModelLineage>,
+}
+
+/// A model a sink's rows were computed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelLineage {
+    /// The model's name in the pipeline.
+    pub name: String,
+    /// SHA-256 of the ONNX file loaded, in hex.
+    pub sha256: String,
 }
 
 impl SinkContext {
@@ -189,6 +201,7 @@ impl SinkContext {
         Self {
             pipeline_id: pipeline_id.to_string(),
             instance: None,
+            models: Vec::new(),
         }
     }
 

@@ -8,9 +8,11 @@ use arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
+use volley_connectors::dead_letter::DeadLetterWriter;
 use volley_connectors::{ConnectorRegistry, Sink, SinkContext};
-use volley_sql::stream::{batch_context, insert_logical_plan};
+use volley_sql::stream::{batch_context, insert_logical_plan, register_models};
 use volley_sql::{Pipeline, SqlError, TableDecl, TableOptions};
+use volley_udfs::model::{ModelSet, models_called};
 
 use crate::error::{EngineError, Result};
 use crate::setup::{source_tables, table_schema};
@@ -171,6 +173,7 @@ pub async fn batch_outputs(
     rows: &BTreeMap<String, (SchemaRef, Vec<RecordBatch>)>,
 ) -> Result<BTreeMap<String, Vec<RecordBatch>>> {
     let ctx = batch_context();
+    register_models(&ctx, crate::models::load_models(pipeline)?);
     for (name, (schema, batches)) in rows {
         let table = MemTable::try_new(Arc::clone(schema), vec![batches.clone()])
             .map_err(EngineError::exec(format!("loading '{name}'")))?;
@@ -193,12 +196,26 @@ pub async fn run_batch(
 ) -> Result<BTreeMap<String, u64>> {
     check_bindings(pipeline, inputs)?;
     let ctx = batch_context();
+    let models = crate::models::load_models(pipeline)?;
+    register_models(&ctx, Arc::clone(&models));
     for table in source_tables(pipeline)? {
         let provider = bounded_provider(table, inputs, registry).await?;
         ctx.register_table(table.name.as_str(), provider)
             .map_err(EngineError::exec(format!("registering '{}'", table.name)))?;
     }
     let outputs = run_inserts(&ctx, pipeline).await?;
+    let context = SinkContext::default();
+    let mut destinations = crate::models::letter_destinations(pipeline);
+    for (source, letters) in crate::models::take_letters(&models) {
+        let destination = destinations
+            .remove(&source)
+            .unwrap_or_else(|| format!(".volley/dead_letters/{source}"));
+        let rows: usize = letters.iter().map(|l| l.rows.num_rows()).sum();
+        tracing::warn!(%source, rows, %destination, "rows left out by predict() went to dead letters");
+        DeadLetterWriter::for_pipeline(&destination, &context)?
+            .write_epoch(0, &letters)
+            .await?;
+    }
     let mut written = BTreeMap::new();
     for target in pipeline.sink_names() {
         let batches = outputs.get(target).cloned().unwrap_or_default();
@@ -230,7 +247,14 @@ pub async fn run_batch(
                     .ok_or_else(|| {
                         EngineError::Internal(format!("no connector for {}", table.kind))
                     })?
-                    .open_sink(table, schema, &SinkContext::default())
+                    .open_sink(
+                        table,
+                        schema,
+                        &SinkContext {
+                            models: sink_lineage(&ctx, pipeline, &models, target).await?,
+                            ..SinkContext::default()
+                        },
+                    )
                     .await?
             }
         };
@@ -242,6 +266,21 @@ pub async fn run_batch(
         );
     }
     Ok(written)
+}
+
+/// The models the rows of sink `target` depend on: those every INSERT into it calls.
+async fn sink_lineage(
+    ctx: &SessionContext,
+    pipeline: &Pipeline,
+    models: &ModelSet,
+    target: &str,
+) -> Result<Vec<volley_connectors::ModelLineage>> {
+    let mut names = Vec::new();
+    for insert in pipeline.inserts.iter().filter(|i| i.target == target) {
+        let plan = insert_logical_plan(ctx, insert, None).await?;
+        names.extend(models_called(&plan));
+    }
+    Ok(crate::models::lineage(models, names))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod driver;
 pub mod error;
 pub mod group;
 pub mod memory;
+pub mod models;
 pub mod query;
 pub mod runtime;
 pub mod setup;

@@ -15,6 +15,11 @@ use volley_engine::load_pipeline;
 use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_engine::verify::{InputOrder, VerifyOptions, verify};
 
+/// mimalloc: a micro-batch allocates and frees many Arrow buffers, model tensors among them;
+/// glibc's allocator spends a third of a small-batch `predict()` consolidating free chunks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Volley: the same SQL in batch and streaming, with provably equal results.
 #[derive(Debug, Parser)]
 #[command(name = "volley", version, about)]
@@ -182,6 +187,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     summary.rejected_records
                 );
             }
+            if summary.rejected_by_models > 0 {
+                eprintln!(
+                    "{} rows left out by predict() (NULL inputs or model failures) sent to dead letters",
+                    summary.rejected_by_models
+                );
+            }
             if summary.checkpoints > 0 {
                 eprintln!(
                     "{} checkpoints written; the last: epoch {}, {} ms, {} bytes",
@@ -264,6 +275,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ..JobOverrides::default()
             };
             let (_, plans) = build_stream_job(&p, &registry, overrides).await?;
+            let models = volley_engine::models::load_models(&p)?;
+            for decl in &p.models {
+                if let Some(model) = models.get(&decl.name) {
+                    println!(
+                        "MODEL {}  ({})\n  file: {}\n  sha256: {}\n  input: {} {:?}; returns {}\n  backend {}, device {}, max_rows {}, null_policy {}\n",
+                        decl.name,
+                        decl.at,
+                        decl.location,
+                        model.sha256(),
+                        model.input().name,
+                        model.input().shape,
+                        model.return_type(),
+                        model.backend().name(),
+                        model.device().name(),
+                        decl.options.max_rows,
+                        decl.options.null_policy.name(),
+                    );
+                }
+            }
             for plan in &plans {
                 let text = volley_sql::stream::explain::explain_query(plan, &|source| {
                     p.table(source)

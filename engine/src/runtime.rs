@@ -9,6 +9,7 @@ use arrow::record_batch::RecordBatch;
 use volley_connectors::dead_letter::{DeadLetterBatch, DeadLetterWriter};
 use volley_connectors::{Position, Sink, Source};
 use volley_sql::stream::EpochSlot;
+use volley_udfs::model::ModelSet;
 
 use crate::checkpoint::manifest::{
     EpochLog, Manifest, QueryCheckpoint, SourceCheckpoint, SourceRange, Totals,
@@ -111,6 +112,8 @@ pub struct RunSummary {
     pub epochs_replayed: u64,
     /// Rows not written again because their sink had already committed the epoch.
     pub rows_skipped: u64,
+    /// Rows `predict()` left out (a NULL input, or a model failure), sent to dead letters.
+    pub rejected_by_models: u64,
 }
 
 /// Everything a streaming run needs, wired together.
@@ -154,6 +157,10 @@ pub struct StreamJob {
     pub on_checkpoint: Option<CheckpointHook>,
     /// Identifies the pipeline to its sinks and dead-letter tables.
     pub pipeline_id: String,
+    /// The models `predict()` calls, with the rows it left out this epoch.
+    pub models: Arc<ModelSet>,
+    /// Where each model's dead letters go, by letter source (`model_<name>`).
+    pub model_letters: BTreeMap<String, String>,
 }
 
 /// Called after each checkpoint with its epoch and every source's position (in job order),
@@ -392,6 +399,13 @@ impl StreamJob {
         for source in &self.sources {
             source.slot.clear();
         }
+        for (source, batches) in crate::models::take_letters(&self.models) {
+            summary.rejected_by_models += batches
+                .iter()
+                .map(|b| b.rows.num_rows() as u64)
+                .sum::<u64>();
+            letters.entry(source).or_default().extend(batches);
+        }
         for (target, batches) in outputs {
             if batches.is_empty() {
                 continue;
@@ -421,6 +435,7 @@ impl StreamJob {
                 .iter()
                 .find(|s| s.name == source)
                 .map(|s| s.dead_letter_dir.clone())
+                .or_else(|| self.model_letters.get(&source).cloned())
                 .unwrap_or_else(|| format!(".volley/dead_letters/{source}"));
             let writer = match dead_letters.entry(source) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -430,6 +445,7 @@ impl StreamJob {
                         &volley_connectors::SinkContext {
                             pipeline_id: self.pipeline_id.clone(),
                             instance: self.instance.clone(),
+                            ..Default::default()
                         },
                     )?)
                 }

@@ -207,8 +207,10 @@ pub async fn build_stream_job(
         max_delay = max_delay.min(table.max_delay()?);
         idle_timeouts.push(table.idle_timeout()?);
     }
+    let models = crate::models::load_models(pipeline)?;
     let planner = StreamPlanner::new(bindings)?
-        .with_workers(overrides.workers.unwrap_or_else(default_workers));
+        .with_workers(overrides.workers.unwrap_or_else(default_workers))
+        .with_models(Arc::clone(&models));
     let mut plans = Vec::new();
     for insert in &pipeline.inserts {
         let sink = pipeline.table(&insert.target).ok_or_else(|| {
@@ -226,6 +228,7 @@ pub async fn build_stream_job(
             .clone()
             .unwrap_or_else(|| "volley".to_string()),
         instance: overrides.instance.clone(),
+        models: Vec::new(),
     };
     let mut sinks: BTreeMap<String, Box<dyn Sink>> = BTreeMap::new();
     for plan in &plans {
@@ -238,8 +241,12 @@ pub async fn build_stream_job(
                 let table = pipeline.table(&plan.target).ok_or_else(|| {
                     EngineError::Internal(format!("sink '{}' vanished", plan.target))
                 })?;
+                let context = SinkContext {
+                    models: sink_lineage(&models, &plans, &plan.target),
+                    ..sink_context.clone()
+                };
                 connector_for(table, registry)?
-                    .open_sink(table, Arc::clone(&plan.output_schema), &sink_context)
+                    .open_sink(table, Arc::clone(&plan.output_schema), &context)
                     .await?
             }
         };
@@ -282,6 +289,21 @@ pub async fn build_stream_job(
         instance: overrides.instance.clone(),
         on_checkpoint: overrides.on_checkpoint.clone(),
         pipeline_id: sink_context.pipeline_id.clone(),
+        models,
+        model_letters: crate::models::letter_destinations(pipeline),
     };
     Ok((job, plans))
+}
+
+/// The models the rows of sink `target` depend on: those of every INSERT into it.
+fn sink_lineage(
+    models: &volley_udfs::model::ModelSet,
+    plans: &[QueryPlan],
+    target: &str,
+) -> Vec<volley_connectors::ModelLineage> {
+    let names = plans
+        .iter()
+        .filter(|p| p.target == target)
+        .flat_map(|p| p.models.iter().cloned());
+    crate::models::lineage(models, names)
 }

@@ -6,7 +6,12 @@ their reference outputs from ONNX Runtime.
   output "score" [N, 1].
 - udfs/tests/data/embed.onnx: two outputs, "score" [N, 1] and "embedding" [N, 3], for the
   struct / fixed-size-list output path.
-- udfs/tests/data/reference.json: fixed inputs and ONNX Runtime's outputs for both models.
+- udfs/tests/data/lookup.onnx: input "x" [N, 2], output "value" [N, 1] = table[int(x0)] + x1
+  over a 16-entry table. A row whose x0 is outside [0, 16) makes the whole call fail (Gather
+  index out of bounds) on ONNX Runtime: the model the failure-isolation test uses. (tract
+  aborts the process on that input instead of reporting an error, so the test runs on
+  ONNX Runtime.)
+- udfs/tests/data/reference.json: fixed inputs and ONNX Runtime's outputs for the first two.
 
 Weights come from numpy's default_rng(7), so the files are reproducible.
 Usage: python examples/fraud/build_model.py   (needs onnx, numpy, onnxruntime)
@@ -79,6 +84,35 @@ def embed(rng, path):
     save(graph, path)
 
 
+def lookup(path):
+    table = (np.arange(16, dtype=np.float32) * 0.5).reshape(16)
+    inits = [
+        numpy_helper.from_array(table, "table"),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "start"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "one"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "two"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis"),
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), "flat"),
+    ]
+    nodes = [
+        helper.make_node("Slice", ["x", "start", "one", "axis"], ["x0"]),
+        helper.make_node("Slice", ["x", "one", "two", "axis"], ["x1"]),
+        helper.make_node("Cast", ["x0"], ["i"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["i", "flat"], ["idx"]),
+        helper.make_node("Gather", ["table", "idx"], ["g"], axis=0),
+        helper.make_node("Unsqueeze", ["g", "axis"], ["g2"]),
+        helper.make_node("Add", ["g2", "x1"], ["value"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "lookup",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["N", 1])],
+        initializer=inits,
+    )
+    save(graph, path)
+
+
 def reference(path, inputs):
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
@@ -92,6 +126,7 @@ def main():
     embed_path = os.path.join(ROOT, "udfs", "tests", "data", "embed.onnx")
     fraud(rng, fraud_path)
     embed(rng, embed_path)
+    lookup(os.path.join(ROOT, "udfs", "tests", "data", "lookup.onnx"))
     inputs = np.column_stack(
         [
             rng.uniform(1, 200, 100),  # amount

@@ -3,6 +3,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod error;
+pub mod model;
 pub mod options;
 pub mod pipeline;
 pub mod splitter;
@@ -11,6 +12,7 @@ pub mod table;
 pub mod watermark;
 
 pub use error::{Result, SqlError, StatementRef};
+pub use model::ModelDecl;
 pub use options::{COMMON_OPTIONS, OptionSpec, TableOptions};
 pub use pipeline::{InsertDecl, Pipeline};
 pub use table::{KindCatalog, TableDecl};

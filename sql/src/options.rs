@@ -60,19 +60,39 @@ impl TableOptions {
         raw: impl IntoIterator<Item = (String, String)>,
         kind_specific: &[OptionSpec],
     ) -> Result<Self> {
+        Self::check(table, kind, raw, COMMON_OPTIONS, kind_specific)
+    }
+
+    /// Checks every option against `allowed` alone (declarations that are not tables).
+    ///
+    /// # Errors
+    /// [`SqlError::UnknownOption`] naming the first unknown option and all allowed ones.
+    pub fn validate_only(
+        name: &str,
+        kind: &str,
+        raw: impl IntoIterator<Item = (String, String)>,
+        allowed: &[OptionSpec],
+    ) -> Result<Self> {
+        Self::check(name, kind, raw, &[], allowed)
+    }
+
+    fn check(
+        table: &str,
+        kind: &str,
+        raw: impl IntoIterator<Item = (String, String)>,
+        common: &[OptionSpec],
+        kind_specific: &[OptionSpec],
+    ) -> Result<Self> {
         let mut values = BTreeMap::new();
         for (key, value) in raw {
             let key = key.to_ascii_lowercase();
-            let known = COMMON_OPTIONS
+            let known = common
                 .iter()
                 .chain(kind_specific)
                 .any(|spec| spec.name == key);
             if !known {
-                let mut allowed: Vec<&str> = kind_specific
-                    .iter()
-                    .chain(COMMON_OPTIONS)
-                    .map(|s| s.name)
-                    .collect();
+                let mut allowed: Vec<&str> =
+                    kind_specific.iter().chain(common).map(|s| s.name).collect();
                 allowed.sort_unstable();
                 return Err(SqlError::UnknownOption {
                     table: table.to_string(),

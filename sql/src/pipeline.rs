@@ -9,6 +9,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::error::{Result, SqlError, StatementRef};
+use crate::model::{ModelDecl, as_create_table, model_decl};
 use crate::options::TableOptions;
 use crate::splitter::split_statements;
 use crate::table::{KindCatalog, TableDecl};
@@ -32,10 +33,13 @@ pub struct Pipeline {
     pub tables: Vec<TableDecl>,
     /// INSERT statements, in file order.
     pub inserts: Vec<InsertDecl>,
+    /// Declared models (`CREATE MODEL`), in file order.
+    pub models: Vec<ModelDecl>,
 }
 
 impl Pipeline {
-    /// Reads pipeline SQL: only `CREATE EXTERNAL TABLE` and `INSERT INTO … SELECT` are allowed.
+    /// Reads pipeline SQL: only `CREATE EXTERNAL TABLE`, `CREATE MODEL` and
+    /// `INSERT INTO … SELECT` are allowed.
     ///
     /// # Errors
     /// Syntax errors and bad declarations, naming the statement, table and option at fault.
@@ -43,6 +47,7 @@ impl Pipeline {
         let mut pipeline = Pipeline {
             tables: Vec::new(),
             inserts: Vec::new(),
+            models: Vec::new(),
         };
         for (i, raw) in split_statements(sql).into_iter().enumerate() {
             let at = StatementRef {
@@ -64,6 +69,8 @@ impl Pipeline {
         at: StatementRef,
         catalog: &dyn KindCatalog,
     ) -> Result<()> {
+        let model = as_create_table(text);
+        let text = model.as_deref().unwrap_or(text);
         let mut parsed = DFParser::parse_sql(text).map_err(|e| SqlError::Parse {
             at,
             message: e
@@ -81,6 +88,26 @@ impl Pipeline {
             }
         };
         match statement {
+            DfStatement::CreateExternalTable(create) if model.is_some() => {
+                let location = create.locations.first().cloned().unwrap_or_default();
+                let decl = model_decl(
+                    object_name(&create.name),
+                    &create.file_type,
+                    location,
+                    create
+                        .options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), option_text(v))),
+                    at,
+                )?;
+                if self.model(&decl.name).is_some() {
+                    return Err(SqlError::Plan {
+                        at,
+                        message: format!("model '{}' is declared twice", decl.name),
+                    });
+                }
+                self.models.push(decl);
+            }
             DfStatement::CreateExternalTable(create) => {
                 let table = table_decl(create, at, catalog).await?;
                 if self.table(&table.name).is_some() {
@@ -128,7 +155,7 @@ impl Pipeline {
                     return Err(SqlError::Unsupported {
                         at,
                         message: format!(
-                            "a pipeline holds only CREATE EXTERNAL TABLE and INSERT INTO … SELECT statements, not '{}'",
+                            "a pipeline holds only CREATE EXTERNAL TABLE, CREATE MODEL and INSERT INTO … SELECT statements, not '{}'",
                             first_words(&other.to_string())
                         ),
                     });
@@ -138,7 +165,7 @@ impl Pipeline {
                 return Err(SqlError::Unsupported {
                     at,
                     message: format!(
-                        "a pipeline holds only CREATE EXTERNAL TABLE and INSERT INTO … SELECT statements, not '{}'",
+                        "a pipeline holds only CREATE EXTERNAL TABLE, CREATE MODEL and INSERT INTO … SELECT statements, not '{}'",
                         first_words(&other.to_string())
                     ),
                 });
@@ -150,6 +177,11 @@ impl Pipeline {
     /// The table named `name`.
     pub fn table(&self, name: &str) -> Option<&TableDecl> {
         self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// The model named `name`.
+    pub fn model(&self, name: &str) -> Option<&ModelDecl> {
+        self.models.iter().find(|m| m.name == name)
     }
 
     /// Tables written by some INSERT.

@@ -5,12 +5,14 @@
 //! | `tumble(ts, interval)` | type of `ts` | tumbling-window start; rewritten to `date_bin(interval, ts)` during planning |
 //! | `geohash(lat, lon, precision)` | `VARCHAR` | base32 geohash of a point, 1 to 12 characters |
 //! | `geohash_parent(geohash, precision)` | `VARCHAR` | enclosing geohash cell: the first `precision` characters |
+//! | `predict('model', x1, …, xk)` | `FLOAT`, fixed-size list or struct | a declared ONNX model over the whole batch |
 //!
 //! Every function is vectorized over whole Arrow arrays and handles the common
 //! case of a literal argument without expanding it to a column.
 //!
 //! [`model`] runs ONNX models over whole Arrow batches (one `[rows, k]` f32 tensor per call):
-//! the runtime of `predict()`. Pipelines cannot declare models yet.
+//! the runtime of `predict()`. [`register_all`] registers `predict()` over no model; a pipeline
+//! registers it again over the models it declares ([`model::predict_udf`]).
 //!
 //! # Example
 //!
@@ -49,9 +51,14 @@ pub use geohash_parent::{GeohashParentFunc, geohash_parent_udf};
 pub use tumble::{TumbleFunc, tumble_udf};
 
 /// Every UDF of this crate, in a stable order (`tumble`, `geohash`,
-/// `geohash_parent`).
+/// `geohash_parent`, `predict` over no model).
 pub fn all_udfs() -> Vec<ScalarUDF> {
-    vec![tumble_udf(), geohash_udf(), geohash_parent_udf()]
+    vec![
+        tumble_udf(),
+        geohash_udf(),
+        geohash_parent_udf(),
+        model::predict_udf(std::sync::Arc::new(model::ModelSet::default())),
+    ]
 }
 
 /// Registers every UDF of [`all_udfs`] with `ctx`, replacing any function of

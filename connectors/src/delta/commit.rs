@@ -9,17 +9,32 @@ use serde_json::Value;
 
 use super::table::delta_error;
 use crate::error::{ConnectorError, Result};
+use crate::traits::ModelLineage;
 
 /// Commit-info key holding the id of the pipeline that wrote the commit.
 pub const PIPELINE_KEY: &str = "volley.pipeline";
 /// Commit-info key holding the epoch a commit wrote.
 pub const EPOCH_KEY: &str = "volley.epoch";
+/// Commit-info key holding the models the rows depend on: `{"<model>": "<sha256>", …}`.
+pub const MODELS_KEY: &str = "volley.models";
 
-/// The commit-info entries Volley adds: the pipeline, and the epoch when there is one.
-pub(crate) fn volley_metadata(pipeline_id: &str, epoch: Option<u64>) -> Vec<(String, Value)> {
+/// The commit-info entries Volley adds: the pipeline, the epoch when there is one, and the
+/// models the rows were computed with when there are any.
+pub(crate) fn volley_metadata(
+    pipeline_id: &str,
+    epoch: Option<u64>,
+    models: &[ModelLineage],
+) -> Vec<(String, Value)> {
     let mut entries = vec![(PIPELINE_KEY.to_string(), Value::from(pipeline_id))];
     if let Some(epoch) = epoch {
         entries.push((EPOCH_KEY.to_string(), Value::from(epoch)));
+    }
+    if !models.is_empty() {
+        let map: serde_json::Map<String, Value> = models
+            .iter()
+            .map(|m| (m.name.clone(), Value::from(m.sha256.as_str())))
+            .collect();
+        entries.push((MODELS_KEY.to_string(), Value::Object(map)));
     }
     entries
 }
@@ -41,9 +56,13 @@ pub(crate) fn epoch_properties(
     pipeline_id: &str,
     app_id: &str,
     epoch: u64,
+    models: &[ModelLineage],
 ) -> Result<CommitProperties> {
-    let properties =
-        CommitProperties::default().with_metadata(volley_metadata(pipeline_id, Some(epoch)));
+    let properties = CommitProperties::default().with_metadata(volley_metadata(
+        pipeline_id,
+        Some(epoch),
+        models,
+    ));
     if epoch == 0 {
         return Ok(properties);
     }

@@ -18,7 +18,7 @@ use super::options::DeltaOptions;
 use super::table::{self, delta_error, quoted};
 use crate::error::{ConnectorError, Result};
 use crate::location::Location;
-use crate::traits::{Sink, SinkContext};
+use crate::traits::{ModelLineage, Sink, SinkContext};
 
 /// Source and target aliases inside the MERGE.
 const SOURCE: &str = "source";
@@ -83,6 +83,8 @@ pub struct DeltaSink {
     /// The table's own Arrow schema: batches are cast to it, by column name, before writing.
     schema: SchemaRef,
     pipeline_id: String,
+    /// The models the rows depend on, recorded in every commit.
+    models: Vec<ModelLineage>,
     app_id: String,
     merge_key: Option<Vec<String>>,
     compact_every: Option<u64>,
@@ -153,6 +155,7 @@ impl DeltaSink {
             delta,
             schema: table_schema,
             pipeline_id: context.pipeline_id.clone(),
+            models: context.models.clone(),
             app_id: context.scoped(
                 &options
                     .app_id
@@ -322,9 +325,11 @@ impl DeltaSink {
             .delta
             .clone()
             .optimize()
-            .with_commit_properties(
-                CommitProperties::default().with_metadata(volley_metadata(&self.pipeline_id, None)),
-            )
+            .with_commit_properties(CommitProperties::default().with_metadata(volley_metadata(
+                &self.pipeline_id,
+                None,
+                &self.models,
+            )))
             .await;
         match compacted {
             Ok((delta, metrics)) => {
@@ -397,7 +402,13 @@ impl DeltaSink {
             .filter(|b| b.num_rows() > 0)
             .map(|b| self.conform(b))
             .collect::<Result<Vec<_>>>()?;
-        let properties = epoch_properties(&self.table, &self.pipeline_id, &self.app_id, epoch)?;
+        let properties = epoch_properties(
+            &self.table,
+            &self.pipeline_id,
+            &self.app_id,
+            epoch,
+            &self.models,
+        )?;
         if rows.is_empty() {
             if epoch == 0 {
                 return Ok(());

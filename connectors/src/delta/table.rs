@@ -127,7 +127,7 @@ pub(crate) async fn create(
         .with_save_mode(SaveMode::Ignore)
         .with_commit_properties(
             deltalake::kernel::transaction::CommitProperties::default()
-                .with_metadata(volley_metadata(pipeline_id, None)),
+                .with_metadata(volley_metadata(pipeline_id, None, &[])),
         )
         .await
         .map_err(|e| delta_error(table, "create the table", e))

@@ -685,6 +685,7 @@ async fn dead_letters_into_a_delta_table_once_per_epoch() {
     let context = SinkContext {
         pipeline_id: PIPELINE.into(),
         instance: Some("p2".into()),
+        models: Vec::new(),
     };
     let letters = |first: i64| {
         vec![

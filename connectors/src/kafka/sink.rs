@@ -21,10 +21,14 @@ use crate::traits::{Sink, SinkContext};
 pub const PIPELINE_HEADER: &str = "volley.pipeline";
 /// Header holding the epoch that wrote a message.
 pub const EPOCH_HEADER: &str = "volley.epoch";
+/// Prefix of the headers naming the models a message's row depends on:
+/// `volley.model.<name>` = the model file's SHA-256.
+pub const MODEL_HEADER_PREFIX: &str = "volley.model.";
 
 /// Writes every row as one message: the value is the row as a JSON object (nulls written
 /// out), the key the `merge_key` columns as a JSON object (no key without `merge_key`), and
-/// the headers `volley.pipeline` and `volley.epoch`. The producer is idempotent, so a
+/// the headers `volley.pipeline`, `volley.epoch` and `volley.model.<name>` (SHA-256, one per
+/// model the rows depend on). The producer is idempotent, so a
 /// retried send never duplicates; a replayed epoch sends its rows again, which a compacted
 /// topic (or any reader keeping the last value per key) folds into the same state.
 ///
@@ -36,6 +40,8 @@ pub struct KafkaSink {
     producer: FutureProducer,
     key_columns: Option<Vec<usize>>,
     pipeline_id: String,
+    /// `volley.model.<name>` headers and their values.
+    model_headers: Vec<(String, String)>,
     /// `exactly_once`: the transactional progress, and the last epoch committed.
     progress: Option<Progress>,
     committed: Option<u64>,
@@ -123,6 +129,11 @@ impl KafkaSink {
             producer,
             key_columns,
             pipeline_id: context.pipeline_id.clone(),
+            model_headers: context
+                .models
+                .iter()
+                .map(|m| (format!("{MODEL_HEADER_PREFIX}{}", m.name), m.sha256.clone()))
+                .collect(),
             progress,
             committed,
         })
@@ -210,7 +221,7 @@ impl KafkaSink {
     /// Sends every row of `batches` and waits for the broker to acknowledge them.
     async fn send_epoch(&self, epoch: u64, batches: &[RecordBatch]) -> Result<()> {
         let epoch_text = epoch.to_string();
-        let headers = OwnedHeaders::new()
+        let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: PIPELINE_HEADER,
                 value: Some(self.pipeline_id.as_str()),
@@ -219,6 +230,12 @@ impl KafkaSink {
                 key: EPOCH_HEADER,
                 value: Some(epoch_text.as_str()),
             });
+        for (key, sha256) in &self.model_headers {
+            headers = headers.insert(Header {
+                key: key.as_str(),
+                value: Some(sha256.as_str()),
+            });
+        }
         let mut pending: Vec<DeliveryFuture> = Vec::new();
         for batch in batches.iter().filter(|b| b.num_rows() > 0) {
             let values = json_rows(batch).map_err(|e| self.failed("encode rows as JSON", &e))?;

@@ -11,6 +11,13 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
     let mut out = String::new();
     let _ = writeln!(out, "INSERT INTO {}  ({})", plan.target, plan.at);
     let _ = writeln!(out, "  sources: {}", plan.sources.join(", "));
+    if !plan.models.is_empty() {
+        let _ = writeln!(
+            out,
+            "  models: {} (their SHA-256 goes into this sink's commit metadata)",
+            plan.models.join(", ")
+        );
+    }
     let columns: Vec<String> = plan
         .output_schema
         .fields()

@@ -11,6 +11,6 @@ pub use late::{LateGate, LateSplitExec};
 pub use leaf::{EpochSlot, EpochSourceExec, EpochTable};
 pub use plan::{
     AggregatePlan, KeySource, QueryPlan, QueryShape, SourceBinding, StreamPlanner, batch_context,
-    insert_logical_plan, streaming_context,
+    insert_logical_plan, register_models, streaming_context,
 };
 pub use window::WindowSpec;

@@ -38,6 +38,8 @@ use super::late::{LateGate, LateSplitExec};
 use super::leaf::{EpochSlot, EpochTable};
 use super::trace::{column_of, trace_column};
 use super::window::{WindowSpec, as_date_bin, nanos_per_unit};
+use volley_udfs::model::{ModelSet, models_called};
+
 use crate::error::{Result, SqlError, StatementRef};
 use crate::pipeline::InsertDecl;
 use crate::watermark::WatermarkSpec;
@@ -134,11 +136,19 @@ pub struct QueryPlan {
     pub key_columns: Vec<String>,
     /// Source tables read.
     pub sources: Vec<String>,
+    /// Models the query calls through `predict()`, by name.
+    pub models: Vec<String>,
     /// The work itself.
     pub shape: QueryShape,
 }
 
-/// The session configuration every Volley context uses (UDFs registered).
+/// Makes `predict()` in `ctx` call `models` (replacing the function registered with no models).
+pub fn register_models(ctx: &SessionContext, models: Arc<ModelSet>) {
+    ctx.register_udf(volley_udfs::model::predict_udf(models));
+}
+
+/// The session configuration every Volley context uses (UDFs registered; `predict()` knows no
+/// model until [`register_models`]).
 pub fn batch_context() -> SessionContext {
     let ctx = SessionContext::new();
     volley_udfs::register_all(&ctx);
@@ -266,6 +276,12 @@ impl StreamPlanner {
         })
     }
 
+    /// Lets queries call `models` through `predict()`.
+    pub fn with_models(self, models: Arc<ModelSet>) -> Self {
+        register_models(&self.ctx, models);
+        self
+    }
+
     /// Runs each epoch on `workers` cores: the stateless segment and partial aggregate over
     /// that many partitions of the input, and aggregate state hash-partitioned across that many
     /// shards.
@@ -290,6 +306,7 @@ impl StreamPlanner {
     ) -> Result<QueryPlan> {
         let at = insert.at;
         let logical = insert_logical_plan(&self.ctx, insert, sink_schema).await?;
+        let models = models_called(&logical);
         let physical = self
             .ctx
             .state()
@@ -335,6 +352,7 @@ impl StreamPlanner {
             output_schema,
             key_columns,
             sources,
+            models,
             shape,
         })
     }

@@ -39,6 +39,7 @@ OPTIONS ('count' '1000000', 'rate' '200', 'seed' '9', 'disorder' '2 seconds', 'r
 fn sql(broker: &str, topic: &str) -> String {
     format!(
         r#"
+CREATE MODEL fraud LOCATION '{model}';
 CREATE EXTERNAL TABLE rides (
   request_id BIGINT NOT NULL, rider_id BIGINT NOT NULL, lat DOUBLE NOT NULL, lon DOUBLE NOT NULL,
   event_time TIMESTAMP NOT NULL, _partition INT NOT NULL, _offset BIGINT NOT NULL
@@ -54,12 +55,20 @@ INSERT INTO per_rider
 SELECT rider_id, count(*) AS n, max(event_time) AS last_seen, sum(lat) AS lat_sum FROM rides GROUP BY rider_id;
 INSERT INTO raw SELECT request_id, rider_id, event_time FROM rides WHERE rider_id % 3 = 0;
 INSERT INTO per_rider_kafka
-SELECT rider_id, count(*) AS n, max(event_time) AS last_seen, sum(lat) AS lat_sum FROM rides GROUP BY rider_id;
+SELECT rider_id, count(*) AS n, max(event_time) AS last_seen, sum(lat) AS lat_sum,
+       predict('fraud', count(*) / 10.0, avg(lat) - 40.0, max(lon) - min(lon), 1) AS risk
+FROM rides GROUP BY rider_id;
 INSERT INTO by_window
 SELECT date_bin(INTERVAL '2 seconds', event_time) AS w, count(*) AS n, count(DISTINCT rider_id) AS riders
 FROM rides GROUP BY 1;
-"#
+"#,
+        model = fraud_model().display()
     )
+}
+
+/// The example fraud model (its rows' lineage rides in a message header).
+fn fraud_model() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud/fraud.onnx")
 }
 
 /// Creates `topic` with 3 partitions and produces the generated rides as JSON, every 97th
@@ -153,7 +162,7 @@ pub async fn ride_json(generator: &str, count: u64) -> (RecordBatch, Vec<Vec<u8>
 async fn read_topic(broker: &str, topic: &str) -> Vec<RecordBatch> {
     let p = pipeline(&format!(
         "CREATE EXTERNAL TABLE out (rider_id BIGINT NOT NULL, n BIGINT NOT NULL, last_seen TIMESTAMP,
-           lat_sum DOUBLE, _key VARCHAR NOT NULL)
+           lat_sum DOUBLE, risk FLOAT, _key VARCHAR NOT NULL)
          STORED AS KAFKA LOCATION '{broker}/{topic}' OPTIONS ('bounded' 'latest')"
     ))
     .await;
@@ -187,7 +196,7 @@ async fn read_topic(broker: &str, topic: &str) -> Vec<RecordBatch> {
             .downcast_ref::<arrow::array::Int64Array>()
             .unwrap();
         let keys =
-            arrow::compute::cast(batch.column(4), &arrow::datatypes::DataType::Utf8).unwrap();
+            arrow::compute::cast(batch.column(5), &arrow::datatypes::DataType::Utf8).unwrap();
         let keys = keys
             .as_any()
             .downcast_ref::<arrow::array::StringArray>()
@@ -360,11 +369,24 @@ async fn kafka_source_replays_exactly_and_dead_letters_malformed_messages() {
     // A read_committed consumer (Python confluent-kafka): no epoch was sent twice for any key,
     // and the last value per key is the batch result.
     if let Some(python) = python() {
+        let model_sha = volley_udfs::model::Model::load(
+            "fraud",
+            &fraud_model(),
+            &volley_udfs::model::ModelOptions::default(),
+        )
+        .unwrap()
+        .sha256()
+        .to_string();
         let mut epochs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         let mut last: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         for m in read_committed(&python, &broker, &format!("{topic}-out")) {
             let key = m["key"].as_str().unwrap().to_string();
             assert_eq!(m["headers"]["volley.pipeline"], "pipeline");
+            assert_eq!(
+                m["headers"]["volley.model.fraud"].as_str(),
+                Some(model_sha.as_str()),
+                "the model's SHA-256 rides with every message"
+            );
             let epoch: u64 = m["headers"]["volley.epoch"]
                 .as_str()
                 .unwrap()

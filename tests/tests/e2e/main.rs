@@ -9,6 +9,7 @@ mod kafka_crash;
 mod kafka_faults;
 mod parity;
 mod partitions;
+mod predict;
 mod process;
 mod readers;
 mod recovery;

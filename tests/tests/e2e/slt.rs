@@ -35,6 +35,7 @@ impl VolleyDb {
             pipeline: Pipeline {
                 tables: Vec::new(),
                 inserts: Vec::new(),
+                models: Vec::new(),
             },
             registry: ConnectorRegistry::builtin(),
             statements: 0,

@@ -11,6 +11,8 @@
 //! one built in so far.
 
 mod backend;
+mod isolate;
+mod predict;
 mod tensor;
 
 use std::path::Path;
@@ -22,7 +24,9 @@ use ort::session::Session;
 use ort::value::{Tensor, ValueType};
 use sha2::{Digest, Sha256};
 
-pub use backend::environment;
+pub use backend::{chosen_backend, environment, onnxruntime_library};
+pub use isolate::{LeftOut, NullPolicy, Scored, score_isolating};
+pub use predict::{ModelSet, PREDICT, PredictFunc, Rejected, models_called, predict_udf};
 pub use tensor::{output_type, pack_rows};
 
 /// Why a model could not be loaded or run.
@@ -54,6 +58,18 @@ pub enum ModelError {
         /// The backend's error.
         message: String,
     },
+    /// A row has a NULL input and the model's null policy is `fail`.
+    #[error(
+        "model '{model}': {rows} rows have a NULL input (the first is row {first} of the batch) and null_policy is 'fail'"
+    )]
+    NullInput {
+        /// The model's name in the pipeline.
+        model: String,
+        /// Rows with a NULL input.
+        rows: usize,
+        /// The first such row in the batch.
+        first: usize,
+    },
     /// The backend cannot start, or a second backend was asked for.
     #[error("ONNX backend: {0}")]
     Backend(String),
@@ -64,6 +80,8 @@ pub enum ModelError {
 pub enum Backend {
     /// tract, pure Rust: nothing to install.
     Tract,
+    /// Microsoft's ONNX Runtime, opened from its shared library at run time.
+    OnnxRuntime,
 }
 
 impl Backend {
@@ -71,6 +89,45 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Tract => "tract",
+            Backend::OnnxRuntime => "onnxruntime",
+        }
+    }
+
+    /// The backend named `name` (an option value).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "tract" => Some(Backend::Tract),
+            "onnxruntime" | "ort" => Some(Backend::OnnxRuntime),
+            _ => None,
+        }
+    }
+}
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU through ONNX Runtime's CUDA execution provider.
+    Cuda,
+}
+
+impl Device {
+    /// The device's option value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+
+    /// The device named `name` (an option value).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "cpu" => Some(Device::Cpu),
+            "cuda" | "gpu" => Some(Device::Cuda),
+            _ => None,
         }
     }
 }
@@ -80,18 +137,24 @@ impl Backend {
 pub struct ModelOptions {
     /// The backend.
     pub backend: Backend,
+    /// The device (CUDA needs [`Backend::OnnxRuntime`]).
+    pub device: Device,
     /// Threads one call may use inside an operator (`None`: the backend's default).
     pub threads: Option<usize>,
     /// The most rows one session run takes; bigger batches are split.
     pub max_rows: usize,
+    /// What a row with a NULL input gets from `predict()`.
+    pub null_policy: NullPolicy,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
         Self {
             backend: Backend::Tract,
+            device: Device::Cpu,
             threads: None,
             max_rows: 8192,
+            null_policy: NullPolicy::DeadLetter,
         }
     }
 }
@@ -113,6 +176,9 @@ pub struct Model {
     input: TensorInfo,
     outputs: Vec<TensorInfo>,
     max_rows: usize,
+    null_policy: NullPolicy,
+    backend: Backend,
+    device: Device,
     session: Mutex<Session>,
 }
 
@@ -141,6 +207,9 @@ impl Model {
             builder = builder
                 .with_intra_threads(threads)
                 .map_err(|e| load(format!("cannot use {threads} threads: {e}")))?;
+        }
+        if options.device == Device::Cuda {
+            builder = backend::with_cuda(builder, options.backend).map_err(load)?;
         }
         let session = builder.commit_from_memory(&bytes).map_err(|e| {
             load(format!(
@@ -181,6 +250,9 @@ impl Model {
             input,
             outputs,
             max_rows: options.max_rows.max(1),
+            null_policy: options.null_policy,
+            backend: options.backend,
+            device: options.device,
             session: Mutex::new(session),
         })
     }
@@ -193,6 +265,21 @@ impl Model {
     /// SHA-256 of the file loaded, in hex (for lineage).
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// What a row with a NULL input gets.
+    pub fn null_policy(&self) -> NullPolicy {
+        self.null_policy
+    }
+
+    /// The backend running the model.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The device running the model.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// The input tensor.
@@ -367,5 +454,7 @@ fn tensors(
         .collect()
 }
 
+#[cfg(test)]
+mod predict_tests;
 #[cfg(test)]
 mod tests;

@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, StructArray};
+use arrow::array::{Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, StructArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Fields};
+use arrow::datatypes::{
+    DataType, Field, Fields, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
 
 use super::TensorInfo;
 
@@ -29,7 +32,8 @@ pub fn output_type(shape: &[i64]) -> DataType {
 }
 
 /// Packs `columns` (equal lengths, numeric, no nulls) into one row-major `[rows, k]` buffer:
-/// each column is cast to f32 as a whole, then written into its stride.
+/// each column is written into its stride straight from its values (ints and floats), or cast
+/// to f32 as a whole first (other numeric types, such as decimals).
 ///
 /// # Errors
 /// A column that cannot be cast, holds nulls, or has another length.
@@ -48,15 +52,32 @@ pub fn pack_rows(columns: &[ArrayRef]) -> Result<Vec<f32>, String> {
         if column.null_count() > 0 {
             return Err(format!("value {} holds nulls", j + 1));
         }
-        let as_f32 = cast(column, &DataType::Float32)
-            .map_err(|e| format!("value {} cannot be a float: {e}", j + 1))?;
-        let values = as_f32
-            .as_any()
-            .downcast_ref::<Float32Array>()
-            .ok_or_else(|| format!("value {} did not cast to Float32", j + 1))?
-            .values();
-        for (slot, v) in out.iter_mut().skip(j).step_by(k.max(1)).zip(values.iter()) {
-            *slot = *v;
+        let stride = out.iter_mut().skip(j).step_by(k.max(1));
+        macro_rules! scatter {
+            ($t:ty) => {
+                for (slot, v) in stride.zip(column.as_primitive::<$t>().values().iter()) {
+                    *slot = *v as f32;
+                }
+            };
+        }
+        match column.data_type() {
+            DataType::Float64 => scatter!(Float64Type),
+            DataType::Float32 => scatter!(Float32Type),
+            DataType::Int64 => scatter!(Int64Type),
+            DataType::Int32 => scatter!(Int32Type),
+            DataType::Int16 => scatter!(Int16Type),
+            DataType::Int8 => scatter!(Int8Type),
+            DataType::UInt64 => scatter!(UInt64Type),
+            DataType::UInt32 => scatter!(UInt32Type),
+            DataType::UInt16 => scatter!(UInt16Type),
+            DataType::UInt8 => scatter!(UInt8Type),
+            _ => {
+                let as_f32 = cast(column, &DataType::Float32)
+                    .map_err(|e| format!("value {} cannot be a float: {e}", j + 1))?;
+                for (slot, v) in stride.zip(as_f32.as_primitive::<Float32Type>().values().iter()) {
+                    *slot = *v;
+                }
+            }
         }
     }
     Ok(out)
@@ -118,8 +139,16 @@ mod tests {
         let a: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
         let b: ArrayRef = Arc::new(Float32Array::from(vec![0.5, 1.5, 2.5]));
         let c: ArrayRef = Arc::new(Int32Array::from(vec![7, 8, 9]));
-        let packed = pack_rows(&[a, b, c]).unwrap();
-        assert_eq!(packed, vec![1.0, 0.5, 7.0, 2.0, 1.5, 8.0, 3.0, 2.5, 9.0]);
+        let d: ArrayRef = Arc::new(
+            arrow::array::Decimal128Array::from(vec![125, 250, 375])
+                .with_precision_and_scale(10, 2)
+                .unwrap(),
+        );
+        let packed = pack_rows(&[a, b, c, d]).unwrap();
+        assert_eq!(
+            packed,
+            vec![1.0, 0.5, 7.0, 1.25, 2.0, 1.5, 8.0, 2.5, 3.0, 2.5, 9.0, 3.75]
+        );
     }
 
     #[test]

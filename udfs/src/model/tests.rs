@@ -12,17 +12,17 @@ use serde_json::Value;
 
 use super::*;
 
-fn repo() -> PathBuf {
+pub(super) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn reference() -> Value {
+pub(super) fn reference() -> Value {
     let text = std::fs::read_to_string(repo().join("udfs/tests/data/reference.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 /// The reference inputs as four columns of different numeric types.
-fn columns(reference: &Value) -> Vec<ArrayRef> {
+pub(super) fn columns(reference: &Value) -> Vec<ArrayRef> {
     let rows = reference["inputs"].as_array().unwrap();
     let value = |i: usize| -> Vec<f64> { rows.iter().map(|r| r[i].as_f64().unwrap()).collect() };
     let whole = |i: usize| -> Vec<i64> { value(i).into_iter().map(|v| v as i64).collect() };
@@ -35,7 +35,7 @@ fn columns(reference: &Value) -> Vec<ArrayRef> {
 }
 
 /// Row-major values of a reference output.
-fn expected(reference: &Value, model: &str, output: &str) -> Vec<f32> {
+pub(super) fn expected(reference: &Value, model: &str, output: &str) -> Vec<f32> {
     reference[model][output]
         .as_array()
         .unwrap()
@@ -49,7 +49,7 @@ fn expected(reference: &Value, model: &str, output: &str) -> Vec<f32> {
         .collect()
 }
 
-fn assert_close(got: &[f32], want: &[f32], what: &str) {
+pub(super) fn assert_close(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}");
     let worst = got
         .iter()
@@ -59,7 +59,7 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
     assert!(worst <= 1e-6, "{what}: max difference {worst}");
 }
 
-fn load(name: &str, path: &str, max_rows: usize) -> Model {
+pub(super) fn load(name: &str, path: &str, max_rows: usize) -> Model {
     let options = ModelOptions {
         max_rows,
         ..ModelOptions::default()

@@ -1,0 +1,109 @@
+//! A pipeline's models: loaded once per process and shared by every job that runs it, their
+//! lineage handed to sinks, and the rows `predict()` left out turned into dead letters.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use volley_connectors::ModelLineage;
+use volley_connectors::dead_letter::DeadLetterBatch;
+use volley_sql::{ModelDecl, Pipeline, SqlError};
+use volley_udfs::model::{Model, ModelSet};
+
+use crate::error::Result;
+
+/// Models loaded so far in this process, by what was declared (name, file, options).
+static LOADED: Mutex<Vec<(String, Arc<Model>)>> = Mutex::new(Vec::new());
+
+/// The key a declaration is loaded under: the same declaration loads once per process.
+fn key(decl: &ModelDecl) -> String {
+    let path =
+        std::fs::canonicalize(&decl.location).unwrap_or_else(|_| PathBuf::from(&decl.location));
+    format!("{}|{}|{:?}", decl.name, path.display(), decl.options)
+}
+
+/// Loads every model `pipeline` declares (each once per process) into a fresh [`ModelSet`].
+///
+/// # Errors
+/// A model that cannot be loaded, naming the model and its declaration.
+pub fn load_models(pipeline: &Pipeline) -> Result<Arc<ModelSet>> {
+    let mut models = Vec::with_capacity(pipeline.models.len());
+    for decl in &pipeline.models {
+        let key = key(decl);
+        let mut loaded = LOADED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let model = match loaded.iter().find(|(k, _)| *k == key) {
+            Some((_, model)) => Arc::clone(model),
+            None => {
+                let model = Model::load(
+                    &decl.name,
+                    std::path::Path::new(&decl.location),
+                    &decl.options,
+                )
+                .map_err(|e| SqlError::Plan {
+                    at: decl.at,
+                    message: e.to_string(),
+                })?;
+                tracing::info!(
+                    model = %decl.name,
+                    sha256 = model.sha256(),
+                    backend = model.backend().name(),
+                    device = model.device().name(),
+                    "model loaded"
+                );
+                let model = Arc::new(model);
+                loaded.push((key, Arc::clone(&model)));
+                model
+            }
+        };
+        models.push(model);
+    }
+    Ok(Arc::new(ModelSet::new(models)))
+}
+
+/// The lineage of the models named `names` (each once, by name).
+pub fn lineage(models: &ModelSet, names: impl IntoIterator<Item = String>) -> Vec<ModelLineage> {
+    let mut names: Vec<String> = names.into_iter().collect();
+    names.sort();
+    names.dedup();
+    names
+        .iter()
+        .filter_map(|n| models.get(n))
+        .map(|m| ModelLineage {
+            name: m.name().to_string(),
+            sha256: m.sha256().to_string(),
+        })
+        .collect()
+}
+
+/// The dead-letter source name of a model's letters.
+pub fn letter_source(model: &str) -> String {
+    format!("model_{model}")
+}
+
+/// Rows `predict()` left out since the last call, as dead letters by letter source.
+pub fn take_letters(models: &ModelSet) -> BTreeMap<String, Vec<DeadLetterBatch>> {
+    let mut letters: BTreeMap<String, Vec<DeadLetterBatch>> = BTreeMap::new();
+    for rejected in models.take_rejected() {
+        let source = letter_source(&rejected.model);
+        letters
+            .entry(source.clone())
+            .or_default()
+            .push(DeadLetterBatch {
+                source,
+                reason: rejected.reason,
+                rows: rejected.rows,
+            });
+    }
+    letters
+}
+
+/// Where each model's dead letters go, by letter source.
+pub fn letter_destinations(pipeline: &Pipeline) -> BTreeMap<String, String> {
+    pipeline
+        .models
+        .iter()
+        .map(|m| (letter_source(&m.name), m.dead_letter_destination()))
+        .collect()
+}
