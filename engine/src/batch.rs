@@ -205,11 +205,9 @@ pub async fn run_batch(
     }
     let outputs = run_inserts(&ctx, pipeline).await?;
     let context = SinkContext::default();
-    let mut destinations = crate::models::letter_destinations(pipeline);
+    let destinations = crate::models::letter_destinations(pipeline);
     for (source, letters) in crate::models::take_letters(&models) {
-        let destination = destinations
-            .remove(&source)
-            .unwrap_or_else(|| format!(".volley/dead_letters/{source}"));
+        let destination = crate::models::destination(&destinations, &source);
         let rows: usize = letters.iter().map(|l| l.rows.num_rows()).sum();
         tracing::warn!(%source, rows, %destination, "rows left out by predict() went to dead letters");
         DeadLetterWriter::for_pipeline(&destination, &context)?

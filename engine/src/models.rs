@@ -99,11 +99,26 @@ pub fn take_letters(models: &ModelSet) -> BTreeMap<String, Vec<DeadLetterBatch>>
     letters
 }
 
-/// Where each model's dead letters go, by letter source.
+/// Where dead letters go, by letter source: each table's `dead_letter` option (for rows its
+/// reader rejects or its windows receive late) and each model's (for rows `predict()` leaves
+/// out, under [`letter_source`]).
 pub fn letter_destinations(pipeline: &Pipeline) -> BTreeMap<String, String> {
-    pipeline
+    let tables = pipeline.tables.iter().filter_map(|t| {
+        t.options
+            .get("dead_letter")
+            .map(|d| (t.name.clone(), d.to_string()))
+    });
+    let models = pipeline
         .models
         .iter()
-        .map(|m| (letter_source(&m.name), m.dead_letter_destination()))
-        .collect()
+        .map(|m| (letter_source(&m.name), m.dead_letter_destination()));
+    tables.chain(models).collect()
+}
+
+/// The destination of `source`'s dead letters: as configured, or `.volley/dead_letters/<source>`.
+pub fn destination(destinations: &BTreeMap<String, String>, source: &str) -> String {
+    destinations
+        .get(source)
+        .cloned()
+        .unwrap_or_else(|| format!(".volley/dead_letters/{source}"))
 }

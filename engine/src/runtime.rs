@@ -36,8 +36,6 @@ pub struct SourceRuntime {
     pub exhausted: bool,
     /// Rows read.
     pub rows: u64,
-    /// Dead-letter directory for rows of this source.
-    pub dead_letter_dir: String,
     /// Position after the last epoch processed.
     pub position: Position,
     /// The source's progress reporting, if it has any.
@@ -159,8 +157,8 @@ pub struct StreamJob {
     pub pipeline_id: String,
     /// The models `predict()` calls, with the rows it left out this epoch.
     pub models: Arc<ModelSet>,
-    /// Where each model's dead letters go, by letter source (`model_<name>`).
-    pub model_letters: BTreeMap<String, String>,
+    /// Where dead letters go, by letter source (a source table, or `model_<name>`).
+    pub letter_destinations: BTreeMap<String, String>,
 }
 
 /// Called after each checkpoint with its epoch and every source's position (in job order),
@@ -430,13 +428,7 @@ impl StreamJob {
             failpoint::hit("mid_sink_write");
         }
         for (source, batches) in letters {
-            let dir = self
-                .sources
-                .iter()
-                .find(|s| s.name == source)
-                .map(|s| s.dead_letter_dir.clone())
-                .or_else(|| self.model_letters.get(&source).cloned())
-                .unwrap_or_else(|| format!(".volley/dead_letters/{source}"));
+            let dir = crate::models::destination(&self.letter_destinations, &source);
             let writer = match dead_letters.entry(source) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {

@@ -189,10 +189,6 @@ pub async fn build_stream_job(
             idle: std::collections::BTreeSet::new(),
             exhausted: false,
             rows: 0,
-            dead_letter_dir: table.options.get("dead_letter").map_or_else(
-                || format!(".volley/dead_letters/{}", table.name),
-                str::to_string,
-            ),
             position,
             monitor: reader.monitor(),
         });
@@ -290,7 +286,7 @@ pub async fn build_stream_job(
         on_checkpoint: overrides.on_checkpoint.clone(),
         pipeline_id: sink_context.pipeline_id.clone(),
         models,
-        model_letters: crate::models::letter_destinations(pipeline),
+        letter_destinations: crate::models::letter_destinations(pipeline),
     };
     Ok((job, plans))
 }

@@ -62,13 +62,8 @@ INSERT INTO by_window
 SELECT date_bin(INTERVAL '2 seconds', event_time) AS w, count(*) AS n, count(DISTINCT rider_id) AS riders
 FROM rides GROUP BY 1;
 "#,
-        model = fraud_model().display()
+        model = crate::predict::fraud_model()
     )
-}
-
-/// The example fraud model (its rows' lineage rides in a message header).
-fn fraud_model() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud/fraud.onnx")
 }
 
 /// Creates `topic` with 3 partitions and produces the generated rides as JSON, every 97th
@@ -369,14 +364,10 @@ async fn kafka_source_replays_exactly_and_dead_letters_malformed_messages() {
     // A read_committed consumer (Python confluent-kafka): no epoch was sent twice for any key,
     // and the last value per key is the batch result.
     if let Some(python) = python() {
-        let model_sha = volley_udfs::model::Model::load(
-            "fraud",
-            &fraud_model(),
-            &volley_udfs::model::ModelOptions::default(),
-        )
-        .unwrap()
-        .sha256()
-        .to_string();
+        let model_sha = crate::predict::reference()["sha256"]["fraud"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let mut epochs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         let mut last: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         for m in read_committed(&python, &broker, &format!("{topic}-out")) {

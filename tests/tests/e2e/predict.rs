@@ -16,7 +16,8 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn fraud_model() -> String {
+/// The example fraud model, as a path for pipeline SQL.
+pub fn fraud_model() -> String {
     repo()
         .join("examples/fraud/fraud.onnx")
         .display()
@@ -91,8 +92,9 @@ async fn predict_over_window_aggregates_stream_equals_batch() {
     }
 }
 
-/// The reference inputs and ONNX Runtime's outputs written by `examples/fraud/build_model.py`.
-fn reference() -> serde_json::Value {
+/// The reference inputs, ONNX Runtime's outputs and the models' SHA-256 (Python hashlib),
+/// written by `examples/fraud/build_model.py`.
+pub fn reference() -> serde_json::Value {
     let text = std::fs::read_to_string(repo().join("udfs/tests/data/reference.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }

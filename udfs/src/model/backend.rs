@@ -63,13 +63,6 @@ pub fn environment(backend: Backend) -> Result<&'static Environment, ModelError>
         .ok_or_else(|| ModelError::Backend("the ONNX environment did not start".into()))
 }
 
-/// The backend this process chose (the first model loaded chose it), if any.
-pub fn chosen_backend() -> Option<Backend> {
-    *CHOSEN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Where ONNX Runtime's shared library is: `ORT_DYLIB_PATH`, else inside the `onnxruntime`
 /// Python package of `python3`.
 ///

@@ -24,7 +24,7 @@ use ort::session::Session;
 use ort::value::{Tensor, ValueType};
 use sha2::{Digest, Sha256};
 
-pub use backend::{chosen_backend, environment, onnxruntime_library};
+pub use backend::{environment, onnxruntime_library};
 pub use isolate::{LeftOut, NullPolicy, Scored, score_isolating};
 pub use predict::{ModelSet, PREDICT, PredictFunc, Rejected, models_called, predict_udf};
 pub use tensor::{output_type, pack_rows};
@@ -176,6 +176,8 @@ pub struct Model {
     input: TensorInfo,
     outputs: Vec<TensorInfo>,
     max_rows: usize,
+    /// The Arrow type `predict` returns, derived from the outputs once.
+    return_type: DataType,
     null_policy: NullPolicy,
     backend: Backend,
     device: Device,
@@ -248,6 +250,7 @@ impl Model {
             name: name.to_string(),
             sha256,
             input,
+            return_type: return_type(&outputs),
             outputs,
             max_rows: options.max_rows.max(1),
             null_policy: options.null_policy,
@@ -298,21 +301,8 @@ impl Model {
     }
 
     /// The Arrow type [`Model::predict`] returns.
-    pub fn return_type(&self) -> DataType {
-        let fields: Vec<(String, DataType)> = self
-            .outputs
-            .iter()
-            .map(|o| (o.name.clone(), output_type(&o.shape)))
-            .collect();
-        match fields.as_slice() {
-            [(_, one)] => one.clone(),
-            _ => DataType::Struct(
-                fields
-                    .into_iter()
-                    .map(|(name, t)| Field::new(name, t, true))
-                    .collect(),
-            ),
-        }
+    pub fn return_type(&self) -> &DataType {
+        &self.return_type
     }
 
     /// Checks a call with argument types `args` (one per feature, numeric).
@@ -380,7 +370,7 @@ impl Model {
             }
             per_output
         };
-        tensor::to_arrow(&self.outputs, per_output, rows, &self.return_type()).map_err(|message| {
+        tensor::to_arrow(&self.outputs, per_output, rows, &self.return_type).map_err(|message| {
             ModelError::Run {
                 model: self.name.clone(),
                 rows,
@@ -423,6 +413,19 @@ impl Model {
                 Ok(values.to_vec())
             })
             .collect()
+    }
+}
+
+/// The Arrow type of a model with `outputs`: the one output's type, or a struct of them.
+fn return_type(outputs: &[TensorInfo]) -> DataType {
+    match outputs {
+        [one] => output_type(&one.shape),
+        _ => DataType::Struct(
+            outputs
+                .iter()
+                .map(|o| Field::new(o.name.clone(), output_type(&o.shape), true))
+                .collect(),
+        ),
     }
 }
 

@@ -50,12 +50,6 @@ impl ModelSet {
         }
     }
 
-    /// The same models with an empty list of left-out rows (one per job, so each job writes
-    /// only its own dead letters).
-    pub fn fresh(&self) -> Self {
-        Self::new(self.models.values().cloned())
-    }
-
     /// The model named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Model>> {
         self.models.get(name)
@@ -184,7 +178,11 @@ impl ScalarUDFImpl for PredictFunc {
         model
             .check_arguments(&types)
             .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
-        Ok(Arc::new(Field::new(PREDICT, model.return_type(), true)))
+        Ok(Arc::new(Field::new(
+            PREDICT,
+            model.return_type().clone(),
+            true,
+        )))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -205,7 +203,7 @@ impl ScalarUDFImpl for PredictFunc {
             name,
             model.null_policy(),
             &columns,
-            &model.return_type(),
+            model.return_type(),
             &|part| model.predict(part),
         )
         .map_err(fail)?;

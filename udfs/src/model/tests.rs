@@ -77,7 +77,7 @@ fn one_output_equals_onnx_runtime_whatever_the_split() {
             model.sha256(),
             reference["sha256"]["fraud"].as_str().unwrap()
         );
-        assert_eq!(model.return_type(), DataType::Float32);
+        assert_eq!(model.return_type(), &DataType::Float32);
         let out = model.predict(&columns(&reference)).unwrap();
         let got = out.as_any().downcast_ref::<Float32Array>().unwrap();
         assert_close(got.values(), &want, &format!("max_rows {max_rows}"));
