@@ -34,6 +34,7 @@
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod aggregate;
 mod args;
 mod geohash;
 mod geohash_parent;
@@ -62,9 +63,13 @@ pub fn all_udfs() -> Vec<ScalarUDF> {
 }
 
 /// Registers every UDF of [`all_udfs`] with `ctx`, replacing any function of
-/// the same name.
+/// the same name, and the [`aggregate`] overrides in place of the built-ins whose answer
+/// depends on row order.
 pub fn register_all(ctx: &SessionContext) {
     for udf in all_udfs() {
         ctx.register_udf(udf);
+    }
+    for udaf in aggregate::aggregate_overrides() {
+        ctx.register_udaf(udaf);
     }
 }

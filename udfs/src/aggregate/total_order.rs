@@ -1,0 +1,395 @@
+//! `min` and `max` over floats in SQL's total order: NaN above every number (all NaNs equal),
+//! -0.0 below +0.0, as PostgreSQL, DuckDB and Spark order them.
+//!
+//! DataFusion 55's grouped MIN/MAX accumulators compare floats with `partial_cmp` and replace
+//! the running value whenever a comparison is undefined, so a group holding a NaN ends with
+//! whichever value came after the NaN: the answer depends on row order, micro-batch size and
+//! partitioning (apache/datafusion#24432, fixed upstream by apache/datafusion#24435). They also
+//! start from `f64::MIN`, so a group of only `-inf` reports `f64::MIN`. This override replaces
+//! both accumulators for Float16/32/64, grouped and ungrouped, partial and final; every other
+//! type goes to DataFusion's own. Delete this file once a DataFusion release with the fix is
+//! pinned (and `aggregate::tests` still pass against the built-ins).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, FieldRef, Float16Type, Float32Type, Float64Type,
+};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::AggregateOrderSensitivity;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, Expr, GroupsAccumulator, Operator,
+    ReversedUDAF, SetMonotonicity, Signature, StatisticsArgs,
+};
+use datafusion_functions_aggregate_common::aggregate::groups_accumulator::prim_op::PrimitiveGroupsAccumulator;
+
+/// A float type ordered by SQL's total order.
+pub(crate) trait TotalOrderFloat: ArrowPrimitiveType {
+    /// The value's rank: NaN (any sign or payload) is the largest, -0.0 < +0.0.
+    fn rank(v: Self::Native) -> i64;
+    /// Whether `v` is a NaN.
+    fn is_nan(v: Self::Native) -> bool;
+    /// The one NaN results report, whatever NaN the input held.
+    const NAN: Self::Native;
+    /// Negative infinity.
+    const NEG_INFINITY: Self::Native;
+}
+
+macro_rules! total_order_float {
+    ($t:ty, $native:ty, $signed:ty, $unsigned:ty) => {
+        impl TotalOrderFloat for $t {
+            #[inline]
+            fn rank(v: $native) -> i64 {
+                if v.is_nan() {
+                    return i64::MAX;
+                }
+                // IEEE 754 totalOrder, as `f64::total_cmp`: flip every bit but the sign of a
+                // negative number, so the bits compare as signed integers.
+                let bits = v.to_bits() as $signed;
+                i64::from(bits ^ (((bits >> (<$signed>::BITS - 1)) as $unsigned >> 1) as $signed))
+            }
+            #[inline]
+            fn is_nan(v: $native) -> bool {
+                v.is_nan()
+            }
+            const NAN: $native = <$native>::NAN;
+            const NEG_INFINITY: $native = <$native>::NEG_INFINITY;
+        }
+    };
+}
+
+total_order_float!(
+    Float16Type,
+    <Float16Type as ArrowPrimitiveType>::Native,
+    i16,
+    u16
+);
+total_order_float!(Float32Type, f32, i32, u32);
+total_order_float!(Float64Type, f64, i64, u64);
+
+/// Which end of the order an accumulator keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Extreme {
+    /// The smallest value.
+    Min,
+    /// The largest value.
+    Max,
+}
+
+impl Extreme {
+    /// `new` if it should replace `current`, in `T`'s total order. A NaN that wins is reported
+    /// as `T::NAN`, so the result never depends on which NaN came first.
+    #[inline]
+    fn pick<T: TotalOrderFloat>(self, current: T::Native, new: T::Native) -> Option<T::Native> {
+        let better = match self {
+            Extreme::Min => T::rank(new) < T::rank(current),
+            Extreme::Max => T::rank(new) > T::rank(current),
+        };
+        better.then(|| if T::is_nan(new) { T::NAN } else { new })
+    }
+
+    /// The value a group starts from: one every input ties with or beats.
+    fn start<T: TotalOrderFloat>(self) -> T::Native {
+        match self {
+            Extreme::Min => T::NAN,
+            Extreme::Max => T::NEG_INFINITY,
+        }
+    }
+}
+
+/// A grouped accumulator for `T`: DataFusion's vectorized primitive accumulator (the same one
+/// the built-ins use) with a total-order comparison and a start value that every input ties
+/// with or beats.
+fn groups_accumulator<T: TotalOrderFloat + Send>(
+    data_type: &DataType,
+    extreme: Extreme,
+) -> Box<dyn GroupsAccumulator> {
+    Box::new(
+        PrimitiveGroupsAccumulator::<T, _>::new(data_type, move |current, new| {
+            if let Some(v) = extreme.pick::<T>(*current, new) {
+                *current = v;
+            }
+        })
+        .with_starting_value(extreme.start::<T>()),
+    )
+}
+
+/// The ungrouped accumulator: one running value, updated a whole array at a time.
+#[derive(Debug)]
+struct FloatAccumulator<T: TotalOrderFloat> {
+    extreme: Extreme,
+    value: Option<T::Native>,
+    data_type: DataType,
+}
+
+impl<T: TotalOrderFloat> FloatAccumulator<T> {
+    fn new(extreme: Extreme, data_type: &DataType) -> Self {
+        Self {
+            extreme,
+            value: None,
+            data_type: data_type.clone(),
+        }
+    }
+
+    fn current(&self) -> ScalarValue {
+        ScalarValue::new_primitive::<T>(self.value, &self.data_type).unwrap_or(ScalarValue::Null)
+    }
+}
+
+impl<T: TotalOrderFloat + std::fmt::Debug> Accumulator for FloatAccumulator<T> {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let Some(array) = values.first() else {
+            return Ok(());
+        };
+        let array = array.as_primitive::<T>();
+        let extreme = self.extreme;
+        let fold = |acc: T::Native, v: T::Native| extreme.pick::<T>(acc, v).unwrap_or(acc);
+        let start = extreme.start::<T>();
+        let best = if array.null_count() == 0 {
+            (!array.is_empty()).then(|| array.values().iter().copied().fold(start, fold))
+        } else if array.null_count() == array.len() {
+            None
+        } else {
+            Some(array.iter().flatten().fold(start, fold))
+        };
+        if let Some(best) = best {
+            self.value = Some(match self.value {
+                Some(current) => fold(current, best),
+                None => best,
+            });
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.update_batch(states)
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![self.current()])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(self.current())
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
+}
+
+/// DataFusion's `min` or `max`, with total-order accumulators for float arguments.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TotalOrderMinMax {
+    inner: Arc<AggregateUDF>,
+    extreme: Extreme,
+}
+
+impl TotalOrderMinMax {
+    /// `min`, total-ordered over floats.
+    pub fn min() -> Self {
+        Self {
+            inner: datafusion::functions_aggregate::min_max::min_udaf(),
+            extreme: Extreme::Min,
+        }
+    }
+
+    /// `max`, total-ordered over floats.
+    pub fn max() -> Self {
+        Self {
+            inner: datafusion::functions_aggregate::min_max::max_udaf(),
+            extreme: Extreme::Max,
+        }
+    }
+
+    fn inner(&self) -> &Arc<dyn AggregateUDFImpl> {
+        self.inner.inner()
+    }
+}
+
+fn is_float(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Float16 | DataType::Float32 | DataType::Float64
+    )
+}
+
+#[warn(clippy::missing_trait_methods)] // delegates, so it implements every trait method
+impl AggregateUDFImpl for TotalOrderMinMax {
+    fn name(&self) -> &str {
+        self.inner().name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner().aliases()
+    }
+
+    fn schema_name(
+        &self,
+        params: &datafusion::logical_expr::expr::AggregateFunctionParams,
+    ) -> Result<String> {
+        self.inner().schema_name(params)
+    }
+
+    fn human_display(
+        &self,
+        params: &datafusion::logical_expr::expr::AggregateFunctionParams,
+    ) -> Result<String> {
+        self.inner().human_display(params)
+    }
+
+    fn window_function_schema_name(
+        &self,
+        params: &datafusion::logical_expr::expr::WindowFunctionParams,
+    ) -> Result<String> {
+        self.inner().window_function_schema_name(params)
+    }
+
+    fn display_name(
+        &self,
+        params: &datafusion::logical_expr::expr::AggregateFunctionParams,
+    ) -> Result<String> {
+        self.inner().display_name(params)
+    }
+
+    fn window_function_display_name(
+        &self,
+        params: &datafusion::logical_expr::expr::WindowFunctionParams,
+    ) -> Result<String> {
+        self.inner().window_function_display_name(params)
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner().signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner().return_type(arg_types)
+    }
+
+    fn return_field(&self, arg_fields: &[FieldRef]) -> Result<FieldRef> {
+        self.inner().return_field(arg_fields)
+    }
+
+    fn is_nullable(&self) -> bool {
+        self.inner().is_nullable()
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let data_type = args.return_field.data_type();
+        Ok(match data_type {
+            DataType::Float16 => Box::new(FloatAccumulator::<Float16Type>::new(
+                self.extreme,
+                data_type,
+            )),
+            DataType::Float32 => Box::new(FloatAccumulator::<Float32Type>::new(
+                self.extreme,
+                data_type,
+            )),
+            DataType::Float64 => Box::new(FloatAccumulator::<Float64Type>::new(
+                self.extreme,
+                data_type,
+            )),
+            _ => return self.inner().accumulator(args),
+        })
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        self.inner().state_fields(args)
+    }
+
+    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
+        is_float(args.return_field.data_type()) || self.inner().groups_accumulator_supported(args)
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        let data_type = args.return_field.data_type();
+        Ok(match data_type {
+            DataType::Float16 => groups_accumulator::<Float16Type>(data_type, self.extreme),
+            DataType::Float32 => groups_accumulator::<Float32Type>(data_type, self.extreme),
+            DataType::Float64 => groups_accumulator::<Float64Type>(data_type, self.extreme),
+            _ => return self.inner().create_groups_accumulator(args),
+        })
+    }
+
+    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        self.inner().create_sliding_accumulator(args)
+    }
+
+    fn with_beneficial_ordering(
+        self: Arc<Self>,
+        beneficial_ordering: bool,
+    ) -> Result<Option<Arc<dyn AggregateUDFImpl>>> {
+        // MIN/MAX are order-insensitive: nothing to specialise.
+        let _ = beneficial_ordering;
+        Ok(Some(self))
+    }
+
+    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
+        self.inner().order_sensitivity()
+    }
+
+    fn simplify(
+        &self,
+    ) -> Option<datafusion::logical_expr::function::AggregateFunctionSimplification> {
+        self.inner().simplify()
+    }
+
+    fn simplify_expr_op_literal(
+        &self,
+        agg_function: &AggregateFunction,
+        arg: &Expr,
+        op: Operator,
+        lit: &Expr,
+        arg_is_left: bool,
+    ) -> Result<Option<Expr>> {
+        self.inner()
+            .simplify_expr_op_literal(agg_function, arg, op, lit, arg_is_left)
+    }
+
+    fn reverse_expr(&self) -> ReversedUDAF {
+        self.inner().reverse_expr()
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner().coerce_types(arg_types)
+    }
+
+    fn is_descending(&self) -> Option<bool> {
+        self.inner().is_descending()
+    }
+
+    fn value_from_stats(&self, statistics_args: &StatisticsArgs) -> Option<ScalarValue> {
+        // File statistics leave NaN out of a float column's min/max: never answer from them.
+        if is_float(statistics_args.return_type) {
+            return None;
+        }
+        self.inner().value_from_stats(statistics_args)
+    }
+
+    fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
+        self.inner().default_value(data_type)
+    }
+
+    fn supports_null_handling_clause(&self) -> bool {
+        self.inner().supports_null_handling_clause()
+    }
+
+    fn supports_within_group_clause(&self) -> bool {
+        self.inner().supports_within_group_clause()
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner().documentation()
+    }
+
+    fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
+        self.inner().set_monotonicity(data_type)
+    }
+}
