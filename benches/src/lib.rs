@@ -34,7 +34,7 @@ pub fn events(sql: &str, count: u64) -> (Pipeline, Vec<RecordBatch>) {
     let pipeline = rt
         .block_on(Pipeline::parse(&sql, &ConnectorRegistry::builtin()))
         .unwrap();
-    let opts = GeneratorConnector::rides_options(&pipeline.tables[0]).unwrap();
+    let opts = GeneratorConnector::options(&pipeline.tables[0]).unwrap();
     let batches = (0..count)
         .step_by(65_536)
         .map(|start| generate_rides(&opts, start, (start + 65_536).min(count)))

@@ -78,10 +78,13 @@ fn values_equal(a: &ScalarValue, b: &ScalarValue) -> bool {
     };
     match (float(a), float(b)) {
         (Some((x, _)), Some((y, _))) if x.is_nan() || y.is_nan() => x.is_nan() && y.is_nan(),
+        // Equal values, infinities included (whose difference is NaN).
+        (Some((x, _)), Some((y, _))) if x == y => true,
+        (Some((x, _)), Some((y, _))) if x.is_infinite() || y.is_infinite() => false,
         (Some((x, tx)), Some((y, ty))) if tx > 1e-9 || ty > 1e-9 => {
             (x - y).abs() <= tx.max(ty) * x.abs().max(y.abs()).max(1.0)
         }
-        (Some((x, t)), Some((y, _))) => x == y || (x - y).abs() <= t * x.abs().max(y.abs()),
+        (Some((x, t)), Some((y, _))) => (x - y).abs() <= t * x.abs().max(y.abs()),
         _ => a == b,
     }
 }
@@ -234,5 +237,11 @@ mod tests {
         assert!(!values_equal(&f64s(1.0), &f64s(1.0 + 1e-7)));
         assert!(values_equal(&f64s(f64::NAN), &f64s(f64::NAN)));
         assert!(!values_equal(&f32s(f32::NAN), &f32s(1.0)));
+        for inf in [f32::INFINITY, f32::NEG_INFINITY] {
+            assert!(values_equal(&f32s(inf), &f32s(inf)));
+            assert!(values_equal(&f64s(f64::from(inf)), &f64s(f64::from(inf))));
+            assert!(!values_equal(&f32s(inf), &f32s(-inf)));
+            assert!(!values_equal(&f32s(inf), &f32s(f32::MAX)));
+        }
     }
 }

@@ -27,7 +27,7 @@ fn rides_parquet(dir: &Path, count: u64) -> PathBuf {
     let pipeline = rt
         .block_on(Pipeline::parse(&sql, &ConnectorRegistry::builtin()))
         .unwrap();
-    let opts = GeneratorConnector::rides_options(&pipeline.tables[0]).unwrap();
+    let opts = GeneratorConnector::options(&pipeline.tables[0]).unwrap();
     let batch = generate_rides(&opts, 0, count);
     let path = dir.join("rides.parquet");
     let file = std::fs::File::create(&path).unwrap();

@@ -6,6 +6,8 @@
 //! | `geohash(lat, lon, precision)` | `VARCHAR` | base32 geohash of a point, 1 to 12 characters |
 //! | `geohash_parent(geohash, precision)` | `VARCHAR` | enclosing geohash cell: the first `precision` characters |
 //! | `predict('model', x1, …, xk)` | `FLOAT`, fixed-size list or struct | a declared ONNX model over the whole batch |
+//! | `canonical_float(x)` | type of `x` | -0.0 as +0.0, every NaN as one NaN (what DISTINCT compares) |
+//! | `infinite_as_nan(x)` | type of `x` | ±inf as NaN |
 //!
 //! Every function is vectorized over whole Arrow arrays and handles the common
 //! case of a literal argument without expanding it to a column.
@@ -52,19 +54,21 @@ pub use geohash_parent::{GeohashParentFunc, geohash_parent_udf};
 pub use tumble::{TumbleFunc, tumble_udf};
 
 /// Every UDF of this crate, in a stable order (`tumble`, `geohash`,
-/// `geohash_parent`, `predict` over no model).
+/// `geohash_parent`, `predict` over no model, `canonical_float`, `infinite_as_nan`).
 pub fn all_udfs() -> Vec<ScalarUDF> {
     vec![
         tumble_udf(),
         geohash_udf(),
         geohash_parent_udf(),
         model::predict_udf(std::sync::Arc::new(model::ModelSet::default())),
+        aggregate::canonical_float_udf(),
+        aggregate::infinite_as_nan_udf(),
     ]
 }
 
 /// Registers every UDF of [`all_udfs`] with `ctx`, replacing any function of
-/// the same name, and the [`aggregate`] overrides in place of the built-ins whose answer
-/// depends on row order.
+/// the same name, the [`aggregate`] overrides in place of the built-ins whose answer
+/// depends on row order, and the [`aggregate::DeterministicAggregates`] rewrite.
 pub fn register_all(ctx: &SessionContext) {
     for udf in all_udfs() {
         ctx.register_udf(udf);
@@ -72,4 +76,5 @@ pub fn register_all(ctx: &SessionContext) {
     for udaf in aggregate::aggregate_overrides() {
         ctx.register_udaf(udaf);
     }
+    ctx.add_analyzer_rule(std::sync::Arc::new(aggregate::DeterministicAggregates));
 }

@@ -72,13 +72,13 @@ impl Sink for BlackholeSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generator::{RidesOptions, generate_rides};
+    use crate::generator::{GeneratorOptions, generate_rides};
 
     #[tokio::test]
     async fn counts_rows_once_per_epoch() {
         let mut sink = BlackholeSink::new();
         let handle = sink.counter();
-        let opts = RidesOptions::default();
+        let opts = GeneratorOptions::default();
         sink.write_epoch(
             1,
             &[generate_rides(&opts, 0, 10), generate_rides(&opts, 10, 15)],

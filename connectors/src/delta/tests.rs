@@ -12,7 +12,7 @@ use serde_json::Value;
 use volley_sql::{StatementRef, TableOptions};
 
 use super::*;
-use crate::generator::{RidesOptions, generate_rides, rides_schema};
+use crate::generator::{GeneratorOptions, generate_rides, rides_schema};
 use crate::registry::ConnectorRegistry;
 
 const PIPELINE: &str = "demand-pipeline";
@@ -585,7 +585,7 @@ async fn nanosecond_timestamps_round_trip_with_the_declared_schema() {
         .open_sink(&table, rides_schema(), &context())
         .await
         .unwrap();
-    let opts = RidesOptions::default();
+    let opts = GeneratorOptions::default();
     let rows = generate_rides(&opts, 0, 50);
     sink.write_epoch(1, &[rows.slice(0, 20), rows.slice(20, 30)])
         .await

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use volley_sql::{StatementRef, TableOptions};
 
 use super::*;
-use crate::generator::{RidesOptions, generate_rides, rides_schema};
+use crate::generator::{GeneratorOptions, generate_rides, rides_schema};
 use crate::traits::SourcePoll;
 
 fn decl(format: FileFormat, location: &str, options: &[(&str, &str)], declared: bool) -> TableDecl {
@@ -26,10 +26,10 @@ fn decl(format: FileFormat, location: &str, options: &[(&str, &str)], declared: 
     }
 }
 
-fn rides() -> RidesOptions {
-    RidesOptions {
+fn rides() -> GeneratorOptions {
+    GeneratorOptions {
         disorder: Duration::from_millis(1500),
-        ..RidesOptions::default()
+        ..GeneratorOptions::default()
     }
 }
 

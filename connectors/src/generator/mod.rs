@@ -6,10 +6,14 @@
 //! ```
 //!
 //! `LOCATION` names the generator. `rides` yields ride requests
-//! (`request_id`, `rider_id`, `lat`, `lon`, `event_time`) with ~80% of events in 5 hot cities;
-//! row `i` depends only on the options and `i`, so any range replays exactly.
+//! (`request_id`, `rider_id`, `lat`, `lon`, `event_time`) with ~80% of events in 5 hot cities.
+//! `payments` yields card payments (`payment_id`, `user_id`, `merchant`, `amount`, `fee`,
+//! `approved`, `channel`, `event_time`) that hold what real data holds: NULLs in every nullable
+//! column, NaN, ±0.0 and ±inf amounts, hot users, duplicate times and rows on window edges.
+//! Row `i` depends only on the options and `i`, so any range replays exactly.
 
 mod options;
+mod payments;
 mod rides;
 mod source;
 
@@ -22,15 +26,23 @@ use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use volley_sql::{OptionSpec, TableDecl};
 
-pub use options::{DEFAULT_START_NANOS, GENERATOR_OPTIONS, Pace, RidesOptions};
+pub use options::{
+    DEFAULT_START_NANOS, GENERATOR_OPTIONS, GeneratorOptions, GeneratorStream, Pace,
+};
+pub use payments::{generate_payments, payments_schema};
 pub use rides::{generate_rides, rides_schema};
 pub use source::GeneratorSource;
 
 use crate::error::{ConnectorError, Result};
 use crate::traits::{Connector, Source};
 
-/// The generators a GENERATOR table's `LOCATION` may name.
-pub const GENERATORS: &[&str] = &["rides"];
+/// Rows `[start, end)` of the stream `opts` names.
+pub fn generate(opts: &GeneratorOptions, start: u64, end: u64) -> RecordBatch {
+    match opts.stream {
+        GeneratorStream::Rides => generate_rides(opts, start, end),
+        GeneratorStream::Payments => generate_payments(opts, start, end),
+    }
+}
 
 /// Rows per batch when a generator is materialised for batch mode.
 const BATCH_ROWS: u64 = 8192;
@@ -44,19 +56,22 @@ impl GeneratorConnector {
     ///
     /// # Errors
     /// [`ConnectorError::Config`] for an unknown generator or a bad option.
-    pub fn rides_options(table: &TableDecl) -> Result<RidesOptions> {
-        let name = table.location.trim().to_ascii_lowercase();
-        if !GENERATORS.contains(&name.as_str()) {
+    pub fn options(table: &TableDecl) -> Result<GeneratorOptions> {
+        let Some(stream) = GeneratorStream::from_location(&table.location) else {
+            let names: Vec<&str> = GeneratorStream::ALL.iter().map(|(n, _)| *n).collect();
             return Err(ConnectorError::config(
                 &table.name,
                 format!(
                     "unknown generator LOCATION '{}'; allowed generators: {}",
                     table.location,
-                    GENERATORS.join(", ")
+                    names.join(", ")
                 ),
             ));
-        }
-        Ok(RidesOptions::from_options(&table.options)?)
+        };
+        Ok(GeneratorOptions {
+            stream,
+            ..GeneratorOptions::from_options(&table.options)?
+        })
     }
 }
 
@@ -71,13 +86,12 @@ impl Connector for GeneratorConnector {
     }
 
     async fn infer_schema(&self, table: &TableDecl) -> Result<Option<SchemaRef>> {
-        Self::rides_options(table)?;
-        Ok(Some(rides_schema()))
+        Ok(Some(Self::options(table)?.stream.schema()))
     }
 
     async fn open_source(&self, table: &TableDecl, schema: SchemaRef) -> Result<Box<dyn Source>> {
-        let opts = Self::rides_options(table)?;
-        check_schema(table, &schema)?;
+        let opts = Self::options(table)?;
+        check_schema(table, &schema, opts.stream)?;
         Ok(Box::new(GeneratorSource::new(opts, schema)))
     }
 
@@ -86,8 +100,8 @@ impl Connector for GeneratorConnector {
         table: &TableDecl,
         schema: SchemaRef,
     ) -> Result<Arc<dyn TableProvider>> {
-        let opts = Self::rides_options(table)?;
-        check_schema(table, &schema)?;
+        let opts = Self::options(table)?;
+        check_schema(table, &schema, opts.stream)?;
         let Some(count) = opts.count else {
             return Err(ConnectorError::config(
                 &table.name,
@@ -101,7 +115,7 @@ impl Connector for GeneratorConnector {
             let last = (first + per_partition).min(count);
             let mut batches = Vec::new();
             for start in (first..last).step_by(BATCH_ROWS as usize) {
-                let batch = generate_rides(&opts, start, (start + BATCH_ROWS).min(last));
+                let batch = generate(&opts, start, (start + BATCH_ROWS).min(last));
                 batches.push(
                     RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(
                         |e| ConnectorError::Internal(format!("table '{}': {e}", table.name)),
@@ -115,8 +129,8 @@ impl Connector for GeneratorConnector {
 }
 
 /// The declared (or passed) schema must have the generator's column names and types, in order.
-fn check_schema(table: &TableDecl, schema: &Schema) -> Result<()> {
-    let expected = rides_schema();
+fn check_schema(table: &TableDecl, schema: &Schema, stream: GeneratorStream) -> Result<()> {
+    let expected = stream.schema();
     let declared = table.declared_schema.iter().map(|s| s.as_ref());
     for candidate in declared.chain(std::iter::once(schema)) {
         let same = candidate.fields().len() == expected.fields().len()

@@ -1,4 +1,4 @@
-//! Options of `STORED AS GENERATOR` tables, parsed into [`RidesOptions`].
+//! Options of `STORED AS GENERATOR` tables, parsed into [`GeneratorOptions`].
 
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ pub const GENERATOR_OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "riders",
-        expected: "a positive whole number of riders (default 100000)",
+        expected: "a positive whole number of riders (rides) or users (payments) (default 100000)",
     },
     OptionSpec {
         name: "cities",
@@ -54,9 +54,47 @@ pub enum Pace {
     Realtime,
 }
 
-/// Everything that determines the `rides` stream. Row `i` is a pure function of these and `i`.
+/// Which stream a GENERATOR table's `LOCATION` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GeneratorStream {
+    /// Ride requests with hot-city skew ([`super::generate_rides`]).
+    #[default]
+    Rides,
+    /// Card payments with NULLs, NaN, ±0, ±inf, hot keys and window-edge times
+    /// ([`super::generate_payments`]).
+    Payments,
+}
+
+impl GeneratorStream {
+    /// Every stream, by `LOCATION` name.
+    pub const ALL: [(&'static str, GeneratorStream); 2] = [
+        ("rides", GeneratorStream::Rides),
+        ("payments", GeneratorStream::Payments),
+    ];
+
+    /// The stream a `LOCATION` names (case-insensitive, surrounding spaces ignored).
+    pub fn from_location(location: &str) -> Option<Self> {
+        let name = location.trim();
+        Self::ALL
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, s)| *s)
+    }
+
+    /// The stream's columns.
+    pub fn schema(self) -> arrow::datatypes::SchemaRef {
+        match self {
+            GeneratorStream::Rides => super::rides_schema(),
+            GeneratorStream::Payments => super::payments_schema(),
+        }
+    }
+}
+
+/// Everything that determines a generated stream. Row `i` is a pure function of these and `i`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RidesOptions {
+pub struct GeneratorOptions {
+    /// Which stream.
+    pub stream: GeneratorStream,
     /// Total rows; `None` is unbounded.
     pub count: Option<u64>,
     /// Events per second of event time: row `i`'s base time is `start + i / rate` seconds.
@@ -75,9 +113,10 @@ pub struct RidesOptions {
     pub cities: u64,
 }
 
-impl Default for RidesOptions {
+impl Default for GeneratorOptions {
     fn default() -> Self {
         Self {
+            stream: GeneratorStream::Rides,
             count: None,
             rate: 1000.0,
             start_time_nanos: DEFAULT_START_NANOS,
@@ -90,7 +129,7 @@ impl Default for RidesOptions {
     }
 }
 
-impl RidesOptions {
+impl GeneratorOptions {
     /// Reads the generator options of a table, applying defaults.
     ///
     /// # Errors
@@ -125,6 +164,7 @@ impl RidesOptions {
             Some(p) => return Err(options.bad("pace", &p, "'max' or 'realtime'")),
         };
         Ok(Self {
+            stream: defaults.stream,
             count: options.get_u64("count")?,
             rate,
             start_time_nanos,
@@ -161,7 +201,7 @@ impl RidesOptions {
 }
 
 /// Base times of consecutive rows, stepping by quotient and remainder instead of dividing per
-/// row; equal to [`RidesOptions::base_time_nanos`] for every row.
+/// row; equal to [`GeneratorOptions::base_time_nanos`] for every row.
 #[derive(Debug, Clone)]
 pub(crate) struct BaseTimes {
     start: i64,
@@ -174,7 +214,7 @@ pub(crate) struct BaseTimes {
 
 impl BaseTimes {
     /// Base times starting at row `row`.
-    pub(crate) fn from_row(opts: &RidesOptions, row: u64) -> Self {
+    pub(crate) fn from_row(opts: &GeneratorOptions, row: u64) -> Self {
         let divisor = opts.rate_milli();
         let numerator = u128::from(row) * 1_000_000_000_000;
         Self {
@@ -216,14 +256,14 @@ mod tests {
     #[test]
     fn defaults_apply() {
         assert_eq!(
-            RidesOptions::from_options(&opts(&[])).unwrap(),
-            RidesOptions::default()
+            GeneratorOptions::from_options(&opts(&[])).unwrap(),
+            GeneratorOptions::default()
         );
     }
 
     #[test]
     fn values_parse() {
-        let o = RidesOptions::from_options(&opts(&[
+        let o = GeneratorOptions::from_options(&opts(&[
             ("count", "10"),
             ("rate", "2.5"),
             ("start_time", "2026-01-01 00:00:10"),
@@ -237,17 +277,17 @@ mod tests {
         assert_eq!(o.pace, Pace::Realtime);
         assert_eq!(o.disorder, Duration::from_secs(5));
         assert_eq!(o.base_time_nanos(5), o.start_time_nanos + 2_000_000_000);
-        let rfc =
-            RidesOptions::from_options(&opts(&[("start_time", "2026-01-01T00:00:00Z")])).unwrap();
+        let rfc = GeneratorOptions::from_options(&opts(&[("start_time", "2026-01-01T00:00:00Z")]))
+            .unwrap();
         assert_eq!(rfc.start_time_nanos, DEFAULT_START_NANOS);
     }
 
     #[test]
     fn stepped_base_times_match_the_formula() {
         for rate in [1000.0, 3.0, 0.7, 12_345.678] {
-            let o = RidesOptions {
+            let o = GeneratorOptions {
                 rate,
-                ..RidesOptions::default()
+                ..GeneratorOptions::default()
             };
             let mut times = BaseTimes::from_row(&o, 99);
             for i in 99..2000 {
@@ -264,7 +304,7 @@ mod tests {
             ("start_time", "yesterday"),
             ("cities", "0"),
         ] {
-            let err = RidesOptions::from_options(&opts(&[(name, value)]))
+            let err = GeneratorOptions::from_options(&opts(&[(name, value)]))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("rides") && err.contains(name), "{err}");

@@ -10,7 +10,7 @@ use arrow::array::{ArrayRef, Float64Array, Int64Array, StructArray, TimestampNan
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
-use super::options::{BaseTimes, RidesOptions};
+use super::options::{BaseTimes, GeneratorOptions};
 
 /// Share of events in the 5 hottest cities, cumulatively (30%, 20%, 12%, 10%, 8%).
 const HOT_CUMULATIVE: [f64; 5] = [0.30, 0.50, 0.62, 0.72, 0.80];
@@ -64,13 +64,13 @@ pub fn rides_schema() -> SchemaRef {
 /// [`rides_schema`]. `count` is not applied here: callers choose the range.
 ///
 /// ```
-/// use volley_connectors::generator::{generate_rides, RidesOptions};
+/// use volley_connectors::generator::{generate_rides, GeneratorOptions};
 ///
-/// let opts = RidesOptions::default();
+/// let opts = GeneratorOptions::default();
 /// let all = generate_rides(&opts, 0, 10);
 /// assert_eq!(all.slice(4, 3), generate_rides(&opts, 4, 7));
 /// ```
-pub fn generate_rides(opts: &RidesOptions, start: u64, end: u64) -> RecordBatch {
+pub fn generate_rides(opts: &GeneratorOptions, start: u64, end: u64) -> RecordBatch {
     let len = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX);
     let mut request_id = Vec::with_capacity(len);
     let mut rider_id = Vec::with_capacity(len);
@@ -150,12 +150,12 @@ fn city_centre(k: u64) -> (f64, f64) {
 }
 
 /// The base hash of row `i`: a counter-based generator, no state between rows.
-fn row_hash(seed: u64, i: u64) -> u64 {
+pub(super) fn row_hash(seed: u64, i: u64) -> u64 {
     splitmix64(seed ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
 /// SplitMix64's output function: a strong 64-bit mix.
-fn splitmix64(x: u64) -> u64 {
+pub(super) fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -163,7 +163,7 @@ fn splitmix64(x: u64) -> u64 {
 }
 
 /// A uniform float in `[0, 1)` from the top 53 bits of `h`.
-fn unit(h: u64) -> f64 {
+pub(super) fn unit(h: u64) -> f64 {
     (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
@@ -180,16 +180,16 @@ mod tests {
 
     #[test]
     fn a_range_regenerates_exactly() {
-        let opts = RidesOptions::default();
+        let opts = GeneratorOptions::default();
         let all = generate_rides(&opts, 0, 1000);
         assert_eq!(generate_rides(&opts, 100, 200), all.slice(100, 100));
     }
 
     #[test]
     fn batch_cuts_do_not_change_output() {
-        let opts = RidesOptions {
+        let opts = GeneratorOptions {
             disorder: Duration::from_secs(3),
-            ..RidesOptions::default()
+            ..GeneratorOptions::default()
         };
         let whole = generate_rides(&opts, 0, 1000);
         for cut in [1usize, 7, 64, 999] {
@@ -207,11 +207,11 @@ mod tests {
 
     #[test]
     fn seeds_change_output() {
-        let a = generate_rides(&RidesOptions::default(), 0, 100);
+        let a = generate_rides(&GeneratorOptions::default(), 0, 100);
         let b = generate_rides(
-            &RidesOptions {
+            &GeneratorOptions {
                 seed: 43,
-                ..RidesOptions::default()
+                ..GeneratorOptions::default()
             },
             0,
             100,
@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn five_hot_cities_get_most_events() {
-        let batch = generate_rides(&RidesOptions::default(), 0, 20_000);
+        let batch = generate_rides(&GeneratorOptions::default(), 0, 20_000);
         let lat = batch.column(2).as_primitive::<Float64Type>();
         let lon = batch.column(3).as_primitive::<Float64Type>();
         let mut per_city: HashMap<u64, usize> = HashMap::new();
@@ -244,9 +244,9 @@ mod tests {
 
     #[test]
     fn riders_are_skewed_and_in_range() {
-        let opts = RidesOptions {
+        let opts = GeneratorOptions {
             riders: 1000,
-            ..RidesOptions::default()
+            ..GeneratorOptions::default()
         };
         let batch = generate_rides(&opts, 0, 10_000);
         let riders = batch.column(1).as_primitive::<Int64Type>();
@@ -260,9 +260,9 @@ mod tests {
 
     #[test]
     fn disorder_stays_within_bound() {
-        let opts = RidesOptions {
+        let opts = GeneratorOptions {
             disorder: Duration::from_millis(2500),
-            ..RidesOptions::default()
+            ..GeneratorOptions::default()
         };
         let batch = generate_rides(&opts, 0, 5000);
         let times = batch.column(4).as_primitive::<TimestampNanosecondType>();
@@ -273,7 +273,7 @@ mod tests {
             lagged += usize::from(lag > 0);
         }
         assert!(lagged > 4000, "disorder should move most events");
-        let ordered = generate_rides(&RidesOptions::default(), 0, 10);
+        let ordered = generate_rides(&GeneratorOptions::default(), 0, 10);
         let times = ordered.column(4).as_primitive::<TimestampNanosecondType>();
         assert_eq!(
             times.value(3) - times.value(2),

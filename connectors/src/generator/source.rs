@@ -1,4 +1,4 @@
-//! [`GeneratorSource`]: the `rides` stream as a replayable [`Source`].
+//! [`GeneratorSource`]: a generated stream as a replayable [`Source`].
 
 use std::time::Duration;
 
@@ -7,12 +7,12 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::options::{Pace, RidesOptions};
-use super::rides::generate_rides;
+use super::generate;
+use super::options::{GeneratorOptions, Pace};
 use crate::error::{ConnectorError, Result};
 use crate::traits::{Position, Source, SourcePoll};
 
-/// Hands out rows of the `rides` stream in order; [`Source::position`] is the next row index.
+/// Hands out rows of a generated stream in order; [`Source::position`] is the next row index.
 ///
 /// With [`Pace::Realtime`], row `i` becomes due `i / rate` wall-clock seconds after the first
 /// poll (or the last [`GeneratorSource::seek`]); `poll_batch` returns only due rows.
@@ -22,7 +22,7 @@ use crate::traits::{Position, Source, SourcePoll};
 /// it sleeps loses nothing.
 #[derive(Debug)]
 pub struct GeneratorSource {
-    opts: RidesOptions,
+    opts: GeneratorOptions,
     schema: SchemaRef,
     position: u64,
     /// Wall-clock instant at which row `.1` was due (realtime pace only).
@@ -30,9 +30,9 @@ pub struct GeneratorSource {
 }
 
 impl GeneratorSource {
-    /// A source starting at row 0 whose batches carry `schema` (the rides schema, possibly
+    /// A source starting at row 0 whose batches carry `schema` (the stream's schema, possibly
     /// with different nullability as declared by the table).
-    pub fn new(opts: RidesOptions, schema: SchemaRef) -> Self {
+    pub fn new(opts: GeneratorOptions, schema: SchemaRef) -> Self {
         Self {
             opts,
             schema,
@@ -48,7 +48,7 @@ impl GeneratorSource {
     }
 
     /// The options this source generates from.
-    pub fn options(&self) -> &RidesOptions {
+    pub fn options(&self) -> &GeneratorOptions {
         &self.opts
     }
 
@@ -113,7 +113,7 @@ impl Source for GeneratorSource {
         }
         let take = available.min(max_rows as u64);
         let end = self.position + take;
-        let batch = self.rebind(generate_rides(&self.opts, self.position, end))?;
+        let batch = self.rebind(generate(&self.opts, self.position, end))?;
         self.position = end;
         Ok(SourcePoll::Data(batch))
     }
@@ -133,7 +133,7 @@ mod tests {
     use arrow::compute::concat_batches;
 
     use super::*;
-    use crate::generator::rides_schema;
+    use crate::generator::{generate_rides, rides_schema};
 
     async fn drain(source: &mut GeneratorSource, max_rows: usize) -> Vec<RecordBatch> {
         let mut out = Vec::new();
@@ -153,9 +153,9 @@ mod tests {
 
     #[tokio::test]
     async fn stops_after_count() {
-        let opts = RidesOptions {
+        let opts = GeneratorOptions {
             count: Some(100),
-            ..RidesOptions::default()
+            ..GeneratorOptions::default()
         };
         let mut source = GeneratorSource::new(opts.clone(), rides_schema());
         let batches = drain(&mut source, 7).await;
@@ -173,9 +173,9 @@ mod tests {
 
     #[tokio::test]
     async fn seek_replays_the_same_rows() {
-        let opts = RidesOptions {
+        let opts = GeneratorOptions {
             count: Some(50),
-            ..RidesOptions::default()
+            ..GeneratorOptions::default()
         };
         let mut source = GeneratorSource::new(opts.clone(), rides_schema());
         let first = drain(&mut source, 16).await;
@@ -190,10 +190,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn realtime_pace_waits_for_due_rows() {
-        let opts = RidesOptions {
+        let opts = GeneratorOptions {
             rate: 10.0,
             pace: Pace::Realtime,
-            ..RidesOptions::default()
+            ..GeneratorOptions::default()
         };
         let mut source = GeneratorSource::new(opts, rides_schema());
         let start = Instant::now();

@@ -1,5 +1,6 @@
 //! The streaming plan: DataFusion physical plans cut at the aggregate, with long-lived leaves.
 
+pub mod determinism;
 pub mod explain;
 pub mod late;
 pub mod leaf;
@@ -11,6 +12,6 @@ pub use late::{LateGate, LateSplitExec};
 pub use leaf::{EpochSlot, EpochSourceExec, EpochTable};
 pub use plan::{
     AggregatePlan, KeySource, QueryPlan, QueryShape, SourceBinding, StreamPlanner, batch_context,
-    insert_logical_plan, register_models, streaming_context,
+    batch_context_with, insert_logical_plan, register_models, streaming_context,
 };
 pub use window::WindowSpec;

@@ -150,7 +150,13 @@ pub fn register_models(ctx: &SessionContext, models: Arc<ModelSet>) {
 /// The session configuration every Volley context uses (UDFs registered; `predict()` knows no
 /// model until [`register_models`]).
 pub fn batch_context() -> SessionContext {
-    let ctx = SessionContext::new();
+    batch_context_with(datafusion::prelude::SessionConfig::new())
+}
+
+/// [`batch_context`] with `config` (partitions, batch size), for checking that a batch answer
+/// does not depend on how the input is split.
+pub fn batch_context_with(config: datafusion::prelude::SessionConfig) -> SessionContext {
+    let ctx = SessionContext::new_with_config(config);
     volley_udfs::register_all(&ctx);
     ctx
 }
@@ -384,6 +390,7 @@ impl StreamPlanner {
                     .into(),
             });
         }
+        super::determinism::check_order_independent(agg.aggr_expr(), at)?;
         let pre = Arc::clone(agg.input());
         let window = self.find_window(&group_by, &pre, at)?;
         let partial_input: Arc<dyn ExecutionPlan> = match &window {

@@ -135,7 +135,7 @@ pub async fn create_topics(broker: &str, topics: &[&str], partitions: i32) {
 /// object per ride.
 pub async fn ride_json(generator: &str, count: u64) -> (RecordBatch, Vec<Vec<u8>>) {
     let p = pipeline(generator).await;
-    let opts = GeneratorConnector::rides_options(&p.tables[0]).unwrap();
+    let opts = GeneratorConnector::options(&p.tables[0]).unwrap();
     let rides = generate_rides(&opts, 0, count);
     let mut json = Vec::new();
     {

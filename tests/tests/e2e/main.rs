@@ -1,6 +1,7 @@
 //! End-to-end tests: stream-vs-batch parity, SQL semantics (sqllogictest), window edges.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod aggregate_fuzz;
 mod crash;
 mod edges;
 mod harness;

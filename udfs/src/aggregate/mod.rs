@@ -5,10 +5,17 @@
 //! meaning, the fix lives here, registered under the built-in's name by
 //! [`crate::register_all`], so batch and streaming contexts both use it.
 //!
-//! | function | what DataFusion 55 does | override |
+//! | function | what DataFusion 55 does | fix |
 //! |---|---|---|
 //! | `min`, `max` over floats | grouped: `partial_cmp`, a NaN lets the next value win; starts from `f64::MIN` | [`TotalOrderMinMax`]: NaN above every number, -0.0 below +0.0 |
+//! | ORDER BY aggregates, DISTINCT over floats, covariance family, `regr_avgx/avgy` | see [`DeterministicAggregates`] | a rewrite of the call, same meaning |
+//!
+//! Aggregates whose answer depends on row order by definition (`first_value` without
+//! ORDER BY, `any_value`, t-digest sketches) cannot be fixed here; the streaming planner
+//! refuses them with the deterministic rewrite.
 
+mod deterministic;
+mod float_key;
 mod total_order;
 
 #[cfg(test)]
@@ -16,6 +23,8 @@ mod tests;
 
 use datafusion::logical_expr::AggregateUDF;
 
+pub use deterministic::DeterministicAggregates;
+pub use float_key::{FloatKey, FloatKeyFunc, canonical_float_udf, infinite_as_nan_udf};
 pub use total_order::TotalOrderMinMax;
 
 /// Every aggregate override, to register in place of the built-ins of the same name.

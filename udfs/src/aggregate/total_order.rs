@@ -32,6 +32,10 @@ pub(crate) trait TotalOrderFloat: ArrowPrimitiveType {
     fn rank(v: Self::Native) -> i64;
     /// Whether `v` is a NaN.
     fn is_nan(v: Self::Native) -> bool;
+    /// Whether `v` is +inf or -inf.
+    fn is_infinite(v: Self::Native) -> bool;
+    /// `v` with -0.0 as +0.0 and any NaN as [`TotalOrderFloat::NAN`].
+    fn canonical(v: Self::Native) -> Self::Native;
     /// The one NaN results report, whatever NaN the input held.
     const NAN: Self::Native;
     /// Negative infinity.
@@ -54,6 +58,21 @@ macro_rules! total_order_float {
             #[inline]
             fn is_nan(v: $native) -> bool {
                 v.is_nan()
+            }
+            #[inline]
+            fn is_infinite(v: $native) -> bool {
+                v.is_infinite()
+            }
+            #[inline]
+            fn canonical(v: $native) -> $native {
+                let zero = <$native>::from_bits(0);
+                if v.is_nan() {
+                    <$native>::NAN
+                } else if v == zero {
+                    zero
+                } else {
+                    v
+                }
             }
             const NAN: $native = <$native>::NAN;
             const NEG_INFINITY: $native = <$native>::NEG_INFINITY;
