@@ -289,6 +289,14 @@ pub trait Connector: Send + Sync + Debug {
         Err(not_a(table, "sink"))
     }
 
+    /// Whether a sink of this table can take an updating result (upserts keyed by the
+    /// `merge_key`): a later row for a key replaces the earlier one instead of being added
+    /// beside it. The default, for append-only kinds such as files: no.
+    fn accepts_updates(&self, table: &TableDecl) -> bool {
+        let _ = table;
+        false
+    }
+
     /// The table as a bounded DataFusion table for `volley batch`.
     ///
     /// # Errors

@@ -240,6 +240,9 @@ pub async fn run_batch(
                         Arc::new(plan.schema().as_arrow().clone())
                     }
                 };
+                if let Some(insert) = pipeline.inserts.iter().find(|i| i.target == target) {
+                    crate::sink_fit::check_merge_key(table, &schema, insert.at, target)?;
+                }
                 registry
                     .get(&table.kind)
                     .ok_or_else(|| {

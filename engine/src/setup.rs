@@ -150,11 +150,38 @@ fn event_time(table: &TableDecl, schema: &SchemaRef) -> Result<Option<(usize, i6
 /// Builds the streaming job for `pipeline`, returning it with each INSERT's plan.
 ///
 /// # Errors
-/// Pipeline, planning and connector errors.
+/// Pipeline, planning and connector errors; a sink that cannot hold what its INSERT writes
+/// ([`crate::sink_fit::check_sink`]).
 pub async fn build_stream_job(
     pipeline: &Pipeline,
     registry: &ConnectorRegistry,
+    overrides: JobOverrides,
+) -> Result<(StreamJob, Vec<QueryPlan>)> {
+    build(pipeline, registry, overrides, true).await
+}
+
+/// Each INSERT's streaming plan, without opening sinks or checking that they fit (tools that
+/// derive a sink's declaration from the plan, such as a test runner choosing a `merge_key`).
+///
+/// # Errors
+/// Pipeline and planning errors.
+pub async fn plan_inserts(
+    pipeline: &Pipeline,
+    registry: &ConnectorRegistry,
+) -> Result<Vec<QueryPlan>> {
+    let overrides = JobOverrides {
+        no_sinks: true,
+        workers: Some(1),
+        ..JobOverrides::default()
+    };
+    Ok(build(pipeline, registry, overrides, false).await?.1)
+}
+
+async fn build(
+    pipeline: &Pipeline,
+    registry: &ConnectorRegistry,
     mut overrides: JobOverrides,
+    check_sinks: bool,
 ) -> Result<(StreamJob, Vec<QueryPlan>)> {
     if pipeline.inserts.is_empty() {
         return Err(SqlError::Pipeline(
@@ -212,11 +239,13 @@ pub async fn build_stream_job(
         let sink = pipeline.table(&insert.target).ok_or_else(|| {
             EngineError::Internal(format!("INSERT target '{}' vanished", insert.target))
         })?;
-        plans.push(
-            planner
-                .plan_insert(insert, sink.declared_schema.as_ref())
-                .await?,
-        );
+        let plan = planner
+            .plan_insert(insert, sink.declared_schema.as_ref())
+            .await?;
+        if check_sinks {
+            crate::sink_fit::check_sink(&plan, sink, connector_for(sink, registry)?.as_ref())?;
+        }
+        plans.push(plan);
     }
     let sink_context = SinkContext {
         pipeline_id: overrides

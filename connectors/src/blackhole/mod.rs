@@ -21,6 +21,11 @@ pub struct BlackholeConnector;
 
 #[async_trait]
 impl Connector for BlackholeConnector {
+    /// Keeps nothing, so any result fits; a `merge_key` still says which columns identify a row.
+    fn accepts_updates(&self, table: &TableDecl) -> bool {
+        table.merge_key().is_some_and(|k| !k.is_empty())
+    }
+
     fn kind(&self) -> &'static str {
         "BLACKHOLE"
     }

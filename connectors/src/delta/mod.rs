@@ -54,6 +54,11 @@ pub struct DeltaConnector;
 
 #[async_trait]
 impl Connector for DeltaConnector {
+    /// With a `merge_key`, each epoch is a MERGE upsert.
+    fn accepts_updates(&self, table: &TableDecl) -> bool {
+        table.merge_key().is_some_and(|k| !k.is_empty())
+    }
+
     fn kind(&self) -> &'static str {
         "DELTA"
     }

@@ -63,6 +63,11 @@ pub struct KafkaConnector;
 
 #[async_trait]
 impl Connector for KafkaConnector {
+    /// With a `merge_key`, messages are keyed by it: a compacted topic keeps the latest per key.
+    fn accepts_updates(&self, table: &TableDecl) -> bool {
+        table.merge_key().is_some_and(|k| !k.is_empty())
+    }
+
     fn kind(&self) -> &'static str {
         "KAFKA"
     }

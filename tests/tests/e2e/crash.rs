@@ -33,7 +33,6 @@ OPTIONS ('count' '{count}', 'rate' '2000', 'pace' 'realtime', 'seed' '5', 'disor
          'cities' '6', 'riders' '300', 'max_delay' '100ms',
          'watermark' 'event_time - INTERVAL ''2 seconds''');
 CREATE EXTERNAL TABLE by_cell STORED AS PARQUET LOCATION 'out/by_cell';
-CREATE EXTERNAL TABLE per_rider STORED AS PARQUET LOCATION 'out/per_rider';
 CREATE EXTERNAL TABLE by_cell_delta STORED AS DELTA LOCATION 'out/by_cell_delta';
 CREATE EXTERNAL TABLE per_rider_delta STORED AS DELTA LOCATION 'out/per_rider_delta'
 OPTIONS ('merge_key' 'rider_id');
@@ -42,8 +41,6 @@ INSERT INTO by_cell
 SELECT geohash(lat, lon, 4) AS cell, date_bin(INTERVAL '1 second', event_time) AS w,
        count(*) AS n, count(DISTINCT rider_id) AS riders
 FROM rides GROUP BY 1, 2;
-INSERT INTO per_rider
-SELECT rider_id, count(*) AS n, max(event_time) AS last_seen FROM rides GROUP BY rider_id;
 INSERT INTO by_cell_delta
 SELECT geohash(lat, lon, 4) AS cell, date_bin(INTERVAL '1 second', event_time) AS w,
        count(*) AS n, avg(lat) AS mean_lat

@@ -111,7 +111,7 @@ async fn window_closes_exactly_when_watermark_reaches_its_end_and_late_rows_are_
 async fn empty_input_emits_nothing_and_keyed_aggregates_upsert_per_epoch() {
     let sql = "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL) STORED AS CSV LOCATION 'unused.csv'
          OPTIONS ('watermark' 'ts');
-         CREATE EXTERNAL TABLE out STORED AS BLACKHOLE LOCATION 'x';
+         CREATE EXTERNAL TABLE out STORED AS BLACKHOLE LOCATION 'x' OPTIONS ('merge_key' 'user_id');
          INSERT INTO out SELECT user_id, count(*) AS n FROM clicks GROUP BY user_id;";
     let p = pipeline(sql).await;
     let input = events(&[(0, 1), (1, 2), (2, 1), (3, 1)]);

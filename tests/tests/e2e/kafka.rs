@@ -46,13 +46,10 @@ CREATE EXTERNAL TABLE rides (
 ) STORED AS KAFKA LOCATION '{broker}/{topic}'
 OPTIONS ('format' 'json', 'bounded' 'latest', 'max_rows' '256', 'dead_letter' 'out/dead_letters',
          'watermark' 'event_time - INTERVAL ''3 seconds''');
-CREATE EXTERNAL TABLE per_rider STORED AS PARQUET LOCATION 'out/per_rider';
 CREATE EXTERNAL TABLE by_window STORED AS PARQUET LOCATION 'out/by_window';
 CREATE EXTERNAL TABLE per_rider_kafka STORED AS KAFKA LOCATION '{broker}/{topic}-out'
 OPTIONS ('merge_key' 'rider_id', 'exactly_once' 'true');
 CREATE EXTERNAL TABLE raw STORED AS PARQUET LOCATION 'out/raw';
-INSERT INTO per_rider
-SELECT rider_id, count(*) AS n, max(event_time) AS last_seen, sum(lat) AS lat_sum FROM rides GROUP BY rider_id;
 INSERT INTO raw SELECT request_id, rider_id, event_time FROM rides WHERE rider_id % 3 = 0;
 INSERT INTO per_rider_kafka
 SELECT rider_id, count(*) AS n, max(event_time) AS last_seen, sum(lat) AS lat_sum,

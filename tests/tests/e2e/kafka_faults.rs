@@ -50,7 +50,7 @@ fn broker_down_for_ten_seconds_mid_run_loses_nothing() {
     let sql = format!(
         "CREATE EXTERNAL TABLE events (id BIGINT NOT NULL, user_id BIGINT NOT NULL)
            STORED AS KAFKA LOCATION '{bootstrap}/events' OPTIONS ('max_delay' '100 ms');
-         CREATE EXTERNAL TABLE per_user STORED AS BLACKHOLE LOCATION 'x';
+         CREATE EXTERNAL TABLE per_user STORED AS BLACKHOLE LOCATION 'x' OPTIONS ('merge_key' 'user_id');
          INSERT INTO per_user SELECT user_id, count(*) AS n, sum(id) AS s FROM events GROUP BY user_id;"
     );
     let rt = tokio::runtime::Runtime::new().unwrap();

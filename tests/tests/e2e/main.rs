@@ -15,4 +15,5 @@ mod process;
 mod readers;
 mod recovery;
 mod scale_out;
+mod sink_fit;
 mod slt;

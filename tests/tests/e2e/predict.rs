@@ -35,7 +35,7 @@ OPTIONS ('count' '{count}', 'rate' '20', 'seed' '{seed}', 'disorder' '2 seconds'
          'riders' '30', 'watermark' 'event_time - INTERVAL ''3 seconds''');
 
 CREATE EXTERNAL TABLE window_risk STORED AS BLACKHOLE LOCATION 'x';
-CREATE EXTERNAL TABLE rider_risk STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE rider_risk STORED AS BLACKHOLE LOCATION 'x' OPTIONS ('merge_key' 'rider_id');
 CREATE EXTERNAL TABLE event_risk STORED AS BLACKHOLE LOCATION 'x';
 
 INSERT INTO window_risk

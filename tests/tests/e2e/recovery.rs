@@ -55,7 +55,7 @@ CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
 OPTIONS ('count' '3000', 'rate' '50', 'seed' '21', 'disorder' '2 seconds', 'cities' '6',
          'riders' '40', 'watermark' 'event_time - INTERVAL ''3 seconds''');
 CREATE EXTERNAL TABLE by_cell STORED AS BLACKHOLE LOCATION 'x';
-CREATE EXTERNAL TABLE per_rider STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE per_rider STORED AS BLACKHOLE LOCATION 'x' OPTIONS ('merge_key' 'rider_id');
 CREATE EXTERNAL TABLE raw STORED AS BLACKHOLE LOCATION 'x';
 INSERT INTO by_cell
 SELECT geohash(lat, lon, 3) AS cell, date_bin(INTERVAL '20 seconds', event_time) AS w,

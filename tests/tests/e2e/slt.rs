@@ -9,6 +9,8 @@ use sqllogictest::{DBOutput, DefaultColumnType};
 use volley_connectors::ConnectorRegistry;
 use volley_engine::batch::{batch_outputs, read_sources};
 use volley_engine::driver::BatchSizing;
+use volley_engine::setup::plan_inserts;
+use volley_engine::sink_fit::updates;
 use volley_engine::verify::{InputOrder, VerifyOptions, compare_outputs, stream_outputs};
 use volley_sql::{Pipeline, StatementRef};
 
@@ -42,15 +44,17 @@ impl VolleyDb {
         }
     }
 
-    async fn query(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+    /// The pipeline so far plus `INSERT INTO __result <sql>` into a BLACKHOLE sink.
+    async fn with_result(
+        &self,
+        sql: &str,
+        options: &str,
+        at: StatementRef,
+    ) -> Result<Pipeline, SltError> {
         let err = |e: &dyn std::fmt::Display| SltError(e.to_string());
         let mut p = self.pipeline.clone();
-        let at = StatementRef {
-            index: self.statements,
-            line: 0,
-        };
         p.add_statement(
-            "CREATE EXTERNAL TABLE __result STORED AS BLACKHOLE LOCATION 'x'",
+            &format!("CREATE EXTERNAL TABLE __result STORED AS BLACKHOLE LOCATION 'x' {options}"),
             at,
             &self.registry,
         )
@@ -59,6 +63,24 @@ impl VolleyDb {
         p.add_statement(&format!("INSERT INTO __result {sql}"), at, &self.registry)
             .await
             .map_err(|e| err(&e))?;
+        Ok(p)
+    }
+
+    async fn query(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+        let err = |e: &dyn std::fmt::Display| SltError(e.to_string());
+        let at = StatementRef {
+            index: self.statements,
+            line: 0,
+        };
+        // An updating result (GROUP BY without a window) goes to a sink keyed by its groups.
+        let mut p = self.with_result(sql, "", at).await?;
+        let plans = plan_inserts(&p, &self.registry)
+            .await
+            .map_err(|e| err(&e))?;
+        if let Some(plan) = plans.iter().find(|p| updates(p)) {
+            let options = format!("OPTIONS ('merge_key' '{}')", plan.key_columns.join(", "));
+            p = self.with_result(sql, &options, at).await?;
+        }
         let rows = read_sources(&p, &HashMap::new(), &self.registry)
             .await
             .map_err(|e| err(&e))?;

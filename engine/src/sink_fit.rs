@@ -1,0 +1,103 @@
+//! Whether a sink can hold what its INSERT produces, checked when the pipeline is planned.
+//!
+//! A keyed aggregate (`GROUP BY k` without a window) updates its rows every micro-batch: each
+//! epoch re-emits the groups it touched. Written to an append-only sink, every update would be
+//! one more row (a Parquet sink held 674 rows for 560 keys, with the counts summed twice). So
+//! an updating result needs a sink that upserts by a `merge_key` that is exactly its group
+//! columns; anything else is refused before a row is read, naming the fix.
+
+use std::collections::BTreeSet;
+
+use volley_connectors::Connector;
+use volley_sql::stream::{QueryPlan, QueryShape};
+use volley_sql::{SqlError, TableDecl};
+
+use crate::error::Result;
+
+/// Whether `plan`'s rows update earlier rows (upserts) rather than only adding new ones.
+pub fn updates(plan: &QueryPlan) -> bool {
+    matches!(&plan.shape, QueryShape::Aggregate(agg) if agg.window.is_none())
+}
+
+/// Checks that every `merge_key` column of `table` is a column of `schema`, what the INSERT
+/// into `target` at `at` writes.
+///
+/// # Errors
+/// [`SqlError::Plan`] naming the INSERT, the table, the column and the columns there are.
+pub fn check_merge_key(
+    table: &TableDecl,
+    schema: &arrow::datatypes::Schema,
+    at: volley_sql::StatementRef,
+    target: &str,
+) -> Result<()> {
+    let outputs: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    for key in table.merge_key().unwrap_or_default() {
+        if !outputs.contains(&key.as_str()) {
+            return Err(SqlError::Plan {
+                at,
+                message: format!(
+                    "INSERT INTO {target}: option 'merge_key' of table '{}' names '{key}', which the query does not output (it outputs: {})",
+                    table.name,
+                    outputs.join(", ")
+                ),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `table` (opened through `connector`) can take what `plan` writes into it.
+///
+/// # Errors
+/// [`SqlError::Plan`] naming the INSERT, the table and the fix: a `merge_key` column the query
+/// does not output; an updating result into a sink without `merge_key`, into a kind that only
+/// appends, or keyed by other columns than its groups.
+pub fn check_sink(plan: &QueryPlan, table: &TableDecl, connector: &dyn Connector) -> Result<()> {
+    let at = plan.at;
+    let fail = |message: String| -> crate::error::EngineError {
+        SqlError::Plan {
+            at,
+            message: format!("INSERT INTO {}: {message}", plan.target),
+        }
+        .into()
+    };
+    check_merge_key(table, &plan.output_schema, plan.at, &plan.target)?;
+    let merge_key = table.merge_key().filter(|k| !k.is_empty());
+    if !updates(plan) {
+        return Ok(());
+    }
+    let groups = if plan.key_columns.is_empty() {
+        "its groups".to_string()
+    } else {
+        plan.key_columns.join(", ")
+    };
+    let window_hint = "or group by a window (date_bin, tumble or date_trunc over a watermarked event-time column), whose rows are final when emitted";
+    if plan.key_columns.is_empty() {
+        return Err(fail(format!(
+            "the aggregate has no window, so its rows update every micro-batch, but none of its output columns identifies a group (a sink could not tell which row an update replaces); output the GROUP BY columns, {window_hint}"
+        )));
+    }
+    if !connector.accepts_updates(table) {
+        return Err(fail(match &merge_key {
+            None => format!(
+                "GROUP BY {groups} without a window updates its rows every micro-batch (upserts keyed by {groups}), but table '{}' has no 'merge_key', so every update would be added as another row. Add OPTIONS ('merge_key' '{groups}') to a sink that upserts (DELTA, KAFKA), {window_hint}",
+                table.name
+            ),
+            Some(_) => format!(
+                "GROUP BY {groups} without a window updates its rows every micro-batch, but table '{}' is STORED AS {}, which only appends (every update would be another row). Write it to a DELTA table or KAFKA topic with OPTIONS ('merge_key' '{groups}'), {window_hint}",
+                table.name, table.kind
+            ),
+        }));
+    }
+    let want: BTreeSet<&str> = plan.key_columns.iter().map(String::as_str).collect();
+    let have: BTreeSet<&str> = merge_key.iter().flatten().map(String::as_str).collect();
+    if want != have {
+        return Err(fail(format!(
+            "the result updates one row per group ({groups}), but table '{}' merges by '{}': with other columns, updates of different groups would replace each other or pile up. Use OPTIONS ('merge_key' '{groups}')",
+            table.name,
+            have.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(())
+}
