@@ -65,7 +65,7 @@ impl QueryRunner {
                     .collect();
                 let window = agg.window.as_ref().map_or_else(
                     || "keyed".to_string(),
-                    |w| format!("window {} {:?} wide", w.width, w.unit),
+                    |w| format!("window {} wide", w.size_text()),
                 );
                 format!("{window}; state [{}]", state.join(", "))
             }

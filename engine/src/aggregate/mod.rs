@@ -121,7 +121,7 @@ impl AggregateState {
     ) -> Result<()> {
         self.emitted_upto = emitted_upto;
         if let (Some(window), Some(done)) = (&self.plan.window, emitted_upto) {
-            window.gate.set_cutoff(done.saturating_sub(window.width));
+            window.gate.set_cutoff(window.closed_upto(done));
         }
         let shards = self.shards.len();
         let mut per_shard: Vec<Vec<RecordBatch>> = vec![Vec::new(); shards];
@@ -192,13 +192,13 @@ impl AggregateState {
         let Some(window) = &self.plan.window else {
             return Ok(AggregateOutput::default());
         };
-        let width = window.width;
+        let window = window.clone();
         if self.emitted_upto.is_some_and(|done| watermark <= done) {
             return Ok(AggregateOutput::default());
         }
         self.emitted_upto = Some(watermark);
-        window.gate.set_cutoff(watermark.saturating_sub(width));
-        self.emit(|start| start.is_some_and(|s| s.saturating_add(width) <= watermark))
+        window.gate.set_cutoff(window.closed_upto(watermark));
+        self.emit(|start| start.is_some_and(|s| window.closed(s, watermark)))
             .await
     }
 

@@ -39,8 +39,10 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
                 Some(w) => {
                     let _ = writeln!(
                         out,
-                        "  kind: tumbling-window aggregate; window {} over event time '{}' ({} {:?} wide)",
-                        w.display, w.column, w.width, w.unit
+                        "  kind: tumbling-window aggregate; window {} over event time '{}' ({} wide)",
+                        w.display,
+                        w.column,
+                        w.size_text()
                     );
                     for source in &w.sources {
                         let text = watermark_of(source).unwrap_or_else(|| "?".into());

@@ -14,4 +14,4 @@ pub use plan::{
     AggregatePlan, KeySource, QueryPlan, QueryShape, SourceBinding, StreamPlanner, batch_context,
     batch_context_with, insert_logical_plan, register_models, streaming_context,
 };
-pub use window::WindowSpec;
+pub use window::{WindowSize, WindowSpec};

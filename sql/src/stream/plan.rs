@@ -37,7 +37,7 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use super::late::{LateGate, LateSplitExec};
 use super::leaf::{EpochSlot, EpochTable};
 use super::trace::{column_of, trace_column};
-use super::window::{WindowSpec, as_date_bin, nanos_per_unit};
+use super::window::{BucketSize, WindowSize, WindowSpec, as_bucket, is_utc, nanos_per_unit};
 use volley_udfs::model::{ModelSet, models_called};
 
 use crate::error::{Result, SqlError, StatementRef};
@@ -491,20 +491,20 @@ impl StreamPlanner {
     ) -> Result<Option<WindowSpec>> {
         let mut found = None;
         for (index, (expr, name)) in group_by.expr().iter().enumerate() {
-            let bin = as_date_bin(expr).map_err(|e| SqlError::Unsupported {
+            let bucket = as_bucket(expr).map_err(|e| SqlError::Unsupported {
                 at,
                 message: format!("GROUP BY {name}: {}", e.0),
             })?;
-            let Some(bin) = bin else { continue };
+            let Some(bin) = bucket else { continue };
             if found.is_some() {
                 return Err(SqlError::Unsupported {
                     at,
-                    message: "a streaming aggregate may group by one window (date_bin/tumble)"
+                    message: "a streaming aggregate may group by one window (date_bin, tumble or date_trunc)"
                         .into(),
                 });
             }
-            let unit = match expr.data_type(pre.schema().as_ref()) {
-                Ok(DataType::Timestamp(unit, _)) => unit,
+            let (unit, tz) = match expr.data_type(pre.schema().as_ref()) {
+                Ok(DataType::Timestamp(unit, tz)) => (unit, tz),
                 Ok(other) => {
                     return Err(SqlError::Unsupported {
                         at,
@@ -516,11 +516,25 @@ impl StreamPlanner {
                 Err(e) => return Err(SqlError::plan(at, e)),
             };
             let per_unit = nanos_per_unit(unit);
-            if bin.width_nanos % per_unit != 0 {
+            let size = match bin.size {
+                BucketSize::Nanos(nanos) if nanos % per_unit != 0 => {
+                    return Err(SqlError::Unsupported {
+                        at,
+                        message: format!(
+                            "GROUP BY {name}: the window width is finer than the column's {unit:?} precision"
+                        ),
+                    });
+                }
+                BucketSize::Nanos(nanos) => WindowSize::Fixed(nanos / per_unit),
+                BucketSize::Months(months) => WindowSize::Months(months),
+            };
+            let varies = !matches!(size, WindowSize::Fixed(w) if w * per_unit < 3_600_000_000_000);
+            if bin.trunc_unit.is_some() && varies && !is_utc(tz.as_deref()) {
                 return Err(SqlError::Unsupported {
                     at,
                     message: format!(
-                        "GROUP BY {name}: the window width is finer than the column's {unit:?} precision"
+                        "GROUP BY {name}: the column is in time zone '{}', where hours, days and longer units change length with daylight saving; window a UTC timestamp, or use date_bin with a fixed INTERVAL",
+                        tz.as_deref().unwrap_or_default()
                     ),
                 });
             }
@@ -558,7 +572,7 @@ impl StreamPlanner {
             }
             found = Some(WindowSpec {
                 group_index: index,
-                width: bin.width_nanos / per_unit,
+                size,
                 unit,
                 column,
                 sources,

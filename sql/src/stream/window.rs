@@ -1,22 +1,40 @@
-//! Recognising a tumbling window in an aggregate's GROUP BY: `date_bin(<interval>, <ts>)`
-//! (`tumble(ts, interval)` is simplified to the same) over a watermarked event-time column.
+//! Recognising a tumbling window in an aggregate's GROUP BY, however the bucket is written:
+//! `date_bin(<interval>, <ts>)` (`tumble(ts, interval)` is simplified to the same) or
+//! `date_trunc('<unit>', <ts>)`, over a watermarked event-time column.
+//!
+//! `date_trunc` from `microsecond` to `week` is a fixed-width window (weeks start on Monday);
+//! `month`, `quarter` and `year` are calendar windows, whose end is the start plus that many
+//! calendar months. Over a column with a time zone other than UTC, days and longer units vary
+//! in length (daylight saving), so `date_trunc` from `hour` up is refused there.
 
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, TimeUnit};
+use chrono::{DateTime, Months, NaiveDateTime};
 use datafusion::common::ScalarValue;
+use datafusion::functions::datetime::date_bin::DateBinFunc;
+use datafusion::functions::datetime::date_trunc::DateTruncFunc;
 use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 
 use super::late::LateGate;
+
+/// How long a window is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowSize {
+    /// A fixed width, in the window column's unit.
+    Fixed(i64),
+    /// Calendar months (1 = month, 3 = quarter, 12 = year), in UTC.
+    Months(u32),
+}
 
 /// A windowed aggregate's window: which group column, how wide, in what unit.
 #[derive(Debug, Clone)]
 pub struct WindowSpec {
     /// Index of the window-start column among the aggregate's group columns.
     pub group_index: usize,
-    /// Window width in `unit`s.
-    pub width: i64,
+    /// How long each window is.
+    pub size: WindowSize,
     /// Unit of the window-start timestamps.
     pub unit: TimeUnit,
     /// The event-time column the window is computed from.
@@ -34,6 +52,41 @@ impl WindowSpec {
     pub fn nanos_per_unit(&self) -> i64 {
         nanos_per_unit(self.unit)
     }
+
+    /// The end (exclusive) of the window starting at `start`, both in the column's unit.
+    pub fn end_of(&self, start: i64) -> i64 {
+        match self.size {
+            WindowSize::Fixed(width) => start.saturating_add(width),
+            WindowSize::Months(months) => shift_months(start, self.unit, months, true),
+        }
+    }
+
+    /// Whether the window starting at `start` has closed once the watermark is `watermark`.
+    pub fn closed(&self, start: i64, watermark: i64) -> bool {
+        watermark == i64::MAX || self.end_of(start) <= watermark
+    }
+
+    /// The largest window start that is closed at `watermark`: rows of windows starting at or
+    /// before it are late. Window starts are aligned (they come from the bucket function), so
+    /// for calendar windows this is `watermark` minus the calendar size.
+    pub fn closed_upto(&self, watermark: i64) -> i64 {
+        if watermark == i64::MAX {
+            return i64::MAX;
+        }
+        match self.size {
+            WindowSize::Fixed(width) => watermark.saturating_sub(width),
+            WindowSize::Months(months) => shift_months(watermark, self.unit, months, false),
+        }
+    }
+
+    /// The size as text: `60 Second` (fixed, in the column's unit) or `1 month(s)`. Part of a
+    /// query's checkpointed shape, so the fixed form keeps its historic spelling.
+    pub fn size_text(&self) -> String {
+        match self.size {
+            WindowSize::Fixed(width) => format!("{width} {:?}", self.unit),
+            WindowSize::Months(months) => format!("{months} month(s)"),
+        }
+    }
 }
 
 /// Nanoseconds in one `unit`.
@@ -46,39 +99,128 @@ pub fn nanos_per_unit(unit: TimeUnit) -> i64 {
     }
 }
 
-/// A `date_bin(interval, column[, origin])` group expression, unpacked.
-#[derive(Debug)]
-pub struct DateBin {
-    /// Width in nanoseconds.
-    pub width_nanos: i64,
-    /// The timestamp argument (a column of the aggregate's input, if it is one).
-    pub ts: Arc<dyn PhysicalExpr>,
-    /// Origin in nanoseconds (0 = Unix epoch).
-    pub origin_nanos: i64,
+fn to_datetime(value: i64, unit: TimeUnit) -> Option<NaiveDateTime> {
+    let per = nanos_per_unit(unit);
+    let per_second = 1_000_000_000 / per;
+    let secs = value.div_euclid(per_second);
+    let nanos = u32::try_from(value.rem_euclid(per_second) * per).ok()?;
+    DateTime::from_timestamp(secs, nanos).map(|d| d.naive_utc())
 }
 
-/// Why a `date_bin` group expression cannot be a streaming window.
+fn from_datetime(time: NaiveDateTime, unit: TimeUnit) -> Option<i64> {
+    let utc = time.and_utc();
+    let per = nanos_per_unit(unit);
+    let secs = utc.timestamp().checked_mul(1_000_000_000 / per)?;
+    secs.checked_add(i64::from(utc.timestamp_subsec_nanos()) / per)
+}
+
+/// `value` (in `unit`) plus or minus `months` calendar months, saturating at the ends of the
+/// representable range.
+fn shift_months(value: i64, unit: TimeUnit, months: u32, forward: bool) -> i64 {
+    let shifted = to_datetime(value, unit).and_then(|t| {
+        if forward {
+            t.checked_add_months(Months::new(months))
+        } else {
+            t.checked_sub_months(Months::new(months))
+        }
+    });
+    match shifted.and_then(|t| from_datetime(t, unit)) {
+        Some(v) => v,
+        None if forward => i64::MAX,
+        None => i64::MIN,
+    }
+}
+
+/// A bucket group expression, unpacked.
+#[derive(Debug)]
+pub struct Bucket {
+    /// How long each bucket is (a fixed width in nanoseconds, or calendar months).
+    pub size: BucketSize,
+    /// The timestamp argument (a column of the aggregate's input, if it is one).
+    pub ts: Arc<dyn PhysicalExpr>,
+    /// The `date_trunc` unit, when written that way (time zones matter for those from `hour`).
+    pub trunc_unit: Option<String>,
+}
+
+/// A bucket's size before the column's unit is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketSize {
+    /// Nanoseconds.
+    Nanos(i64),
+    /// Calendar months.
+    Months(u32),
+}
+
+/// Why a bucket group expression cannot be a streaming window.
 #[derive(Debug)]
 pub struct NotAWindow(pub String);
 
-/// Recognises `date_bin(...)` among group expressions. `Ok(None)`: not a date_bin at all.
+fn literal(args: &[Arc<dyn PhysicalExpr>], i: usize) -> Option<ScalarValue> {
+    args.get(i)
+        .and_then(|a| a.downcast_ref::<Literal>())
+        .map(|l| l.value().clone())
+}
+
+/// Recognises `date_bin(...)` or `date_trunc(...)` among group expressions. `Ok(None)`: not a
+/// bucket at all.
 ///
 /// # Errors
-/// A date_bin whose interval is not a fixed, positive duration.
-pub fn as_date_bin(expr: &Arc<dyn PhysicalExpr>) -> Result<Option<DateBin>, NotAWindow> {
+/// A bucket whose size is not a constant, positive duration or a known `date_trunc` unit.
+pub fn as_bucket(expr: &Arc<dyn PhysicalExpr>) -> Result<Option<Bucket>, NotAWindow> {
     let Some(func) = expr.downcast_ref::<ScalarFunctionExpr>() else {
         return Ok(None);
     };
-    if func.name() != "date_bin" {
-        return Ok(None);
+    let inner = func.fun().inner();
+    if inner.downcast_ref::<DateTruncFunc>().is_some() {
+        return date_trunc(func.args()).map(Some);
     }
-    let args = func.args();
-    let literal = |i: usize| {
-        args.get(i)
-            .and_then(|a| a.downcast_ref::<Literal>())
-            .map(|l| l.value().clone())
+    if inner.downcast_ref::<DateBinFunc>().is_some() {
+        return date_bin(func.args()).map(Some);
+    }
+    Ok(None)
+}
+
+fn date_trunc(args: &[Arc<dyn PhysicalExpr>]) -> Result<Bucket, NotAWindow> {
+    let unit = match literal(args, 0) {
+        Some(ScalarValue::Utf8(Some(u)) | ScalarValue::LargeUtf8(Some(u)))
+        | Some(ScalarValue::Utf8View(Some(u))) => u.to_ascii_lowercase(),
+        _ => {
+            return Err(NotAWindow(
+                "the date_trunc unit must be a constant string such as 'minute'".into(),
+            ));
+        }
     };
-    let width_nanos = match literal(0) {
+    const SECOND: i64 = 1_000_000_000;
+    let size = match unit.as_str() {
+        "microsecond" => BucketSize::Nanos(1_000),
+        "millisecond" => BucketSize::Nanos(1_000_000),
+        "second" => BucketSize::Nanos(SECOND),
+        "minute" => BucketSize::Nanos(60 * SECOND),
+        "hour" => BucketSize::Nanos(3_600 * SECOND),
+        "day" => BucketSize::Nanos(86_400 * SECOND),
+        "week" => BucketSize::Nanos(7 * 86_400 * SECOND),
+        "month" => BucketSize::Months(1),
+        "quarter" => BucketSize::Months(3),
+        "year" => BucketSize::Months(12),
+        other => {
+            return Err(NotAWindow(format!(
+                "date_trunc unit '{other}' is not one of microsecond, millisecond, second, minute, hour, day, week, month, quarter, year"
+            )));
+        }
+    };
+    let ts = args
+        .get(1)
+        .cloned()
+        .ok_or_else(|| NotAWindow("date_trunc needs a timestamp argument".into()))?;
+    Ok(Bucket {
+        size,
+        ts,
+        trunc_unit: Some(unit),
+    })
+}
+
+fn date_bin(args: &[Arc<dyn PhysicalExpr>]) -> Result<Bucket, NotAWindow> {
+    let width_nanos = match literal(args, 0) {
         Some(ScalarValue::IntervalMonthDayNano(Some(v))) if v.months == 0 => {
             i64::from(v.days) * 86_400_000_000_000 + v.nanoseconds
         }
@@ -87,7 +229,7 @@ pub fn as_date_bin(expr: &Arc<dyn PhysicalExpr>) -> Result<Option<DateBin>, NotA
         }
         Some(other) if !other.is_null() => {
             return Err(NotAWindow(format!(
-                "window width {other} is not a fixed duration (months and years vary in length)"
+                "window width {other} is not a fixed duration (months and years vary in length); for calendar windows use date_trunc('month' | 'quarter' | 'year', ts)"
             )));
         }
         _ => {
@@ -99,29 +241,91 @@ pub fn as_date_bin(expr: &Arc<dyn PhysicalExpr>) -> Result<Option<DateBin>, NotA
     if width_nanos <= 0 {
         return Err(NotAWindow("the window width must be positive".into()));
     }
-    let origin_nanos = match literal(2) {
-        None if args.len() == 2 => 0,
-        Some(v) => match v.cast_to(&DataType::Timestamp(TimeUnit::Nanosecond, None)) {
-            Ok(ScalarValue::TimestampNanosecond(Some(n), _)) => n,
-            _ => {
-                return Err(NotAWindow(
-                    "the window origin must be a constant timestamp".into(),
-                ));
-            }
-        },
-        None => {
+    match literal(args, 2) {
+        None if args.len() == 2 => {}
+        Some(v)
+            if v.cast_to(&DataType::Timestamp(TimeUnit::Nanosecond, None))
+                .is_ok() => {}
+        _ => {
             return Err(NotAWindow(
                 "the window origin must be a constant timestamp".into(),
             ));
         }
-    };
+    }
     let ts = args
         .get(1)
         .cloned()
         .ok_or_else(|| NotAWindow("date_bin needs a timestamp argument".into()))?;
-    Ok(Some(DateBin {
-        width_nanos,
+    Ok(Bucket {
+        size: BucketSize::Nanos(width_nanos),
         ts,
-        origin_nanos,
-    }))
+        trunc_unit: None,
+    })
+}
+
+/// Whether a column's time zone is UTC (or it has none, which Volley reads as UTC).
+pub fn is_utc(tz: Option<&str>) -> bool {
+    tz.is_none_or(|tz| {
+        matches!(
+            tz.trim().to_ascii_uppercase().as_str(),
+            "UTC" | "Z" | "+00:00" | "-00:00" | "+00" | "+0000" | "ETC/UTC" | "GMT"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(size: WindowSize, unit: TimeUnit) -> WindowSpec {
+        WindowSpec {
+            group_index: 0,
+            size,
+            unit,
+            column: "ts".into(),
+            sources: vec![],
+            gate: LateGate::new(),
+            display: "w".into(),
+        }
+    }
+
+    fn ts(text: &str, unit: TimeUnit) -> i64 {
+        let nanos = arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text).unwrap();
+        nanos / nanos_per_unit(unit)
+    }
+
+    #[test]
+    fn calendar_windows_end_at_the_next_month_quarter_or_year() {
+        for unit in [
+            TimeUnit::Second,
+            TimeUnit::Millisecond,
+            TimeUnit::Nanosecond,
+        ] {
+            let month = spec(WindowSize::Months(1), unit);
+            let feb = ts("2028-02-01T00:00:00Z", unit);
+            assert_eq!(month.end_of(feb), ts("2028-03-01T00:00:00Z", unit));
+            let quarter = spec(WindowSize::Months(3), unit);
+            assert_eq!(
+                quarter.end_of(ts("2026-10-01T00:00:00Z", unit)),
+                ts("2027-01-01T00:00:00Z", unit)
+            );
+            // Closed exactly when the watermark reaches the end; a watermark on the 31st.
+            assert!(!month.closed(feb, ts("2028-02-29T23:59:59Z", unit)));
+            assert!(month.closed(feb, ts("2028-03-01T00:00:00Z", unit)));
+            let wm = ts("2026-03-31T12:00:00Z", unit);
+            let upto = month.closed_upto(wm);
+            assert!(ts("2026-02-01T00:00:00Z", unit) <= upto);
+            assert!(ts("2026-03-01T00:00:00Z", unit) > upto);
+            assert_eq!(month.closed_upto(i64::MAX), i64::MAX);
+        }
+    }
+
+    #[test]
+    fn fixed_windows_close_at_start_plus_width() {
+        let w = spec(WindowSize::Fixed(60), TimeUnit::Second);
+        assert!(!w.closed(0, 59));
+        assert!(w.closed(0, 60));
+        assert_eq!(w.closed_upto(60), 0);
+        assert_eq!(w.size_text(), "60 Second");
+    }
 }

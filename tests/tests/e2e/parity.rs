@@ -158,3 +158,68 @@ async fn a_corrupted_row_is_caught() {
         by_cell.differences
     );
 }
+
+/// `date_trunc` buckets, the way offline SQL usually writes them, are tumbling windows: each
+/// emitted once when the watermark passes its end (so an append-only sink takes them), equal
+/// to batch, from seconds to calendar months, over data with NULLs, NaN and edge times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn date_trunc_buckets_are_windows_equal_to_batch() {
+    use volley_connectors::ConnectorRegistry;
+    use volley_engine::setup::{JobOverrides, build_stream_job};
+    use volley_sql::stream::{QueryShape, WindowSize};
+    // One payment per 100 s from Saturday 31 January, noon: 1,500 rows cross the end of
+    // January and Monday 2 February (a week's start).
+    for (rate, unit, size) in [
+        ("20", "second", WindowSize::Fixed(1_000_000_000)),
+        ("20", "minute", WindowSize::Fixed(60_000_000_000)),
+        ("0.01", "month", WindowSize::Months(1)),
+        ("0.01", "week", WindowSize::Fixed(7 * 86_400_000_000_000)),
+    ] {
+        let disorder = if rate == "20" { "2 seconds" } else { "1 hour" };
+        let sql = format!(
+            "CREATE EXTERNAL TABLE payments STORED AS GENERATOR LOCATION 'payments'
+             OPTIONS ('count' '1500', 'rate' '{rate}', 'seed' '3', 'riders' '40', 'disorder' '{disorder}',
+                      'start_time' '2026-01-31 12:00:00',
+                      'watermark' 'event_time - INTERVAL ''{disorder}''');
+             CREATE EXTERNAL TABLE out STORED AS PARQUET LOCATION 'out/unused';
+             INSERT INTO out SELECT user_id, date_trunc('{unit}', event_time) AS bucket,
+                    count(*) AS n, sum(amount) AS total, max(amount) AS top
+             FROM payments GROUP BY user_id, date_trunc('{unit}', event_time);"
+        );
+        let p = pipeline(&sql).await;
+        let overrides = JobOverrides {
+            no_sinks: true,
+            ..JobOverrides::default()
+        };
+        let (_, plans) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
+            .await
+            .unwrap();
+        let QueryShape::Aggregate(agg) = &plans[0].shape else {
+            panic!("an aggregate")
+        };
+        let window = agg.window.as_ref().expect("date_trunc is a window");
+        assert_eq!(window.size, size, "{unit}");
+        let input = rows(&p).await;
+        for (sizing, order, workers) in [
+            (BatchSizing::Fixed(1), InputOrder::Shuffled, 1),
+            (BatchSizing::Fixed(7), InputOrder::InOrder, 2),
+            (BatchSizing::Fixed(8192), InputOrder::Shuffled, 3),
+            (
+                BatchSizing::Random {
+                    min: 1,
+                    max: 200,
+                    seed: 5,
+                },
+                InputOrder::Shuffled,
+                2,
+            ),
+        ] {
+            let report = parity(&p, &input, sizing.clone(), order, 9, workers).await;
+            assert_exact(
+                &report,
+                &format!("date_trunc('{unit}') {sizing:?} {order:?}"),
+            );
+            assert!(report.sinks[0].total > 40, "{unit}: {report:?}");
+        }
+    }
+}
