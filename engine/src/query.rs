@@ -20,6 +20,8 @@ pub struct QueryEpoch {
     pub late: Vec<RecordBatch>,
     /// Windows emitted.
     pub windows_emitted: usize,
+    /// Groups forgotten by `state_ttl`.
+    pub groups_expired: usize,
 }
 
 /// One INSERT: its plan and, for aggregates, its state.
@@ -77,6 +79,29 @@ impl QueryRunner {
         let state = self.state.as_ref()?;
         let (rows, emitted_upto) = state.snapshot();
         Some((state.state_schema(), rows, emitted_upto))
+    }
+
+    /// The `state_ttl` stamps of a keyed aggregate (None: no `state_ttl`).
+    ///
+    /// # Errors
+    /// Arrow failures.
+    pub fn stamps(&self) -> Result<Option<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)>> {
+        match &self.state {
+            Some(state) => state.stamps(),
+            None => Ok(None),
+        }
+    }
+
+    /// Loads checkpointed `state_ttl` stamps (after [`QueryRunner::restore`]); groups without
+    /// one are stamped with `watermark` (nanoseconds), when it is known.
+    ///
+    /// # Errors
+    /// Stamps that do not fit the query.
+    pub fn restore_stamps(&mut self, stamps: &[RecordBatch], watermark: Option<i64>) -> Result<()> {
+        match self.state.as_mut() {
+            Some(state) => state.restore_stamps(stamps, watermark),
+            None => Ok(()),
+        }
     }
 
     /// Loads checkpointed state (see [`QueryRunner::snapshot`]).
@@ -161,16 +186,16 @@ impl QueryRunner {
             return Ok(QueryEpoch::default());
         };
         let Some(window) = &state.plan().window else {
-            return Ok(QueryEpoch::default());
+            // Keyed: `state_ttl` forgets groups by the watermark of every source read.
+            let Some(wm) = min_watermark(&self.plan.sources, watermarks) else {
+                return Ok(QueryEpoch::default());
+            };
+            return Ok(QueryEpoch {
+                groups_expired: state.expire(wm)?,
+                ..QueryEpoch::default()
+            });
         };
-        let mut min: Option<i64> = None;
-        for source in &window.sources {
-            match watermarks.get(source).copied().flatten() {
-                Some(wm) => min = Some(min.map_or(wm, |m| m.min(wm))),
-                None => return Ok(QueryEpoch::default()),
-            }
-        }
-        let Some(wm_nanos) = min else {
+        let Some(wm_nanos) = min_watermark(&window.sources, watermarks) else {
             return Ok(QueryEpoch::default());
         };
         let wm = if wm_nanos == i64::MAX {
@@ -214,10 +239,20 @@ impl QueryRunner {
         )))?;
         Ok(QueryEpoch {
             rows: non_empty(rows),
-            late: Vec::new(),
             windows_emitted: out.windows_emitted,
+            ..QueryEpoch::default()
         })
     }
+}
+
+/// The smallest watermark of `sources` (nanoseconds); `None` while any is unknown.
+pub fn min_watermark(sources: &[String], watermarks: &HashMap<String, Option<i64>>) -> Option<i64> {
+    let mut min: Option<i64> = None;
+    for source in sources {
+        let wm = watermarks.get(source).copied().flatten()?;
+        min = Some(min.map_or(wm, |m| m.min(wm)));
+    }
+    min
 }
 
 fn non_empty(batches: Vec<RecordBatch>) -> Vec<RecordBatch> {

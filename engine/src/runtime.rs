@@ -98,6 +98,8 @@ pub struct RunSummary {
     pub rejected_records: u64,
     /// Windows emitted.
     pub windows_emitted: u64,
+    /// Groups of keyed aggregates forgotten by `state_ttl`.
+    pub groups_expired: u64,
     /// Checkpoints written.
     pub checkpoints: u64,
     /// Epoch of the last checkpoint.
@@ -380,6 +382,7 @@ impl StreamJob {
             let first_source = query.plan().sources.first().cloned().unwrap_or_default();
             for part in parts {
                 summary.windows_emitted += part.windows_emitted as u64;
+                summary.groups_expired += part.groups_expired as u64;
                 outputs.entry(target.clone()).or_default().extend(part.rows);
                 for late in part.late {
                     summary.late_rows += late.num_rows() as u64;
@@ -481,6 +484,7 @@ impl StreamJob {
                 emitted_upto: None,
                 state_file: None,
                 state_rows: 0,
+                stamps_file: None,
             };
             if let Some((schema, rows, emitted_upto)) = query.snapshot() {
                 let file = format!("q{i}.arrow");
@@ -491,6 +495,14 @@ impl StreamJob {
                 entry.emitted_upto = emitted_upto;
                 entry.state_rows = rows.iter().map(|b| b.num_rows() as u64).sum();
                 entry.state_file = Some(file);
+            }
+            if let Some((schema, stamps)) = query.stamps()? {
+                let file = format!("q{i}.stamps.arrow");
+                bytes += checkpoints
+                    .store
+                    .put_state(epoch, &file, &schema, &stamps)
+                    .await?;
+                entry.stamps_file = Some(file);
             }
             queries.push(entry);
         }
@@ -523,6 +535,7 @@ impl StreamJob {
                 late_rows: self.summary.late_rows,
                 rejected_records: self.summary.rejected_records,
                 windows_emitted: self.summary.windows_emitted,
+                groups_expired: self.summary.groups_expired,
             },
             written_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

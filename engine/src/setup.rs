@@ -239,11 +239,15 @@ async fn build(
         let sink = pipeline.table(&insert.target).ok_or_else(|| {
             EngineError::Internal(format!("INSERT target '{}' vanished", insert.target))
         })?;
-        let plan = planner
+        let mut plan = planner
             .plan_insert(insert, sink.declared_schema.as_ref())
             .await?;
         if check_sinks {
             crate::sink_fit::check_sink(&plan, sink, connector_for(sink, registry)?.as_ref())?;
+            crate::sink_fit::apply_state_ttl(&mut plan, sink, pipeline)?;
+        }
+        for warning in &plan.warnings {
+            tracing::warn!(insert = %insert.at, "{warning}");
         }
         plans.push(plan);
     }

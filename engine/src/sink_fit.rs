@@ -64,6 +64,12 @@ pub fn check_sink(plan: &QueryPlan, table: &TableDecl, connector: &dyn Connector
     };
     check_merge_key(table, &plan.output_schema, plan.at, &plan.target)?;
     let merge_key = table.merge_key().filter(|k| !k.is_empty());
+    if table.state_ttl()?.is_some() && !updates(plan) {
+        return Err(fail(format!(
+            "option 'state_ttl' of table '{}' bounds the state of an aggregate without a window, and this INSERT has none (a window's state is released when the watermark passes it)",
+            table.name
+        )));
+    }
     if !updates(plan) {
         return Ok(());
     }
@@ -98,6 +104,40 @@ pub fn check_sink(plan: &QueryPlan, table: &TableDecl, connector: &dyn Connector
             table.name,
             have.into_iter().collect::<Vec<_>>().join(", ")
         )));
+    }
+    Ok(())
+}
+
+/// Gives a keyed aggregate its sink's `state_ttl`, which counts event time: every source the
+/// query reads needs a watermark.
+///
+/// # Errors
+/// A bad `state_ttl`, or a source without a watermark.
+pub fn apply_state_ttl(
+    plan: &mut QueryPlan,
+    table: &TableDecl,
+    pipeline: &volley_sql::Pipeline,
+) -> Result<()> {
+    let Some(ttl) = table.state_ttl()? else {
+        return Ok(());
+    };
+    for source in &plan.sources {
+        if pipeline
+            .table(source)
+            .is_some_and(|t| t.watermark.is_none())
+        {
+            return Err(SqlError::Plan {
+                at: plan.at,
+                message: format!(
+                    "INSERT INTO {}: option 'state_ttl' of table '{}' counts event time, but source '{source}' has no watermark; declare one: OPTIONS ('watermark' '<column> - INTERVAL ''5 seconds''')",
+                    plan.target, table.name
+                ),
+            }
+            .into());
+        }
+    }
+    if let QueryShape::Aggregate(agg) = &mut plan.shape {
+        agg.state_ttl = Some(ttl);
     }
     Ok(())
 }

@@ -37,6 +37,10 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
         expected: "a comma-separated list of output columns",
     },
     OptionSpec {
+        name: "state_ttl",
+        expected: "a duration such as '1 hour': an aggregate without a window writing into this table forgets a group not updated for that long in event time (its results then differ from batch)",
+    },
+    OptionSpec {
         name: "dead_letter",
         expected: "where rows the pipeline cannot process go: a directory for JSON-lines files (default '.volley/dead_letters/<table>'), 'kafka://host:port/topic', or 'delta:<location>' for a Delta table",
     },

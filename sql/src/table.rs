@@ -70,6 +70,15 @@ impl TableDecl {
             .unwrap_or(DEFAULT_IDLE_TIMEOUT))
     }
 
+    /// A sink's `state_ttl`: how long (in event time) a keyed aggregate writing into it keeps a
+    /// group that is not updated.
+    ///
+    /// # Errors
+    /// A bad `state_ttl` value.
+    pub fn state_ttl(&self) -> Result<Option<Duration>> {
+        self.options.get_duration("state_ttl")
+    }
+
     /// The `merge_key` columns, if declared.
     pub fn merge_key(&self) -> Option<Vec<String>> {
         self.options.get_list("merge_key")

@@ -15,6 +15,7 @@
 //! state per shard and emits, each epoch, the final values of the groups the epoch touched
 //! (upserts).
 
+mod expiry;
 mod shard;
 mod split;
 
@@ -157,6 +158,75 @@ impl AggregateState {
             self.on_shards(inputs, merge_task).await?;
         } else {
             self.on_shards(inputs, absorb_task).await?;
+        }
+        Ok(())
+    }
+
+    /// Keyed aggregates with `state_ttl`: stamps the groups this epoch touched with
+    /// `watermark` (nanoseconds) and forgets the groups not updated since `watermark - ttl`.
+    /// Returns how many groups were forgotten (0 without `state_ttl`).
+    ///
+    /// # Errors
+    /// Arrow failures filtering the state.
+    pub fn expire(&mut self, watermark: i64) -> Result<usize> {
+        if self.phases.ttl_nanos.is_none() || self.phases.window_index.is_some() {
+            return Ok(0);
+        }
+        let mut dropped = 0;
+        for shard in &mut self.shards {
+            dropped += shard.expire(&self.phases, watermark)?;
+        }
+        Ok(dropped)
+    }
+
+    /// The `state_ttl` stamps of every group, as `(group columns…, last_seen)` rows (None
+    /// without `state_ttl`).
+    ///
+    /// # Errors
+    /// Arrow failures.
+    pub fn stamps(&self) -> Result<Option<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)>> {
+        if self.phases.ttl_nanos.is_none() {
+            return Ok(None);
+        }
+        let schema = expiry::stamp_schema(&self.plan.state_schema, self.phases.group_count);
+        let mut rows = Vec::new();
+        for expiry in self.shards.iter().filter_map(|s| s.expiry.as_ref()) {
+            if expiry.len() > 0 {
+                rows.push(expiry.snapshot(&self.plan.state_schema, self.phases.group_count)?);
+            }
+        }
+        Ok(Some((schema, rows)))
+    }
+
+    /// Loads `state_ttl` stamps after [`AggregateState::restore`]; groups with no stamp (a
+    /// checkpoint written without `state_ttl`) are stamped with `watermark` when it is known
+    /// (otherwise they are kept until an update stamps them).
+    ///
+    /// # Errors
+    /// Stamps that do not fit the aggregate's groups.
+    pub fn restore_stamps(&mut self, stamps: &[RecordBatch], watermark: Option<i64>) -> Result<()> {
+        if self.phases.ttl_nanos.is_none() {
+            return Ok(());
+        }
+        let group_count = self.phases.group_count;
+        let shards = self.shards.len();
+        let mut hashes = Vec::new();
+        for batch in stamps {
+            let parts = split_by_shard(batch, group_count, shards, &mut hashes)?;
+            for (shard, part) in self.shards.iter_mut().zip(parts) {
+                if let Some(part) = part {
+                    shard.expiry(&self.phases)?.restore(&part, group_count)?;
+                }
+            }
+        }
+        let Some(watermark) = watermark else {
+            return Ok(());
+        };
+        for shard in &mut self.shards {
+            let state = shard.keyed_state().to_vec();
+            shard
+                .expiry(&self.phases)?
+                .stamp_unknown(&state, group_count, watermark)?;
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, Physic
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use volley_sql::stream::AggregatePlan;
 
+use super::expiry::Expiry;
 use super::split::{TouchedKeys, split_by_window};
 use crate::error::{EngineError, Result};
 
@@ -35,6 +36,9 @@ pub(super) struct Phases {
     pub(super) group_count: usize,
     /// Index of the window-start group column (None: keyed aggregate).
     pub(super) window_index: Option<usize>,
+    /// Keyed aggregates: groups not updated for this many nanoseconds of event time are
+    /// forgotten.
+    pub(super) ttl_nanos: Option<i64>,
     task_ctx: Arc<TaskContext>,
 }
 
@@ -49,6 +53,9 @@ impl Phases {
             output_schema: Arc::clone(&plan.output_schema),
             group_count: plan.group_count,
             window_index: plan.window.as_ref().map(|w| w.group_index),
+            ttl_nanos: plan
+                .state_ttl
+                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
             task_ctx,
         }
     }
@@ -122,6 +129,8 @@ pub(super) struct StateList {
 #[derive(Debug, Default)]
 pub(super) struct Shard {
     pub(super) windows: BTreeMap<Option<i64>, StateList>,
+    /// Keyed aggregates with `state_ttl`: when each group was last updated.
+    pub(super) expiry: Option<Expiry>,
 }
 
 impl Shard {
@@ -172,6 +181,9 @@ impl Shard {
         } else {
             TouchedKeys::of(&partials, phases.group_count)?.filter(&compacted)?
         };
+        if phases.ttl_nanos.is_some() {
+            self.expiry(phases)?.touch(&partials, phases.group_count)?;
+        }
         let rows = compacted.iter().map(RecordBatch::num_rows).sum();
         self.windows.insert(
             KEYED,
@@ -203,6 +215,47 @@ impl Shard {
             },
         );
         Ok(())
+    }
+
+    /// This shard's `state_ttl` stamps, created on first use.
+    pub(super) fn expiry(&mut self, phases: &Phases) -> Result<&mut Expiry> {
+        if self.expiry.is_none() {
+            self.expiry = Some(Expiry::new(&phases.state_schema, phases.group_count)?);
+        }
+        self.expiry
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("state_ttl stamps vanished".into()))
+    }
+
+    /// Keyed with `state_ttl`: stamps the groups touched since the last call with `watermark`
+    /// (nanoseconds) and forgets those not updated since `watermark - ttl`. Returns how many.
+    pub(super) fn expire(&mut self, phases: &Phases, watermark: i64) -> Result<usize> {
+        let Some(ttl) = phases.ttl_nanos else {
+            return Ok(0);
+        };
+        let group_count = phases.group_count;
+        let mut state = self.windows.remove(&KEYED).unwrap_or_default();
+        let dropped = self.expiry(phases)?.expire(
+            &mut state.batches,
+            group_count,
+            watermark,
+            watermark.saturating_sub(ttl),
+        );
+        if dropped.as_ref().is_ok_and(|d| *d > 0) {
+            state.rows = state.batches.iter().map(RecordBatch::num_rows).sum();
+            state.compacted_rows = state.rows;
+        }
+        if !state.batches.is_empty() {
+            self.windows.insert(KEYED, state);
+        }
+        dropped
+    }
+
+    /// Keyed state rows (for stamping restored groups).
+    pub(super) fn keyed_state(&self) -> &[RecordBatch] {
+        self.windows
+            .get(&KEYED)
+            .map_or(&[], |s| s.batches.as_slice())
     }
 
     /// Every state row this shard holds (for a checkpoint).

@@ -42,6 +42,9 @@ pub struct QueryCheckpoint {
     pub state_file: Option<String>,
     /// State rows in that file.
     pub state_rows: u64,
+    /// The Arrow IPC file holding `state_ttl` stamps (keyed aggregates with `state_ttl`).
+    #[serde(default)]
+    pub stamps_file: Option<String>,
 }
 
 /// Run totals carried across restarts.
@@ -58,6 +61,9 @@ pub struct Totals {
     pub rejected_records: u64,
     /// Windows emitted.
     pub windows_emitted: u64,
+    /// Groups forgotten by `state_ttl`.
+    #[serde(default)]
+    pub groups_expired: u64,
 }
 
 /// Everything needed to resume after epoch `epoch`.

@@ -128,6 +128,17 @@ impl StreamJob {
                 None => Vec::new(),
             };
             query.restore(rows, saved.emitted_upto).await?;
+            let stamps = match &saved.stamps_file {
+                Some(file) => store.get_state(manifest.epoch, file).await?,
+                None => Vec::new(),
+            };
+            let watermarks: std::collections::HashMap<String, Option<i64>> = manifest
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), s.watermark))
+                .collect();
+            let at = crate::query::min_watermark(&query.plan().sources, &watermarks);
+            query.restore_stamps(&stamps, at)?;
         }
         for ((runtime, reader), saved) in self
             .sources
@@ -155,6 +166,7 @@ impl StreamJob {
         self.summary.late_rows = manifest.totals.late_rows;
         self.summary.rejected_records = manifest.totals.rejected_records;
         self.summary.windows_emitted = manifest.totals.windows_emitted;
+        self.summary.groups_expired = manifest.totals.groups_expired;
         self.summary.last_checkpoint_epoch = manifest.epoch;
         tracing::info!(epoch = manifest.epoch, dir, "restored checkpoint");
         Ok(())

@@ -25,6 +25,9 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
         .map(|f| format!("{} {}", f.name(), f.data_type()))
         .collect();
     let _ = writeln!(out, "  output: {}", columns.join(", "));
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
     match &plan.shape {
         QueryShape::Stateless { plan: physical } => {
             let _ = writeln!(
@@ -57,6 +60,12 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
                         out,
                         "  kind: keyed aggregate; emits upserts per micro-batch, keyed by the group columns"
                     );
+                    if let Some(ttl) = agg.state_ttl {
+                        let _ = writeln!(
+                            out,
+                            "  state_ttl: {ttl:?} of event time; a group not updated that long is forgotten, so results may differ from batch"
+                        );
+                    }
                 }
             }
             let _ = writeln!(out, "  upsert key: {}", plan.key_columns.join(", "));

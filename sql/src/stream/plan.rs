@@ -87,6 +87,9 @@ pub struct AggregatePlan {
     /// Per group key (in GROUP BY order): the source columns it is copied from, unchanged or
     /// cast; empty when it is computed (the window, an expression).
     pub key_sources: Vec<Vec<KeySource>>,
+    /// Keyed aggregates only: a group not updated for this long (event time, by the
+    /// watermark) is forgotten (the sink's `state_ttl` option).
+    pub state_ttl: Option<std::time::Duration>,
 }
 
 /// A source column a group key is copied from.
@@ -140,6 +143,8 @@ pub struct QueryPlan {
     pub models: Vec<String>,
     /// The work itself.
     pub shape: QueryShape,
+    /// What the user should know about how this query runs (shown by `explain` and logged).
+    pub warnings: Vec<String>,
 }
 
 /// Makes `predict()` in `ctx` call `models` (replacing the function registered with no models).
@@ -352,6 +357,10 @@ impl StreamPlanner {
                     .collect()
             }
         };
+        let warnings = match &shape {
+            QueryShape::Aggregate(agg) if agg.window.is_none() => self.bucket_warnings(agg),
+            _ => Vec::new(),
+        };
         Ok(QueryPlan {
             target: insert.target.clone(),
             at,
@@ -360,6 +369,7 @@ impl StreamPlanner {
             sources,
             models,
             shape,
+            warnings,
         })
     }
 
@@ -456,7 +466,33 @@ impl StreamPlanner {
                 .iter()
                 .map(|(expr, _)| self.key_sources(expr, &pre))
                 .collect(),
+            state_ttl: None,
         })
+    }
+
+    /// Group keys of a keyed aggregate computed from a source's TIMESTAMP column: buckets of
+    /// event time that are not windows, so their state never shrinks.
+    fn bucket_warnings(&self, agg: &AggregatePlan) -> Vec<String> {
+        let Some(partial) = agg.partial.downcast_ref::<AggregateExec>() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (expr, name) in partial.group_expr().expr() {
+            let from_time = super::trace::derived_from_expr(expr, partial.input())
+                .into_iter()
+                .find_map(|origin| {
+                    let source = self.sources.get(&origin.input)?;
+                    let field = source.schema.fields().get(origin.column)?;
+                    matches!(field.data_type(), DataType::Timestamp(_, _))
+                        .then(|| (field.name().clone(), source.name.clone()))
+                });
+            if let Some((column, table)) = from_time {
+                out.push(format!(
+                    "GROUP BY {name} buckets event time ('{column}' of '{table}') but is not a window: every bucket stays in state forever and is re-emitted as an upsert whenever it changes. Write the bucket as date_bin or date_trunc over a watermarked event-time column, or bound the state with the sink's 'state_ttl' option"
+                ));
+            }
+        }
+        out
     }
 
     /// The source columns a group expression over `pre`'s output is copied from.

@@ -73,3 +73,44 @@ pub fn column_of(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
     }
     None
 }
+
+/// Every leaf column output column `index` of `plan` is computed from, through projections that
+/// compute it (unlike [`trace_column`], which follows copies only). Empty where lineage is
+/// lost (a node other than a projection, filter or pass-through).
+pub fn derived_origins(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Vec<ColumnOrigin> {
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        let Some(expr) = projection.expr().get(index) else {
+            return Vec::new();
+        };
+        return derived_from_expr(&expr.expr, projection.input());
+    }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        let column = match filter.projection() {
+            Some(p) => p.get(index).copied(),
+            None => Some(index),
+        };
+        return column.map_or_else(Vec::new, |c| derived_origins(filter.input(), c));
+    }
+    if plan.downcast_ref::<EpochSourceExec>().is_some() {
+        return trace_column(plan, index).unwrap_or_default();
+    }
+    match plan.children().as_slice() {
+        [only] if trace_column(plan, index).is_some() => derived_origins(only, index),
+        children if matches!(plan.name(), "UnionExec" | "InterleaveExec") => children
+            .iter()
+            .flat_map(|c| derived_origins(c, index))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every leaf column `expr` (over `input`'s output) is computed from.
+pub fn derived_from_expr(
+    expr: &Arc<dyn PhysicalExpr>,
+    input: &Arc<dyn ExecutionPlan>,
+) -> Vec<ColumnOrigin> {
+    datafusion::physical_expr::utils::collect_columns(expr)
+        .iter()
+        .flat_map(|c| derived_origins(input, c.index()))
+        .collect()
+}

@@ -17,3 +17,4 @@ mod recovery;
 mod scale_out;
 mod sink_fit;
 mod slt;
+mod state_ttl;
