@@ -74,11 +74,11 @@ fn decode(c: &mut Criterion) {
         Field::new("_partition", DataType::Int32, false),
         Field::new("_offset", DataType::Int64, false),
     ]));
-    let layout = Layout::new("rides", Arc::clone(&schema), KafkaFormat::Json).unwrap();
+    let layout = Layout::new("rides", Arc::clone(&schema), KafkaFormat::Json, None).unwrap();
     let count = 65_536;
     let mut group = c.benchmark_group("kafka_decode");
     {
-        let csv = Layout::new("rides", schema, KafkaFormat::Csv { delimiter: b',' }).unwrap();
+        let csv = Layout::new("rides", schema, KafkaFormat::Csv { delimiter: b',' }, None).unwrap();
         let (messages, bytes) = messages(count, None, true);
         let (decoded, rejected) = csv.decode(&messages).unwrap();
         assert_eq!(

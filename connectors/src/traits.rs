@@ -297,6 +297,15 @@ pub trait Connector: Send + Sync + Debug {
         false
     }
 
+    /// Whether `volley batch` reads this table by draining [`Connector::open_source`] (the
+    /// streaming reader, with its dead letters) rather than through
+    /// [`Connector::batch_table`]. Text formats that set bad records aside say yes, so batch
+    /// and streaming read the same rows.
+    fn batch_reads_source(&self, table: &TableDecl) -> bool {
+        let _ = table;
+        false
+    }
+
     /// The table as a bounded DataFusion table for `volley batch`.
     ///
     /// # Errors

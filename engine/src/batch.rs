@@ -8,8 +8,8 @@ use arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use volley_connectors::dead_letter::DeadLetterWriter;
-use volley_connectors::{ConnectorRegistry, Sink, SinkContext};
+use volley_connectors::dead_letter::{DeadLetterBatch, DeadLetterWriter};
+use volley_connectors::{ConnectorRegistry, RejectedRecord, Sink, SinkContext, SourcePoll};
 use volley_sql::stream::{batch_context, insert_logical_plan, register_models};
 use volley_sql::{Pipeline, SqlError, TableDecl, TableOptions};
 use volley_udfs::model::{ModelSet, models_called};
@@ -62,35 +62,107 @@ fn is_delta_table(path: &str) -> bool {
         .is_some_and(|dir| dir.join(volley_connectors::delta::DELTA_LOG_DIR).is_dir())
 }
 
-/// The bounded provider for a source table: its `--input` file if bound, else the table itself.
+/// The declaration batch mode reads for `table`: its `--input` file if bound (keeping the
+/// table's options that the file's kind also takes, such as `has_header`, `delimiter` and
+/// `timestamp_unit`, so the file is read as the table would be), else the table itself.
 ///
 /// # Errors
-/// Unknown formats, unreadable files, kinds with no bounded form.
-pub async fn bounded_provider(
+/// A path whose format cannot be told.
+pub fn bound_decl(
     table: &TableDecl,
     inputs: &InputBindings,
     registry: &ConnectorRegistry,
-) -> Result<Arc<dyn TableProvider>> {
-    let decl = match inputs.get(&table.name) {
-        Some(path) => TableDecl {
-            kind: kind_for_path(path)?.to_string(),
-            location: path.clone(),
-            options: TableOptions::unchecked(&table.name, []),
-            ..table.clone()
-        },
-        None => table.clone(),
+) -> Result<TableDecl> {
+    let Some(path) = inputs.get(&table.name) else {
+        return Ok(table.clone());
     };
+    let kind = kind_for_path(path)?;
+    let accepted: Vec<&str> = registry
+        .get(kind)
+        .map(|c| c.options().iter().map(|o| o.name).collect())
+        .unwrap_or_default();
+    let kept = table
+        .options
+        .iter()
+        .filter(|(name, _)| accepted.contains(name) || *name == "dead_letter")
+        .map(|(n, v)| (n.to_string(), v.to_string()));
+    Ok(TableDecl {
+        kind: kind.to_string(),
+        location: path.clone(),
+        options: TableOptions::unchecked(&table.name, kept),
+        ..table.clone()
+    })
+}
+
+/// A source table as batch mode reads it.
+#[derive(Debug)]
+pub enum BoundedInput {
+    /// A DataFusion table, scanned by the batch query itself (Parquet, Delta, generators).
+    Table(Arc<dyn TableProvider>),
+    /// Every row, read by the table's streaming reader (CSV, JSON), with the records it set
+    /// aside as dead letters.
+    Rows {
+        /// The rows' schema.
+        schema: SchemaRef,
+        /// The rows, in the source's order.
+        batches: Vec<RecordBatch>,
+        /// Records that could not become rows.
+        rejected: Vec<RejectedRecord>,
+    },
+}
+
+/// Reads `table` (or its `--input` binding) as batch mode does: the same reader as `run` for
+/// kinds that set bad records aside, DataFusion's table otherwise.
+///
+/// # Errors
+/// Unknown formats, missing or unreadable files, kinds with no bounded form.
+pub async fn bounded_input(
+    table: &TableDecl,
+    inputs: &InputBindings,
+    registry: &ConnectorRegistry,
+) -> Result<BoundedInput> {
+    let decl = bound_decl(table, inputs, registry)?;
     let schema = table_schema(&decl, registry).await?;
     let connector = registry
         .get(&decl.kind)
         .ok_or_else(|| EngineError::Internal(format!("no connector for {}", decl.kind)))?;
-    Ok(connector.batch_table(&decl, schema).await?)
+    if !connector.batch_reads_source(&decl) {
+        return Ok(BoundedInput::Table(
+            connector.batch_table(&decl, schema).await?,
+        ));
+    }
+    let mut source = connector.open_source(&decl, Arc::clone(&schema)).await?;
+    let mut batches = Vec::new();
+    let mut rejected = Vec::new();
+    loop {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        let polled = source.poll_batch(65_536, deadline).await?;
+        rejected.extend(source.take_rejected());
+        match polled {
+            SourcePoll::Data(batch) if batch.num_rows() > 0 => batches.push(batch),
+            SourcePoll::Partitions(parts) => {
+                batches.extend(
+                    parts
+                        .into_iter()
+                        .map(|(_, b)| b)
+                        .filter(|b| b.num_rows() > 0),
+                );
+            }
+            SourcePoll::Exhausted => break,
+            SourcePoll::Data(_) | SourcePoll::Pending => {}
+        }
+    }
+    Ok(BoundedInput::Rows {
+        schema: source.schema(),
+        batches,
+        rejected,
+    })
 }
 
 /// Every row of each source table, bounded: `(schema, batches)` by table name.
 ///
 /// # Errors
-/// As for [`bounded_provider`], and read failures.
+/// As for [`bounded_input`], and read failures.
 pub async fn read_sources(
     pipeline: &Pipeline,
     inputs: &InputBindings,
@@ -100,19 +172,26 @@ pub async fn read_sources(
     let ctx = SessionContext::new();
     let mut out = BTreeMap::new();
     for table in source_tables(pipeline)? {
-        let provider = bounded_provider(table, inputs, registry).await?;
-        let schema = provider.schema();
-        // Partitions are concatenated in order (never interleaved as they finish), so "as
-        // read" is the source's own order, the same on every run and every machine.
-        let batches: Vec<RecordBatch> = ctx
-            .read_table(provider)
-            .map_err(EngineError::exec(format!("reading '{}'", table.name)))?
-            .collect_partitioned()
-            .await
-            .map_err(EngineError::exec(format!("reading '{}'", table.name)))?
-            .into_iter()
-            .flatten()
-            .collect();
+        let (schema, batches) = match bounded_input(table, inputs, registry).await? {
+            BoundedInput::Rows {
+                schema, batches, ..
+            } => (schema, batches),
+            BoundedInput::Table(provider) => {
+                let schema = provider.schema();
+                // Partitions are concatenated in order (never interleaved as they finish), so
+                // "as read" is the source's own order, the same on every run and every machine.
+                let batches: Vec<RecordBatch> = ctx
+                    .read_table(provider)
+                    .map_err(EngineError::exec(format!("reading '{}'", table.name)))?
+                    .collect_partitioned()
+                    .await
+                    .map_err(EngineError::exec(format!("reading '{}'", table.name)))?
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                (schema, batches)
+            }
+        };
         out.insert(table.name.clone(), (schema, batches));
     }
     Ok(out)
@@ -198,14 +277,41 @@ pub async fn run_batch(
     let ctx = batch_context();
     let models = crate::models::load_models(pipeline)?;
     register_models(&ctx, Arc::clone(&models));
+    let context = SinkContext::default();
+    let destinations = crate::models::letter_destinations(pipeline);
+    let mut letters = Vec::new();
     for table in source_tables(pipeline)? {
-        let provider = bounded_provider(table, inputs, registry).await?;
+        let provider: Arc<dyn TableProvider> = match bounded_input(table, inputs, registry).await? {
+            BoundedInput::Table(provider) => provider,
+            BoundedInput::Rows {
+                schema,
+                batches,
+                rejected,
+            } => {
+                if !rejected.is_empty() {
+                    letters.push((
+                        table.name.clone(),
+                        DeadLetterBatch::rejected(&table.name, &rejected)?,
+                    ));
+                }
+                Arc::new(
+                    MemTable::try_new(schema, vec![batches])
+                        .map_err(EngineError::exec(format!("loading '{}'", table.name)))?,
+                )
+            }
+        };
         ctx.register_table(table.name.as_str(), provider)
             .map_err(EngineError::exec(format!("registering '{}'", table.name)))?;
     }
+    for (source, letter) in letters {
+        let destination = crate::models::destination(&destinations, &source);
+        let rows = letter.rows.num_rows();
+        tracing::warn!(%source, rows, %destination, "records that could not be read went to dead letters");
+        DeadLetterWriter::for_pipeline(&destination, &context)?
+            .write_epoch(0, &[letter])
+            .await?;
+    }
     let outputs = run_inserts(&ctx, pipeline).await?;
-    let context = SinkContext::default();
-    let destinations = crate::models::letter_destinations(pipeline);
     for (source, letters) in crate::models::take_letters(&models) {
         let destination = crate::models::destination(&destinations, &source);
         let rows: usize = letters.iter().map(|l| l.rows.num_rows()).sum();

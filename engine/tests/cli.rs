@@ -9,6 +9,9 @@ use volley_connectors::ConnectorRegistry;
 use volley_connectors::generator::{GeneratorConnector, generate_rides};
 use volley_sql::Pipeline;
 
+#[path = "cli/inputs.rs"]
+mod inputs;
+
 fn volley() -> Command {
     Command::new(env!("CARGO_BIN_EXE_volley"))
 }

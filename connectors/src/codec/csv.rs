@@ -8,7 +8,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use super::isolate::{PayloadDecoder, Rejected, RowFormat, decode_isolated};
+use super::isolate::{PayloadDecoder, Rejected, RowFormat};
+use super::timestamps::{TimestampReading, TimestampUnit, decode_with_times};
 
 /// Decodes CSV payloads, one record each, fields in the schema's column order. An empty field
 /// of a nullable column is null; a wrong field count, a value that does not parse as its
@@ -33,12 +34,29 @@ use super::isolate::{PayloadDecoder, Rejected, RowFormat, decode_isolated};
 pub struct CsvDecoder {
     schema: SchemaRef,
     delimiter: u8,
+    times: TimestampReading,
 }
 
 impl CsvDecoder {
-    /// A decoder for rows of `schema` with fields separated by `delimiter`.
+    /// A decoder for rows of `schema` with fields separated by `delimiter`; a number in a
+    /// TIMESTAMP column rejects the record.
     pub fn new(schema: SchemaRef, delimiter: u8) -> Self {
-        Self { schema, delimiter }
+        Self::with_timestamp_unit(schema, delimiter, None)
+    }
+
+    /// Like [`CsvDecoder::new`], reading TIMESTAMP columns as numbers of `unit` when given
+    /// (see [`super::timestamps`]).
+    pub fn with_timestamp_unit(
+        schema: SchemaRef,
+        delimiter: u8,
+        unit: Option<TimestampUnit>,
+    ) -> Self {
+        let times = TimestampReading::native_text(&schema, unit);
+        Self {
+            schema,
+            delimiter,
+            times,
+        }
     }
 }
 
@@ -48,7 +66,7 @@ impl PayloadDecoder for CsvDecoder {
     }
 
     fn decode(&self, payloads: &[&[u8]]) -> Result<(RecordBatch, Vec<Rejected>), ArrowError> {
-        decode_isolated(self, payloads)
+        decode_with_times(self, &self.times, payloads)
     }
 }
 
@@ -56,11 +74,11 @@ impl RowFormat for CsvDecoder {
     type Decoder = Decoder;
 
     fn row_schema(&self) -> &SchemaRef {
-        &self.schema
+        &self.times.decode_schema
     }
 
     fn fresh(&self, rows: usize) -> Result<Decoder, ArrowError> {
-        Ok(ReaderBuilder::new(self.schema.clone())
+        Ok(ReaderBuilder::new(self.times.decode_schema.clone())
             .with_header(false)
             .with_delimiter(self.delimiter)
             .with_batch_size(rows.max(1))

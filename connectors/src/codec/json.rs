@@ -8,7 +8,8 @@ use arrow::json::ReaderBuilder;
 use arrow::json::reader::Decoder;
 use arrow::record_batch::RecordBatch;
 
-use super::isolate::{PayloadDecoder, Rejected, RowFormat, decode_isolated};
+use super::isolate::{PayloadDecoder, Rejected, RowFormat};
+use super::timestamps::{TimestampReading, TimestampUnit, decode_with_times};
 
 /// Decodes JSON payloads into batches of one schema. Unknown fields are ignored; a missing
 /// nullable field is null; a missing non-nullable field, a wrong type or bad JSON rejects the
@@ -29,12 +30,20 @@ use super::isolate::{PayloadDecoder, Rejected, RowFormat, decode_isolated};
 #[derive(Debug, Clone)]
 pub struct JsonDecoder {
     schema: SchemaRef,
+    times: TimestampReading,
 }
 
 impl JsonDecoder {
-    /// A decoder for rows of `schema`.
+    /// A decoder for rows of `schema`; a number in a TIMESTAMP column rejects the record.
     pub fn new(schema: SchemaRef) -> Self {
-        Self { schema }
+        Self::with_timestamp_unit(schema, None)
+    }
+
+    /// Like [`JsonDecoder::new`], reading TIMESTAMP columns as numbers of `unit` when given
+    /// (see [`super::timestamps`]).
+    pub fn with_timestamp_unit(schema: SchemaRef, unit: Option<TimestampUnit>) -> Self {
+        let times = TimestampReading::typed_values(&schema, unit);
+        Self { schema, times }
     }
 }
 
@@ -44,7 +53,7 @@ impl PayloadDecoder for JsonDecoder {
     }
 
     fn decode(&self, payloads: &[&[u8]]) -> Result<(RecordBatch, Vec<Rejected>), ArrowError> {
-        decode_isolated(self, payloads)
+        decode_with_times(self, &self.times, payloads)
     }
 }
 
@@ -52,13 +61,13 @@ impl RowFormat for JsonDecoder {
     type Decoder = Decoder;
 
     fn row_schema(&self) -> &SchemaRef {
-        &self.schema
+        &self.times.decode_schema
     }
 
     /// Each payload holds at most one record that is kept, so the number of payloads is
     /// always enough rows.
     fn fresh(&self, rows: usize) -> Result<Decoder, ArrowError> {
-        ReaderBuilder::new(self.schema.clone())
+        ReaderBuilder::new(self.times.decode_schema.clone())
             .with_batch_size(rows.max(1))
             .build_decoder()
     }

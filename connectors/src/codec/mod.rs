@@ -4,7 +4,9 @@
 pub mod csv;
 pub mod isolate;
 pub mod json;
+pub mod timestamps;
 
 pub use csv::CsvDecoder;
 pub use isolate::{PayloadDecoder, Rejected};
 pub use json::JsonDecoder;
+pub use timestamps::TimestampUnit;

@@ -88,6 +88,58 @@ impl Listing {
         Ok(false)
     }
 
+    /// The files a table reads, in path order, with their sizes.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Config`] naming the table and LOCATION when it matches no file (a
+    /// missing input is an error, not zero rows), and listing failures.
+    pub(crate) async fn files(&self, table: &str) -> Result<Vec<(object_store::path::Path, u64)>> {
+        let mut out = Vec::new();
+        if self.is_file {
+            let meta = self
+                .location
+                .store
+                .head(&self.location.path)
+                .await
+                .map_err(|e| {
+                    ConnectorError::external(
+                        table,
+                        format!("cannot read LOCATION '{}': {e}", self.location.url),
+                    )
+                })?;
+            out.push((meta.location, meta.size));
+        } else {
+            let suffix = self.options.file_extension.clone();
+            let mut files = self.location.store.list(Some(&self.location.path));
+            while let Some(meta) = files.try_next().await.map_err(|e| {
+                ConnectorError::external(
+                    table,
+                    format!("cannot list LOCATION '{}': {e}", self.location.url),
+                )
+            })? {
+                if meta.location.as_ref().ends_with(&suffix) {
+                    out.push((meta.location, meta.size));
+                }
+            }
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        if out.is_empty() {
+            return Err(ConnectorError::config(
+                table,
+                format!(
+                    "LOCATION '{}' matches no {} file: it does not exist, or the directory holds none (a missing input is an error, not zero rows)",
+                    self.location.url,
+                    if self.options.file_extension.is_empty() {
+                        ""
+                    } else {
+                        self.options.file_extension.as_str()
+                    }
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
     /// A session reading in file order on one partition, so a source's row order (and thus
     /// its positions) is the same on every run. Files are read in path order.
     pub(crate) fn ordered_session(&self) -> SessionContext {

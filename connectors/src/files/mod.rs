@@ -12,6 +12,7 @@
 
 mod listing;
 mod options;
+mod records;
 mod sink;
 mod source;
 
@@ -28,7 +29,8 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
 use volley_sql::{OptionSpec, TableDecl};
 
-pub use options::{CSV_OPTIONS, FileOptions};
+pub use options::{CSV_OPTIONS, FileOptions, JSON_OPTIONS};
+pub use records::{RecordFileSource, RecordFormat};
 pub use sink::FileSink;
 pub use source::FileSource;
 
@@ -81,7 +83,8 @@ impl FileFormat {
     pub fn option_specs(self) -> &'static [OptionSpec] {
         match self {
             FileFormat::Csv => CSV_OPTIONS,
-            FileFormat::Parquet | FileFormat::Json => &[],
+            FileFormat::Json => JSON_OPTIONS,
+            FileFormat::Parquet => &[],
         }
     }
 
@@ -149,19 +152,46 @@ impl Connector for FileConnector {
         listing.infer_schema(&table.name).await.map(Some)
     }
 
+    /// Parquet files stream through DataFusion's reader; CSV and JSON files are read record
+    /// by record ([`RecordFileSource`]), so a bad record is a dead letter, not a failed run.
     async fn open_source(&self, table: &TableDecl, schema: SchemaRef) -> Result<Box<dyn Source>> {
+        let options = FileOptions::from_options(&table.options)?;
         let listing = self.listing(table).await?;
-        let provider = listing.table(&table.name, schema.clone())?;
-        let ctx = listing.ordered_session();
-        let stream = async { ctx.read_table(Arc::new(provider))?.execute_stream().await }
-            .await
-            .map_err(|e| {
-                ConnectorError::external(
-                    &table.name,
-                    format!("cannot read LOCATION '{}': {e}", table.location),
-                )
-            })?;
-        Ok(Box::new(FileSource::new(&table.name, schema, stream)))
+        let files = checked_files(&listing, table, self.format).await?;
+        let format = match self.format {
+            FileFormat::Parquet => {
+                let provider = listing.table(&table.name, schema.clone())?;
+                let ctx = listing.ordered_session();
+                let stream = async { ctx.read_table(Arc::new(provider))?.execute_stream().await }
+                    .await
+                    .map_err(|e| {
+                        ConnectorError::external(
+                            &table.name,
+                            format!("cannot read LOCATION '{}': {e}", table.location),
+                        )
+                    })?;
+                return Ok(Box::new(FileSource::new(&table.name, schema, stream)));
+            }
+            FileFormat::Csv => RecordFormat::Csv {
+                delimiter: options.delimiter,
+                has_header: options.has_header,
+            },
+            FileFormat::Json => RecordFormat::Json,
+        };
+        Ok(Box::new(RecordFileSource::new(
+            &table.name,
+            schema,
+            format,
+            options.timestamp_unit,
+            Arc::clone(&listing.location.store),
+            files,
+        )))
+    }
+
+    /// CSV and JSON tables are read for `volley batch` by the same [`RecordFileSource`] as in
+    /// streaming (same options, same dead letters).
+    fn batch_reads_source(&self, _table: &TableDecl) -> bool {
+        self.format != FileFormat::Parquet
     }
 
     async fn open_sink(
@@ -183,8 +213,28 @@ impl Connector for FileConnector {
         table: &TableDecl,
         schema: SchemaRef,
     ) -> Result<Arc<dyn TableProvider>> {
-        self.listing(table).await?.provider(&table.name, schema)
+        let listing = self.listing(table).await?;
+        checked_files(&listing, table, self.format).await?;
+        listing.provider(&table.name, schema)
     }
+}
+
+/// The files a source table reads: at least one, and no empty Parquet file.
+async fn checked_files(
+    listing: &Listing,
+    table: &TableDecl,
+    format: FileFormat,
+) -> Result<Vec<object_store::path::Path>> {
+    let files = listing.files(&table.name).await?;
+    if format == FileFormat::Parquet
+        && let Some((path, _)) = files.iter().find(|(_, size)| *size == 0)
+    {
+        return Err(ConnectorError::config(
+            &table.name,
+            format!("file '{path}' is empty (0 bytes), so it is not a Parquet file"),
+        ));
+    }
+    Ok(files.into_iter().map(|(path, _)| path).collect())
 }
 
 /// Every row a [`FileSink`] wrote into `location`, part files in epoch order, with the schema

@@ -2,8 +2,12 @@
 
 use volley_sql::{OptionSpec, SqlError, TableOptions};
 
+/// Options a JSON table accepts beyond the common ones.
+pub const JSON_OPTIONS: &[OptionSpec] = &[crate::codec::timestamps::TIMESTAMP_UNIT_OPTION];
+
 /// Options a CSV table accepts beyond the common ones.
 pub const CSV_OPTIONS: &[OptionSpec] = &[
+    crate::codec::timestamps::TIMESTAMP_UNIT_OPTION,
     OptionSpec {
         name: "has_header",
         expected: "true or false (default true)",
@@ -21,6 +25,8 @@ pub struct FileOptions {
     pub has_header: bool,
     /// CSV: the field delimiter.
     pub delimiter: u8,
+    /// CSV and JSON: what a number in a TIMESTAMP column counts (None: numbers are refused).
+    pub timestamp_unit: Option<crate::codec::TimestampUnit>,
 }
 
 impl Default for FileOptions {
@@ -28,6 +34,7 @@ impl Default for FileOptions {
         Self {
             has_header: true,
             delimiter: b',',
+            timestamp_unit: None,
         }
     }
 }
@@ -58,6 +65,7 @@ impl FileOptions {
                 .get_bool("has_header")?
                 .unwrap_or(defaults.has_header),
             delimiter,
+            timestamp_unit: crate::codec::timestamps::timestamp_unit(options)?,
         })
     }
 }
@@ -85,7 +93,8 @@ mod tests {
             o,
             FileOptions {
                 has_header: false,
-                delimiter: b'|'
+                delimiter: b'|',
+                timestamp_unit: None,
             }
         );
         assert_eq!(

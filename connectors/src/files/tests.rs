@@ -100,9 +100,15 @@ async fn round_trip(format: FileFormat, options: &[(&str, &str)]) {
 
     let mut source = connector.open_source(&table, rides_schema()).await.unwrap();
     let batches = drain(source.as_mut(), 7).await;
+    // Parquet batches end with each file; CSV and JSON records are cut across files.
+    let slices = if format == FileFormat::Parquet {
+        16
+    } else {
+        15
+    };
     assert_eq!(
         batches.len(),
-        16,
+        slices,
         "{format:?}: two files of 50 rows, cut into slices of 7"
     );
     assert_eq!(source.position().offset(), 100);

@@ -14,7 +14,7 @@ use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use super::options::KafkaFormat;
-use crate::codec::{CsvDecoder, JsonDecoder, PayloadDecoder};
+use crate::codec::{CsvDecoder, JsonDecoder, PayloadDecoder, TimestampUnit};
 use crate::error::{ConnectorError, Result};
 use crate::traits::RejectedRecord;
 
@@ -69,7 +69,12 @@ impl Layout {
     /// # Errors
     /// [`ConnectorError::Config`] naming `table` when a metadata column has a type it cannot
     /// be cast to, or a 'raw' table has columns other than `value` and metadata.
-    pub fn new(table: &str, schema: SchemaRef, format: KafkaFormat) -> Result<Self> {
+    pub fn new(
+        table: &str,
+        schema: SchemaRef,
+        format: KafkaFormat,
+        timestamp_unit: Option<TimestampUnit>,
+    ) -> Result<Self> {
         let mut columns = Vec::with_capacity(schema.fields().len());
         let mut value_fields = Vec::new();
         for field in schema.fields() {
@@ -111,8 +116,15 @@ impl Layout {
         }
         let values = Arc::new(Schema::new(value_fields));
         let decoder: Option<Arc<dyn PayloadDecoder>> = match format {
-            KafkaFormat::Json => Some(Arc::new(JsonDecoder::new(values))),
-            KafkaFormat::Csv { delimiter } => Some(Arc::new(CsvDecoder::new(values, delimiter))),
+            KafkaFormat::Json => Some(Arc::new(JsonDecoder::with_timestamp_unit(
+                values,
+                timestamp_unit,
+            ))),
+            KafkaFormat::Csv { delimiter } => Some(Arc::new(CsvDecoder::with_timestamp_unit(
+                values,
+                delimiter,
+                timestamp_unit,
+            ))),
             KafkaFormat::Raw => None,
         };
         Ok(Self {

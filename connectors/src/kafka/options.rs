@@ -14,6 +14,7 @@ pub const KAFKA_OPTIONS: &[OptionSpec] = &[
         name: "delimiter",
         expected: "with 'format' 'csv': the field separator, one character (default ',')",
     },
+    crate::codec::timestamps::TIMESTAMP_UNIT_OPTION,
     OptionSpec {
         name: "start",
         expected: "'earliest' (the default), 'latest', or a timestamp such as '2026-11-24T08:00:00Z' (each partition's first message at or after it): where to begin when no checkpoint exists",
@@ -97,6 +98,8 @@ pub struct KafkaOptions {
     pub request_timeout: Duration,
     /// As a sink: one transaction per epoch (see the sink's docs).
     pub exactly_once: bool,
+    /// What a number in a TIMESTAMP column counts (`timestamp_unit`; None: numbers are refused).
+    pub timestamp_unit: Option<crate::codec::TimestampUnit>,
 }
 
 impl KafkaOptions {
@@ -187,6 +190,7 @@ impl KafkaOptions {
             session_timeout,
             request_timeout: Duration::from_secs(10),
             exactly_once,
+            timestamp_unit: crate::codec::timestamps::timestamp_unit(options)?,
         })
     }
 }

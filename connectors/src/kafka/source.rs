@@ -170,7 +170,7 @@ impl KafkaSource {
     /// [`ConnectorError::Config`] for a schema the format cannot fill or partitions the topic
     /// lacks; [`ConnectorError::External`] when the broker cannot be reached.
     pub async fn open(table: &str, opts: KafkaOptions, schema: SchemaRef) -> Result<Self> {
-        let layout = Layout::new(table, schema, opts.format)?;
+        let layout = Layout::new(table, schema, opts.format, opts.timestamp_unit)?;
         let consumer: StreamConsumer<SourceContext> = ClientConfig::new()
             .set("bootstrap.servers", &opts.brokers)
             .set("group.id", &opts.group)

@@ -54,7 +54,7 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
 
 #[test]
 fn json_values_and_metadata_columns_with_bad_messages_rejected() {
-    let layout = Layout::new("rides", schema(), KafkaFormat::Json).unwrap();
+    let layout = Layout::new("rides", schema(), KafkaFormat::Json, None).unwrap();
     let messages = vec![
         message(0, 10, Some(r#"{"id": 1, "name": "a"}"#)),
         message(0, 11, Some("{oops")),
@@ -87,7 +87,13 @@ fn json_values_and_metadata_columns_with_bad_messages_rejected() {
 
 #[test]
 fn csv_values_in_column_order_with_metadata_and_bad_records_rejected() {
-    let layout = Layout::new("rides", schema(), KafkaFormat::Csv { delimiter: b';' }).unwrap();
+    let layout = Layout::new(
+        "rides",
+        schema(),
+        KafkaFormat::Csv { delimiter: b';' },
+        None,
+    )
+    .unwrap();
     let messages = vec![
         message(0, 1, Some("1;a")),
         message(0, 2, Some("2;b;extra")),
@@ -110,7 +116,7 @@ fn raw_values_and_layout_errors() {
         Field::new("value", DataType::Utf8, false),
         Field::new("_offset", DataType::Int64, false),
     ]));
-    let layout = Layout::new("lines", raw, KafkaFormat::Raw).unwrap();
+    let layout = Layout::new("lines", raw, KafkaFormat::Raw, None).unwrap();
     let mut not_utf8 = message(0, 2, None);
     not_utf8.payload = Some(vec![0xff, 0xfe]);
     let (batch, rejected) = layout
@@ -127,7 +133,7 @@ fn raw_values_and_layout_errors() {
         Field::new("value", DataType::Utf8, false),
         Field::new("id", DataType::Int64, false),
     ]));
-    let err = Layout::new("lines", extra, KafkaFormat::Raw)
+    let err = Layout::new("lines", extra, KafkaFormat::Raw, None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("lines") && err.contains("'id'"), "{err}");
@@ -136,7 +142,7 @@ fn raw_values_and_layout_errors() {
         DataType::Struct(vec![Field::new("x", DataType::Int32, true)].into()),
         true,
     )]));
-    let err = Layout::new("t", bad_type, KafkaFormat::Json)
+    let err = Layout::new("t", bad_type, KafkaFormat::Json, None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("_partition"), "{err}");
@@ -175,6 +181,7 @@ fn options(bootstrap: &str, topic: &str) -> KafkaOptions {
         session_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(10),
         exactly_once: false,
+        timestamp_unit: None,
     }
 }
 

@@ -10,7 +10,7 @@ use crate::harness::pipeline;
 async fn refusal(sink: &str, query: &str) -> Option<String> {
     let sql = format!(
         "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL, amount DOUBLE)
-         STORED AS CSV LOCATION 'unused.csv' OPTIONS ('watermark' 'ts - INTERVAL ''1 second''');
+         STORED AS CSV LOCATION 'data/clicks.csv' OPTIONS ('watermark' 'ts - INTERVAL ''1 second''');
          CREATE EXTERNAL TABLE out {sink};
          INSERT INTO out {query};"
     );

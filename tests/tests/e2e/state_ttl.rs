@@ -38,7 +38,7 @@ fn events(rows: &[(i64, i64)]) -> RecordBatch {
 
 fn sql(ttl: &str) -> String {
     format!(
-        "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL) STORED AS CSV LOCATION 'unused.csv'
+        "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL) STORED AS CSV LOCATION 'data/clicks.csv'
          OPTIONS ('watermark' 'ts');
          CREATE EXTERNAL TABLE out STORED AS BLACKHOLE LOCATION 'x' OPTIONS ('merge_key' 'user_id'{ttl});
          INSERT INTO out SELECT user_id, count(*) AS n FROM clicks GROUP BY user_id;"
@@ -158,7 +158,7 @@ async fn state_ttl_needs_a_keyed_aggregate_and_event_time() {
             .map(|e| e.to_string())
             .unwrap_or_default()
     };
-    let windowed = "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL) STORED AS CSV LOCATION 'unused.csv'
+    let windowed = "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL) STORED AS CSV LOCATION 'data/clicks.csv'
          OPTIONS ('watermark' 'ts');
          CREATE EXTERNAL TABLE out STORED AS BLACKHOLE LOCATION 'x' OPTIONS ('state_ttl' '1 hour');
          INSERT INTO out SELECT date_bin(INTERVAL '1 minute', ts) AS w, count(*) AS n FROM clicks GROUP BY 1;";
@@ -178,7 +178,7 @@ async fn state_ttl_needs_a_keyed_aggregate_and_event_time() {
 #[tokio::test]
 async fn a_keyed_aggregate_over_an_event_time_bucket_is_flagged() {
     let p = pipeline(
-        "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL) STORED AS CSV LOCATION 'unused.csv';
+        "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL) STORED AS CSV LOCATION 'data/clicks.csv';
          CREATE EXTERNAL TABLE out STORED AS BLACKHOLE LOCATION 'x' OPTIONS ('merge_key' 'user_id, day');
          INSERT INTO out SELECT user_id, CAST(ts AS DATE) AS day, count(*) AS n FROM clicks GROUP BY 1, 2;",
     )
