@@ -161,7 +161,7 @@ pub async fn run_group(
         "joined; waiting for partitions of topic '{}'",
         opts.topic
     ));
-    let shutdown = shutdown_signal();
+    let shutdown = crate::signals::shutdown_signal();
     tokio::pin!(shutdown);
     let mut jobs: BTreeMap<i32, PartitionJob> = BTreeMap::new();
     let mut total = RunSummary::default();
@@ -340,22 +340,6 @@ fn offsets(positions: &[Position]) -> Vec<(i32, i64)> {
         .flat_map(|p| p.0.iter())
         .filter_map(|(p, o)| Some((p.parse().ok()?, i64::try_from(*o).ok()?)))
         .collect()
-}
-
-/// Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// A stand-in source with the table's schema, for planning without connecting.

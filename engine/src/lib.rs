@@ -13,6 +13,7 @@ pub mod models;
 pub mod query;
 pub mod runtime;
 pub mod setup;
+pub mod signals;
 pub mod sink_fit;
 pub mod status;
 pub mod verify;

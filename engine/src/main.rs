@@ -44,7 +44,8 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
         /// Where checkpoints and the epoch log go: a directory or object-store URL
-        /// (default: `.volley/checkpoints/<pipeline name>` beside the pipeline file).
+        /// (default: `.volley/checkpoints/<pipeline name>` in the working directory, where
+        /// relative sink, dead-letter and input paths also resolve).
         #[arg(long, value_name = "DIR_OR_URL")]
         checkpoint_dir: Option<String>,
         /// Checkpoint every N epochs, or at most once per duration (`10s`, `1m`).
@@ -93,6 +94,14 @@ enum Command {
         /// Cores the streaming side spreads each micro-batch over (default: all).
         #[arg(long)]
         workers: Option<usize>,
+        /// Also write the comparison as JSON to FILE (per sink: rows compared, matched, first
+        /// differences; the verdict).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Accept a sink that receives no rows on either side (otherwise a comparison over
+        /// nothing fails).
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Print each INSERT's streaming plan.
     Explain {
@@ -131,10 +140,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None
             } else {
                 Some(CheckpointConfig {
+                    // Relative to the working directory, like every other path of a pipeline:
+                    // run from elsewhere, it neither restores another directory's state nor
+                    // skips writing this directory's sinks.
                     dir: checkpoint_dir.unwrap_or_else(|| {
-                        let beside = pipeline.parent().unwrap_or(std::path::Path::new(""));
-                        beside
-                            .join(".volley")
+                        std::path::Path::new(".volley")
                             .join("checkpoints")
                             .join(&name)
                             .to_string_lossy()
@@ -172,11 +182,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     checkpoint,
                     ..JobOverrides::default()
                 };
-                let (job, _) = build_stream_job(&p, &registry, overrides).await?;
-                job.run().await.context("pipeline failed")?
+                let (mut job, _) = build_stream_job(&p, &registry, overrides).await?;
+                job.prepare().await.context("pipeline failed")?;
+                if let Some(restored) = &job.summary.restored {
+                    announce(restored);
+                }
+                job.run_until(volley_engine::signals::stop_on_signals())
+                    .await
+                    .context("pipeline failed")?
             };
-            for (sink, rows) in &summary.rows_out {
-                eprintln!("{sink}: {rows} rows written");
+            for (sink, total) in &summary.rows_out {
+                let rows = summary.rows_out_this_run(sink);
+                match &summary.restored {
+                    Some(_) => eprintln!(
+                        "{sink}: {rows} rows written ({total} since the pipeline started, with the runs before this one)"
+                    ),
+                    None => eprintln!("{sink}: {rows} rows written"),
+                }
             }
             if summary.late_rows > 0 {
                 eprintln!("{} late rows sent to dead letters", summary.late_rows);
@@ -226,6 +248,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_rows,
             in_order,
             workers,
+            report: report_file,
+            allow_empty,
         } => {
             let p = load_pipeline(&pipeline, &registry).await?;
             let opts = VerifyOptions {
@@ -262,7 +286,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             println!("overall match rate: {:.4}%", 100.0 * report.match_rate());
-            Ok(if report.is_exact() {
+            let failures = report.failures(allow_empty);
+            for failure in &failures {
+                println!("FAIL {failure}");
+            }
+            if let Some(file) = report_file {
+                let json = serde_json::to_string_pretty(&report.to_json(allow_empty))?;
+                std::fs::write(&file, json + "\n")
+                    .with_context(|| format!("cannot write --report '{}'", file.display()))?;
+            }
+            Ok(if failures.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -303,6 +336,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Says which checkpoint a run starts from, and when it has nothing left to do.
+fn announce(restored: &volley_engine::runtime::Restored) {
+    eprintln!(
+        "volley: restored checkpoint of epoch {} from {} ({} rows read before this run{})",
+        restored.epoch,
+        restored.dir,
+        restored.rows_in,
+        if restored.replaying > 0 {
+            format!("; re-reading {} logged epochs after it", restored.replaying)
+        } else {
+            String::new()
+        }
+    );
+    if restored.finished && restored.replaying == 0 {
+        eprintln!(
+            "volley: the pipeline had already read every source to its end at that checkpoint: nothing is left to do. Run with --from-scratch to run it again"
+        );
     }
 }
 

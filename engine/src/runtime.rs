@@ -114,6 +114,39 @@ pub struct RunSummary {
     pub rows_skipped: u64,
     /// Rows `predict()` left out (a NULL input, or a model failure), sent to dead letters.
     pub rejected_by_models: u64,
+    /// The checkpoint this run started from, when it restored one: the totals above include
+    /// what the runs before it did.
+    pub restored: Option<Restored>,
+}
+
+/// What a run restored before its first epoch.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// The checkpoint's epoch.
+    pub epoch: u64,
+    /// Where it was read from.
+    pub dir: String,
+    /// Rows read before this run.
+    pub rows_in: u64,
+    /// Rows written per sink before this run.
+    pub rows_out: BTreeMap<String, u64>,
+    /// Every source had ended by then: nothing is left to read.
+    pub finished: bool,
+    /// Logged epochs after the checkpoint, re-read first.
+    pub replaying: usize,
+}
+
+impl RunSummary {
+    /// Rows written to `sink` by this run (the totals less what a restored checkpoint held).
+    pub fn rows_out_this_run(&self, sink: &str) -> u64 {
+        let total = self.rows_out.get(sink).copied().unwrap_or(0);
+        let before = self
+            .restored
+            .as_ref()
+            .and_then(|r| r.rows_out.get(sink).copied())
+            .unwrap_or(0);
+        total.saturating_sub(before)
+    }
 }
 
 /// Everything a streaming run needs, wired together.
@@ -161,6 +194,8 @@ pub struct StreamJob {
     pub models: Arc<ModelSet>,
     /// Where dead letters go, by letter source (a source table, or `model_<name>`).
     pub letter_destinations: BTreeMap<String, String>,
+    /// [`StreamJob::prepare`] has run.
+    pub prepared: bool,
 }
 
 /// Called after each checkpoint with its epoch and every source's position (in job order),

@@ -320,6 +320,7 @@ async fn build(
         pipeline_id: sink_context.pipeline_id.clone(),
         models,
         letter_destinations: crate::models::letter_destinations(pipeline),
+        prepared: false,
     };
     Ok((job, plans))
 }

@@ -76,6 +76,51 @@ impl VerifyReport {
         self.sinks.iter().all(|s| s.matched == s.total)
     }
 
+    /// Why this report is not a pass: sinks that differ, and sinks (or a whole run) that
+    /// compared no rows, which is not a match unless `allow_empty`.
+    pub fn failures(&self, allow_empty: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.sinks.is_empty() && !allow_empty {
+            out.push("no sink was compared".to_string());
+        }
+        for sink in &self.sinks {
+            if sink.matched != sink.total {
+                out.push(format!(
+                    "{}: {} of {} keys differ",
+                    sink.sink,
+                    sink.total - sink.matched,
+                    sink.total
+                ));
+            } else if sink.total == 0 && !allow_empty {
+                out.push(format!(
+                    "{}: no rows on either side; a comparison over nothing is not a match (pass --allow-empty if an empty result is expected)",
+                    sink.sink
+                ));
+            }
+        }
+        out
+    }
+
+    /// The report as JSON, for CI: per sink the key, rows compared, matched and the first
+    /// differences; overall totals and the verdict.
+    pub fn to_json(&self, allow_empty: bool) -> serde_json::Value {
+        let failures = self.failures(allow_empty);
+        serde_json::json!({
+            "pass": failures.is_empty(),
+            "failures": failures,
+            "compared": self.sinks.iter().map(|s| s.total).sum::<usize>(),
+            "matched": self.sinks.iter().map(|s| s.matched).sum::<usize>(),
+            "sinks": self.sinks.iter().map(|s| serde_json::json!({
+                "sink": s.sink,
+                "key": s.key,
+                "compared": s.total,
+                "matched": s.matched,
+                "match_rate": s.match_rate(),
+                "first_differences": s.differences,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
     /// Matched over total across sinks.
     pub fn match_rate(&self) -> f64 {
         let total: usize = self.sinks.iter().map(|s| s.total).sum();

@@ -11,6 +11,8 @@ use volley_sql::Pipeline;
 
 #[path = "cli/inputs.rs"]
 mod inputs;
+#[path = "cli/runs.rs"]
+mod runs;
 
 fn volley() -> Command {
     Command::new(env!("CARGO_BIN_EXE_volley"))

@@ -31,7 +31,7 @@ pub(crate) struct SourceContext {
 
 impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error, KafkaError::PartitionEOF(_)) {
+        if is_end_of_partition(&error) {
             tracing::trace!(table = %self.table, reason, "end of partition");
         } else {
             tracing::warn!(table = %self.table, %error, reason, "Kafka client error");
@@ -52,6 +52,14 @@ impl ClientContext for SourceContext {
             }
         }
     }
+}
+
+/// Whether `error` only says a partition has been read to its end. librdkafka reports it to
+/// the client context as a global error (`KafkaError::Global(PartitionEOF)`), not only as
+/// `KafkaError::PartitionEOF` from a poll.
+pub(crate) fn is_end_of_partition(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::PartitionEOF(_))
+        || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
 }
 
 /// [`SourceMonitor`] of a [`KafkaSource`]: commits checkpointed offsets to the table's consumer
@@ -518,5 +526,24 @@ impl Source for KafkaSource {
             .read(max_rows, deadline, Some(&until))
             .await?
             .unwrap_or(SourcePoll::Pending))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    use super::is_end_of_partition;
+
+    #[test]
+    fn end_of_partition_is_recognised_however_librdkafka_reports_it() {
+        assert!(is_end_of_partition(&KafkaError::PartitionEOF(3)));
+        assert!(is_end_of_partition(&KafkaError::Global(
+            RDKafkaErrorCode::PartitionEOF
+        )));
+        assert!(!is_end_of_partition(&KafkaError::Global(
+            RDKafkaErrorCode::BrokerTransportFailure
+        )));
     }
 }

@@ -7,13 +7,20 @@ use crate::error::{EngineError, Result};
 use crate::runtime::StreamJob;
 
 impl StreamJob {
-    /// Runs once before the first epoch: restores the newest checkpoint (unless starting from
-    /// scratch) or, with none, numbers epochs after the last one any sink committed.
+    /// Runs once before the first epoch (later calls do nothing): restores the newest
+    /// checkpoint (unless starting from scratch) or, with none, numbers epochs after the last
+    /// one any sink committed. What was restored is in [`RunSummary::restored`].
     ///
     /// # Errors
     /// Unreadable checkpoints, a pipeline changed incompatibly since the checkpoint, sources
     /// that cannot seek.
+    ///
+    /// [`RunSummary::restored`]: crate::runtime::RunSummary::restored
     pub async fn prepare(&mut self) -> Result<()> {
+        if self.prepared {
+            return Ok(());
+        }
+        self.prepared = true;
         for (name, sink) in &mut self.sinks {
             if let Some(epoch) = sink.committed_epoch().await? {
                 self.committed.insert(name.clone(), epoch);
@@ -44,6 +51,16 @@ impl StreamJob {
                 }
                 restored = manifest.is_some() || !logs.is_empty();
                 self.queue_replay(&logs, &dir)?;
+                if let Some(manifest) = &manifest {
+                    self.summary.restored = Some(crate::runtime::Restored {
+                        epoch: manifest.epoch,
+                        dir: dir.clone(),
+                        rows_in: manifest.totals.rows_in,
+                        rows_out: manifest.totals.rows_out.clone(),
+                        finished: manifest.sources.iter().all(|s| s.exhausted),
+                        replaying: self.replay.len(),
+                    });
+                }
             }
         }
         if !restored && let Some(&last) = self.committed.values().max() {
