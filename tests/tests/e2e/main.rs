@@ -3,6 +3,7 @@
 
 mod aggregate_fuzz;
 mod crash;
+mod duckdb_oracle;
 mod edges;
 mod harness;
 mod kafka;

@@ -1,0 +1,232 @@
+//! min/max per window over data with NaN (both signs), ±0.0, ±inf and NULLs equal DuckDB's
+//! answer, in `volley batch` and in streaming at every micro-batch size of the parity matrix.
+//! Batch is Volley's own code too: DuckDB is the independent oracle.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use arrow::array::{Array, AsArray, Float64Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use volley_connectors::ConnectorRegistry;
+use volley_connectors::generator::{GeneratorOptions, GeneratorStream, generate_payments};
+use volley_engine::driver::BatchSizing;
+use volley_engine::verify::{InputOrder, VerifyOptions, stream_outputs};
+
+use crate::harness::{pipeline, rows};
+use crate::process::volley_bin;
+use crate::readers::python;
+
+/// `(user, window start µs)` → `[min, max, min as REAL, max as REAL]`.
+type Answer = BTreeMap<(Option<i64>, i64), [Option<f64>; 4]>;
+
+fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    let files: Vec<_> = if path.is_dir() {
+        let mut f: Vec<_> = path
+            .read_dir()
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        f.sort();
+        f
+    } else {
+        vec![path.to_path_buf()]
+    };
+    files
+        .iter()
+        .flat_map(|f| {
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn float(batch: &RecordBatch, name: &str, row: usize) -> Option<f64> {
+    let column = cast(batch.column_by_name(name).unwrap(), &DataType::Float64).unwrap();
+    let values = column.as_any().downcast_ref::<Float64Array>().unwrap();
+    values.is_valid(row).then(|| values.value(row))
+}
+
+/// The answer in `batches`, whose window column `w` is a timestamp or epoch microseconds.
+fn answer(batches: &[RecordBatch], w: &str) -> Answer {
+    let mut out = Answer::new();
+    for b in batches {
+        let user = cast(b.column_by_name("user_id").unwrap(), &DataType::Int64).unwrap();
+        let user = user.as_primitive::<Int64Type>();
+        let start = b.column_by_name(w).unwrap();
+        let start = match start.data_type() {
+            DataType::Timestamp(_, _) => cast(
+                &cast(start, &DataType::Timestamp(TimeUnit::Microsecond, None)).unwrap(),
+                &DataType::Int64,
+            )
+            .unwrap(),
+            _ => cast(start, &DataType::Int64).unwrap(),
+        };
+        let start = start.as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let key = ((!user.is_null(i)).then(|| user.value(i)), start.value(i));
+            let row = [
+                float(b, "lo", i),
+                float(b, "hi", i),
+                float(b, "lo32", i),
+                float(b, "hi32", i),
+            ];
+            assert!(out.insert(key, row).is_none(), "window {key:?} twice");
+        }
+    }
+    out
+}
+
+/// NULL equals NULL, NaN equals NaN, -0.0 equals +0.0 (DuckDB does not tell them apart).
+fn same(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a.is_nan() && b.is_nan()) || a == b,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn assert_answers(what: &str, ours: &Answer, oracle: &Answer) {
+    assert_eq!(ours.len(), oracle.len(), "{what}: windows");
+    for (key, want) in oracle {
+        let got = ours
+            .get(key)
+            .unwrap_or_else(|| panic!("{what}: no window {key:?}"));
+        assert!(
+            got.iter().zip(want).all(|(g, w)| same(*g, *w)),
+            "{what}: window {key:?}: Volley {got:?}, DuckDB {want:?}"
+        );
+    }
+}
+
+const SQL: &str = "CREATE EXTERNAL TABLE payments STORED AS PARQUET LOCATION 'payments.parquet'
+     OPTIONS ('watermark' 'event_time - INTERVAL ''2 seconds''');
+     CREATE EXTERNAL TABLE extremes STORED AS PARQUET LOCATION 'out/extremes';
+     INSERT INTO extremes
+     SELECT user_id, date_bin(INTERVAL '2 seconds', event_time) AS w,
+            min(amount) AS lo, max(amount) AS hi,
+            min(arrow_cast(amount, 'Float32')) AS lo32, max(arrow_cast(amount, 'Float32')) AS hi32
+     FROM payments GROUP BY 1, 2;";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_and_max_per_window_equal_duckdb_in_batch_and_streaming() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let opts = GeneratorOptions {
+        stream: GeneratorStream::Payments,
+        rate: 20.0,
+        riders: 12,
+        seed: 11,
+        disorder: std::time::Duration::from_secs(2),
+        ..GeneratorOptions::default()
+    };
+    let data = generate_payments(&opts, 0, 3000);
+    let input = dir.path().join("payments.parquet");
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&input).unwrap(), data.schema(), None).unwrap();
+    writer.write(&data).unwrap();
+    writer.close().unwrap();
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/duckdb_min_max.py");
+    let oracle_file = dir.path().join("duckdb.parquet");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&input)
+        .arg(&oracle_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let oracle = answer(&read_parquet(&oracle_file), "w_us");
+    // The data is what makes this test worth running.
+    let nan = |v: Option<f64>| v.is_some_and(f64::is_nan);
+    let nan_windows = oracle.values().filter(|v| nan(v[1])).count();
+    let mixed = oracle
+        .values()
+        .filter(|v| nan(v[1]) && v[0].is_some_and(|x| !x.is_nan()))
+        .count();
+    let infinite = oracle
+        .values()
+        .filter(|v| v[0] == Some(f64::NEG_INFINITY))
+        .count();
+    let zeros = oracle
+        .values()
+        .filter(|v| v[0] == Some(0.0) || v[1] == Some(0.0))
+        .count();
+    assert!(
+        nan_windows > 20 && mixed > 20 && infinite > 5 && zeros > 5,
+        "{nan_windows} {mixed} {infinite} {zeros}"
+    );
+    assert!(
+        oracle.keys().any(|(user, _)| user.is_none()),
+        "a NULL user group"
+    );
+
+    // `volley batch`, the binary.
+    std::fs::write(dir.path().join("pipeline.sql"), SQL).unwrap();
+    let out = Command::new(volley_bin())
+        .args(["batch", "pipeline.sql"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_answers(
+        "volley batch",
+        &answer(&read_parquet(&dir.path().join("out/extremes")), "w"),
+        &oracle,
+    );
+
+    // Streaming over the same rows, at each micro-batch size of the parity matrix.
+    let cwd = std::env::current_dir().unwrap();
+    let p = pipeline(&SQL.replace("'payments.parquet'", &format!("'{}'", input.display()))).await;
+    let source = rows(&p).await;
+    assert_eq!(cwd, std::env::current_dir().unwrap());
+    for (sizing, workers) in [
+        (BatchSizing::Fixed(1), 1),
+        (BatchSizing::Fixed(7), 2),
+        (BatchSizing::Fixed(8192), 3),
+        (
+            BatchSizing::Random {
+                min: 1,
+                max: 300,
+                seed: 4,
+            },
+            2,
+        ),
+    ] {
+        let opts = VerifyOptions {
+            sizing: sizing.clone(),
+            order: InputOrder::Shuffled,
+            seed: 5,
+            max_differences: 3,
+            workers: Some(workers),
+        };
+        let (stream, _) = stream_outputs(&p, &ConnectorRegistry::builtin(), &source, &opts)
+            .await
+            .unwrap();
+        let batches: Vec<RecordBatch> = stream["extremes"]
+            .iter()
+            .flat_map(|(_, b)| b.iter().cloned())
+            .collect();
+        assert_answers(
+            &format!("streaming {sizing:?}"),
+            &answer(&batches, "w"),
+            &oracle,
+        );
+    }
+}
