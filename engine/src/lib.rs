@@ -8,6 +8,7 @@ pub mod compare;
 pub mod driver;
 pub mod error;
 pub mod group;
+pub mod late_letters;
 pub mod memory;
 pub mod models;
 pub mod query;

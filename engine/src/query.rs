@@ -16,8 +16,8 @@ use crate::error::{EngineError, Result};
 pub struct QueryEpoch {
     /// Rows for the sink.
     pub rows: Vec<RecordBatch>,
-    /// Rows that arrived after their window was emitted (aggregate input rows).
-    pub late: Vec<RecordBatch>,
+    /// Source records that arrived after their window was emitted (every column).
+    pub late: Vec<volley_sql::stream::LateRows>,
     /// Windows emitted.
     pub windows_emitted: usize,
     /// Groups forgotten by `state_ttl`.
@@ -168,7 +168,7 @@ impl QueryRunner {
                     .map(|w| w.gate.take_late())
                     .unwrap_or_default();
                 let mut epoch = self.post(out).await?;
-                epoch.late = non_empty(late);
+                epoch.late = late;
                 Ok(epoch)
             }
         }

@@ -379,7 +379,7 @@ impl StreamJob {
             let has = batches.iter().any(|b| b.num_rows() > 0);
             let tags = partitions.next().unwrap_or_default();
             source.observe(&batches, &tags, &idle.next().unwrap_or_default())?;
-            source.slot.set(batches);
+            source.slot.set_from_partitions(batches, tags);
             source.exhausted = exhausted;
             fresh.push(has);
         }
@@ -414,21 +414,20 @@ impl StreamJob {
                 parts.push(query.flush().await?);
             }
             let target = query.plan().target.clone();
-            let first_source = query.plan().sources.first().cloned().unwrap_or_default();
             for part in parts {
                 summary.windows_emitted += part.windows_emitted as u64;
                 summary.groups_expired += part.groups_expired as u64;
                 outputs.entry(target.clone()).or_default().extend(part.rows);
                 for late in part.late {
-                    summary.late_rows += late.num_rows() as u64;
-                    letters.entry(first_source.clone()).or_default().push(DeadLetterBatch {
-                        source: first_source.clone(),
-                        reason: format!(
-                            "late: its window had already been emitted (INSERT INTO {target}, {})",
-                            query.plan().at
-                        ),
-                        rows: late,
-                    });
+                    summary.late_rows += late.rows.num_rows() as u64;
+                    let reason = format!(
+                        "late: its window had already been emitted (INSERT INTO {target}, {})",
+                        query.plan().at
+                    );
+                    letters
+                        .entry(late.source.clone())
+                        .or_default()
+                        .push(crate::late_letters::letter(late, reason)?);
                 }
             }
         }

@@ -142,7 +142,7 @@ fn explain_shows_the_window_and_errors_name_the_statement() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("tumbling-window aggregate") && stdout.contains("LateSplitExec"),
+        stdout.contains("tumbling-window aggregate") && stdout.contains("late rows: window_start="),
         "{stdout}"
     );
 

@@ -1,40 +1,52 @@
 //! Splits rows whose window has already been emitted ("late") from the rows a windowed
-//! aggregate may still take, before partial aggregation.
+//! aggregate may still take, where they enter the plan: at the source's epoch leaf, before
+//! any projection, so a late row's dead letter is the whole source record.
 //!
 //! ```text
 //!   AggregateExec(Partial)
-//!          │ on-time rows
-//!   LateSplitExec ──late rows──▶ LateGate (drained by the engine into dead letters)
 //!          │
 //!   stateless segment (filter / project / UDFs)
+//!          │ on-time rows
+//!   EpochSourceExec ──late rows (all columns, row in epoch)──▶ LateGate ──▶ dead letters
 //! ```
+//!
+//! Rows are judged by the window their event time falls in, whatever the query's WHERE clause
+//! would do with them later: a late row that a filter would have dropped is a dead letter too.
 
-use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, BooleanArray, Int64Array};
+use arrow::array::{Array, BooleanArray, Int64Array, UInt64Array};
 use arrow::compute::kernels::cmp::gt;
-use arrow::compute::{cast, filter_record_batch, is_null, not, or_kleene};
+use arrow::compute::{cast, filter, filter_record_batch, is_null, not, or_kleene};
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
-};
-use futures::StreamExt;
 
-/// Shared between a [`LateSplitExec`] and the engine: the cut-off, and the late rows found.
+/// Late rows of one source batch: every column of the source, with where they were in the
+/// epoch.
+#[derive(Debug, Clone)]
+pub struct LateRows {
+    /// The source table.
+    pub source: String,
+    /// The source partition the batch came from (Kafka), if any.
+    pub partition: Option<String>,
+    /// The rows, with every column of the source.
+    pub rows: RecordBatch,
+    /// Each row's index in the epoch's input from that source (with the epoch, a position
+    /// that reads the record again: an epoch always reads the same input).
+    pub row_in_epoch: UInt64Array,
+}
+
+/// Shared between the epoch leaves of a windowed aggregate and the engine: the cut-off, and the
+/// late rows found.
 #[derive(Debug)]
 pub struct LateGate {
     /// Rows whose window start is `<= cutoff` are late. `i64::MIN`: nothing is late yet.
     cutoff: AtomicI64,
-    /// Late rows with the partition they came from (partitions are contiguous runs of input).
-    late: Mutex<Vec<(usize, RecordBatch)>>,
+    /// Late rows, with the first row index they came from (for a stable order).
+    late: Mutex<Vec<(u64, LateRows)>>,
 }
 
 impl LateGate {
@@ -56,138 +68,90 @@ impl LateGate {
         self.cutoff.load(Ordering::Acquire)
     }
 
-    /// Takes the late rows collected since the last call, in input order (partition by
-    /// partition, whatever order the partitions ran in).
-    pub fn take_late(&self) -> Vec<RecordBatch> {
+    /// Takes the late rows collected since the last call, in input order (by source, then by
+    /// row in the epoch, whatever order the partitions ran in).
+    pub fn take_late(&self) -> Vec<LateRows> {
         let mut late = std::mem::take(&mut *self.late.lock().unwrap_or_else(|e| e.into_inner()));
-        late.sort_by_key(|(partition, _)| *partition);
-        late.into_iter().map(|(_, batch)| batch).collect()
+        late.sort_by(|a, b| (&a.1.source, a.0).cmp(&(&b.1.source, b.0)));
+        late.into_iter().map(|(_, rows)| rows).collect()
     }
 
-    fn push_late(&self, partition: usize, batch: RecordBatch) {
+    fn push_late(&self, first_row: u64, rows: LateRows) {
         self.late
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((partition, batch));
+            .push((first_row, rows));
     }
 }
 
-/// Passes rows whose window is still open; diverts the others to a [`LateGate`].
-#[derive(Debug)]
-pub struct LateSplitExec {
-    input: Arc<dyn ExecutionPlan>,
-    window_start: Arc<dyn PhysicalExpr>,
-    gate: Arc<LateGate>,
+/// What an epoch leaf needs to split late rows off: the window start computed from the
+/// source's own columns, and the gate.
+#[derive(Debug, Clone)]
+pub struct LateFilter {
+    /// The window's group expression, over the source's full schema.
+    pub window_start: Arc<dyn PhysicalExpr>,
+    /// Where late rows go.
+    pub gate: Arc<LateGate>,
 }
 
-impl LateSplitExec {
-    /// Splits `input` on `window_start` (the window's group expression) against `gate`.
-    pub fn new(
-        input: Arc<dyn ExecutionPlan>,
-        window_start: Arc<dyn PhysicalExpr>,
-        gate: Arc<LateGate>,
-    ) -> Self {
-        Self {
-            input,
-            window_start,
-            gate,
-        }
-    }
-}
-
-/// Splits one batch into (on-time, late) by the window start column.
-fn split(
-    batch: RecordBatch,
-    window_start: &Arc<dyn PhysicalExpr>,
-    cutoff: i64,
-) -> Result<(RecordBatch, Option<RecordBatch>)> {
-    if cutoff == i64::MIN || batch.num_rows() == 0 {
-        return Ok((batch, None));
-    }
-    let starts = window_start
-        .evaluate(&batch)?
-        .into_array(batch.num_rows())?;
-    let starts = cast(&starts, &DataType::Int64)?;
-    let starts = starts
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(|| {
-            DataFusionError::Internal("window start is not an integer timestamp".into())
-        })?;
-    // A NULL event time has no window: it is kept (the aggregate groups it under NULL, as batch does).
-    let on_time: BooleanArray = gt(starts, &Int64Array::new_scalar(cutoff))?;
-    let on_time = if starts.null_count() > 0 {
-        or_kleene(&on_time, &is_null(starts)?)?
-    } else {
-        on_time
-    };
-    if on_time.true_count() == batch.num_rows() {
-        return Ok((batch, None));
-    }
-    let late = filter_record_batch(&batch, &not(&on_time)?)?;
-    let kept = filter_record_batch(&batch, &on_time)?;
-    Ok((kept, Some(late)))
-}
-
-impl DisplayAs for LateSplitExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "LateSplitExec: window_start={}", self.window_start)
-    }
-}
-
-impl ExecutionPlan for LateSplitExec {
-    fn name(&self) -> &str {
-        "LateSplitExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.input.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
+impl LateFilter {
+    /// Splits `batch` (full source columns; its first row is row `first_row` of the epoch's
+    /// input from `source`) into the rows the aggregate may take and, into the gate, the late
+    /// ones.
+    ///
+    /// # Errors
+    /// Evaluation failures of the window expression.
+    pub fn split(
         &self,
-        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        f(&self.window_start)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(Self::new(
-                input,
-                Arc::clone(&self.window_start),
-                Arc::clone(&self.gate),
-            ))),
-            _ => Err(DataFusionError::Internal(
-                "LateSplitExec takes one child".into(),
-            )),
+        source: &str,
+        partition: Option<&str>,
+        batch: RecordBatch,
+        first_row: u64,
+    ) -> Result<RecordBatch> {
+        let cutoff = self.gate.cutoff();
+        if cutoff == i64::MIN || batch.num_rows() == 0 {
+            return Ok(batch);
         }
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context)?;
-        let schema = input.schema();
-        let window_start = Arc::clone(&self.window_start);
-        let gate = Arc::clone(&self.gate);
-        let cutoff = gate.cutoff();
-        let stream = input.map(move |batch| {
-            let (kept, late) = split(batch?, &window_start, cutoff)?;
-            if let Some(late) = late {
-                gate.push_late(partition, late);
-            }
-            Ok(kept)
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        let starts = self
+            .window_start
+            .evaluate(&batch)?
+            .into_array(batch.num_rows())?;
+        let starts = cast(&starts, &DataType::Int64)?;
+        let starts = starts
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| {
+                DataFusionError::Internal("window start is not an integer timestamp".into())
+            })?;
+        // A NULL event time has no window: it is kept (the aggregate groups it under NULL, as
+        // batch does).
+        let on_time: BooleanArray = gt(starts, &Int64Array::new_scalar(cutoff))?;
+        let on_time = if starts.null_count() > 0 {
+            or_kleene(&on_time, &is_null(starts)?)?
+        } else {
+            on_time
+        };
+        if on_time.true_count() == batch.num_rows() {
+            return Ok(batch);
+        }
+        let late = not(&on_time)?;
+        let rows = UInt64Array::from_iter_values(first_row..first_row + batch.num_rows() as u64);
+        let row_in_epoch = filter(&rows, &late)?;
+        let row_in_epoch = row_in_epoch
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal("row indexes are not u64".into()))?;
+        let first = row_in_epoch.values().first().copied().unwrap_or(first_row);
+        self.gate.push_late(
+            first,
+            LateRows {
+                source: source.to_string(),
+                partition: partition.map(str::to_string),
+                rows: filter_record_batch(&batch, &late)?,
+                row_in_epoch,
+            },
+        );
+        Ok(filter_record_batch(&batch, &on_time)?)
     }
 }

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use super::late::LateFilter;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -27,10 +28,12 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 
-/// The batches of the current epoch for one input, shared by every plan that reads it.
+/// The batches of the current epoch for one input, shared by every plan that reads it, each
+/// with the source partition it came from (when the source has partitions).
 #[derive(Debug, Default)]
 pub struct EpochSlot {
     batches: Mutex<Vec<RecordBatch>>,
+    partitions: Mutex<Vec<Option<String>>>,
 }
 
 impl EpochSlot {
@@ -41,12 +44,27 @@ impl EpochSlot {
 
     /// Replaces the slot's contents with this epoch's batches.
     pub fn set(&self, batches: Vec<RecordBatch>) {
+        self.set_from_partitions(batches, Vec::new());
+    }
+
+    /// Replaces the slot's contents with this epoch's batches and, beside them, the source
+    /// partition each came from.
+    pub fn set_from_partitions(&self, batches: Vec<RecordBatch>, partitions: Vec<Option<String>>) {
         *self.lock() = batches;
+        *self.partitions.lock().unwrap_or_else(|e| e.into_inner()) = partitions;
     }
 
     /// Empties the slot.
     pub fn clear(&self) {
-        self.lock().clear();
+        self.set_from_partitions(Vec::new(), Vec::new());
+    }
+
+    /// The partition of each batch (empty, or shorter, when unknown).
+    fn partitions(&self) -> Vec<Option<String>> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A cheap copy (Arc clones) of the current batches.
@@ -115,6 +133,8 @@ pub struct EpochSourceExec {
     slot: Arc<EpochSlot>,
     partitions: usize,
     properties: Arc<PlanProperties>,
+    /// Windowed aggregates: late rows leave here, whole, before the projection.
+    late: Option<LateFilter>,
 }
 
 impl EpochSourceExec {
@@ -160,7 +180,33 @@ impl EpochSourceExec {
             slot,
             partitions,
             properties: Arc::new(properties),
+            late: None,
         })
+    }
+
+    /// The same leaf, sending rows `late` finds late to its gate.
+    pub fn with_late(&self, late: LateFilter) -> Self {
+        Self {
+            late: Some(late),
+            ..self.duplicate()
+        }
+    }
+
+    /// The schema of the input this leaf reads (before its projection).
+    pub fn input_schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn duplicate(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            schema: Arc::clone(&self.schema),
+            projection: self.projection.clone(),
+            slot: Arc::clone(&self.slot),
+            partitions: self.partitions,
+            properties: Arc::clone(&self.properties),
+            late: self.late.clone(),
+        }
     }
 
     /// The same leaf, split into `partitions` partitions.
@@ -168,13 +214,16 @@ impl EpochSourceExec {
     /// # Errors
     /// Never in practice: the projection was checked when `self` was built.
     pub fn with_partitions(&self, partitions: usize) -> Result<Self> {
-        Self::partitioned(
-            self.name.clone(),
-            Arc::clone(&self.schema),
-            self.projection.clone(),
-            Arc::clone(&self.slot),
-            partitions,
-        )
+        Ok(Self {
+            late: self.late.clone(),
+            ..Self::partitioned(
+                self.name.clone(),
+                Arc::clone(&self.schema),
+                self.projection.clone(),
+                Arc::clone(&self.slot),
+                partitions,
+            )?
+        })
     }
 
     /// How many partitions each epoch is split into.
@@ -201,6 +250,13 @@ impl DisplayAs for EpochSourceExec {
         }
         if let Some(p) = &self.projection {
             write!(f, ", projection={p:?}")?;
+        }
+        if let Some(late) = &self.late {
+            write!(
+                f,
+                ", late rows: window_start={} <= emitted",
+                late.window_start
+            )?;
         }
         Ok(())
     }
@@ -250,30 +306,54 @@ impl ExecutionPlan for EpochSourceExec {
                 self.partitions
             )));
         }
-        let batches = chunk(&self.slot.snapshot(), partition, self.partitions);
+        let tags = self.slot.partitions();
+        let mut batches = Vec::new();
+        for (batch, first_row, index) in chunk(&self.slot.snapshot(), partition, self.partitions) {
+            let batch = match &self.late {
+                Some(late) => {
+                    let tag = tags.get(index).and_then(Option::as_deref);
+                    late.split(&self.name, tag, batch, first_row)?
+                }
+                None => batch,
+            };
+            batches.push(match &self.projection {
+                Some(p) => batch.project(p)?,
+                None => batch,
+            });
+        }
         let stream = MemoryStream::try_new(
             batches,
             Arc::clone(self.properties.eq_properties.schema()),
-            self.projection.clone(),
+            None,
         )?;
         Ok(Box::pin(stream))
     }
 }
 
-/// Rows `[part × total / parts, (part + 1) × total / parts)` of `batches`, as zero-copy slices.
-fn chunk(batches: &[RecordBatch], part: usize, parts: usize) -> Vec<RecordBatch> {
+/// Rows `[part × total / parts, (part + 1) × total / parts)` of `batches`, as zero-copy slices,
+/// each with the index (in all of `batches`) of its first row and the batch it is cut from.
+fn chunk(batches: &[RecordBatch], part: usize, parts: usize) -> Vec<(RecordBatch, u64, usize)> {
     if parts == 1 {
-        return batches.to_vec();
+        let mut first = 0;
+        return batches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let at = first;
+                first += b.num_rows() as u64;
+                (b.clone(), at, i)
+            })
+            .collect();
     }
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let (start, end) = (total * part / parts, total * (part + 1) / parts);
     let mut out = Vec::new();
     let mut offset = 0;
-    for batch in batches {
+    for (index, batch) in batches.iter().enumerate() {
         let rows = batch.num_rows();
         let (lo, hi) = (start.max(offset), end.min(offset + rows));
         if lo < hi {
-            out.push(batch.slice(lo - offset, hi - lo));
+            out.push((batch.slice(lo - offset, hi - lo), lo as u64, index));
         }
         offset += rows;
         if offset >= end {
@@ -313,7 +393,12 @@ mod tests {
             let mut all = Vec::new();
             let mut sizes = Vec::new();
             for part in 0..parts {
-                let got = values(&chunk(&input, part, parts));
+                let slices = chunk(&input, part, parts);
+                for (slice, first, _) in &slices {
+                    assert_eq!(values(std::slice::from_ref(slice))[0], *first as i64);
+                }
+                let slices: Vec<RecordBatch> = slices.into_iter().map(|(b, _, _)| b).collect();
+                let got = values(&slices);
                 sizes.push(got.len());
                 all.extend(got);
             }

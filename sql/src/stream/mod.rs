@@ -8,7 +8,7 @@ pub mod plan;
 pub mod trace;
 pub mod window;
 
-pub use late::{LateGate, LateSplitExec};
+pub use late::{LateFilter, LateGate, LateRows};
 pub use leaf::{EpochSlot, EpochSourceExec, EpochTable};
 pub use plan::{
     AggregatePlan, KeySource, QueryPlan, QueryShape, SourceBinding, StreamPlanner, batch_context,

@@ -9,9 +9,9 @@
 //!   Projection / Filter(HAVING)   ─▶    post:  Projection / Filter  ◀── EpochSourceExec(agg output)
 //!   AggregateExec(Single)         ─▶    state: Partial per epoch ─▶ window state ─▶ Final on emit
 //!   Projection / Filter / UDFs    ─▶    pre:   AggregateExec(Partial)
-//!   scan(source)                                 LateSplitExec (windowed only)
-//!                                                Projection / Filter / UDFs
+//!   scan(source)                                 Projection / Filter / UDFs
 //!                                                EpochSourceExec(source)
+//!                                                  (windowed: late rows leave here, whole)
 //! ```
 //!
 //! A SELECT without aggregate is one stateless plan. Every plan is built here, once.
@@ -28,13 +28,14 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
-use super::late::{LateGate, LateSplitExec};
+use super::late::{LateFilter, LateGate};
 use super::leaf::{EpochSlot, EpochTable};
 use super::trace::{column_of, trace_column};
 use super::window::{BucketSize, WindowSize, WindowSpec, as_bucket, is_utc, nanos_per_unit};
@@ -406,11 +407,7 @@ impl StreamPlanner {
         let partial_input: Arc<dyn ExecutionPlan> = match &window {
             Some(w) => {
                 let (expr, _) = &group_by.expr()[w.group_index];
-                Arc::new(LateSplitExec::new(
-                    Arc::clone(&pre),
-                    Arc::clone(expr),
-                    Arc::clone(&w.gate),
-                ))
+                self.split_late_at_leaves(&pre, expr, w)?
             }
             None => Arc::clone(&pre),
         };
@@ -468,6 +465,62 @@ impl StreamPlanner {
                 .collect(),
             state_ttl: None,
         })
+    }
+
+    /// `pre` with a late-row filter on every leaf of the window's sources: each computes the
+    /// window start (`window_expr`, over `pre`'s output) from the source's own event-time
+    /// column, cast as `pre` casts it, so a late row leaves with all its columns.
+    fn split_late_at_leaves(
+        &self,
+        pre: &Arc<dyn ExecutionPlan>,
+        window_expr: &Arc<dyn PhysicalExpr>,
+        window: &WindowSpec,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let internal = |what: &str| SqlError::Internal(format!("splitting late rows: {what}"));
+        let ts = as_bucket(window_expr)
+            .ok()
+            .flatten()
+            .and_then(|b| column_of(&b.ts))
+            .ok_or_else(|| internal("the window has no event-time column"))?;
+        let pre_type = pre.schema().field(ts).data_type().clone();
+        Arc::clone(pre)
+            .transform_up(|node| {
+                let Some(leaf) = node.downcast_ref::<super::leaf::EpochSourceExec>() else {
+                    return Ok(Transformed::no(node));
+                };
+                let Some(source) = self
+                    .sources
+                    .get(leaf.input_name())
+                    .filter(|s| window.sources.contains(&s.name))
+                else {
+                    return Ok(Transformed::no(node));
+                };
+                let Some(wm) = &source.watermark else {
+                    return Ok(Transformed::no(node));
+                };
+                let index = leaf.input_schema().index_of(&wm.column)?;
+                let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(&wm.column, index));
+                let column = if leaf.input_schema().field(index).data_type() == &pre_type {
+                    column
+                } else {
+                    Arc::new(CastExpr::new(column, pre_type.clone(), None))
+                };
+                let start = Arc::clone(window_expr)
+                    .transform(|e| match e.downcast_ref::<Column>() {
+                        Some(c) if c.index() == ts => Ok(Transformed::yes(Arc::clone(&column))),
+                        _ => Ok(Transformed::no(e)),
+                    })?
+                    .data;
+                let late = LateFilter {
+                    window_start: start,
+                    gate: Arc::clone(&window.gate),
+                };
+                Ok(Transformed::yes(
+                    Arc::new(leaf.with_late(late)) as Arc<dyn ExecutionPlan>
+                ))
+            })
+            .map(|t| t.data)
+            .map_err(|e| internal(&e.to_string()))
     }
 
     /// Group keys of a keyed aggregate computed from a source's TIMESTAMP column: buckets of
@@ -678,7 +731,6 @@ fn partition_rowwise(
                 | "CoalesceBatchesExec"
                 | "CooperativeExec"
                 | "EpochSourceExec"
-                | "LateSplitExec"
                 | "UnnestExec"
         ) && plan.children().into_iter().all(rowwise)
     }

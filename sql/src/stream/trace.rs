@@ -46,7 +46,6 @@ pub fn trace_column(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<Vec<C
         | "CoalescePartitionsExec"
         | "RepartitionExec"
         | "SortExec"
-        | "LateSplitExec"
         | "SortPreservingMergeExec"
         | "CooperativeExec" => trace_column(plan.children().first()?, index),
         "UnionExec" | "InterleaveExec" => {

@@ -100,11 +100,14 @@ async fn window_closes_exactly_when_watermark_reaches_its_end_and_late_rows_are_
         .collect();
     let all = letters.concat();
     assert_eq!(all.lines().count(), 1, "{all}");
-    // The dead letter holds the aggregate's input row (the columns the query reads).
-    assert!(
-        all.contains("late") && all.contains("\"ts\":\"1970-01-01T00:00:09\""),
-        "{all}"
-    );
+    // The dead letter holds the whole source record (user_id too, which the query does not
+    // read) and its position: epoch 4's first row.
+    let letter: serde_json::Value = serde_json::from_str(all.trim()).unwrap();
+    assert_eq!(letter["epoch"], 4, "{all}");
+    assert!(letter["reason"].as_str().unwrap().contains("late"), "{all}");
+    assert_eq!(letter["row"]["ts"], "1970-01-01T00:00:09", "{all}");
+    assert_eq!(letter["row"]["user_id"], 4, "{all}");
+    assert_eq!(letter["row"]["_epoch_row"], 0, "{all}");
 }
 
 #[tokio::test]
