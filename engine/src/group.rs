@@ -323,6 +323,8 @@ fn add(total: &mut RunSummary, part: &RunSummary) {
     total.late_rows += part.late_rows;
     total.rejected_records += part.rejected_records;
     total.windows_emitted += part.windows_emitted;
+    total.windows_corrected += part.windows_corrected;
+    total.groups_expired += part.groups_expired;
     total.checkpoints += part.checkpoints;
     total.epochs_replayed += part.epochs_replayed;
     total.rows_skipped += part.rows_skipped;

@@ -203,6 +203,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if summary.late_rows > 0 {
                 eprintln!("{} late rows sent to dead letters", summary.late_rows);
             }
+            if summary.windows_corrected > 0 {
+                eprintln!(
+                    "{} windows corrected by late rows within allowed_lateness (emitted again as upserts)",
+                    summary.windows_corrected
+                );
+            }
+            if summary.groups_expired > 0 {
+                eprintln!("{} groups forgotten by state_ttl", summary.groups_expired);
+            }
             if summary.rejected_records > 0 {
                 eprintln!(
                     "{} undecodable records sent to dead letters",

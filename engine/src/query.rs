@@ -22,6 +22,8 @@ pub struct QueryEpoch {
     pub windows_emitted: usize,
     /// Groups forgotten by `state_ttl`.
     pub groups_expired: usize,
+    /// Windows emitted again, corrected by late rows within `allowed_lateness`.
+    pub windows_corrected: usize,
 }
 
 /// One INSERT: its plan and, for aggregates, its state.
@@ -227,6 +229,7 @@ impl QueryRunner {
         if out.rows.is_empty() {
             return Ok(QueryEpoch {
                 windows_emitted: out.windows_emitted,
+                windows_corrected: out.windows_corrected,
                 ..QueryEpoch::default()
             });
         }
@@ -240,6 +243,7 @@ impl QueryRunner {
         Ok(QueryEpoch {
             rows: non_empty(rows),
             windows_emitted: out.windows_emitted,
+            windows_corrected: out.windows_corrected,
             ..QueryEpoch::default()
         })
     }

@@ -100,6 +100,8 @@ pub struct RunSummary {
     pub windows_emitted: u64,
     /// Groups of keyed aggregates forgotten by `state_ttl`.
     pub groups_expired: u64,
+    /// Windows emitted again, corrected by late rows within `allowed_lateness`.
+    pub windows_corrected: u64,
     /// Checkpoints written.
     pub checkpoints: u64,
     /// Epoch of the last checkpoint.
@@ -417,6 +419,7 @@ impl StreamJob {
             for part in parts {
                 summary.windows_emitted += part.windows_emitted as u64;
                 summary.groups_expired += part.groups_expired as u64;
+                summary.windows_corrected += part.windows_corrected as u64;
                 outputs.entry(target.clone()).or_default().extend(part.rows);
                 for late in part.late {
                     summary.late_rows += late.rows.num_rows() as u64;
@@ -570,6 +573,7 @@ impl StreamJob {
                 rejected_records: self.summary.rejected_records,
                 windows_emitted: self.summary.windows_emitted,
                 groups_expired: self.summary.groups_expired,
+                windows_corrected: self.summary.windows_corrected,
             },
             written_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -243,8 +243,8 @@ async fn build(
             .plan_insert(insert, sink.declared_schema.as_ref())
             .await?;
         if check_sinks {
+            crate::sink_fit::apply_sink_options(&mut plan, sink, pipeline)?;
             crate::sink_fit::check_sink(&plan, sink, connector_for(sink, registry)?.as_ref())?;
-            crate::sink_fit::apply_state_ttl(&mut plan, sink, pipeline)?;
         }
         for warning in &plan.warnings {
             tracing::warn!(insert = %insert.at, "{warning}");

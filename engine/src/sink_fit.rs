@@ -14,9 +14,16 @@ use volley_sql::{SqlError, TableDecl};
 
 use crate::error::Result;
 
-/// Whether `plan`'s rows update earlier rows (upserts) rather than only adding new ones.
+/// Whether `plan`'s rows update earlier rows (upserts) rather than only adding new ones: a
+/// keyed aggregate, or a windowed one that corrects emitted windows (`allowed_lateness`).
 pub fn updates(plan: &QueryPlan) -> bool {
-    matches!(&plan.shape, QueryShape::Aggregate(agg) if agg.window.is_none())
+    matches!(&plan.shape, QueryShape::Aggregate(agg)
+        if agg.window.as_ref().is_none_or(|w| w.lateness > 0))
+}
+
+fn corrects(plan: &QueryPlan) -> bool {
+    matches!(&plan.shape, QueryShape::Aggregate(agg)
+        if agg.window.as_ref().is_some_and(|w| w.lateness > 0))
 }
 
 /// Checks that every `merge_key` column of `table` is a column of `schema`, what the INSERT
@@ -78,6 +85,15 @@ pub fn check_sink(plan: &QueryPlan, table: &TableDecl, connector: &dyn Connector
     } else {
         plan.key_columns.join(", ")
     };
+    if corrects(plan) {
+        let keys = plan.key_columns.join(", ");
+        if !connector.accepts_updates(table) {
+            return Err(fail(format!(
+                "option 'allowed_lateness' re-emits corrected windows as upserts, so table '{}' needs a sink that upserts by a 'merge_key' (DELTA, KAFKA): OPTIONS ('merge_key' '{keys}')",
+                table.name
+            )));
+        }
+    }
     let window_hint = "or group by a window (date_bin, tumble or date_trunc over a watermarked event-time column), whose rows are final when emitted";
     if plan.key_columns.is_empty() {
         return Err(fail(format!(
@@ -108,16 +124,36 @@ pub fn check_sink(plan: &QueryPlan, table: &TableDecl, connector: &dyn Connector
     Ok(())
 }
 
-/// Gives a keyed aggregate its sink's `state_ttl`, which counts event time: every source the
-/// query reads needs a watermark.
+/// Gives an aggregate its sink's `allowed_lateness` (windowed) and `state_ttl` (keyed).
+/// `state_ttl` counts event time: every source the query reads needs a watermark. Run before
+/// [`check_sink`], which then sees a correcting window as an updating result.
 ///
 /// # Errors
-/// A bad `state_ttl`, or a source without a watermark.
-pub fn apply_state_ttl(
+/// Bad values; `allowed_lateness` on an INSERT without a window; `state_ttl` over a source
+/// without a watermark.
+pub fn apply_sink_options(
     plan: &mut QueryPlan,
     table: &TableDecl,
     pipeline: &volley_sql::Pipeline,
 ) -> Result<()> {
+    if let Some(lateness) = table.allowed_lateness()? {
+        let window = match &mut plan.shape {
+            QueryShape::Aggregate(agg) => agg.window.as_mut(),
+            QueryShape::Stateless { .. } => None,
+        };
+        let Some(window) = window else {
+            return Err(SqlError::Plan {
+                at: plan.at,
+                message: format!(
+                    "INSERT INTO {}: option 'allowed_lateness' of table '{}' keeps windows open for late rows, and this INSERT has no window (date_bin, tumble or date_trunc)",
+                    plan.target, table.name
+                ),
+            }
+            .into());
+        };
+        let nanos = i64::try_from(lateness.as_nanos()).unwrap_or(i64::MAX);
+        window.lateness = nanos / window.nanos_per_unit();
+    }
     let Some(ttl) = table.state_ttl()? else {
         return Ok(());
     };

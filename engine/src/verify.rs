@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use volley_connectors::{ConnectorRegistry, Sink, Source};
 use volley_sql::Pipeline;
-use volley_sql::stream::{QueryPlan, QueryShape};
+use volley_sql::stream::QueryPlan;
 
 use crate::batch::{InputBindings, batch_outputs, read_sources};
 use crate::compare::{Fold, SinkComparison, compare_sink, key_indexes};
@@ -273,9 +273,7 @@ pub fn compare_outputs(
             }
             None => Vec::new(),
         };
-        let upsert = sink_plans
-            .iter()
-            .any(|p| matches!(&p.shape, QueryShape::Aggregate(a) if a.window.is_none()));
+        let upsert = sink_plans.iter().any(|p| crate::sink_fit::updates(p));
         let fold = if upsert { Fold::Upsert } else { Fold::Append };
         let key = key_indexes(target, &names, &key)?;
         let empty = Vec::new();

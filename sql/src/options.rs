@@ -37,6 +37,10 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
         expected: "a comma-separated list of output columns",
     },
     OptionSpec {
+        name: "allowed_lateness",
+        expected: "a duration such as '10 minutes': a windowed aggregate writing into this table (which needs a 'merge_key') keeps each window that long after emitting it; a late row within it corrects the window, emitted again as an upsert",
+    },
+    OptionSpec {
         name: "state_ttl",
         expected: "a duration such as '1 hour': an aggregate without a window writing into this table forgets a group not updated for that long in event time (its results then differ from batch)",
     },

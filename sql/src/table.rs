@@ -79,6 +79,15 @@ impl TableDecl {
         self.options.get_duration("state_ttl")
     }
 
+    /// A sink's `allowed_lateness`: how long a windowed aggregate writing into it keeps each
+    /// window after emitting it, to correct it with late rows.
+    ///
+    /// # Errors
+    /// A bad `allowed_lateness` value.
+    pub fn allowed_lateness(&self) -> Result<Option<Duration>> {
+        self.options.get_duration("allowed_lateness")
+    }
+
     /// The `merge_key` columns, if declared.
     pub fn merge_key(&self) -> Option<Vec<String>> {
         self.options.get_list("merge_key")

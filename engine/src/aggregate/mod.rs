@@ -40,6 +40,16 @@ pub struct AggregateOutput {
     pub rows: Vec<RecordBatch>,
     /// Windows emitted this epoch.
     pub windows_emitted: usize,
+    /// Windows emitted again, corrected by late rows within `allowed_lateness`.
+    pub windows_corrected: usize,
+}
+
+impl AggregateOutput {
+    fn extend(&mut self, other: AggregateOutput) {
+        self.rows.extend(other.rows);
+        self.windows_emitted += other.windows_emitted;
+        self.windows_corrected += other.windows_corrected;
+    }
 }
 
 /// Keyed window state for one INSERT's aggregate.
@@ -52,6 +62,8 @@ pub struct AggregateState {
     shards: Vec<Shard>,
     /// Windows whose end is at or below this have been emitted (window column's unit).
     emitted_upto: Option<i64>,
+    /// Emitted windows kept for `allowed_lateness` that took late rows this epoch.
+    corrected: BTreeSet<Option<i64>>,
     task_ctx: Arc<TaskContext>,
 }
 
@@ -64,6 +76,7 @@ impl AggregateState {
             plan,
             shards,
             emitted_upto: None,
+            corrected: BTreeSet::new(),
             task_ctx,
         }
     }
@@ -122,7 +135,9 @@ impl AggregateState {
     ) -> Result<()> {
         self.emitted_upto = emitted_upto;
         if let (Some(window), Some(done)) = (&self.plan.window, emitted_upto) {
-            window.gate.set_cutoff(window.closed_upto(done));
+            window
+                .gate
+                .set_cutoff(window.closed_upto(window.final_watermark(done)));
         }
         let shards = self.shards.len();
         let mut per_shard: Vec<Vec<RecordBatch>> = vec![Vec::new(); shards];
@@ -242,14 +257,24 @@ impl AggregateState {
         if per_shard.iter().all(Option::is_none) {
             return Ok(AggregateOutput::default());
         }
-        if self.phases.window_index.is_some() {
-            self.on_shards(per_shard, merge_task).await?;
+        if let Some(window) = self.plan.window.clone() {
+            let touched = self.on_shards(per_shard, merge_task).await?;
+            // Windows already emitted that took rows: kept for allowed_lateness, corrected.
+            if let Some(done) = self.emitted_upto {
+                self.corrected.extend(
+                    touched
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter(|start| start.is_some_and(|s| window.closed(s, done))),
+                );
+            }
             return Ok(AggregateOutput::default());
         }
         let upserts = self.on_shards(per_shard, upsert_task).await?;
         Ok(AggregateOutput {
             rows: upserts.into_iter().flatten().flatten().collect(),
-            windows_emitted: 0,
+            ..AggregateOutput::default()
         })
     }
 
@@ -263,13 +288,40 @@ impl AggregateState {
             return Ok(AggregateOutput::default());
         };
         let window = window.clone();
-        if self.emitted_upto.is_some_and(|done| watermark <= done) {
-            return Ok(AggregateOutput::default());
+        let mut out = AggregateOutput::default();
+        if !self.corrected.is_empty() {
+            let corrected = std::mem::take(&mut self.corrected);
+            let again = self.emit(|start| corrected.contains(&start), true).await?;
+            out.windows_corrected += again.windows_emitted;
+            out.rows.extend(again.rows);
+        }
+        let before = self.emitted_upto;
+        if before.is_some_and(|done| watermark <= done) {
+            return Ok(out);
         }
         self.emitted_upto = Some(watermark);
-        window.gate.set_cutoff(window.closed_upto(watermark));
-        self.emit(|start| start.is_some_and(|s| window.closed(s, watermark)))
-            .await
+        let closed_for_good = window.final_watermark(watermark);
+        window.gate.set_cutoff(window.closed_upto(closed_for_good));
+        let keep = window.lateness > 0;
+        out.extend(
+            self.emit(
+                |start| {
+                    start.is_some_and(|s| {
+                        window.closed(s, watermark) && !before.is_some_and(|b| window.closed(s, b))
+                    })
+                },
+                keep,
+            )
+            .await?,
+        );
+        if keep {
+            for shard in &mut self.shards {
+                shard
+                    .windows
+                    .retain(|start, _| !start.is_some_and(|s| window.closed(s, closed_for_good)));
+            }
+        }
+        Ok(out)
     }
 
     /// End of input: emits every open window, including the NULL-time one.
@@ -281,14 +333,17 @@ impl AggregateState {
             return Ok(AggregateOutput::default());
         }
         let mut out = self.advance_watermark(i64::MAX).await?;
-        let rest = self.emit(|_| true).await?;
-        out.rows.extend(rest.rows);
-        out.windows_emitted += rest.windows_emitted;
+        out.extend(self.emit(|_| true, false).await?);
         Ok(out)
     }
 
     /// Finalises the windows `due` selects, every shard at once; rows come out in window order.
-    async fn emit(&mut self, due: impl Fn(Option<i64>) -> bool) -> Result<AggregateOutput> {
+    /// With `keep`, their state stays (for corrections within `allowed_lateness`).
+    async fn emit(
+        &mut self,
+        due: impl Fn(Option<i64>) -> bool,
+        keep: bool,
+    ) -> Result<AggregateOutput> {
         let windows: BTreeSet<Option<i64>> = self
             .shards
             .iter()
@@ -306,7 +361,7 @@ impl AggregateState {
                 windows
                     .iter()
                     .any(|w| s.windows.contains_key(w))
-                    .then(|| Arc::clone(&windows))
+                    .then(|| (Arc::clone(&windows), keep))
             })
             .collect();
         let emitted = self.on_shards(inputs, emit_task).await?;
@@ -317,6 +372,7 @@ impl AggregateState {
         Ok(AggregateOutput {
             windows_emitted: windows.len(),
             rows: by_window.into_values().flatten().collect(),
+            windows_corrected: 0,
         })
     }
 
@@ -439,7 +495,7 @@ async fn merge_task(
     mut shard: Shard,
     phases: Arc<Phases>,
     partials: Vec<RecordBatch>,
-) -> (Shard, Result<()>) {
+) -> (Shard, Result<Vec<Option<i64>>>) {
     let result = shard.merge(&phases, partials).await;
     (shard, result)
 }
@@ -467,8 +523,8 @@ type Emitted = Vec<(Option<i64>, Vec<RecordBatch>)>;
 async fn emit_task(
     mut shard: Shard,
     phases: Arc<Phases>,
-    windows: Arc<Vec<Option<i64>>>,
+    (windows, keep): (Arc<Vec<Option<i64>>>, bool),
 ) -> (Shard, Result<Emitted>) {
-    let result = shard.emit(&phases, &windows).await;
+    let result = shard.emit(&phases, &windows, keep).await;
     (shard, result)
 }

@@ -135,19 +135,22 @@ pub(super) struct Shard {
 
 impl Shard {
     /// Windowed: appends this epoch's state rows to their windows, compacting a window's list
-    /// once it has doubled (so merging is O(rows in the epoch), amortised).
+    /// once it has doubled (so merging is O(rows in the epoch), amortised). Returns the window
+    /// starts it touched.
     pub(super) async fn merge(
         &mut self,
         phases: &Phases,
         partials: Vec<RecordBatch>,
-    ) -> Result<()> {
+    ) -> Result<Vec<Option<i64>>> {
         let Some(index) = phases.window_index else {
             return Err(EngineError::Internal(
                 "windowed merge on a keyed aggregate".into(),
             ));
         };
+        let mut touched = Vec::new();
         for batch in &partials {
             for (start, rows) in split_by_window(batch, index)? {
+                touched.push(start);
                 let state = self.windows.entry(start).or_default();
                 state.rows += rows.num_rows();
                 state.batches.push(rows);
@@ -159,7 +162,7 @@ impl Shard {
                 }
             }
         }
-        Ok(())
+        Ok(touched)
     }
 
     /// Keyed: merges the epoch into the single state and returns the final values of the
@@ -263,15 +266,21 @@ impl Shard {
         self.windows.values().flat_map(|w| w.batches.iter())
     }
 
-    /// Finalises and drops the windows in `due` (those this shard holds), in the given order.
+    /// Finalises the windows in `due` (those this shard holds), in the given order, and drops
+    /// them unless `keep`.
     pub(super) async fn emit(
         &mut self,
         phases: &Phases,
         due: &[Option<i64>],
+        keep: bool,
     ) -> Result<Vec<(Option<i64>, Vec<RecordBatch>)>> {
         let mut out = Vec::with_capacity(due.len());
         for start in due {
-            if let Some(state) = self.windows.remove(start) {
+            if keep {
+                if let Some(state) = self.windows.get(start) {
+                    out.push((*start, phases.finalize(state.batches.clone()).await?));
+                }
+            } else if let Some(state) = self.windows.remove(start) {
                 out.push((*start, phases.finalize(state.batches).await?));
             }
         }

@@ -64,6 +64,9 @@ pub struct Totals {
     /// Groups forgotten by `state_ttl`.
     #[serde(default)]
     pub groups_expired: u64,
+    /// Windows corrected by late rows within `allowed_lateness`.
+    #[serde(default)]
+    pub windows_corrected: u64,
 }
 
 /// Everything needed to resume after epoch `epoch`.

@@ -184,6 +184,7 @@ impl StreamJob {
         self.summary.rejected_records = manifest.totals.rejected_records;
         self.summary.windows_emitted = manifest.totals.windows_emitted;
         self.summary.groups_expired = manifest.totals.groups_expired;
+        self.summary.windows_corrected = manifest.totals.windows_corrected;
         self.summary.last_checkpoint_epoch = manifest.epoch;
         tracing::info!(epoch = manifest.epoch, dir, "restored checkpoint");
         Ok(())

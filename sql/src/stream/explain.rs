@@ -47,6 +47,13 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
                         w.column,
                         w.size_text()
                     );
+                    if w.lateness > 0 {
+                        let _ = writeln!(
+                            out,
+                            "  allowed_lateness: {} {:?}; an emitted window keeps its state that long and a late row within it re-emits the corrected row (upsert)",
+                            w.lateness, w.unit
+                        );
+                    }
                     for source in &w.sources {
                         let text = watermark_of(source).unwrap_or_else(|| "?".into());
                         let _ = writeln!(

@@ -667,6 +667,7 @@ impl StreamPlanner {
                 sources,
                 gate: LateGate::new(),
                 display: name.clone(),
+                lateness: 0,
             });
         }
         Ok(found)

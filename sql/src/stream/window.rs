@@ -45,6 +45,9 @@ pub struct WindowSpec {
     pub gate: Arc<LateGate>,
     /// The group expression, for display.
     pub display: String,
+    /// How long (in `unit`s of event time) a window keeps its state after it is emitted, so a
+    /// late row still corrects it (the sink's `allowed_lateness`; 0: none).
+    pub lateness: i64,
 }
 
 impl WindowSpec {
@@ -76,6 +79,15 @@ impl WindowSpec {
         match self.size {
             WindowSize::Fixed(width) => watermark.saturating_sub(width),
             WindowSize::Months(months) => shift_months(watermark, self.unit, months, false),
+        }
+    }
+
+    /// The watermark below which windows are closed for good: `watermark` less the lateness.
+    pub fn final_watermark(&self, watermark: i64) -> i64 {
+        if watermark == i64::MAX {
+            i64::MAX
+        } else {
+            watermark.saturating_sub(self.lateness)
         }
     }
 
@@ -286,6 +298,7 @@ mod tests {
             sources: vec![],
             gate: LateGate::new(),
             display: "w".into(),
+            lateness: 0,
         }
     }
 

@@ -9,6 +9,7 @@ mod harness;
 mod kafka;
 mod kafka_crash;
 mod kafka_faults;
+mod lateness;
 mod parity;
 mod partitions;
 mod predict;

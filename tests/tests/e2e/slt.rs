@@ -155,6 +155,23 @@ impl sqllogictest::AsyncDB for VolleyDb {
             index: self.statements,
             line: 0,
         };
+        if head.starts_with("INSERT") {
+            // An INSERT is planned as `volley run` would (sink checks included), then set
+            // aside: queries are what the files compare.
+            let mut p = self.pipeline.clone();
+            p.add_statement(sql, at, &self.registry)
+                .await
+                .map_err(|e| SltError(e.to_string()))?;
+            let overrides = volley_engine::setup::JobOverrides {
+                no_sinks: true,
+                workers: Some(1),
+                ..volley_engine::setup::JobOverrides::default()
+            };
+            volley_engine::setup::build_stream_job(&p, &self.registry, overrides)
+                .await
+                .map_err(|e| SltError(e.to_string()))?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
         self.pipeline
             .add_statement(sql, at, &self.registry)
             .await
