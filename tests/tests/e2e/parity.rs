@@ -47,6 +47,40 @@ SELECT request_id, geohash(lat, lon, 5) AS cell, lat * 2 AS lat2 FROM rides WHER
     )
 }
 
+/// Payments as real data holds them: NULLs in every nullable column, NaN of both signs, ±0.0,
+/// ±inf amounts, hot users, duplicate event times and rows exactly on window edges.
+fn payments_sql(seed: u64, count: u64) -> String {
+    format!(
+        r#"
+CREATE EXTERNAL TABLE payments STORED AS GENERATOR LOCATION 'payments'
+OPTIONS ('count' '{count}', 'rate' '20', 'seed' '{seed}', 'riders' '30', 'disorder' '2 seconds',
+         'watermark' 'event_time - INTERVAL ''2 seconds''');
+
+CREATE EXTERNAL TABLE per_user STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE per_merchant STORED AS BLACKHOLE LOCATION 'x' OPTIONS ('merge_key' 'merchant');
+CREATE EXTERNAL TABLE per_second STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE refunds STORED AS BLACKHOLE LOCATION 'x';
+
+INSERT INTO per_user
+SELECT user_id, date_bin(INTERVAL '2 seconds', event_time) AS w, count(*) AS n, count(amount) AS priced,
+       sum(amount) AS total, min(amount) AS lo, max(amount) AS hi, avg(fee) AS mean_fee,
+       count(DISTINCT merchant) AS merchants, bool_or(approved) AS any_ok
+FROM payments GROUP BY 1, 2;
+
+INSERT INTO per_merchant
+SELECT merchant, count(*) AS n, max(amount) AS hi, min(event_time) AS first_seen, sum(fee) AS fees
+FROM payments GROUP BY merchant;
+
+INSERT INTO per_second
+SELECT date_trunc('second', event_time) AS s, channel, count(*) AS n, median(amount) AS med
+FROM payments WHERE approved GROUP BY 1, 2;
+
+INSERT INTO refunds
+SELECT payment_id, user_id, amount, amount * 2 AS doubled FROM payments WHERE amount < 0 OR amount IS NULL;
+"#
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_equals_batch_over_seeds_sizes_and_orders() {
     for seed in 0..20u64 {
@@ -64,21 +98,29 @@ async fn stream_equals_batch_over_seeds_sizes_and_orders() {
                 600,
             ),
         ] {
-            let p = pipeline(&sql(seed, count)).await;
-            let input = rows(&p).await;
-            for order in [InputOrder::InOrder, InputOrder::Shuffled] {
-                // 1 to 4 workers: the input split across partitions and the state across shards.
-                let workers = 1 + (seed as usize) % 4;
-                let report = parity(&p, &input, sizing.clone(), order, seed, workers).await;
-                assert_exact(
-                    &report,
-                    &format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers"),
-                );
-                assert_eq!(report.sinks.len(), 5);
-                assert!(
-                    report.sinks.iter().all(|s| s.total > 0),
-                    "every sink got rows: {report:?}"
-                );
+            // Rides (clean, skewed) and payments (dirty) alike; payments every other seed.
+            let mut pipelines = vec![(sql(seed, count), 5)];
+            if seed % 2 == 0 {
+                pipelines.push((payments_sql(seed, count), 4));
+            }
+            for (text, sinks) in pipelines {
+                let p = pipeline(&text).await;
+                let input = rows(&p).await;
+                for order in [InputOrder::InOrder, InputOrder::Shuffled] {
+                    // 1 to 4 workers: the input split across partitions and the state across
+                    // shards.
+                    let workers = 1 + (seed as usize) % 4;
+                    let report = parity(&p, &input, sizing.clone(), order, seed, workers).await;
+                    assert_exact(
+                        &report,
+                        &format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers"),
+                    );
+                    assert_eq!(report.sinks.len(), sinks);
+                    assert!(
+                        report.sinks.iter().all(|s| s.total > 0),
+                        "every sink got rows: {report:?}"
+                    );
+                }
             }
         }
     }
