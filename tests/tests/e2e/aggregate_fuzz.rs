@@ -23,7 +23,6 @@ use volley_connectors::ConnectorRegistry;
 use volley_engine::batch::run_inserts;
 use volley_engine::compare::{Fold, compare_sink, key_indexes};
 use volley_engine::driver::{BatchSizing, splitmix64};
-use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_engine::verify::{InputOrder, VerifyOptions, compare_outputs, stream_outputs};
 use volley_sql::Pipeline;
 use volley_sql::stream::{QueryPlan, batch_context_with};
@@ -233,15 +232,7 @@ async fn plan_alone(agg: &str) -> Result<(), String> {
     let p = Pipeline::parse(&sql, &ConnectorRegistry::builtin())
         .await
         .map_err(|e| e.to_string())?;
-    let overrides = JobOverrides {
-        no_sinks: true,
-        workers: Some(1),
-        ..JobOverrides::default()
-    };
-    build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    crate::harness::try_plans(&p).await.map(|_| ())
 }
 
 /// A seeded permutation of `batches`' rows, cut into `partitions` partitions of `rows`-row
@@ -364,17 +355,7 @@ async fn every_accepted_aggregate_is_order_independent_and_the_rest_are_refused(
         }
         let p = pipeline(&sql).await;
         let input = rows(&p).await;
-        let (_, plans) = build_stream_job(
-            &p,
-            &ConnectorRegistry::builtin(),
-            JobOverrides {
-                no_sinks: true,
-                workers: Some(1),
-                ..JobOverrides::default()
-            },
-        )
-        .await
-        .unwrap();
+        let plans = crate::harness::plans(&p).await;
         let case_of = |target: &str| -> usize {
             target[1..]
                 .split('_')

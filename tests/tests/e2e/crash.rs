@@ -10,11 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
-use volley_connectors::ConnectorRegistry;
 use volley_engine::batch::batch_outputs;
 use volley_engine::checkpoint::failpoint::POINTS;
 use volley_engine::driver::splitmix64;
-use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_engine::verify::{VerifyReport, compare_outputs};
 use volley_sql::Pipeline;
 use volley_sql::stream::QueryPlan;
@@ -136,13 +134,7 @@ fn killed_and_restarted_at_random_instants_and_fail_points_every_sink_equals_bat
         let p = pipeline(&sql(count)).await;
         let input = rows(&p).await;
         let mut batch = batch_outputs(&p, &input).await.unwrap();
-        let overrides = JobOverrides {
-            no_sinks: true,
-            ..JobOverrides::default()
-        };
-        let (_, plans) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
-            .await
-            .unwrap();
+        let plans = crate::harness::plans(&p).await;
         // Delta keeps timestamps to the microsecond: compare those sinks at that precision.
         let stored = |plan: &QueryPlan| {
             if DELTA_SINKS.contains(&plan.target.as_str()) {

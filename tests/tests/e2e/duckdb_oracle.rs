@@ -18,7 +18,7 @@ use volley_engine::driver::BatchSizing;
 use volley_engine::verify::{InputOrder, VerifyOptions, stream_outputs};
 
 use crate::harness::{pipeline, rows};
-use crate::process::volley_bin;
+use crate::process::{succeed, volley_ok};
 use crate::readers::python;
 
 /// `(user, window start µs)` → `[min, max, min as REAL, max as REAL]`.
@@ -137,16 +137,11 @@ async fn min_and_max_per_window_equal_duckdb_in_batch_and_streaming() {
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/duckdb_min_max.py");
     let oracle_file = dir.path().join("duckdb.parquet");
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(&input)
-        .arg(&oracle_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        Command::new(&python)
+            .arg(&script)
+            .arg(&input)
+            .arg(&oracle_file),
     );
     let oracle = answer(&read_parquet(&oracle_file), "w_us");
     // The data is what makes this test worth running.
@@ -175,16 +170,7 @@ async fn min_and_max_per_window_equal_duckdb_in_batch_and_streaming() {
 
     // `volley batch`, the binary.
     std::fs::write(dir.path().join("pipeline.sql"), SQL).unwrap();
-    let out = Command::new(volley_bin())
-        .args(["batch", "pipeline.sql"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    volley_ok(dir.path(), &["batch", "pipeline.sql"]);
     assert_answers(
         "volley batch",
         &answer(&read_parquet(&dir.path().join("out/extremes")), "w"),

@@ -1,10 +1,8 @@
 //! Window edges, late rows and one-row micro-batches, written as small tables of data.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use arrow::array::{Int64Array, TimestampNanosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use volley_connectors::{ConnectorRegistry, Sink, Source};
 use volley_engine::driver::BatchSizing;
@@ -15,23 +13,7 @@ use crate::harness::pipeline;
 
 const SEC: i64 = 1_000_000_000;
 
-/// `(ts seconds, user)` rows as a batch.
-fn events(rows: &[(i64, i64)]) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
-        Field::new("user_id", DataType::Int64, false),
-    ]));
-    RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(TimestampNanosecondArray::from_iter_values(
-                rows.iter().map(|r| r.0 * SEC),
-            )),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-        ],
-    )
-    .unwrap()
-}
+use crate::harness::clicks as events;
 
 /// (window start seconds, count) per emitting epoch.
 fn emitted(epochs: &[(u64, Vec<RecordBatch>)]) -> Vec<(u64, Vec<(i64, i64)>)> {

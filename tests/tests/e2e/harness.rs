@@ -7,12 +7,61 @@ use arrow::record_batch::RecordBatch;
 use volley_connectors::ConnectorRegistry;
 use volley_engine::batch::{batch_outputs, read_sources};
 use volley_engine::driver::BatchSizing;
+use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_engine::verify::{
     InputOrder, VerifyOptions, VerifyReport, compare_outputs, stream_outputs,
 };
 use volley_sql::Pipeline;
+use volley_sql::stream::QueryPlan;
 
 pub type Rows = BTreeMap<String, (SchemaRef, Vec<RecordBatch>)>;
+
+/// Every INSERT's streaming plan, planned and checked as `volley run` does (sinks not opened),
+/// or the refusal.
+pub async fn try_plans(p: &Pipeline) -> Result<Vec<QueryPlan>, String> {
+    let overrides = JobOverrides {
+        no_sinks: true,
+        ..JobOverrides::default()
+    };
+    build_stream_job(p, &ConnectorRegistry::builtin(), overrides)
+        .await
+        .map(|(_, plans)| plans)
+        .map_err(|e| e.to_string())
+}
+
+/// Every INSERT's streaming plan (see [`try_plans`]).
+pub async fn plans(p: &Pipeline) -> Vec<QueryPlan> {
+    try_plans(p).await.unwrap()
+}
+
+/// Why streaming refuses pipeline `sql`, if it does.
+pub async fn refusal(sql: &str) -> Option<String> {
+    try_plans(&pipeline(sql).await).await.err()
+}
+
+/// `(ts seconds, user)` rows as a batch of `ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL`.
+pub fn clicks(rows: &[(i64, i64)]) -> RecordBatch {
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new(
+            "ts",
+            arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+            false,
+        ),
+        arrow::datatypes::Field::new("user_id", arrow::datatypes::DataType::Int64, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            std::sync::Arc::new(arrow::array::TimestampNanosecondArray::from_iter_values(
+                rows.iter().map(|r| r.0 * 1_000_000_000),
+            )),
+            std::sync::Arc::new(arrow::array::Int64Array::from_iter_values(
+                rows.iter().map(|r| r.1),
+            )),
+        ],
+    )
+    .unwrap()
+}
 
 pub async fn pipeline(sql: &str) -> Pipeline {
     Pipeline::parse(sql, &ConnectorRegistry::builtin())

@@ -5,7 +5,7 @@
 //! different speeds, so no row is late) and every malformed message is a dead letter with its
 //! partition and offset.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -19,9 +19,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use volley_connectors::generator::{GeneratorConnector, generate_rides};
 use volley_connectors::kafka::KafkaConnector;
-use volley_connectors::{Connector, ConnectorRegistry, SourcePoll};
+use volley_connectors::{Connector, SourcePoll};
 use volley_engine::batch::batch_outputs;
-use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_engine::verify::compare_outputs;
 
 use crate::harness::{assert_exact, pipeline};
@@ -329,14 +328,7 @@ async fn kafka_source_replays_exactly_and_dead_letters_malformed_messages() {
         ),
     )]);
     let batch = batch_outputs(&p, &input).await.unwrap();
-    let overrides = JobOverrides {
-        no_sinks: true,
-        sources: HashMap::new(),
-        ..JobOverrides::default()
-    };
-    let (_, plans) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
-        .await
-        .unwrap();
+    let plans = crate::harness::plans(&p).await;
     let mut stream = BTreeMap::new();
     for plan in &plans {
         if plan.target == "per_rider_kafka" {

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::json::LineDelimitedWriter;
-use volley_connectors::ConnectorRegistry;
 use volley_engine::batch::batch_outputs;
-use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_engine::verify::compare_outputs;
 
 use crate::harness::{assert_exact, pipeline};
@@ -90,13 +88,7 @@ async fn killed_five_times_the_topic_and_the_delta_table_equal_batch() {
     let declared = Arc::clone(p.tables[0].declared_schema.as_ref().unwrap());
     let input = BTreeMap::from([("rides".to_string(), (declared, vec![good.clone()]))]);
     let mut batch = batch_outputs(&p, &input).await.unwrap();
-    let overrides = JobOverrides {
-        no_sinks: true,
-        ..JobOverrides::default()
-    };
-    let (_, plans) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
-        .await
-        .unwrap();
+    let plans = crate::harness::plans(&p).await;
 
     // The Delta table equals batch (at Delta's microsecond precision).
     let plan = plans.iter().find(|q| q.target == "demand_delta").unwrap();

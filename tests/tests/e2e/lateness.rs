@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Int64Type};
 use arrow::record_batch::RecordBatch;
 
 use crate::harness::pipeline;
-use crate::process::{Kill, run, run_killed, volley_bin};
+use crate::process::{Kill, run, run_killed, volley_ok};
 use crate::readers::{sink_rows, table_in};
 
 /// `(ts seconds, key)` in file order. The watermark is the largest time so far (no delay), the
@@ -157,16 +157,7 @@ async fn late_rows_within_the_bound_correct_delta_and_later_ones_are_dead_letter
         let batch_sql = sql("kept.csv", "out/batch")
             .replace("'dead_letter' 'letters'", "'dead_letter' 'batch_letters'");
         std::fs::write(dir.path().join("batch.sql"), &batch_sql).unwrap();
-        let out = std::process::Command::new(volley_bin())
-            .args(["batch", "batch.sql"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        volley_ok(dir.path(), &["batch", "batch.sql"]);
 
         if let Some(n) = kill {
             let spec = format!("after_sink_commit_before_checkpoint:{n}");

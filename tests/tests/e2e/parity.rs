@@ -206,8 +206,6 @@ async fn a_corrupted_row_is_caught() {
 /// to batch, from seconds to calendar months, over data with NULLs, NaN and edge times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn date_trunc_buckets_are_windows_equal_to_batch() {
-    use volley_connectors::ConnectorRegistry;
-    use volley_engine::setup::{JobOverrides, build_stream_job};
     use volley_sql::stream::{QueryShape, WindowSize};
     // One payment per 100 s from Saturday 31 January, noon: 1,500 rows cross the end of
     // January and Monday 2 February (a week's start).
@@ -229,13 +227,7 @@ async fn date_trunc_buckets_are_windows_equal_to_batch() {
              FROM payments GROUP BY user_id, date_trunc('{unit}', event_time);"
         );
         let p = pipeline(&sql).await;
-        let overrides = JobOverrides {
-            no_sinks: true,
-            ..JobOverrides::default()
-        };
-        let (_, plans) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
-            .await
-            .unwrap();
+        let plans = crate::harness::plans(&p).await;
         let QueryShape::Aggregate(agg) = &plans[0].shape else {
             panic!("an aggregate")
         };

@@ -18,6 +18,22 @@ pub fn volley_bin() -> PathBuf {
     bin
 }
 
+/// Runs `command`, failing the test with its stderr unless it succeeds.
+pub fn succeed(command: &mut Command) -> Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `volley <args>` in `dir`, which must succeed.
+pub fn volley_ok(dir: &Path, args: &[&str]) -> Output {
+    succeed(Command::new(volley_bin()).args(args).current_dir(dir))
+}
+
 /// How a run is stopped before it finishes.
 pub enum Kill {
     /// SIGKILL this long after start.

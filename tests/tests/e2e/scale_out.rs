@@ -14,9 +14,7 @@ use arrow::array::{Int64Array, TimestampNanosecondArray};
 use arrow::record_batch::RecordBatch;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use volley_connectors::ConnectorRegistry;
 use volley_engine::batch::batch_outputs;
-use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_engine::verify::{VerifyReport, compare_outputs};
 use volley_sql::Pipeline;
 use volley_sql::stream::QueryPlan;
@@ -276,13 +274,7 @@ async fn two_processes_split_the_partitions_and_the_survivor_takes_over() {
     let declared = Arc::clone(p.tables[0].declared_schema.as_ref().unwrap());
     let input = BTreeMap::from([("rides".to_string(), (declared, vec![good.clone()]))]);
     let mut batch = batch_outputs(&p, &input).await.unwrap();
-    let overrides = JobOverrides {
-        no_sinks: true,
-        ..JobOverrides::default()
-    };
-    let (_, plans) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
-        .await
-        .unwrap();
+    let plans = crate::harness::plans(&p).await;
     for plan in &plans {
         if p.table(&plan.target).unwrap().kind == "DELTA" {
             let stored = delta_stored(&plan.output_schema);

@@ -1,11 +1,6 @@
 //! An updating result (GROUP BY without a window) is refused at plan time by any sink that
 //! would append its updates, and a `merge_key` must name output columns.
 
-use volley_connectors::ConnectorRegistry;
-use volley_engine::setup::{JobOverrides, build_stream_job};
-
-use crate::harness::pipeline;
-
 /// The planning error for `sink` (its declaration) receiving `query`, or `None` if accepted.
 async fn refusal(sink: &str, query: &str) -> Option<String> {
     let sql = format!(
@@ -14,15 +9,7 @@ async fn refusal(sink: &str, query: &str) -> Option<String> {
          CREATE EXTERNAL TABLE out {sink};
          INSERT INTO out {query};"
     );
-    let p = pipeline(&sql).await;
-    let overrides = JobOverrides {
-        no_sinks: true,
-        ..JobOverrides::default()
-    };
-    build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
-        .await
-        .err()
-        .map(|e| e.to_string())
+    crate::harness::refusal(&sql).await
 }
 
 const KEYED: &str = "SELECT user_id, count(*) AS n FROM clicks GROUP BY user_id";

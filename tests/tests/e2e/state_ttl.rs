@@ -3,11 +3,8 @@
 //! aggregate over an event-time bucket that is not a window is flagged.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
-use arrow::array::{Int64Array, TimestampNanosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use arrow::record_batch::RecordBatch;
+use arrow::array::Int64Array;
 use volley_connectors::{ConnectorRegistry, Position, Sink, Source};
 use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
 use volley_engine::driver::EpochInput;
@@ -16,25 +13,6 @@ use volley_engine::runtime::StreamJob;
 use volley_engine::setup::{JobOverrides, build_stream_job};
 
 use crate::harness::pipeline;
-
-const SEC: i64 = 1_000_000_000;
-
-fn events(rows: &[(i64, i64)]) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
-        Field::new("user_id", DataType::Int64, false),
-    ]));
-    RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(TimestampNanosecondArray::from_iter_values(
-                rows.iter().map(|r| r.0 * SEC),
-            )),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-        ],
-    )
-    .unwrap()
-}
 
 fn sql(ttl: &str) -> String {
     format!(
@@ -52,7 +30,7 @@ async fn job(sql: &str, checkpoint: Option<&std::path::Path>) -> (StreamJob, Col
     sinks.insert("out".into(), Box::new(sink));
     // Epochs are handed in by the test; the source only has to seek on restore.
     let all: Vec<(i64, i64)> = EPOCHS.iter().flat_map(|e| e.iter().copied()).collect();
-    let rows = events(&all);
+    let rows = crate::harness::clicks(&all);
     let mut sources: HashMap<String, Box<dyn Source>> = HashMap::new();
     sources.insert(
         "clicks".into(),
@@ -81,7 +59,7 @@ async fn job(sql: &str, checkpoint: Option<&std::path::Path>) -> (StreamJob, Col
 fn input(epochs: &[&[(i64, i64)]], n: usize) -> EpochInput {
     let before: u64 = epochs[..n - 1].iter().map(|e| e.len() as u64).sum();
     EpochInput {
-        batches: vec![vec![events(epochs[n - 1])]],
+        batches: vec![vec![crate::harness::clicks(epochs[n - 1])]],
         exhausted: vec![false],
         ranges: vec![(
             Position::single(before),
@@ -146,18 +124,8 @@ async fn a_group_not_updated_for_the_ttl_is_forgotten_also_across_a_restore() {
 
 #[tokio::test]
 async fn state_ttl_needs_a_keyed_aggregate_and_event_time() {
-    let refusal = |sql: String| async move {
-        let p = pipeline(&sql).await;
-        let overrides = JobOverrides {
-            no_sinks: true,
-            ..JobOverrides::default()
-        };
-        build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
-            .await
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-    };
+    let refusal =
+        |sql: String| async move { crate::harness::refusal(&sql).await.unwrap_or_default() };
     let windowed = "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL) STORED AS CSV LOCATION 'data/clicks.csv'
          OPTIONS ('watermark' 'ts');
          CREATE EXTERNAL TABLE out STORED AS BLACKHOLE LOCATION 'x' OPTIONS ('state_ttl' '1 hour');
@@ -183,13 +151,7 @@ async fn a_keyed_aggregate_over_an_event_time_bucket_is_flagged() {
          INSERT INTO out SELECT user_id, CAST(ts AS DATE) AS day, count(*) AS n FROM clicks GROUP BY 1, 2;",
     )
     .await;
-    let overrides = JobOverrides {
-        no_sinks: true,
-        ..JobOverrides::default()
-    };
-    let (_, plans) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
-        .await
-        .unwrap();
+    let plans = crate::harness::plans(&p).await;
     let text = volley_sql::stream::explain::explain_query(&plans[0], &|_| None);
     assert!(
         text.contains("warning: GROUP BY")
