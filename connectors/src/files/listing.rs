@@ -73,7 +73,18 @@ impl Listing {
         if self.is_file {
             return Ok(true);
         }
+        Ok(!self.listed(table, Some(1)).await?.is_empty())
+    }
+
+    /// The directory's files with the table's extension, up to `limit` of them, in listing
+    /// order.
+    async fn listed(
+        &self,
+        table: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<(object_store::path::Path, u64)>> {
         let suffix = self.options.file_extension.as_str();
+        let mut out = Vec::new();
         let mut files = self.location.store.list(Some(&self.location.path));
         while let Some(meta) = files.try_next().await.map_err(|e| {
             ConnectorError::external(
@@ -82,10 +93,13 @@ impl Listing {
             )
         })? {
             if meta.location.as_ref().ends_with(suffix) {
-                return Ok(true);
+                out.push((meta.location, meta.size));
+                if limit.is_some_and(|n| out.len() >= n) {
+                    break;
+                }
             }
         }
-        Ok(false)
+        Ok(out)
     }
 
     /// The files a table reads, in path order, with their sizes.
@@ -109,18 +123,7 @@ impl Listing {
                 })?;
             out.push((meta.location, meta.size));
         } else {
-            let suffix = self.options.file_extension.clone();
-            let mut files = self.location.store.list(Some(&self.location.path));
-            while let Some(meta) = files.try_next().await.map_err(|e| {
-                ConnectorError::external(
-                    table,
-                    format!("cannot list LOCATION '{}': {e}", self.location.url),
-                )
-            })? {
-                if meta.location.as_ref().ends_with(&suffix) {
-                    out.push((meta.location, meta.size));
-                }
-            }
+            out = self.listed(table, None).await?;
             out.sort_by(|a, b| a.0.cmp(&b.0));
         }
         if out.is_empty() {
