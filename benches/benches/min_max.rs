@@ -126,7 +126,8 @@ fn bench(c: &mut Criterion) {
         ("minmax_v3_ungrouped", "SELECT min(v3), max(v3) FROM g1"),
     ];
     let mut group = c.benchmark_group("min_max_h2o_g1");
-    group.sample_size(10);
+    group.sample_size(20);
+    group.measurement_time(std::time::Duration::from_secs(10));
     group.throughput(Throughput::Elements(ROWS as u64));
     for (name, sql) in queries {
         for (variant, builtin) in [("builtin", true), ("total_order", false)] {
@@ -151,7 +152,8 @@ fn bench(c: &mut Criterion) {
         .collect();
     let schema = payments[0].schema();
     let mut group = c.benchmark_group("min_max_payments");
-    group.sample_size(10);
+    group.sample_size(20);
+    group.measurement_time(std::time::Duration::from_secs(10));
     group.throughput(Throughput::Elements(ROWS as u64));
     let sql = "SELECT user_id, date_bin(INTERVAL '1 minute', event_time) AS w, min(amount), max(amount) FROM payments GROUP BY 1, 2";
     for (variant, builtin) in [("builtin", true), ("total_order", false)] {

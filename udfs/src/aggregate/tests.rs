@@ -185,3 +185,152 @@ async fn other_types_still_use_the_built_ins() {
         "{text}"
     );
 }
+
+/// Ranks order every float as SQL does, and turn back into the same bits (every NaN into the
+/// one NaN), at each float width.
+#[test]
+fn ranks_follow_the_total_order_and_invert() {
+    use super::total_order::TotalOrderFloat;
+    use arrow::datatypes::{Float16Type, Float32Type, Float64Type};
+    type F16 = <Float16Type as arrow::datatypes::ArrowPrimitiveType>::Native;
+
+    // Ascending in SQL's order; NaNs (of either sign) tie at the top.
+    let f64s = [
+        f64::NEG_INFINITY,
+        f64::MIN,
+        -1.5,
+        -f64::MIN_POSITIVE,
+        -5e-324,
+        -0.0,
+        0.0,
+        5e-324,
+        1.5,
+        f64::MAX,
+        f64::INFINITY,
+    ];
+    let ranks: Vec<i64> = f64s.iter().map(|v| Float64Type::rank(*v)).collect();
+    assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{ranks:?}");
+    for v in f64s {
+        assert_eq!(
+            Float64Type::unrank(Float64Type::rank(v)).to_bits(),
+            v.to_bits()
+        );
+    }
+    let nan = Float64Type::rank(f64::NAN);
+    assert_eq!(nan, Float64Type::rank(-f64::NAN));
+    assert!(nan > Float64Type::rank(f64::INFINITY));
+    assert!(Float64Type::unrank(nan).is_nan());
+
+    let f32s: Vec<f32> = f64s.iter().map(|v| *v as f32).collect();
+    for (v, w) in f32s.iter().zip(&f32s[1..]) {
+        let (a, b) = (Float32Type::rank(*v), Float32Type::rank(*w));
+        // Narrowing merges neighbours (f64::MIN and -inf; the subnormals and zeros).
+        assert!(a <= b, "{v} {w}");
+        assert_eq!(Float32Type::unrank(a).to_bits(), v.to_bits());
+    }
+    assert_eq!(Float32Type::rank(f32::NAN), Float32Type::rank(-f32::NAN));
+    assert!(Float32Type::rank(-0.0) < Float32Type::rank(0.0));
+
+    let halves = [
+        F16::NEG_INFINITY,
+        F16::from_f32(-2.5),
+        F16::NEG_ZERO,
+        F16::ZERO,
+        F16::from_f32(2.5),
+        F16::INFINITY,
+    ];
+    let ranks: Vec<i64> = halves.iter().map(|v| Float16Type::rank(*v)).collect();
+    assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{ranks:?}");
+    for v in halves {
+        assert_eq!(
+            Float16Type::unrank(Float16Type::rank(v)).to_bits(),
+            v.to_bits()
+        );
+    }
+    assert!(Float16Type::rank(F16::NAN) > Float16Type::rank(F16::INFINITY));
+    assert!(Float16Type::unrank(Float16Type::rank(-F16::NAN)).is_nan());
+}
+
+/// Mixed rows (NaN of both signs, ±0, -inf, NULL) and 400 plain numbers, as table `t(k, x)`.
+const ROWS: &str = "(SELECT * FROM (VALUES
+    (0, 259.38), (1, -0.0), (2, CAST('NaN' AS DOUBLE)), (3, 0.0), (4, 28.84),
+    (5, CAST('-inf' AS DOUBLE)), (6, NULL), (7, -CAST('NaN' AS DOUBLE)),
+    (8, 1.0), (9, 2.0), (10, 3.0), (11, 4.0)
+  UNION ALL SELECT value + 100, CAST(value AS DOUBLE) / 7 FROM generate_series(1, 400))
+  AS v(k, x)) AS t";
+
+/// A context whose partial aggregation gives up at once (as it does when nearly every row is
+/// its own group), over 8-row batches.
+fn skipping_context() -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_batch_size(8);
+    let options = &mut config.options_mut().execution;
+    options.skip_partial_aggregation_probe_rows_threshold = 1;
+    options.skip_partial_aggregation_probe_ratio_threshold = 0.0;
+    let ctx = SessionContext::new_with_config(config);
+    crate::register_all(&ctx);
+    ctx
+}
+
+async fn floats(ctx: &SessionContext, sql: &str) -> Vec<Vec<f64>> {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let b = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    b.columns()
+        .iter()
+        .map(|c| {
+            let c = c.as_any().downcast_ref::<Float64Array>().unwrap();
+            c.values().to_vec()
+        })
+        .collect()
+}
+
+/// When partial aggregation stops paying, DataFusion passes rows straight through as state:
+/// the answer is the same.
+#[tokio::test]
+async fn skipped_partial_aggregation_gives_the_same_answer() {
+    let ctx = skipping_context();
+    let sql = format!(
+        "SELECT min(x) AS lo, max(x) AS hi, CAST(k % 2 AS DOUBLE) AS g FROM {ROWS} GROUP BY k % 2 ORDER BY g"
+    );
+    let analyzed = ctx
+        .sql(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let analyzed = arrow::util::pretty::pretty_format_batches(&analyzed)
+        .unwrap()
+        .to_string();
+    let skipped = analyzed
+        .split("skipped_aggregation_rows=")
+        .skip(1)
+        .any(|rest| !rest.starts_with('0'));
+    assert!(skipped, "partial aggregation was not skipped:\n{analyzed}");
+    let got = floats(&ctx, &sql).await;
+    // Even keys: 259.38, NaN, 28.84, NULL, 1.0, 3.0 and 2/7 … 400/7. Odd: -0.0, 0.0, -inf,
+    // -NaN, 2.0, 4.0 and 1/7 … 399/7.
+    assert_eq!(got[0], [2.0 / 7.0, f64::NEG_INFINITY]);
+    assert!(got[1].iter().all(|v| v.is_nan()), "{:?}", got[1]);
+}
+
+/// Ungrouped over whole 8-value lanes, with and without NULLs among them.
+#[tokio::test]
+async fn ungrouped_lanes_with_and_without_nulls() {
+    let ctx = skipping_context();
+    for (filter, want_lo, want_hi) in [
+        ("TRUE", f64::NEG_INFINITY, f64::NAN),
+        ("k >= 100", 1.0 / 7.0, 400.0 / 7.0),
+        ("k >= 100 AND k < 500", 1.0 / 7.0, 399.0 / 7.0),
+        ("k <> 5 AND k <> 2 AND k <> 7", -0.0, 259.38),
+        ("k = 1 OR k = 3 OR k = 6", -0.0, 0.0),
+    ] {
+        let sql = format!("SELECT min(x), max(x) FROM {ROWS} WHERE {filter}");
+        let got = floats(&ctx, &sql).await;
+        assert!(
+            same(Some(got[0][0]), Some(want_lo)) && same(Some(got[1][0]), Some(want_hi)),
+            "{filter}: {got:?}"
+        );
+    }
+}

@@ -12,34 +12,36 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use std::marker::PhantomData;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, PrimitiveArray};
+use arrow::buffer::NullBuffer;
 use arrow::datatypes::{
     ArrowPrimitiveType, DataType, FieldRef, Float16Type, Float32Type, Float64Type,
 };
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, Expr, GroupsAccumulator, Operator,
-    ReversedUDAF, SetMonotonicity, Signature, StatisticsArgs,
+    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, Expr, GroupsAccumulator,
+    Operator, ReversedUDAF, SetMonotonicity, Signature, StatisticsArgs,
 };
-use datafusion_functions_aggregate_common::aggregate::groups_accumulator::prim_op::PrimitiveGroupsAccumulator;
+use datafusion_functions_aggregate_common::aggregate::groups_accumulator::accumulate::NullState;
 
 /// A float type ordered by SQL's total order.
 pub(crate) trait TotalOrderFloat: ArrowPrimitiveType {
     /// The value's rank: NaN (any sign or payload) is the largest, -0.0 < +0.0.
     fn rank(v: Self::Native) -> i64;
-    /// Whether `v` is a NaN.
-    fn is_nan(v: Self::Native) -> bool;
+    /// The value of a rank: the inverse of [`TotalOrderFloat::rank`], every NaN rank giving
+    /// [`TotalOrderFloat::NAN`].
+    fn unrank(rank: i64) -> Self::Native;
     /// Whether `v` is +inf or -inf.
     fn is_infinite(v: Self::Native) -> bool;
     /// `v` with -0.0 as +0.0 and any NaN as [`TotalOrderFloat::NAN`].
     fn canonical(v: Self::Native) -> Self::Native;
     /// The one NaN results report, whatever NaN the input held.
     const NAN: Self::Native;
-    /// Negative infinity.
-    const NEG_INFINITY: Self::Native;
 }
 
 macro_rules! total_order_float {
@@ -47,17 +49,24 @@ macro_rules! total_order_float {
         impl TotalOrderFloat for $t {
             #[inline]
             fn rank(v: $native) -> i64 {
-                if v.is_nan() {
-                    return i64::MAX;
-                }
                 // IEEE 754 totalOrder, as `f64::total_cmp`: flip every bit but the sign of a
-                // negative number, so the bits compare as signed integers.
+                // negative number, so the bits compare as signed integers. Branch-free, so a
+                // whole array converts in vector registers.
                 let bits = v.to_bits() as $signed;
-                i64::from(bits ^ (((bits >> (<$signed>::BITS - 1)) as $unsigned >> 1) as $signed))
+                let key = i64::from(
+                    bits ^ (((bits >> (<$signed>::BITS - 1)) as $unsigned >> 1) as $signed),
+                );
+                if v.is_nan() { i64::MAX } else { key }
             }
             #[inline]
-            fn is_nan(v: $native) -> bool {
-                v.is_nan()
+            fn unrank(rank: i64) -> $native {
+                if rank == i64::MAX {
+                    return <$native>::NAN;
+                }
+                // Ranks of this type fit its width; the flip is its own inverse.
+                let bits = rank as $signed;
+                let bits = bits ^ (((bits >> (<$signed>::BITS - 1)) as $unsigned >> 1) as $signed);
+                <$native>::from_bits(bits as $unsigned)
             }
             #[inline]
             fn is_infinite(v: $native) -> bool {
@@ -75,7 +84,6 @@ macro_rules! total_order_float {
                 }
             }
             const NAN: $native = <$native>::NAN;
-            const NEG_INFINITY: $native = <$native>::NEG_INFINITY;
         }
     };
 }
@@ -98,63 +106,179 @@ pub(crate) enum Extreme {
     Max,
 }
 
-impl Extreme {
-    /// `new` if it should replace `current`, in `T`'s total order. A NaN that wins is reported
-    /// as `T::NAN`, so the result never depends on which NaN came first.
-    #[inline]
-    fn pick<T: TotalOrderFloat>(self, current: T::Native, new: T::Native) -> Option<T::Native> {
-        let better = match self {
-            Extreme::Min => T::rank(new) < T::rank(current),
-            Extreme::Max => T::rank(new) > T::rank(current),
-        };
-        better.then(|| if T::is_nan(new) { T::NAN } else { new })
-    }
-
-    /// The value a group starts from: one every input ties with or beats.
-    fn start<T: TotalOrderFloat>(self) -> T::Native {
-        match self {
-            Extreme::Min => T::NAN,
-            Extreme::Max => T::NEG_INFINITY,
-        }
-    }
+/// A grouped accumulator for `T`, built as DataFusion's vectorized primitive accumulator (the
+/// one the built-ins use): a `Vec` of per-group state updated through [`NullState`], no
+/// per-row `ScalarValue`. The state is each group's rank, an `i64` compared as an integer;
+/// values turn into ranks as they are read and back into values only on output.
+struct RankedGroups<T: TotalOrderFloat, const MAX: bool> {
+    ranks: Vec<i64>,
+    null_state: NullState,
+    data_type: DataType,
+    float: PhantomData<fn() -> T>,
 }
 
-/// A grouped accumulator for `T`: DataFusion's vectorized primitive accumulator (the same one
-/// the built-ins use) with a total-order comparison and a start value that every input ties
-/// with or beats.
 fn groups_accumulator<T: TotalOrderFloat + Send>(
     data_type: &DataType,
     extreme: Extreme,
 ) -> Box<dyn GroupsAccumulator> {
-    Box::new(
-        PrimitiveGroupsAccumulator::<T, _>::new(data_type, move |current, new| {
-            if let Some(v) = extreme.pick::<T>(*current, new) {
-                *current = v;
-            }
-        })
-        .with_starting_value(extreme.start::<T>()),
-    )
+    match extreme {
+        Extreme::Min => Box::new(RankedGroups::<T, false>::new(data_type)),
+        Extreme::Max => Box::new(RankedGroups::<T, true>::new(data_type)),
+    }
 }
 
-/// The ungrouped accumulator: one running value, updated a whole array at a time.
+impl<T: TotalOrderFloat, const MAX: bool> RankedGroups<T, MAX> {
+    /// The rank a group starts from: one every input ties with or beats.
+    const START: i64 = if MAX { i64::MIN } else { i64::MAX };
+
+    fn new(data_type: &DataType) -> Self {
+        Self {
+            ranks: Vec::new(),
+            null_state: NullState::new(),
+            data_type: data_type.clone(),
+            float: PhantomData,
+        }
+    }
+}
+
+impl<T: TotalOrderFloat + Send, const MAX: bool> GroupsAccumulator for RankedGroups<T, MAX> {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        let [values] = values else {
+            return internal_err!("min/max take one argument, got {}", values.len());
+        };
+        let values = values.as_primitive::<T>();
+        self.ranks.resize(total_num_groups, Self::START);
+        let ranks = &mut self.ranks;
+        self.null_state.accumulate(
+            group_indices,
+            values,
+            opt_filter,
+            total_num_groups,
+            |group, value| {
+                let rank = T::rank(value);
+                let current = &mut ranks[group];
+                if (MAX && rank > *current) || (!MAX && rank < *current) {
+                    *current = rank;
+                }
+            },
+        );
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let ranks = emit_to.take_needed(&mut self.ranks);
+        let values: Vec<T::Native> = ranks.into_iter().map(T::unrank).collect();
+        let nulls = self.null_state.build(emit_to);
+        Ok(Arc::new(
+            PrimitiveArray::<T>::new(values.into(), nulls).with_data_type(self.data_type.clone()),
+        ))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.evaluate(emit_to)?])
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.update_batch(values, group_indices, None, total_num_groups)
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        // A row's state is its own value; a row the filter drops is no value.
+        let [values] = values else {
+            return internal_err!("min/max take one argument, got {}", values.len());
+        };
+        let Some(filter) = opt_filter else {
+            return Ok(vec![Arc::clone(values)]);
+        };
+        let (kept, filter_nulls) = filter.clone().into_parts();
+        let kept = match filter_nulls {
+            Some(nulls) => nulls.inner() & &kept,
+            None => kept,
+        };
+        let values = values.as_primitive::<T>();
+        let nulls = NullBuffer::union(values.nulls(), Some(&NullBuffer::from(kept)));
+        Ok(vec![Arc::new(
+            PrimitiveArray::<T>::new(values.values().clone(), nulls)
+                .with_data_type(self.data_type.clone()),
+        )])
+    }
+
+    fn size(&self) -> usize {
+        self.ranks.capacity() * std::mem::size_of::<i64>() + self.null_state.size()
+    }
+}
+
+/// The smallest (`MAX` false) or largest rank of an array's non-null values, `None` if it has
+/// none. Folded in lanes, so the compiler keeps them in vector registers.
+fn fold_ranks<T: TotalOrderFloat, const MAX: bool>(array: &PrimitiveArray<T>) -> Option<i64> {
+    const LANES: usize = 8;
+    if array.null_count() == array.len() {
+        return None;
+    }
+    let start = if MAX { i64::MIN } else { i64::MAX };
+    let keep = |a: i64, b: i64| if MAX { a.max(b) } else { a.min(b) };
+    let values = array.values();
+    let mut lanes = [start; LANES];
+    match array.nulls().filter(|n| n.null_count() > 0) {
+        None => {
+            let chunks = values.chunks_exact(LANES);
+            for v in chunks.remainder() {
+                lanes[0] = keep(lanes[0], T::rank(*v));
+            }
+            for chunk in chunks {
+                for (lane, v) in lanes.iter_mut().zip(chunk) {
+                    *lane = keep(*lane, T::rank(*v));
+                }
+            }
+        }
+        Some(nulls) => {
+            for (i, v) in values.iter().enumerate() {
+                if nulls.is_valid(i) {
+                    lanes[i % LANES] = keep(lanes[i % LANES], T::rank(*v));
+                }
+            }
+        }
+    }
+    lanes.into_iter().reduce(keep)
+}
+
+/// The ungrouped accumulator: one running rank, folded a whole array at a time.
 #[derive(Debug)]
 struct FloatAccumulator<T: TotalOrderFloat> {
     extreme: Extreme,
-    value: Option<T::Native>,
+    rank: Option<i64>,
     data_type: DataType,
+    float: PhantomData<fn() -> T>,
 }
 
 impl<T: TotalOrderFloat> FloatAccumulator<T> {
     fn new(extreme: Extreme, data_type: &DataType) -> Self {
         Self {
             extreme,
-            value: None,
+            rank: None,
             data_type: data_type.clone(),
+            float: PhantomData,
         }
     }
 
     fn current(&self) -> ScalarValue {
-        ScalarValue::new_primitive::<T>(self.value, &self.data_type).unwrap_or(ScalarValue::Null)
+        ScalarValue::new_primitive::<T>(self.rank.map(T::unrank), &self.data_type)
+            .unwrap_or(ScalarValue::Null)
     }
 }
 
@@ -164,25 +288,19 @@ impl<T: TotalOrderFloat + std::fmt::Debug> Accumulator for FloatAccumulator<T> {
             return Ok(());
         };
         let array = array.as_primitive::<T>();
-        let extreme = self.extreme;
-        let fold = |acc: T::Native, v: T::Native| extreme.pick::<T>(acc, v).unwrap_or(acc);
-        let start = extreme.start::<T>();
-        let best = if array.null_count() == 0 {
-            (!array.is_empty()).then(|| array.values().iter().copied().fold(start, fold))
-        } else if array.null_count() == array.len() {
-            None
-        } else {
-            Some(array.iter().flatten().fold(start, fold))
+        let best = match self.extreme {
+            Extreme::Min => fold_ranks::<T, false>(array),
+            Extreme::Max => fold_ranks::<T, true>(array),
+        };
+        let keep = match self.extreme {
+            Extreme::Min => i64::min,
+            Extreme::Max => i64::max,
         };
         if let Some(best) = best {
-            self.value = Some(match self.value {
-                Some(current) => fold(current, best),
-                None => best,
-            });
+            self.rank = Some(self.rank.map_or(best, |current| keep(current, best)));
         }
         Ok(())
     }
-
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         self.update_batch(states)
     }
