@@ -123,16 +123,7 @@ async fn empty_input_emits_nothing_and_keyed_aggregates_upsert_per_epoch() {
         .lock()
         .unwrap()
         .iter()
-        .map(|(e, batches)| {
-            let mut rows = Vec::new();
-            for b in batches {
-                let k = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-                let n = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
-                rows.extend((0..b.num_rows()).map(|i| (k.value(i), n.value(i))));
-            }
-            rows.sort_unstable();
-            (*e, rows)
-        })
+        .map(|(e, batches)| (*e, crate::harness::int_pairs(batches)))
         .collect();
     assert_eq!(got, vec![(1, vec![(1, 1), (2, 1)]), (2, vec![(1, 3)])]);
 }

@@ -110,3 +110,23 @@ pub fn assert_exact(report: &VerifyReport, context: &str) {
         );
     }
 }
+
+/// The rows of batches whose first two columns are BIGINT, as sorted pairs.
+pub fn int_pairs(batches: &[RecordBatch]) -> Vec<(i64, i64)> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let k = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        let n = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        rows.extend((0..b.num_rows()).map(|i| (k.value(i), n.value(i))));
+    }
+    rows.sort_unstable();
+    rows
+}

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use arrow::array::Int64Array;
 use volley_connectors::{ConnectorRegistry, Position, Sink, Source};
 use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
 use volley_engine::driver::EpochInput;
@@ -76,14 +75,7 @@ fn input(epochs: &[&[(i64, i64)]], n: usize) -> EpochInput {
 fn last_upserts(collected: &Collected) -> Vec<(i64, i64)> {
     let got = collected.lock().unwrap();
     let (_, batches) = got.last().unwrap();
-    let mut rows = Vec::new();
-    for b in batches {
-        let k = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-        let n = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
-        rows.extend((0..b.num_rows()).map(|i| (k.value(i), n.value(i))));
-    }
-    rows.sort_unstable();
-    rows
+    crate::harness::int_pairs(batches)
 }
 
 /// User 2 is seen at 1 s, then not until 16 s: with a 10-second TTL, the watermark of 15 s
