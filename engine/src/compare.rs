@@ -244,4 +244,49 @@ mod tests {
             assert!(!values_equal(&f32s(inf), &f32s(f32::MAX)));
         }
     }
+
+    fn rows(pairs: &[(i64, i64)]) -> RecordBatch {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        let schema = std::sync::Arc::new(Schema::new(vec![
+            Field::new("w", DataType::Int64, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                std::sync::Arc::new(Int64Array::from_iter_values(pairs.iter().map(|p| p.0))),
+                std::sync::Arc::new(Int64Array::from_iter_values(pairs.iter().map(|p| p.1))),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// What a sink receives is compared, not a folded state: an append-only sink that got a
+    /// row twice (a window emitted twice, a stateless row replayed) fails, keyed or not; an
+    /// upserting sink keeps the last row per key, as a MERGE does.
+    #[test]
+    fn rows_an_append_only_sink_received_twice_are_a_mismatch() {
+        let names = ["w".to_string(), "n".to_string()];
+        let batch = [rows(&[(1, 10), (2, 20)])];
+        let twice = [
+            (1, vec![rows(&[(1, 10)])]),
+            (2, vec![rows(&[(1, 10), (2, 20)])]),
+        ];
+        let once = [(1, vec![rows(&[(1, 10)])]), (2, vec![rows(&[(2, 20)])])];
+        for key in [&[0][..], &[]] {
+            let got = compare_sink("s", &names, key, Fold::Append, &batch, &twice, 5).unwrap();
+            assert!(got.matched < got.total, "key {key:?}: {got:?}");
+            let got = compare_sink("s", &names, key, Fold::Append, &batch, &once, 5).unwrap();
+            assert_eq!((got.matched, got.total), (2, 2), "key {key:?}: {got:?}");
+        }
+        let updated = [
+            (1, vec![rows(&[(1, 7)])]),
+            (2, vec![rows(&[(1, 10), (2, 20)])]),
+        ];
+        let got = compare_sink("s", &names, &[0], Fold::Upsert, &batch, &updated, 5).unwrap();
+        assert_eq!((got.matched, got.total), (2, 2), "{got:?}");
+        let got = compare_sink("s", &names, &[0], Fold::Append, &batch, &updated, 5).unwrap();
+        assert_eq!((got.matched, got.total), (1, 2), "{got:?}");
+    }
 }
