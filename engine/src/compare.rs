@@ -222,6 +222,7 @@ pub fn is_float(array: &dyn Array) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
