@@ -10,6 +10,7 @@ pub mod error;
 pub mod files;
 pub mod generator;
 pub mod kafka;
+pub mod live;
 pub mod location;
 pub mod registry;
 pub mod traits;
