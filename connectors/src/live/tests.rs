@@ -97,7 +97,10 @@ fn holds_the_latest_row_per_key_whatever_the_batches() {
             held.push((snapshot, model.clone()));
         }
         // Most rows died along the way: chunks were compacted, not kept one per batch.
-        assert!(table.snapshot().unwrap().len() < 30, "seed {seed}: not compacted");
+        assert!(
+            table.snapshot().unwrap().len() < 30,
+            "seed {seed}: not compacted"
+        );
         // Snapshots taken earlier still show their epoch.
         for (snapshot, then) in held {
             assert_eq!(contents(&snapshot), then, "seed {seed}");
@@ -153,4 +156,75 @@ fn a_key_must_name_columns_of_the_table() {
         err.contains("key column 'geohash'") && err.contains("user, cell, v"),
         "{err}"
     );
+}
+
+fn total(batches: &[RecordBatch]) -> f64 {
+    batches
+        .iter()
+        .map(|b| {
+            let v = b.column(2).as_any().downcast_ref::<Float64Array>().unwrap();
+            v.iter().flatten().sum::<f64>()
+        })
+        .sum()
+}
+
+/// Readers on other threads, reading while epochs are published, see every table at one
+/// epoch: two tables written with the same totals per epoch always show equal totals, the
+/// ones of the epoch the snapshot names; an applied but unpublished epoch is not seen.
+#[test]
+fn readers_see_whole_epochs_in_every_table_at_once() {
+    use super::LiveTables;
+    let mut live = LiveTables::new();
+    for name in ["a", "b"] {
+        live.add(LiveTable::new(name, schema(), &["user".into()]).unwrap())
+            .unwrap();
+    }
+    assert!(
+        live.add(LiveTable::new("a", schema(), &["user".into()]).unwrap())
+            .is_err()
+    );
+    let published = live.published();
+    assert_eq!(published.current().epoch, 0);
+    const LAST: u64 = 2_000;
+    // Epoch e sets user (e % 50) to e in both tables: the total of epoch e is known.
+    let expected = |epoch: u64| -> f64 {
+        let mut last = BTreeMap::new();
+        for e in 1..=epoch {
+            last.insert(e % 50, e as f64);
+        }
+        last.values().sum()
+    };
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let published = Arc::clone(&published);
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                let mut reads = 0u64;
+                while seen < LAST {
+                    reads += 1;
+                    let s = published.current();
+                    if s.epoch == 0 {
+                        continue;
+                    }
+                    let (a, b) = (total(&s.tables["a"].batches), total(&s.tables["b"].batches));
+                    assert_eq!(a, b, "epoch {}: tables from different epochs", s.epoch);
+                    assert_eq!(a, expected(s.epoch), "epoch {}: partial", s.epoch);
+                    assert!(s.epoch >= seen, "went back from {seen} to {}", s.epoch);
+                    seen = s.epoch;
+                }
+                reads
+            })
+        })
+        .collect();
+    for epoch in 1..=LAST {
+        let rows = [((Some((epoch % 50) as i64), None), Some(epoch as f64))];
+        live.apply("a", &batch(&rows)).unwrap();
+        assert_eq!(published.current().epoch, epoch - 1, "seen before publish");
+        live.apply("b", &batch(&rows)).unwrap();
+        live.publish(epoch).unwrap();
+    }
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert!(live.apply("c", &batch(&[])).is_err());
 }
