@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod driver;
 pub mod error;
+pub mod flight;
 pub mod group;
 pub mod late_letters;
 pub mod memory;

@@ -52,6 +52,7 @@ impl Published {
 pub struct LiveTables {
     tables: BTreeMap<String, LiveTable>,
     published: Arc<Published>,
+    epoch: u64,
 }
 
 impl LiveTables {
@@ -60,7 +61,8 @@ impl LiveTables {
         Self::default()
     }
 
-    /// Adds a table; it is in every snapshot published from now on, empty until written.
+    /// Adds a table, before the first epoch is applied: readers see it at once, empty until
+    /// an epoch that wrote it is published.
     ///
     /// # Errors
     /// [`ConnectorError::Config`] when a table of that name exists.
@@ -70,7 +72,7 @@ impl LiveTables {
             return Err(ConnectorError::config(&name, "is a live table twice"));
         }
         self.tables.insert(name, table);
-        Ok(())
+        self.publish(self.epoch)
     }
 
     /// Where readers get snapshots.
@@ -105,6 +107,7 @@ impl LiveTables {
             tables.insert(name.clone(), snapshot);
         }
         self.published.publish(Snapshot { epoch, tables });
+        self.epoch = epoch;
         Ok(())
     }
 }
