@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use volley_connectors::dead_letter::{DeadLetterBatch, DeadLetterWriter};
+use volley_connectors::live::LiveTables;
 use volley_connectors::{Position, Sink, Source};
 use volley_sql::stream::EpochSlot;
 use volley_udfs::model::ModelSet;
@@ -198,6 +199,8 @@ pub struct StreamJob {
     pub letter_destinations: BTreeMap<String, String>,
     /// [`StreamJob::prepare`] has run.
     pub prepared: bool,
+    /// Live tables, published once every sink has written an epoch (None: not kept).
+    pub live: Option<LiveTables>,
 }
 
 /// Called after each checkpoint with its epoch and every source's position (in job order),
@@ -454,6 +457,13 @@ impl StreamJob {
                 .ok_or_else(|| EngineError::Internal(format!("no sink opened for '{target}'")))?;
             let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             *summary.rows_out.entry(target.clone()).or_default() += rows;
+            // What the sink holds after this epoch, also when it had committed it already
+            // (a replayed epoch rebuilds the live table as it was).
+            if let Some(live) = self.live.as_mut().filter(|l| l.contains(&target)) {
+                for batch in &batches {
+                    live.apply(&target, batch)?;
+                }
+            }
             if self.committed.get(&target).is_some_and(|c| epoch <= *c) {
                 tracing::info!(
                     sink = %target,
@@ -466,6 +476,10 @@ impl StreamJob {
             }
             sink.write_epoch(epoch, &batches).await?;
             failpoint::hit("mid_sink_write");
+        }
+        // Every sink has written the epoch: queries may see it, in every table at once.
+        if let Some(live) = &mut self.live {
+            live.publish(epoch)?;
         }
         for (source, batches) in letters {
             let dir = crate::models::destination(&self.letter_destinations, &source);

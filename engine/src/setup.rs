@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use volley_connectors::live::{LiveTable, LiveTables};
 use volley_connectors::{ConnectorRegistry, Sink, SinkContext, Source};
 use volley_sql::stream::{EpochSlot, QueryPlan, SourceBinding, StreamPlanner};
 use volley_sql::{Pipeline, SqlError, TableDecl};
@@ -43,6 +44,8 @@ pub struct JobOverrides {
     pub instance: Option<String>,
     /// Told about every checkpoint written.
     pub on_checkpoint: Option<crate::runtime::CheckpointHook>,
+    /// Keep live tables (every sink with a `merge_key`) for queries over Flight SQL.
+    pub live: bool,
 }
 
 /// Every core the process may use.
@@ -281,6 +284,11 @@ async fn build(
         };
         sinks.insert(plan.target.clone(), sink);
     }
+    let live = if overrides.live {
+        Some(live_tables(pipeline, &plans)?)
+    } else {
+        None
+    };
     let task_ctx = planner.context().task_ctx();
     let queries = plans
         .iter()
@@ -321,8 +329,35 @@ async fn build(
         models,
         letter_destinations: crate::models::letter_destinations(pipeline),
         prepared: false,
+        live,
     };
     Ok((job, plans))
+}
+
+/// A live table for every sink with a `merge_key`: the latest row per key of what it is sent.
+///
+/// # Errors
+/// A `merge_key` that names no output column (refused earlier when the sink is checked).
+fn live_tables(pipeline: &Pipeline, plans: &[QueryPlan]) -> Result<LiveTables> {
+    let mut live = LiveTables::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for plan in plans {
+        if !seen.insert(plan.target.as_str()) {
+            continue;
+        }
+        let Some(table) = pipeline.table(&plan.target) else {
+            continue;
+        };
+        let Some(key) = table.merge_key().filter(|k| !k.is_empty()) else {
+            continue;
+        };
+        live.add(LiveTable::new(
+            &plan.target,
+            Arc::clone(&plan.output_schema),
+            &key,
+        )?)?;
+    }
+    Ok(live)
 }
 
 /// The models the rows of sink `target` depend on: those of every INSERT into it.

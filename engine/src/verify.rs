@@ -226,6 +226,7 @@ pub async fn stream_outputs(
         checkpoint: None,
         instance: None,
         on_checkpoint: None,
+        live: false,
     };
     let (job, plans) = build_stream_job(pipeline, registry, overrides).await?;
     job.run().await?;

@@ -9,13 +9,19 @@ use volley_connectors::ConnectorRegistry;
 use volley_connectors::generator::{GeneratorConnector, generate_rides};
 use volley_sql::Pipeline;
 
+#[path = "cli/flight.rs"]
+mod flight;
 #[path = "cli/inputs.rs"]
 mod inputs;
 #[path = "cli/runs.rs"]
 mod runs;
 
+/// A `volley` command whose Flight SQL server takes any free port, so tests running side by
+/// side do not collide on the default one.
 fn volley() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_volley"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_volley"));
+    cmd.env("VOLLEY_FLIGHT", "127.0.0.1:0");
+    cmd
 }
 
 fn repo() -> PathBuf {

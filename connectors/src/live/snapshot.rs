@@ -75,6 +75,16 @@ impl LiveTables {
         self.publish(self.epoch)
     }
 
+    /// The tables' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tables.keys().map(String::as_str)
+    }
+
+    /// Whether a table of that name is kept.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tables.contains_key(name)
+    }
+
     /// Where readers get snapshots.
     pub fn published(&self) -> Arc<Published> {
         Arc::clone(&self.published)

@@ -9,7 +9,7 @@ use volley_engine::driver::BatchSizing;
 use volley_engine::verify::InputOrder;
 
 use crate::harness::{assert_exact, parity, pipeline, rows};
-use crate::process::volley_bin;
+use crate::process::volley_command;
 use crate::readers::python;
 
 fn repo() -> PathBuf {
@@ -217,7 +217,7 @@ fn onnx_runtime_backend_equals_the_reference_and_failing_rows_go_to_dead_letters
         let dir = tempfile::tempdir().unwrap();
         write_inputs(dir.path(), &reference);
         ort_pipeline(dir.path());
-        let mut cmd = Command::new(volley_bin());
+        let mut cmd = volley_command();
         cmd.args(&args).arg("pipeline.sql").current_dir(dir.path());
         if mode == "batch" {
             cmd.env("PATH", &path).env_remove("ORT_DYLIB_PATH");
@@ -300,7 +300,7 @@ fn onnx_runtime_backend_equals_the_reference_and_failing_rows_go_to_dead_letters
     write_inputs(dir.path(), &reference);
     ort_pipeline(dir.path());
     let explain = || {
-        Command::new(volley_bin())
+        volley_command()
             .args(["explain", "pipeline.sql"])
             .current_dir(dir.path())
             .env("ORT_DYLIB_PATH", &library)

@@ -18,6 +18,14 @@ pub fn volley_bin() -> PathBuf {
     bin
 }
 
+/// A `volley` command. Its Flight SQL server takes any free port, so runs side by side do not
+/// collide on the default one.
+pub fn volley_command() -> Command {
+    let mut cmd = Command::new(volley_bin());
+    cmd.env("VOLLEY_FLIGHT", "127.0.0.1:0");
+    cmd
+}
+
 /// Runs `command`, failing the test with its stderr unless it succeeds.
 pub fn succeed(command: &mut Command) -> Output {
     let out = command.output().unwrap();
@@ -31,7 +39,7 @@ pub fn succeed(command: &mut Command) -> Output {
 
 /// `volley <args>` in `dir`, which must succeed.
 pub fn volley_ok(dir: &Path, args: &[&str]) -> Output {
-    succeed(Command::new(volley_bin()).args(args).current_dir(dir))
+    succeed(volley_command().args(args).current_dir(dir))
 }
 
 /// How a run is stopped before it finishes.
@@ -44,7 +52,7 @@ pub enum Kill {
 
 /// Runs `volley run pipeline.sql --quiet` in `dir`, stopped as `kill` says; returns its output.
 pub fn run(dir: &Path, kill: Option<&Kill>) -> Output {
-    let mut cmd = Command::new(volley_bin());
+    let mut cmd = volley_command();
     cmd.args(["run", "pipeline.sql", "--quiet"])
         .current_dir(dir)
         .env_remove("VOLLEY_FAILPOINT")

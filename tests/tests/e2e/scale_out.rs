@@ -21,7 +21,7 @@ use volley_sql::stream::QueryPlan;
 
 use crate::harness::{assert_exact, pipeline};
 use crate::kafka::{broker, create_topics, read_committed, ride_json, unique_topic};
-use crate::process::volley_bin;
+use crate::process::volley_command;
 use crate::readers::{conform, delta_stored, independent_read, python, sink_rows, table_in};
 
 const PARTITIONS: i32 = 4;
@@ -75,7 +75,7 @@ async fn send(broker: &str, topic: &str, messages: &[(i32, String, Vec<u8>)]) {
 /// A `volley run` of the pipeline in `dir`, its stderr in `dir/<name>.log`.
 fn spawn(dir: &Path, name: &str) -> (Child, PathBuf) {
     let log = dir.join(format!("{name}.log"));
-    let child = Command::new(volley_bin())
+    let child = volley_command()
         .args([
             "run",
             "pipeline.sql",

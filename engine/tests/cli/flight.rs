@@ -1,0 +1,154 @@
+//! `volley run` serves its live tables over Flight SQL while the pipeline runs.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use arrow::array::{Array, Int64Array};
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+use super::volley;
+
+async fn total(client: &mut FlightSqlServiceClient<Channel>) -> (i64, i64) {
+    let info = client
+        .execute(
+            "SELECT CAST(sum(n) AS BIGINT) AS total, count(*) AS riders FROM per_rider".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let batches: Vec<_> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let b = &batches[0];
+    let col = |i: usize| {
+        let a = b.column(i).as_any().downcast_ref::<Int64Array>().unwrap();
+        if a.is_null(0) { 0 } else { a.value(0) }
+    };
+    (col(0), col(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_pipeline_serves_its_live_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+         OPTIONS ('rate' '2000', 'pace' 'realtime', 'max_delay' '50 ms',
+                  'watermark' 'event_time - INTERVAL ''1 second''');
+         CREATE EXTERNAL TABLE per_rider STORED AS BLACKHOLE LOCATION 'x'
+         OPTIONS ('merge_key' 'rider_id');
+         INSERT INTO per_rider SELECT rider_id, count(*) AS n FROM rides GROUP BY rider_id;",
+    )
+    .unwrap();
+    let mut child = volley()
+        .args(["run", "p.sql", "--no-checkpoint"])
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The announced address (port 0 asked for any free port).
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("volley exited before serving").unwrap();
+        if let Some(rest) = line.strip_prefix("volley: Flight SQL on grpc://") {
+            assert!(rest.contains("live tables: per_rider"), "{line}");
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Drain stderr so the status line never blocks the pipeline.
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    let mut first = (0, 0);
+    for _ in 0..100 {
+        first = total(&mut client).await;
+        if first.0 > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(first.0 > 0 && first.1 > 0, "no rows seen: {first:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = total(&mut client).await;
+    assert!(
+        second.0 > first.0,
+        "{first:?} then {second:?}: the table did not move"
+    );
+    // Every row counted once per rider: as many riders as rows at most.
+    assert!(second.1 <= second.0, "{second:?}");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap();
+    let err = drain.join().unwrap().join("\n");
+    assert_eq!(code.code(), Some(0), "{err}");
+}
+
+#[test]
+fn a_taken_port_or_a_non_loopback_address_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides' OPTIONS ('count' '10');
+         CREATE EXTERNAL TABLE raw STORED AS PARQUET LOCATION 'out/raw';
+         INSERT INTO raw SELECT request_id FROM rides;",
+    )
+    .unwrap();
+    for (flight, want) in [
+        (addr.as_str(), "cannot serve Flight SQL on"),
+        ("0.0.0.0:0", "only loopback addresses"),
+        ("here", "is not an address"),
+    ] {
+        let out = volley()
+            .args([
+                "run",
+                "p.sql",
+                "--quiet",
+                "--no-checkpoint",
+                "--flight",
+                flight,
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flight}: {err}");
+        assert!(err.contains(want), "{flight}: {err}");
+    }
+    // --no-flight runs without a server.
+    let out = volley()
+        .args([
+            "run",
+            "p.sql",
+            "--quiet",
+            "--no-checkpoint",
+            "--no-flight",
+            "--flight",
+            &addr,
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(taken);
+}
