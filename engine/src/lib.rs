@@ -11,6 +11,7 @@ pub mod flight;
 pub mod group;
 pub mod late_letters;
 pub mod memory;
+pub mod metrics;
 pub mod models;
 pub mod query;
 pub mod runtime;

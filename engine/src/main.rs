@@ -63,17 +63,8 @@ enum Command {
         /// Identifies the pipeline to sinks such as Delta (default: the pipeline file's name).
         #[arg(long)]
         pipeline_id: Option<String>,
-        /// Where to serve Arrow Flight SQL over the live tables (port 0: any free port).
-        #[arg(
-            long,
-            env = "VOLLEY_FLIGHT",
-            default_value = "127.0.0.1:50051",
-            value_name = "ADDR"
-        )]
-        flight: String,
-        /// Do not serve Flight SQL.
-        #[arg(long)]
-        no_flight: bool,
+        #[command(flatten)]
+        flight: volley_engine::flight::server::FlightArgs,
     },
     /// Run the same statements once over bounded inputs, as a batch job.
     Batch {
@@ -143,7 +134,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             from_scratch,
             pipeline_id,
             flight,
-            no_flight,
         } => {
             let p = load_pipeline(&pipeline, &registry).await?;
             let name = pipeline
@@ -193,12 +183,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     workers,
                     pipeline_id: Some(pipeline_id),
                     checkpoint,
-                    live: !no_flight,
+                    live: !flight.no_flight,
                     ..JobOverrides::default()
                 };
                 let (mut job, _) = build_stream_job(&p, &registry, overrides).await?;
                 let server = match &job.live {
-                    Some(live) if !no_flight => Some(start_flight(&flight, live, quiet).await?),
+                    Some(live) if !flight.no_flight => Some(
+                        volley_engine::flight::server::start(
+                            &flight,
+                            live.published(),
+                            &live.names().map(str::to_string).collect::<Vec<_>>(),
+                            Some(volley_engine::metrics::Metrics::global()),
+                            quiet,
+                        )
+                        .await?,
+                    ),
                     _ => None,
                 };
                 job.prepare().await.context("pipeline failed")?;
@@ -421,66 +420,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// A running Flight SQL server, stopped with the pipeline.
-struct FlightServer {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl FlightServer {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("volley: the Flight SQL server failed: {e}"),
-            Err(e) => eprintln!("volley: the Flight SQL server failed: {e}"),
-        }
-    }
-}
-
-/// Binds `addr` and serves the live tables there. Only loopback addresses are served: other
-/// addresses need token authentication, which `volley` does not offer yet.
-async fn start_flight(
-    addr: &str,
-    live: &volley_connectors::live::LiveTables,
-    quiet: bool,
-) -> anyhow::Result<FlightServer> {
-    use volley_engine::flight::{DEFAULT_QUERY_MEMORY, QueryEngine, VolleyFlightSql, serve};
-    let socket: std::net::SocketAddr = addr.parse().map_err(|e| {
-        anyhow::anyhow!("--flight '{addr}' is not an address such as 127.0.0.1:50051: {e}")
-    })?;
-    if !socket.ip().is_loopback() {
-        anyhow::bail!(
-            "--flight {addr}: only loopback addresses (127.0.0.1, ::1) are served, since other hosts would need token authentication; serve on 127.0.0.1, or run with --no-flight"
-        );
-    }
-    let listener = tokio::net::TcpListener::bind(socket).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot serve Flight SQL on {addr}: {e} (is another pipeline serving there? choose another address with --flight ADDR, or run with --no-flight)"
-        )
-    })?;
-    let bound = listener.local_addr()?;
-    let engine = QueryEngine::new(live.published(), DEFAULT_QUERY_MEMORY)?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(
-        VolleyFlightSql::new(std::sync::Arc::new(engine)),
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    if !quiet {
-        let tables = live.names().collect::<Vec<_>>().join(", ");
-        eprintln!(
-            "volley: Flight SQL on grpc://{bound} (live tables: {})",
-            if tables.is_empty() {
-                "none"
-            } else {
-                tables.as_str()
-            }
-        );
-    }
-    Ok(FlightServer { stop, task })
 }

@@ -201,6 +201,8 @@ pub struct StreamJob {
     pub prepared: bool,
     /// Live tables, published once every sink has written an epoch (None: not kept).
     pub live: Option<LiveTables>,
+    /// Reports this job's metrics to the process's registry (the `system` tables).
+    pub metrics: Option<crate::metrics::JobReporter>,
 }
 
 /// Called after each checkpoint with its epoch and every source's position (in job order),
@@ -233,7 +235,23 @@ impl StreamJob {
     ///
     /// # Errors
     /// Source, sink and execution failures.
-    pub async fn run_until(
+    pub async fn run_until(self, stop: tokio::sync::watch::Receiver<bool>) -> Result<RunSummary> {
+        let finish = self
+            .metrics
+            .as_ref()
+            .map(crate::metrics::JobReporter::finisher);
+        let result = self.run_until_inner(stop).await;
+        if let Some(finish) = finish {
+            finish.report(if result.is_ok() {
+                crate::metrics::JobState::Finished
+            } else {
+                crate::metrics::JobState::Failed
+            });
+        }
+        result
+    }
+
+    async fn run_until_inner(
         mut self,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<RunSummary> {
@@ -305,6 +323,9 @@ impl StreamJob {
             return Ok(false);
         }
         self.epoch += 1;
+        if let Some(reporter) = &mut self.metrics {
+            reporter.epoch_started();
+        }
         if next.replayed {
             self.summary.epochs_replayed += 1;
         } else if let Some(checkpoints) = &self.checkpoints {
@@ -347,6 +368,15 @@ impl StreamJob {
         if let Some(status) = &mut self.status {
             status.tick(self.epoch, &self.sources, &self.queries, &self.summary);
         }
+        if let Some(reporter) = &mut self.metrics {
+            reporter.epoch_finished(
+                self.epoch,
+                &self.sources,
+                &self.queries,
+                &self.summary,
+                &self.models,
+            );
+        }
         Ok(done)
     }
 
@@ -359,6 +389,7 @@ impl StreamJob {
         dead_letters: &mut HashMap<String, DeadLetterWriter>,
     ) -> Result<bool> {
         let mut fresh: Vec<bool> = Vec::with_capacity(self.sources.len());
+        let mut fresh_rows: HashMap<String, u64> = HashMap::new();
         let mut letters: BTreeMap<String, Vec<DeadLetterBatch>> = BTreeMap::new();
         for (source, records) in self.sources.iter().zip(&input.rejected) {
             if !records.is_empty() {
@@ -381,7 +412,9 @@ impl StreamJob {
             if let Some(end) = ends.next() {
                 source.position = end;
             }
-            let has = batches.iter().any(|b| b.num_rows() > 0);
+            let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            fresh_rows.insert(source.name.clone(), rows);
+            let has = rows > 0;
             let tags = partitions.next().unwrap_or_default();
             source.observe(&batches, &tags, &idle.next().unwrap_or_default())?;
             source.slot.set_from_partitions(batches, tags);
@@ -404,7 +437,7 @@ impl StreamJob {
             .collect();
 
         let mut outputs: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
-        for query in &mut self.queries {
+        for (index, query) in self.queries.iter_mut().enumerate() {
             let reads_fresh = query
                 .plan()
                 .sources
@@ -419,6 +452,20 @@ impl StreamJob {
                 parts.push(query.flush().await?);
             }
             let target = query.plan().target.clone();
+            if let Some(reporter) = &mut self.metrics {
+                let rows_in = query
+                    .plan()
+                    .sources
+                    .iter()
+                    .filter_map(|s| fresh_rows.get(s))
+                    .sum();
+                let rows_out = parts
+                    .iter()
+                    .flat_map(|p| &p.rows)
+                    .map(|b| b.num_rows() as u64)
+                    .sum();
+                reporter.query_rows(index, rows_in, rows_out);
+            }
             for part in parts {
                 summary.windows_emitted += part.windows_emitted as u64;
                 summary.groups_expired += part.groups_expired as u64;
@@ -480,6 +527,9 @@ impl StreamJob {
         // Every sink has written the epoch: queries may see it, in every table at once.
         if let Some(live) = &mut self.live {
             live.publish(epoch)?;
+        }
+        if let Some(reporter) = &mut self.metrics {
+            reporter.letters(epoch, &letters);
         }
         for (source, batches) in letters {
             let dir = crate::models::destination(&self.letter_destinations, &source);
@@ -603,6 +653,9 @@ impl StreamJob {
         self.summary.last_checkpoint_ms = ms;
         self.summary.last_checkpoint_bytes = bytes;
         tracing::info!(epoch, ms, bytes, "checkpoint written");
+        if let Some(reporter) = &self.metrics {
+            reporter.checkpoint(epoch, ms, bytes);
+        }
         for source in &self.sources {
             if let Some(monitor) = &source.monitor {
                 monitor.checkpointed(&source.position);

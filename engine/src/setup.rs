@@ -330,8 +330,40 @@ async fn build(
         letter_destinations: crate::models::letter_destinations(pipeline),
         prepared: false,
         live,
+        metrics: Some(crate::metrics::JobReporter::new(
+            crate::metrics::Metrics::global(),
+            crate::metrics::JobKey {
+                pipeline: sink_context.pipeline_id.clone(),
+                instance: overrides.instance.clone(),
+            },
+            statements(pipeline),
+        )),
     };
     Ok((job, plans))
+}
+
+/// The pipeline's statements as SQL, for `system.pipelines`.
+fn statements(pipeline: &Pipeline) -> Vec<String> {
+    let tables = pipeline.tables.iter().map(|t| {
+        format!(
+            "CREATE EXTERNAL TABLE {} STORED AS {} LOCATION '{}'",
+            t.name,
+            t.kind.to_uppercase(),
+            t.location.replace('\'', "''")
+        )
+    });
+    let models = pipeline.models.iter().map(|m| {
+        format!(
+            "CREATE MODEL {} LOCATION '{}'",
+            m.name,
+            m.location.replace('\'', "''")
+        )
+    });
+    let inserts = pipeline
+        .inserts
+        .iter()
+        .map(|i| format!("INSERT INTO {} {}", i.target, i.query));
+    tables.chain(models).chain(inserts).collect()
 }
 
 /// A live table for every sink with a `merge_key`: the latest row per key of what it is sent.

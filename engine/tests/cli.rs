@@ -15,6 +15,8 @@ mod flight;
 mod inputs;
 #[path = "cli/runs.rs"]
 mod runs;
+#[path = "cli/snapshots.rs"]
+mod snapshots;
 
 /// A `volley` command whose Flight SQL server takes any free port, so tests running side by
 /// side do not collide on the default one.

@@ -14,6 +14,8 @@ use crate::error::{ConnectorError, Result};
 pub struct TableSnapshot {
     /// The table's schema.
     pub schema: SchemaRef,
+    /// The key columns' names: each key has one row.
+    pub key: Arc<[String]>,
     /// Its rows: the latest row per key.
     pub batches: Arc<[RecordBatch]>,
 }
@@ -112,6 +114,7 @@ impl LiveTables {
         for (name, table) in &mut self.tables {
             let snapshot = TableSnapshot {
                 schema: Arc::clone(table.schema()),
+                key: table.key_names(),
                 batches: table.snapshot()?,
             };
             tables.insert(name.clone(), snapshot);

@@ -118,6 +118,14 @@ impl LiveTable {
         })
     }
 
+    /// The key columns' names, in key order.
+    pub fn key_names(&self) -> Arc<[String]> {
+        self.key
+            .iter()
+            .map(|&i| self.schema.field(i).name().clone())
+            .collect()
+    }
+
     /// The table's name.
     pub fn name(&self) -> &str {
         &self.name

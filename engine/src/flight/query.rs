@@ -3,12 +3,21 @@
 
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use volley_connectors::live::Published;
+use volley_connectors::live::{Published, Snapshot};
+
+use super::params;
+use crate::metrics::{Metrics, SystemSchema};
+
+/// The schema of Volley's own tables (metrics, checkpoints, dead letters, pipelines).
+pub const SYSTEM_SCHEMA: &str = "system";
 
 /// The catalog every table is in.
 pub const CATALOG: &str = "volley";
@@ -31,6 +40,7 @@ pub enum QueryError {
 pub struct QueryEngine {
     published: Arc<Published>,
     runtime: Arc<RuntimeEnv>,
+    system: Option<Arc<Metrics>>,
 }
 
 impl QueryEngine {
@@ -44,7 +54,24 @@ impl QueryEngine {
             .with_memory_limit(memory_limit, 1.0)
             .build_arc()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
-        Ok(Self { published, runtime })
+        Ok(Self {
+            published,
+            runtime,
+            system: None,
+        })
+    }
+
+    /// Also serves the `system` schema (metrics, checkpoints, dead letters, pipelines) from
+    /// `metrics`.
+    #[must_use]
+    pub fn with_system(mut self, metrics: Arc<Metrics>) -> Self {
+        self.system = Some(metrics);
+        self
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.published.current()
     }
 
     /// A context over the latest snapshot, and the epoch it shows: every table at that epoch.
@@ -71,31 +98,101 @@ impl QueryEngine {
             ctx.register_table(name.as_str(), Arc::new(memory))
                 .map_err(|e| QueryError::Internal(format!("live table '{name}': {e}")))?;
         }
+        if let Some(metrics) = &self.system {
+            let catalog = ctx
+                .catalog(CATALOG)
+                .ok_or_else(|| QueryError::Internal(format!("no catalog '{CATALOG}'")))?;
+            let system = SystemSchema::new(Arc::clone(metrics), snapshot.epoch);
+            catalog
+                .register_schema(SYSTEM_SCHEMA, Arc::new(system))
+                .map_err(|e| QueryError::Internal(format!("schema '{SYSTEM_SCHEMA}': {e}")))?;
+        }
         Ok((ctx, snapshot.epoch))
     }
 
-    /// Plans `sql` over the latest snapshot. Only queries run: a write, DDL or a session
+    /// The logical plan of `sql` over the latest snapshot, its context and epoch. `?`
+    /// placeholders become `$1, $2, …`. Only queries plan: a write, DDL or a session
     /// statement is refused, since live tables are written by the pipeline alone.
-    ///
-    /// # Errors
-    /// [`QueryError::Query`] naming what is wrong with the query.
-    pub async fn plan(&self, sql: &str) -> Result<(DataFrame, u64), QueryError> {
+    async fn logical(&self, sql: &str) -> Result<(SessionContext, LogicalPlan, u64), QueryError> {
+        let sql = params::positional(sql)?;
         let (ctx, epoch) = self.context()?;
         let plan = ctx
             .state()
-            .create_logical_plan(sql)
+            .create_logical_plan(&sql)
             .await
-            .map_err(|e| QueryError::Query(e.strip_backtrace().to_string()))?;
+            .map_err(query_error)?;
         if let Some(kind) = refused(&plan) {
             return Err(QueryError::Query(format!(
                 "{kind} is refused: the tables are read-only (live tables are written by the pipeline, system tables by Volley); run a SELECT"
             )));
         }
-        let frame = ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(|e| QueryError::Query(e.strip_backtrace().to_string()))?;
+        Ok((ctx, plan, epoch))
+    }
+
+    /// The result schema of `sql` and the schema of its parameters (`$1` … in order).
+    ///
+    /// # Errors
+    /// [`QueryError::Query`] naming what is wrong with the statement.
+    pub async fn prepare(&self, sql: &str) -> Result<(SchemaRef, SchemaRef), QueryError> {
+        let (_, plan, _) = self.logical(sql).await?;
+        let parameters = params::parameters(&plan)?;
+        Ok((Arc::new(plan.schema().as_arrow().clone()), parameters))
+    }
+
+    /// Plans `sql` over the latest snapshot, with `values` bound to its parameters: one
+    /// execution per row of `values`, their results one after another.
+    ///
+    /// # Errors
+    /// [`QueryError::Query`] naming what is wrong with the query or its parameters.
+    pub async fn plan(
+        &self,
+        sql: &str,
+        values: Option<&RecordBatch>,
+    ) -> Result<(DataFrame, u64), QueryError> {
+        let (ctx, plan, epoch) = self.logical(sql).await?;
+        let expected = params::parameters(&plan)?;
+        let schema = Arc::clone(plan.schema());
+        let plans = match values {
+            Some(values) => params::bind(&plan, &expected, values)?,
+            None if expected.fields().is_empty() => vec![plan],
+            None => {
+                return Err(QueryError::Query(format!(
+                    "the statement has {} parameter(s): bind values before executing it",
+                    expected.fields().len()
+                )));
+            }
+        };
+        let mut frames = Vec::with_capacity(plans.len());
+        for plan in plans {
+            frames.push(ctx.execute_logical_plan(plan).await.map_err(query_error)?);
+        }
+        let mut frames = frames.into_iter();
+        let Some(first) = frames.next() else {
+            // No rows of values: no executions, no rows, the statement's schema.
+            let empty = ctx
+                .execute_logical_plan(LogicalPlan::EmptyRelation(
+                    datafusion::logical_expr::EmptyRelation {
+                        produce_one_row: false,
+                        schema,
+                    },
+                ))
+                .await
+                .map_err(query_error)?;
+            return Ok((empty, epoch));
+        };
+        let frame = frames.try_fold(first, |all, next| all.union(next).map_err(query_error))?;
         Ok((frame, epoch))
+    }
+}
+
+/// A DataFusion error as the analyst's (a bad query, too much memory) or Volley's.
+pub(super) fn query_error(e: DataFusionError) -> QueryError {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(why) => QueryError::Query(format!(
+            "the query needs more memory than queries may use (raise --flight-query-memory, or filter or aggregate more): {why}"
+        )),
+        DataFusionError::Internal(why) => QueryError::Internal(why.clone()),
+        _ => QueryError::Query(e.strip_backtrace().to_string()),
     }
 }
 

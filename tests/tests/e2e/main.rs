@@ -5,6 +5,7 @@ mod aggregate_fuzz;
 mod crash;
 mod duckdb_oracle;
 mod edges;
+mod flight_clients;
 mod harness;
 mod kafka;
 mod kafka_crash;

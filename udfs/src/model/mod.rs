@@ -17,6 +17,7 @@ mod tensor;
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field};
@@ -182,6 +183,31 @@ pub struct Model {
     backend: Backend,
     device: Device,
     session: Mutex<Session>,
+    stats: Stats,
+}
+
+/// What a model has done since it was loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ModelStats {
+    /// Backend runs (one per `max_rows` rows at most).
+    pub calls: u64,
+    /// Rows scored.
+    pub rows: u64,
+    /// Runs that failed.
+    pub failures: u64,
+    /// Time spent in runs, in total.
+    pub total_seconds: f64,
+    /// The last run's time.
+    pub last_seconds: f64,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    calls: AtomicU64,
+    rows: AtomicU64,
+    failures: AtomicU64,
+    nanos: AtomicU64,
+    last_nanos: AtomicU64,
 }
 
 impl Model {
@@ -257,6 +283,7 @@ impl Model {
             backend: options.backend,
             device: options.device,
             session: Mutex::new(session),
+            stats: Stats::default(),
         })
     }
 
@@ -379,8 +406,35 @@ impl Model {
         })
     }
 
-    /// One session run over `rows` rows of packed input; every output's values, row-major.
+    /// What the model has done since it was loaded (by every pipeline of the process).
+    pub fn stats(&self) -> ModelStats {
+        let seconds = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64 / 1e9;
+        ModelStats {
+            calls: self.stats.calls.load(Ordering::Relaxed),
+            rows: self.stats.rows.load(Ordering::Relaxed),
+            failures: self.stats.failures.load(Ordering::Relaxed),
+            total_seconds: seconds(&self.stats.nanos),
+            last_seconds: seconds(&self.stats.last_nanos),
+        }
+    }
+
+    /// One session run over `rows` rows of packed input, counted in [`Model::stats`].
     fn run(&self, data: Vec<f32>, rows: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+        let started = std::time::Instant::now();
+        let result = self.run_once(data, rows);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.stats.nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.stats.last_nanos.store(nanos, Ordering::Relaxed);
+        if result.is_err() {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// One session run over `rows` rows of packed input; every output's values, row-major.
+    fn run_once(&self, data: Vec<f32>, rows: usize) -> Result<Vec<Vec<f32>>, ModelError> {
         let fail = |message: String| ModelError::Run {
             model: self.name.clone(),
             rows,

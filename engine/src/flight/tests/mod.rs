@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use tonic::transport::{Channel, Endpoint};
 use volley_connectors::live::{LiveTable, LiveTables};
 
-use super::{DEFAULT_QUERY_MEMORY, QueryEngine, VolleyFlightSql, serve};
+use super::{Auth, DEFAULT_QUERY_MEMORY, QueryEngine, Tls, VolleyFlightSql, serve};
 
 fn demand(rows: &[(&str, i64)]) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
@@ -28,26 +28,41 @@ fn demand(rows: &[(&str, i64)]) -> RecordBatch {
     .unwrap()
 }
 
-/// A server over one live table `demand` (published at epoch 3), and a client of it.
+/// A server over `live`'s tables, and a client of it.
 async fn server(
     live: &mut LiveTables,
 ) -> (
     FlightSqlServiceClient<Channel>,
     tokio::sync::oneshot::Sender<()>,
 ) {
-    let engine = Arc::new(QueryEngine::new(live.published(), DEFAULT_QUERY_MEMORY).unwrap());
+    let (addr, stop) = serve_with(live, Auth::open(), None, DEFAULT_QUERY_MEMORY).await;
+    (client(addr).await, stop)
+}
+
+async fn serve_with(
+    live: &LiveTables,
+    auth: Auth,
+    tls: Option<Tls>,
+    memory: usize,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let engine = Arc::new(QueryEngine::new(live.published(), memory).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(VolleyFlightSql::new(engine), listener, async {
+    let service = VolleyFlightSql::new(engine, auth).unwrap();
+    tokio::spawn(serve(service, listener, tls, async {
         let _ = stopped.await;
     }));
+    (addr, stop)
+}
+
+async fn client(addr: std::net::SocketAddr) -> FlightSqlServiceClient<Channel> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    (FlightSqlServiceClient::new(channel), stop)
+    FlightSqlServiceClient::new(channel)
 }
 
 async fn query(
@@ -149,3 +164,7 @@ async fn queries_see_the_published_epoch_and_writes_are_refused() {
         .unwrap();
     assert_eq!(pairs(&rows), vec![("dr5reg".into(), 2)]);
 }
+
+mod metadata;
+mod prepared;
+mod security;
