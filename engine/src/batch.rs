@@ -9,6 +9,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use volley_connectors::dead_letter::{DeadLetterBatch, DeadLetterWriter};
+use volley_connectors::live::{LiveTable, LiveTables};
 use volley_connectors::{ConnectorRegistry, RejectedRecord, Sink, SinkContext, SourcePoll};
 use volley_sql::stream::{batch_context, insert_logical_plan, register_models};
 use volley_sql::{Pipeline, SqlError, TableDecl, TableOptions};
@@ -263,7 +264,8 @@ pub async fn batch_outputs(
 }
 
 /// `volley batch`: runs the pipeline once over bounded inputs and writes every sink (epoch 0).
-/// Returns rows written per sink.
+/// Returns rows written per sink. With `live`, every sink with a `merge_key` also becomes a
+/// live table of its latest row per key, published once every sink is written.
 ///
 /// # Errors
 /// Bindings, planning, execution and sink failures.
@@ -272,6 +274,7 @@ pub async fn run_batch(
     inputs: &InputBindings,
     registry: &ConnectorRegistry,
     mut sink_overrides: HashMap<String, Box<dyn Sink>>,
+    mut live: Option<&mut LiveTables>,
 ) -> Result<BTreeMap<String, u64>> {
     check_bindings(pipeline, inputs)?;
     let ctx = batch_context();
@@ -326,26 +329,34 @@ pub async fn run_batch(
         let table = pipeline
             .table(target)
             .ok_or_else(|| EngineError::Internal(format!("sink '{target}' vanished")))?;
+        let schema = match (&table.declared_schema, batches.first()) {
+            (Some(s), _) => Arc::clone(s),
+            (None, Some(b)) => b.schema(),
+            (None, None) => {
+                let plan = insert_logical_plan(
+                    &ctx,
+                    pipeline
+                        .inserts
+                        .iter()
+                        .find(|i| i.target == target)
+                        .ok_or_else(|| EngineError::Internal("insert vanished".into()))?,
+                    None,
+                )
+                .await?;
+                Arc::new(plan.schema().as_arrow().clone())
+            }
+        };
+        if let Some(live) = live.as_deref_mut()
+            && let Some(key) = table.merge_key().filter(|k| !k.is_empty())
+        {
+            live.add(LiveTable::new(target, Arc::clone(&schema), &key)?)?;
+            for batch in &batches {
+                live.apply(target, batch)?;
+            }
+        }
         let mut sink = match sink_overrides.remove(target) {
             Some(sink) => sink,
             None => {
-                let schema = match (&table.declared_schema, batches.first()) {
-                    (Some(s), _) => Arc::clone(s),
-                    (None, Some(b)) => b.schema(),
-                    (None, None) => {
-                        let plan = insert_logical_plan(
-                            &ctx,
-                            pipeline
-                                .inserts
-                                .iter()
-                                .find(|i| i.target == target)
-                                .ok_or_else(|| EngineError::Internal("insert vanished".into()))?,
-                            None,
-                        )
-                        .await?;
-                        Arc::new(plan.schema().as_arrow().clone())
-                    }
-                };
                 if let Some(insert) = pipeline.inserts.iter().find(|i| i.target == target) {
                     crate::sink_fit::check_merge_key(table, &schema, insert.at, target)?;
                 }
@@ -371,6 +382,10 @@ pub async fn run_batch(
             target.to_string(),
             batches.iter().map(|b| b.num_rows() as u64).sum(),
         );
+    }
+    if let Some(live) = live {
+        // One epoch: the whole batch.
+        live.publish(1)?;
     }
     Ok(written)
 }

@@ -65,6 +65,9 @@ enum Command {
         pipeline_id: Option<String>,
         #[command(flatten)]
         flight: volley_engine::flight::server::FlightArgs,
+        /// Do not serve Flight SQL.
+        #[arg(long)]
+        no_flight: bool,
     },
     /// Run the same statements once over bounded inputs, as a batch job.
     Batch {
@@ -73,6 +76,12 @@ enum Command {
         /// Bind a source table to a bounded file: NAME=PATH (.parquet, .csv, .json).
         #[arg(long = "input", value_name = "NAME=PATH")]
         inputs: Vec<String>,
+        /// Once the batch has run, serve its results (every sink with a `merge_key`) over
+        /// Flight SQL until interrupted.
+        #[arg(long)]
+        serve: bool,
+        #[command(flatten)]
+        flight: volley_engine::flight::server::FlightArgs,
     },
     /// Run batch and streaming over the same input and compare every sink per key.
     Verify {
@@ -134,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             from_scratch,
             pipeline_id,
             flight,
+            no_flight,
         } => {
             let p = load_pipeline(&pipeline, &registry).await?;
             let name = pipeline
@@ -183,12 +193,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     workers,
                     pipeline_id: Some(pipeline_id),
                     checkpoint,
-                    live: !flight.no_flight,
+                    live: !no_flight,
                     ..JobOverrides::default()
                 };
                 let (mut job, _) = build_stream_job(&p, &registry, overrides).await?;
                 let server = match &job.live {
-                    Some(live) if !flight.no_flight => Some(
+                    Some(live) if !no_flight => Some(
                         volley_engine::flight::server::start(
                             &flight,
                             live.published(),
@@ -263,11 +273,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Batch { pipeline, inputs } => {
+        Command::Batch {
+            pipeline,
+            inputs,
+            serve,
+            flight,
+        } => {
             let p = load_pipeline(&pipeline, &registry).await?;
-            let written = run_batch(&p, &bindings(&inputs)?, &registry, HashMap::new()).await?;
+            let mut live = volley_connectors::live::LiveTables::new();
+            let written = run_batch(
+                &p,
+                &bindings(&inputs)?,
+                &registry,
+                HashMap::new(),
+                serve.then_some(&mut live),
+            )
+            .await?;
             for (sink, rows) in written {
                 eprintln!("{sink}: {rows} rows written");
+            }
+            if serve {
+                let names: Vec<String> = live.names().map(str::to_string).collect();
+                if names.is_empty() {
+                    anyhow::bail!(
+                        "--serve: no sink has a 'merge_key', so there is no table to serve (a sink is served as the latest row per merge_key)"
+                    );
+                }
+                let server = volley_engine::flight::server::start(
+                    &flight,
+                    live.published(),
+                    &names,
+                    None,
+                    false,
+                )
+                .await?;
+                eprintln!("volley: serving the batch's results until interrupted (Ctrl-C)");
+                let mut stop = volley_engine::signals::stop_on_signals();
+                while !*stop.borrow() {
+                    if stop.changed().await.is_err() {
+                        break;
+                    }
+                }
+                server.stop().await;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -5,10 +5,14 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider,
+};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use volley_connectors::live::{Published, Snapshot};
@@ -39,7 +43,9 @@ pub enum QueryError {
 #[derive(Debug)]
 pub struct QueryEngine {
     published: Arc<Published>,
-    runtime: Arc<RuntimeEnv>,
+    /// Functions, rules, configuration and the memory pool, built once: each query's
+    /// context starts from a copy with its own catalog.
+    template: SessionState,
     system: Option<Arc<Metrics>>,
 }
 
@@ -54,9 +60,20 @@ impl QueryEngine {
             .with_memory_limit(memory_limit, 1.0)
             .build_arc()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, LIVE_SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        volley_udfs::register_all(&ctx);
         Ok(Self {
             published,
-            runtime,
+            template: ctx.state(),
             system: None,
         })
     }
@@ -80,17 +97,17 @@ impl QueryEngine {
     /// [`QueryError::Internal`] when a table cannot be registered.
     pub fn context(&self) -> Result<(SessionContext, u64), QueryError> {
         let snapshot = self.published.current();
-        let config = SessionConfig::new()
-            .with_default_catalog_and_schema(CATALOG, LIVE_SCHEMA)
-            .with_create_default_catalog_and_schema(true)
-            .with_information_schema(true);
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(Arc::clone(&self.runtime))
-            .with_default_features()
+        // A catalog of this query's own: the template's is never written.
+        let catalogs = Arc::new(MemoryCatalogProviderList::new());
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        catalog
+            .register_schema(LIVE_SCHEMA, Arc::new(MemorySchemaProvider::new()))
+            .map_err(|e| QueryError::Internal(format!("schema '{LIVE_SCHEMA}': {e}")))?;
+        catalogs.register_catalog(CATALOG.to_string(), catalog);
+        let state = SessionStateBuilder::new_from_existing(self.template.clone())
+            .with_catalog_list(catalogs)
             .build();
         let ctx = SessionContext::new_with_state(state);
-        volley_udfs::register_all(&ctx);
         for (name, table) in &snapshot.tables {
             // The batches are shared with the snapshot: a `Vec` of `Arc`s, no row copied.
             let memory = MemTable::try_new(Arc::clone(&table.schema), vec![table.batches.to_vec()])

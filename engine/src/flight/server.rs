@@ -19,9 +19,6 @@ pub struct FlightArgs {
         value_name = "ADDR"
     )]
     pub flight: String,
-    /// Do not serve Flight SQL.
-    #[arg(long)]
-    pub no_flight: bool,
     /// The token every Flight SQL call must carry (as `Bearer <token>`, or as the password
     /// of a user/password login); required to serve on an address other than loopback.
     #[arg(
@@ -47,7 +44,6 @@ impl Default for FlightArgs {
     fn default() -> Self {
         Self {
             flight: "127.0.0.1:50051".into(),
-            no_flight: false,
             flight_token: None,
             flight_tls_cert: None,
             flight_tls_key: None,

@@ -112,7 +112,7 @@ fn a_taken_port_or_a_non_loopback_address_is_a_clear_error() {
     .unwrap();
     for (flight, want) in [
         (addr.as_str(), "cannot serve Flight SQL on"),
-        ("0.0.0.0:0", "only loopback addresses"),
+        ("0.0.0.0:0", "needs a token"),
         ("here", "is not an address"),
     ] {
         let out = volley()
@@ -151,4 +151,54 @@ fn a_taken_port_or_a_non_loopback_address_is_a_clear_error() {
         String::from_utf8_lossy(&out.stderr)
     );
     drop(taken);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volley_batch_serves_its_results_until_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides' OPTIONS ('count' '5000');
+         CREATE EXTERNAL TABLE per_rider STORED AS BLACKHOLE LOCATION 'x'
+         OPTIONS ('merge_key' 'rider_id');
+         INSERT INTO per_rider SELECT rider_id, count(*) AS n FROM rides GROUP BY rider_id;",
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    // The Parquet writer helper runs its own runtime: not on this one's thread.
+    let input = std::thread::spawn(move || super::rides_parquet(&path, 5000))
+        .join()
+        .unwrap();
+    let mut child = volley()
+        .args(["batch", "p.sql", "--serve", "--input"])
+        .arg(format!("rides={}", input.display()))
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("volley exited before serving").unwrap();
+        if let Some(rest) = line.strip_prefix("volley: Flight SQL on grpc://") {
+            assert!(rest.contains("live tables: per_rider"), "{line}");
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    // Every input row counted once, as the batch computed it.
+    assert_eq!(total(&mut client).await.0, 5000);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap();
+    let err = drain.join().unwrap().join("\n");
+    assert_eq!(code.code(), Some(0), "{err}");
 }
