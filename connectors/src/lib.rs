@@ -12,6 +12,7 @@ pub mod generator;
 pub mod kafka;
 pub mod live;
 pub mod location;
+pub mod memory;
 pub mod registry;
 pub mod traits;
 

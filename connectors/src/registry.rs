@@ -31,6 +31,7 @@ impl ConnectorRegistry {
         registry.register(Arc::new(crate::delta::DeltaConnector));
         registry.register(Arc::new(crate::kafka::KafkaConnector));
         registry.register(Arc::new(crate::blackhole::BlackholeConnector));
+        registry.register(Arc::new(crate::memory::MemoryConnector));
         registry
     }
 

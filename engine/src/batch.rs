@@ -9,7 +9,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use volley_connectors::dead_letter::{DeadLetterBatch, DeadLetterWriter};
-use volley_connectors::live::{LiveTable, LiveTables};
+use volley_connectors::live::LiveTables;
 use volley_connectors::{ConnectorRegistry, RejectedRecord, Sink, SinkContext, SourcePoll};
 use volley_sql::stream::{batch_context, insert_logical_plan, register_models};
 use volley_sql::{Pipeline, SqlError, TableDecl, TableOptions};
@@ -264,8 +264,8 @@ pub async fn batch_outputs(
 }
 
 /// `volley batch`: runs the pipeline once over bounded inputs and writes every sink (epoch 0).
-/// Returns rows written per sink. With `live`, every sink with a `merge_key` also becomes a
-/// live table of its latest row per key, published once every sink is written.
+/// Returns rows written per sink. With `live`, every sink with a `merge_key` (or a
+/// `live_retention`) also becomes a live table, published once every sink is written.
 ///
 /// # Errors
 /// Bindings, planning, execution and sink failures.
@@ -347,9 +347,8 @@ pub async fn run_batch(
             }
         };
         if let Some(live) = live.as_deref_mut()
-            && let Some(key) = table.merge_key().filter(|k| !k.is_empty())
+            && volley_connectors::live::add_for_sink(live, table, Arc::clone(&schema))?
         {
-            live.add(LiveTable::new(target, Arc::clone(&schema), &key)?)?;
             for batch in &batches {
                 live.apply(target, batch)?;
             }

@@ -23,6 +23,7 @@ use arrow::datatypes::SchemaRef;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use volley_connectors::kafka::{GroupEvent, GroupMember, KafkaOptions, KafkaSource};
+use volley_connectors::live::PublishedSet;
 use volley_connectors::{ConnectorRegistry, Position, Source};
 use volley_sql::stream::{QueryPlan, QueryShape};
 use volley_sql::{Pipeline, SqlError, TableDecl};
@@ -112,6 +113,8 @@ pub struct GroupConfig {
     pub sizing: Option<BatchSizing>,
     /// Print ownership changes on stderr.
     pub verbose: bool,
+    /// Serve the live tables over Flight SQL: the union of this process's partition jobs.
+    pub flight: Option<crate::flight::server::FlightArgs>,
 }
 
 struct PartitionJob {
@@ -140,6 +143,7 @@ pub async fn run_group(
     // Plan once up front, so a pipeline group mode would get wrong fails before joining.
     let probe = JobOverrides {
         no_sinks: true,
+        live: config.flight.is_some(),
         sources: std::iter::once((
             table.name.clone(),
             Box::new(PlanOnly(Arc::clone(&schema))) as Box<dyn Source>,
@@ -147,8 +151,30 @@ pub async fn run_group(
         .collect(),
         ..JobOverrides::default()
     };
-    let (_, plans) = build_stream_job(pipeline, registry, probe).await?;
+    let (probe, plans) = build_stream_job(pipeline, registry, probe).await?;
     check_partitioned(table, &plans)?;
+    // The live tables: empty (the probe's) until partition jobs publish theirs.
+    let mut server = None;
+    let live = match (&config.flight, &probe.live) {
+        (Some(args), Some(empty)) => {
+            let set = Arc::new(PublishedSet::new(empty.published()));
+            let names: Vec<String> = empty.names().map(str::to_string).collect();
+            server = Some(
+                crate::flight::server::start(
+                    args,
+                    Arc::clone(&set) as Arc<dyn volley_connectors::live::SnapshotSource>,
+                    &names,
+                    Some(crate::metrics::Metrics::global()),
+                    !config.verbose,
+                )
+                .await
+                .map_err(|e| EngineError::Usage(format!("{e:#}")))?,
+            );
+            Some(set)
+        }
+        _ => None,
+    };
+    drop(probe);
 
     let mut member = GroupMember::join(&table.name, &opts)?;
     let committer = member.committer();
@@ -216,6 +242,7 @@ pub async fn run_group(
                         schema: &schema,
                         registry,
                         config: &config,
+                        live: live.as_ref(),
                     };
                     match share.start(partition, hook).await {
                         Ok(job) => {
@@ -260,6 +287,9 @@ pub async fn run_group(
         }
     }
     member.leave();
+    if let Some(server) = server {
+        server.stop().await;
+    }
     outcome.map(|()| total)
 }
 
@@ -271,6 +301,7 @@ struct Share<'a> {
     schema: &'a SchemaRef,
     registry: &'a ConnectorRegistry,
     config: &'a GroupConfig,
+    live: Option<&'a Arc<PublishedSet>>,
 }
 
 impl Share<'_> {
@@ -293,11 +324,27 @@ impl Share<'_> {
             checkpoint: Some(checkpoint),
             instance: Some(format!("p{partition}")),
             on_checkpoint: Some(hook),
+            live: self.live.is_some(),
             ..JobOverrides::default()
         };
         let (job, _) = build_stream_job(self.pipeline, self.registry, overrides).await?;
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(job.run_until(stopped));
+        let share = format!("p{partition}");
+        let live = match (self.live, &job.live) {
+            (Some(set), Some(tables)) => {
+                set.insert(&share, tables.published());
+                Some(Arc::clone(set))
+            }
+            _ => None,
+        };
+        let task = tokio::spawn(async move {
+            let outcome = job.run_until(stopped).await;
+            // The partition moves on (revoked, or its job ended): its rows go with it.
+            if let Some(set) = live {
+                set.remove(&share);
+            }
+            outcome
+        });
         Ok(PartitionJob { stop, task })
     }
 }

@@ -182,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     workers,
                     sizing: max_rows.map(BatchSizing::Fixed),
                     verbose: !quiet,
+                    flight: (!no_flight).then(|| flight.clone()),
                 };
                 run_group(&p, table, &registry, config)
                     .await

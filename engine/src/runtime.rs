@@ -607,6 +607,23 @@ impl StreamJob {
             }
             queries.push(entry);
         }
+        let mut live = Vec::new();
+        if let Some(tables) = &self.live {
+            // What queries see now: this epoch, published once every sink wrote it.
+            let snapshot = tables.published().current();
+            for (i, (name, table)) in snapshot.tables.iter().enumerate() {
+                let file = format!("live{i}.arrow");
+                bytes += checkpoints
+                    .store
+                    .put_state(epoch, &file, &table.schema, &table.batches)
+                    .await?;
+                live.push(crate::checkpoint::manifest::LiveCheckpoint {
+                    name: name.clone(),
+                    file,
+                    rows: table.batches.iter().map(|b| b.num_rows() as u64).sum(),
+                });
+            }
+        }
         failpoint::hit("mid_checkpoint");
         let manifest = Manifest {
             format: crate::checkpoint::manifest::FORMAT,
@@ -630,6 +647,7 @@ impl StreamJob {
                 })
                 .collect(),
             queries,
+            live,
             totals: Totals {
                 rows_in: self.summary.rows_in,
                 rows_out: self.summary.rows_out.clone(),

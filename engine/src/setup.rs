@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
-use volley_connectors::live::{LiveTable, LiveTables};
+use volley_connectors::live::LiveTables;
 use volley_connectors::{ConnectorRegistry, Sink, SinkContext, Source};
 use volley_sql::stream::{EpochSlot, QueryPlan, SourceBinding, StreamPlanner};
 use volley_sql::{Pipeline, SqlError, TableDecl};
@@ -330,14 +330,17 @@ async fn build(
         letter_destinations: crate::models::letter_destinations(pipeline),
         prepared: false,
         live,
-        metrics: Some(crate::metrics::JobReporter::new(
-            crate::metrics::Metrics::global(),
-            crate::metrics::JobKey {
-                pipeline: sink_context.pipeline_id.clone(),
-                instance: overrides.instance.clone(),
-            },
-            statements(pipeline),
-        )),
+        // A planning probe (no sinks) runs nothing: it has nothing to report.
+        metrics: (!overrides.no_sinks).then(|| {
+            crate::metrics::JobReporter::new(
+                crate::metrics::Metrics::global(),
+                crate::metrics::JobKey {
+                    pipeline: sink_context.pipeline_id.clone(),
+                    instance: overrides.instance.clone(),
+                },
+                statements(pipeline),
+            )
+        }),
     };
     Ok((job, plans))
 }
@@ -366,7 +369,8 @@ fn statements(pipeline: &Pipeline) -> Vec<String> {
     tables.chain(models).chain(inserts).collect()
 }
 
-/// A live table for every sink with a `merge_key`: the latest row per key of what it is sent.
+/// A live table for every sink with a `merge_key` (the latest row per key of what it is sent)
+/// or a `live_retention` (its last rows).
 ///
 /// # Errors
 /// A `merge_key` that names no output column (refused earlier when the sink is checked).
@@ -380,14 +384,7 @@ fn live_tables(pipeline: &Pipeline, plans: &[QueryPlan]) -> Result<LiveTables> {
         let Some(table) = pipeline.table(&plan.target) else {
             continue;
         };
-        let Some(key) = table.merge_key().filter(|k| !k.is_empty()) else {
-            continue;
-        };
-        live.add(LiveTable::new(
-            &plan.target,
-            Arc::clone(&plan.output_schema),
-            &key,
-        )?)?;
+        volley_connectors::live::add_for_sink(&mut live, table, Arc::clone(&plan.output_schema))?;
     }
     Ok(live)
 }

@@ -13,6 +13,8 @@ use volley_sql::Pipeline;
 mod flight;
 #[path = "cli/inputs.rs"]
 mod inputs;
+#[path = "cli/live_restore.rs"]
+mod live_restore;
 #[path = "cli/runs.rs"]
 mod runs;
 #[path = "cli/snapshots.rs"]

@@ -37,6 +37,10 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
         expected: "a comma-separated list of output columns",
     },
     OptionSpec {
+        name: "live_retention",
+        expected: "'<n> rows' or a duration such as '10 minutes': a sink without a 'merge_key' is also a live table (queried over Flight SQL) of its last n rows, or of the rows written within that duration",
+    },
+    OptionSpec {
         name: "allowed_lateness",
         expected: "a duration such as '10 minutes': a windowed aggregate writing into this table (which needs a 'merge_key') keeps each window that long after emitting it; a late row within it corrects the window, emitted again as an upsert",
     },

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use super::LiveTable;
+use super::{LiveTable, RetainedTable};
 use crate::error::{ConnectorError, Result};
 
 /// One live table as of one epoch: immutable, cheap to clone.
@@ -49,10 +49,34 @@ impl Published {
     }
 }
 
+/// One live table: keyed (the latest row per key) or retained (the last rows of a stream).
+#[derive(Debug)]
+enum Kept {
+    Keyed(LiveTable),
+    Retained(RetainedTable),
+}
+
+impl Kept {
+    fn snapshot(&mut self) -> Result<TableSnapshot> {
+        Ok(match self {
+            Self::Keyed(table) => TableSnapshot {
+                schema: Arc::clone(table.schema()),
+                key: table.key_names(),
+                batches: table.snapshot()?,
+            },
+            Self::Retained(table) => TableSnapshot {
+                schema: Arc::clone(table.schema()),
+                key: Arc::from(Vec::<String>::new()),
+                batches: table.snapshot()?,
+            },
+        })
+    }
+}
+
 /// A process's live tables: upserts applied per epoch, published together.
 #[derive(Debug, Default)]
 pub struct LiveTables {
-    tables: BTreeMap<String, LiveTable>,
+    tables: BTreeMap<String, Kept>,
     published: Arc<Published>,
     epoch: u64,
 }
@@ -69,7 +93,18 @@ impl LiveTables {
     /// # Errors
     /// [`ConnectorError::Config`] when a table of that name exists.
     pub fn add(&mut self, table: LiveTable) -> Result<()> {
-        let name = table.name().to_string();
+        self.insert(table.name().to_string(), Kept::Keyed(table))
+    }
+
+    /// Adds a table of a keyless sink's last rows, as [`LiveTables::add`] does.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Config`] when a table of that name exists.
+    pub fn add_retained(&mut self, table: RetainedTable) -> Result<()> {
+        self.insert(table.name().to_string(), Kept::Retained(table))
+    }
+
+    fn insert(&mut self, name: String, table: Kept) -> Result<()> {
         if self.tables.contains_key(&name) {
             return Err(ConnectorError::config(&name, "is a live table twice"));
         }
@@ -98,10 +133,14 @@ impl LiveTables {
     /// # Errors
     /// An unknown table (a bug in the caller) and [`LiveTable::apply`]'s.
     pub fn apply(&mut self, name: &str, batch: &RecordBatch) -> Result<()> {
-        self.tables
+        match self
+            .tables
             .get_mut(name)
             .ok_or_else(|| ConnectorError::Internal(format!("no live table '{name}'")))?
-            .apply(batch)
+        {
+            Kept::Keyed(table) => table.apply(batch),
+            Kept::Retained(table) => table.apply(batch),
+        }
     }
 
     /// Publishes every table as of `epoch`, together: call it once every sink has written
@@ -112,12 +151,7 @@ impl LiveTables {
     pub fn publish(&mut self, epoch: u64) -> Result<()> {
         let mut tables = BTreeMap::new();
         for (name, table) in &mut self.tables {
-            let snapshot = TableSnapshot {
-                schema: Arc::clone(table.schema()),
-                key: table.key_names(),
-                batches: table.snapshot()?,
-            };
-            tables.insert(name.clone(), snapshot);
+            tables.insert(name.clone(), table.snapshot()?);
         }
         self.published.publish(Snapshot { epoch, tables });
         self.epoch = epoch;

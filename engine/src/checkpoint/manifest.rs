@@ -47,6 +47,17 @@ pub struct QueryCheckpoint {
     pub stamps_file: Option<String>,
 }
 
+/// One live table's rows as of a checkpoint, so a restart serves what it served before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveCheckpoint {
+    /// The live table (its sink's name).
+    pub name: String,
+    /// The Arrow IPC file (beside the manifest) holding its rows.
+    pub file: String,
+    /// Rows in that file.
+    pub rows: u64,
+}
+
 /// Run totals carried across restarts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
@@ -84,6 +95,9 @@ pub struct Manifest {
     pub sources: Vec<SourceCheckpoint>,
     /// Queries, in statement order.
     pub queries: Vec<QueryCheckpoint>,
+    /// Live tables (written when the job keeps them).
+    #[serde(default)]
+    pub live: Vec<LiveCheckpoint>,
     /// Totals so far.
     pub totals: Totals,
     /// Wall-clock time of the checkpoint (ms since the Unix epoch), for operators.

@@ -157,6 +157,18 @@ impl StreamJob {
             let at = crate::query::min_watermark(&query.plan().sources, &watermarks);
             query.restore_stamps(&stamps, at)?;
         }
+        if let Some(live) = &mut self.live {
+            for saved in &manifest.live {
+                // A table the pipeline no longer has is left behind; a new one starts empty.
+                if !live.contains(&saved.name) {
+                    continue;
+                }
+                for batch in store.get_state(manifest.epoch, &saved.file).await? {
+                    live.apply(&saved.name, &batch)?;
+                }
+            }
+            live.publish(manifest.epoch)?;
+        }
         for ((runtime, reader), saved) in self
             .sources
             .iter_mut()

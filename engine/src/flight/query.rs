@@ -15,7 +15,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use volley_connectors::live::{Published, Snapshot};
+use volley_connectors::live::{Snapshot, SnapshotSource};
 
 use super::params;
 use crate::metrics::{Metrics, SystemSchema};
@@ -42,7 +42,7 @@ pub enum QueryError {
 /// Runs analysts' queries over the pipeline's published live tables.
 #[derive(Debug)]
 pub struct QueryEngine {
-    published: Arc<Published>,
+    published: Arc<dyn SnapshotSource>,
     /// Functions, rules, configuration and the memory pool, built once: each query's
     /// context starts from a copy with its own catalog.
     template: SessionState,
@@ -55,7 +55,10 @@ impl QueryEngine {
     ///
     /// # Errors
     /// [`QueryError::Internal`] when the runtime cannot be built.
-    pub fn new(published: Arc<Published>, memory_limit: usize) -> Result<Self, QueryError> {
+    pub fn new(
+        published: Arc<dyn SnapshotSource>,
+        memory_limit: usize,
+    ) -> Result<Self, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(memory_limit, 1.0)
             .build_arc()

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use volley_connectors::live::Published;
+use volley_connectors::live::SnapshotSource;
 
 use super::{Auth, DEFAULT_QUERY_MEMORY, QueryEngine, Tls, VolleyFlightSql, serve};
 
@@ -115,7 +115,7 @@ fn read_pem(option: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 /// A bad or taken address, a non-loopback address without a token, unreadable TLS files.
 pub async fn start(
     args: &FlightArgs,
-    published: Arc<Published>,
+    published: Arc<dyn SnapshotSource>,
     names: &[String],
     system: Option<Arc<crate::metrics::Metrics>>,
     quiet: bool,

@@ -202,3 +202,112 @@ async fn volley_batch_serves_its_results_until_interrupted() {
     let err = drain.join().unwrap().join("\n");
     assert_eq!(code.code(), Some(0), "{err}");
 }
+
+async fn count(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> i64 {
+    let info = client.execute(sql.into(), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let batches: Vec<_> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_tables_and_live_retention_are_queried_live() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+         OPTIONS ('rate' '2000', 'pace' 'realtime', 'max_delay' '20 ms');
+         CREATE EXTERNAL TABLE recent STORED AS MEMORY LOCATION 'recent'
+         OPTIONS ('live_retention' '100 rows');
+         CREATE EXTERNAL TABLE raw STORED AS JSON LOCATION 'out/raw'
+         OPTIONS ('live_retention' '1 minute');
+         CREATE EXTERNAL TABLE per_rider STORED AS MEMORY LOCATION 'per_rider'
+         OPTIONS ('merge_key' 'rider_id');
+         INSERT INTO recent SELECT request_id, rider_id FROM rides;
+         INSERT INTO raw SELECT request_id FROM rides;
+         INSERT INTO per_rider SELECT rider_id, count(*) AS n FROM rides GROUP BY rider_id;",
+    )
+    .unwrap();
+    let mut child = volley()
+        .args(["run", "p.sql", "--no-checkpoint"])
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("volley exited before serving").unwrap();
+        if let Some(rest) = line.strip_prefix("volley: Flight SQL on grpc://") {
+            assert!(
+                rest.contains("live tables: per_rider, raw, recent"),
+                "{line}"
+            );
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    let mut seen = (0, 0, 0);
+    for _ in 0..100 {
+        seen = (
+            count(&mut client, "SELECT count(*) FROM recent").await,
+            count(&mut client, "SELECT count(*) FROM raw").await,
+            total(&mut client).await.0,
+        );
+        if seen.2 > 500 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The last 100 rows, the last minute's rows (all of them so far), every ride counted.
+    assert_eq!(seen.0, 100, "{seen:?}");
+    assert!(seen.1 > 100, "{seen:?}");
+    assert!(seen.2 > 500, "{seen:?}");
+    // 100 distinct rides, none older than the rows `raw` holds.
+    let distinct = count(&mut client, "SELECT count(DISTINCT request_id) FROM recent").await;
+    assert_eq!(distinct, 100);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap();
+    let err = drain.join().unwrap().join("\n");
+    assert_eq!(code.code(), Some(0), "{err}");
+
+    // A memory table that keeps nothing is refused, naming the options that fix it.
+    std::fs::write(
+        dir.path().join("bad.sql"),
+        "CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides' OPTIONS ('count' '10');
+         CREATE EXTERNAL TABLE recent STORED AS MEMORY LOCATION 'recent';
+         INSERT INTO recent SELECT request_id FROM rides;",
+    )
+    .unwrap();
+    let out = volley()
+        .args(["run", "bad.sql", "--no-checkpoint", "--quiet"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("live_retention") && err.contains("merge_key"),
+        "{err}"
+    );
+}

@@ -289,6 +289,52 @@ async fn two_processes_split_the_partitions_and_the_survivor_takes_over() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         report = compare(&p, &plans, dir.path(), &batch).await;
     }
+    // B serves the union of its partition jobs' live tables over Flight SQL: every rider,
+    // those of A's partitions rebuilt from their checkpoints, counted as batch counts them.
+    if let Some(python) = crate::readers::python() {
+        let log = std::fs::read_to_string(&b_log).unwrap();
+        let addr = log
+            .lines()
+            .find_map(|l| l.strip_prefix("volley: Flight SQL on grpc://"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("B did not announce Flight SQL: {log}"))
+            .to_string();
+        let per_rider = &batch["per_rider"];
+        let riders: usize = per_rider.iter().map(|b| b.num_rows()).sum();
+        let rides: i64 = per_rider
+            .iter()
+            .map(|b| {
+                let n = b.column_by_name("n").unwrap();
+                let n = arrow::compute::cast(n, &arrow::datatypes::DataType::Int64).unwrap();
+                arrow::compute::sum(n.as_any().downcast_ref::<Int64Array>().unwrap()).unwrap_or(0)
+            })
+            .sum();
+        let script = r#"
+import sys
+import pyarrow as pa
+from flightsql import FlightSQLClient
+host, port = sys.argv[1].rsplit(":", 1)
+client = FlightSQLClient(host=host, port=int(port), insecure=True)
+info = client.execute("SELECT count(*) AS riders, CAST(sum(n) AS BIGINT) AS rides FROM per_rider")
+row = pa.concat_tables(client.do_get(e.ticket).read_all() for e in info.endpoints).to_pylist()[0]
+print(row["riders"], row["rides"])
+"#;
+        let out = Command::new(python)
+            .args(["-c", script, &addr])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let served = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(
+            served,
+            format!("{riders} {rides}"),
+            "riders and rides served by B"
+        );
+    }
     // SIGTERM: B stops its partitions' jobs, leaves the group and exits 0.
     let term = Command::new("kill")
         .args(["-TERM", &b.id().to_string()])
