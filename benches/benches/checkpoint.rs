@@ -13,7 +13,7 @@ use tokio::runtime::Runtime;
 use volley_benches::{SURGE, events};
 use volley_connectors::{ConnectorRegistry, Sink, Source};
 use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
-use volley_engine::driver::{BatchSizing, EpochInput};
+use volley_engine::driver::{BatchSizing, EpochInput, SourceEpoch};
 use volley_engine::memory::VecSource;
 use volley_engine::setup::{JobOverrides, build_stream_job};
 
@@ -106,8 +106,10 @@ fn open_keys(c: &mut Criterion) {
             .unwrap();
         job.prepare().await.unwrap();
         job.run_epoch(EpochInput {
-            batches: vec![batches.clone()],
-            exhausted: vec![false],
+            sources: vec![SourceEpoch {
+                batches: batches.clone(),
+                ..SourceEpoch::default()
+            }],
             ..EpochInput::default()
         })
         .await

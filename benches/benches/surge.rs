@@ -13,7 +13,7 @@ use datafusion::prelude::SessionContext;
 use tokio::runtime::Runtime;
 use volley_benches::{SURGE, SURGE_SELECT, events};
 use volley_connectors::{ConnectorRegistry, Sink, Source};
-use volley_engine::driver::{BatchSizing, EpochInput};
+use volley_engine::driver::{BatchSizing, EpochInput, SourceEpoch};
 use volley_engine::memory::VecSource;
 use volley_engine::setup::{JobOverrides, build_stream_job};
 
@@ -107,8 +107,10 @@ fn empty_epoch(c: &mut Criterion) {
             .unwrap();
         // Open state: a whole window's worth of groups.
         job.run_epoch(EpochInput {
-            batches: vec![batches.clone()],
-            exhausted: vec![false],
+            sources: vec![SourceEpoch {
+                batches: batches.clone(),
+                ..SourceEpoch::default()
+            }],
             ..EpochInput::default()
         })
         .await
@@ -118,8 +120,7 @@ fn empty_epoch(c: &mut Criterion) {
     c.bench_function("surge/empty_epoch", |b| {
         b.iter(|| {
             rt.block_on(job.run_epoch(EpochInput {
-                batches: vec![Vec::new()],
-                exhausted: vec![false],
+                sources: vec![SourceEpoch::default()],
                 ..EpochInput::default()
             }))
             .unwrap()

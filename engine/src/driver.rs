@@ -51,24 +51,39 @@ pub fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// One micro-batch of input: per source (in job order) its batches and whether it has ended.
+/// What one source read for one micro-batch.
+#[derive(Debug, Default)]
+pub struct SourceEpoch {
+    /// Its batches.
+    pub batches: Vec<RecordBatch>,
+    /// Beside `batches`: the partition each batch holds (`None`: the source is one stream).
+    pub partitions: Vec<Option<String>>,
+    /// Its position before these batches.
+    pub start: Position,
+    /// Its position after them.
+    pub end: Position,
+    /// Whether it has ended (bounded input fully read).
+    pub exhausted: bool,
+    /// Records read but not turned into rows (for the dead letters).
+    pub rejected: Vec<RejectedRecord>,
+    /// Partitions without data for the idle timeout, left out of the watermark.
+    pub idle: BTreeSet<String>,
+}
+
+impl SourceEpoch {
+    /// Rows read.
+    pub fn rows(&self) -> u64 {
+        self.batches.iter().map(|b| b.num_rows() as u64).sum()
+    }
+}
+
+/// One micro-batch of input: what each source (in job order) read.
 #[derive(Debug, Default)]
 pub struct EpochInput {
-    /// Batches per source.
-    pub batches: Vec<Vec<RecordBatch>>,
-    /// Whether each source is exhausted (bounded input fully read).
-    pub exhausted: Vec<bool>,
-    /// Each source's position before and after these batches.
-    pub ranges: Vec<(Position, Position)>,
+    /// Per source, in job order.
+    pub sources: Vec<SourceEpoch>,
     /// True when this is a logged epoch being re-read after a restart.
     pub replayed: bool,
-    /// Per source: records read but not turned into rows (for the dead letters).
-    pub rejected: Vec<Vec<RejectedRecord>>,
-    /// Per source, beside `batches`: the partition each batch holds (`None`: the source is
-    /// one stream). May be empty when no source has partitions.
-    pub partitions: Vec<Vec<Option<String>>>,
-    /// Per source: partitions without data for the idle timeout, left out of the watermark.
-    pub idle: Vec<BTreeSet<String>>,
 }
 
 /// A logged epoch to re-read: per source (in job order) where it ended, whether the source
@@ -155,15 +170,30 @@ impl Gathered {
         idle: Vec<BTreeSet<String>>,
         replayed: bool,
     ) -> EpochInput {
-        EpochInput {
-            batches: self.batches,
-            exhausted,
-            ranges,
-            replayed,
-            rejected: self.rejected,
-            partitions: self.partitions,
-            idle,
-        }
+        // Every list has one entry per source; a short one (it cannot be) reads as empty
+        // rather than dropping a source's batches.
+        let mut partitions = self.partitions.into_iter();
+        let mut rejected = self.rejected.into_iter();
+        let mut exhausted = exhausted.into_iter();
+        let mut ranges = ranges.into_iter();
+        let mut idle = idle.into_iter();
+        let sources = self
+            .batches
+            .into_iter()
+            .map(|batches| {
+                let (start, end) = ranges.next().unwrap_or_default();
+                SourceEpoch {
+                    batches,
+                    partitions: partitions.next().unwrap_or_default(),
+                    start,
+                    end,
+                    exhausted: exhausted.next().unwrap_or_default(),
+                    rejected: rejected.next().unwrap_or_default(),
+                    idle: idle.next().unwrap_or_default(),
+                }
+            })
+            .collect();
+        EpochInput { sources, replayed }
     }
 }
 
@@ -190,7 +220,7 @@ pub fn spawn_driver(
             let message = replay_epoch(&mut sources, &range, &mut seen).await;
             let failed = message.is_err();
             if let Ok(input) = &message {
-                exhausted.clone_from(&input.exhausted);
+                exhausted = input.sources.iter().map(|s| s.exhausted).collect();
             }
             if tx.send(message).await.is_err() || failed {
                 return;

@@ -9,6 +9,7 @@ pub mod driver;
 pub mod error;
 pub mod flight;
 pub mod group;
+pub mod job;
 pub mod late_letters;
 pub mod memory;
 pub mod metrics;

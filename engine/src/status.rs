@@ -3,8 +3,8 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use crate::job::{RunSummary, SourceRuntime};
 use crate::query::QueryRunner;
-use crate::runtime::{RunSummary, SourceRuntime};
 
 /// Prints a status line at most once per interval (in place on a terminal).
 #[derive(Debug)]

@@ -11,7 +11,6 @@
 pub mod failpoint;
 pub mod fingerprint;
 pub mod manifest;
-mod restore;
 pub mod store;
 
 use std::time::{Duration, Instant};

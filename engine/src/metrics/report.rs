@@ -13,8 +13,8 @@ use super::{
     CHECKPOINT_HISTORY, CheckpointRow, EPOCH_HISTORY, JobKey, JobState, LETTER_HISTORY, LetterRow,
     MetricRow, Metrics, now_ms, push_bounded,
 };
+use crate::job::{RunSummary, SourceRuntime};
 use crate::query::QueryRunner;
-use crate::runtime::{RunSummary, SourceRuntime};
 
 /// A rate over at least this long a window, so one busy epoch does not read as a spike.
 const RATE_WINDOW_SECS: f64 = 1.0;

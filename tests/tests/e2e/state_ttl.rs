@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use volley_connectors::{ConnectorRegistry, Position, Sink, Source};
 use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
-use volley_engine::driver::EpochInput;
+use volley_engine::driver::{EpochInput, SourceEpoch};
 use volley_engine::memory::{CollectSink, Collected, VecSource};
 use volley_engine::runtime::StreamJob;
 use volley_engine::setup::{JobOverrides, build_stream_job};
@@ -58,16 +58,16 @@ async fn job(sql: &str, checkpoint: Option<&std::path::Path>) -> (StreamJob, Col
 fn input(epochs: &[&[(i64, i64)]], n: usize) -> EpochInput {
     let before: u64 = epochs[..n - 1].iter().map(|e| e.len() as u64).sum();
     EpochInput {
-        batches: vec![vec![crate::harness::clicks(epochs[n - 1])]],
-        exhausted: vec![false],
-        ranges: vec![(
-            Position::single(before),
-            Position::single(before + epochs[n - 1].len() as u64),
-        )],
+        sources: vec![SourceEpoch {
+            batches: vec![crate::harness::clicks(epochs[n - 1])],
+            partitions: vec![None],
+            start: Position::single(before),
+            end: Position::single(before + epochs[n - 1].len() as u64),
+            exhausted: false,
+            rejected: Vec::new(),
+            idle: BTreeSet::new(),
+        }],
         replayed: false,
-        rejected: vec![Vec::new()],
-        partitions: vec![vec![None]],
-        idle: vec![BTreeSet::new()],
     }
 }
 

@@ -1,10 +1,15 @@
-//! Start-up: learn what sinks already committed, restore the newest checkpoint, and queue the
-//! logged epochs after it for re-reading.
+//! Recovery: at start-up, learn what sinks already committed, restore the newest checkpoint
+//! and queue the logged epochs after it for re-reading; as the job runs, write checkpoints.
 
-use super::manifest::{EpochLog, Manifest};
+use super::StreamJob;
+use crate::checkpoint::failpoint;
+use crate::checkpoint::manifest::{
+    EpochLog, LiveCheckpoint, Manifest, QueryCheckpoint, SourceCheckpoint, Totals,
+};
 use crate::driver::EpochRange;
 use crate::error::{EngineError, Result};
-use crate::runtime::StreamJob;
+use crate::watermark::EventTimeTracker;
+use volley_connectors::Position;
 
 impl StreamJob {
     /// Runs once before the first epoch (later calls do nothing): restores the newest
@@ -238,6 +243,142 @@ impl StreamJob {
                 epochs = self.replay.len(),
                 "re-reading logged epochs after the checkpoint"
             );
+        }
+        Ok(())
+    }
+}
+
+impl StreamJob {
+    /// Writes a checkpoint when the last epoch processed has none yet.
+    pub(super) async fn checkpoint_if_behind(&mut self) -> Result<()> {
+        let behind = self
+            .checkpoints
+            .as_ref()
+            .is_some_and(|c| c.last_epoch() < self.epoch);
+        if behind && self.epoch > 0 {
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint of everything as of the current epoch (the loop calls this when the
+    /// interval says so; a no-op when checkpoints are off).
+    ///
+    /// # Errors
+    /// Checkpoint store failures.
+    pub async fn checkpoint(&mut self) -> Result<()> {
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let epoch = self.epoch;
+        let mut bytes = 0;
+        let mut queries = Vec::with_capacity(self.queries.len());
+        for (i, query) in self.queries.iter().enumerate() {
+            let mut entry = QueryCheckpoint {
+                target: query.plan().target.clone(),
+                shape: query.shape(),
+                emitted_upto: None,
+                state_file: None,
+                state_rows: 0,
+                stamps_file: None,
+            };
+            if let Some((schema, rows, emitted_upto)) = query.snapshot() {
+                let file = format!("q{i}.arrow");
+                bytes += checkpoints
+                    .store
+                    .put_state(epoch, &file, &schema, &rows)
+                    .await?;
+                entry.emitted_upto = emitted_upto;
+                entry.state_rows = rows.iter().map(|b| b.num_rows() as u64).sum();
+                entry.state_file = Some(file);
+            }
+            if let Some((schema, stamps)) = query.stamps()? {
+                let file = format!("q{i}.stamps.arrow");
+                bytes += checkpoints
+                    .store
+                    .put_state(epoch, &file, &schema, &stamps)
+                    .await?;
+                entry.stamps_file = Some(file);
+            }
+            queries.push(entry);
+        }
+        let mut live = Vec::new();
+        if let Some(tables) = &self.live {
+            // What queries see now: this epoch, published once every sink wrote it.
+            let snapshot = tables.published().current();
+            for (i, (name, table)) in snapshot.tables.iter().enumerate() {
+                let file = format!("live{i}.arrow");
+                bytes += checkpoints
+                    .store
+                    .put_state(epoch, &file, &table.schema, &table.batches)
+                    .await?;
+                live.push(LiveCheckpoint {
+                    name: name.clone(),
+                    file,
+                    rows: table.batches.iter().map(|b| b.num_rows() as u64).sum(),
+                });
+            }
+        }
+        failpoint::hit("mid_checkpoint");
+        let manifest = Manifest {
+            format: crate::checkpoint::manifest::FORMAT,
+            epoch,
+            fingerprint: self.fingerprint.clone(),
+            sources: self
+                .sources
+                .iter()
+                .map(|s| SourceCheckpoint {
+                    name: s.name.clone(),
+                    position: s.position.clone(),
+                    max_event_time: s.max_event_time(),
+                    partition_max: s
+                        .event_time
+                        .as_ref()
+                        .map(|t| t.snapshot().0)
+                        .unwrap_or_default(),
+                    watermark: s.event_time.as_ref().and_then(EventTimeTracker::watermark),
+                    exhausted: s.exhausted,
+                    rows: s.rows,
+                })
+                .collect(),
+            queries,
+            live,
+            totals: Totals {
+                rows_in: self.summary.rows_in,
+                rows_out: self.summary.rows_out.clone(),
+                late_rows: self.summary.late_rows,
+                rejected_records: self.summary.rejected_records,
+                windows_emitted: self.summary.windows_emitted,
+                groups_expired: self.summary.groups_expired,
+                windows_corrected: self.summary.windows_corrected,
+            },
+            written_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        };
+        bytes += checkpoints.store.commit(&manifest).await?;
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Some(checkpoints) = &mut self.checkpoints {
+            checkpoints.written(epoch);
+        }
+        self.summary.checkpoints += 1;
+        self.summary.last_checkpoint_epoch = epoch;
+        self.summary.last_checkpoint_ms = ms;
+        self.summary.last_checkpoint_bytes = bytes;
+        tracing::info!(epoch, ms, bytes, "checkpoint written");
+        if let Some(reporter) = &self.metrics {
+            reporter.checkpoint(epoch, ms, bytes);
+        }
+        for source in &self.sources {
+            if let Some(monitor) = &source.monitor {
+                monitor.checkpointed(&source.position);
+            }
+        }
+        if let Some(hook) = &self.on_checkpoint {
+            let positions: Vec<Position> =
+                self.sources.iter().map(|s| s.position.clone()).collect();
+            (hook.0)(epoch, &positions);
         }
         Ok(())
     }

@@ -1,0 +1,8 @@
+//! What a streaming job tracks as it runs, shared by the epoch loop, the status line, the
+//! metrics reporter and checkpoints: each source's progress and the run's totals.
+
+mod source;
+mod summary;
+
+pub use source::SourceRuntime;
+pub use summary::{Restored, RunSummary};

@@ -1,0 +1,71 @@
+//! A run's totals, carried across restarts by checkpoints.
+
+use std::collections::BTreeMap;
+
+/// Totals for a finished run.
+#[derive(Debug, Default, Clone)]
+pub struct RunSummary {
+    /// Epochs processed (with input).
+    pub epochs: u64,
+    /// Rows read from all sources.
+    pub rows_in: u64,
+    /// Rows written per sink.
+    pub rows_out: BTreeMap<String, u64>,
+    /// Rows sent to dead letters because their window had already been emitted.
+    pub late_rows: u64,
+    /// Records sources read but could not decode (sent to dead letters).
+    pub rejected_records: u64,
+    /// Windows emitted.
+    pub windows_emitted: u64,
+    /// Groups of keyed aggregates forgotten by `state_ttl`.
+    pub groups_expired: u64,
+    /// Windows emitted again, corrected by late rows within `allowed_lateness`.
+    pub windows_corrected: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+    /// Epoch of the last checkpoint.
+    pub last_checkpoint_epoch: u64,
+    /// How long the last checkpoint took (ms).
+    pub last_checkpoint_ms: u64,
+    /// Bytes the last checkpoint wrote.
+    pub last_checkpoint_bytes: u64,
+    /// Logged epochs re-read after a restore.
+    pub epochs_replayed: u64,
+    /// Rows not written again because their sink had already committed the epoch.
+    pub rows_skipped: u64,
+    /// Rows `predict()` left out (a NULL input, or a model failure), sent to dead letters.
+    pub rejected_by_models: u64,
+    /// The checkpoint this run started from, when it restored one: the totals above include
+    /// what the runs before it did.
+    pub restored: Option<Restored>,
+}
+
+/// What a run restored before its first epoch.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// The checkpoint's epoch.
+    pub epoch: u64,
+    /// Where it was read from.
+    pub dir: String,
+    /// Rows read before this run.
+    pub rows_in: u64,
+    /// Rows written per sink before this run.
+    pub rows_out: BTreeMap<String, u64>,
+    /// Every source had ended by then: nothing is left to read.
+    pub finished: bool,
+    /// Logged epochs after the checkpoint, re-read first.
+    pub replaying: usize,
+}
+
+impl RunSummary {
+    /// Rows written to `sink` by this run (the totals less what a restored checkpoint held).
+    pub fn rows_out_this_run(&self, sink: &str) -> u64 {
+        let total = self.rows_out.get(sink).copied().unwrap_or(0);
+        let before = self
+            .restored
+            .as_ref()
+            .and_then(|r| r.rows_out.get(sink).copied())
+            .unwrap_or(0);
+        total.saturating_sub(before)
+    }
+}
