@@ -155,6 +155,23 @@ with adbc.connect(f"grpc://{addr}", db_kwargs=kwargs) as conn:
         fail(f"adbc_get_info: {info}")
     print(f"adbc_get_info: vendor {info['vendor_name']} {info.get('vendor_version')}")
 
+# A login (user name and the token as password): the handshake hands out the bearer token.
+if token:
+    login = {"username": "analyst", "password": token}
+    with adbc.connect(f"grpc://{addr}", db_kwargs=login) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) AS n FROM per_rider")
+        if cur.fetch_arrow_table().to_pylist()[0]["n"] <= 0:
+            fail("adbc login: no rows")
+    try:
+        with adbc.connect(f"grpc://{addr}", db_kwargs={"username": "analyst", "password": "wrong"}) as conn:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        fail("adbc login with a wrong password was accepted")
+    except adbc.Error as e:
+        if "wrong" not in str(e):
+            fail(f"adbc login with a wrong password: {e}")
+    print("adbc login: the token as password is accepted, a wrong one refused")
+
 # --- flightsql-dbapi (pyarrow's Flight client) ------------------------------------------------
 client = FlightSQLClient(host=host, port=int(port), insecure=True, token=token)
 info = client.execute(AT_EPOCH)

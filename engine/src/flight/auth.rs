@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use base64::prelude::BASE64_STANDARD;
+use base64::prelude::BASE64_STANDARD_NO_PAD;
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -69,7 +69,9 @@ impl Auth {
         let presented = if let Some(bearer) = strip_scheme(header, "Bearer") {
             bearer.as_bytes().to_vec()
         } else if let Some(basic) = strip_scheme(header, "Basic") {
-            let decoded = BASE64_STANDARD.decode(basic.trim()).map_err(|_| {
+            // Padded (RFC 7617) or not (Go's Flight client sends it without padding).
+            let unpadded = basic.trim().trim_end_matches('=');
+            let decoded = BASE64_STANDARD_NO_PAD.decode(unpadded).map_err(|_| {
                 Status::unauthenticated("the Basic credentials are not base64 of 'user:password'")
             })?;
             match decoded.iter().position(|&b| b == b':') {
@@ -141,6 +143,13 @@ mod tests {
         assert!(auth.check(&with("Bearer s3cret2")).is_err());
         let basic = |creds: &str| format!("Basic {}", BASE64_STANDARD.encode(creds));
         assert!(auth.check(&with(&basic("alice:s3cret"))).is_ok());
+        // Without padding, as Go's Flight client (ADBC) sends it.
+        let unpadded = format!(
+            "Basic {}",
+            base64::prelude::BASE64_STANDARD_NO_PAD.encode("bob:s3cret")
+        );
+        assert!(unpadded.len() < basic("bob:s3cret").len());
+        assert!(auth.check(&with(&unpadded)).is_ok());
         assert!(auth.check(&with(&basic("alice:wrong"))).is_err());
         assert!(auth.check(&with(&basic("s3cret"))).is_err());
         assert!(auth.check(&with("Token s3cret")).is_err());

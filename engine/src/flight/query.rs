@@ -63,10 +63,13 @@ impl QueryEngine {
             .with_memory_limit(memory_limit, 1.0)
             .build_arc()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
+        // One partition per query: live tables are small next to what the pipeline reads,
+        // and a query spread over every core competes with the epoch loop for all of them.
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, LIVE_SCHEMA)
             .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true);
+            .with_information_schema(true)
+            .with_target_partitions(1);
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
