@@ -28,6 +28,49 @@ fn volley() -> Command {
     cmd
 }
 
+/// A `volley` serving Flight SQL: the process, the address it announced (and the whole
+/// announcing line), and a thread draining the rest of its stderr so the status line never
+/// blocks it.
+struct Serving {
+    child: std::process::Child,
+    addr: String,
+    announced: String,
+    stderr: std::thread::JoinHandle<Vec<String>>,
+}
+
+/// Spawns `cmd` and waits for the Flight SQL address it announces.
+fn serving(cmd: &mut Command) -> Serving {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (addr, announced) = loop {
+        let line = lines.next().expect("volley exited before serving").unwrap();
+        if let Some(rest) = line.strip_prefix("volley: Flight SQL on grpc://") {
+            let addr = rest.split([' ', ',']).next().unwrap().to_string();
+            break (addr, line);
+        }
+    };
+    let stderr = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    Serving {
+        child,
+        addr,
+        announced,
+        stderr,
+    }
+}
+
+/// A Flight SQL client of `addr` (plain text).
+async fn flight_client(
+    addr: &str,
+) -> arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    arrow_flight::sql::client::FlightSqlServiceClient::new(channel)
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

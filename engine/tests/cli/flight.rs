@@ -1,15 +1,13 @@
 //! `volley run` serves its live tables over Flight SQL while the pipeline runs.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::Duration;
 
 use arrow::array::{Array, Int64Array};
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use super::volley;
+use super::{Serving, flight_client, serving, volley};
 
 async fn total(client: &mut FlightSqlServiceClient<Channel>) -> (i64, i64) {
     let info = client
@@ -48,29 +46,18 @@ async fn a_running_pipeline_serves_its_live_tables() {
          INSERT INTO per_rider SELECT rider_id, count(*) AS n FROM rides GROUP BY rider_id;",
     )
     .unwrap();
-    let mut child = volley()
-        .args(["run", "p.sql", "--no-checkpoint"])
-        .current_dir(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The announced address (port 0 asked for any free port).
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("volley exited before serving").unwrap();
-        if let Some(rest) = line.strip_prefix("volley: Flight SQL on grpc://") {
-            assert!(rest.contains("live tables: per_rider"), "{line}");
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Drain stderr so the status line never blocks the pipeline.
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = FlightSqlServiceClient::new(channel);
+    let Serving {
+        mut child,
+        addr,
+        announced,
+        stderr: drain,
+    } = serving(
+        volley()
+            .args(["run", "p.sql", "--no-checkpoint"])
+            .current_dir(dir.path()),
+    );
+    assert!(announced.contains("live tables: per_rider"), "{announced}");
+    let mut client = flight_client(&addr).await;
     let mut first = (0, 0);
     for _ in 0..100 {
         first = total(&mut client).await;
@@ -169,28 +156,19 @@ async fn volley_batch_serves_its_results_until_interrupted() {
     let input = std::thread::spawn(move || super::rides_parquet(&path, 5000))
         .join()
         .unwrap();
-    let mut child = volley()
-        .args(["batch", "p.sql", "--serve", "--input"])
-        .arg(format!("rides={}", input.display()))
-        .current_dir(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("volley exited before serving").unwrap();
-        if let Some(rest) = line.strip_prefix("volley: Flight SQL on grpc://") {
-            assert!(rest.contains("live tables: per_rider"), "{line}");
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = FlightSqlServiceClient::new(channel);
+    let Serving {
+        mut child,
+        addr,
+        announced,
+        stderr: drain,
+    } = serving(
+        volley()
+            .args(["batch", "p.sql", "--serve", "--input"])
+            .arg(format!("rides={}", input.display()))
+            .current_dir(dir.path()),
+    );
+    assert!(announced.contains("live tables: per_rider"), "{announced}");
+    let mut client = flight_client(&addr).await;
     // Every input row counted once, as the batch computed it.
     assert_eq!(total(&mut client).await.0, 5000);
     let status = std::process::Command::new("kill")
@@ -239,30 +217,21 @@ async fn memory_tables_and_live_retention_are_queried_live() {
          INSERT INTO per_rider SELECT rider_id, count(*) AS n FROM rides GROUP BY rider_id;",
     )
     .unwrap();
-    let mut child = volley()
-        .args(["run", "p.sql", "--no-checkpoint"])
-        .current_dir(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("volley exited before serving").unwrap();
-        if let Some(rest) = line.strip_prefix("volley: Flight SQL on grpc://") {
-            assert!(
-                rest.contains("live tables: per_rider, raw, recent"),
-                "{line}"
-            );
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = FlightSqlServiceClient::new(channel);
+    let Serving {
+        mut child,
+        addr,
+        announced,
+        stderr: drain,
+    } = serving(
+        volley()
+            .args(["run", "p.sql", "--no-checkpoint"])
+            .current_dir(dir.path()),
+    );
+    assert!(
+        announced.contains("live tables: per_rider, raw, recent"),
+        "{announced}"
+    );
+    let mut client = flight_client(&addr).await;
     let mut seen = (0, 0, 0);
     for _ in 0..100 {
         seen = (

@@ -1,17 +1,16 @@
 //! A restarted pipeline serves what it served before: live tables come back from the
 //! checkpoint, not only the keys updated since the restart.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use arrow::array::{Array, Int64Array, UInt64Array};
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use super::volley;
+use super::{flight_client, serving, volley};
 
 const PIPELINE: &str = "
 CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
@@ -48,30 +47,12 @@ async fn state(client: &mut FlightSqlServiceClient<Channel>) -> (i64, i64, u64) 
 }
 
 fn start(dir: &Path) -> (Child, String, std::thread::JoinHandle<Vec<String>>) {
-    let mut child = volley()
-        .args(["run", "p.sql"])
-        .current_dir(dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("volley exited before serving").unwrap();
-        if let Some(rest) = line.strip_prefix("volley: Flight SQL on grpc://") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-    (child, addr, drain)
+    let served = serving(volley().args(["run", "p.sql"]).current_dir(dir));
+    (served.child, served.addr, served.stderr)
 }
 
 async fn connect(addr: &str) -> FlightSqlServiceClient<Channel> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    FlightSqlServiceClient::new(channel)
+    flight_client(addr).await
 }
 
 fn stop(mut child: Child, drain: std::thread::JoinHandle<Vec<String>>) {

@@ -3,9 +3,7 @@
 //! pipeline's output is what it is without queries.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +14,7 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use tonic::transport::Endpoint;
 
-use super::volley;
+use super::{Serving, serving, volley};
 
 /// Rides per rider per second, and rides per second: for every closed second, both tables
 /// sum to the same count, at every epoch.
@@ -98,20 +96,16 @@ fn int(batch: &RecordBatch, column: &str) -> i64 {
 async fn eight_clients_for_twenty_seconds_see_whole_epochs_only() {
     let queried = tempfile::tempdir().unwrap();
     write_pipeline(queried.path(), "realtime");
-    let mut child = volley()
-        .args(["run", "p.sql", "--no-checkpoint"])
-        .current_dir(queried.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("volley exited before serving").unwrap();
-        if let Some(rest) = line.strip_prefix("volley: Flight SQL on grpc://") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let Serving {
+        mut child,
+        addr,
+        stderr: drain,
+        ..
+    } = serving(
+        volley()
+            .args(["run", "p.sql", "--no-checkpoint"])
+            .current_dir(queried.path()),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for _ in 0..8 {
