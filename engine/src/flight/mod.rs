@@ -12,6 +12,7 @@ mod query;
 pub mod server;
 mod service;
 mod sql_info;
+mod threads;
 
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ mod tests;
 pub use auth::Auth;
 pub use query::{CATALOG, LIVE_SCHEMA, QueryEngine, QueryError, SYSTEM_SCHEMA};
 pub use service::VolleyFlightSql;
+pub use threads::QueryRuntime;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;

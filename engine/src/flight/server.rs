@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use volley_connectors::live::SnapshotSource;
 
+use super::threads::QueryRuntime;
 use super::{Auth, DEFAULT_QUERY_MEMORY, QueryEngine, Tls, VolleyFlightSql, serve};
 
 /// How Flight SQL is served.
@@ -81,13 +82,16 @@ fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("'{text}' is too large"))
 }
 
-/// A running Flight SQL server, stopped with the pipeline.
+/// A running Flight SQL server, stopped with the pipeline. It serves on threads of its own,
+/// below the pipeline's priority.
 #[derive(Debug)]
 pub struct FlightServer {
     /// Where it listens.
     pub addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Dropped last: the task above runs on it.
+    _runtime: QueryRuntime,
 }
 
 impl FlightServer {
@@ -142,12 +146,19 @@ pub async fn start(
         }),
         _ => None,
     };
-    let listener = tokio::net::TcpListener::bind(socket).await.map_err(|e| {
+    let listener = std::net::TcpListener::bind(socket).map_err(|e| {
         anyhow::anyhow!(
             "cannot serve Flight SQL on {addr}: {e} (is another pipeline serving there? choose another address with --flight ADDR, or run with --no-flight)"
         )
     })?;
+    listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
+    let runtime = QueryRuntime::new()
+        .map_err(|e| anyhow::anyhow!("cannot start the Flight SQL threads: {e}"))?;
+    let listener = {
+        let _inside = runtime.handle().enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
     let mut engine = QueryEngine::new(published, args.flight_query_memory)?;
     if let Some(metrics) = system {
         engine = engine.with_system(metrics);
@@ -164,7 +175,7 @@ pub async fn start(
         })?;
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(service, listener, tls, async {
+    let task = runtime.handle().spawn(serve(service, listener, tls, async {
         let _ = stopped.await;
     }));
     if !quiet {
@@ -187,6 +198,7 @@ pub async fn start(
         addr: bound,
         stop,
         task,
+        _runtime: runtime,
     })
 }
 
