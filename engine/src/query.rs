@@ -26,26 +26,35 @@ pub struct QueryEpoch {
     pub windows_corrected: usize,
 }
 
-/// One INSERT: its plan and, for aggregates, its state.
+/// One INSERT: its plan and, for aggregates, their state.
 #[derive(Debug)]
 pub struct QueryRunner {
     plan: QueryPlan,
-    state: Option<AggregateState>,
+    /// The aggregates, innermost first; the last is the query's own, whose rows go through
+    /// the post segment. Empty for stateless queries.
+    stages: Vec<AggregateState>,
     task_ctx: Arc<TaskContext>,
 }
+
+/// The state of one aggregate as a checkpoint holds it: its schema, its rows and how far
+/// its windows were emitted.
+pub type StageSnapshot = (arrow::datatypes::SchemaRef, Vec<RecordBatch>, Option<i64>);
 
 impl QueryRunner {
     /// A runner for `plan`, executing in `task_ctx`.
     pub fn new(plan: QueryPlan, task_ctx: Arc<TaskContext>) -> Self {
-        let state = match &plan.shape {
-            QueryShape::Aggregate(agg) => {
-                Some(AggregateState::new((**agg).clone(), Arc::clone(&task_ctx)))
-            }
-            QueryShape::Stateless { .. } => None,
+        let stages = match &plan.shape {
+            QueryShape::Aggregate(agg) => agg
+                .inner
+                .iter()
+                .chain(std::iter::once(&**agg))
+                .map(|stage| AggregateState::new(stage.clone(), Arc::clone(&task_ctx)))
+                .collect(),
+            QueryShape::Stateless { .. } => Vec::new(),
         };
         Self {
             plan,
-            state,
+            stages,
             task_ctx,
         }
     }
@@ -58,29 +67,37 @@ impl QueryRunner {
     /// What the query's state means, as text: restoring a checkpoint into a query whose shape
     /// differs is refused. Stateless queries have no state, so any change to them is compatible.
     pub fn shape(&self) -> String {
-        match &self.plan.shape {
-            QueryShape::Stateless { .. } => "stateless".to_string(),
-            QueryShape::Aggregate(agg) => {
-                let state: Vec<String> = agg
-                    .state_schema
-                    .fields()
-                    .iter()
-                    .map(|f| format!("{}: {}", f.name(), f.data_type()))
-                    .collect();
-                let window = agg.window.as_ref().map_or_else(
-                    || "keyed".to_string(),
-                    |w| format!("window {} wide", w.size_text()),
-                );
-                format!("{window}; state [{}]", state.join(", "))
-            }
+        if self.stages.is_empty() {
+            return "stateless".to_string();
         }
+        let stages: Vec<String> = self.stages.iter().map(|s| stage_shape(s.plan())).collect();
+        stages.join(" then ")
     }
 
-    /// The aggregate's state rows, their schema and the emission frontier (None: stateless).
-    pub fn snapshot(&self) -> Option<(arrow::datatypes::SchemaRef, Vec<RecordBatch>, Option<i64>)> {
-        let state = self.state.as_ref()?;
-        let (rows, emitted_upto) = state.snapshot();
-        Some((state.state_schema(), rows, emitted_upto))
+    /// The query's own aggregate (the outermost).
+    fn top(&self) -> Option<&AggregateState> {
+        self.stages.last()
+    }
+
+    /// The query's own aggregate's state rows, their schema and the emission frontier (None:
+    /// stateless).
+    pub fn snapshot(&self) -> Option<StageSnapshot> {
+        self.top().map(stage_snapshot)
+    }
+
+    /// The aggregates feeding the query's own (innermost first), as [`QueryRunner::snapshot`].
+    pub fn inner_snapshots(&self) -> Vec<StageSnapshot> {
+        let inner = self.stages.len().saturating_sub(1);
+        self.stages[..inner].iter().map(stage_snapshot).collect()
+    }
+
+    /// The names of the aggregates feeding the query's own, innermost first.
+    pub fn inner_names(&self) -> Vec<String> {
+        let inner = self.stages.len().saturating_sub(1);
+        self.stages[..inner]
+            .iter()
+            .map(|s| s.plan().output_name.clone())
+            .collect()
     }
 
     /// The `state_ttl` stamps of a keyed aggregate (None: no `state_ttl`).
@@ -88,7 +105,7 @@ impl QueryRunner {
     /// # Errors
     /// Arrow failures.
     pub fn stamps(&self) -> Result<Option<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)>> {
-        match &self.state {
+        match self.top() {
             Some(state) => state.stamps(),
             None => Ok(None),
         }
@@ -100,13 +117,14 @@ impl QueryRunner {
     /// # Errors
     /// Stamps that do not fit the query.
     pub fn restore_stamps(&mut self, stamps: &[RecordBatch], watermark: Option<i64>) -> Result<()> {
-        match self.state.as_mut() {
+        match self.stages.last_mut() {
             Some(state) => state.restore_stamps(stamps, watermark),
             None => Ok(()),
         }
     }
 
-    /// Loads checkpointed state (see [`QueryRunner::snapshot`]).
+    /// Loads checkpointed state (see [`QueryRunner::snapshot`]) into the query's own
+    /// aggregate.
     ///
     /// # Errors
     /// State that does not fit this query.
@@ -115,7 +133,7 @@ impl QueryRunner {
         rows: Vec<RecordBatch>,
         emitted_upto: Option<i64>,
     ) -> Result<()> {
-        match self.state.as_mut() {
+        match self.stages.last_mut() {
             Some(state) => state.restore(rows, emitted_upto).await,
             None if rows.is_empty() => Ok(()),
             None => Err(EngineError::Checkpoint(format!(
@@ -125,100 +143,123 @@ impl QueryRunner {
         }
     }
 
-    /// Open windows (0 for stateless queries).
+    /// Loads the checkpointed state of the `index`th aggregate feeding the query's own
+    /// (innermost first; see [`QueryRunner::inner_snapshots`]).
+    ///
+    /// # Errors
+    /// No such aggregate, or state that does not fit it.
+    pub async fn restore_inner(
+        &mut self,
+        index: usize,
+        rows: Vec<RecordBatch>,
+        emitted_upto: Option<i64>,
+    ) -> Result<()> {
+        let inner = self.stages.len().saturating_sub(1);
+        match self.stages[..inner].get_mut(index) {
+            Some(state) => state.restore(rows, emitted_upto).await,
+            None => Err(EngineError::Checkpoint(format!(
+                "INSERT INTO {} has {inner} inner aggregate(s), its checkpoint holds state for more",
+                self.plan.target
+            ))),
+        }
+    }
+
+    /// Open windows (0 for stateless queries), over every aggregate of the query.
     pub fn open_windows(&self) -> usize {
-        self.state.as_ref().map_or(0, AggregateState::open_windows)
+        self.stages.iter().map(AggregateState::open_windows).sum()
     }
 
-    /// State rows held: partial-aggregate rows across windows and shards (0 for stateless
-    /// queries). One per open group once compacted.
+    /// State rows held: partial-aggregate rows across windows, shards and aggregates (0 for
+    /// stateless queries). One per open group once compacted.
     pub fn state_rows(&self) -> usize {
-        self.state.as_ref().map_or(0, AggregateState::state_rows)
+        self.stages.iter().map(AggregateState::state_rows).sum()
     }
 
-    /// Processes the rows now in the source slots.
+    /// Runs one epoch: over the rows now in the source slots when `fresh`, then up to the
+    /// sources' `watermarks` (nanoseconds), then, when `all_done`, to the end of input. An
+    /// aggregate over an aggregate runs after it, over the windows it emitted, and closes its
+    /// own windows by where those have got to.
     ///
     /// # Errors
     /// Execution failures.
-    pub async fn process_epoch(&mut self) -> Result<QueryEpoch> {
-        match &self.plan.shape {
-            QueryShape::Stateless { plan } => {
-                // Partitions are contiguous runs of the input: concatenated in order, the rows
-                // keep the input's order.
-                let rows = collect_partitioned(Arc::clone(plan), Arc::clone(&self.task_ctx))
-                    .await
-                    .map_err(EngineError::exec(format!(
-                        "INSERT INTO {}",
-                        self.plan.target
-                    )))?;
-                Ok(QueryEpoch {
-                    rows: non_empty(rows.into_iter().flatten().collect()),
-                    ..QueryEpoch::default()
-                })
+    pub async fn run_epoch(
+        &mut self,
+        fresh: bool,
+        watermarks: &HashMap<String, Option<i64>>,
+        all_done: bool,
+    ) -> Result<Vec<QueryEpoch>> {
+        if let QueryShape::Stateless { plan } = &self.plan.shape {
+            if !fresh {
+                return Ok(Vec::new());
             }
-            QueryShape::Aggregate(_) => {
-                let Some(state) = self.state.as_mut() else {
-                    return Err(EngineError::Internal(
-                        "aggregate query without state".into(),
-                    ));
-                };
-                let out = state.process_epoch().await?;
-                let late = state
+            // Partitions are contiguous runs of the input: concatenated in order, the rows
+            // keep the input's order.
+            let rows = collect_partitioned(Arc::clone(plan), Arc::clone(&self.task_ctx))
+                .await
+                .map_err(EngineError::exec(format!(
+                    "INSERT INTO {}",
+                    self.plan.target
+                )))?;
+            return Ok(vec![QueryEpoch {
+                rows: non_empty(rows.into_iter().flatten().collect()),
+                ..QueryEpoch::default()
+            }]);
+        }
+        let mut watermarks = watermarks.clone();
+        let mut parts = Vec::new();
+        let mut fed = false;
+        let last = self.stages.len() - 1;
+        for index in 0..=last {
+            let state = &mut self.stages[index];
+            let mut outs = Vec::new();
+            let mut late = Vec::new();
+            if fresh || fed {
+                outs.push(state.process_epoch().await?);
+                late = state
                     .plan()
                     .window
                     .as_ref()
                     .map(|w| w.gate.take_late())
                     .unwrap_or_default();
+            }
+            let (advanced, groups_expired) =
+                advance(state, &self.plan.sources, &watermarks).await?;
+            outs.push(advanced);
+            if all_done {
+                outs.push(state.flush().await?);
+            }
+            if index < last {
+                // Its windows are the next aggregate's input, its frontier their watermark.
+                let mut out = AggregateOutput::default();
+                for part in outs {
+                    out.extend(part);
+                }
+                let plan = state.plan();
+                watermarks.insert(plan.output_name.clone(), state.output_watermark());
+                fed = !out.rows.is_empty();
+                plan.post_slot.set(out.rows);
+                parts.push(QueryEpoch {
+                    late,
+                    windows_emitted: out.windows_emitted,
+                    ..QueryEpoch::default()
+                });
+                continue;
+            }
+            for (i, out) in outs.into_iter().enumerate() {
                 let mut epoch = self.post(out).await?;
-                epoch.late = late;
-                Ok(epoch)
+                if i == 0 {
+                    epoch.late = std::mem::take(&mut late);
+                }
+                parts.push(epoch);
+            }
+            if let Some(part) = parts.last_mut() {
+                part.groups_expired += groups_expired;
             }
         }
-    }
-
-    /// Emits windows closed by the sources' watermarks (nanoseconds; `i64::MAX` = input ended).
-    ///
-    /// # Errors
-    /// Execution failures.
-    pub async fn advance(
-        &mut self,
-        watermarks: &HashMap<String, Option<i64>>,
-    ) -> Result<QueryEpoch> {
-        let Some(state) = self.state.as_mut() else {
-            return Ok(QueryEpoch::default());
-        };
-        let Some(window) = &state.plan().window else {
-            // Keyed: `state_ttl` forgets groups by the watermark of every source read.
-            let Some(wm) = min_watermark(&self.plan.sources, watermarks) else {
-                return Ok(QueryEpoch::default());
-            };
-            return Ok(QueryEpoch {
-                groups_expired: state.expire(wm)?,
-                ..QueryEpoch::default()
-            });
-        };
-        let Some(wm_nanos) = min_watermark(&window.sources, watermarks) else {
-            return Ok(QueryEpoch::default());
-        };
-        let wm = if wm_nanos == i64::MAX {
-            i64::MAX
-        } else {
-            wm_nanos.div_euclid(window.nanos_per_unit())
-        };
-        let out = state.advance_watermark(wm).await?;
-        self.post(out).await
-    }
-
-    /// End of input: emits all remaining windows.
-    ///
-    /// # Errors
-    /// Execution failures.
-    pub async fn flush(&mut self) -> Result<QueryEpoch> {
-        let Some(state) = self.state.as_mut() else {
-            return Ok(QueryEpoch::default());
-        };
-        let out = state.flush().await?;
-        self.post(out).await
+        for stage in &self.stages[..last] {
+            stage.plan().post_slot.clear();
+        }
+        Ok(parts)
     }
 
     /// Runs the post-aggregate segment over finalised rows.
@@ -247,6 +288,51 @@ impl QueryRunner {
             ..QueryEpoch::default()
         })
     }
+}
+
+/// Advances one aggregate to the watermarks: a windowed one emits the windows they close,
+/// a keyed one forgets groups by `state_ttl` (counting the watermark of every source the
+/// query reads). Returns what was emitted and how many groups were forgotten.
+async fn advance(
+    state: &mut AggregateState,
+    sources: &[String],
+    watermarks: &HashMap<String, Option<i64>>,
+) -> Result<(AggregateOutput, usize)> {
+    let Some(window) = state.plan().window.clone() else {
+        let Some(wm) = min_watermark(sources, watermarks) else {
+            return Ok((AggregateOutput::default(), 0));
+        };
+        return Ok((AggregateOutput::default(), state.expire(wm)?));
+    };
+    let Some(wm_nanos) = min_watermark(&window.sources, watermarks) else {
+        return Ok((AggregateOutput::default(), 0));
+    };
+    let wm = if wm_nanos == i64::MAX {
+        i64::MAX
+    } else {
+        wm_nanos.div_euclid(window.nanos_per_unit())
+    };
+    Ok((state.advance_watermark(wm).await?, 0))
+}
+
+fn stage_snapshot(state: &AggregateState) -> StageSnapshot {
+    let (rows, emitted_upto) = state.snapshot();
+    (state.state_schema(), rows, emitted_upto)
+}
+
+/// One aggregate's state, as text (see [`QueryRunner::shape`]).
+fn stage_shape(agg: &volley_sql::stream::AggregatePlan) -> String {
+    let state: Vec<String> = agg
+        .state_schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect();
+    let window = agg.window.as_ref().map_or_else(
+        || "keyed".to_string(),
+        |w| format!("window {} wide", w.size_text()),
+    );
+    format!("{window}; state [{}]", state.join(", "))
 }
 
 /// The smallest watermark of `sources` (nanoseconds); `None` while any is unknown.

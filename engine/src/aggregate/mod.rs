@@ -45,7 +45,8 @@ pub struct AggregateOutput {
 }
 
 impl AggregateOutput {
-    fn extend(&mut self, other: AggregateOutput) {
+    /// Adds `other`'s rows and counts to these.
+    pub(crate) fn extend(&mut self, other: AggregateOutput) {
         self.rows.extend(other.rows);
         self.windows_emitted += other.windows_emitted;
         self.windows_corrected += other.windows_corrected;
@@ -103,6 +104,18 @@ impl AggregateState {
             .flat_map(|s| s.windows.values())
             .map(|w| w.rows)
             .sum()
+    }
+
+    /// The watermark of this aggregate's output, in nanoseconds of its window column: every
+    /// window it emits from now on starts at or after it (None: keyed, or nothing emitted
+    /// yet). An aggregate over this one's windows closes its own windows by it.
+    pub fn output_watermark(&self) -> Option<i64> {
+        let window = self.plan.window.as_ref()?;
+        let closed = window.closed_upto(self.emitted_upto?);
+        if closed == i64::MAX {
+            return Some(i64::MAX);
+        }
+        Some((closed + 1).saturating_mul(window.nanos_per_unit()))
     }
 
     /// Schema of the state rows [`AggregateState::snapshot`] returns.

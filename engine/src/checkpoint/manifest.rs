@@ -45,6 +45,23 @@ pub struct QueryCheckpoint {
     /// The Arrow IPC file holding `state_ttl` stamps (keyed aggregates with `state_ttl`).
     #[serde(default)]
     pub stamps_file: Option<String>,
+    /// The state of the aggregates feeding this INSERT's own (an aggregate over an
+    /// aggregate), innermost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inner: Vec<StageCheckpoint>,
+}
+
+/// The state of an aggregate feeding another, as of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageCheckpoint {
+    /// What reads its rows in the plan (`<target>#aggregate<n>`).
+    pub name: String,
+    /// Windows at or below this end had been emitted (window column's unit).
+    pub emitted_upto: Option<i64>,
+    /// The Arrow IPC file (beside the manifest) holding its state rows.
+    pub state_file: String,
+    /// State rows in that file.
+    pub state_rows: u64,
 }
 
 /// One live table's rows as of a checkpoint, so a restart serves what it served before.

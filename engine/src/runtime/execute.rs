@@ -34,14 +34,7 @@ impl StreamJob {
                 .iter()
                 .filter_map(|s| fresh.get(s))
                 .sum();
-            let mut parts = Vec::new();
-            if rows_in > 0 {
-                parts.push(query.process_epoch().await?);
-            }
-            parts.push(query.advance(&watermarks).await?);
-            if all_done {
-                parts.push(query.flush().await?);
-            }
+            let parts = query.run_epoch(rows_in > 0, &watermarks, all_done).await?;
             let target = query.plan().target.clone();
             if let Some(reporter) = &mut self.metrics {
                 let rows_out = parts

@@ -4,7 +4,7 @@
 use super::StreamJob;
 use crate::checkpoint::failpoint;
 use crate::checkpoint::manifest::{
-    EpochLog, LiveCheckpoint, Manifest, QueryCheckpoint, SourceCheckpoint, Totals,
+    EpochLog, LiveCheckpoint, Manifest, QueryCheckpoint, SourceCheckpoint, StageCheckpoint, Totals,
 };
 use crate::driver::EpochRange;
 use crate::error::{EngineError, Result};
@@ -150,6 +150,10 @@ impl StreamJob {
                 None => Vec::new(),
             };
             query.restore(rows, saved.emitted_upto).await?;
+            for (index, stage) in saved.inner.iter().enumerate() {
+                let rows = store.get_state(manifest.epoch, &stage.state_file).await?;
+                query.restore_inner(index, rows, stage.emitted_upto).await?;
+            }
             let stamps = match &saved.stamps_file {
                 Some(file) => store.get_state(manifest.epoch, file).await?,
                 None => Vec::new(),
@@ -282,6 +286,7 @@ impl StreamJob {
                 state_file: None,
                 state_rows: 0,
                 stamps_file: None,
+                inner: Vec::new(),
             };
             if let Some((schema, rows, emitted_upto)) = query.snapshot() {
                 let file = format!("q{i}.arrow");
@@ -292,6 +297,22 @@ impl StreamJob {
                 entry.emitted_upto = emitted_upto;
                 entry.state_rows = rows.iter().map(|b| b.num_rows() as u64).sum();
                 entry.state_file = Some(file);
+            }
+            let names = query.inner_names();
+            for (j, ((schema, rows, emitted_upto), name)) in
+                query.inner_snapshots().into_iter().zip(names).enumerate()
+            {
+                let file = format!("q{i}.inner{j}.arrow");
+                bytes += checkpoints
+                    .store
+                    .put_state(epoch, &file, &schema, &rows)
+                    .await?;
+                entry.inner.push(StageCheckpoint {
+                    name,
+                    emitted_upto,
+                    state_file: file,
+                    state_rows: rows.iter().map(|b| b.num_rows() as u64).sum(),
+                });
             }
             if let Some((schema, stamps)) = query.stamps()? {
                 let file = format!("q{i}.stamps.arrow");

@@ -38,61 +38,26 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
             indent(&mut out, &render(physical));
         }
         QueryShape::Aggregate(agg) => {
-            match &agg.window {
-                Some(w) => {
-                    let _ = writeln!(
-                        out,
-                        "  kind: tumbling-window aggregate; window {} over event time '{}' ({} wide)",
-                        w.display,
-                        w.column,
-                        w.size_text()
-                    );
-                    if w.lateness > 0 {
-                        let _ = writeln!(
-                            out,
-                            "  allowed_lateness: {} {:?}; an emitted window keeps its state that long and a late row within it re-emits the corrected row (upsert)",
-                            w.lateness, w.unit
-                        );
-                    }
-                    for source in &w.sources {
-                        let text = watermark_of(source).unwrap_or_else(|| "?".into());
-                        let _ = writeln!(
-                            out,
-                            "  watermark: {source}: {text}; a window is emitted once the watermark passes its end; later rows go to dead letters"
-                        );
-                    }
-                }
-                None => {
-                    let _ = writeln!(
-                        out,
-                        "  kind: keyed aggregate; emits upserts per micro-batch, keyed by the group columns"
-                    );
-                    if let Some(ttl) = agg.state_ttl {
-                        let _ = writeln!(
-                            out,
-                            "  state_ttl: {ttl:?} of event time; a group not updated that long is forgotten, so results may differ from batch"
-                        );
-                    }
-                }
+            for (i, inner) in agg.inner.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "  aggregate {} of {} (its windows, once emitted, are read as {} by the next; their watermark is where its emitted windows have got to):",
+                    i + 1,
+                    agg.inner.len() + 1,
+                    inner.output_name
+                );
+                explain_aggregate(&mut out, inner, watermark_of, "  ");
             }
+            if !agg.inner.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  aggregate {0} of {0} (the query's own):",
+                    agg.inner.len() + 1
+                );
+            }
+            let pad = if agg.inner.is_empty() { "" } else { "  " };
+            explain_aggregate(&mut out, agg, watermark_of, pad);
             let _ = writeln!(out, "  upsert key: {}", plan.key_columns.join(", "));
-            let aggs: Vec<&str> = agg.aggr_expr.iter().map(|a| a.name()).collect();
-            let _ = writeln!(
-                out,
-                "  aggregates (two-phase: partial per micro-batch, merged state, final at emission): {}",
-                aggs.join(", ")
-            );
-            let _ = writeln!(
-                out,
-                "  state: hash-partitioned by group key across {} shard(s)",
-                agg.shards
-            );
-            let _ = writeln!(
-                out,
-                "  per micro-batch (stateless segment + partial aggregate, {} partition(s)):",
-                agg.partial.output_partitioning().partition_count()
-            );
-            indent(&mut out, &render(&agg.partial));
             let _ = writeln!(out, "  on emission (final aggregate, then):");
             indent(&mut out, &render(&agg.post));
         }
@@ -100,8 +65,84 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
     out
 }
 
+/// The window or key, state and per-micro-batch plan of one aggregate, indented by `pad`.
+fn explain_aggregate(
+    out: &mut String,
+    agg: &super::plan::AggregatePlan,
+    watermark_of: &dyn Fn(&str) -> Option<String>,
+    pad: &str,
+) {
+    match &agg.window {
+        Some(w) => {
+            let _ = writeln!(
+                out,
+                "{pad}  kind: tumbling-window aggregate; window {} over event time '{}' ({} wide)",
+                w.display,
+                w.column,
+                w.size_text()
+            );
+            if w.lateness > 0 {
+                let _ = writeln!(
+                    out,
+                    "{pad}  allowed_lateness: {} {:?}; an emitted window keeps its state that long and a late row within it re-emits the corrected row (upsert)",
+                    w.lateness, w.unit
+                );
+            }
+            for source in &w.sources {
+                if source.contains('#') {
+                    let _ = writeln!(
+                        out,
+                        "{pad}  watermark: {source}: the start of the earliest window the aggregate below has not emitted; a window is emitted once it passes its end"
+                    );
+                    continue;
+                }
+                let text = watermark_of(source).unwrap_or_else(|| "?".into());
+                let _ = writeln!(
+                    out,
+                    "{pad}  watermark: {source}: {text}; a window is emitted once the watermark passes its end; later rows go to dead letters"
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "{pad}  kind: keyed aggregate; emits upserts per micro-batch, keyed by the group columns"
+            );
+            if let Some(ttl) = agg.state_ttl {
+                let _ = writeln!(
+                    out,
+                    "{pad}  state_ttl: {ttl:?} of event time; a group not updated that long is forgotten, so results may differ from batch"
+                );
+            }
+        }
+    }
+    let aggs: Vec<&str> = agg.aggr_expr.iter().map(|a| a.name()).collect();
+    let _ = writeln!(
+        out,
+        "{pad}  aggregates (two-phase: partial per micro-batch, merged state, final at emission): {}",
+        aggs.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "{pad}  state: hash-partitioned by group key across {} shard(s)",
+        agg.shards
+    );
+    let _ = writeln!(
+        out,
+        "{pad}  per micro-batch (stateless segment + partial aggregate, {} partition(s)):",
+        agg.partial.output_partitioning().partition_count()
+    );
+    indent_by(out, &render(&agg.partial), pad);
+}
+
 fn indent(out: &mut String, text: &str) {
     for line in text.lines() {
         let _ = writeln!(out, "    {line}");
+    }
+}
+
+fn indent_by(out: &mut String, text: &str, pad: &str) {
+    for line in text.lines() {
+        let _ = writeln!(out, "{pad}    {line}");
     }
 }

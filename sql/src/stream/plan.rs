@@ -30,6 +30,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
@@ -79,10 +81,20 @@ pub struct AggregatePlan {
     pub group_count: usize,
     /// The tumbling window, or `None` for a keyed (upsert) aggregate.
     pub window: Option<WindowSpec>,
-    /// Where the engine puts finalised aggregate rows for the post segment.
+    /// Where the engine puts finalised aggregate rows for the segment reading them: the post
+    /// segment, or the input of the aggregate over this one.
     pub post_slot: Arc<EpochSlot>,
-    /// The segment above the aggregate (HAVING, projections, UDFs over aggregates).
+    /// The input name of the leaf reading `post_slot` (what traces and watermarks call this
+    /// aggregate's output).
+    pub output_name: String,
+    /// The segment above the aggregate (HAVING, projections, UDFs over aggregates). For an
+    /// aggregate in `inner`, the leaf alone: its rows are the input of the aggregate above.
     pub post: Arc<dyn ExecutionPlan>,
+    /// Aggregates whose emitted windows this one reads (an aggregate over an aggregate),
+    /// innermost first: each runs before the next in every epoch, its rows reach the next
+    /// one through its `post_slot`, and its output's watermark is where its emitted windows
+    /// have got to. Empty for the inner aggregates themselves.
+    pub inner: Vec<AggregatePlan>,
     /// How many state owners the group keys are hash-partitioned across.
     pub shards: usize,
     /// Per group key (in GROUP BY order): the source columns it is copied from, unchanged or
@@ -330,33 +342,25 @@ impl StreamPlanner {
         check_streamable(&physical, at, &mut aggregates)?;
         let mut sources = Vec::new();
         collect_leaves(&physical, &mut sources);
-        let shape = match aggregates.as_slice() {
-            [] => QueryShape::Stateless {
+        let shape = if aggregates.is_empty() {
+            QueryShape::Stateless {
                 plan: partition_rowwise(physical, self.workers)?,
-            },
-            [agg] => QueryShape::Aggregate(Box::new(self.split_aggregate(&physical, agg, insert)?)),
-            _ => {
-                return Err(SqlError::Unsupported {
-                    at,
-                    message: "a streaming query may hold one aggregate (GROUP BY); nested aggregates are not supported yet: write the inner one to its own table".into(),
-                });
             }
+        } else {
+            QueryShape::Aggregate(Box::new(self.cut_aggregates(&physical, insert)?))
         };
         let key_columns = match &shape {
             QueryShape::Stateless { .. } => Vec::new(),
-            QueryShape::Aggregate(agg) => {
-                let leaf = format!("{}#aggregate", insert.target);
-                (0..output_schema.fields().len())
-                    .filter(|&i| {
-                        trace_column(&agg.post, i).is_some_and(|origins| {
-                            origins
-                                .iter()
-                                .all(|o| o.input == leaf && o.column < agg.group_count)
-                        })
+            QueryShape::Aggregate(agg) => (0..output_schema.fields().len())
+                .filter(|&i| {
+                    trace_column(&agg.post, i).is_some_and(|origins| {
+                        origins
+                            .iter()
+                            .all(|o| o.input == agg.output_name && o.column < agg.group_count)
                     })
-                    .map(|i| output_schema.field(i).name().clone())
-                    .collect()
-            }
+                })
+                .map(|i| output_schema.field(i).name().clone())
+                .collect(),
         };
         let warnings = match &shape {
             QueryShape::Aggregate(agg) if agg.window.is_none() => self.bucket_warnings(agg),
@@ -374,11 +378,93 @@ impl StreamPlanner {
         })
     }
 
-    fn split_aggregate(
+    /// Cuts `root` at every aggregate, innermost first: each becomes an [`AggregatePlan`]
+    /// whose place in the plan a leaf over its output takes. Returns the outermost aggregate
+    /// with the others as its `inner` and the rest of the plan as its `post`.
+    fn cut_aggregates(
         &self,
         root: &Arc<dyn ExecutionPlan>,
+        insert: &InsertDecl,
+    ) -> Result<AggregatePlan> {
+        let at = insert.at;
+        let mut stages = Vec::new();
+        let post = self.cut(root, insert, &mut stages)?;
+        let mut top = stages
+            .pop()
+            .ok_or_else(|| SqlError::Internal("an aggregate query without aggregate".into()))?;
+        let mut read = Vec::new();
+        collect_leaves(&post, &mut read);
+        if read != [top.output_name.as_str()] {
+            return Err(SqlError::Unsupported {
+                at,
+                message: "above its outermost aggregate a streaming query may read only that aggregate's rows (a UNION ALL or join of an aggregate with other rows or another aggregate is not supported yet): aggregate the union instead, or write each part to its own table".into(),
+            });
+        }
+        for (i, inner) in stages.iter().enumerate() {
+            let readers = stages[i + 1..]
+                .iter()
+                .chain(std::iter::once(&top))
+                .filter(|s| {
+                    let mut leaves = Vec::new();
+                    collect_leaves(&s.partial, &mut leaves);
+                    leaves.contains(&inner.output_name)
+                })
+                .count();
+            if readers != 1 {
+                return Err(SqlError::Internal(format!(
+                    "the rows of {} are read by {readers} aggregates",
+                    inner.output_name
+                )));
+            }
+        }
+        top.post = post;
+        top.inner = stages;
+        Ok(top)
+    }
+
+    /// The plan under `node` with every aggregate (innermost first, pushed onto `stages`)
+    /// replaced by a leaf over its output.
+    fn cut(
+        &self,
+        node: &Arc<dyn ExecutionPlan>,
+        insert: &InsertDecl,
+        stages: &mut Vec<AggregatePlan>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(single) = single_phase(node)? {
+            return self.cut(&single, insert, stages);
+        }
+        let children = node.children();
+        let mut cut = Vec::with_capacity(children.len());
+        for child in &children {
+            cut.push(self.cut(child, insert, stages)?);
+        }
+        let node = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+            Arc::clone(node),
+            cut,
+        )
+        .map_err(|e| SqlError::Internal(format!("cutting the plan at an aggregate: {e}")))?;
+        if node.downcast_ref::<AggregateExec>().is_none() {
+            return Ok(node);
+        }
+        let name = if stages.is_empty() {
+            format!("{}#aggregate", insert.target)
+        } else {
+            format!("{}#aggregate{}", insert.target, stages.len())
+        };
+        let stage = self.split_aggregate(&node, insert, name, stages)?;
+        let leaf = Arc::clone(&stage.post);
+        stages.push(stage);
+        Ok(leaf)
+    }
+
+    /// One aggregate (whose input holds no aggregate any more: `inner` are those cut below
+    /// it), its output read by a leaf named `output_name`, which is also its `post` for now.
+    fn split_aggregate(
+        &self,
         agg_node: &Arc<dyn ExecutionPlan>,
         insert: &InsertDecl,
+        output_name: String,
+        inner: &[AggregatePlan],
     ) -> Result<AggregatePlan> {
         let at = insert.at;
         let agg = agg_node
@@ -403,7 +489,21 @@ impl StreamPlanner {
         }
         super::determinism::check_order_independent(agg.aggr_expr(), at)?;
         let pre = Arc::clone(agg.input());
-        let window = self.find_window(&group_by, &pre, at)?;
+        let mut read = Vec::new();
+        collect_leaves(&pre, &mut read);
+        if let Some(keyed) = inner
+            .iter()
+            .find(|s| s.window.is_none() && read.contains(&s.output_name))
+        {
+            return Err(SqlError::Unsupported {
+                at,
+                message: format!(
+                    "an aggregate over a keyed aggregate (GROUP BY {} without a window) would count every update of its groups again: window the inner aggregate (GROUP BY date_bin(INTERVAL ..., event_time), ...) so each group is emitted once, or write it to a table with a merge_key and aggregate that in batch",
+                    keyed_groups(keyed)
+                ),
+            });
+        }
+        let window = self.find_window(&group_by, &pre, at, inner)?;
         let partial_input: Arc<dyn ExecutionPlan> = match &window {
             Some(w) => {
                 let (expr, _) = &group_by.expr()[w.group_index];
@@ -425,26 +525,15 @@ impl StreamPlanner {
         let state_schema = partial.schema();
         let output_schema = agg_node.schema();
         let post_slot = EpochSlot::new();
-        let leaf_name = format!("{}#aggregate", insert.target);
-        let leaf: Arc<dyn ExecutionPlan> = Arc::new(
+        let post: Arc<dyn ExecutionPlan> = Arc::new(
             super::leaf::EpochSourceExec::new(
-                leaf_name,
+                output_name.clone(),
                 Arc::clone(&output_schema),
                 None,
                 Arc::clone(&post_slot),
             )
             .map_err(|e| SqlError::Internal(e.to_string()))?,
         );
-        let post = Arc::clone(root)
-            .transform_up(|node| {
-                if Arc::ptr_eq(&node, agg_node) {
-                    Ok(Transformed::yes(Arc::clone(&leaf)))
-                } else {
-                    Ok(Transformed::no(node))
-                }
-            })
-            .map_err(|e| SqlError::Internal(format!("cutting the plan at the aggregate: {e}")))?
-            .data;
         Ok(AggregatePlan {
             partial: Arc::new(partial),
             final_group_by: group_by.as_final(),
@@ -456,7 +545,9 @@ impl StreamPlanner {
             group_count: group_by.expr().len(),
             window,
             post_slot,
+            output_name,
             post,
+            inner: Vec::new(),
             shards: self.workers,
             key_sources: group_by
                 .expr()
@@ -577,6 +668,7 @@ impl StreamPlanner {
         group_by: &PhysicalGroupBy,
         pre: &Arc<dyn ExecutionPlan>,
         at: StatementRef,
+        inner: &[AggregatePlan],
     ) -> Result<Option<WindowSpec>> {
         let mut found = None;
         for (index, (expr, name)) in group_by.expr().iter().enumerate() {
@@ -639,6 +731,28 @@ impl StreamPlanner {
             let mut sources = Vec::new();
             let mut column = String::new();
             for origin in origins {
+                if let Some(stage) = inner.iter().find(|s| s.output_name == origin.input) {
+                    // A window over windows: the inner aggregate's window start is its rows'
+                    // event time, and where its emitted windows have got to their watermark.
+                    match &stage.window {
+                        Some(w) if w.group_index == origin.column && w.lateness == 0 => {
+                            column = stage.output_schema.field(origin.column).name().clone();
+                            sources.push(stage.output_name.clone());
+                            continue;
+                        }
+                        _ => {
+                            return Err(SqlError::Unsupported {
+                                at,
+                                message: format!(
+                                    "GROUP BY {name}: a window over an aggregate's rows must be over that aggregate's own window column (its event time); column '{}' is not one",
+                                    column_of(&bin.ts)
+                                        .map(|c| pre.schema().field(c).name().clone())
+                                        .unwrap_or_default()
+                                ),
+                            });
+                        }
+                    }
+                }
                 let source = self.sources.get(&origin.input).ok_or_else(|| {
                     SqlError::Internal(format!(
                         "window column traced to unknown input '{}'",
@@ -672,6 +786,66 @@ impl StreamPlanner {
         }
         Ok(found)
     }
+}
+
+/// A two-phase aggregate (`Final` over a repartition or coalesce over `Partial`, which
+/// DataFusion plans over an input of several partitions such as a UNION ALL) as one
+/// single-phase aggregate over the partial's input: the streaming aggregate does its own
+/// phases. None for any other node.
+fn single_phase(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(last) = node.downcast_ref::<AggregateExec>() else {
+        return Ok(None);
+    };
+    if !matches!(
+        last.mode(),
+        AggregateMode::Final | AggregateMode::FinalPartitioned
+    ) {
+        return Ok(None);
+    }
+    let mut below = Arc::clone(last.input());
+    loop {
+        let is_exchange = below.downcast_ref::<CoalescePartitionsExec>().is_some()
+            || below.downcast_ref::<RepartitionExec>().is_some()
+            || below.name() == "CoalesceBatchesExec";
+        if !is_exchange {
+            break;
+        }
+        let Some(child) = below.children().first().map(|c| Arc::clone(*c)) else {
+            break;
+        };
+        below = child;
+    }
+    let Some(first) = below
+        .downcast_ref::<AggregateExec>()
+        .filter(|a| a.mode() == &AggregateMode::Partial)
+    else {
+        return Err(SqlError::Internal(format!(
+            "a final aggregate over {} instead of a partial one",
+            below.name()
+        )));
+    };
+    let single = AggregateExec::try_new(
+        AggregateMode::Single,
+        first.group_expr().clone(),
+        first.aggr_expr().to_vec(),
+        first.filter_expr().to_vec(),
+        Arc::clone(first.input()),
+        first.input_schema(),
+    )
+    .map_err(|e| SqlError::Internal(format!("joining a two-phase aggregate: {e}")))?;
+    Ok(Some(Arc::new(single)))
+}
+
+/// The group columns of `agg`, for messages.
+fn keyed_groups(agg: &AggregatePlan) -> String {
+    let names: Vec<&str> = agg
+        .output_schema
+        .fields()
+        .iter()
+        .take(agg.group_count)
+        .map(|f| f.name().as_str())
+        .collect();
+    names.join(", ")
 }
 
 /// Checks every node can run per epoch; collects aggregate nodes.

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod aggregate_fuzz;
+mod chained;
 mod crash;
 mod duckdb_oracle;
 mod edges;

@@ -18,7 +18,7 @@ use crate::harness::{assert_exact, pipeline, rows};
 
 /// Fails (like a crash) once it has returned `fail_at` rows.
 #[derive(Debug)]
-struct FailingSource {
+pub(crate) struct FailingSource {
     inner: VecSource,
     fail_at: u64,
 }
@@ -73,8 +73,10 @@ INSERT INTO raw SELECT payment_id, user_id, amount FROM payments WHERE channel %
 
 const SINKS: [&str; 3] = ["by_merchant", "per_user", "raw"];
 
+/// `source`: the source's name and the source.
 fn overrides(
-    source: Box<dyn Source>,
+    source: (&str, Box<dyn Source>),
+    sinks: &[&str],
     collected: &HashMap<&str, Collected>,
     run: usize,
     workers: usize,
@@ -82,8 +84,8 @@ fn overrides(
     dir: &std::path::Path,
 ) -> JobOverrides {
     JobOverrides {
-        sources: HashMap::from([("payments".to_string(), source)]),
-        sinks: SINKS
+        sources: HashMap::from([(source.0.to_string(), source.1)]),
+        sinks: sinks
             .iter()
             .map(|s| {
                 let sink: Box<dyn Sink> = Box::new(CollectSink::resume(&collected[s]));
@@ -108,9 +110,26 @@ fn overrides(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_job_restores_state_replays_logged_epochs_and_matches_batch() {
-    let p = pipeline(&sql()).await;
+    // (rows after which each run fails, checkpoint interval in epochs, workers per run)
+    let schedules = [
+        (vec![700, 1900], 1, vec![1, 2, 3]),
+        (vec![450, 1000, 2600], 3, vec![2, 3, 1, 2]),
+        (vec![1], 4, vec![3, 1]),
+    ];
+    failed_runs_restore_and_match_batch(&sql(), "payments", &SINKS, &schedules).await;
+}
+
+/// Runs `sql` (one source, `source`, and the sinks `sinks`) failing after the rows of each
+/// schedule, restoring and finishing; every sink then equals batch output exactly.
+pub(crate) async fn failed_runs_restore_and_match_batch(
+    sql: &str,
+    source_name: &str,
+    sinks: &[&str],
+    schedules: &[(Vec<u64>, u64, Vec<usize>)],
+) {
+    let p = pipeline(sql).await;
     let input = rows(&p).await;
-    let (schema, batches) = input["payments"].clone();
+    let (schema, batches) = input[source_name].clone();
     let batch = batch_outputs(&p, &input).await.unwrap();
     let registry = ConnectorRegistry::builtin();
     let (_, plans) = build_stream_job(
@@ -123,18 +142,13 @@ async fn a_failed_job_restores_state_replays_logged_epochs_and_matches_batch() {
     )
     .await
     .unwrap();
-    // (rows after which each run fails, checkpoint interval in epochs, workers per run)
-    for (fail_at, interval, workers) in [
-        (vec![700, 1900], 1, vec![1, 2, 3]),
-        (vec![450, 1000, 2600], 3, vec![2, 3, 1, 2]),
-        (vec![1], 4, vec![3, 1]),
-    ] {
+    for (fail_at, interval, workers) in schedules.iter().cloned() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::open(&dir.path().display().to_string(), 2)
             .await
             .unwrap();
         let collected: HashMap<&str, Collected> =
-            SINKS.iter().map(|s| (*s, Collected::default())).collect();
+            sinks.iter().map(|s| (*s, Collected::default())).collect();
         let mut open_state_restored = false;
         let mut pending_total = 0;
         for (run, stop) in fail_at.iter().copied().map(Some).chain([None]).enumerate() {
@@ -145,8 +159,9 @@ async fn a_failed_job_restores_state_replays_logged_epochs_and_matches_batch() {
             };
             let latest = store.latest().await.unwrap();
             if let Some(manifest) = &latest {
-                // The windowed query had open windows in the checkpoint this run restores.
-                open_state_restored |= manifest.queries[0].state_rows > 0;
+                // A windowed query had open windows in the checkpoint this run restores.
+                open_state_restored |= manifest.queries[0].state_rows > 0
+                    || manifest.queries[0].inner.iter().any(|s| s.state_rows > 0);
             }
             // Epochs logged after that checkpoint: this run must re-read exactly these.
             let pending = store
@@ -155,7 +170,15 @@ async fn a_failed_job_restores_state_replays_logged_epochs_and_matches_batch() {
                 .unwrap()
                 .len() as u64;
             pending_total += pending;
-            let o = overrides(source, &collected, run, workers[run], interval, dir.path());
+            let o = overrides(
+                (source_name, source),
+                sinks,
+                &collected,
+                run,
+                workers[run],
+                interval,
+                dir.path(),
+            );
             let (job, _) = build_stream_job(&p, &registry, o).await.unwrap();
             match (stop, job.run().await) {
                 (Some(_), result) => assert!(result.is_err(), "run {run} should fail"),
@@ -179,6 +202,10 @@ async fn a_failed_job_restores_state_replays_logged_epochs_and_matches_batch() {
         assert_exact(
             &report,
             &format!("failures after rows {fail_at:?}, checkpoint every {interval} epochs"),
+        );
+        assert!(
+            report.sinks.iter().all(|s| s.total > 0),
+            "every sink got rows: {report:?}"
         );
     }
 }
