@@ -115,11 +115,25 @@ pub struct KeySource {
 }
 
 impl AggregatePlan {
+    /// Whether it groups by GROUPING SETS, ROLLUP or CUBE.
+    pub fn has_grouping_sets(&self) -> bool {
+        self.partial
+            .downcast_ref::<AggregateExec>()
+            .is_some_and(|a| a.group_expr().has_grouping_set())
+    }
+
     /// Whether some group key is copied unchanged (or cast) from `table`'s column `column`:
     /// then rows of one group all share that column's value.
     pub fn groups_by_source_column(&self, table: &str, column: &str) -> bool {
-        self.key_sources.iter().any(|sources| {
-            !sources.is_empty()
+        // A key that some grouping set rolls up does not confine that set's groups.
+        let sets: Vec<Vec<bool>> = self
+            .partial
+            .downcast_ref::<AggregateExec>()
+            .map(|a| a.group_expr().groups().to_vec())
+            .unwrap_or_default();
+        self.key_sources.iter().enumerate().any(|(i, sources)| {
+            sets.iter().all(|set| !set.get(i).copied().unwrap_or(false))
+                && !sources.is_empty()
                 && sources
                     .iter()
                     .all(|s| s.table == table && s.column == column)
@@ -331,9 +345,22 @@ impl StreamPlanner {
         let at = insert.at;
         let logical = insert_logical_plan(&self.ctx, insert, sink_schema).await?;
         let models = models_called(&logical);
-        let physical = self
-            .ctx
-            .state()
+        let mut state = self.ctx.state();
+        if has_grouping_sets(&logical) {
+            // Grouping sets repeat every group expression, so common-subexpression
+            // elimination would move the window into a projection below the aggregate, where
+            // it is no longer recognisable as one.
+            let rules: Vec<_> = state
+                .optimizers()
+                .iter()
+                .filter(|r| r.name() != "common_sub_expression_eliminate")
+                .cloned()
+                .collect();
+            state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+                .with_optimizer_rules(rules)
+                .build();
+        }
+        let physical = state
             .create_physical_plan(&logical)
             .await
             .map_err(|e| SqlError::plan(at, e))?;
@@ -350,6 +377,9 @@ impl StreamPlanner {
             QueryShape::Aggregate(Box::new(self.cut_aggregates(&physical, insert)?))
         };
         let key_columns = match &shape {
+            // With grouping sets the visible group columns do not identify a row: a rolled-up
+            // NULL and a NULL key look alike.
+            QueryShape::Aggregate(agg) if agg.has_grouping_sets() => Vec::new(),
             QueryShape::Stateless { .. } => Vec::new(),
             QueryShape::Aggregate(agg) => (0..output_schema.fields().len())
                 .filter(|&i| {
@@ -480,13 +510,6 @@ impl StreamPlanner {
             )));
         }
         let group_by = agg.group_expr().clone();
-        if group_by.has_grouping_set() {
-            return Err(SqlError::Unsupported {
-                at,
-                message: "GROUPING SETS / ROLLUP / CUBE are not supported in streaming queries"
-                    .into(),
-            });
-        }
         super::determinism::check_order_independent(agg.aggr_expr(), at)?;
         let pre = Arc::clone(agg.input());
         let mut read = Vec::new();
@@ -504,6 +527,9 @@ impl StreamPlanner {
             });
         }
         let window = self.find_window(&group_by, &pre, at, inner)?;
+        if group_by.has_grouping_set() {
+            check_grouping_sets(&group_by, window.as_ref(), at)?;
+        }
         let partial_input: Arc<dyn ExecutionPlan> = match &window {
             Some(w) => {
                 let (expr, _) = &group_by.expr()[w.group_index];
@@ -542,7 +568,9 @@ impl StreamPlanner {
             input_schema,
             state_schema,
             output_schema,
-            group_count: group_by.expr().len(),
+            // With grouping sets, `__grouping_id` is a group column too: it tells a rolled-up
+            // NULL from a NULL key.
+            group_count: group_by.num_group_exprs(),
             window,
             post_slot,
             output_name,
@@ -834,6 +862,46 @@ fn single_phase(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executio
     )
     .map_err(|e| SqlError::Internal(format!("joining a two-phase aggregate: {e}")))?;
     Ok(Some(Arc::new(single)))
+}
+
+/// Whether `plan` groups by GROUPING SETS, ROLLUP or CUBE anywhere.
+fn has_grouping_sets(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| {
+        Ok(matches!(node, LogicalPlan::Aggregate(agg)
+            if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_)))))
+    })
+    .unwrap_or(false)
+}
+
+/// GROUPING SETS / ROLLUP / CUBE stream inside a window that every set keeps: each set's
+/// rows are then per window, emitted when it closes. A set without the window would be one
+/// group over all time, and a keyed aggregate would upsert a rolled-up NULL and a NULL key
+/// into one sink row.
+fn check_grouping_sets(
+    group_by: &PhysicalGroupBy,
+    window: Option<&WindowSpec>,
+    at: StatementRef,
+) -> Result<()> {
+    let Some(window) = window else {
+        return Err(SqlError::Unsupported {
+            at,
+            message: "GROUPING SETS / ROLLUP / CUBE stream only inside a window: add the window to every set (GROUP BY date_bin(INTERVAL ..., event_time), ROLLUP(a, b)), or run `volley batch`".into(),
+        });
+    };
+    if group_by
+        .groups()
+        .iter()
+        .any(|set| set.get(window.group_index).copied().unwrap_or(true))
+    {
+        return Err(SqlError::Unsupported {
+            at,
+            message: format!(
+                "GROUPING SETS / ROLLUP / CUBE: a set without the window {} would be one group over all time that never closes; keep the window in every set (GROUP BY {}, ROLLUP(...))",
+                window.display, window.display
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The group columns of `agg`, for messages.

@@ -257,3 +257,73 @@ async fn date_trunc_buckets_are_windows_equal_to_batch() {
         }
     }
 }
+
+/// GROUPING SETS, ROLLUP and CUBE inside a window, over clean and dirty data (NULL keys next
+/// to rolled-up NULLs).
+fn grouping_sets_sql(seed: u64, count: u64) -> String {
+    format!(
+        r#"
+CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '{count}', 'rate' '20', 'seed' '{seed}', 'disorder' '2 seconds', 'cities' '6',
+         'riders' '50', 'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE payments STORED AS GENERATOR LOCATION 'payments'
+OPTIONS ('count' '{count}', 'rate' '20', 'seed' '{seed}', 'riders' '30', 'disorder' '2 seconds',
+         'watermark' 'event_time - INTERVAL ''2 seconds''');
+
+CREATE EXTERNAL TABLE rolled STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE cubed STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE sets STORED AS BLACKHOLE LOCATION 'x';
+
+INSERT INTO rolled
+SELECT date_bin(INTERVAL '5 seconds', event_time) AS w, geohash(lat, lon, 2) AS region,
+       geohash(lat, lon, 4) AS cell, count(*) AS n, count(DISTINCT rider_id) AS riders
+FROM rides GROUP BY date_bin(INTERVAL '5 seconds', event_time), ROLLUP(geohash(lat, lon, 2), geohash(lat, lon, 4));
+
+INSERT INTO cubed
+SELECT date_bin(INTERVAL '4 seconds', event_time) AS w, user_id, channel, count(*) AS n,
+       sum(fee) AS fees, max(amount) AS hi
+FROM payments GROUP BY date_bin(INTERVAL '4 seconds', event_time), CUBE(user_id, channel);
+
+INSERT INTO sets
+SELECT date_bin(INTERVAL '3 seconds', event_time) AS w, merchant, approved, count(*) AS n,
+       min(amount) AS lo
+FROM payments
+GROUP BY GROUPING SETS ((date_bin(INTERVAL '3 seconds', event_time), merchant),
+                        (date_bin(INTERVAL '3 seconds', event_time), approved),
+                        (date_bin(INTERVAL '3 seconds', event_time)));
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouping_sets_rollup_and_cube_in_a_window_equal_batch() {
+    for seed in 0..4u64 {
+        for (sizing, count) in [
+            (BatchSizing::Fixed(1), 120),
+            (BatchSizing::Fixed(7), 600),
+            (BatchSizing::Fixed(8192), 600),
+            (
+                BatchSizing::Random {
+                    min: 1,
+                    max: 300,
+                    seed: seed + 5,
+                },
+                600,
+            ),
+        ] {
+            let p = pipeline(&grouping_sets_sql(seed, count)).await;
+            let input = rows(&p).await;
+            for order in [InputOrder::InOrder, InputOrder::Shuffled] {
+                let workers = 1 + (seed as usize) % 4;
+                let report = parity(&p, &input, sizing.clone(), order, seed, workers).await;
+                let context = format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers");
+                assert_exact(&report, &context);
+                assert_eq!(report.sinks.len(), 3);
+                assert!(
+                    report.sinks.iter().all(|s| s.total > 0),
+                    "{context}: every sink got rows: {report:?}"
+                );
+            }
+        }
+    }
+}
