@@ -37,6 +37,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
+use super::capability::{Capability, capability};
 use super::late::{LateFilter, LateGate};
 use super::leaf::{EpochSlot, EpochTable};
 use super::trace::{column_of, trace_column};
@@ -834,7 +835,7 @@ fn single_phase(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executio
     loop {
         let is_exchange = below.downcast_ref::<CoalescePartitionsExec>().is_some()
             || below.downcast_ref::<RepartitionExec>().is_some()
-            || below.name() == "CoalesceBatchesExec";
+            || super::capability::is_coalesce_batches(below.as_ref());
         if !is_exchange {
             break;
         }
@@ -922,36 +923,10 @@ fn check_streamable(
     at: StatementRef,
     aggregates: &mut Vec<Arc<dyn ExecutionPlan>>,
 ) -> Result<()> {
-    match plan.name() {
-        "AggregateExec" => aggregates.push(Arc::clone(plan)),
-        "ProjectionExec"
-        | "FilterExec"
-        | "CoalesceBatchesExec"
-        | "CoalescePartitionsExec"
-        | "RepartitionExec"
-        | "EpochSourceExec"
-        | "UnionExec"
-        | "InterleaveExec"
-        | "SortExec"
-        | "SortPreservingMergeExec"
-        | "PlaceholderRowExec"
-        | "EmptyExec"
-        | "UnnestExec"
-        | "CooperativeExec" => {}
-        "GlobalLimitExec" | "LocalLimitExec" => {
-            return Err(SqlError::Unsupported {
-                at,
-                message: "LIMIT has no meaning over an unbounded stream; remove it (or run `volley batch`)".into(),
-            });
-        }
-        other => {
-            return Err(SqlError::Unsupported {
-                at,
-                message: format!(
-                    "this query needs {other}, which the streaming engine does not run yet (joins and OVER windows are not supported in streaming)"
-                ),
-            });
-        }
+    match capability(plan.as_ref()) {
+        Capability::Aggregate => aggregates.push(Arc::clone(plan)),
+        Capability::RowWise | Capability::PerEpoch => {}
+        Capability::Refused(message) => return Err(SqlError::Unsupported { at, message }),
     }
     for child in plan.children() {
         check_streamable(child, at, aggregates)?;
@@ -967,15 +942,7 @@ fn partition_rowwise(
     workers: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     fn rowwise(plan: &Arc<dyn ExecutionPlan>) -> bool {
-        matches!(
-            plan.name(),
-            "ProjectionExec"
-                | "FilterExec"
-                | "CoalesceBatchesExec"
-                | "CooperativeExec"
-                | "EpochSourceExec"
-                | "UnnestExec"
-        ) && plan.children().into_iter().all(rowwise)
+        capability(plan.as_ref()) == Capability::RowWise && plan.children().into_iter().all(rowwise)
     }
     if workers <= 1 || !rowwise(&plan) {
         return Ok(plan);
