@@ -10,8 +10,12 @@
 //! `payments` yields card payments (`payment_id`, `user_id`, `merchant`, `amount`, `fee`,
 //! `approved`, `channel`, `event_time`) that hold what real data holds: NULLs in every nullable
 //! column, NaN, ±0.0 and ±inf amounts, hot users, duplicate times and rows on window edges.
+//! `nexmark` yields one table of the Nexmark benchmark, chosen by option `events` (`person`,
+//! `auction` or `bid`); `count` counts events of all three, so tables declared with the same
+//! options are one consistent event stream.
 //! Row `i` depends only on the options and `i`, so any range replays exactly.
 
+mod nexmark;
 mod options;
 mod payments;
 mod rides;
@@ -26,6 +30,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use volley_sql::{OptionSpec, TableDecl};
 
+pub use nexmark::{NexmarkTable, generate_nexmark};
 pub use options::{
     DEFAULT_START_NANOS, GENERATOR_OPTIONS, GeneratorOptions, GeneratorStream, Pace,
 };
@@ -41,6 +46,7 @@ pub fn generate(opts: &GeneratorOptions, start: u64, end: u64) -> RecordBatch {
     match opts.stream {
         GeneratorStream::Rides => generate_rides(opts, start, end),
         GeneratorStream::Payments => generate_payments(opts, start, end),
+        GeneratorStream::Nexmark(table) => generate_nexmark(opts, table, opts.seed, start, end),
     }
 }
 
@@ -57,8 +63,21 @@ impl GeneratorConnector {
     /// # Errors
     /// [`ConnectorError::Config`] for an unknown generator or a bad option.
     pub fn options(table: &TableDecl) -> Result<GeneratorOptions> {
+        if table.location.trim().eq_ignore_ascii_case("nexmark") {
+            return Self::nexmark_options(table);
+        }
+        if table.options.get("events").is_some() {
+            return Err(ConnectorError::config(
+                &table.name,
+                "option 'events' is for LOCATION 'nexmark' only",
+            ));
+        }
         let Some(stream) = GeneratorStream::from_location(&table.location) else {
-            let names: Vec<&str> = GeneratorStream::ALL.iter().map(|(n, _)| *n).collect();
+            let names: Vec<&str> = GeneratorStream::ALL
+                .iter()
+                .map(|(n, _)| *n)
+                .chain(["nexmark"])
+                .collect();
             return Err(ConnectorError::config(
                 &table.name,
                 format!(
@@ -71,6 +90,50 @@ impl GeneratorConnector {
         Ok(GeneratorOptions {
             stream,
             ..GeneratorOptions::from_options(&table.options)?
+        })
+    }
+}
+
+impl GeneratorConnector {
+    /// The options of a `LOCATION 'nexmark'` table: `events` names the table, `count` counts
+    /// events of the whole mix, `seed` is the first event id (0, the standard, unless
+    /// given). Options Nexmark has no use for are refused rather than ignored.
+    fn nexmark_options(table: &TableDecl) -> Result<GeneratorOptions> {
+        let names: Vec<&str> = NexmarkTable::ALL.iter().map(|(n, _)| *n).collect();
+        let Some(events) = table.options.get("events") else {
+            return Err(ConnectorError::config(
+                &table.name,
+                format!(
+                    "LOCATION 'nexmark' needs option 'events': one of {}",
+                    names.join(", ")
+                ),
+            ));
+        };
+        let Some(kind) = NexmarkTable::from_name(events) else {
+            return Err(ConnectorError::config(
+                &table.name,
+                format!(
+                    "option 'events' = '{events}' is invalid: expected one of {}",
+                    names.join(", ")
+                ),
+            ));
+        };
+        for unused in ["disorder", "riders", "cities"] {
+            if table.options.get(unused).is_some() {
+                return Err(ConnectorError::config(
+                    &table.name,
+                    format!(
+                        "option '{unused}' has no meaning for LOCATION 'nexmark' (its events come in order, with the standard populations)"
+                    ),
+                ));
+            }
+        }
+        let opts = GeneratorOptions::from_options(&table.options)?;
+        Ok(GeneratorOptions {
+            stream: GeneratorStream::Nexmark(kind),
+            count: opts.count.map(|events| kind.rows_among(events)),
+            seed: table.options.get_u64("seed")?.unwrap_or(0),
+            ..opts
         })
     }
 }

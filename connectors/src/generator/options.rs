@@ -39,6 +39,10 @@ pub const GENERATOR_OPTIONS: &[OptionSpec] = &[
         name: "cities",
         expected: "a positive whole number of cities (default 50)",
     },
+    OptionSpec {
+        name: "events",
+        expected: "for LOCATION 'nexmark': which events the table holds, 'person', 'auction' or 'bid'",
+    },
 ];
 
 /// 2026-01-01T00:00:00Z in nanoseconds since the Unix epoch.
@@ -63,6 +67,8 @@ pub enum GeneratorStream {
     /// Card payments with NULLs, NaN, ±0, ±inf, hot keys and window-edge times
     /// ([`super::generate_payments`]).
     Payments,
+    /// One table of the Nexmark benchmark ([`super::generate_nexmark`]).
+    Nexmark(super::NexmarkTable),
 }
 
 impl GeneratorStream {
@@ -86,6 +92,7 @@ impl GeneratorStream {
         match self {
             GeneratorStream::Rides => super::rides_schema(),
             GeneratorStream::Payments => super::payments_schema(),
+            GeneratorStream::Nexmark(table) => table.schema(),
         }
     }
 }
@@ -101,7 +108,7 @@ pub struct GeneratorOptions {
     pub rate: f64,
     /// Base time of row 0, nanoseconds since the Unix epoch (UTC).
     pub start_time_nanos: i64,
-    /// Seed of every pseudo-random choice.
+    /// Seed of every pseudo-random choice (Nexmark: the first event id, 0 unless given).
     pub seed: u64,
     /// Largest amount an event's time lags its base time.
     pub disorder: Duration,

@@ -12,6 +12,7 @@ mod kafka;
 mod kafka_crash;
 mod kafka_faults;
 mod lateness;
+mod nexmark;
 mod parity;
 mod partitions;
 mod predict;
