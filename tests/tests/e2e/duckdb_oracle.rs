@@ -1,5 +1,6 @@
 //! min/max per window over data with NaN (both signs), ±0.0, ±inf and NULLs equal DuckDB's
-//! answer, in `volley batch` and in streaming at every micro-batch size of the parity matrix.
+//! answer, in `volley batch` and in streaming at every micro-batch size of the parity matrix;
+//! so do wider windows rolled up from those (an aggregate over an aggregate).
 //! Batch is Volley's own code too: DuckDB is the independent oracle.
 
 use std::collections::BTreeMap;
@@ -116,8 +117,32 @@ const SQL: &str = "CREATE EXTERNAL TABLE payments STORED AS PARQUET LOCATION 'pa
             min(arrow_cast(amount, 'Float32')) AS lo32, max(arrow_cast(amount, 'Float32')) AS hi32
      FROM payments GROUP BY 1, 2;";
 
+/// The same extremes per user and 6-second window, rolled up from the 2-second windows.
+const TWO_STAGE_SQL: &str = "CREATE EXTERNAL TABLE payments STORED AS PARQUET LOCATION 'payments.parquet'
+     OPTIONS ('watermark' 'event_time - INTERVAL ''2 seconds''');
+     CREATE EXTERNAL TABLE extremes STORED AS PARQUET LOCATION 'out/extremes';
+     INSERT INTO extremes
+     SELECT user_id, date_bin(INTERVAL '6 seconds', w2) AS w,
+            min(lo) AS lo, max(hi) AS hi, min(lo32) AS lo32, max(hi32) AS hi32
+     FROM (SELECT user_id, date_bin(INTERVAL '2 seconds', event_time) AS w2,
+                  min(amount) AS lo, max(amount) AS hi,
+                  min(arrow_cast(amount, 'Float32')) AS lo32, max(arrow_cast(amount, 'Float32')) AS hi32
+           FROM payments GROUP BY 1, 2) AS per_window
+     GROUP BY 1, 2;";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_and_max_per_window_equal_duckdb_in_batch_and_streaming() {
+    oracle_matches(SQL, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_rolled_up_from_windows_equal_duckdb_in_batch_and_streaming() {
+    oracle_matches(TWO_STAGE_SQL, Some("two-stage")).await;
+}
+
+/// Runs `sql` in `volley batch` and streaming over dirty payments and compares both with
+/// DuckDB's answer (`mode` is passed to the script).
+async fn oracle_matches(sql: &str, mode: Option<&str>) {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let opts = GeneratorOptions {
@@ -141,7 +166,8 @@ async fn min_and_max_per_window_equal_duckdb_in_batch_and_streaming() {
         Command::new(&python)
             .arg(&script)
             .arg(&input)
-            .arg(&oracle_file),
+            .arg(&oracle_file)
+            .args(mode),
     );
     let oracle = answer(&read_parquet(&oracle_file), "w_us");
     // The data is what makes this test worth running.
@@ -169,7 +195,7 @@ async fn min_and_max_per_window_equal_duckdb_in_batch_and_streaming() {
     );
 
     // `volley batch`, the binary.
-    std::fs::write(dir.path().join("pipeline.sql"), SQL).unwrap();
+    std::fs::write(dir.path().join("pipeline.sql"), sql).unwrap();
     volley_ok(dir.path(), &["batch", "pipeline.sql"]);
     assert_answers(
         "volley batch",
@@ -179,7 +205,7 @@ async fn min_and_max_per_window_equal_duckdb_in_batch_and_streaming() {
 
     // Streaming over the same rows, at each micro-batch size of the parity matrix.
     let cwd = std::env::current_dir().unwrap();
-    let p = pipeline(&SQL.replace("'payments.parquet'", &format!("'{}'", input.display()))).await;
+    let p = pipeline(&sql.replace("'payments.parquet'", &format!("'{}'", input.display()))).await;
     let source = rows(&p).await;
     assert_eq!(cwd, std::env::current_dir().unwrap());
     for (sizing, workers) in [
