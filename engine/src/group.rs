@@ -77,6 +77,16 @@ pub fn check_partitioned(table: &TableDecl, plans: &[QueryPlan]) -> Result<()> {
         let QueryShape::Aggregate(agg) = &plan.shape else {
             continue;
         };
+        if !agg.inner.is_empty() {
+            return Err(SqlError::Unsupported {
+                at: plan.at,
+                message: format!(
+                    "INSERT INTO {} aggregates over an aggregate, which group mode (table '{}', option 'group') does not run yet: write the inner aggregate to a Kafka topic keyed by its groups and aggregate that topic, or run without 'group'",
+                    plan.target, table.name
+                ),
+            }
+            .into());
+        }
         let confined = ["_key"]
             .into_iter()
             .chain(partition_column)

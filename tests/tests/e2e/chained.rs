@@ -172,3 +172,66 @@ GROUP BY 1;
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_of_aggregates_over_aggregates_stays_flat_over_many_windows() {
+    use volley_connectors::ConnectorRegistry;
+    use volley_engine::checkpoint::manifest::Manifest;
+    use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
+    use volley_engine::setup::{JobOverrides, build_stream_job};
+
+    // 200 s of events: 100 inner and 20 outer windows, while a few are open at any time.
+    let sql = r#"
+CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '20000', 'rate' '100', 'seed' '3', 'disorder' '2 seconds', 'cities' '6',
+         'riders' '50', 'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE by_region STORED AS BLACKHOLE LOCATION 'x';
+INSERT INTO by_region
+SELECT substr(cell, 1, 2) AS region, date_bin(INTERVAL '10 seconds', w) AS w10, sum(n) AS n
+FROM (SELECT geohash(lat, lon, 4) AS cell, date_bin(INTERVAL '2 seconds', event_time) AS w,
+             count(*) AS n
+      FROM rides GROUP BY 1, 2) AS per_cell
+GROUP BY 1, 2;
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(sql).await;
+    let overrides = JobOverrides {
+        sizing: Some(BatchSizing::Fixed(200)),
+        checkpoint: Some(CheckpointConfig {
+            dir: dir.path().display().to_string(),
+            interval: CheckpointInterval::Epochs(2),
+            keep: 10_000,
+            from_scratch: false,
+        }),
+        ..JobOverrides::default()
+    };
+    let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
+        .await
+        .unwrap();
+    let summary = job.run().await.unwrap();
+    assert!(summary.windows_emitted > 100, "{summary:?}");
+    let mut held: Vec<(u64, u64)> = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("checkpoints")).unwrap() {
+        let path = entry.unwrap().path().join("manifest.json");
+        let manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let query = &manifest.queries[0];
+        assert_eq!(
+            query.inner.len(),
+            1,
+            "the inner aggregate's state is checkpointed"
+        );
+        let rows = query.state_rows + query.inner.iter().map(|s| s.state_rows).sum::<u64>();
+        held.push((manifest.epoch, rows));
+    }
+    held.sort_unstable();
+    assert!(held.len() > 40, "{} checkpoints", held.len());
+    // After the first tenth (warm-up), state never exceeds twice what it held then.
+    let warm = held.len() / 10;
+    let bound = held[warm..2 * warm].iter().map(|(_, r)| *r).max().unwrap();
+    assert!(bound > 0, "{held:?}");
+    let peak = held[warm..].iter().map(|(_, r)| *r).max().unwrap();
+    assert!(
+        peak <= 2 * bound,
+        "state grew: warm-up {bound}, later {peak}: {held:?}"
+    );
+}
