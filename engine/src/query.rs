@@ -18,6 +18,8 @@ pub struct QueryEpoch {
     pub rows: Vec<RecordBatch>,
     /// Source records that arrived after their window was emitted (every column).
     pub late: Vec<volley_sql::stream::LateRows>,
+    /// The operator that found `late` late: its window, and which aggregate of the query.
+    pub late_at: String,
     /// Windows emitted.
     pub windows_emitted: usize,
     /// Groups forgotten by `state_ttl`.
@@ -210,6 +212,7 @@ impl QueryRunner {
         let mut fed = false;
         let last = self.stages.len() - 1;
         for index in 0..=last {
+            let late_at = late_operator(self.stages[index].plan(), index, last + 1);
             let state = &mut self.stages[index];
             let mut outs = Vec::new();
             let mut late = Vec::new();
@@ -240,6 +243,7 @@ impl QueryRunner {
                 plan.post_slot.set(out.rows);
                 parts.push(QueryEpoch {
                     late,
+                    late_at,
                     windows_emitted: out.windows_emitted,
                     ..QueryEpoch::default()
                 });
@@ -249,6 +253,7 @@ impl QueryRunner {
                 let mut epoch = self.post(out).await?;
                 if i == 0 {
                     epoch.late = std::mem::take(&mut late);
+                    epoch.late_at.clone_from(&late_at);
                 }
                 parts.push(epoch);
             }
@@ -313,6 +318,19 @@ async fn advance(
         wm_nanos.div_euclid(window.nanos_per_unit())
     };
     Ok((state.advance_watermark(wm).await?, 0))
+}
+
+/// The window that judges rows late in aggregate `index` of `count`, for dead letters.
+fn late_operator(agg: &volley_sql::stream::AggregatePlan, index: usize, count: usize) -> String {
+    let window = agg
+        .window
+        .as_ref()
+        .map_or_else(String::new, |w| format!("window {}", w.display));
+    if count == 1 {
+        window
+    } else {
+        format!("{window} of aggregate {} of {count}", index + 1)
+    }
 }
 
 fn stage_snapshot(state: &AggregateState) -> StageSnapshot {

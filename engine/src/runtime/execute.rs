@@ -52,7 +52,8 @@ impl StreamJob {
                 for late in part.late {
                     summary.late_rows += late.rows.num_rows() as u64;
                     let reason = format!(
-                        "late: its window had already been emitted (INSERT INTO {target}, {})",
+                        "late: its window had already been emitted ({}, INSERT INTO {target}, {})",
+                        part.late_at,
                         query.plan().at
                     );
                     letters
