@@ -239,7 +239,9 @@ impl QueryRunner {
                 }
                 let plan = state.plan();
                 watermarks.insert(plan.output_name.clone(), state.output_watermark());
-                fed = !out.rows.is_empty();
+                // Any inner aggregate's rows are input for those above it (a union reads
+                // several): running one whose slots are empty costs an empty pass, no more.
+                fed |= !out.rows.is_empty();
                 plan.post_slot.set(out.rows);
                 parts.push(QueryEpoch {
                     late,

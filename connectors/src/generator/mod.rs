@@ -129,6 +129,15 @@ impl GeneratorConnector {
             }
         }
         let opts = GeneratorOptions::from_options(&table.options)?;
+        if opts.rate < 1.0 || opts.rate.fract() != 0.0 {
+            return Err(ConnectorError::config(
+                &table.name,
+                format!(
+                    "option 'rate' = '{}' is invalid for LOCATION 'nexmark': expected a whole number of events per second, at least 1",
+                    opts.rate
+                ),
+            ));
+        }
         Ok(GeneratorOptions {
             stream: GeneratorStream::Nexmark(kind),
             count: opts.count.map(|events| kind.rows_among(events)),

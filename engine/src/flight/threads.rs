@@ -10,7 +10,11 @@ const QUERY_NICENESS: i32 = 10;
 /// A runtime for serving Flight SQL, shut down without waiting when dropped (a query in
 /// flight is cut off, as when the pipeline stops).
 #[derive(Debug)]
-pub struct QueryRuntime(Option<tokio::runtime::Runtime>);
+pub struct QueryRuntime {
+    /// Taken when dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
 
 impl QueryRuntime {
     /// As many worker threads as cores, each lowered in priority when it starts.
@@ -25,25 +29,22 @@ impl QueryRuntime {
             .on_thread_start(lower_priority)
             .enable_all()
             .build()?;
-        Ok(Self(Some(runtime)))
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
     }
 
     /// The runtime's handle, to spawn the server and register its listener on.
-    ///
-    /// # Panics
-    /// Never: the runtime is only taken when dropped.
     pub fn handle(&self) -> &tokio::runtime::Handle {
-        self.0
-            .as_ref()
-            .map(tokio::runtime::Runtime::handle)
-            .expect("runtime present until dropped")
+        &self.handle
     }
 }
 
 impl Drop for QueryRuntime {
     fn drop(&mut self) {
         // Dropping a runtime waits for its threads, which an async caller may not do.
-        if let Some(runtime) = self.0.take() {
+        if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }

@@ -8,7 +8,8 @@ use volley_engine::verify::InputOrder;
 use crate::harness::{assert_exact, parity, pipeline, refusal, rows};
 
 /// Two-stage, three-stage (5-second windows over 2-second ones: an outer window may end
-/// inside an inner one), keyed-over-windowed and a UNION ALL of two aggregates under one,
+/// inside an inner one), keyed-over-windowed and a UNION ALL of two aggregates under one (also
+/// with one side that never emits, so the other's last windows arrive on their own),
 /// over rides (hot cells, duplicate times, rows on window edges).
 fn rides_sql(seed: u64, count: u64) -> String {
     format!(
@@ -21,6 +22,7 @@ CREATE EXTERNAL TABLE by_region STORED AS BLACKHOLE LOCATION 'x';
 CREATE EXTERNAL TABLE three_stage STORED AS BLACKHOLE LOCATION 'x';
 CREATE EXTERNAL TABLE busiest STORED AS BLACKHOLE LOCATION 'x' OPTIONS ('merge_key' 'region');
 CREATE EXTERNAL TABLE halves STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE one_sided STORED AS BLACKHOLE LOCATION 'x';
 
 INSERT INTO by_region
 SELECT substr(cell, 1, 2) AS region, date_bin(INTERVAL '10 seconds', w) AS w10,
@@ -55,6 +57,15 @@ FROM (SELECT date_bin(INTERVAL '2 seconds', event_time) AS w, 'even' AS half, co
       SELECT date_bin(INTERVAL '5 seconds', event_time) AS w, 'odd' AS half, count(*) AS n
       FROM rides WHERE rider_id % 2 = 1 GROUP BY 1) AS u
 GROUP BY 1, 2;
+
+INSERT INTO one_sided
+SELECT date_bin(INTERVAL '10 seconds', w) AS w10, sum(n) AS n
+FROM (SELECT date_bin(INTERVAL '2 seconds', event_time) AS w, count(*) AS n
+      FROM rides GROUP BY 1
+      UNION ALL
+      SELECT date_bin(INTERVAL '5 seconds', event_time) AS w, count(*) AS n
+      FROM rides WHERE rider_id < 0 GROUP BY 1) AS u
+GROUP BY 1;
 "#
     )
 }
@@ -97,7 +108,7 @@ async fn aggregates_over_aggregates_equal_batch_over_sizes_orders_and_workers() 
                 700,
             ),
         ] {
-            for (text, sinks) in [(rides_sql(seed, count), 4), (payments_sql(seed, count), 1)] {
+            for (text, sinks) in [(rides_sql(seed, count), 5), (payments_sql(seed, count), 1)] {
                 let p = pipeline(&text).await;
                 let input = rows(&p).await;
                 for order in [InputOrder::InOrder, InputOrder::Shuffled] {
