@@ -11,6 +11,7 @@ pub mod flight;
 pub mod group;
 pub mod job;
 pub mod late_letters;
+pub mod lookup;
 pub mod memory;
 pub mod metrics;
 pub mod models;

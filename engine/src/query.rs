@@ -66,6 +66,37 @@ impl QueryRunner {
         &self.plan
     }
 
+    /// Gives every join over lookup table `table` a fresh hash table: run next, they hash
+    /// the table's current rows.
+    ///
+    /// # Errors
+    /// DataFusion failures rebuilding a join.
+    pub fn reset_lookup(&mut self, table: &str) -> Result<()> {
+        if !self.plan.lookups.iter().any(|t| t == table) {
+            return Ok(());
+        }
+        let reset = |plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>| {
+            volley_sql::stream::lookup::reset_lookup_joins(plan, table).map_err(EngineError::Sql)
+        };
+        match &mut self.plan.shape {
+            QueryShape::Stateless { plan } => *plan = reset(plan)?,
+            QueryShape::Aggregate(agg) => {
+                agg.post = reset(&agg.post)?;
+                let last = self.stages.len().saturating_sub(1);
+                for (index, stage) in self.stages.iter_mut().enumerate() {
+                    let partial = reset(&stage.plan().partial)?;
+                    let post = if index == last {
+                        Some(Arc::clone(&agg.post))
+                    } else {
+                        None
+                    };
+                    stage.replace_plans(partial, post);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// What the query's state means, as text: restoring a checkpoint into a query whose shape
     /// differs is refused. Stateless queries have no state, so any change to them is compatible.
     pub fn shape(&self) -> String {

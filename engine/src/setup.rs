@@ -198,7 +198,27 @@ async fn build(
     let mut max_rows = usize::MAX;
     let mut max_delay = std::time::Duration::MAX;
     let mut idle_timeouts = Vec::new();
-    for table in source_tables(pipeline)? {
+    let lookup_names = crate::lookup::lookup_tables(pipeline)?;
+    let sink_context = SinkContext {
+        pipeline_id: overrides
+            .pipeline_id
+            .clone()
+            .unwrap_or_else(|| "volley".to_string()),
+        instance: overrides.instance.clone(),
+        models: Vec::new(),
+    };
+    let lookups = crate::lookup::Lookups::load(
+        pipeline,
+        registry,
+        &lookup_names,
+        &mut overrides.sources,
+        &sink_context,
+    )
+    .await?;
+    for table in source_tables(pipeline)?
+        .into_iter()
+        .filter(|t| !lookup_names.contains(&t.name))
+    {
         let reader = match overrides.sources.remove(&table.name) {
             Some(reader) => reader,
             None => {
@@ -235,6 +255,7 @@ async fn build(
     }
     let models = crate::models::load_models(pipeline)?;
     let planner = StreamPlanner::new(bindings)?
+        .with_lookups(&lookups.data())?
         .with_workers(overrides.workers.unwrap_or_else(default_workers))
         .with_models(Arc::clone(&models));
     let mut plans = Vec::new();
@@ -254,14 +275,6 @@ async fn build(
         }
         plans.push(plan);
     }
-    let sink_context = SinkContext {
-        pipeline_id: overrides
-            .pipeline_id
-            .clone()
-            .unwrap_or_else(|| "volley".to_string()),
-        instance: overrides.instance.clone(),
-        models: Vec::new(),
-    };
     let mut sinks: BTreeMap<String, Box<dyn Sink>> = BTreeMap::new();
     for plan in &plans {
         if sinks.contains_key(&plan.target) || overrides.no_sinks {
@@ -330,6 +343,8 @@ async fn build(
         letter_destinations: crate::models::letter_destinations(pipeline),
         prepared: false,
         live,
+        lookups,
+        replay_lookups: BTreeMap::new(),
         // A planning probe (no sinks) runs nothing: it has nothing to report.
         metrics: (!overrides.no_sinks).then(|| {
             crate::metrics::JobReporter::new(

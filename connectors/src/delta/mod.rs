@@ -21,10 +21,16 @@
 //! | `partition_by`  | columns a table created by the sink is partitioned by            |
 //! | `app_id`        | application id of the `txn` actions                              |
 //! | `compact_every` | compact after every `n` epochs committed with rows (0: never)    |
+//! | `refresh`       | a lookup table: how often to look for a newer version            |
+//!
+//! As a lookup table (no watermark, joined with a stream) the table is read once at one
+//! version ([`lookup::read_version`]); with `refresh` the engine looks for a newer version
+//! that often and swaps it in between epochs.
 
 mod commit;
 mod dedupe;
 mod letters;
+pub mod lookup;
 mod options;
 mod sink;
 mod table;

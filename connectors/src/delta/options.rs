@@ -17,6 +17,10 @@ pub const DELTA_OPTIONS: &[OptionSpec] = &[
         name: "compact_every",
         expected: "a whole number of committed epochs between compactions (0 or absent: never)",
     },
+    OptionSpec {
+        name: "refresh",
+        expected: "a lookup table's interval between looks for a newer version, such as '1 minute'",
+    },
 ];
 
 /// Parsed Delta options.

@@ -673,7 +673,10 @@ fn registered_as_delta_with_its_options() {
     let connector = registry.get("delta").unwrap();
     assert_eq!(connector.kind(), "DELTA");
     let names: Vec<&str> = connector.options().iter().map(|o| o.name).collect();
-    assert_eq!(names, ["partition_by", "app_id", "compact_every"]);
+    assert_eq!(
+        names,
+        ["partition_by", "app_id", "compact_every", "refresh"]
+    );
 }
 
 #[tokio::test]

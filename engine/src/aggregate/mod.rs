@@ -87,6 +87,19 @@ impl AggregateState {
         &self.plan
     }
 
+    /// Runs `partial` as this aggregate's input from now on (and `post` above it, when
+    /// given): the same plans with fresh lookup joins.
+    pub fn replace_plans(
+        &mut self,
+        partial: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        post: Option<Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
+    ) {
+        self.plan.partial = partial;
+        if let Some(post) = post {
+            self.plan.post = post;
+        }
+    }
+
     /// Windows (or, keyed, 1) currently holding state.
     pub fn open_windows(&self) -> usize {
         let open: BTreeSet<Option<i64>> = self

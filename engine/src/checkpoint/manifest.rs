@@ -115,6 +115,9 @@ pub struct Manifest {
     /// Live tables (written when the job keeps them).
     #[serde(default)]
     pub live: Vec<LiveCheckpoint>,
+    /// The version of each versioned lookup table the checkpoint's epoch joined.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lookups: Vec<LookupVersion>,
     /// Totals so far.
     pub totals: Totals,
     /// Wall-clock time of the checkpoint (ms since the Unix epoch), for operators.
@@ -137,6 +140,15 @@ pub struct SourceRange {
     pub idle: BTreeSet<String>,
 }
 
+/// The version of a lookup table an epoch joined (Delta tables, which have versions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupVersion {
+    /// Table name.
+    pub name: String,
+    /// Its version.
+    pub version: u64,
+}
+
 /// The input of one epoch, logged durably before it is processed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochLog {
@@ -144,4 +156,7 @@ pub struct EpochLog {
     pub epoch: u64,
     /// Per source, in job order.
     pub sources: Vec<SourceRange>,
+    /// The version of each versioned lookup table the epoch joined.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lookups: Vec<LookupVersion>,
 }

@@ -80,6 +80,10 @@ pub struct StreamJob {
     pub live: Option<LiveTables>,
     /// Reports this job's metrics to the process's registry (the `system` tables).
     pub metrics: Option<crate::metrics::JobReporter>,
+    /// The tables queries join with the streams, loaded once (or refreshed by version).
+    pub lookups: crate::lookup::Lookups,
+    /// For each logged epoch to re-read: the lookup table versions it joined.
+    pub replay_lookups: BTreeMap<u64, Vec<crate::checkpoint::manifest::LookupVersion>>,
 }
 
 /// Called after each checkpoint with its epoch and every source's position (in job order),
@@ -203,6 +207,7 @@ impl StreamJob {
         if let Some(reporter) = &mut self.metrics {
             reporter.epoch_started();
         }
+        self.lookups_for_epoch(next.replayed).await?;
         if next.replayed {
             self.summary.epochs_replayed += 1;
         } else if let Some(checkpoints) = &self.checkpoints {
@@ -220,6 +225,7 @@ impl StreamJob {
                         idle: e.idle.clone(),
                     })
                     .collect(),
+                lookups: self.lookups.versions(),
             };
             checkpoints.store.log_epoch(&log).await?;
             failpoint::hit("after_epoch_log");
@@ -253,6 +259,29 @@ impl StreamJob {
             );
         }
         Ok(done)
+    }
+
+    /// Brings the lookup tables to the versions this epoch joins: a replayed epoch the ones it
+    /// joined the first time, a new one the newest its `refresh` has found. Joins over a
+    /// table whose rows changed hash them again.
+    async fn lookups_for_epoch(&mut self, replayed: bool) -> Result<()> {
+        if self.lookups.is_empty() {
+            return Ok(());
+        }
+        let changed = if replayed {
+            match self.replay_lookups.remove(&self.epoch) {
+                Some(versions) => self.lookups.pin(&versions).await?,
+                None => Vec::new(),
+            }
+        } else {
+            self.lookups.refresh_due().await?
+        };
+        for table in &changed {
+            for query in &mut self.queries {
+                query.reset_lookup(table)?;
+            }
+        }
+        Ok(())
     }
 
     /// One epoch: returns true when every source has ended and everything is flushed.

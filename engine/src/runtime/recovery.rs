@@ -140,6 +140,12 @@ impl StreamJob {
                 "the pipeline's SQL changed since this checkpoint; its state still fits every INSERT, so it is restored"
             );
         }
+        // Go on with the lookup table versions the checkpoint's epoch joined.
+        for table in self.lookups.pin(&manifest.lookups).await? {
+            for query in &mut self.queries {
+                query.reset_lookup(&table)?;
+            }
+        }
         let Some(checkpoints) = &self.checkpoints else {
             return Ok(());
         };
@@ -239,6 +245,9 @@ impl StreamJob {
                 range.ends.push(logged.end.clone());
                 range.exhausted.push(logged.exhausted);
                 range.idle.push(logged.idle.clone());
+            }
+            if !log.lookups.is_empty() {
+                self.replay_lookups.insert(log.epoch, log.lookups.clone());
             }
             self.replay.push(range);
         }
@@ -365,6 +374,7 @@ impl StreamJob {
                 .collect(),
             queries,
             live,
+            lookups: self.lookups.versions(),
             totals: Totals {
                 rows_in: self.summary.rows_in,
                 rows_out: self.summary.rows_out.clone(),

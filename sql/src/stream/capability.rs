@@ -68,13 +68,26 @@ pub fn capability(node: &dyn ExecutionPlan) -> Capability {
                 .into(),
         );
     }
-    if of::<HashJoinExec>(node)
-        || of::<NestedLoopJoinExec>(node)
-        || of::<SortMergeJoinExec>(node)
-        || of::<CrossJoinExec>(node)
-        || of::<SymmetricHashJoinExec>(node)
+    if of::<super::lookup::LookupScanExec>(node) {
+        return Capability::Refused(
+            "a table with no watermark, read beside a stream, is a lookup table: loaded once, it can only be joined to the stream (INNER or LEFT JOIN on equal keys, or WHERE key IN (SELECT …)); to read its rows as a stream of their own, declare a watermark on it".into(),
+        );
+    }
+    if of::<HashJoinExec>(node) {
+        return Capability::Refused(
+            "a join of two streams is not streamed yet: to enrich a stream with a table, declare a watermark on the stream and none on the table, which is then a lookup table loaded once; or aggregate each stream into its own table and join those in `volley batch`".into(),
+        );
+    }
+    if of::<NestedLoopJoinExec>(node)
         || of::<PiecewiseMergeJoinExec>(node)
+        || of::<CrossJoinExec>(node)
     {
+        return Capability::Refused(format!(
+            "this join ({}) has no equality key: a streaming join with a lookup table needs one (ON stream.key = table.key, more conditions may follow with AND)",
+            node.name()
+        ));
+    }
+    if of::<SortMergeJoinExec>(node) || of::<SymmetricHashJoinExec>(node) {
         return Capability::Refused(format!(
             "this query needs a join ({}), which the streaming engine does not run yet: join in `volley batch`, or aggregate each input into its own table and join those",
             node.name()
@@ -123,7 +136,7 @@ mod tests {
         assert!(matches!(capability(&limit), Capability::Refused(why) if why.contains("LIMIT")));
         let cross = CrossJoinExec::new(Arc::clone(&empty), Arc::clone(&empty));
         assert!(
-            matches!(capability(&cross), Capability::Refused(why) if why.contains("join (CrossJoinExec)") && why.contains("volley batch"))
+            matches!(capability(&cross), Capability::Refused(why) if why.contains("join (CrossJoinExec)") && why.contains("equality key"))
         );
     }
 }

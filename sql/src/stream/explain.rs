@@ -11,6 +11,13 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
     let mut out = String::new();
     let _ = writeln!(out, "INSERT INTO {}  ({})", plan.target, plan.at);
     let _ = writeln!(out, "  sources: {}", plan.sources.join(", "));
+    if !plan.lookups.is_empty() {
+        let _ = writeln!(
+            out,
+            "  lookup tables: {} (no watermark: loaded once and hashed once by each join; the stream's rows probe them)",
+            plan.lookups.join(", ")
+        );
+    }
     if !plan.models.is_empty() {
         let _ = writeln!(
             out,

@@ -5,12 +5,14 @@ pub mod determinism;
 pub mod explain;
 pub mod late;
 pub mod leaf;
+pub mod lookup;
 pub mod plan;
 pub mod trace;
 pub mod window;
 
 pub use late::{LateFilter, LateGate, LateRows};
 pub use leaf::{EpochSlot, EpochSourceExec, EpochTable};
+pub use lookup::{LookupContent, LookupData, LookupTable};
 pub use plan::{
     AggregatePlan, KeySource, QueryPlan, QueryShape, SourceBinding, StreamPlanner, batch_context,
     batch_context_with, insert_logical_plan, register_models, streaming_context,

@@ -31,6 +31,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionContext;
@@ -167,6 +168,8 @@ pub struct QueryPlan {
     pub key_columns: Vec<String>,
     /// Source tables read.
     pub sources: Vec<String>,
+    /// Lookup tables joined (bounded, no watermark: loaded once, not streamed).
+    pub lookups: Vec<String>,
     /// Models the query calls through `predict()`, by name.
     pub models: Vec<String>,
     /// The work itself.
@@ -198,7 +201,13 @@ pub fn batch_context_with(config: datafusion::prelude::SessionConfig) -> Session
 /// accumulators we can drive in phases) and `count(DISTINCT)` kept as a distinct accumulator
 /// rather than rewritten into two aggregates.
 pub fn streaming_context() -> SessionContext {
-    let config = datafusion::prelude::SessionConfig::new().with_target_partitions(1);
+    let mut config = datafusion::prelude::SessionConfig::new().with_target_partitions(1);
+    // A lookup join's hash table outlives an epoch; a filter derived from it must not be
+    // pushed into the stream's side, whose rows change every epoch.
+    config
+        .options_mut()
+        .optimizer
+        .enable_join_dynamic_filter_pushdown = false;
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -315,6 +324,30 @@ impl StreamPlanner {
         })
     }
 
+    /// Lets queries join `tables`: bounded tables with no watermark, loaded by the engine.
+    ///
+    /// # Errors
+    /// A name already registered.
+    pub fn with_lookups(self, tables: &[Arc<super::lookup::LookupData>]) -> Result<Self> {
+        for data in tables {
+            if self.sources.contains_key(data.name()) {
+                return Err(SqlError::Internal(format!(
+                    "table '{}' is both a stream and a lookup table",
+                    data.name()
+                )));
+            }
+            self.ctx
+                .register_table(
+                    data.name(),
+                    Arc::new(super::lookup::LookupTable::new(Arc::clone(data))),
+                )
+                .map_err(|e| {
+                    SqlError::Internal(format!("registering lookup table '{}': {e}", data.name()))
+                })?;
+        }
+        Ok(self)
+    }
+
     /// Lets queries call `models` through `predict()`.
     pub fn with_models(self, models: Arc<ModelSet>) -> Self {
         register_models(&self.ctx, models);
@@ -365,11 +398,13 @@ impl StreamPlanner {
             .create_physical_plan(&logical)
             .await
             .map_err(|e| SqlError::plan(at, e))?;
+        let physical = super::lookup::orient_lookup_joins(physical, at)?;
         let output_schema = physical.schema();
         let mut aggregates = Vec::new();
         check_streamable(&physical, at, &mut aggregates)?;
         let mut sources = Vec::new();
         collect_leaves(&physical, &mut sources);
+        let physical_for_lookups = Arc::clone(&physical);
         let shape = if aggregates.is_empty() {
             QueryShape::Stateless {
                 plan: partition_rowwise(physical, self.workers)?,
@@ -403,6 +438,7 @@ impl StreamPlanner {
             output_schema,
             key_columns,
             sources,
+            lookups: super::lookup::lookup_tables_read(&physical_for_lookups),
             models,
             shape,
             warnings,
@@ -465,9 +501,15 @@ impl StreamPlanner {
             return self.cut(&single, insert, stages);
         }
         let children = node.children();
+        let build = super::lookup::lookup_build_side(node.as_ref());
         let mut cut = Vec::with_capacity(children.len());
         for child in &children {
-            cut.push(self.cut(child, insert, stages)?);
+            // A lookup table's side of its join is bounded: it runs as in batch, uncut.
+            if build.is_some_and(|b| Arc::ptr_eq(b, child)) {
+                cut.push(Arc::clone(*child));
+            } else {
+                cut.push(self.cut(child, insert, stages)?);
+            }
         }
         let node = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
             Arc::clone(node),
@@ -923,6 +965,13 @@ fn check_streamable(
     at: StatementRef,
     aggregates: &mut Vec<Arc<dyn ExecutionPlan>>,
 ) -> Result<()> {
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>()
+        && super::lookup::lookup_build_side(join).is_some()
+    {
+        // The build side is the lookup table, run once as in batch: only the probe side streams.
+        super::lookup::check_lookup_join(join, at)?;
+        return check_streamable(join.right(), at, aggregates);
+    }
     match capability(plan.as_ref()) {
         Capability::Aggregate => aggregates.push(Arc::clone(plan)),
         Capability::RowWise | Capability::PerEpoch => {}
@@ -942,6 +991,12 @@ fn partition_rowwise(
     workers: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     fn rowwise(plan: &Arc<dyn ExecutionPlan>) -> bool {
+        if let Some(join) = plan.downcast_ref::<HashJoinExec>()
+            && super::lookup::lookup_build_side(join).is_some()
+        {
+            // Each probe partition is joined with the one shared hash table on its own.
+            return rowwise(join.right());
+        }
         capability(plan.as_ref()) == Capability::RowWise && plan.children().into_iter().all(rowwise)
     }
     if workers <= 1 || !rowwise(&plan) {

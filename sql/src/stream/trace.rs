@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
+use datafusion::common::JoinType;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{CastExpr, Column, TryCastExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 
 use super::leaf::EpochSourceExec;
@@ -40,6 +42,10 @@ pub fn trace_column(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<Vec<C
         };
         return trace_column(filter.input(), column);
     }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        let (side, column) = join_input_column(join, index)?;
+        return trace_column(side, column);
+    }
     match plan.name() {
         // Nodes that pass columns through unchanged.
         "CoalesceBatchesExec"
@@ -56,6 +62,33 @@ pub fn trace_column(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<Vec<C
             Some(all)
         }
         _ => None,
+    }
+}
+
+/// The input (build or probe side) and column of that input that output column `index` of
+/// `join` is; `None` for a mark join's mark column.
+pub fn join_input_column(
+    join: &HashJoinExec,
+    index: usize,
+) -> Option<(&Arc<dyn ExecutionPlan>, usize)> {
+    let index = match &join.projection {
+        Some(p) => *p.get(index)?,
+        None => index,
+    };
+    let left = join.left().schema().fields().len();
+    match join.join_type {
+        JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full if index < left => {
+            Some((join.left(), index))
+        }
+        JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
+            Some((join.right(), index - left))
+        }
+        JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => {
+            (index < left).then(|| (join.left(), index))
+        }
+        JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
+            (index < join.right().schema().fields().len()).then(|| (join.right(), index))
+        }
     }
 }
 
@@ -92,6 +125,10 @@ pub fn derived_origins(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Vec<Colum
     }
     if plan.downcast_ref::<EpochSourceExec>().is_some() {
         return trace_column(plan, index).unwrap_or_default();
+    }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        return join_input_column(join, index)
+            .map_or_else(Vec::new, |(side, column)| derived_origins(side, column));
     }
     match plan.children().as_slice() {
         [only] if trace_column(plan, index).is_some() => derived_origins(only, index),

@@ -12,6 +12,8 @@ mod kafka;
 mod kafka_crash;
 mod kafka_faults;
 mod lateness;
+mod lookup;
+mod lookup_refresh;
 mod nexmark;
 mod parity;
 mod partitions;
