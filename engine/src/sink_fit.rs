@@ -151,6 +151,16 @@ pub fn apply_sink_options(
             }
             .into());
         };
+        if window.hop.is_some() {
+            return Err(SqlError::Unsupported {
+                at: plan.at,
+                message: format!(
+                    "INSERT INTO {}: option 'allowed_lateness' of table '{}' is not supported for hop windows yet; late rows of a hop window go to dead letters",
+                    plan.target, table.name
+                ),
+            }
+            .into());
+        }
         let nanos = i64::try_from(lateness.as_nanos()).unwrap_or(i64::MAX);
         window.lateness = nanos / window.nanos_per_unit();
     }

@@ -40,6 +40,7 @@ pub mod aggregate;
 mod args;
 mod geohash;
 mod geohash_parent;
+pub mod hop;
 pub mod model;
 mod tumble;
 
@@ -51,10 +52,12 @@ use datafusion::prelude::SessionContext;
 
 pub use geohash::{GeohashFunc, MAX_GEOHASH_PRECISION, MIN_GEOHASH_PRECISION, geohash_udf};
 pub use geohash_parent::{GeohashParentFunc, geohash_parent_udf};
+pub use hop::{HopFunc, hop_pane_udf, hop_udf};
 pub use tumble::{TumbleFunc, tumble_udf};
 
 /// Every UDF of this crate, in a stable order (`tumble`, `geohash`,
-/// `geohash_parent`, `predict` over no model, `canonical_float`, `infinite_as_nan`).
+/// `geohash_parent`, `predict` over no model, `canonical_float`, `infinite_as_nan`, `hop`,
+/// `hop_pane`).
 pub fn all_udfs() -> Vec<ScalarUDF> {
     vec![
         tumble_udf(),
@@ -63,6 +66,8 @@ pub fn all_udfs() -> Vec<ScalarUDF> {
         model::predict_udf(std::sync::Arc::new(model::ModelSet::default())),
         aggregate::canonical_float_udf(),
         aggregate::infinite_as_nan_udf(),
+        hop_udf(),
+        hop_pane_udf(),
     ]
 }
 

@@ -16,6 +16,7 @@
 //! (upserts).
 
 mod expiry;
+mod hop;
 mod shard;
 mod split;
 
@@ -286,7 +287,9 @@ impl AggregateState {
         if let Some(window) = self.plan.window.clone() {
             let touched = self.on_shards(per_shard, merge_task).await?;
             // Windows already emitted that took rows: kept for allowed_lateness, corrected.
-            if let Some(done) = self.emitted_upto {
+            // (A hop window's panes stay open until their last window ends, and late rows
+            // never reach them.)
+            if let Some(done) = self.emitted_upto.filter(|_| window.hop.is_none()) {
                 self.corrected.extend(
                     touched
                         .into_iter()
@@ -314,6 +317,9 @@ impl AggregateState {
             return Ok(AggregateOutput::default());
         };
         let window = window.clone();
+        if let Some(hop) = window.hop {
+            return self.advance_hop(watermark, hop).await;
+        }
         let mut out = AggregateOutput::default();
         if !self.corrected.is_empty() {
             let corrected = std::mem::take(&mut self.corrected);
@@ -359,6 +365,10 @@ impl AggregateState {
             return Ok(AggregateOutput::default());
         }
         let mut out = self.advance_watermark(i64::MAX).await?;
+        if self.plan.window.as_ref().is_some_and(|w| w.hop.is_some()) {
+            // Rows with no time are in no hop window: every pane has been emitted.
+            return Ok(out);
+        }
         out.extend(self.emit(|_| true, false).await?);
         Ok(out)
     }

@@ -71,7 +71,7 @@ impl Phases {
     }
 
     /// State rows in, final aggregate rows (with the original aggregate's schema) out.
-    async fn finalize(&self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    pub(super) async fn finalize(&self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
         let out = self
             .run(AggregateMode::Final, batches, "finalising aggregates")
             .await?;
@@ -123,6 +123,13 @@ pub(super) struct StateList {
     batches: Vec<RecordBatch>,
     pub(super) rows: usize,
     compacted_rows: usize,
+}
+
+impl StateList {
+    /// The state rows.
+    pub(super) fn batches(&self) -> &[RecordBatch] {
+        &self.batches
+    }
 }
 
 /// The state of the groups that hash to one shard: window start → state rows.

@@ -80,6 +80,15 @@ fn explain_aggregate(
     pad: &str,
 ) {
     match &agg.window {
+        Some(w) if w.hop.is_some() => {
+            let _ = writeln!(
+                out,
+                "{pad}  kind: hop-window aggregate; window {} over event time '{}' ({}); each row is aggregated once into its pane, a window merges its panes when the watermark passes its end, and a pane is dropped once its last window is emitted",
+                w.display,
+                w.column,
+                w.size_text()
+            );
+        }
         Some(w) => {
             let _ = writeln!(
                 out,

@@ -569,17 +569,33 @@ impl StreamPlanner {
                 ),
             });
         }
+        let hop = super::hop::find_hop(&group_by, &pre)
+            .map_err(|message| SqlError::Unsupported { at, message })?;
         let window = self.find_window(&group_by, &pre, at, inner)?;
+        let (window, partial_input): (_, Arc<dyn ExecutionPlan>) = match (hop, window) {
+            (Some(_), Some(_)) => {
+                return Err(SqlError::Unsupported {
+                    at,
+                    message: "a streaming aggregate may group by one window: a hop window and a tumbling one together would nest windows; aggregate one, then the other over its output".into(),
+                });
+            }
+            (Some(call), None) => {
+                let window = self.hop_window(&call, &group_by, at, inner)?;
+                let panes = super::hop::to_panes(&pre)
+                    .map_err(|e| SqlError::Internal(format!("planning hop panes: {e}")))?;
+                let split = self.hop_late_at_leaves(&panes, &call, &window)?;
+                (Some(window), split)
+            }
+            (None, Some(w)) => {
+                let (expr, _) = &group_by.expr()[w.group_index];
+                let split = self.split_late_at_leaves(&pre, expr, &w)?;
+                (Some(w), split)
+            }
+            (None, None) => (None, Arc::clone(&pre)),
+        };
         if group_by.has_grouping_set() {
             check_grouping_sets(&group_by, window.as_ref(), at)?;
         }
-        let partial_input: Arc<dyn ExecutionPlan> = match &window {
-            Some(w) => {
-                let (expr, _) = &group_by.expr()[w.group_index];
-                self.split_late_at_leaves(&pre, expr, w)?
-            }
-            None => Arc::clone(&pre),
-        };
         let partial_input = partition_rowwise(partial_input, self.workers)?;
         let input_schema = agg.input_schema();
         let partial = AggregateExec::try_new(
@@ -683,6 +699,119 @@ impl StreamPlanner {
             })
             .map(|t| t.data)
             .map_err(|e| internal(&e.to_string()))
+    }
+
+    /// The window of a hop found among the group keys: panes over a watermarked source column.
+    fn hop_window(
+        &self,
+        call: &super::hop::HopCall,
+        group_by: &PhysicalGroupBy,
+        at: StatementRef,
+        inner: &[AggregatePlan],
+    ) -> Result<WindowSpec> {
+        let name = group_by.expr()[call.group_index].1.clone();
+        let mut sources = Vec::new();
+        let mut column = String::new();
+        for origin in &call.origins {
+            if inner.iter().any(|s| s.output_name == origin.input) {
+                return Err(SqlError::Unsupported {
+                    at,
+                    message: format!(
+                        "GROUP BY {name}: a hop window over an aggregate's output is not streamed; hop over the source's rows, or aggregate the hop windows' output with tumbling windows"
+                    ),
+                });
+            }
+            let source = self.sources.get(&origin.input).ok_or_else(|| {
+                SqlError::Internal(format!(
+                    "hop time traced to unknown input '{}'",
+                    origin.input
+                ))
+            })?;
+            column = source.schema.field(origin.column).name().clone();
+            match &source.watermark {
+                Some(wm) if wm.column == column => sources.push(source.name.clone()),
+                _ => {
+                    return Err(SqlError::Unsupported {
+                        at,
+                        message: format!(
+                            "GROUP BY {name}: column '{column}' of table '{}' has no watermark, so the hop windows would never close and their state would grow forever. Declare one: OPTIONS ('watermark' '{column} - INTERVAL ''5 seconds''')",
+                            source.name
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(WindowSpec {
+            group_index: call.group_index,
+            size: WindowSize::Fixed(call.sizes.pane),
+            unit: call.unit,
+            column,
+            sources,
+            gate: LateGate::new(),
+            display: name,
+            lateness: 0,
+            hop: Some(super::window::HopWindow {
+                slide: call.sizes.slide,
+                size: call.sizes.size,
+            }),
+        })
+    }
+
+    /// `panes` with a late-row filter on every leaf of the hop window's sources: each computes
+    /// the row's pane start from the source's own event-time column.
+    fn hop_late_at_leaves(
+        &self,
+        panes: &Arc<dyn ExecutionPlan>,
+        call: &super::hop::HopCall,
+        window: &WindowSpec,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let internal = |what: String| SqlError::Internal(format!("splitting late rows: {what}"));
+        let ts_type = DataType::Timestamp(call.unit, call.tz.clone());
+        let pane_nanos = call.sizes.pane.saturating_mul(nanos_per_unit(call.unit));
+        let date_bin = Arc::new(datafusion::logical_expr::ScalarUDF::from(
+            datafusion::functions::datetime::date_bin::DateBinFunc::new(),
+        ));
+        Arc::clone(panes)
+            .transform_up(|node| {
+                let Some(leaf) = node.downcast_ref::<super::leaf::EpochSourceExec>() else {
+                    return Ok(Transformed::no(node));
+                };
+                let Some(wm) = self
+                    .sources
+                    .get(leaf.input_name())
+                    .filter(|s| window.sources.contains(&s.name))
+                    .and_then(|s| s.watermark.as_ref())
+                else {
+                    return Ok(Transformed::no(node));
+                };
+                let schema = leaf.input_schema();
+                let index = schema.index_of(&wm.column)?;
+                let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(&wm.column, index));
+                let column = if schema.field(index).data_type() == &ts_type {
+                    column
+                } else {
+                    Arc::new(CastExpr::new(column, ts_type.clone(), None))
+                };
+                let stride: Arc<dyn PhysicalExpr> =
+                    Arc::new(datafusion::physical_expr::expressions::Literal::new(
+                        datafusion::common::ScalarValue::new_interval_mdn(0, 0, pane_nanos),
+                    ));
+                let start = datafusion::physical_expr::ScalarFunctionExpr::try_new(
+                    Arc::clone(&date_bin),
+                    vec![stride, column],
+                    schema.as_ref(),
+                    Arc::new(datafusion::config::ConfigOptions::default()),
+                )?;
+                let late = LateFilter {
+                    window_start: Arc::new(start),
+                    gate: Arc::clone(&window.gate),
+                };
+                Ok(Transformed::yes(
+                    Arc::new(leaf.with_late(late)) as Arc<dyn ExecutionPlan>
+                ))
+            })
+            .map(|t| t.data)
+            .map_err(|e| internal(e.to_string()))
     }
 
     /// Group keys of a keyed aggregate computed from a source's TIMESTAMP column: buckets of
@@ -806,6 +935,14 @@ impl StreamPlanner {
                     // A window over windows: the inner aggregate's window start is its rows'
                     // event time, and where its emitted windows have got to their watermark.
                     match &stage.window {
+                        Some(w) if w.hop.is_some() => {
+                            return Err(SqlError::Unsupported {
+                                at,
+                                message: format!(
+                                    "GROUP BY {name}: a window over hop windows' output is not streamed (they overlap, so their rows have no single event time); window the source's rows instead"
+                                ),
+                            });
+                        }
                         Some(w) if w.group_index == origin.column && w.lateness == 0 => {
                             column = stage.output_schema.field(origin.column).name().clone();
                             sources.push(stage.output_name.clone());
@@ -853,6 +990,7 @@ impl StreamPlanner {
                 gate: LateGate::new(),
                 display: name.clone(),
                 lateness: 0,
+                hop: None,
             });
         }
         Ok(found)

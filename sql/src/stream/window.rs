@@ -48,6 +48,30 @@ pub struct WindowSpec {
     /// How long (in `unit`s of event time) a window keeps its state after it is emitted, so a
     /// late row still corrects it (the sink's `allowed_lateness`; 0: none).
     pub lateness: i64,
+    /// A hop window: `size` is then its pane (gcd of slide and size), the group column the
+    /// pane start, and a window merges the panes it covers when it closes.
+    pub hop: Option<HopWindow>,
+}
+
+/// A hop window's slide and size, in the window column's unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HopWindow {
+    /// Distance between window starts.
+    pub slide: i64,
+    /// Window width.
+    pub size: i64,
+}
+
+impl HopWindow {
+    /// The first window start holding time `ts` (starts are multiples of the slide).
+    pub fn first_window(&self, ts: i64) -> i64 {
+        ts.saturating_sub(self.size).div_euclid(self.slide) * self.slide + self.slide
+    }
+
+    /// The last window start holding time `ts`.
+    pub fn last_window(&self, ts: i64) -> i64 {
+        ts.div_euclid(self.slide) * self.slide
+    }
 }
 
 impl WindowSpec {
@@ -76,6 +100,13 @@ impl WindowSpec {
         if watermark == i64::MAX {
             return i64::MAX;
         }
+        if let (Some(hop), WindowSize::Fixed(pane)) = (self.hop, self.size) {
+            // A row is late once any window holding it has been emitted: the newest emitted
+            // window starts at `newest`, so rows of its panes, and of every pane before them,
+            // are.
+            let newest = watermark.saturating_sub(hop.size).div_euclid(hop.slide) * hop.slide;
+            return newest.saturating_add(hop.size).saturating_sub(pane);
+        }
         match self.size {
             WindowSize::Fixed(width) => watermark.saturating_sub(width),
             WindowSize::Months(months) => shift_months(watermark, self.unit, months, false),
@@ -94,6 +125,12 @@ impl WindowSpec {
     /// The size as text: `60 Second` (fixed, in the column's unit) or `1 month(s)`. Part of a
     /// query's checkpointed shape, so the fixed form keeps its historic spelling.
     pub fn size_text(&self) -> String {
+        if let (Some(hop), WindowSize::Fixed(pane)) = (self.hop, self.size) {
+            return format!(
+                "hop {} every {} {:?} (panes of {pane})",
+                hop.size, hop.slide, self.unit
+            );
+        }
         match self.size {
             WindowSize::Fixed(width) => format!("{width} {:?}", self.unit),
             WindowSize::Months(months) => format!("{months} month(s)"),
@@ -299,6 +336,7 @@ mod tests {
             gate: LateGate::new(),
             display: "w".into(),
             lateness: 0,
+            hop: None,
         }
     }
 

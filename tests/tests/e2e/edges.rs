@@ -133,3 +133,62 @@ async fn empty_input_emits_nothing_and_keyed_aggregates_upsert_per_epoch() {
         .collect();
     assert_eq!(got, vec![(1, vec![(1, 1), (2, 1)]), (2, vec![(1, 3)])]);
 }
+
+#[tokio::test]
+async fn a_hop_window_closes_at_its_end_and_a_row_of_an_emitted_window_is_dead_lettered() {
+    let dead = tempfile::tempdir().unwrap();
+    let sql = format!(
+        "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL) STORED AS CSV LOCATION 'unused.csv'
+         OPTIONS ('watermark' 'ts', 'dead_letter' '{}');
+         CREATE EXTERNAL TABLE out STORED AS BLACKHOLE LOCATION 'x';
+         INSERT INTO out SELECT w, count(*) AS n
+         FROM (SELECT unnest(hop(ts, INTERVAL '5 seconds', INTERVAL '10 seconds')) AS w FROM clicks) t
+         GROUP BY w;",
+        dead.path().display()
+    );
+    let p = pipeline(&sql).await;
+    // One row per epoch; the watermark is the newest time. At 12 s window [0, 10) has been
+    // emitted, so the row at 6 s (also in the open [5, 15)) is late for a window it belongs to.
+    let input = events(&[(0, 1), (7, 2), (12, 3), (6, 4), (14, 5), (30, 6)]);
+    let (sink, collected) = CollectSink::new();
+    let mut sources: HashMap<String, Box<dyn Source>> = HashMap::new();
+    sources.insert(
+        "clicks".into(),
+        Box::new(VecSource::new(input.schema(), vec![input])),
+    );
+    let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
+    sinks.insert("out".into(), Box::new(sink));
+    let overrides = JobOverrides {
+        sources,
+        sinks,
+        sizing: Some(BatchSizing::Fixed(1)),
+        ..JobOverrides::default()
+    };
+    let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
+        .await
+        .unwrap();
+    let summary = job.run().await.unwrap();
+    let got = emitted(&collected.lock().unwrap());
+    // [-5, 5) once 7 s is seen, [0, 10) at 12 s, [5, 15) and [10, 20) at 30 s, the rest at the end.
+    assert_eq!(
+        &got[..3],
+        &[
+            (2, vec![(-5, 1)]),
+            (3, vec![(0, 2)]),
+            (6, vec![(5, 3), (10, 2)])
+        ]
+    );
+    let rest: Vec<(i64, i64)> = got[3..].iter().flat_map(|(_, r)| r.clone()).collect();
+    assert_eq!(rest, [(25, 1), (30, 1)]);
+    assert_eq!(summary.late_rows, 1);
+    let all: String = std::fs::read_dir(dead.path())
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let letter: serde_json::Value = serde_json::from_str(all.trim()).unwrap();
+    assert_eq!(letter["row"]["user_id"], 4, "{all}");
+    assert!(
+        letter["reason"].as_str().unwrap().contains("window w"),
+        "{all}"
+    );
+}

@@ -8,6 +8,7 @@ mod duckdb_oracle;
 mod edges;
 mod flight_clients;
 mod harness;
+mod hop;
 mod kafka;
 mod kafka_crash;
 mod kafka_faults;

@@ -1,0 +1,88 @@
+//! Hop windows over panes: each row was aggregated once, into its pane (a tumbling window of
+//! gcd(slide, size)); when the watermark passes a window's end, the state of the panes it
+//! covers is merged under the window's start and finalised, and a pane is dropped once every
+//! window holding it has been emitted. State is bounded by the panes of the open windows.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array};
+use arrow::record_batch::RecordBatch;
+use volley_sql::stream::window::HopWindow;
+
+use super::{AggregateOutput, AggregateState};
+use crate::error::{EngineError, Result};
+
+/// Whether the window starting at `start` has ended by `watermark`.
+fn ended(hop: HopWindow, start: i64, watermark: i64) -> bool {
+    watermark == i64::MAX || start.saturating_add(hop.size) <= watermark
+}
+
+impl AggregateState {
+    /// Emits every hop window that ends at or below `watermark` (the window column's unit)
+    /// and was not emitted before, in window order; drops the panes no open window needs.
+    pub(super) async fn advance_hop(
+        &mut self,
+        watermark: i64,
+        hop: HopWindow,
+    ) -> Result<AggregateOutput> {
+        let Some(window) = self.plan.window.clone() else {
+            return Ok(AggregateOutput::default());
+        };
+        let before = self.emitted_upto;
+        if before.is_some_and(|done| watermark <= done) {
+            return Ok(AggregateOutput::default());
+        }
+        self.emitted_upto = Some(watermark);
+        window.gate.set_cutoff(window.closed_upto(watermark));
+        let panes: BTreeSet<i64> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.windows.keys().copied().flatten())
+            .collect();
+        let mut due = BTreeSet::new();
+        for &pane in &panes {
+            let mut start = hop.first_window(pane);
+            while start <= pane {
+                if ended(hop, start, watermark) && !before.is_some_and(|b| ended(hop, start, b)) {
+                    due.insert(start);
+                }
+                start += hop.slide;
+            }
+        }
+        let index = window.group_index;
+        let mut out = AggregateOutput {
+            windows_emitted: due.len(),
+            ..AggregateOutput::default()
+        };
+        for &start in &due {
+            let end = start.saturating_add(hop.size);
+            let mut state = Vec::new();
+            for shard in &self.shards {
+                for (_, list) in shard.windows.range(Some(start)..Some(end)) {
+                    for batch in list.batches() {
+                        state.push(with_window_start(batch, index, start)?);
+                    }
+                }
+            }
+            out.rows.extend(self.phases.finalize(state).await?);
+        }
+        for shard in &mut self.shards {
+            shard
+                .windows
+                .retain(|pane, _| pane.is_some_and(|p| !ended(hop, hop.last_window(p), watermark)));
+        }
+        Ok(out)
+    }
+}
+
+/// `batch` (pane state rows) with its window column set to `start` (a window's, over them).
+fn with_window_start(batch: &RecordBatch, index: usize, start: i64) -> Result<RecordBatch> {
+    let field = batch.schema().field(index).clone();
+    let starts: ArrayRef = Arc::new(Int64Array::from_value(start, batch.num_rows()));
+    let starts = arrow::compute::cast(&starts, field.data_type())?;
+    let mut columns = batch.columns().to_vec();
+    columns[index] = starts;
+    RecordBatch::try_new(batch.schema(), columns)
+        .map_err(|e| EngineError::Internal(format!("re-keying pane state by window: {e}")))
+}

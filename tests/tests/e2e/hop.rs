@@ -1,0 +1,195 @@
+//! Hop (sliding) windows, written `unnest(hop(ts, slide, size))` in a subquery: streaming (one
+//! pane per row, windows merged from panes) equals batch (every row copied into each of its
+//! windows) at every micro-batch size, order and worker count, across failures and restores,
+//! with state bounded by the open windows' panes.
+
+use volley_engine::driver::BatchSizing;
+use volley_engine::verify::InputOrder;
+
+use crate::harness::{assert_exact, parity, pipeline, refusal, rows};
+
+/// The sinks of [`sql`], in order.
+const SINKS: [&str; 4] = ["sliding", "gapped", "per_merchant", "enriched_hop"];
+
+/// Hops over payments (NULL times, users and amounts; NaN, ±0, ±inf; duplicate times and rows
+/// on window edges): a size that is not a multiple of the slide (panes of 2 s), a slide longer
+/// than the size (rows between windows are in none), keyed with HAVING, and over a lookup join.
+fn sql(dir: &std::path::Path, seed: u64, count: u64) -> String {
+    let dir = dir.display();
+    format!(
+        r#"
+CREATE EXTERNAL TABLE payments STORED AS GENERATOR LOCATION 'payments'
+OPTIONS ('count' '{count}', 'rate' '40', 'seed' '{seed}', 'riders' '30', 'disorder' '2 seconds',
+         'watermark' 'event_time - INTERVAL ''2 seconds''');
+CREATE EXTERNAL TABLE users (user_id BIGINT, segment VARCHAR, credit_limit DOUBLE)
+  STORED AS CSV LOCATION '{dir}/users.csv' OPTIONS ('has_header' 'true');
+CREATE EXTERNAL TABLE sliding STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE gapped STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE per_merchant STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE enriched_hop STORED AS BLACKHOLE LOCATION 'x';
+
+INSERT INTO sliding
+SELECT w, count(*) AS n, count(user_id) AS known, sum(amount) AS amount, min(amount) AS lo,
+       max(amount) AS hi, count(DISTINCT user_id) AS users
+FROM (SELECT unnest(hop(event_time, INTERVAL '4 seconds', INTERVAL '10 seconds')) AS w,
+             user_id, amount FROM payments) AS t
+GROUP BY w;
+
+INSERT INTO gapped
+SELECT w, count(*) AS n, max(amount) AS hi
+FROM (SELECT unnest(hop(event_time, INTERVAL '6 seconds', INTERVAL '2 seconds')) AS w, amount
+      FROM payments) AS t
+GROUP BY w;
+
+INSERT INTO per_merchant
+SELECT merchant, w, count(*) AS n, avg(amount) AS mean
+FROM (SELECT merchant, amount,
+             unnest(hop(event_time, INTERVAL '5 seconds', INTERVAL '15 seconds')) AS w
+      FROM payments WHERE channel % 3 <> 1) AS t
+GROUP BY merchant, w
+HAVING count(*) > 1;
+
+INSERT INTO enriched_hop
+SELECT w, segment, count(*) AS n
+FROM (SELECT unnest(hop(p.event_time, INTERVAL '3 seconds', INTERVAL '9 seconds')) AS w, u.segment
+      FROM payments p LEFT JOIN users u ON p.user_id = u.user_id) AS t
+GROUP BY w, segment;
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_windows_equal_batch_over_sizes_orders_and_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::lookup::write_dimensions(dir.path());
+    for seed in 0..4u64 {
+        for (sizing, count) in [
+            (BatchSizing::Fixed(1), 150),
+            (BatchSizing::Fixed(7), 800),
+            (BatchSizing::Fixed(8192), 800),
+            (
+                BatchSizing::Random {
+                    min: 1,
+                    max: 300,
+                    seed: seed + 5,
+                },
+                800,
+            ),
+        ] {
+            let p = pipeline(&sql(dir.path(), seed, count)).await;
+            let input = rows(&p).await;
+            for order in [InputOrder::InOrder, InputOrder::Shuffled] {
+                let workers = 1 + (seed as usize) % 3;
+                let report = parity(&p, &input, sizing.clone(), order, seed, workers).await;
+                let context = format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers");
+                assert_exact(&report, &context);
+                assert_eq!(report.sinks.len(), SINKS.len(), "{context}");
+                assert!(
+                    report.sinks.iter().all(|s| s.total > 0),
+                    "{context}: every sink got rows: {report:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_windows_restore_and_match_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::lookup::write_dimensions(dir.path());
+    let schedules = [
+        (vec![700, 1900], 1, vec![1, 2, 3]),
+        (vec![450, 1000, 2600], 3, vec![2, 3, 1, 2]),
+    ];
+    crate::recovery::failed_runs_restore_and_match_batch(
+        &sql(dir.path(), 9, 3000),
+        "payments",
+        &SINKS,
+        &schedules,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_window_state_stays_flat_over_many_windows() {
+    use volley_connectors::ConnectorRegistry;
+    use volley_engine::checkpoint::manifest::Manifest;
+    use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
+    use volley_engine::setup::{JobOverrides, build_stream_job};
+
+    // 200 s of events, 10-second windows every 2 seconds: 100 windows, five open at a time.
+    let text = r#"
+CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '20000', 'rate' '100', 'seed' '3', 'disorder' '2 seconds', 'cities' '6',
+         'riders' '50', 'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE sliding STORED AS BLACKHOLE LOCATION 'x';
+INSERT INTO sliding
+SELECT w, cell, count(*) AS n, count(DISTINCT rider_id) AS riders
+FROM (SELECT unnest(hop(event_time, INTERVAL '2 seconds', INTERVAL '10 seconds')) AS w,
+             geohash(lat, lon, 3) AS cell, rider_id FROM rides) AS t
+GROUP BY w, cell;
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(text).await;
+    let overrides = JobOverrides {
+        sizing: Some(BatchSizing::Fixed(200)),
+        checkpoint: Some(CheckpointConfig {
+            dir: dir.path().display().to_string(),
+            interval: CheckpointInterval::Epochs(2),
+            keep: 10_000,
+            from_scratch: false,
+        }),
+        ..JobOverrides::default()
+    };
+    let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
+        .await
+        .unwrap();
+    let summary = job.run().await.unwrap();
+    assert!(summary.windows_emitted >= 100, "{summary:?}");
+    let mut held: Vec<(u64, u64)> = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("checkpoints")).unwrap() {
+        let path = entry.unwrap().path().join("manifest.json");
+        let manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        held.push((manifest.epoch, manifest.queries[0].state_rows));
+    }
+    held.sort_unstable();
+    assert!(held.len() > 40, "{} checkpoints", held.len());
+    // After the first tenth (warm-up), state never exceeds twice what it held then.
+    let warm = held.len() / 10;
+    let bound = held[warm..2 * warm].iter().map(|(_, r)| *r).max().unwrap();
+    assert!(bound > 0, "{held:?}");
+    let peak = held[warm..].iter().map(|(_, r)| *r).max().unwrap();
+    assert!(
+        peak <= 2 * bound,
+        "state grew: warm-up {bound}, later {peak}: {held:?}"
+    );
+}
+
+#[tokio::test]
+async fn hop_windows_that_cannot_stream_are_refused() {
+    let head = r#"
+CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '10', 'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE plain STORED AS GENERATOR LOCATION 'rides' OPTIONS ('count' '10');
+CREATE EXTERNAL TABLE o STORED AS BLACKHOLE LOCATION 'x';
+"#;
+    for (query, expected) in [
+        (
+            "SELECT w, count(*) FROM (SELECT unnest(hop(event_time, INTERVAL '1 month', INTERVAL '2 months')) AS w FROM rides) t GROUP BY w",
+            "months",
+        ),
+        (
+            "SELECT w, count(*) FROM (SELECT unnest(hop(event_time, INTERVAL '1 second', INTERVAL '5 seconds')) AS w FROM plain) t GROUP BY w",
+            "has no watermark",
+        ),
+        (
+            "SELECT date_bin(INTERVAL '10 seconds', w) AS w10, sum(n) FROM (SELECT w, count(*) AS n FROM (SELECT unnest(hop(event_time, INTERVAL '1 second', INTERVAL '5 seconds')) AS w FROM rides) t GROUP BY w) a GROUP BY 1",
+            "over hop windows' output is not streamed",
+        ),
+    ] {
+        let why = refusal(&format!("{head}INSERT INTO o {query};"))
+            .await
+            .unwrap_or_else(|| panic!("not refused: {query}"));
+        assert!(why.contains(expected), "{query}: {why}");
+    }
+}
