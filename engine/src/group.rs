@@ -74,6 +74,16 @@ pub fn group_source(pipeline: &Pipeline) -> Result<Option<&TableDecl>> {
 pub fn check_partitioned(table: &TableDecl, plans: &[QueryPlan]) -> Result<()> {
     let partition_column = table.options.get("partitioned_by").map(str::trim);
     for plan in plans {
+        if matches!(plan.shape, QueryShape::Join(_)) {
+            return Err(SqlError::Unsupported {
+                at: plan.at,
+                message: format!(
+                    "INSERT INTO {} joins two streams, which group mode (table '{}', option 'group') does not run yet: rows of one key may be read by different processes; run without 'group'",
+                    plan.target, table.name
+                ),
+            }
+            .into());
+        }
         let QueryShape::Aggregate(agg) = &plan.shape else {
             continue;
         };

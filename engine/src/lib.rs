@@ -10,6 +10,7 @@ pub mod error;
 pub mod flight;
 pub mod group;
 pub mod job;
+pub mod join;
 pub mod late_letters;
 pub mod lookup;
 pub mod memory;

@@ -35,6 +35,9 @@ pub struct QueryRunner {
     /// The aggregates, innermost first; the last is the query's own, whose rows go through
     /// the post segment. Empty for stateless queries.
     stages: Vec<AggregateState>,
+    /// A windowed join of two streams over the stages' rows (or source rows), when the
+    /// query's stateful top is one.
+    join: Option<crate::join::JoinState>,
     task_ctx: Arc<TaskContext>,
 }
 
@@ -52,12 +55,58 @@ impl QueryRunner {
                 .chain(std::iter::once(&**agg))
                 .map(|stage| AggregateState::new(stage.clone(), Arc::clone(&task_ctx)))
                 .collect(),
+            QueryShape::Join(join) => join
+                .inner
+                .iter()
+                .map(|stage| AggregateState::new(stage.clone(), Arc::clone(&task_ctx)))
+                .collect(),
             QueryShape::Stateless { .. } => Vec::new(),
+        };
+        let join = match &plan.shape {
+            QueryShape::Join(join) => Some(crate::join::JoinState::new(
+                (**join).clone(),
+                Arc::clone(&task_ctx),
+            )),
+            _ => None,
         };
         Self {
             plan,
             stages,
+            join,
             task_ctx,
+        }
+    }
+
+    /// How many stages feed the query's own (all of them under a join).
+    fn inner_count(&self) -> usize {
+        if self.join.is_some() {
+            self.stages.len()
+        } else {
+            self.stages.len().saturating_sub(1)
+        }
+    }
+
+    /// The windowed join, when the query is one.
+    pub fn join(&self) -> Option<&crate::join::JoinState> {
+        self.join.as_ref()
+    }
+
+    /// Restores the windowed join's held rows and where joining had got to.
+    ///
+    /// # Errors
+    /// A query without a join, or rows that do not fit it.
+    pub fn restore_join(
+        &mut self,
+        left: Vec<RecordBatch>,
+        right: Vec<RecordBatch>,
+        joined_before: Option<i64>,
+    ) -> Result<()> {
+        match &mut self.join {
+            Some(join) => join.restore(left, right, joined_before),
+            None => Err(EngineError::Checkpoint(format!(
+                "INSERT INTO {} has no join, but its checkpoint holds a join's state",
+                self.plan.target
+            ))),
         }
     }
 
@@ -80,6 +129,12 @@ impl QueryRunner {
         };
         match &mut self.plan.shape {
             QueryShape::Stateless { plan } => *plan = reset(plan)?,
+            QueryShape::Join(_) => {
+                return Err(EngineError::Usage(format!(
+                    "INSERT INTO {}: refreshing a lookup table joined beside a join of two streams is not supported; drop 'refresh' or join the lookup table in another INSERT",
+                    self.plan.target
+                )));
+            }
             QueryShape::Aggregate(agg) => {
                 agg.post = reset(&agg.post)?;
                 let last = self.stages.len().saturating_sub(1);
@@ -100,15 +155,21 @@ impl QueryRunner {
     /// What the query's state means, as text: restoring a checkpoint into a query whose shape
     /// differs is refused. Stateless queries have no state, so any change to them is compatible.
     pub fn shape(&self) -> String {
-        if self.stages.is_empty() {
+        if self.stages.is_empty() && self.join.is_none() {
             return "stateless".to_string();
         }
-        let stages: Vec<String> = self.stages.iter().map(|s| stage_shape(s.plan())).collect();
+        let mut stages: Vec<String> = self.stages.iter().map(|s| stage_shape(s.plan())).collect();
+        if let Some(join) = &self.join {
+            stages.push(join_shape(join.plan()));
+        }
         stages.join(" then ")
     }
 
-    /// The query's own aggregate (the outermost).
+    /// The query's own aggregate (the outermost; none under a join).
     fn top(&self) -> Option<&AggregateState> {
+        if self.join.is_some() {
+            return None;
+        }
         self.stages.last()
     }
 
@@ -120,13 +181,13 @@ impl QueryRunner {
 
     /// The aggregates feeding the query's own (innermost first), as [`QueryRunner::snapshot`].
     pub fn inner_snapshots(&self) -> Vec<StageSnapshot> {
-        let inner = self.stages.len().saturating_sub(1);
+        let inner = self.inner_count();
         self.stages[..inner].iter().map(stage_snapshot).collect()
     }
 
     /// The names of the aggregates feeding the query's own, innermost first.
     pub fn inner_names(&self) -> Vec<String> {
-        let inner = self.stages.len().saturating_sub(1);
+        let inner = self.inner_count();
         self.stages[..inner]
             .iter()
             .map(|s| s.plan().output_name.clone())
@@ -150,6 +211,9 @@ impl QueryRunner {
     /// # Errors
     /// Stamps that do not fit the query.
     pub fn restore_stamps(&mut self, stamps: &[RecordBatch], watermark: Option<i64>) -> Result<()> {
+        if self.join.is_some() {
+            return Ok(());
+        }
         match self.stages.last_mut() {
             Some(state) => state.restore_stamps(stamps, watermark),
             None => Ok(()),
@@ -166,7 +230,12 @@ impl QueryRunner {
         rows: Vec<RecordBatch>,
         emitted_upto: Option<i64>,
     ) -> Result<()> {
-        match self.stages.last_mut() {
+        let top = if self.join.is_some() {
+            None
+        } else {
+            self.stages.last_mut()
+        };
+        match top {
             Some(state) => state.restore(rows, emitted_upto).await,
             None if rows.is_empty() => Ok(()),
             None => Err(EngineError::Checkpoint(format!(
@@ -187,7 +256,7 @@ impl QueryRunner {
         rows: Vec<RecordBatch>,
         emitted_upto: Option<i64>,
     ) -> Result<()> {
-        let inner = self.stages.len().saturating_sub(1);
+        let inner = self.inner_count();
         match self.stages[..inner].get_mut(index) {
             Some(state) => state.restore(rows, emitted_upto).await,
             None => Err(EngineError::Checkpoint(format!(
@@ -199,13 +268,27 @@ impl QueryRunner {
 
     /// Open windows (0 for stateless queries), over every aggregate of the query.
     pub fn open_windows(&self) -> usize {
-        self.stages.iter().map(AggregateState::open_windows).sum()
+        self.stages
+            .iter()
+            .map(AggregateState::open_windows)
+            .sum::<usize>()
+            + self
+                .join
+                .as_ref()
+                .map_or(0, crate::join::JoinState::open_windows)
     }
 
     /// State rows held: partial-aggregate rows across windows, shards and aggregates (0 for
     /// stateless queries). One per open group once compacted.
     pub fn state_rows(&self) -> usize {
-        self.stages.iter().map(AggregateState::state_rows).sum()
+        self.stages
+            .iter()
+            .map(AggregateState::state_rows)
+            .sum::<usize>()
+            + self
+                .join
+                .as_ref()
+                .map_or(0, crate::join::JoinState::state_rows)
     }
 
     /// Runs one epoch: over the rows now in the source slots when `fresh`, then up to the
@@ -241,9 +324,10 @@ impl QueryRunner {
         let mut watermarks = watermarks.clone();
         let mut parts = Vec::new();
         let mut fed = false;
-        let last = self.stages.len() - 1;
-        for index in 0..=last {
-            let late_at = late_operator(self.stages[index].plan(), index, last + 1);
+        let count = self.stages.len();
+        let inner = self.inner_count();
+        for index in 0..count {
+            let late_at = late_operator(self.stages[index].plan(), index, count);
             let state = &mut self.stages[index];
             let mut outs = Vec::new();
             let mut late = Vec::new();
@@ -262,7 +346,7 @@ impl QueryRunner {
             if all_done {
                 outs.push(state.flush().await?);
             }
-            if index < last {
+            if index < inner {
                 // Its windows are the next aggregate's input, its frontier their watermark.
                 let mut out = AggregateOutput::default();
                 for part in outs {
@@ -294,10 +378,52 @@ impl QueryRunner {
                 part.groups_expired += groups_expired;
             }
         }
-        for stage in &self.stages[..last] {
+        if self.join.is_some() {
+            parts.push(self.run_join(fresh || fed, &watermarks, all_done).await?);
+        }
+        for stage in &self.stages[..inner] {
             stage.plan().post_slot.clear();
         }
         Ok(parts)
+    }
+
+    /// Runs the windowed join over its sides' new rows, then the segment above it.
+    async fn run_join(
+        &mut self,
+        read: bool,
+        watermarks: &HashMap<String, Option<i64>>,
+        all_done: bool,
+    ) -> Result<QueryEpoch> {
+        let QueryShape::Join(plan) = &self.plan.shape else {
+            return Ok(QueryEpoch::default());
+        };
+        let Some(join) = &mut self.join else {
+            return Ok(QueryEpoch::default());
+        };
+        let out = join.run_epoch(read, watermarks, all_done).await?;
+        let mut late = Vec::new();
+        for side in [&plan.left, &plan.right] {
+            if let volley_sql::stream::join::SideFrontier::Sources { gate, .. } = &side.frontier {
+                late.extend(gate.take_late());
+            }
+        }
+        let mut epoch = QueryEpoch {
+            late,
+            late_at: format!("windowed join on {}", plan.display),
+            windows_emitted: out.windows,
+            ..QueryEpoch::default()
+        };
+        if out.rows.is_empty() {
+            return Ok(epoch);
+        }
+        plan.post_slot.set(out.rows);
+        let rows = collect(Arc::clone(&plan.post), Arc::clone(&self.task_ctx)).await;
+        plan.post_slot.clear();
+        epoch.rows = non_empty(rows.map_err(EngineError::exec(format!(
+            "INSERT INTO {} (after the join)",
+            self.plan.target
+        )))?);
+        Ok(epoch)
     }
 
     /// Runs the post-aggregate segment over finalised rows.
@@ -384,6 +510,26 @@ fn stage_shape(agg: &volley_sql::stream::AggregatePlan) -> String {
         |w| format!("window {} wide", w.size_text()),
     );
     format!("{window}; state [{}]", state.join(", "))
+}
+
+/// A windowed join's state, as text (see [`QueryRunner::shape`]).
+fn join_shape(join: &volley_sql::stream::join::JoinPlan) -> String {
+    let columns = |schema: arrow::datatypes::SchemaRef| {
+        schema
+            .fields()
+            .iter()
+            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "windowed join on {} ({} {:?} wide); left [{}]; right [{}]",
+        join.display,
+        join.width,
+        join.unit,
+        columns(join.left.plan.schema()),
+        columns(join.right.plan.schema())
+    )
 }
 
 /// The smallest watermark of `sources` (nanoseconds); `None` while any is unknown.

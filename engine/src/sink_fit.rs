@@ -139,7 +139,7 @@ pub fn apply_sink_options(
     if let Some(lateness) = table.allowed_lateness()? {
         let window = match &mut plan.shape {
             QueryShape::Aggregate(agg) => agg.window.as_mut(),
-            QueryShape::Stateless { .. } => None,
+            QueryShape::Stateless { .. } | QueryShape::Join(_) => None,
         };
         let Some(window) = window else {
             return Err(SqlError::Plan {

@@ -32,6 +32,7 @@ use volley_sql::stream::AggregatePlan;
 
 use self::shard::{Phases, Shard};
 use self::split::split_by_shard;
+pub(crate) use self::split::split_by_window;
 use crate::error::{EngineError, Result};
 
 /// What an epoch of an aggregate produced.

@@ -18,7 +18,7 @@ use crate::error::{EngineError, Result};
 const SHARD_HASH: RandomState = RandomState::with_seed(0x766f_6c6c_6579_5348);
 
 /// Splits state rows by the window-start group column, in order of first appearance.
-pub(super) fn split_by_window(
+pub(crate) fn split_by_window(
     batch: &RecordBatch,
     index: usize,
 ) -> Result<Vec<(Option<i64>, RecordBatch)>> {

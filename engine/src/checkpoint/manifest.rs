@@ -49,6 +49,31 @@ pub struct QueryCheckpoint {
     /// aggregate), innermost first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inner: Vec<StageCheckpoint>,
+    /// The state of the query's other operators (a windowed join), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operators: Vec<OperatorCheckpoint>,
+}
+
+/// The named state of one operator, as of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorCheckpoint {
+    /// The operator (`<target>#join`).
+    pub operator: String,
+    /// Event time (the operator's unit) before which it has emitted everything.
+    pub frontier: Option<i64>,
+    /// Its pieces of state (a join's `left` and `right` rows).
+    pub state: Vec<NamedState>,
+}
+
+/// One named piece of an operator's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedState {
+    /// Its name within the operator.
+    pub name: String,
+    /// The Arrow IPC file (beside the manifest) holding it.
+    pub file: String,
+    /// Rows in that file.
+    pub rows: u64,
 }
 
 /// The state of an aggregate feeding another, as of a checkpoint.

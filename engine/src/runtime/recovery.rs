@@ -4,7 +4,8 @@
 use super::StreamJob;
 use crate::checkpoint::failpoint;
 use crate::checkpoint::manifest::{
-    EpochLog, LiveCheckpoint, Manifest, QueryCheckpoint, SourceCheckpoint, StageCheckpoint, Totals,
+    EpochLog, LiveCheckpoint, Manifest, NamedState, OperatorCheckpoint, QueryCheckpoint,
+    SourceCheckpoint, StageCheckpoint, Totals,
 };
 use crate::driver::EpochRange;
 use crate::error::{EngineError, Result};
@@ -160,6 +161,26 @@ impl StreamJob {
                 let rows = store.get_state(manifest.epoch, &stage.state_file).await?;
                 query.restore_inner(index, rows, stage.emitted_upto).await?;
             }
+            for operator in &saved.operators {
+                let mut sides = Vec::new();
+                for name in ["left", "right"] {
+                    let piece =
+                        operator
+                            .state
+                            .iter()
+                            .find(|s| s.name == name)
+                            .ok_or_else(|| {
+                                EngineError::Checkpoint(format!(
+                                    "checkpoint {} in {dir}: operator {} has no '{name}' state",
+                                    manifest.epoch, operator.operator
+                                ))
+                            })?;
+                    sides.push(store.get_state(manifest.epoch, &piece.file).await?);
+                }
+                let right = sides.pop().unwrap_or_default();
+                let left = sides.pop().unwrap_or_default();
+                query.restore_join(left, right, operator.frontier)?;
+            }
             let stamps = match &saved.stamps_file {
                 Some(file) => store.get_state(manifest.epoch, file).await?,
                 None => Vec::new(),
@@ -296,7 +317,28 @@ impl StreamJob {
                 state_rows: 0,
                 stamps_file: None,
                 inner: Vec::new(),
+                operators: Vec::new(),
             };
+            if let Some(join) = query.join() {
+                let mut state = Vec::new();
+                for (name, (schema, rows)) in ["left", "right"].into_iter().zip(join.snapshot()) {
+                    let file = format!("q{i}.join.{name}.arrow");
+                    bytes += checkpoints
+                        .store
+                        .put_state(epoch, &file, &schema, &rows)
+                        .await?;
+                    state.push(NamedState {
+                        name: name.to_string(),
+                        file,
+                        rows: rows.iter().map(|b| b.num_rows() as u64).sum(),
+                    });
+                }
+                entry.operators.push(OperatorCheckpoint {
+                    operator: join.plan().output_name.clone(),
+                    frontier: join.joined_before(),
+                    state,
+                });
+            }
             if let Some((schema, rows, emitted_upto)) = query.snapshot() {
                 let file = format!("q{i}.arrow");
                 bytes += checkpoints

@@ -68,8 +68,52 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
             let _ = writeln!(out, "  on emission (final aggregate, then):");
             indent(&mut out, &render(&agg.post));
         }
+        QueryShape::Join(join) => explain_join(&mut out, join, watermark_of),
     }
     out
+}
+
+/// A windowed join: the aggregates feeding it, each side, the join and what reads it.
+fn explain_join(
+    out: &mut String,
+    join: &super::join::JoinPlan,
+    watermark_of: &dyn Fn(&str) -> Option<String>,
+) {
+    for (i, inner) in join.inner.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  aggregate {} of {} (its windows, once emitted, are read as {} by a side of the join):",
+            i + 1,
+            join.inner.len(),
+            inner.output_name
+        );
+        explain_aggregate(out, inner, watermark_of, "  ");
+    }
+    let _ = writeln!(
+        out,
+        "  kind: windowed join of two streams on {} ({} {:?} wide); each side's rows are held by window until both sides are complete for it, then the window is joined once and its rows dropped; a row of a window already joined goes to dead letters",
+        join.display, join.width, join.unit
+    );
+    for (name, side) in [("left (build)", &join.left), ("right (probe)", &join.right)] {
+        let complete = match &side.frontier {
+            super::join::SideFrontier::Sources { sources, .. } => {
+                let marks: Vec<String> = sources
+                    .iter()
+                    .map(|s| format!("{s}: {}", watermark_of(s).unwrap_or_default()))
+                    .collect();
+                format!("once the watermark passes its end ({})", marks.join("; "))
+            }
+            super::join::SideFrontier::Aggregate { input } => {
+                format!("once {input} has emitted it")
+            }
+        };
+        let _ = writeln!(out, "  {name} side, complete for a window {complete}:");
+        indent(out, &render(&side.plan));
+    }
+    let _ = writeln!(out, "  join (over the closed windows' rows of both sides):");
+    indent(out, &render(&join.join));
+    let _ = writeln!(out, "  then:");
+    indent(out, &render(&join.post));
 }
 
 /// The window or key, state and per-micro-batch plan of one aggregate, indented by `pad`.

@@ -153,6 +153,8 @@ pub enum QueryShape {
     },
     /// One aggregate, windowed or keyed.
     Aggregate(Box<AggregatePlan>),
+    /// A windowed join of two streams (over windowed aggregates or bucketed rows).
+    Join(Box<super::join::JoinPlan>),
 }
 
 /// The streaming plan of one `INSERT INTO target SELECT …`.
@@ -401,22 +403,29 @@ impl StreamPlanner {
         let physical = super::lookup::orient_lookup_joins(physical, at)?;
         let output_schema = physical.schema();
         let mut aggregates = Vec::new();
-        check_streamable(&physical, at, &mut aggregates)?;
+        let mut joins = Vec::new();
+        check_streamable(&physical, at, &mut aggregates, &mut joins)?;
         let mut sources = Vec::new();
         collect_leaves(&physical, &mut sources);
         let physical_for_lookups = Arc::clone(&physical);
-        let shape = if aggregates.is_empty() {
-            QueryShape::Stateless {
+        let shape = match joins.as_slice() {
+            [] if aggregates.is_empty() => QueryShape::Stateless {
                 plan: partition_rowwise(physical, self.workers)?,
+            },
+            [] => QueryShape::Aggregate(Box::new(self.cut_aggregates(&physical, insert)?)),
+            [join] => QueryShape::Join(Box::new(self.plan_join(&physical, join, insert)?)),
+            _ => {
+                return Err(SqlError::Unsupported {
+                    at,
+                    message: "a streaming INSERT may join two streams once: join the result of one join with a third stream in another pipeline, or in `volley batch`".into(),
+                });
             }
-        } else {
-            QueryShape::Aggregate(Box::new(self.cut_aggregates(&physical, insert)?))
         };
         let key_columns = match &shape {
             // With grouping sets the visible group columns do not identify a row: a rolled-up
             // NULL and a NULL key look alike.
             QueryShape::Aggregate(agg) if agg.has_grouping_sets() => Vec::new(),
-            QueryShape::Stateless { .. } => Vec::new(),
+            QueryShape::Stateless { .. } | QueryShape::Join(_) => Vec::new(),
             QueryShape::Aggregate(agg) => (0..output_schema.fields().len())
                 .filter(|&i| {
                     trace_column(&agg.post, i).is_some_and(|origins| {
@@ -654,13 +663,35 @@ impl StreamPlanner {
         window_expr: &Arc<dyn PhysicalExpr>,
         window: &WindowSpec,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let ts = as_bucket(window_expr)
+            .ok()
+            .flatten()
+            .and_then(|b| column_of(&b.ts))
+            .ok_or_else(|| {
+                SqlError::Internal(
+                    "splitting late rows: the window has no event-time column".into(),
+                )
+            })?;
+        let pre_type = pre.schema().field(ts).data_type().clone();
+        self.split_late_typed(pre, window_expr, &pre_type, window)
+    }
+
+    /// [`Self::split_late_at_leaves`] where `window_expr`'s time column (of type `pre_type`)
+    /// is computed below `pre`'s output, as a bucket in a projection of a join's side.
+    pub(super) fn split_late_typed(
+        &self,
+        pre: &Arc<dyn ExecutionPlan>,
+        window_expr: &Arc<dyn PhysicalExpr>,
+        pre_type: &DataType,
+        window: &WindowSpec,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let internal = |what: &str| SqlError::Internal(format!("splitting late rows: {what}"));
         let ts = as_bucket(window_expr)
             .ok()
             .flatten()
             .and_then(|b| column_of(&b.ts))
             .ok_or_else(|| internal("the window has no event-time column"))?;
-        let pre_type = pre.schema().field(ts).data_type().clone();
+        let pre_type = pre_type.clone();
         Arc::clone(pre)
             .transform_up(|node| {
                 let Some(leaf) = node.downcast_ref::<super::leaf::EpochSourceExec>() else {
@@ -699,6 +730,231 @@ impl StreamPlanner {
             })
             .map(|t| t.data)
             .map_err(|e| internal(&e.to_string()))
+    }
+
+    /// Plans a query whose stateful top is `join`, a join of two streams: the aggregates
+    /// below it are cut as inner stages, the join becomes a windowed join over the windows
+    /// both sides share, and what is above it reads its output.
+    fn plan_join(
+        &self,
+        root: &Arc<dyn ExecutionPlan>,
+        join_node: &Arc<dyn ExecutionPlan>,
+        insert: &InsertDecl,
+    ) -> Result<super::join::JoinPlan> {
+        let at = insert.at;
+        let mut stages = Vec::new();
+        let mut found = None;
+        let post = self.cut_join(root, join_node, insert, &mut stages, &mut found)?;
+        let Some((join, left, right)) = found else {
+            return Err(SqlError::Internal(
+                "the join vanished while planning it".into(),
+            ));
+        };
+        let Some(hash) = join.downcast_ref::<HashJoinExec>() else {
+            return Err(SqlError::Internal(
+                "a stream join that is not a hash join".into(),
+            ));
+        };
+        let refuse = |message: String| SqlError::Unsupported { at, message };
+        let mut window = None;
+        for (l, r) in hash.on() {
+            let (Some(l), Some(r)) = (column_of(l), column_of(r)) else {
+                continue;
+            };
+            let sides = (
+                super::join::side_window(&left, l, &stages),
+                super::join::side_window(&right, r, &stages),
+            );
+            if let (Some(a), Some(b)) = sides {
+                window = Some((l, r, a, b));
+                break;
+            }
+        }
+        let Some((l, r, left_window, right_window)) = window else {
+            return Err(refuse(
+                "a join of two streams needs both sides in the same tumbling window, joined on it: group or bucket each side by date_bin(INTERVAL ..., event_time) and join ON a.w = b.w AND a.key = b.key, so each window is joined once when both sides are complete. Without a window the join's state would grow forever; write each stream to its own table and join them in `volley batch`".into(),
+            ));
+        };
+        if left_window.size() != right_window.size() {
+            return Err(refuse(format!(
+                "the two sides of a windowed join must use the same window: {:?} against {:?}",
+                left_window.size(),
+                right_window.size()
+            )));
+        }
+        let (width, unit) = left_window.size();
+        let display = format!(
+            "{} = {}",
+            left.schema().field(l).name(),
+            right.schema().field(r).name()
+        );
+        let left = self.join_side(left, l, &left_window, width, unit, &display, at)?;
+        let right = self.join_side(right, r, &right_window, width, unit, &display, at)?;
+        for stage in &stages {
+            if stage.window.is_none() {
+                return Err(refuse(format!(
+                    "a keyed aggregate (GROUP BY {} without a window) feeds a join of two streams: its updates never end, so no window of the join would close. Window it (GROUP BY date_bin(INTERVAL ..., event_time), ...)",
+                    keyed_groups(stage)
+                )));
+            }
+        }
+        let output_name = format!("{}#join", insert.target);
+        let (post_slot, leaf) = self.output_leaf(&output_name, join.schema())?;
+        let post = post
+            .transform_up(|node| {
+                Ok(if Arc::ptr_eq(&node, &join) {
+                    Transformed::yes(Arc::clone(&leaf))
+                } else {
+                    Transformed::no(node)
+                })
+            })
+            .map(|t| t.data)
+            .map_err(|e| SqlError::Internal(format!("placing the join's output: {e}")))?;
+        Ok(super::join::JoinPlan {
+            join,
+            left,
+            right,
+            width,
+            unit,
+            display,
+            inner: stages,
+            post_slot,
+            output_name,
+            post,
+        })
+    }
+
+    /// `node` with the aggregates under `target` cut (into `stages`) and `target` itself
+    /// taken out (into `found`: the join, and its cut sides); it stays in place, its children
+    /// cut, to be replaced by the join's output leaf.
+    fn cut_join(
+        &self,
+        node: &Arc<dyn ExecutionPlan>,
+        target: &Arc<dyn ExecutionPlan>,
+        insert: &InsertDecl,
+        stages: &mut Vec<AggregatePlan>,
+        found: &mut Option<CutJoin>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if Arc::ptr_eq(node, target) {
+            let children = node.children();
+            let (Some(left), Some(right)) = (children.first(), children.get(1)) else {
+                return Err(SqlError::Internal("a join without two sides".into()));
+            };
+            let left = self.cut(left, insert, stages)?;
+            let right = self.cut(right, insert, stages)?;
+            let join = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+                Arc::clone(node),
+                vec![Arc::clone(&left), Arc::clone(&right)],
+            )
+            .map_err(|e| SqlError::Internal(format!("cutting the join: {e}")))?;
+            *found = Some((Arc::clone(&join), left, right));
+            return Ok(join);
+        }
+        if node.downcast_ref::<AggregateExec>().is_some() {
+            return Err(SqlError::Unsupported {
+                at: insert.at,
+                message: "an aggregate over a join of two streams is not streamed yet: aggregate each stream first and join the aggregates on their window (the windowed join's rows are then final), or write the joined rows to a table and aggregate it in `volley batch`".into(),
+            });
+        }
+        let children = node.children();
+        let mut cut = Vec::with_capacity(children.len());
+        for child in &children {
+            cut.push(self.cut_join(child, target, insert, stages, found)?);
+        }
+        datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+            Arc::clone(node),
+            cut,
+        )
+        .map_err(|e| SqlError::Internal(format!("cutting the plan at a join: {e}")))
+    }
+
+    /// One side of a windowed join: its plan (late rows split out at its leaves when it
+    /// buckets source rows) and when its windows are complete.
+    #[expect(clippy::too_many_arguments)]
+    fn join_side(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        column: usize,
+        window: &super::join::SideWindow,
+        width: i64,
+        unit: arrow::datatypes::TimeUnit,
+        display: &str,
+        at: StatementRef,
+    ) -> Result<super::join::JoinSide> {
+        use super::join::{JoinSide, SideFrontier, SideWindow};
+        match window {
+            SideWindow::Aggregate { input, .. } => Ok(JoinSide {
+                plan: partition_rowwise(plan, self.workers)?,
+                window_column: column,
+                frontier: SideFrontier::Aggregate {
+                    input: input.clone(),
+                },
+            }),
+            SideWindow::Bucket {
+                expr,
+                ts_type,
+                origins,
+                ..
+            } => {
+                let mut sources = Vec::new();
+                let mut column_name = String::new();
+                for origin in origins {
+                    let source = self.sources.get(&origin.input).ok_or_else(|| {
+                        SqlError::Unsupported {
+                            at,
+                            message: format!(
+                                "the window {display} of a join must be over a source's watermarked event time, not over '{}'",
+                                origin.input
+                            ),
+                        }
+                    })?;
+                    column_name = source.schema.field(origin.column).name().clone();
+                    match &source.watermark {
+                        Some(wm) if wm.column == column_name => sources.push(source.name.clone()),
+                        _ => {
+                            return Err(SqlError::Unsupported {
+                                at,
+                                message: format!(
+                                    "the window {display} of a join is over column '{column_name}' of table '{}', which has no watermark, so its windows would never close. Declare one: OPTIONS ('watermark' '{column_name} - INTERVAL ''5 seconds''')",
+                                    source.name
+                                ),
+                            });
+                        }
+                    }
+                }
+                let gate = LateGate::new();
+                let spec = WindowSpec {
+                    group_index: 0,
+                    size: WindowSize::Fixed(width),
+                    unit,
+                    column: column_name,
+                    sources: sources.clone(),
+                    gate: Arc::clone(&gate),
+                    display: display.to_string(),
+                    lateness: 0,
+                    hop: None,
+                };
+                let split = self.split_late_typed(&plan, expr, ts_type, &spec)?;
+                Ok(JoinSide {
+                    plan: partition_rowwise(split, self.workers)?,
+                    window_column: column,
+                    frontier: SideFrontier::Sources { sources, gate },
+                })
+            }
+        }
+    }
+
+    /// A slot and the leaf reading it, for an operator's output named `name`.
+    fn output_leaf(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+    ) -> Result<(Arc<EpochSlot>, Arc<dyn ExecutionPlan>)> {
+        let slot = EpochSlot::new();
+        let leaf =
+            super::leaf::EpochSourceExec::new(name.to_string(), schema, None, Arc::clone(&slot))
+                .map_err(|e| SqlError::Internal(e.to_string()))?;
+        Ok((slot, Arc::new(leaf)))
     }
 
     /// The window of a hop found among the group keys: panes over a watermarked source column.
@@ -1097,18 +1353,25 @@ fn keyed_groups(agg: &AggregatePlan) -> String {
     names.join(", ")
 }
 
-/// Checks every node can run per epoch; collects aggregate nodes.
+/// Checks every node can run per epoch; collects aggregate nodes and joins of two streams.
 fn check_streamable(
     plan: &Arc<dyn ExecutionPlan>,
     at: StatementRef,
     aggregates: &mut Vec<Arc<dyn ExecutionPlan>>,
+    joins: &mut Vec<Arc<dyn ExecutionPlan>>,
 ) -> Result<()> {
-    if let Some(join) = plan.downcast_ref::<HashJoinExec>()
-        && super::lookup::lookup_build_side(join).is_some()
-    {
-        // The build side is the lookup table, run once as in batch: only the probe side streams.
-        super::lookup::check_lookup_join(join, at)?;
-        return check_streamable(join.right(), at, aggregates);
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        if super::lookup::lookup_build_side(join).is_some() {
+            // The build side is the lookup table, run once as in batch: only the probe side
+            // streams.
+            super::lookup::check_lookup_join(join, at)?;
+            return check_streamable(join.right(), at, aggregates, joins);
+        }
+        if is_stream_join(join) {
+            joins.push(Arc::clone(plan));
+            check_streamable(join.left(), at, aggregates, joins)?;
+            return check_streamable(join.right(), at, aggregates, joins);
+        }
     }
     match capability(plan.as_ref()) {
         Capability::Aggregate => aggregates.push(Arc::clone(plan)),
@@ -1116,9 +1379,25 @@ fn check_streamable(
         Capability::Refused(message) => return Err(SqlError::Unsupported { at, message }),
     }
     for child in plan.children() {
-        check_streamable(child, at, aggregates)?;
+        check_streamable(child, at, aggregates, joins)?;
     }
     Ok(())
+}
+
+/// A join of two streams taken out of its plan: the join (children cut), its left and right.
+type CutJoin = (
+    Arc<dyn ExecutionPlan>,
+    Arc<dyn ExecutionPlan>,
+    Arc<dyn ExecutionPlan>,
+);
+
+/// Whether both sides of `join` read streams.
+fn is_stream_join(join: &HashJoinExec) -> bool {
+    let mut left = Vec::new();
+    collect_leaves(join.left(), &mut left);
+    let mut right = Vec::new();
+    collect_leaves(join.right(), &mut right);
+    !left.is_empty() && !right.is_empty()
 }
 
 /// Splits the epoch leaves of `plan` into `workers` partitions when every node above them works

@@ -26,3 +26,4 @@ mod scale_out;
 mod sink_fit;
 mod slt;
 mod state_ttl;
+mod window_join;

@@ -1,0 +1,279 @@
+//! The state of a windowed join of two streams: each side's rows by window, until both
+//! sides are complete for a window; then DataFusion's own join runs once over that window's
+//! rows (any join type means what it means in batch) and they are dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use volley_sql::stream::join::{JoinPlan, JoinSide, SideFrontier};
+
+use crate::aggregate::split_by_window;
+use crate::error::{EngineError, Result};
+
+/// One side's held rows, by window start (None: rows with no time, joined at the end).
+#[derive(Debug, Default)]
+struct Held {
+    windows: BTreeMap<Option<i64>, Vec<RecordBatch>>,
+}
+
+impl Held {
+    fn add(&mut self, batches: Vec<RecordBatch>, column: usize) -> Result<()> {
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            for (start, rows) in split_by_window(batch, column)? {
+                self.windows.entry(start).or_default().push(rows);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the rows of windows starting before `frontier` (every window, NULL too, when
+    /// `all`).
+    fn take_before(&mut self, frontier: i64, all: bool) -> Vec<RecordBatch> {
+        if all {
+            return std::mem::take(&mut self.windows)
+                .into_values()
+                .flatten()
+                .collect();
+        }
+        let later = self.windows.split_off(&Some(frontier));
+        let (none, closed): (Vec<_>, Vec<_>) = std::mem::replace(&mut self.windows, later)
+            .into_iter()
+            .partition(|(start, _)| start.is_none());
+        self.windows.extend(none);
+        closed.into_iter().flat_map(|(_, rows)| rows).collect()
+    }
+
+    fn rows(&self) -> usize {
+        self.windows
+            .values()
+            .flatten()
+            .map(RecordBatch::num_rows)
+            .sum()
+    }
+
+    fn snapshot(&self) -> Vec<RecordBatch> {
+        self.windows.values().flatten().cloned().collect()
+    }
+}
+
+/// A windowed join's state.
+#[derive(Debug)]
+pub struct JoinState {
+    plan: JoinPlan,
+    left: Held,
+    right: Held,
+    /// Windows starting before this have been joined (the window column's unit).
+    joined_before: Option<i64>,
+    task_ctx: Arc<TaskContext>,
+}
+
+/// What a windowed join produced in an epoch.
+#[derive(Debug, Default)]
+pub struct JoinOutput {
+    /// Joined rows, before the segment above the join.
+    pub rows: Vec<RecordBatch>,
+    /// Windows joined.
+    pub windows: usize,
+}
+
+impl JoinState {
+    /// Empty state for `plan`.
+    pub fn new(plan: JoinPlan, task_ctx: Arc<TaskContext>) -> Self {
+        Self {
+            plan,
+            left: Held::default(),
+            right: Held::default(),
+            joined_before: None,
+            task_ctx,
+        }
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &JoinPlan {
+        &self.plan
+    }
+
+    /// Rows held, both sides.
+    pub fn state_rows(&self) -> usize {
+        self.left.rows() + self.right.rows()
+    }
+
+    /// Windows holding rows on some side.
+    pub fn open_windows(&self) -> usize {
+        let mut starts: Vec<&Option<i64>> = self.left.windows.keys().collect();
+        starts.extend(self.right.windows.keys());
+        starts.sort_unstable();
+        starts.dedup();
+        starts.len()
+    }
+
+    /// Runs one epoch: takes each side's new rows (when `fresh` or an aggregate feeding a
+    /// side emitted), then joins every window both sides are complete for by `watermarks`
+    /// (nanoseconds, by input name), every window when `all_done`.
+    ///
+    /// # Errors
+    /// Execution failures.
+    pub async fn run_epoch(
+        &mut self,
+        read: bool,
+        watermarks: &HashMap<String, Option<i64>>,
+        all_done: bool,
+    ) -> Result<JoinOutput> {
+        if read {
+            let left = self.side_rows(&self.plan.left).await?;
+            let right = self.side_rows(&self.plan.right).await?;
+            self.left.add(left, self.plan.left.window_column)?;
+            self.right.add(right, self.plan.right.window_column)?;
+        }
+        let frontier = [&self.plan.left, &self.plan.right]
+            .into_iter()
+            .map(|side| self.frontier(side, watermarks))
+            .try_fold(i64::MAX, |min, f| f.map(|f| min.min(f)));
+        let frontier = if all_done { Some(i64::MAX) } else { frontier };
+        let Some(frontier) = frontier else {
+            return Ok(JoinOutput::default());
+        };
+        if self.joined_before.is_some_and(|j| frontier <= j) && !all_done {
+            return Ok(JoinOutput::default());
+        }
+        let windows = self.closed_windows(frontier, all_done);
+        let left = self.left.take_before(frontier, all_done);
+        let right = self.right.take_before(frontier, all_done);
+        self.joined_before = Some(frontier);
+        self.close_gates(frontier);
+        if left.is_empty() && right.is_empty() {
+            return Ok(JoinOutput {
+                rows: Vec::new(),
+                windows,
+            });
+        }
+        let rows = self.join(left, right).await?;
+        Ok(JoinOutput { rows, windows })
+    }
+
+    /// Restores held rows and where joining had got to.
+    ///
+    /// # Errors
+    /// Rows that do not fit a side.
+    pub fn restore(
+        &mut self,
+        left: Vec<RecordBatch>,
+        right: Vec<RecordBatch>,
+        joined_before: Option<i64>,
+    ) -> Result<()> {
+        self.left = Held::default();
+        self.right = Held::default();
+        self.left.add(left, self.plan.left.window_column)?;
+        self.right.add(right, self.plan.right.window_column)?;
+        self.joined_before = joined_before;
+        if let Some(frontier) = joined_before {
+            self.close_gates(frontier);
+        }
+        Ok(())
+    }
+
+    /// Held rows of each side (with the sides' schemas) and where joining had got to.
+    pub fn snapshot(&self) -> [(SchemaRef, Vec<RecordBatch>); 2] {
+        [
+            (self.plan.left.plan.schema(), self.left.snapshot()),
+            (self.plan.right.plan.schema(), self.right.snapshot()),
+        ]
+    }
+
+    /// Windows starting before this have been joined.
+    pub fn joined_before(&self) -> Option<i64> {
+        self.joined_before
+    }
+
+    fn closed_windows(&self, frontier: i64, all: bool) -> usize {
+        let mut starts: Vec<Option<i64>> = self
+            .left
+            .windows
+            .keys()
+            .chain(self.right.windows.keys())
+            .copied()
+            .filter(|s| all || s.is_some_and(|s| s < frontier))
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        starts.len()
+    }
+
+    /// Rows of windows starting before `frontier` that reach a side from now on are late.
+    fn close_gates(&self, frontier: i64) {
+        for side in [&self.plan.left, &self.plan.right] {
+            if let SideFrontier::Sources { gate, .. } = &side.frontier {
+                gate.set_cutoff(frontier.saturating_sub(1));
+            }
+        }
+    }
+
+    /// The window start before which `side`'s rows are complete (the window column's unit);
+    /// `None` while a watermark it depends on is unknown.
+    fn frontier(&self, side: &JoinSide, watermarks: &HashMap<String, Option<i64>>) -> Option<i64> {
+        let per = self.plan.nanos_per_unit();
+        match &side.frontier {
+            SideFrontier::Sources { sources, .. } => {
+                let wm = crate::query::min_watermark(sources, watermarks)?;
+                if wm == i64::MAX {
+                    return Some(i64::MAX);
+                }
+                // Window [s, s + width) is complete once the watermark reaches its end.
+                Some(
+                    wm.div_euclid(per)
+                        .saturating_sub(self.plan.width)
+                        .saturating_add(1),
+                )
+            }
+            SideFrontier::Aggregate { input } => {
+                let wm = watermarks.get(input).copied().flatten()?;
+                Some(if wm == i64::MAX {
+                    i64::MAX
+                } else {
+                    wm.div_euclid(per)
+                })
+            }
+        }
+    }
+
+    async fn side_rows(&self, side: &JoinSide) -> Result<Vec<RecordBatch>> {
+        let parts = datafusion::physical_plan::collect_partitioned(
+            Arc::clone(&side.plan),
+            Arc::clone(&self.task_ctx),
+        )
+        .await
+        .map_err(EngineError::exec("a side of the windowed join"))?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// DataFusion's join over these rows of each side.
+    async fn join(
+        &self,
+        left: Vec<RecordBatch>,
+        right: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>> {
+        let what = "the windowed join";
+        let left = MemorySourceConfig::try_new_exec(&[left], self.plan.left.plan.schema(), None)
+            .map_err(EngineError::exec(what))?;
+        let right = MemorySourceConfig::try_new_exec(&[right], self.plan.right.plan.schema(), None)
+            .map_err(EngineError::exec(what))?;
+        let left: Arc<dyn ExecutionPlan> = left;
+        let right: Arc<dyn ExecutionPlan> = right;
+        // A hash join keeps the table it built across runs: each window needs its own.
+        let join = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+            Arc::clone(&self.plan.join),
+            vec![left, right],
+        )
+        .and_then(ExecutionPlan::reset_state)
+        .map_err(EngineError::exec(what))?;
+        let rows = collect(join, Arc::clone(&self.task_ctx))
+            .await
+            .map_err(EngineError::exec(what))?;
+        Ok(rows.into_iter().filter(|b| b.num_rows() > 0).collect())
+    }
+}

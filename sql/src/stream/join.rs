@@ -1,0 +1,201 @@
+//! Windowed joins of two streams: both sides in the same tumbling window (each side grouped
+//! by it, or its rows bucketed by it) and joined on the window, and on keys.
+//!
+//! ```text
+//!   post:  Projection / Filter  ◀── EpochSourceExec(<target>#join)
+//!   join:  HashJoinExec(ON a.w = b.w AND a.k = b.k …) run over the rows of closed windows
+//!   sides: left plan ─▶ rows by window      right plan ─▶ rows by window
+//!          (stateless segments over the sources, or over windowed aggregates' rows)
+//! ```
+//!
+//! A side's rows are held by window until both sides are complete for it: a side that
+//! buckets source rows is complete for a window once its sources' watermark passes the
+//! window's end; a side that is a windowed aggregate, once that aggregate has emitted it.
+//! The window is then joined once, with every join type's batch meaning, and its rows are
+//! dropped. Rows that arrive for a window already joined are late and go to dead letters.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, TimeUnit};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+
+use super::late::LateGate;
+use super::leaf::EpochSlot;
+use super::plan::AggregatePlan;
+use super::trace::{column_of, trace_column};
+use super::window::{BucketSize, WindowSize, as_bucket, nanos_per_unit};
+
+/// Where a side's rows of a window are known to be complete.
+#[derive(Debug, Clone)]
+pub enum SideFrontier {
+    /// Source rows bucketed into the window: complete once the sources' watermark (the
+    /// minimum over `sources`) passes the window's end. Later rows go through `gate`.
+    Sources {
+        /// Source tables.
+        sources: Vec<String>,
+        /// Where the side's late rows leave.
+        gate: Arc<LateGate>,
+    },
+    /// A windowed aggregate's rows: complete once it has emitted the window (its output
+    /// watermark, under the aggregate's output name).
+    Aggregate {
+        /// The aggregate's output name.
+        input: String,
+    },
+}
+
+/// One side of a windowed join.
+#[derive(Debug, Clone)]
+pub struct JoinSide {
+    /// The side's rows each epoch (a stateless segment).
+    pub plan: Arc<dyn ExecutionPlan>,
+    /// The window-start column of the side's rows.
+    pub window_column: usize,
+    /// When its windows are complete.
+    pub frontier: SideFrontier,
+}
+
+/// A windowed join of two streams, its inputs and what reads its output.
+#[derive(Debug, Clone)]
+pub struct JoinPlan {
+    /// The join as DataFusion planned it; run over the closed windows' rows of both sides.
+    pub join: Arc<dyn ExecutionPlan>,
+    /// Build (left) side.
+    pub left: JoinSide,
+    /// Probe (right) side.
+    pub right: JoinSide,
+    /// The window's width, in `unit`s.
+    pub width: i64,
+    /// Unit of the window columns.
+    pub unit: TimeUnit,
+    /// The window equality, for display.
+    pub display: String,
+    /// Windowed aggregates feeding a side, innermost first.
+    pub inner: Vec<AggregatePlan>,
+    /// Where joined rows go for `post`.
+    pub post_slot: Arc<EpochSlot>,
+    /// The name of the leaf reading `post_slot`.
+    pub output_name: String,
+    /// The segment above the join.
+    pub post: Arc<dyn ExecutionPlan>,
+}
+
+impl JoinPlan {
+    /// Nanoseconds per `unit`.
+    pub fn nanos_per_unit(&self) -> i64 {
+        nanos_per_unit(self.unit)
+    }
+}
+
+/// What a side's column is as a window.
+#[derive(Debug, Clone)]
+pub(super) enum SideWindow {
+    /// A windowed aggregate's window column.
+    Aggregate {
+        /// Its output name.
+        input: String,
+        /// Window width in `unit`s.
+        width: i64,
+        /// Unit.
+        unit: TimeUnit,
+    },
+    /// A bucket of a source's event time, computed in a projection of the side.
+    Bucket {
+        /// The bucket expression (over the projection's input).
+        expr: Arc<dyn PhysicalExpr>,
+        /// The type of its time argument there.
+        ts_type: DataType,
+        /// Where the time comes from.
+        origins: Vec<super::trace::ColumnOrigin>,
+        /// Window width in `unit`s.
+        width: i64,
+        /// Unit.
+        unit: TimeUnit,
+    },
+}
+
+impl SideWindow {
+    /// Width and unit.
+    pub(super) fn size(&self) -> (i64, TimeUnit) {
+        match self {
+            SideWindow::Aggregate { width, unit, .. } | SideWindow::Bucket { width, unit, .. } => {
+                (*width, *unit)
+            }
+        }
+    }
+}
+
+/// Output column `column` of `side` as a window, if it is one.
+pub(super) fn side_window(
+    side: &Arc<dyn ExecutionPlan>,
+    column: usize,
+    inner: &[AggregatePlan],
+) -> Option<SideWindow> {
+    if let Some(origins) = trace_column(side, column) {
+        let first = origins.first()?;
+        let stage = inner.iter().find(|s| s.output_name == first.input)?;
+        let window = stage.window.as_ref()?;
+        let WindowSize::Fixed(width) = window.size else {
+            return None;
+        };
+        let same = origins
+            .iter()
+            .all(|o| o.input == first.input && o.column == window.group_index);
+        return (same && window.hop.is_none() && window.lateness == 0).then(|| {
+            SideWindow::Aggregate {
+                input: stage.output_name.clone(),
+                width,
+                unit: window.unit,
+            }
+        });
+    }
+    bucket_of(side, column)
+}
+
+/// The bucket a side computes as its column `column`.
+fn bucket_of(plan: &Arc<dyn ExecutionPlan>, column: usize) -> Option<SideWindow> {
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        let expr = &projection.expr().get(column)?.expr;
+        if let Some(c) = column_of(expr) {
+            return bucket_of(projection.input(), c);
+        }
+        let bucket = as_bucket(expr).ok().flatten()?;
+        let input = projection.input();
+        let ts = column_of(&bucket.ts)?;
+        let ts_type = input.schema().field(ts).data_type().clone();
+        let DataType::Timestamp(unit, _) = expr.data_type(input.schema().as_ref()).ok()? else {
+            return None;
+        };
+        let BucketSize::Nanos(nanos) = bucket.size else {
+            return None;
+        };
+        let per = nanos_per_unit(unit);
+        if nanos % per != 0 {
+            return None;
+        }
+        let origins = trace_column(input, ts)?;
+        return Some(SideWindow::Bucket {
+            expr: Arc::clone(expr),
+            ts_type,
+            origins,
+            width: nanos / per,
+            unit,
+        });
+    }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        let column = match filter.projection() {
+            Some(p) => *p.get(column)?,
+            None => column,
+        };
+        return bucket_of(filter.input(), column);
+    }
+    if super::capability::is_coalesce_batches(plan.as_ref())
+        || matches!(plan.name(), "RepartitionExec" | "CooperativeExec")
+    {
+        return bucket_of(plan.children().first()?, column);
+    }
+    None
+}

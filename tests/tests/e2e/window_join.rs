@@ -1,0 +1,210 @@
+//! Windowed joins of two streams: rides and payments (NULL users, times and amounts, NaN,
+//! ±0, ±inf; duplicate times; rows on window edges), each grouped or bucketed by the same
+//! tumbling window and joined on it. Streaming equals batch at every micro-batch size, order
+//! and worker count, across failures and restores, with state bounded by the open windows.
+
+use volley_engine::driver::BatchSizing;
+use volley_engine::verify::InputOrder;
+
+use crate::harness::{assert_exact, parity, pipeline, refusal, rows};
+
+const SINKS: [&str; 5] = ["per_window", "bucketed", "outer", "counted", "semi"];
+
+fn sql(seed: u64, count: u64) -> String {
+    format!(
+        r#"
+CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '{count}', 'rate' '40', 'seed' '{seed}', 'disorder' '2 seconds', 'riders' '30',
+         'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE payments STORED AS GENERATOR LOCATION 'payments'
+OPTIONS ('count' '{count}', 'rate' '30', 'seed' '{seed}', 'riders' '30', 'disorder' '2 seconds',
+         'watermark' 'event_time - INTERVAL ''2 seconds''');
+CREATE EXTERNAL TABLE per_window STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE bucketed STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE outer STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE counted STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE semi STORED AS BLACKHOLE LOCATION 'x';
+
+-- Two windowed aggregates joined on their window and key.
+INSERT INTO per_window
+SELECT r.w, r.rider_id, r.rides, p.paid, p.n, p.top
+FROM (SELECT date_bin(INTERVAL '10 seconds', event_time) AS w, rider_id, count(*) AS rides
+      FROM rides GROUP BY 1, 2) r
+JOIN (SELECT date_bin(INTERVAL '10 seconds', event_time) AS w, user_id, sum(amount) AS paid,
+             count(*) AS n, max(amount) AS top
+      FROM payments GROUP BY 1, 2) p
+  ON r.w = p.w AND r.rider_id = p.user_id;
+
+-- Raw rows bucketed by the same window on both sides.
+INSERT INTO bucketed
+SELECT r.request_id, p.payment_id, p.amount
+FROM rides r JOIN payments p
+  ON date_bin(INTERVAL '5 seconds', r.event_time) = date_bin(INTERVAL '5 seconds', p.event_time)
+ AND r.rider_id = p.user_id
+WHERE p.channel % 3 = 0;
+
+-- FULL join of aggregates: windows or keys only one side has come out too.
+INSERT INTO outer
+SELECT coalesce(r.w, p.w) AS w, r.rider_id, p.user_id, r.rides, p.n
+FROM (SELECT date_bin(INTERVAL '4 seconds', event_time) AS w, rider_id, count(*) AS rides
+      FROM rides WHERE rider_id < 12 GROUP BY 1, 2) r
+FULL JOIN (SELECT date_bin(INTERVAL '4 seconds', event_time) AS w, user_id, count(*) AS n
+           FROM payments WHERE user_id > 5 GROUP BY 1, 2) p
+  ON r.w = p.w AND r.rider_id = p.user_id;
+
+-- LEFT join of a window's rows with a windowed aggregate, and a condition beyond the keys.
+INSERT INTO counted
+SELECT r.request_id, r.rider_id, p.n
+FROM (SELECT request_id, rider_id, date_bin(INTERVAL '6 seconds', event_time) AS w FROM rides) r
+LEFT JOIN (SELECT date_bin(INTERVAL '6 seconds', event_time) AS w, user_id, count(*) AS n
+           FROM payments GROUP BY 1, 2) p
+  ON r.w = p.w AND r.rider_id = p.user_id AND p.n > 1;
+
+-- A semi-join within the window.
+INSERT INTO semi
+SELECT r.request_id FROM rides r
+WHERE EXISTS (SELECT 1 FROM payments p
+              WHERE date_bin(INTERVAL '3 seconds', p.event_time) = date_bin(INTERVAL '3 seconds', r.event_time)
+                AND p.user_id = r.rider_id);
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_joins_equal_batch_over_sizes_orders_and_workers() {
+    for seed in 0..4u64 {
+        for (sizing, count) in [
+            (BatchSizing::Fixed(1), 150),
+            (BatchSizing::Fixed(7), 700),
+            (BatchSizing::Fixed(8192), 700),
+            (
+                BatchSizing::Random {
+                    min: 1,
+                    max: 300,
+                    seed: seed + 7,
+                },
+                700,
+            ),
+        ] {
+            let p = pipeline(&sql(seed, count)).await;
+            let input = rows(&p).await;
+            for order in [InputOrder::InOrder, InputOrder::Shuffled] {
+                let workers = 1 + (seed as usize) % 3;
+                let report = parity(&p, &input, sizing.clone(), order, seed, workers).await;
+                let context = format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers");
+                assert_exact(&report, &context);
+                assert_eq!(report.sinks.len(), SINKS.len(), "{context}");
+                assert!(
+                    report.sinks.iter().all(|s| s.total > 0),
+                    "{context}: every sink got rows: {report:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_joins_restore_and_match_batch() {
+    let schedules = [
+        (vec![700, 1900], 1, vec![1, 2, 3]),
+        (vec![450, 1000, 2600], 3, vec![2, 3, 1, 2]),
+    ];
+    crate::recovery::failed_runs_restore_and_match_batch(
+        &sql(13, 3000),
+        "rides",
+        &SINKS,
+        &schedules,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_join_state_stays_flat_over_many_windows() {
+    use volley_connectors::ConnectorRegistry;
+    use volley_engine::checkpoint::manifest::Manifest;
+    use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
+    use volley_engine::setup::{JobOverrides, build_stream_job};
+
+    // 200 s of events in 2-second windows: 100 windows, a few open at a time. One source
+    // joined with itself, so both sides advance together.
+    let text = r#"
+CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '20000', 'rate' '100', 'seed' '3', 'disorder' '2 seconds', 'riders' '50',
+         'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE joined STORED AS BLACKHOLE LOCATION 'x';
+INSERT INTO joined
+SELECT a.request_id, b.request_id AS other
+FROM rides a JOIN rides b
+  ON date_bin(INTERVAL '2 seconds', a.event_time) = date_bin(INTERVAL '2 seconds', b.event_time)
+ AND a.rider_id = b.rider_id AND a.request_id < b.request_id;
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(text).await;
+    let overrides = JobOverrides {
+        sizing: Some(BatchSizing::Fixed(200)),
+        checkpoint: Some(CheckpointConfig {
+            dir: dir.path().display().to_string(),
+            interval: CheckpointInterval::Epochs(2),
+            keep: 10_000,
+            from_scratch: false,
+        }),
+        ..JobOverrides::default()
+    };
+    let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
+        .await
+        .unwrap();
+    let summary = job.run().await.unwrap();
+    assert!(summary.windows_emitted >= 100, "{summary:?}");
+    let mut held: Vec<(u64, u64)> = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("checkpoints")).unwrap() {
+        let path = entry.unwrap().path().join("manifest.json");
+        let manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let join = &manifest.queries[0].operators[0];
+        assert_eq!(join.operator, "joined#join");
+        held.push((manifest.epoch, join.state.iter().map(|s| s.rows).sum()));
+    }
+    held.sort_unstable();
+    assert!(held.len() > 40, "{} checkpoints", held.len());
+    let warm = held.len() / 10;
+    let bound = held[warm..2 * warm].iter().map(|(_, r)| *r).max().unwrap();
+    assert!(bound > 0, "{held:?}");
+    let peak = held[warm..].iter().map(|(_, r)| *r).max().unwrap();
+    assert!(
+        peak <= 2 * bound,
+        "state grew: warm-up {bound}, later {peak}: {held:?}"
+    );
+}
+
+#[tokio::test]
+async fn joins_of_streams_that_cannot_stream_are_refused_with_the_rewrite() {
+    let head = r#"
+CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '10', 'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE payments STORED AS GENERATOR LOCATION 'payments'
+OPTIONS ('count' '10', 'watermark' 'event_time - INTERVAL ''1 second''');
+CREATE EXTERNAL TABLE o STORED AS BLACKHOLE LOCATION 'x';
+"#;
+    for (query, expected) in [
+        (
+            "SELECT r.request_id, p.payment_id FROM rides r JOIN payments p ON r.rider_id = p.user_id",
+            "needs both sides in the same tumbling window",
+        ),
+        (
+            "SELECT r.request_id FROM rides r JOIN payments p ON date_bin(INTERVAL '5 seconds', r.event_time) = date_bin(INTERVAL '10 seconds', p.event_time)",
+            "must use the same window",
+        ),
+        (
+            "SELECT date_bin(INTERVAL '5 seconds', r.event_time) AS w, count(*) FROM rides r JOIN payments p ON date_bin(INTERVAL '5 seconds', r.event_time) = date_bin(INTERVAL '5 seconds', p.event_time) GROUP BY 1",
+            "an aggregate over a join of two streams is not streamed yet",
+        ),
+        (
+            "SELECT r.rider_id, p.n FROM (SELECT rider_id, count(*) AS c FROM rides GROUP BY 1) r JOIN (SELECT date_bin(INTERVAL '5 seconds', event_time) AS w, user_id, count(*) AS n FROM payments GROUP BY 1, 2) p ON r.rider_id = p.user_id",
+            "same tumbling window",
+        ),
+    ] {
+        let why = refusal(&format!("{head}INSERT INTO o {query};"))
+            .await
+            .unwrap_or_else(|| panic!("not refused: {query}"));
+        assert!(why.contains(expected), "{query}: {why}");
+    }
+}
