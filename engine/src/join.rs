@@ -48,6 +48,39 @@ impl Held {
         closed.into_iter().flat_map(|(_, rows)| rows).collect()
     }
 
+    /// Interval joins hold rows unbucketed.
+    fn add_flat(&mut self, batches: Vec<RecordBatch>) {
+        let held = self.windows.entry(None).or_default();
+        held.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
+    }
+
+    /// Keeps the rows whose time (column `column`) is at or after `from` (the column's unit);
+    /// rows with no time never match and go.
+    fn retain_from(&mut self, column: usize, from: i64) -> Result<()> {
+        let Some(held) = self.windows.get_mut(&None) else {
+            return Ok(());
+        };
+        let mut kept = Vec::with_capacity(held.len());
+        for batch in held.drain(..) {
+            let times =
+                arrow::compute::cast(batch.column(column), &arrow::datatypes::DataType::Int64)?;
+            let times = times
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .ok_or_else(|| EngineError::Internal("event time is not a timestamp".into()))?;
+            let keep = arrow::compute::kernels::cmp::gt_eq(
+                times,
+                &arrow::array::Int64Array::new_scalar(from),
+            )?;
+            let batch = arrow::compute::filter_record_batch(&batch, &keep)?;
+            if batch.num_rows() > 0 {
+                kept.push(batch);
+            }
+        }
+        *held = kept;
+        Ok(())
+    }
+
     fn rows(&self) -> usize {
         self.windows
             .values()
@@ -61,14 +94,31 @@ impl Held {
     }
 }
 
+/// The earliest time (`unit`s) a side's row may have and still meet a future row of the other
+/// side, whose watermark is `mark` (`unit`s): `mark - hi` for the left side, `mark + lo`
+/// for the right (`bound` in nanoseconds, rounded so nothing that could match is dropped).
+fn keep_from(mark: i64, bound: i64, per: i64, left: bool) -> i64 {
+    if mark == i64::MAX {
+        return i64::MAX;
+    }
+    if left {
+        mark.saturating_sub(bound.div_euclid(per) + 1)
+    } else {
+        mark.saturating_add(bound.div_euclid(per))
+    }
+}
+
 /// A windowed join's state.
 #[derive(Debug)]
 pub struct JoinState {
     plan: JoinPlan,
     left: Held,
     right: Held,
-    /// Windows starting before this have been joined (the window column's unit).
+    /// Windows starting before this have been joined (the window column's unit). For an
+    /// interval join: the left watermark the right side was last trimmed by.
     joined_before: Option<i64>,
+    /// An interval join: the right watermark the left side was last trimmed by.
+    right_mark: Option<i64>,
     task_ctx: Arc<TaskContext>,
 }
 
@@ -89,6 +139,7 @@ impl JoinState {
             left: Held::default(),
             right: Held::default(),
             joined_before: None,
+            right_mark: None,
             task_ctx,
         }
     }
@@ -124,6 +175,9 @@ impl JoinState {
         watermarks: &HashMap<String, Option<i64>>,
         all_done: bool,
     ) -> Result<JoinOutput> {
+        if let Some(bounds) = self.plan.interval {
+            return self.run_interval(read, watermarks, bounds).await;
+        }
         if read {
             let left = self.side_rows(&self.plan.left).await?;
             let right = self.side_rows(&self.plan.right).await?;
@@ -156,6 +210,68 @@ impl JoinState {
         Ok(JoinOutput { rows, windows })
     }
 
+    /// An interval join's epoch: the new rows of each side meet every held (and new) row of
+    /// the other; then each side keeps only the rows a future row of the other side could
+    /// still match, by its watermark, and rows older than that watermark become late.
+    async fn run_interval(
+        &mut self,
+        read: bool,
+        watermarks: &HashMap<String, Option<i64>>,
+        bounds: volley_sql::stream::interval::IntervalBounds,
+    ) -> Result<JoinOutput> {
+        let mut rows = Vec::new();
+        if read {
+            let new_left = self.side_rows(&self.plan.left).await?;
+            let new_right = self.side_rows(&self.plan.right).await?;
+            let held_left = self.left.snapshot();
+            let mut right_all = self.right.snapshot();
+            right_all.extend(new_right.iter().cloned());
+            if !new_left.is_empty() && !right_all.is_empty() {
+                rows.extend(self.join(new_left.clone(), right_all).await?);
+            }
+            if !held_left.is_empty() && !new_right.is_empty() {
+                rows.extend(self.join(held_left, new_right.clone()).await?);
+            }
+            self.left.add_flat(new_left);
+            self.right.add_flat(new_right);
+        }
+        let per = self.plan.nanos_per_unit();
+        let mark = |side: &JoinSide| match &side.frontier {
+            SideFrontier::Sources { sources, .. } => {
+                crate::query::min_watermark(sources, watermarks).map(|wm| {
+                    if wm == i64::MAX {
+                        i64::MAX
+                    } else {
+                        wm.div_euclid(per)
+                    }
+                })
+            }
+            SideFrontier::Aggregate { .. } => None,
+        };
+        let (left_mark, right_mark) = (mark(&self.plan.left), mark(&self.plan.right));
+        // A left row at l is done once no right row at or after the right watermark can be
+        // within [l + lo, l + hi]; a right row at r once no left row can be within
+        // [r - hi, r - lo].
+        if let Some(wm) = right_mark {
+            let keep_from = keep_from(wm, bounds.hi, per, true);
+            self.left
+                .retain_from(self.plan.left.window_column, keep_from)?;
+        }
+        if let Some(wm) = left_mark {
+            let keep_from = keep_from(wm, bounds.lo, per, false);
+            self.right
+                .retain_from(self.plan.right.window_column, keep_from)?;
+        }
+        for (side, wm) in [(&self.plan.left, left_mark), (&self.plan.right, right_mark)] {
+            if let (SideFrontier::Sources { gate, .. }, Some(wm)) = (&side.frontier, wm) {
+                gate.set_cutoff(wm.saturating_sub(1));
+            }
+        }
+        self.joined_before = left_mark;
+        self.right_mark = right_mark;
+        Ok(JoinOutput { rows, windows: 0 })
+    }
+
     /// Restores held rows and where joining had got to.
     ///
     /// # Errors
@@ -164,14 +280,30 @@ impl JoinState {
         &mut self,
         left: Vec<RecordBatch>,
         right: Vec<RecordBatch>,
-        joined_before: Option<i64>,
+        marks: &[Option<i64>],
     ) -> Result<()> {
         self.left = Held::default();
         self.right = Held::default();
+        let first = marks.first().copied().flatten();
+        if self.plan.interval.is_some() {
+            self.left.add_flat(left);
+            self.right.add_flat(right);
+            self.joined_before = first;
+            self.right_mark = marks.get(1).copied().flatten();
+            for (side, wm) in [
+                (&self.plan.left, self.joined_before),
+                (&self.plan.right, self.right_mark),
+            ] {
+                if let (SideFrontier::Sources { gate, .. }, Some(wm)) = (&side.frontier, wm) {
+                    gate.set_cutoff(wm.saturating_sub(1));
+                }
+            }
+            return Ok(());
+        }
         self.left.add(left, self.plan.left.window_column)?;
         self.right.add(right, self.plan.right.window_column)?;
-        self.joined_before = joined_before;
-        if let Some(frontier) = joined_before {
+        self.joined_before = first;
+        if let Some(frontier) = first {
             self.close_gates(frontier);
         }
         Ok(())
@@ -185,9 +317,15 @@ impl JoinState {
         ]
     }
 
-    /// Windows starting before this have been joined.
-    pub fn joined_before(&self) -> Option<i64> {
-        self.joined_before
+    /// Where the join had got to: for a windowed join, the window start before which every
+    /// window was joined; for an interval join, the left and right watermarks the sides were
+    /// last trimmed by.
+    pub fn marks(&self) -> Vec<Option<i64>> {
+        if self.plan.interval.is_some() {
+            vec![self.joined_before, self.right_mark]
+        } else {
+            vec![self.joined_before]
+        }
     }
 
     fn closed_windows(&self, frontier: i64, all: bool) -> usize {

@@ -99,10 +99,10 @@ impl QueryRunner {
         &mut self,
         left: Vec<RecordBatch>,
         right: Vec<RecordBatch>,
-        joined_before: Option<i64>,
+        marks: &[Option<i64>],
     ) -> Result<()> {
         match &mut self.join {
-            Some(join) => join.restore(left, right, joined_before),
+            Some(join) => join.restore(left, right, marks),
             None => Err(EngineError::Checkpoint(format!(
                 "INSERT INTO {} has no join, but its checkpoint holds a join's state",
                 self.plan.target
@@ -409,7 +409,15 @@ impl QueryRunner {
         }
         let mut epoch = QueryEpoch {
             late,
-            late_at: format!("windowed join on {}", plan.display),
+            late_at: format!(
+                "{} join on {}",
+                if plan.interval.is_some() {
+                    "interval"
+                } else {
+                    "windowed"
+                },
+                plan.display
+            ),
             windows_emitted: out.windows,
             ..QueryEpoch::default()
         };
@@ -522,11 +530,18 @@ fn join_shape(join: &volley_sql::stream::join::JoinPlan) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let kind = match &join.interval {
+        Some(b) => format!(
+            "interval join on {} within [{}, {}] ns",
+            join.display, b.lo, b.hi
+        ),
+        None => format!(
+            "windowed join on {} ({} {:?} wide)",
+            join.display, join.width, join.unit
+        ),
+    };
     format!(
-        "windowed join on {} ({} {:?} wide); left [{}]; right [{}]",
-        join.display,
-        join.width,
-        join.unit,
+        "{kind}; left [{}]; right [{}]",
         columns(join.left.plan.schema()),
         columns(join.right.plan.schema())
     )

@@ -59,8 +59,10 @@ pub struct QueryCheckpoint {
 pub struct OperatorCheckpoint {
     /// The operator (`<target>#join`).
     pub operator: String,
-    /// Event time (the operator's unit) before which it has emitted everything.
-    pub frontier: Option<i64>,
+    /// Where it had got to in event time (the operator's unit): a windowed join's window
+    /// start before which every window was joined; an interval join's left and right
+    /// watermarks its sides were last trimmed by.
+    pub marks: Vec<Option<i64>>,
     /// Its pieces of state (a join's `left` and `right` rows).
     pub state: Vec<NamedState>,
 }

@@ -179,7 +179,7 @@ impl StreamJob {
                 }
                 let right = sides.pop().unwrap_or_default();
                 let left = sides.pop().unwrap_or_default();
-                query.restore_join(left, right, operator.frontier)?;
+                query.restore_join(left, right, &operator.marks)?;
             }
             let stamps = match &saved.stamps_file {
                 Some(file) => store.get_state(manifest.epoch, file).await?,
@@ -335,7 +335,7 @@ impl StreamJob {
                 }
                 entry.operators.push(OperatorCheckpoint {
                     operator: join.plan().output_name.clone(),
-                    frontier: join.joined_before(),
+                    marks: join.marks(),
                     state,
                 });
             }

@@ -89,11 +89,19 @@ fn explain_join(
         );
         explain_aggregate(out, inner, watermark_of, "  ");
     }
-    let _ = writeln!(
-        out,
-        "  kind: windowed join of two streams on {} ({} {:?} wide); each side's rows are held by window until both sides are complete for it, then the window is joined once and its rows dropped; a row of a window already joined goes to dead letters",
-        join.display, join.width, join.unit
-    );
+    if let Some(bounds) = &join.interval {
+        let _ = writeln!(
+            out,
+            "  kind: interval join of two streams on {} (right time - left time within [{} ns, {} ns]); new rows of each side meet the held rows of the other, a row is held until the other side's watermark says no partner can still come, and a row older than its own side's watermark goes to dead letters",
+            join.display, bounds.lo, bounds.hi
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  kind: windowed join of two streams on {} ({} {:?} wide); each side's rows are held by window until both sides are complete for it, then the window is joined once and its rows dropped; a row of a window already joined goes to dead letters",
+            join.display, join.width, join.unit
+        );
+    }
     for (name, side) in [("left (build)", &join.left), ("right (probe)", &join.right)] {
         let complete = match &side.frontier {
             super::join::SideFrontier::Sources { sources, .. } => {
@@ -101,16 +109,28 @@ fn explain_join(
                     .iter()
                     .map(|s| format!("{s}: {}", watermark_of(s).unwrap_or_default()))
                     .collect();
-                format!("once the watermark passes its end ({})", marks.join("; "))
+                if join.interval.is_some() {
+                    format!("by the watermark ({})", marks.join("; "))
+                } else {
+                    format!("once the watermark passes its end ({})", marks.join("; "))
+                }
             }
             super::join::SideFrontier::Aggregate { input } => {
                 format!("once {input} has emitted it")
             }
         };
-        let _ = writeln!(out, "  {name} side, complete for a window {complete}:");
+        let what = if join.interval.is_some() {
+            "held"
+        } else {
+            "complete for a window"
+        };
+        let _ = writeln!(out, "  {name} side, {what} {complete}:");
         indent(out, &render(&side.plan));
     }
-    let _ = writeln!(out, "  join (over the closed windows' rows of both sides):");
+    let _ = writeln!(
+        out,
+        "  join (DataFusion's, over the rows each epoch brings together):"
+    );
     indent(out, &render(&join.join));
     let _ = writeln!(out, "  then:");
     indent(out, &render(&join.post));

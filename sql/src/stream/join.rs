@@ -81,6 +81,9 @@ pub struct JoinPlan {
     pub output_name: String,
     /// The segment above the join.
     pub post: Arc<dyn ExecutionPlan>,
+    /// An interval join instead of a windowed one: the sides' `window_column`s are then their
+    /// event times, and `width` is 0.
+    pub interval: Option<super::interval::IntervalBounds>,
 }
 
 impl JoinPlan {

@@ -4,6 +4,7 @@ pub mod capability;
 pub mod determinism;
 pub mod explain;
 pub mod hop;
+pub mod interval;
 pub mod join;
 pub mod late;
 pub mod leaf;

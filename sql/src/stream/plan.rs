@@ -770,9 +770,14 @@ impl StreamPlanner {
                 break;
             }
         }
+        if window.is_none()
+            && let Some(bounds) = super::interval::interval_bounds(hash)
+        {
+            return self.plan_interval_join(join, left, right, bounds, stages, post, insert);
+        }
         let Some((l, r, left_window, right_window)) = window else {
             return Err(refuse(
-                "a join of two streams needs both sides in the same tumbling window, joined on it: group or bucket each side by date_bin(INTERVAL ..., event_time) and join ON a.w = b.w AND a.key = b.key, so each window is joined once when both sides are complete. Without a window the join's state would grow forever; write each stream to its own table and join them in `volley batch`".into(),
+                "a join of two streams needs both sides in the same tumbling window, joined on it (group or bucket each side by date_bin(INTERVAL ..., event_time) and join ON a.w = b.w AND a.key = b.key, so each window is joined once when both sides are complete), or a bounded interval between their event times (ON a.key = b.key AND b.ts BETWEEN a.ts - INTERVAL ... AND a.ts + INTERVAL ...). Without either the join's state would grow forever; write each stream to its own table and join them in `volley batch`".into(),
             ));
         };
         if left_window.size() != right_window.size() {
@@ -821,7 +826,172 @@ impl StreamPlanner {
             post_slot,
             output_name,
             post,
+            interval: None,
         })
+    }
+
+    /// An interval join (`ON a.k = b.k AND b.ts BETWEEN a.ts - x AND a.ts + y`) of two
+    /// streams' rows, each time a watermarked event time.
+    #[expect(clippy::too_many_arguments)]
+    fn plan_interval_join(
+        &self,
+        join: Arc<dyn ExecutionPlan>,
+        left: Arc<dyn ExecutionPlan>,
+        right: Arc<dyn ExecutionPlan>,
+        bounds: super::interval::IntervalBounds,
+        stages: Vec<AggregatePlan>,
+        post: Arc<dyn ExecutionPlan>,
+        insert: &InsertDecl,
+    ) -> Result<super::join::JoinPlan> {
+        let at = insert.at;
+        let refuse = |message: String| SqlError::Unsupported { at, message };
+        let Some(hash) = join.downcast_ref::<HashJoinExec>() else {
+            return Err(SqlError::Internal(
+                "an interval join that is not a hash join".into(),
+            ));
+        };
+        if *hash.join_type() != datafusion::common::JoinType::Inner {
+            return Err(refuse(format!(
+                "an interval join is streamed as an INNER join only ({:?} is not yet): write JOIN, or join on a shared tumbling window instead",
+                hash.join_type()
+            )));
+        }
+        if !stages.is_empty() {
+            return Err(refuse(
+                "an interval join streams source rows; join aggregates on their shared window instead".into(),
+            ));
+        }
+        let display = hash
+            .filter()
+            .map_or_else(String::new, |f| f.expression().to_string());
+        let left_side = self.interval_side(left, bounds.left_ts, &display, at)?;
+        let right_side = self.interval_side(right, bounds.right_ts, &display, at)?;
+        let unit = |side: &(super::join::JoinSide, arrow::datatypes::TimeUnit)| side.1;
+        if unit(&left_side) != unit(&right_side) {
+            return Err(refuse(format!(
+                "the two event times of the interval join {display} have different units ({:?} and {:?}); cast one to the other",
+                unit(&left_side),
+                unit(&right_side)
+            )));
+        }
+        let output_name = format!("{}#join", insert.target);
+        let (post_slot, leaf) = self.output_leaf(&output_name, join.schema())?;
+        let post = post
+            .transform_up(|node| {
+                Ok(if Arc::ptr_eq(&node, &join) {
+                    Transformed::yes(Arc::clone(&leaf))
+                } else {
+                    Transformed::no(node)
+                })
+            })
+            .map(|t| t.data)
+            .map_err(|e| SqlError::Internal(format!("placing the join's output: {e}")))?;
+        Ok(super::join::JoinPlan {
+            join,
+            unit: left_side.1,
+            left: left_side.0,
+            right: right_side.0,
+            width: 0,
+            display,
+            inner: stages,
+            post_slot,
+            output_name,
+            post,
+            interval: Some(bounds),
+        })
+    }
+
+    /// One side of an interval join: its time column must be a watermarked source's event
+    /// time; rows older than the watermark the other side was last trimmed by leave as late.
+    fn interval_side(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        ts: usize,
+        display: &str,
+        at: StatementRef,
+    ) -> Result<(super::join::JoinSide, arrow::datatypes::TimeUnit)> {
+        let refuse = |message: String| SqlError::Unsupported { at, message };
+        let ts_type = plan.schema().field(ts).data_type().clone();
+        let DataType::Timestamp(unit, _) = ts_type else {
+            return Err(refuse(format!(
+                "the interval join {display} compares {ts_type}, not event times"
+            )));
+        };
+        let origins = trace_column(&plan, ts).ok_or_else(|| {
+            refuse(format!(
+                "the interval join {display} must compare the sources' watermarked event-time columns themselves, not computed values"
+            ))
+        })?;
+        let mut sources = Vec::new();
+        for origin in &origins {
+            let source = self.sources.get(&origin.input).ok_or_else(|| {
+                refuse(format!(
+                    "the interval join {display} must compare source rows' event times, not an aggregate's"
+                ))
+            })?;
+            let column = source.schema.field(origin.column).name().clone();
+            match &source.watermark {
+                Some(wm) if wm.column == column => sources.push(source.name.clone()),
+                _ => {
+                    return Err(refuse(format!(
+                        "the interval join {display} is over column '{column}' of table '{}', which has no watermark, so no row would ever be done with. Declare one: OPTIONS ('watermark' '{column} - INTERVAL ''5 seconds''')",
+                        source.name
+                    )));
+                }
+            }
+        }
+        let gate = LateGate::new();
+        let split = self.split_late_identity(&plan, &sources, &gate, &ts_type)?;
+        Ok((
+            super::join::JoinSide {
+                plan: partition_rowwise(split, self.workers)?,
+                window_column: ts,
+                frontier: super::join::SideFrontier::Sources { sources, gate },
+            },
+            unit,
+        ))
+    }
+
+    /// `plan` with a late-row filter on each leaf of `sources` judging rows by their own
+    /// event time (cast to `ts_type`).
+    fn split_late_identity(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        sources: &[String],
+        gate: &Arc<LateGate>,
+        ts_type: &DataType,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Arc::clone(plan)
+            .transform_up(|node| {
+                let Some(leaf) = node.downcast_ref::<super::leaf::EpochSourceExec>() else {
+                    return Ok(Transformed::no(node));
+                };
+                let Some(wm) = self
+                    .sources
+                    .get(leaf.input_name())
+                    .filter(|s| sources.contains(&s.name))
+                    .and_then(|s| s.watermark.as_ref())
+                else {
+                    return Ok(Transformed::no(node));
+                };
+                let schema = leaf.input_schema();
+                let index = schema.index_of(&wm.column)?;
+                let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(&wm.column, index));
+                let column = if schema.field(index).data_type() == ts_type {
+                    column
+                } else {
+                    Arc::new(CastExpr::new(column, ts_type.clone(), None))
+                };
+                let late = LateFilter {
+                    window_start: column,
+                    gate: Arc::clone(gate),
+                };
+                Ok(Transformed::yes(
+                    Arc::new(leaf.with_late(late)) as Arc<dyn ExecutionPlan>
+                ))
+            })
+            .map(|t| t.data)
+            .map_err(|e| SqlError::Internal(format!("splitting late rows: {e}")))
     }
 
     /// `node` with the aggregates under `target` cut (into `stages`) and `target` itself

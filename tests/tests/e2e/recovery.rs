@@ -160,8 +160,13 @@ pub(crate) async fn failed_runs_restore_and_match_batch(
             let latest = store.latest().await.unwrap();
             if let Some(manifest) = &latest {
                 // A windowed query had open windows in the checkpoint this run restores.
-                open_state_restored |= manifest.queries[0].state_rows > 0
-                    || manifest.queries[0].inner.iter().any(|s| s.state_rows > 0);
+                let query = &manifest.queries[0];
+                open_state_restored |= query.state_rows > 0
+                    || query.inner.iter().any(|s| s.state_rows > 0)
+                    || query
+                        .operators
+                        .iter()
+                        .any(|o| o.state.iter().any(|s| s.rows > 0));
             }
             // Epochs logged after that checkpoint: this run must re-read exactly these.
             let pending = store

@@ -194,6 +194,14 @@ CREATE EXTERNAL TABLE o STORED AS BLACKHOLE LOCATION 'x';
             "must use the same window",
         ),
         (
+            "SELECT r.request_id FROM rides r JOIN payments p ON r.rider_id = p.user_id AND p.event_time >= r.event_time",
+            "or a bounded interval between their event times",
+        ),
+        (
+            "SELECT r.request_id FROM rides r LEFT JOIN payments p ON r.rider_id = p.user_id AND p.event_time BETWEEN r.event_time AND r.event_time + INTERVAL '5 seconds'",
+            "INNER join only",
+        ),
+        (
             "SELECT date_bin(INTERVAL '5 seconds', r.event_time) AS w, count(*) FROM rides r JOIN payments p ON date_bin(INTERVAL '5 seconds', r.event_time) = date_bin(INTERVAL '5 seconds', p.event_time) GROUP BY 1",
             "an aggregate over a join of two streams is not streamed yet",
         ),
@@ -207,4 +215,133 @@ CREATE EXTERNAL TABLE o STORED AS BLACKHOLE LOCATION 'x';
             .unwrap_or_else(|| panic!("not refused: {query}"));
         assert!(why.contains(expected), "{query}: {why}");
     }
+}
+
+/// Interval joins: payments within a time range of a ride by the same rider (a window
+/// either side, strict and inclusive bounds, and a range entirely after the ride).
+fn interval_sql(seed: u64, count: u64) -> String {
+    format!(
+        r#"
+CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '{count}', 'rate' '40', 'seed' '{seed}', 'disorder' '2 seconds', 'riders' '30',
+         'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE payments STORED AS GENERATOR LOCATION 'payments'
+OPTIONS ('count' '{count}', 'rate' '30', 'seed' '{seed}', 'riders' '30', 'disorder' '2 seconds',
+         'watermark' 'event_time - INTERVAL ''2 seconds''');
+CREATE EXTERNAL TABLE around STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE after STORED AS BLACKHOLE LOCATION 'x';
+INSERT INTO around
+SELECT r.request_id, p.payment_id, p.amount, r.event_time
+FROM rides r JOIN payments p
+  ON r.rider_id = p.user_id
+ AND p.event_time BETWEEN r.event_time - INTERVAL '2 seconds' AND r.event_time + INTERVAL '5 seconds';
+INSERT INTO after
+SELECT r.request_id, p.payment_id
+FROM payments p JOIN rides r
+  ON r.rider_id = p.user_id AND p.event_time > r.event_time
+ AND p.event_time < r.event_time + INTERVAL '1500 ms' AND p.amount > 0;
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_joins_equal_batch_over_sizes_orders_and_workers() {
+    for seed in 0..4u64 {
+        for (sizing, count) in [
+            (BatchSizing::Fixed(1), 150),
+            (BatchSizing::Fixed(7), 600),
+            (BatchSizing::Fixed(8192), 600),
+            (
+                BatchSizing::Random {
+                    min: 1,
+                    max: 300,
+                    seed: seed + 9,
+                },
+                600,
+            ),
+        ] {
+            let p = pipeline(&interval_sql(seed, count)).await;
+            let input = rows(&p).await;
+            for order in [InputOrder::InOrder, InputOrder::Shuffled] {
+                let workers = 1 + (seed as usize) % 3;
+                let report = parity(&p, &input, sizing.clone(), order, seed, workers).await;
+                let context = format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers");
+                assert_exact(&report, &context);
+                assert!(
+                    report.sinks.iter().all(|s| s.total > 0),
+                    "{context}: every sink got rows: {report:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_joins_restore_and_match_batch() {
+    let schedules = [
+        (vec![700, 1900], 1, vec![1, 2, 3]),
+        (vec![450, 1000, 2600], 3, vec![2, 3, 1, 2]),
+    ];
+    crate::recovery::failed_runs_restore_and_match_batch(
+        &interval_sql(17, 3000),
+        "rides",
+        &["around", "after"],
+        &schedules,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_join_state_stays_flat() {
+    use volley_connectors::ConnectorRegistry;
+    use volley_engine::checkpoint::manifest::Manifest;
+    use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
+    use volley_engine::setup::{JobOverrides, build_stream_job};
+
+    // 200 s of rides joined with the rides of the same rider in the next 4 seconds: 50x more
+    // time than the interval.
+    let text = r#"
+CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '20000', 'rate' '100', 'seed' '3', 'disorder' '2 seconds', 'riders' '50',
+         'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE joined STORED AS BLACKHOLE LOCATION 'x';
+INSERT INTO joined
+SELECT a.request_id, b.request_id AS next
+FROM rides a JOIN rides b
+  ON a.rider_id = b.rider_id AND b.event_time > a.event_time
+ AND b.event_time <= a.event_time + INTERVAL '4 seconds';
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(text).await;
+    let overrides = JobOverrides {
+        sizing: Some(BatchSizing::Fixed(200)),
+        checkpoint: Some(CheckpointConfig {
+            dir: dir.path().display().to_string(),
+            interval: CheckpointInterval::Epochs(2),
+            keep: 10_000,
+            from_scratch: false,
+        }),
+        ..JobOverrides::default()
+    };
+    let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
+        .await
+        .unwrap();
+    job.run().await.unwrap();
+    let mut held: Vec<(u64, u64)> = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("checkpoints")).unwrap() {
+        let path = entry.unwrap().path().join("manifest.json");
+        let manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let join = &manifest.queries[0].operators[0];
+        held.push((manifest.epoch, join.state.iter().map(|s| s.rows).sum()));
+    }
+    held.sort_unstable();
+    assert!(held.len() > 40, "{} checkpoints", held.len());
+    let warm = held.len() / 10;
+    let bound = held[warm..2 * warm].iter().map(|(_, r)| *r).max().unwrap();
+    assert!(bound > 0, "{held:?}");
+    let peak = held[warm..].iter().map(|(_, r)| *r).max().unwrap();
+    assert!(
+        peak <= 2 * bound,
+        "state grew: warm-up {bound}, later {peak}: {held:?}"
+    );
 }

@@ -1,0 +1,130 @@
+//! Recognising an interval join: `ON a.k = b.k AND b.ts BETWEEN a.ts - x AND a.ts + y`, two
+//! watermarked event times whose difference is bounded on both sides.
+//!
+//! The bounds say how long a row can still find a partner: a left row at `l` matches right
+//! rows in `[l + lo, l + hi]`, so once the right side's watermark passes `l + hi` it is done
+//! (and a right row at `r` once the left watermark passes `r - lo`). The join's own filter
+//! still decides every match; the bounds only say when rows may be dropped.
+
+use std::sync::Arc;
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
+use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::joins::utils::JoinFilter;
+
+/// `right.ts - left.ts` lies in `[lo, hi]` (nanoseconds) for every match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntervalBounds {
+    /// The left side's time column (of the left input).
+    pub left_ts: usize,
+    /// The right side's time column (of the right input).
+    pub right_ts: usize,
+    /// Lowest difference, nanoseconds.
+    pub lo: i64,
+    /// Highest difference, nanoseconds.
+    pub hi: i64,
+}
+
+/// A column (of the filter's schema) plus a constant offset in nanoseconds.
+fn term(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i64)> {
+    if let Some(c) = expr.downcast_ref::<Column>() {
+        return Some((c.index(), 0));
+    }
+    if let Some(c) = expr.downcast_ref::<CastExpr>() {
+        return term(c.expr());
+    }
+    let binary = expr.downcast_ref::<BinaryExpr>()?;
+    let sign = match binary.op() {
+        Operator::Plus => 1,
+        Operator::Minus => -1,
+        _ => return None,
+    };
+    let (column, offset) = term(binary.left())?;
+    let nanos = interval_nanos(binary.right())?;
+    Some((column, offset.checked_add(sign * nanos)?))
+}
+
+fn interval_nanos(expr: &Arc<dyn PhysicalExpr>) -> Option<i64> {
+    let literal = expr.downcast_ref::<Literal>()?;
+    match literal.value() {
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => i64::from(v.days)
+            .checked_mul(86_400_000_000_000)?
+            .checked_add(v.nanoseconds),
+        ScalarValue::IntervalDayTime(Some(v)) => i64::from(v.days)
+            .checked_mul(86_400_000_000_000)?
+            .checked_add(i64::from(v.milliseconds) * 1_000_000),
+        _ => None,
+    }
+}
+
+fn conjuncts<'a>(expr: &'a Arc<dyn PhysicalExpr>, out: &mut Vec<&'a Arc<dyn PhysicalExpr>>) {
+    if let Some(binary) = expr.downcast_ref::<BinaryExpr>()
+        && *binary.op() == Operator::And
+    {
+        conjuncts(binary.left(), out);
+        conjuncts(binary.right(), out);
+        return;
+    }
+    out.push(expr);
+}
+
+/// The interval bounds of `join`'s filter, when it bounds the difference of one left and one
+/// right column from both sides.
+pub fn interval_bounds(join: &HashJoinExec) -> Option<IntervalBounds> {
+    let filter: &JoinFilter = join.filter()?;
+    let sides = filter.column_indices();
+    let mut parts = Vec::new();
+    conjuncts(filter.expression(), &mut parts);
+    let mut pair: Option<(usize, usize)> = None;
+    let mut lo: Option<i64> = None;
+    let mut hi: Option<i64> = None;
+    for part in parts {
+        let Some(cmp) = part.downcast_ref::<BinaryExpr>() else {
+            continue;
+        };
+        let (Some((a, oa)), Some((b, ob))) = (term(cmp.left()), term(cmp.right())) else {
+            continue;
+        };
+        let (Some(sa), Some(sb)) = (sides.get(a), sides.get(b)) else {
+            continue;
+        };
+        use datafusion::common::JoinSide::{Left, Right};
+        // Normalise `a + oa  op  b + ob` to `right - left  op'  k`.
+        let (left, right, k, flipped) = match (sa.side, sb.side) {
+            (Right, Left) => (sb.index, sa.index, ob - oa, false),
+            (Left, Right) => (sa.index, sb.index, oa - ob, true),
+            _ => continue,
+        };
+        if pair.is_some_and(|p| p != (left, right)) {
+            return None;
+        }
+        pair = Some((left, right));
+        let op = *cmp.op();
+        let op = if flipped {
+            match op {
+                Operator::Gt => Operator::Lt,
+                Operator::GtEq => Operator::LtEq,
+                Operator::Lt => Operator::Gt,
+                Operator::LtEq => Operator::GtEq,
+                other => other,
+            }
+        } else {
+            op
+        };
+        match op {
+            Operator::Gt | Operator::GtEq => lo = Some(lo.map_or(k, |l: i64| l.max(k))),
+            Operator::Lt | Operator::LtEq => hi = Some(hi.map_or(k, |h: i64| h.min(k))),
+            _ => {}
+        }
+    }
+    let (left_ts, right_ts) = pair?;
+    Some(IntervalBounds {
+        left_ts,
+        right_ts,
+        lo: lo?,
+        hi: hi?,
+    })
+}
