@@ -99,10 +99,11 @@ impl QueryRunner {
         &mut self,
         left: Vec<RecordBatch>,
         right: Vec<RecordBatch>,
+        matched: &[RecordBatch],
         marks: &[Option<i64>],
     ) -> Result<()> {
         match &mut self.join {
-            Some(join) => join.restore(left, right, marks),
+            Some(join) => join.restore(left, right, matched, marks),
             None => Err(EngineError::Checkpoint(format!(
                 "INSERT INTO {} has no join, but its checkpoint holds a join's state",
                 self.plan.target

@@ -162,24 +162,25 @@ impl StreamJob {
                 query.restore_inner(index, rows, stage.emitted_upto).await?;
             }
             for operator in &saved.operators {
-                let mut sides = Vec::new();
-                for name in ["left", "right"] {
-                    let piece =
-                        operator
-                            .state
-                            .iter()
-                            .find(|s| s.name == name)
-                            .ok_or_else(|| {
-                                EngineError::Checkpoint(format!(
-                                    "checkpoint {} in {dir}: operator {} has no '{name}' state",
-                                    manifest.epoch, operator.operator
-                                ))
-                            })?;
-                    sides.push(store.get_state(manifest.epoch, &piece.file).await?);
+                let mut pieces = Vec::new();
+                for name in ["left", "right", "matched"] {
+                    let piece = operator.state.iter().find(|s| s.name == name);
+                    let rows = match piece {
+                        Some(piece) => store.get_state(manifest.epoch, &piece.file).await?,
+                        None if name == "matched" => Vec::new(),
+                        None => {
+                            return Err(EngineError::Checkpoint(format!(
+                                "checkpoint {} in {dir}: operator {} has no '{name}' state",
+                                manifest.epoch, operator.operator
+                            )));
+                        }
+                    };
+                    pieces.push(rows);
                 }
-                let right = sides.pop().unwrap_or_default();
-                let left = sides.pop().unwrap_or_default();
-                query.restore_join(left, right, &operator.marks)?;
+                let matched = pieces.pop().unwrap_or_default();
+                let right = pieces.pop().unwrap_or_default();
+                let left = pieces.pop().unwrap_or_default();
+                query.restore_join(left, right, &matched, &operator.marks)?;
             }
             let stamps = match &saved.stamps_file {
                 Some(file) => store.get_state(manifest.epoch, file).await?,
@@ -321,7 +322,7 @@ impl StreamJob {
             };
             if let Some(join) = query.join() {
                 let mut state = Vec::new();
-                for (name, (schema, rows)) in ["left", "right"].into_iter().zip(join.snapshot()) {
+                for (name, schema, rows) in join.snapshot()? {
                     let file = format!("q{i}.join.{name}.arrow");
                     bytes += checkpoints
                         .store

@@ -850,9 +850,12 @@ impl StreamPlanner {
                 "an interval join that is not a hash join".into(),
             ));
         };
-        if *hash.join_type() != datafusion::common::JoinType::Inner {
+        if !matches!(
+            hash.join_type(),
+            datafusion::common::JoinType::Inner | datafusion::common::JoinType::Left
+        ) {
             return Err(refuse(format!(
-                "an interval join is streamed as an INNER join only ({:?} is not yet): write JOIN, or join on a shared tumbling window instead",
+                "an interval join is streamed as an INNER or LEFT join (stream a LEFT JOIN b) only; {:?} is not yet: write JOIN or LEFT JOIN with the preserved stream first, or join on a shared tumbling window instead",
                 hash.join_type()
             )));
         }

@@ -198,8 +198,8 @@ CREATE EXTERNAL TABLE o STORED AS BLACKHOLE LOCATION 'x';
             "or a bounded interval between their event times",
         ),
         (
-            "SELECT r.request_id FROM rides r LEFT JOIN payments p ON r.rider_id = p.user_id AND p.event_time BETWEEN r.event_time AND r.event_time + INTERVAL '5 seconds'",
-            "INNER join only",
+            "SELECT r.request_id FROM rides r FULL JOIN payments p ON r.rider_id = p.user_id AND p.event_time BETWEEN r.event_time AND r.event_time + INTERVAL '5 seconds'",
+            "INNER or LEFT join",
         ),
         (
             "SELECT date_bin(INTERVAL '5 seconds', r.event_time) AS w, count(*) FROM rides r JOIN payments p ON date_bin(INTERVAL '5 seconds', r.event_time) = date_bin(INTERVAL '5 seconds', p.event_time) GROUP BY 1",
@@ -230,6 +230,12 @@ OPTIONS ('count' '{count}', 'rate' '30', 'seed' '{seed}', 'riders' '30', 'disord
          'watermark' 'event_time - INTERVAL ''2 seconds''');
 CREATE EXTERNAL TABLE around STORED AS BLACKHOLE LOCATION 'x';
 CREATE EXTERNAL TABLE after STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE maybe STORED AS BLACKHOLE LOCATION 'x';
+INSERT INTO maybe
+SELECT r.request_id, p.payment_id, p.amount
+FROM rides r LEFT JOIN payments p
+  ON r.rider_id = p.user_id AND p.channel % 4 = 1
+ AND p.event_time BETWEEN r.event_time - INTERVAL '1 second' AND r.event_time + INTERVAL '3 seconds';
 INSERT INTO around
 SELECT r.request_id, p.payment_id, p.amount, r.event_time
 FROM rides r JOIN payments p
@@ -285,7 +291,7 @@ async fn interval_joins_restore_and_match_batch() {
     crate::recovery::failed_runs_restore_and_match_batch(
         &interval_sql(17, 3000),
         "rides",
-        &["around", "after"],
+        &["maybe", "around", "after"],
         &schedules,
     )
     .await;

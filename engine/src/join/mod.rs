@@ -12,6 +12,8 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use volley_sql::stream::join::{JoinPlan, JoinSide, SideFrontier};
 
+mod interval;
+
 use crate::aggregate::split_by_window;
 use crate::error::{EngineError, Result};
 
@@ -55,12 +57,13 @@ impl Held {
     }
 
     /// Keeps the rows whose time (column `column`) is at or after `from` (the column's unit);
-    /// rows with no time never match and go.
-    fn retain_from(&mut self, column: usize, from: i64) -> Result<()> {
+    /// rows with no time never match and go. Returns the rows dropped.
+    fn retain_from(&mut self, column: usize, from: i64) -> Result<Vec<RecordBatch>> {
         let Some(held) = self.windows.get_mut(&None) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let mut kept = Vec::with_capacity(held.len());
+        let mut dropped = Vec::new();
         for batch in held.drain(..) {
             let times =
                 arrow::compute::cast(batch.column(column), &arrow::datatypes::DataType::Int64)?;
@@ -72,13 +75,18 @@ impl Held {
                 times,
                 &arrow::array::Int64Array::new_scalar(from),
             )?;
+            let gone = arrow::compute::not(&keep)?;
+            let gone = arrow::compute::filter_record_batch(&batch, &gone)?;
+            if gone.num_rows() > 0 {
+                dropped.push(gone);
+            }
             let batch = arrow::compute::filter_record_batch(&batch, &keep)?;
             if batch.num_rows() > 0 {
                 kept.push(batch);
             }
         }
         *held = kept;
-        Ok(())
+        Ok(dropped)
     }
 
     fn rows(&self) -> usize {
@@ -94,20 +102,6 @@ impl Held {
     }
 }
 
-/// The earliest time (`unit`s) a side's row may have and still meet a future row of the other
-/// side, whose watermark is `mark` (`unit`s): `mark - hi` for the left side, `mark + lo`
-/// for the right (`bound` in nanoseconds, rounded so nothing that could match is dropped).
-fn keep_from(mark: i64, bound: i64, per: i64, left: bool) -> i64 {
-    if mark == i64::MAX {
-        return i64::MAX;
-    }
-    if left {
-        mark.saturating_sub(bound.div_euclid(per) + 1)
-    } else {
-        mark.saturating_add(bound.div_euclid(per))
-    }
-}
-
 /// A windowed join's state.
 #[derive(Debug)]
 pub struct JoinState {
@@ -119,6 +113,8 @@ pub struct JoinState {
     joined_before: Option<i64>,
     /// An interval join: the right watermark the left side was last trimmed by.
     right_mark: Option<i64>,
+    /// A LEFT interval join: which held left rows have matched.
+    outer: Option<interval::OuterLeft>,
     task_ctx: Arc<TaskContext>,
 }
 
@@ -135,11 +131,17 @@ impl JoinState {
     /// Empty state for `plan`.
     pub fn new(plan: JoinPlan, task_ctx: Arc<TaskContext>) -> Self {
         Self {
-            plan,
             left: Held::default(),
             right: Held::default(),
             joined_before: None,
             right_mark: None,
+            outer: (plan.interval.is_some()
+                && plan
+                    .join
+                    .downcast_ref::<datafusion::physical_plan::joins::HashJoinExec>()
+                    .is_some_and(|j| *j.join_type() == datafusion::common::JoinType::Left))
+            .then(interval::OuterLeft::default),
+            plan,
             task_ctx,
         }
     }
@@ -176,7 +178,7 @@ impl JoinState {
         all_done: bool,
     ) -> Result<JoinOutput> {
         if let Some(bounds) = self.plan.interval {
-            return self.run_interval(read, watermarks, bounds).await;
+            return self.run_interval(read, watermarks, bounds, all_done).await;
         }
         if read {
             let left = self.side_rows(&self.plan.left).await?;
@@ -210,68 +212,6 @@ impl JoinState {
         Ok(JoinOutput { rows, windows })
     }
 
-    /// An interval join's epoch: the new rows of each side meet every held (and new) row of
-    /// the other; then each side keeps only the rows a future row of the other side could
-    /// still match, by its watermark, and rows older than that watermark become late.
-    async fn run_interval(
-        &mut self,
-        read: bool,
-        watermarks: &HashMap<String, Option<i64>>,
-        bounds: volley_sql::stream::interval::IntervalBounds,
-    ) -> Result<JoinOutput> {
-        let mut rows = Vec::new();
-        if read {
-            let new_left = self.side_rows(&self.plan.left).await?;
-            let new_right = self.side_rows(&self.plan.right).await?;
-            let held_left = self.left.snapshot();
-            let mut right_all = self.right.snapshot();
-            right_all.extend(new_right.iter().cloned());
-            if !new_left.is_empty() && !right_all.is_empty() {
-                rows.extend(self.join(new_left.clone(), right_all).await?);
-            }
-            if !held_left.is_empty() && !new_right.is_empty() {
-                rows.extend(self.join(held_left, new_right.clone()).await?);
-            }
-            self.left.add_flat(new_left);
-            self.right.add_flat(new_right);
-        }
-        let per = self.plan.nanos_per_unit();
-        let mark = |side: &JoinSide| match &side.frontier {
-            SideFrontier::Sources { sources, .. } => {
-                crate::query::min_watermark(sources, watermarks).map(|wm| {
-                    if wm == i64::MAX {
-                        i64::MAX
-                    } else {
-                        wm.div_euclid(per)
-                    }
-                })
-            }
-            SideFrontier::Aggregate { .. } => None,
-        };
-        let (left_mark, right_mark) = (mark(&self.plan.left), mark(&self.plan.right));
-        // A left row at l is done once no right row at or after the right watermark can be
-        // within [l + lo, l + hi]; a right row at r once no left row can be within
-        // [r - hi, r - lo].
-        if let Some(wm) = right_mark {
-            let keep_from = keep_from(wm, bounds.hi, per, true);
-            self.left
-                .retain_from(self.plan.left.window_column, keep_from)?;
-        }
-        if let Some(wm) = left_mark {
-            let keep_from = keep_from(wm, bounds.lo, per, false);
-            self.right
-                .retain_from(self.plan.right.window_column, keep_from)?;
-        }
-        for (side, wm) in [(&self.plan.left, left_mark), (&self.plan.right, right_mark)] {
-            if let (SideFrontier::Sources { gate, .. }, Some(wm)) = (&side.frontier, wm) {
-                gate.set_cutoff(wm.saturating_sub(1));
-            }
-        }
-        self.joined_before = left_mark;
-        self.right_mark = right_mark;
-        Ok(JoinOutput { rows, windows: 0 })
-    }
-
     /// Restores held rows and where joining had got to.
     ///
     /// # Errors
@@ -280,6 +220,7 @@ impl JoinState {
         &mut self,
         left: Vec<RecordBatch>,
         right: Vec<RecordBatch>,
+        matched: &[RecordBatch],
         marks: &[Option<i64>],
     ) -> Result<()> {
         self.left = Held::default();
@@ -288,6 +229,7 @@ impl JoinState {
         if self.plan.interval.is_some() {
             self.left.add_flat(left);
             self.right.add_flat(right);
+            self.restore_outer(matched)?;
             self.joined_before = first;
             self.right_mark = marks.get(1).copied().flatten();
             for (side, wm) in [
@@ -310,11 +252,19 @@ impl JoinState {
     }
 
     /// Held rows of each side (with the sides' schemas) and where joining had got to.
-    pub fn snapshot(&self) -> [(SchemaRef, Vec<RecordBatch>); 2] {
-        [
-            (self.plan.left.plan.schema(), self.left.snapshot()),
-            (self.plan.right.plan.schema(), self.right.snapshot()),
-        ]
+    pub fn snapshot(&self) -> Result<Vec<(&'static str, SchemaRef, Vec<RecordBatch>)>> {
+        let mut out = vec![
+            ("left", self.held_left_schema(), self.left.snapshot()),
+            (
+                "right",
+                self.plan.right.plan.schema(),
+                self.right.snapshot(),
+            ),
+        ];
+        if let Some(matched) = self.matched_batch()? {
+            out.push(("matched", matched.schema(), vec![matched]));
+        }
+        Ok(out)
     }
 
     /// Where the join had got to: for a windowed join, the window start before which every
