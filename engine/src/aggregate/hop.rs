@@ -82,7 +82,12 @@ fn with_window_start(batch: &RecordBatch, index: usize, start: i64) -> Result<Re
     let starts: ArrayRef = Arc::new(Int64Array::from_value(start, batch.num_rows()));
     let starts = arrow::compute::cast(&starts, field.data_type())?;
     let mut columns = batch.columns().to_vec();
-    columns[index] = starts;
+    let Some(column) = columns.get_mut(index) else {
+        return Err(EngineError::Internal(format!(
+            "pane state has no window column {index}"
+        )));
+    };
+    *column = starts;
     RecordBatch::try_new(batch.schema(), columns)
         .map_err(|e| EngineError::Internal(format!("re-keying pane state by window: {e}")))
 }
