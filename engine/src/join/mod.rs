@@ -75,6 +75,13 @@ impl Held {
                 times,
                 &arrow::array::Int64Array::new_scalar(from),
             )?;
+            // A row with no time is dropped, never kept: a NULL in the mask would lose it
+            // from both the kept and the dropped rows (and a LEFT join's output).
+            let keep = if arrow::array::Array::null_count(&keep) > 0 {
+                arrow::compute::prep_null_mask_filter(&keep)
+            } else {
+                keep
+            };
             let gone = arrow::compute::not(&keep)?;
             let gone = arrow::compute::filter_record_batch(&batch, &gone)?;
             if gone.num_rows() > 0 {
@@ -363,5 +370,47 @@ impl JoinState {
             .await
             .map_err(EngineError::exec(what))?;
         Ok(rows.into_iter().filter(|b| b.num_rows() > 0).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use arrow::array::{Array, TimestampNanosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use arrow::record_batch::RecordBatch;
+
+    use super::Held;
+
+    #[test]
+    fn a_held_row_with_no_time_is_dropped_not_lost() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            true,
+        )]));
+        let times = TimestampNanosecondArray::from(vec![Some(5), None, Some(20)]);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(times)]).unwrap();
+        let mut held = Held::default();
+        held.add_flat(vec![batch]);
+        let dropped = held.retain_from(0, 10).unwrap();
+        let dropped: Vec<Option<i64>> = dropped
+            .iter()
+            .flat_map(|b| {
+                let t = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<TimestampNanosecondArray>()
+                    .unwrap();
+                (0..t.len())
+                    .map(|i| t.is_valid(i).then(|| t.value(i)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(dropped, [Some(5), None]);
+        assert_eq!(held.rows(), 1);
     }
 }

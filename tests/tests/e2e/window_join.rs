@@ -231,6 +231,14 @@ OPTIONS ('count' '{count}', 'rate' '30', 'seed' '{seed}', 'riders' '30', 'disord
 CREATE EXTERNAL TABLE around STORED AS BLACKHOLE LOCATION 'x';
 CREATE EXTERNAL TABLE after STORED AS BLACKHOLE LOCATION 'x';
 CREATE EXTERNAL TABLE maybe STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE paid_then STORED AS BLACKHOLE LOCATION 'x';
+-- LEFT with payments (NULL times among them) preserved: a row with no time matches
+-- nothing and is kept, with NULLs.
+INSERT INTO paid_then
+SELECT p.payment_id, p.event_time, r.request_id
+FROM payments p LEFT JOIN rides r
+  ON r.rider_id = p.user_id
+ AND r.event_time BETWEEN p.event_time AND p.event_time + INTERVAL '2 seconds';
 INSERT INTO maybe
 SELECT r.request_id, p.payment_id, p.amount
 FROM rides r LEFT JOIN payments p
@@ -291,7 +299,7 @@ async fn interval_joins_restore_and_match_batch() {
     crate::recovery::failed_runs_restore_and_match_batch(
         &interval_sql(17, 3000),
         "rides",
-        &["maybe", "around", "after"],
+        &["maybe", "paid_then", "around", "after"],
         &schedules,
     )
     .await;
