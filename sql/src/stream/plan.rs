@@ -803,18 +803,7 @@ impl StreamPlanner {
                 )));
             }
         }
-        let output_name = format!("{}#join", insert.target);
-        let (post_slot, leaf) = self.output_leaf(&output_name, join.schema())?;
-        let post = post
-            .transform_up(|node| {
-                Ok(if Arc::ptr_eq(&node, &join) {
-                    Transformed::yes(Arc::clone(&leaf))
-                } else {
-                    Transformed::no(node)
-                })
-            })
-            .map(|t| t.data)
-            .map_err(|e| SqlError::Internal(format!("placing the join's output: {e}")))?;
+        let (output_name, post_slot, post) = self.join_output(&join, post, insert)?;
         Ok(super::join::JoinPlan {
             join,
             left,
@@ -877,18 +866,7 @@ impl StreamPlanner {
                 unit(&right_side)
             )));
         }
-        let output_name = format!("{}#join", insert.target);
-        let (post_slot, leaf) = self.output_leaf(&output_name, join.schema())?;
-        let post = post
-            .transform_up(|node| {
-                Ok(if Arc::ptr_eq(&node, &join) {
-                    Transformed::yes(Arc::clone(&leaf))
-                } else {
-                    Transformed::no(node)
-                })
-            })
-            .map(|t| t.data)
-            .map_err(|e| SqlError::Internal(format!("placing the join's output: {e}")))?;
+        let (output_name, post_slot, post) = self.join_output(&join, post, insert)?;
         Ok(super::join::JoinPlan {
             join,
             unit: left_side.1,
@@ -1115,6 +1093,28 @@ impl StreamPlanner {
                 })
             }
         }
+    }
+
+    /// The join's output name and slot, and `post` reading it where the join was.
+    fn join_output(
+        &self,
+        join: &Arc<dyn ExecutionPlan>,
+        post: Arc<dyn ExecutionPlan>,
+        insert: &InsertDecl,
+    ) -> Result<(String, Arc<EpochSlot>, Arc<dyn ExecutionPlan>)> {
+        let output_name = format!("{}#join", insert.target);
+        let (post_slot, leaf) = self.output_leaf(&output_name, join.schema())?;
+        let post = post
+            .transform_up(|node| {
+                Ok(if Arc::ptr_eq(&node, join) {
+                    Transformed::yes(Arc::clone(&leaf))
+                } else {
+                    Transformed::no(node)
+                })
+            })
+            .map(|t| t.data)
+            .map_err(|e| SqlError::Internal(format!("placing the join's output: {e}")))?;
+        Ok((output_name, post_slot, post))
     }
 
     /// A slot and the leaf reading it, for an operator's output named `name`.
