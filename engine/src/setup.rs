@@ -264,7 +264,7 @@ async fn build(
             EngineError::Internal(format!("INSERT target '{}' vanished", insert.target))
         })?;
         let mut plan = planner
-            .plan_insert(insert, sink.declared_schema.as_ref())
+            .plan_insert(insert, sink.declared_schema.as_ref(), sink.state_ttl()?)
             .await?;
         if check_sinks {
             crate::sink_fit::apply_sink_options(&mut plan, sink, pipeline)?;

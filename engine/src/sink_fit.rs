@@ -71,9 +71,10 @@ pub fn check_sink(plan: &QueryPlan, table: &TableDecl, connector: &dyn Connector
     };
     check_merge_key(table, &plan.output_schema, plan.at, &plan.target)?;
     let merge_key = table.merge_key().filter(|k| !k.is_empty());
-    if table.state_ttl()?.is_some() && !updates(plan) {
+    let ttl_join = matches!(&plan.shape, QueryShape::Join(join) if join.state_ttl.is_some());
+    if table.state_ttl()?.is_some() && !updates(plan) && !ttl_join {
         return Err(fail(format!(
-            "option 'state_ttl' of table '{}' bounds the state of an aggregate without a window, and this INSERT has none (a window's state is released when the watermark passes it)",
+            "option 'state_ttl' of table '{}' bounds the state of an aggregate without a window, and this INSERT has none (a window's state is released when the watermark passes it; a join of two streams takes 'state_ttl' only when it has neither a shared window nor an interval)",
             table.name
         )));
     }

@@ -95,6 +95,12 @@ fn explain_join(
             "  kind: interval join of two streams on {} (right time - left time within [{} ns, {} ns]); new rows of each side meet the held rows of the other, a row is held until the other side's watermark says no partner can still come, and a row older than its own side's watermark goes to dead letters",
             join.display, bounds.lo, bounds.hi
         );
+        if let Some(ttl) = join.state_ttl {
+            let _ = writeln!(
+                out,
+                "  state_ttl: {ttl:?} of event time; the join has neither a shared window nor an interval, so only rows at most that far apart are joined, and results may differ from batch"
+            );
+        }
     } else {
         let _ = writeln!(
             out,

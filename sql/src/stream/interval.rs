@@ -78,9 +78,8 @@ pub fn interval_bounds(join: &HashJoinExec) -> Option<IntervalBounds> {
     let sides = filter.column_indices();
     let mut parts = Vec::new();
     conjuncts(filter.expression(), &mut parts);
-    let mut pair: Option<(usize, usize)> = None;
-    let mut lo: Option<i64> = None;
-    let mut hi: Option<i64> = None;
+    // Bounds found per (left column, right column) pair.
+    let mut pairs: Vec<((usize, usize), Option<i64>, Option<i64>)> = Vec::new();
     for part in parts {
         let Some(cmp) = part.downcast_ref::<BinaryExpr>() else {
             continue;
@@ -98,10 +97,14 @@ pub fn interval_bounds(join: &HashJoinExec) -> Option<IntervalBounds> {
             (Left, Right) => (sa.index, sb.index, oa - ob, true),
             _ => continue,
         };
-        if pair.is_some_and(|p| p != (left, right)) {
-            return None;
-        }
-        pair = Some((left, right));
+        let at = match pairs.iter().position(|p| p.0 == (left, right)) {
+            Some(at) => at,
+            None => {
+                pairs.push(((left, right), None, None));
+                pairs.len() - 1
+            }
+        };
+        let (_, lo, hi) = &mut pairs[at];
         let op = *cmp.op();
         let op = if flipped {
             match op {
@@ -115,16 +118,19 @@ pub fn interval_bounds(join: &HashJoinExec) -> Option<IntervalBounds> {
             op
         };
         match op {
-            Operator::Gt | Operator::GtEq => lo = Some(lo.map_or(k, |l: i64| l.max(k))),
-            Operator::Lt | Operator::LtEq => hi = Some(hi.map_or(k, |h: i64| h.min(k))),
+            Operator::Gt | Operator::GtEq => *lo = Some(lo.map_or(k, |l: i64| l.max(k))),
+            Operator::Lt | Operator::LtEq => *hi = Some(hi.map_or(k, |h: i64| h.min(k))),
             _ => {}
         }
     }
-    let (left_ts, right_ts) = pair?;
-    Some(IntervalBounds {
-        left_ts,
-        right_ts,
-        lo: lo?,
-        hi: hi?,
+    // The first pair bounded from both sides; other comparisons (`b.ts <= a.expires`) stay
+    // in the join's filter, which decides every match.
+    pairs.into_iter().find_map(|((left_ts, right_ts), lo, hi)| {
+        Some(IntervalBounds {
+            left_ts,
+            right_ts,
+            lo: lo?,
+            hi: hi?,
+        })
     })
 }

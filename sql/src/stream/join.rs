@@ -84,6 +84,9 @@ pub struct JoinPlan {
     /// An interval join instead of a windowed one: the sides' `window_column`s are then their
     /// event times, and `width` is 0.
     pub interval: Option<super::interval::IntervalBounds>,
+    /// The sink's `state_ttl` that bounded an otherwise unbounded join into an interval join
+    /// of rows at most that far apart in event time (so the result may differ from batch).
+    pub state_ttl: Option<std::time::Duration>,
 }
 
 impl JoinPlan {

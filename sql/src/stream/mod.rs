@@ -11,6 +11,7 @@ pub mod leaf;
 pub mod lookup;
 pub mod plan;
 pub mod trace;
+pub mod ttl;
 pub mod window;
 
 pub use late::{LateFilter, LateGate, LateRows};

@@ -49,6 +49,9 @@ use crate::error::{Result, SqlError, StatementRef};
 use crate::pipeline::InsertDecl;
 use crate::watermark::WatermarkSpec;
 
+/// Why a join of two streams bounded by neither a window nor an interval is refused.
+const UNBOUNDED_JOIN: &str = "a join of two streams needs both sides in the same tumbling window, joined on it (group or bucket each side by date_bin(INTERVAL ..., event_time) and join ON a.w = b.w AND a.key = b.key, so each window is joined once when both sides are complete), or a bounded interval between their event times (ON a.key = b.key AND b.ts BETWEEN a.ts - INTERVAL ... AND a.ts + INTERVAL ...). Without either the join's state would grow forever. Otherwise bound it with the sink's OPTIONS ('state_ttl' '1 hour'), which joins only rows at most that far apart in event time (the result may then differ from batch), or write each stream to its own table and join them in `volley batch`";
+
 /// A streaming input as the planner sees it.
 #[derive(Debug, Clone)]
 pub struct SourceBinding {
@@ -377,9 +380,43 @@ impl StreamPlanner {
         &self,
         insert: &InsertDecl,
         sink_schema: Option<&SchemaRef>,
+        state_ttl: Option<std::time::Duration>,
     ) -> Result<QueryPlan> {
         let at = insert.at;
         let logical = insert_logical_plan(&self.ctx, insert, sink_schema).await?;
+        if let Some(plan) = self.plan_logical(insert, logical.clone(), None).await? {
+            return Ok(plan);
+        }
+        let unbounded = || SqlError::Unsupported {
+            at,
+            message: UNBOUNDED_JOIN.into(),
+        };
+        let Some(ttl) = state_ttl else {
+            return Err(unbounded());
+        };
+        let streams: HashMap<String, String> = self
+            .sources
+            .values()
+            .filter_map(|s| Some((s.name.clone(), s.watermark.as_ref()?.column.clone())))
+            .collect();
+        let (bounded, joins) = super::ttl::bound_stream_joins(logical, &streams, ttl, at)?;
+        if joins == 0 {
+            return Err(unbounded());
+        }
+        self.plan_logical(insert, bounded, Some(ttl))
+            .await?
+            .ok_or_else(unbounded)
+    }
+
+    /// Plans one INSERT's logical plan; `None` for a join of two streams bounded by neither
+    /// a window nor an interval. `state_ttl` is the TTL the plan's stream join was bounded by.
+    async fn plan_logical(
+        &self,
+        insert: &InsertDecl,
+        logical: LogicalPlan,
+        state_ttl: Option<std::time::Duration>,
+    ) -> Result<Option<QueryPlan>> {
+        let at = insert.at;
         let models = models_called(&logical);
         let mut state = self.ctx.state();
         if has_grouping_sets(&logical) {
@@ -413,7 +450,10 @@ impl StreamPlanner {
                 plan: partition_rowwise(physical, self.workers)?,
             },
             [] => QueryShape::Aggregate(Box::new(self.cut_aggregates(&physical, insert)?)),
-            [join] => QueryShape::Join(Box::new(self.plan_join(&physical, join, insert)?)),
+            [join] => match self.plan_join(&physical, join, insert, state_ttl)? {
+                Some(join) => QueryShape::Join(Box::new(join)),
+                None => return Ok(None),
+            },
             _ => {
                 return Err(SqlError::Unsupported {
                     at,
@@ -439,9 +479,14 @@ impl StreamPlanner {
         };
         let warnings = match &shape {
             QueryShape::Aggregate(agg) if agg.window.is_none() => self.bucket_warnings(agg),
+            QueryShape::Join(join) => join
+                .state_ttl
+                .map(|ttl| format!("the join of two streams joins only rows at most {ttl:?} apart in event time (the sink's 'state_ttl'), so pairs further apart are missing and the result may differ from batch"))
+                .into_iter()
+                .collect(),
             _ => Vec::new(),
         };
-        Ok(QueryPlan {
+        Ok(Some(QueryPlan {
             target: insert.target.clone(),
             at,
             output_schema,
@@ -451,7 +496,7 @@ impl StreamPlanner {
             models,
             shape,
             warnings,
-        })
+        }))
     }
 
     /// Cuts `root` at every aggregate, innermost first: each becomes an [`AggregatePlan`]
@@ -740,7 +785,8 @@ impl StreamPlanner {
         root: &Arc<dyn ExecutionPlan>,
         join_node: &Arc<dyn ExecutionPlan>,
         insert: &InsertDecl,
-    ) -> Result<super::join::JoinPlan> {
+        state_ttl: Option<std::time::Duration>,
+    ) -> Result<Option<super::join::JoinPlan>> {
         let at = insert.at;
         let mut stages = Vec::new();
         let mut found = None;
@@ -773,12 +819,12 @@ impl StreamPlanner {
         if window.is_none()
             && let Some(bounds) = super::interval::interval_bounds(hash)
         {
-            return self.plan_interval_join(join, left, right, bounds, stages, post, insert);
+            return self
+                .plan_interval_join(join, left, right, bounds, stages, post, insert, state_ttl)
+                .map(Some);
         }
         let Some((l, r, left_window, right_window)) = window else {
-            return Err(refuse(
-                "a join of two streams needs both sides in the same tumbling window, joined on it (group or bucket each side by date_bin(INTERVAL ..., event_time) and join ON a.w = b.w AND a.key = b.key, so each window is joined once when both sides are complete), or a bounded interval between their event times (ON a.key = b.key AND b.ts BETWEEN a.ts - INTERVAL ... AND a.ts + INTERVAL ...). Without either the join's state would grow forever; write each stream to its own table and join them in `volley batch`".into(),
-            ));
+            return Ok(None);
         };
         if left_window.size() != right_window.size() {
             return Err(refuse(format!(
@@ -804,7 +850,7 @@ impl StreamPlanner {
             }
         }
         let (output_name, post_slot, post) = self.join_output(&join, post, insert)?;
-        Ok(super::join::JoinPlan {
+        Ok(Some(super::join::JoinPlan {
             join,
             left,
             right,
@@ -816,7 +862,8 @@ impl StreamPlanner {
             output_name,
             post,
             interval: None,
-        })
+            state_ttl: None,
+        }))
     }
 
     /// An interval join (`ON a.k = b.k AND b.ts BETWEEN a.ts - x AND a.ts + y`) of two
@@ -831,6 +878,7 @@ impl StreamPlanner {
         stages: Vec<AggregatePlan>,
         post: Arc<dyn ExecutionPlan>,
         insert: &InsertDecl,
+        state_ttl: Option<std::time::Duration>,
     ) -> Result<super::join::JoinPlan> {
         let at = insert.at;
         let refuse = |message: String| SqlError::Unsupported { at, message };
@@ -879,6 +927,7 @@ impl StreamPlanner {
             output_name,
             post,
             interval: Some(bounds),
+            state_ttl,
         })
     }
 

@@ -359,3 +359,132 @@ FROM rides a JOIN rides b
         "state grew: warm-up {bound}, later {peak}: {held:?}"
     );
 }
+
+/// Rides joined with the payments of the same rider, with neither a shared window nor an
+/// interval: `bound` is added to each join (empty when the sinks' `state_ttl` bounds them).
+fn ttl_sql(seed: u64, count: u64, sink_options: &str, bound: &str) -> String {
+    format!(
+        r#"
+CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '{count}', 'rate' '40', 'seed' '{seed}', 'disorder' '2 seconds', 'riders' '30',
+         'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE payments STORED AS GENERATOR LOCATION 'payments'
+OPTIONS ('count' '{count}', 'rate' '30', 'seed' '{seed}', 'riders' '30', 'disorder' '2 seconds',
+         'watermark' 'event_time - INTERVAL ''2 seconds''');
+CREATE EXTERNAL TABLE paid STORED AS BLACKHOLE LOCATION 'x' {sink_options};
+CREATE EXTERNAL TABLE maybe_paid STORED AS BLACKHOLE LOCATION 'x' {sink_options};
+INSERT INTO paid
+SELECT r.request_id, p.payment_id, p.amount
+FROM rides r JOIN payments p ON r.rider_id = p.user_id {bound};
+INSERT INTO maybe_paid
+SELECT r.request_id, r.event_time, p.payment_id
+FROM rides r LEFT JOIN payments p ON r.rider_id = p.user_id AND p.amount > 0 {bound};
+"#
+    )
+}
+
+/// With the sinks' `state_ttl`, the unbounded join streams as the join of rows at most the
+/// TTL apart in event time: exactly the batch rows of the same join with that interval
+/// written out, at every micro-batch size and order, and fewer rows than the unbounded batch
+/// join (so the bound is real).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_bounded_by_state_ttl_streams_the_join_of_rows_that_close_in_time() {
+    use std::collections::BTreeMap;
+    use volley_connectors::ConnectorRegistry;
+    use volley_engine::batch::batch_outputs;
+    use volley_engine::verify::{VerifyOptions, compare_outputs, stream_outputs};
+
+    let explicit_bound = "AND p.event_time BETWEEN r.event_time - INTERVAL '3 seconds' AND r.event_time + INTERVAL '3 seconds'";
+    let total = |out: &BTreeMap<String, Vec<arrow::array::RecordBatch>>, sink: &str| -> usize {
+        out[sink].iter().map(|b| b.num_rows()).sum()
+    };
+    for seed in 0..3u64 {
+        for (sizing, count) in [
+            (BatchSizing::Fixed(1), 150),
+            (BatchSizing::Fixed(7), 600),
+            (BatchSizing::Fixed(8192), 600),
+            (
+                BatchSizing::Random {
+                    min: 1,
+                    max: 300,
+                    seed: seed + 5,
+                },
+                600,
+            ),
+        ] {
+            let ttl = pipeline(&ttl_sql(
+                seed,
+                count,
+                "OPTIONS ('state_ttl' '3 seconds')",
+                "",
+            ))
+            .await;
+            let written = pipeline(&ttl_sql(seed, count, "", explicit_bound)).await;
+            let input = rows(&ttl).await;
+            let expected = batch_outputs(&written, &input).await.unwrap();
+            let unbounded = batch_outputs(&ttl, &input).await.unwrap();
+            assert!(
+                total(&unbounded, "paid") > total(&expected, "paid"),
+                "seed {seed}: the unbounded join has pairs further apart than the TTL"
+            );
+            for order in [InputOrder::InOrder, InputOrder::Shuffled] {
+                let workers = 1 + (seed as usize) % 3;
+                let opts = VerifyOptions {
+                    sizing: sizing.clone(),
+                    order,
+                    seed,
+                    max_differences: 5,
+                    workers: Some(workers),
+                };
+                let (stream, plans) =
+                    stream_outputs(&ttl, &ConnectorRegistry::builtin(), &input, &opts)
+                        .await
+                        .unwrap();
+                let report = compare_outputs(&written, &plans, &expected, &stream, 5).unwrap();
+                let context = format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers");
+                assert_exact(&report, &context);
+                assert!(
+                    report.sinks.iter().all(|s| s.total > 0),
+                    "{context}: every sink got rows: {report:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_state_ttl_join_needs_each_side_to_output_its_event_time() {
+    let text = r#"
+CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '10', 'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE payments STORED AS GENERATOR LOCATION 'payments'
+OPTIONS ('count' '10', 'watermark' 'event_time - INTERVAL ''1 second''');
+CREATE EXTERNAL TABLE o STORED AS BLACKHOLE LOCATION 'x' OPTIONS ('state_ttl' '1 minute');
+INSERT INTO o
+SELECT r.request_id, p.payment_id
+FROM rides r JOIN (SELECT payment_id, user_id FROM payments) p ON r.rider_id = p.user_id;
+"#;
+    let why = crate::harness::try_plans(&pipeline(text).await)
+        .await
+        .expect_err("a side without its event time cannot be bounded by time");
+    assert!(
+        why.contains(
+            "its right side (payments) does not output its event-time column ('event_time')"
+        ),
+        "{why}"
+    );
+}
+
+/// A TTL longer than the whole input joins every pair, so the stream equals the unbounded
+/// batch join through failures and restores (held rows come back from the checkpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_bounded_by_state_ttl_restores_and_matches_batch() {
+    let schedules = [(vec![300, 900], 2, vec![1, 2, 3])];
+    crate::recovery::failed_runs_restore_and_match_batch(
+        &ttl_sql(23, 1200, "OPTIONS ('state_ttl' '1 hour')", ""),
+        "rides",
+        &["paid", "maybe_paid"],
+        &schedules,
+    )
+    .await;
+}
