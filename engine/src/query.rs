@@ -58,6 +58,7 @@ impl QueryRunner {
             QueryShape::Join(join) => join
                 .inner
                 .iter()
+                .chain(&join.outer)
                 .map(|stage| AggregateState::new(stage.clone(), Arc::clone(&task_ctx)))
                 .collect(),
             QueryShape::Stateless { .. } => Vec::new(),
@@ -77,12 +78,21 @@ impl QueryRunner {
         }
     }
 
-    /// How many stages feed the query's own (all of them under a join).
+    /// How many stages feed the query's own (all of them under a join with no aggregate
+    /// over it).
     fn inner_count(&self) -> usize {
-        if self.join.is_some() {
+        if self.join.is_some() && self.outer_count() == 0 {
             self.stages.len()
         } else {
             self.stages.len().saturating_sub(1)
+        }
+    }
+
+    /// How many aggregates run over a join's rows (0 without a join).
+    fn outer_count(&self) -> usize {
+        match &self.plan.shape {
+            QueryShape::Join(join) => join.outer.len(),
+            _ => 0,
         }
     }
 
@@ -166,9 +176,10 @@ impl QueryRunner {
         stages.join(" then ")
     }
 
-    /// The query's own aggregate (the outermost; none under a join).
+    /// The query's own aggregate (the outermost; none under a join with no aggregate over
+    /// it).
     fn top(&self) -> Option<&AggregateState> {
-        if self.join.is_some() {
+        if self.join.is_some() && self.outer_count() == 0 {
             return None;
         }
         self.stages.last()
@@ -231,7 +242,7 @@ impl QueryRunner {
         rows: Vec<RecordBatch>,
         emitted_upto: Option<i64>,
     ) -> Result<()> {
-        let top = if self.join.is_some() {
+        let top = if self.join.is_some() && self.outer_count() == 0 {
             None
         } else {
             self.stages.last_mut()
@@ -327,7 +338,20 @@ impl QueryRunner {
         let mut fed = false;
         let count = self.stages.len();
         let inner = self.inner_count();
+        // Under aggregates over its rows, the join runs before the first of them.
+        let join_at = match &self.plan.shape {
+            QueryShape::Join(join) if !join.outer.is_empty() => Some(join.inner.len()),
+            _ => None,
+        };
         for index in 0..count {
+            if join_at == Some(index) {
+                let (epoch, joined) = self.run_join(fresh || fed, &watermarks, all_done).await?;
+                fed |= joined;
+                if let (QueryShape::Join(plan), Some(join)) = (&self.plan.shape, &self.join) {
+                    watermarks.insert(plan.output_name.clone(), join.output_watermark());
+                }
+                parts.push(epoch);
+            }
             let late_at = late_operator(self.stages[index].plan(), index, count);
             let state = &mut self.stages[index];
             let mut outs = Vec::new();
@@ -379,27 +403,32 @@ impl QueryRunner {
                 part.groups_expired += groups_expired;
             }
         }
-        if self.join.is_some() {
-            parts.push(self.run_join(fresh || fed, &watermarks, all_done).await?);
+        if self.join.is_some() && join_at.is_none() {
+            parts.push(self.run_join(fresh || fed, &watermarks, all_done).await?.0);
         }
         for stage in &self.stages[..inner] {
             stage.plan().post_slot.clear();
         }
+        if let QueryShape::Join(plan) = &self.plan.shape {
+            plan.post_slot.clear();
+        }
         Ok(parts)
     }
 
-    /// Runs the windowed join over its sides' new rows, then the segment above it.
+    /// Runs the join of two streams over its sides' new rows, then the segment above it; with
+    /// aggregates over its rows, leaves them in its output slot for the first of them and
+    /// says whether there were any.
     async fn run_join(
         &mut self,
         read: bool,
         watermarks: &HashMap<String, Option<i64>>,
         all_done: bool,
-    ) -> Result<QueryEpoch> {
+    ) -> Result<(QueryEpoch, bool)> {
         let QueryShape::Join(plan) = &self.plan.shape else {
-            return Ok(QueryEpoch::default());
+            return Ok((QueryEpoch::default(), false));
         };
         let Some(join) = &mut self.join else {
-            return Ok(QueryEpoch::default());
+            return Ok((QueryEpoch::default(), false));
         };
         let out = join.run_epoch(read, watermarks, all_done).await?;
         let mut late = Vec::new();
@@ -423,22 +452,30 @@ impl QueryRunner {
             ..QueryEpoch::default()
         };
         if out.rows.is_empty() {
-            return Ok(epoch);
+            return Ok((epoch, false));
         }
         plan.post_slot.set(out.rows);
+        if !plan.outer.is_empty() {
+            return Ok((epoch, true));
+        }
         let rows = collect(Arc::clone(&plan.post), Arc::clone(&self.task_ctx)).await;
         plan.post_slot.clear();
         epoch.rows = non_empty(rows.map_err(EngineError::exec(format!(
             "INSERT INTO {} (after the join)",
             self.plan.target
         )))?);
-        Ok(epoch)
+        Ok((epoch, false))
     }
 
     /// Runs the post-aggregate segment over finalised rows.
     async fn post(&self, out: AggregateOutput) -> Result<QueryEpoch> {
-        let QueryShape::Aggregate(agg) = &self.plan.shape else {
-            return Ok(QueryEpoch::default());
+        let (agg, post) = match &self.plan.shape {
+            QueryShape::Aggregate(agg) => (&**agg, &agg.post),
+            QueryShape::Join(join) => match join.outer.last() {
+                Some(agg) => (agg, &join.post),
+                None => return Ok(QueryEpoch::default()),
+            },
+            QueryShape::Stateless { .. } => return Ok(QueryEpoch::default()),
         };
         if out.rows.is_empty() {
             return Ok(QueryEpoch {
@@ -448,7 +485,7 @@ impl QueryRunner {
             });
         }
         agg.post_slot.set(out.rows);
-        let rows = collect(Arc::clone(&agg.post), Arc::clone(&self.task_ctx)).await;
+        let rows = collect(Arc::clone(post), Arc::clone(&self.task_ctx)).await;
         agg.post_slot.clear();
         let rows = rows.map_err(EngineError::exec(format!(
             "INSERT INTO {} (after the aggregate)",

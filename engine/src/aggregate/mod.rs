@@ -126,11 +126,20 @@ impl AggregateState {
     /// yet). An aggregate over this one's windows closes its own windows by it.
     pub fn output_watermark(&self) -> Option<i64> {
         let window = self.plan.window.as_ref()?;
-        let closed = window.closed_upto(self.emitted_upto?);
-        if closed == i64::MAX {
+        let emitted_upto = self.emitted_upto?;
+        if emitted_upto == i64::MAX {
             return Some(i64::MAX);
         }
-        Some((closed + 1).saturating_mul(window.nanos_per_unit()))
+        let next = match window.hop {
+            // The next hop window to emit starts a slide after the newest emitted one.
+            Some(hop) => emitted_upto
+                .saturating_sub(hop.size)
+                .div_euclid(hop.slide)
+                .saturating_mul(hop.slide)
+                .saturating_add(hop.slide),
+            None => window.closed_upto(emitted_upto).saturating_add(1),
+        };
+        Some(next.saturating_mul(window.nanos_per_unit()))
     }
 
     /// Schema of the state rows [`AggregateState::snapshot`] returns.

@@ -35,7 +35,7 @@ pub(super) struct OuterLeft {
 /// The earliest time (`unit`s) a side's row may have and still meet a future row of the other
 /// side, whose watermark is `mark` (`unit`s): `mark - hi` for the left side, `mark + lo`
 /// for the right (`bound` in nanoseconds, rounded so nothing that could match is dropped).
-fn keep_from(mark: i64, bound: i64, per: i64, left: bool) -> i64 {
+pub(super) fn keep_from(mark: i64, bound: i64, per: i64, left: bool) -> i64 {
     if mark == i64::MAX {
         return i64::MAX;
     }

@@ -158,6 +158,38 @@ impl JoinState {
         &self.plan
     }
 
+    /// The watermark of the join's rows, in nanoseconds of the time the aggregate over them
+    /// windows by (`outer_time`): every row the join emits from now on has that time at or
+    /// after it. A windowed join has joined every window before it. An interval join's left
+    /// rows from now on are new ones (at or after the left watermark) or held ones meeting a
+    /// new right row or dropped unmatched (at or after where the left side was trimmed), and
+    /// likewise for the right side. `None` while a watermark is unknown.
+    pub fn output_watermark(&self) -> Option<i64> {
+        use volley_sql::stream::join::JoinTime;
+        let time = self.plan.outer_time?;
+        let per = self.plan.nanos_per_unit();
+        let at = |units: i64| {
+            if units == i64::MAX {
+                i64::MAX
+            } else {
+                units.saturating_mul(per)
+            }
+        };
+        let (left, right) = (self.joined_before?, self.right_mark);
+        match (time, self.plan.interval) {
+            (JoinTime::Window, None) => Some(at(left)),
+            (JoinTime::Left, Some(bounds)) => {
+                let kept = interval::keep_from(right?, bounds.hi, per, true);
+                Some(at(left.min(kept)))
+            }
+            (JoinTime::Right, Some(bounds)) => {
+                let kept = interval::keep_from(left, bounds.lo, per, false);
+                Some(at(right?.min(kept)))
+            }
+            _ => None,
+        }
+    }
+
     /// Rows held, both sides.
     pub fn state_rows(&self) -> usize {
         self.left.rows() + self.right.rows()

@@ -138,6 +138,22 @@ fn explain_join(
         "  join (DataFusion's, over the rows each epoch brings together):"
     );
     indent(out, &render(&join.join));
+    for (i, agg) in join.outer.iter().enumerate() {
+        let by = match join.outer_time {
+            Some(super::join::JoinTime::Window) => "the join's window",
+            Some(super::join::JoinTime::Left) => "the left side's event time",
+            Some(super::join::JoinTime::Right) => "the right side's event time",
+            None => "its window",
+        };
+        let _ = writeln!(
+            out,
+            "  aggregate {} of {} over the join's rows ({}), closing windows by {by} as the join finalises its rows:",
+            i + 1,
+            join.outer.len(),
+            agg.output_name
+        );
+        explain_aggregate(out, agg, watermark_of, "  ");
+    }
     let _ = writeln!(out, "  then:");
     indent(out, &render(&join.post));
 }

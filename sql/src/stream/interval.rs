@@ -28,6 +28,9 @@ pub struct IntervalBounds {
     pub hi: i64,
 }
 
+/// The (left column, right column) pair of a comparison and the bounds found for it.
+type PairBounds = ((usize, usize), Option<i64>, Option<i64>);
+
 /// A column (of the filter's schema) plus a constant offset in nanoseconds.
 fn term(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i64)> {
     if let Some(c) = expr.downcast_ref::<Column>() {
@@ -78,8 +81,8 @@ pub fn interval_bounds(join: &HashJoinExec) -> Option<IntervalBounds> {
     let sides = filter.column_indices();
     let mut parts = Vec::new();
     conjuncts(filter.expression(), &mut parts);
-    // Bounds found per (left column, right column) pair.
-    let mut pairs: Vec<((usize, usize), Option<i64>, Option<i64>)> = Vec::new();
+    // Bounds found per (left column, right column) pair: (pair, lowest, highest).
+    let mut pairs: Vec<PairBounds> = Vec::new();
     for part in parts {
         let Some(cmp) = part.downcast_ref::<BinaryExpr>() else {
             continue;

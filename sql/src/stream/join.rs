@@ -87,6 +87,11 @@ pub struct JoinPlan {
     /// The sink's `state_ttl` that bounded an otherwise unbounded join into an interval join
     /// of rows at most that far apart in event time (so the result may differ from batch).
     pub state_ttl: Option<std::time::Duration>,
+    /// Windowed aggregates over the join's rows, innermost first (the first reads the join's
+    /// output); `post` then reads the last one's.
+    pub outer: Vec<AggregatePlan>,
+    /// The time of the join's rows the first of `outer` windows by.
+    pub outer_time: Option<JoinTime>,
 }
 
 impl JoinPlan {
@@ -144,18 +149,19 @@ pub(super) fn side_window(
         let first = origins.first()?;
         let stage = inner.iter().find(|s| s.output_name == first.input)?;
         let window = stage.window.as_ref()?;
-        let WindowSize::Fixed(width) = window.size else {
-            return None;
+        // A hop window's rows are per window start, one every slide.
+        let width = match (window.hop, window.size) {
+            (Some(hop), _) => hop.slide,
+            (None, WindowSize::Fixed(width)) => width,
+            (None, WindowSize::Months(_)) => return None,
         };
         let same = origins
             .iter()
             .all(|o| o.input == first.input && o.column == window.group_index);
-        return (same && window.hop.is_none() && window.lateness == 0).then(|| {
-            SideWindow::Aggregate {
-                input: stage.output_name.clone(),
-                width,
-                unit: window.unit,
-            }
+        return (same && window.lateness == 0).then(|| SideWindow::Aggregate {
+            input: stage.output_name.clone(),
+            width,
+            unit: window.unit,
         });
     }
     bucket_of(side, column)
@@ -204,4 +210,95 @@ fn bucket_of(plan: &Arc<dyn ExecutionPlan>, column: usize) -> Option<SideWindow>
         return bucket_of(plan.children().first()?, column);
     }
     None
+}
+
+/// Which time of a join's rows an output column is, for an aggregate windowed over them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinTime {
+    /// A windowed join's window column: the join's rows of a window are final once it is
+    /// joined.
+    Window,
+    /// An interval join's left event time.
+    Left,
+    /// An interval join's right event time.
+    Right,
+}
+
+/// The output columns of a join of two streams that are times an aggregate above it can be
+/// windowed by, and the leaf that reads its rows.
+#[derive(Debug)]
+pub(super) struct JoinTimes {
+    /// The name of the leaf reading the join's rows.
+    pub(super) name: String,
+    /// Output column → which time it is.
+    pub(super) columns: Vec<(usize, JoinTime)>,
+    /// A windowed join's window width and unit.
+    pub(super) window: Option<(i64, TimeUnit)>,
+    /// The time the aggregate over the join windows by, once planned.
+    pub(super) used: std::cell::Cell<Option<JoinTime>>,
+    /// Whether the join is bounded by a shared window or an interval.
+    bounded: bool,
+}
+
+impl JoinTimes {
+    /// Which time output column `column` is.
+    pub(super) fn time_of(&self, column: usize) -> Option<JoinTime> {
+        self.columns
+            .iter()
+            .find(|(c, _)| *c == column)
+            .map(|(_, t)| *t)
+    }
+
+    /// Whether the join is bounded (windowed or interval).
+    pub(super) fn bounded(&self) -> bool {
+        self.bounded
+    }
+}
+
+/// The time columns of `join`'s output (named `name`): a windowed join's window columns, an
+/// interval join's event times. Empty for a join bounded by neither.
+pub(super) fn join_times(
+    join: &datafusion::physical_plan::joins::HashJoinExec,
+    stages: &[AggregatePlan],
+    name: String,
+) -> JoinTimes {
+    let (left, right) = (join.left(), join.right());
+    let mut inputs: Vec<(bool, usize, JoinTime)> = Vec::new();
+    let mut window = None;
+    for (l, r) in join.on() {
+        let (Some(l), Some(r)) = (column_of(l), column_of(r)) else {
+            continue;
+        };
+        if let (Some(a), Some(b)) = (side_window(left, l, stages), side_window(right, r, stages)) {
+            if a.size() == b.size() {
+                inputs.push((true, l, JoinTime::Window));
+                inputs.push((false, r, JoinTime::Window));
+                window = Some(a.size());
+            }
+            break;
+        }
+    }
+    if inputs.is_empty()
+        && let Some(bounds) = super::interval::interval_bounds(join)
+    {
+        inputs.push((true, bounds.left_ts, JoinTime::Left));
+        inputs.push((false, bounds.right_ts, JoinTime::Right));
+    }
+    let columns: Vec<(usize, JoinTime)> = (0..join.schema().fields().len())
+        .filter_map(|i| {
+            let (input, c) = super::trace::join_input_column(join, i)?;
+            let is_left = Arc::ptr_eq(input, left);
+            inputs
+                .iter()
+                .find(|(side, column, _)| *side == is_left && *column == c)
+                .map(|(_, _, t)| (i, *t))
+        })
+        .collect();
+    JoinTimes {
+        name,
+        columns,
+        window,
+        used: std::cell::Cell::new(None),
+        bounded: !inputs.is_empty(),
+    }
 }

@@ -578,7 +578,7 @@ impl StreamPlanner {
         } else {
             format!("{}#aggregate{}", insert.target, stages.len())
         };
-        let stage = self.split_aggregate(&node, insert, name, stages)?;
+        let stage = self.split_aggregate(&node, insert, name, stages, None)?;
         let leaf = Arc::clone(&stage.post);
         stages.push(stage);
         Ok(leaf)
@@ -592,6 +592,7 @@ impl StreamPlanner {
         insert: &InsertDecl,
         output_name: String,
         inner: &[AggregatePlan],
+        join: Option<&super::join::JoinTimes>,
     ) -> Result<AggregatePlan> {
         let at = insert.at;
         let agg = agg_node
@@ -625,7 +626,13 @@ impl StreamPlanner {
         }
         let hop = super::hop::find_hop(&group_by, &pre)
             .map_err(|message| SqlError::Unsupported { at, message })?;
-        let window = self.find_window(&group_by, &pre, at, inner)?;
+        if hop.is_some() && join.is_some() {
+            return Err(SqlError::Unsupported {
+                at,
+                message: "hop windows over a join of two streams' rows are not streamed yet: hop over each stream's rows and join the hop windows' rows on their window instead".into(),
+            });
+        }
+        let window = self.find_window(&group_by, &pre, at, inner, join)?;
         let (window, partial_input): (_, Arc<dyn ExecutionPlan>) = match (hop, window) {
             (Some(_), Some(_)) => {
                 return Err(SqlError::Unsupported {
@@ -642,7 +649,13 @@ impl StreamPlanner {
             }
             (None, Some(w)) => {
                 let (expr, _) = &group_by.expr()[w.group_index];
-                let split = self.split_late_at_leaves(&pre, expr, &w)?;
+                // Over inner aggregates' windows only, no row is ever late: they emit each
+                // window once, complete.
+                let split = if w.sources.iter().any(|s| self.sources.contains_key(s)) {
+                    self.split_late_at_leaves(&pre, expr, &w)?
+                } else {
+                    Arc::clone(&pre)
+                };
                 (Some(w), split)
             }
             (None, None) => (None, Arc::clone(&pre)),
@@ -790,11 +803,27 @@ impl StreamPlanner {
         let at = insert.at;
         let mut stages = Vec::new();
         let mut found = None;
-        let post = self.cut_join(root, join_node, insert, &mut stages, &mut found)?;
-        let Some((join, left, right)) = found else {
+        let mut outer = Vec::new();
+        let post = self.cut_join(root, join_node, insert, &mut stages, &mut found, &mut outer)?;
+        let Some(CutJoin {
+            join,
+            left,
+            right,
+            slot,
+            times,
+        }) = found
+        else {
             return Err(SqlError::Internal(
                 "the join vanished while planning it".into(),
             ));
+        };
+        check_outer_chain(&times.name, &outer, &post, at)?;
+        let output = JoinOutput {
+            name: times.name.clone(),
+            slot,
+            post,
+            outer,
+            outer_time: times.used.get(),
         };
         let Some(hash) = join.downcast_ref::<HashJoinExec>() else {
             return Err(SqlError::Internal(
@@ -820,7 +849,7 @@ impl StreamPlanner {
             && let Some(bounds) = super::interval::interval_bounds(hash)
         {
             return self
-                .plan_interval_join(join, left, right, bounds, stages, post, insert, state_ttl)
+                .plan_interval_join(join, left, right, bounds, stages, output, insert, state_ttl)
                 .map(Some);
         }
         let Some((l, r, left_window, right_window)) = window else {
@@ -849,7 +878,6 @@ impl StreamPlanner {
                 )));
             }
         }
-        let (output_name, post_slot, post) = self.join_output(&join, post, insert)?;
         Ok(Some(super::join::JoinPlan {
             join,
             left,
@@ -858,11 +886,13 @@ impl StreamPlanner {
             unit,
             display,
             inner: stages,
-            post_slot,
-            output_name,
-            post,
+            post_slot: output.slot,
+            output_name: output.name,
+            post: output.post,
             interval: None,
             state_ttl: None,
+            outer: output.outer,
+            outer_time: output.outer_time,
         }))
     }
 
@@ -876,7 +906,7 @@ impl StreamPlanner {
         right: Arc<dyn ExecutionPlan>,
         bounds: super::interval::IntervalBounds,
         stages: Vec<AggregatePlan>,
-        post: Arc<dyn ExecutionPlan>,
+        output: JoinOutput,
         insert: &InsertDecl,
         state_ttl: Option<std::time::Duration>,
     ) -> Result<super::join::JoinPlan> {
@@ -914,7 +944,6 @@ impl StreamPlanner {
                 unit(&right_side)
             )));
         }
-        let (output_name, post_slot, post) = self.join_output(&join, post, insert)?;
         Ok(super::join::JoinPlan {
             join,
             unit: left_side.1,
@@ -923,11 +952,13 @@ impl StreamPlanner {
             width: 0,
             display,
             inner: stages,
-            post_slot,
-            output_name,
-            post,
+            post_slot: output.slot,
+            output_name: output.name,
+            post: output.post,
             interval: Some(bounds),
             state_ttl,
+            outer: output.outer,
+            outer_time: output.outer_time,
         })
     }
 
@@ -1024,9 +1055,9 @@ impl StreamPlanner {
             .map_err(|e| SqlError::Internal(format!("splitting late rows: {e}")))
     }
 
-    /// `node` with the aggregates under `target` cut (into `stages`) and `target` itself
-    /// taken out (into `found`: the join, and its cut sides); it stays in place, its children
-    /// cut, to be replaced by the join's output leaf.
+    /// `node` with the aggregates under `target` cut (into `stages`), `target` itself taken
+    /// out (into `found`: the join, its cut sides and the leaf reading its rows, which takes
+    /// its place), and the windowed aggregates above it cut (into `outer`, innermost first).
     fn cut_join(
         &self,
         node: &Arc<dyn ExecutionPlan>,
@@ -1034,7 +1065,11 @@ impl StreamPlanner {
         insert: &InsertDecl,
         stages: &mut Vec<AggregatePlan>,
         found: &mut Option<CutJoin>,
+        outer: &mut Vec<AggregatePlan>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(single) = single_phase(node)? {
+            return self.cut_join(&single, target, insert, stages, found, outer);
+        }
         if Arc::ptr_eq(node, target) {
             let children = node.children();
             let (Some(left), Some(right)) = (children.first(), children.get(1)) else {
@@ -1047,25 +1082,66 @@ impl StreamPlanner {
                 vec![Arc::clone(&left), Arc::clone(&right)],
             )
             .map_err(|e| SqlError::Internal(format!("cutting the join: {e}")))?;
-            *found = Some((Arc::clone(&join), left, right));
-            return Ok(join);
-        }
-        if node.downcast_ref::<AggregateExec>().is_some() {
-            return Err(SqlError::Unsupported {
-                at: insert.at,
-                message: "an aggregate over a join of two streams is not streamed yet: aggregate each stream first and join the aggregates on their window (the windowed join's rows are then final), or write the joined rows to a table and aggregate it in `volley batch`".into(),
+            let Some(hash) = join.downcast_ref::<HashJoinExec>() else {
+                return Err(SqlError::Internal(
+                    "a stream join that is not a hash join".into(),
+                ));
+            };
+            let name = format!("{}#join", insert.target);
+            let times = super::join::join_times(hash, stages, name.clone());
+            let (slot, leaf) = self.output_leaf(&name, join.schema())?;
+            *found = Some(CutJoin {
+                join,
+                left,
+                right,
+                slot,
+                times,
             });
+            return Ok(leaf);
         }
         let children = node.children();
         let mut cut = Vec::with_capacity(children.len());
         for child in &children {
-            cut.push(self.cut_join(child, target, insert, stages, found)?);
+            cut.push(self.cut_join(child, target, insert, stages, found, outer)?);
         }
-        datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+        let node = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
             Arc::clone(node),
             cut,
         )
-        .map_err(|e| SqlError::Internal(format!("cutting the plan at a join: {e}")))
+        .map_err(|e| SqlError::Internal(format!("cutting the plan at a join: {e}")))?;
+        if node.downcast_ref::<AggregateExec>().is_none() {
+            return Ok(node);
+        }
+        let at = insert.at;
+        let refuse = |message: &str| SqlError::Unsupported {
+            at,
+            message: message.to_string(),
+        };
+        let Some(cut_join) = found.as_ref() else {
+            return Err(refuse(
+                "an aggregate beside a join of two streams in one INSERT is not streamed; write it in its own INSERT",
+            ));
+        };
+        if !cut_join.times.bounded() {
+            // An unbounded join is refused (or bounded by `state_ttl` and planned again).
+            return Ok(node);
+        }
+        let count = stages.len() + outer.len();
+        let name = if count == 0 {
+            format!("{}#aggregate", insert.target)
+        } else {
+            format!("{}#aggregate{count}", insert.target)
+        };
+        let stage = self.split_aggregate(&node, insert, name, outer, Some(&cut_join.times))?;
+        if stage.window.is_none() {
+            return Err(refuse(&format!(
+                "an aggregate over a join of two streams (GROUP BY {}) is streamed when it is windowed by the join's rows' time: the window column of a windowed join, or one side's event time of an interval join (GROUP BY date_bin(INTERVAL ..., a.event_time), ...), so each window closes as the join's rows for it are final; or write the joined rows to a table and aggregate it in `volley batch`",
+                keyed_groups(&stage)
+            )));
+        }
+        let leaf = Arc::clone(&stage.post);
+        outer.push(stage);
+        Ok(leaf)
     }
 
     /// One side of a windowed join: its plan (late rows split out at its leaves when it
@@ -1142,28 +1218,6 @@ impl StreamPlanner {
                 })
             }
         }
-    }
-
-    /// The join's output name and slot, and `post` reading it where the join was.
-    fn join_output(
-        &self,
-        join: &Arc<dyn ExecutionPlan>,
-        post: Arc<dyn ExecutionPlan>,
-        insert: &InsertDecl,
-    ) -> Result<(String, Arc<EpochSlot>, Arc<dyn ExecutionPlan>)> {
-        let output_name = format!("{}#join", insert.target);
-        let (post_slot, leaf) = self.output_leaf(&output_name, join.schema())?;
-        let post = post
-            .transform_up(|node| {
-                Ok(if Arc::ptr_eq(&node, join) {
-                    Transformed::yes(Arc::clone(&leaf))
-                } else {
-                    Transformed::no(node)
-                })
-            })
-            .map(|t| t.data)
-            .map_err(|e| SqlError::Internal(format!("placing the join's output: {e}")))?;
-        Ok((output_name, post_slot, post))
     }
 
     /// A slot and the leaf reading it, for an operator's output named `name`.
@@ -1347,6 +1401,7 @@ impl StreamPlanner {
         pre: &Arc<dyn ExecutionPlan>,
         at: StatementRef,
         inner: &[AggregatePlan],
+        join: Option<&super::join::JoinTimes>,
     ) -> Result<Option<WindowSpec>> {
         let mut found = None;
         for (index, (expr, name)) in group_by.expr().iter().enumerate() {
@@ -1409,18 +1464,39 @@ impl StreamPlanner {
             let mut sources = Vec::new();
             let mut column = String::new();
             for origin in origins {
+                if let Some(times) = join.filter(|j| j.name == origin.input) {
+                    // A window over a join's rows, by a time whose rows the join finalises.
+                    let Some(time) = times.time_of(origin.column) else {
+                        return Err(SqlError::Unsupported {
+                            at,
+                            message: format!(
+                                "GROUP BY {name}: a window over a join of two streams' rows must be over the time the join bounds: the window column of a windowed join, or either side's event time of an interval join, as the join outputs it"
+                            ),
+                        });
+                    };
+                    if times.used.get().is_some_and(|t| t != time) {
+                        return Err(SqlError::Unsupported {
+                            at,
+                            message: format!(
+                                "GROUP BY {name}: the aggregates over a join of two streams must window by one of its times"
+                            ),
+                        });
+                    }
+                    times.used.set(Some(time));
+                    column = pre
+                        .schema()
+                        .field(column_of(&bin.ts).unwrap_or(0))
+                        .name()
+                        .clone();
+                    sources.push(times.name.clone());
+                    continue;
+                }
                 if let Some(stage) = inner.iter().find(|s| s.output_name == origin.input) {
                     // A window over windows: the inner aggregate's window start is its rows'
                     // event time, and where its emitted windows have got to their watermark.
+                    // A hop window's rows are timed by their window start too: its output
+                    // watermark is the next window start it will emit.
                     match &stage.window {
-                        Some(w) if w.hop.is_some() => {
-                            return Err(SqlError::Unsupported {
-                                at,
-                                message: format!(
-                                    "GROUP BY {name}: a window over hop windows' output is not streamed (they overlap, so their rows have no single event time); window the source's rows instead"
-                                ),
-                            });
-                        }
                         Some(w) if w.group_index == origin.column && w.lateness == 0 => {
                             column = stage.output_schema.field(origin.column).name().clone();
                             sources.push(stage.output_name.clone());
@@ -1471,8 +1547,93 @@ impl StreamPlanner {
                 hop: None,
             });
         }
+        if found.is_none() {
+            found = inner_window_key(group_by, pre, inner, join);
+        }
         Ok(found)
     }
+}
+
+/// A group key that is an inner windowed aggregate's own window column, grouped as it is
+/// (`GROUP BY w` over per-window rows): a window as wide as the inner one (a hop window's
+/// slide), closed as the inner aggregate emits.
+fn inner_window_key(
+    group_by: &PhysicalGroupBy,
+    pre: &Arc<dyn ExecutionPlan>,
+    inner: &[AggregatePlan],
+    join: Option<&super::join::JoinTimes>,
+) -> Option<WindowSpec> {
+    for (index, (expr, name)) in group_by.expr().iter().enumerate() {
+        let Some(origins) = column_of(expr).and_then(|c| trace_column(pre, c)) else {
+            continue;
+        };
+        // A windowed join's window column, as the join outputs it.
+        if let Some(times) = join
+            && let Some((width, unit)) = times.window
+            && !origins.is_empty()
+            && origins.iter().all(|o| {
+                o.input == times.name
+                    && times.time_of(o.column) == Some(super::join::JoinTime::Window)
+            })
+            && times
+                .used
+                .get()
+                .is_none_or(|t| t == super::join::JoinTime::Window)
+        {
+            times.used.set(Some(super::join::JoinTime::Window));
+            return Some(WindowSpec {
+                group_index: index,
+                size: WindowSize::Fixed(width),
+                unit,
+                column: name.clone(),
+                sources: vec![times.name.clone()],
+                gate: LateGate::new(),
+                display: name.clone(),
+                lateness: 0,
+                hop: None,
+            });
+        }
+        let mut sources = Vec::new();
+        let mut size = None;
+        let mut column = String::new();
+        let all = origins.iter().all(|o| {
+            let Some(stage) = inner.iter().find(|s| s.output_name == o.input) else {
+                return false;
+            };
+            let Some(w) = stage.window.as_ref() else {
+                return false;
+            };
+            if w.group_index != o.column || w.lateness != 0 {
+                return false;
+            }
+            let width = match (w.hop, w.size) {
+                (Some(hop), _) => hop.slide,
+                (None, WindowSize::Fixed(width)) => width,
+                (None, WindowSize::Months(_)) => return false,
+            };
+            if size.is_some_and(|s| s != (width, w.unit)) {
+                return false;
+            }
+            size = Some((width, w.unit));
+            column = stage.output_schema.field(o.column).name().clone();
+            sources.push(stage.output_name.clone());
+            true
+        });
+        if let (true, Some((width, unit))) = (all, size) {
+            return Some(WindowSpec {
+                group_index: index,
+                size: WindowSize::Fixed(width),
+                unit,
+                column,
+                sources,
+                gate: LateGate::new(),
+                display: name.clone(),
+                lateness: 0,
+                hop: None,
+            });
+        }
+    }
+    None
 }
 
 /// A two-phase aggregate (`Final` over a repartition or coalesce over `Partial`, which
@@ -1606,12 +1767,19 @@ fn check_streamable(
     Ok(())
 }
 
-/// A join of two streams taken out of its plan: the join (children cut), its left and right.
-type CutJoin = (
-    Arc<dyn ExecutionPlan>,
-    Arc<dyn ExecutionPlan>,
-    Arc<dyn ExecutionPlan>,
-);
+/// A join of two streams taken out of its plan.
+struct CutJoin {
+    /// The join, its children cut.
+    join: Arc<dyn ExecutionPlan>,
+    /// Its left side, cut.
+    left: Arc<dyn ExecutionPlan>,
+    /// Its right side, cut.
+    right: Arc<dyn ExecutionPlan>,
+    /// The slot its rows go to, read by the leaf that took its place.
+    slot: Arc<EpochSlot>,
+    /// Its output's time columns, named by that leaf.
+    times: super::join::JoinTimes,
+}
 
 /// Whether both sides of `join` read streams.
 fn is_stream_join(join: &HashJoinExec) -> bool {
@@ -1667,4 +1835,49 @@ fn collect_leaves(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
 /// An indented, readable rendering of a physical plan.
 pub fn render(plan: &Arc<dyn ExecutionPlan>) -> String {
     displayable(plan.as_ref()).indent(false).to_string()
+}
+
+/// Where a join of two streams' rows go: the leaf reading them, the aggregates over them and
+/// the segment above.
+struct JoinOutput {
+    name: String,
+    slot: Arc<EpochSlot>,
+    post: Arc<dyn ExecutionPlan>,
+    outer: Vec<AggregatePlan>,
+    outer_time: Option<super::join::JoinTime>,
+}
+
+/// Checks that the aggregates over a join form one chain: the first reads the join's rows
+/// (`join`), each next one the one before it, and `post` the last.
+fn check_outer_chain(
+    join: &str,
+    outer: &[AggregatePlan],
+    post: &Arc<dyn ExecutionPlan>,
+    at: StatementRef,
+) -> Result<()> {
+    let mut previous = join.to_string();
+    let reads = |plan: &Arc<dyn ExecutionPlan>| {
+        let mut leaves = Vec::new();
+        collect_leaves(plan, &mut leaves);
+        leaves
+    };
+    for stage in outer {
+        if !reads(&stage.partial).contains(&previous) {
+            return Err(SqlError::Unsupported {
+                at,
+                message: format!(
+                    "the aggregate {} does not read the join of two streams' rows (or the aggregate over them): one INSERT streams one chain of a join and the aggregates over it; write the rest in another INSERT",
+                    stage.output_name
+                ),
+            });
+        }
+        previous.clone_from(&stage.output_name);
+    }
+    if !outer.is_empty() && !reads(post).contains(&previous) {
+        return Err(SqlError::Unsupported {
+            at,
+            message: "the result of an INSERT over a join of two streams must read the aggregate over the join; write the rest in another INSERT".into(),
+        });
+    }
+    Ok(())
 }

@@ -80,6 +80,7 @@ OPTIONS ('count' '{count}', 'rate' '20', 'seed' '{seed}', 'riders' '30', 'disord
          'watermark' 'event_time - INTERVAL ''2 seconds''');
 
 CREATE EXTERNAL TABLE rollup STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE peak_user STORED AS BLACKHOLE LOCATION 'x';
 
 INSERT INTO rollup
 SELECT date_bin(INTERVAL '6 seconds', w) AS w6, count(*) AS users, count(user_id) AS known,
@@ -88,6 +89,14 @@ FROM (SELECT user_id, date_bin(INTERVAL '2 seconds', event_time) AS w, count(*) 
              count(amount) AS priced, max(amount) AS hi, min(amount) AS lo
       FROM payments GROUP BY 1, 2) AS per_user
 GROUP BY 1;
+
+-- Grouped by the inner window column itself: the same 2-second windows, one row each.
+INSERT INTO peak_user
+SELECT w, max(n) AS peak, count(*) AS users, max(hi) AS hi, min(user_id) AS first_user
+FROM (SELECT user_id, date_bin(INTERVAL '2 seconds', event_time) AS w, count(*) AS n,
+             max(amount) AS hi
+      FROM payments GROUP BY 1, 2) AS per_user
+GROUP BY w;
 "#
     )
 }
@@ -108,7 +117,7 @@ async fn aggregates_over_aggregates_equal_batch_over_sizes_orders_and_workers() 
                 700,
             ),
         ] {
-            for (text, sinks) in [(rides_sql(seed, count), 5), (payments_sql(seed, count), 1)] {
+            for (text, sinks) in [(rides_sql(seed, count), 5), (payments_sql(seed, count), 2)] {
                 let p = pipeline(&text).await;
                 let input = rows(&p).await;
                 for order in [InputOrder::InOrder, InputOrder::Shuffled] {
@@ -134,8 +143,13 @@ async fn aggregates_over_aggregates_restore_their_inner_state_and_match_batch() 
         (vec![700, 1900], 1, vec![1, 2, 3]),
         (vec![450, 1000, 2600], 3, vec![2, 3, 1, 2]),
     ];
-    crate::recovery::failed_runs_restore_and_match_batch(&sql, "payments", &["rollup"], &schedules)
-        .await;
+    crate::recovery::failed_runs_restore_and_match_batch(
+        &sql,
+        "payments",
+        &["rollup", "peak_user"],
+        &schedules,
+    )
+    .await;
 }
 
 #[tokio::test]
