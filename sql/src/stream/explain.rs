@@ -191,6 +191,13 @@ fn explain_aggregate(
                 );
             }
             for source in &w.sources {
+                if source.ends_with("#join") {
+                    let _ = writeln!(
+                        out,
+                        "{pad}  watermark: {source}: the earliest time the join can still emit rows at (a windowed join's next window; for an interval join's side, the older of its watermark and where its held rows were trimmed to); a window is emitted once it passes its end"
+                    );
+                    continue;
+                }
                 if source.contains('#') {
                     let _ = writeln!(
                         out,
