@@ -92,7 +92,12 @@ impl Held {
                 kept.push(batch);
             }
         }
+        let empty = kept.is_empty();
         *held = kept;
+        if empty {
+            // No rows held: no open "window" left behind in the status and metrics.
+            self.windows.remove(&None);
+        }
         Ok(dropped)
     }
 
