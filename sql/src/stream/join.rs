@@ -26,7 +26,7 @@ use super::late::LateGate;
 use super::leaf::EpochSlot;
 use super::plan::AggregatePlan;
 use super::trace::{column_of, trace_column};
-use super::window::{BucketSize, WindowSize, as_bucket, nanos_per_unit};
+use super::window::{BucketSize, as_bucket, nanos_per_unit};
 
 /// Where a side's rows of a window are known to be complete.
 #[derive(Debug, Clone)]
@@ -150,11 +150,7 @@ pub(super) fn side_window(
         let stage = inner.iter().find(|s| s.output_name == first.input)?;
         let window = stage.window.as_ref()?;
         // A hop window's rows are per window start, one every slide.
-        let width = match (window.hop, window.size) {
-            (Some(hop), _) => hop.slide,
-            (None, WindowSize::Fixed(width)) => width,
-            (None, WindowSize::Months(_)) => return None,
-        };
+        let width = window.step()?;
         let same = origins
             .iter()
             .all(|o| o.input == first.input && o.column == window.group_index);

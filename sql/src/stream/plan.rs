@@ -1452,8 +1452,8 @@ impl StreamPlanner {
                     ),
                 });
             }
-            let origins = column_of(&bin.ts).and_then(|c| trace_column(pre, c));
-            let Some(origins) = origins else {
+            let traced = column_of(&bin.ts).and_then(|c| Some((c, trace_column(pre, c)?)));
+            let Some((ts, origins)) = traced else {
                 return Err(SqlError::Unsupported {
                     at,
                     message: format!(
@@ -1483,11 +1483,7 @@ impl StreamPlanner {
                         });
                     }
                     times.used.set(Some(time));
-                    column = pre
-                        .schema()
-                        .field(column_of(&bin.ts).unwrap_or(0))
-                        .name()
-                        .clone();
+                    column = pre.schema().field(ts).name().clone();
                     sources.push(times.name.clone());
                     continue;
                 }
@@ -1555,8 +1551,8 @@ impl StreamPlanner {
 }
 
 /// A group key that is an inner windowed aggregate's own window column, grouped as it is
-/// (`GROUP BY w` over per-window rows): a window as wide as the inner one (a hop window's
-/// slide), closed as the inner aggregate emits.
+/// (`GROUP BY w` over per-window rows), or a windowed join's window column: a window as wide
+/// as the inner one (a hop window's slide), closed as the inner aggregate (or the join) emits.
 fn inner_window_key(
     group_by: &PhysicalGroupBy,
     pre: &Arc<dyn ExecutionPlan>,
@@ -1567,64 +1563,15 @@ fn inner_window_key(
         let Some(origins) = column_of(expr).and_then(|c| trace_column(pre, c)) else {
             continue;
         };
-        // A windowed join's window column, as the join outputs it.
-        if let Some(times) = join
-            && let Some((width, unit)) = times.window
-            && !origins.is_empty()
-            && origins.iter().all(|o| {
-                o.input == times.name
-                    && times.time_of(o.column) == Some(super::join::JoinTime::Window)
-            })
-            && times
-                .used
-                .get()
-                .is_none_or(|t| t == super::join::JoinTime::Window)
-        {
-            times.used.set(Some(super::join::JoinTime::Window));
+        let found = join
+            .and_then(|times| join_window_of(&origins, times))
+            .or_else(|| stage_window_of(&origins, inner));
+        if let Some(((width, unit), column, sources)) = found {
             return Some(WindowSpec {
                 group_index: index,
                 size: WindowSize::Fixed(width),
                 unit,
-                column: name.clone(),
-                sources: vec![times.name.clone()],
-                gate: LateGate::new(),
-                display: name.clone(),
-                lateness: 0,
-                hop: None,
-            });
-        }
-        let mut sources = Vec::new();
-        let mut size = None;
-        let mut column = String::new();
-        let all = origins.iter().all(|o| {
-            let Some(stage) = inner.iter().find(|s| s.output_name == o.input) else {
-                return false;
-            };
-            let Some(w) = stage.window.as_ref() else {
-                return false;
-            };
-            if w.group_index != o.column || w.lateness != 0 {
-                return false;
-            }
-            let width = match (w.hop, w.size) {
-                (Some(hop), _) => hop.slide,
-                (None, WindowSize::Fixed(width)) => width,
-                (None, WindowSize::Months(_)) => return false,
-            };
-            if size.is_some_and(|s| s != (width, w.unit)) {
-                return false;
-            }
-            size = Some((width, w.unit));
-            column = stage.output_schema.field(o.column).name().clone();
-            sources.push(stage.output_name.clone());
-            true
-        });
-        if let (true, Some((width, unit))) = (all, size) {
-            return Some(WindowSpec {
-                group_index: index,
-                size: WindowSize::Fixed(width),
-                unit,
-                column,
+                column: column.unwrap_or_else(|| name.clone()),
                 sources,
                 gate: LateGate::new(),
                 display: name.clone(),
@@ -1634,6 +1581,57 @@ fn inner_window_key(
         }
     }
     None
+}
+
+/// What a group column traced to `origins` is as a window: its step and unit, its column
+/// name (None: the group's own) and the inputs whose watermark closes it.
+type KeyWindow = (
+    (i64, arrow::datatypes::TimeUnit),
+    Option<String>,
+    Vec<String>,
+);
+
+/// `origins` as a windowed join's window column (marked as the time the aggregate windows by).
+fn join_window_of(
+    origins: &[super::trace::ColumnOrigin],
+    times: &super::join::JoinTimes,
+) -> Option<KeyWindow> {
+    use super::join::JoinTime;
+    let size = times.window?;
+    let all = !origins.is_empty()
+        && origins
+            .iter()
+            .all(|o| o.input == times.name && times.time_of(o.column) == Some(JoinTime::Window));
+    if !all || times.used.get().is_some_and(|t| t != JoinTime::Window) {
+        return None;
+    }
+    times.used.set(Some(JoinTime::Window));
+    Some((size, None, vec![times.name.clone()]))
+}
+
+/// `origins` as inner aggregates' own window columns, all of one step.
+fn stage_window_of(
+    origins: &[super::trace::ColumnOrigin],
+    inner: &[AggregatePlan],
+) -> Option<KeyWindow> {
+    let mut size = None;
+    let mut column = None;
+    let mut sources = Vec::new();
+    for o in origins {
+        let stage = inner.iter().find(|s| s.output_name == o.input)?;
+        let w = stage.window.as_ref()?;
+        if w.group_index != o.column || w.lateness != 0 {
+            return None;
+        }
+        let step = (w.step()?, w.unit);
+        if size.is_some_and(|s| s != step) {
+            return None;
+        }
+        size = Some(step);
+        column = Some(stage.output_schema.field(o.column).name().clone());
+        sources.push(stage.output_name.clone());
+    }
+    Some((size?, column, sources))
 }
 
 /// A two-phase aggregate (`Final` over a repartition or coalesce over `Partial`, which

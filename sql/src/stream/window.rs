@@ -113,6 +113,16 @@ impl WindowSpec {
         }
     }
 
+    /// The distance between window starts (the column's unit): a tumbling window's width, a
+    /// hop window's slide; `None` for months, which have no fixed length.
+    pub fn step(&self) -> Option<i64> {
+        match (self.hop, self.size) {
+            (Some(hop), _) => Some(hop.slide),
+            (None, WindowSize::Fixed(width)) => Some(width),
+            (None, WindowSize::Months(_)) => None,
+        }
+    }
+
     /// The watermark below which windows are closed for good: `watermark` less the lateness.
     pub fn final_watermark(&self, watermark: i64) -> i64 {
         if watermark == i64::MAX {

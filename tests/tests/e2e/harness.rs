@@ -130,3 +130,51 @@ pub fn int_pairs(batches: &[RecordBatch]) -> Vec<(i64, i64)> {
     rows.sort_unstable();
     rows
 }
+
+/// One parity suite's sweep over seeds `0..seeds`: the pipeline `sql(seed, rows)` at
+/// micro-batch sizes 1 (over `small` rows), 7, 8192 and random 1..=300 (seeded `seed +
+/// random_seed`, over `rows`), in order and shuffled within the watermark, on `1 + seed % 3`
+/// workers.
+pub struct Sweep {
+    pub seeds: u64,
+    pub small: u64,
+    pub rows: u64,
+    pub random_seed: u64,
+    /// How many sinks the pipeline has, when the suite checks it.
+    pub sinks: Option<usize>,
+}
+
+/// Runs `sweep`: streaming equals batch everywhere, and every sink gets rows.
+pub async fn sweep(sweep: Sweep, sql: impl Fn(u64, u64) -> String) {
+    for seed in 0..sweep.seeds {
+        for (sizing, count) in [
+            (BatchSizing::Fixed(1), sweep.small),
+            (BatchSizing::Fixed(7), sweep.rows),
+            (BatchSizing::Fixed(8192), sweep.rows),
+            (
+                BatchSizing::Random {
+                    min: 1,
+                    max: 300,
+                    seed: seed + sweep.random_seed,
+                },
+                sweep.rows,
+            ),
+        ] {
+            let p = pipeline(&sql(seed, count)).await;
+            let input = rows(&p).await;
+            for order in [InputOrder::InOrder, InputOrder::Shuffled] {
+                let workers = 1 + (seed as usize) % 3;
+                let report = parity(&p, &input, sizing.clone(), order, seed, workers).await;
+                let context = format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers");
+                assert_exact(&report, &context);
+                if let Some(sinks) = sweep.sinks {
+                    assert_eq!(report.sinks.len(), sinks, "{context}");
+                }
+                assert!(
+                    report.sinks.iter().all(|s| s.total > 0),
+                    "{context}: every sink got rows: {report:?}"
+                );
+            }
+        }
+    }
+}

@@ -4,9 +4,8 @@
 //! with state bounded by the open windows' panes.
 
 use volley_engine::driver::BatchSizing;
-use volley_engine::verify::InputOrder;
 
-use crate::harness::{assert_exact, parity, pipeline, refusal, rows};
+use crate::harness::{Sweep, pipeline, refusal, sweep};
 
 /// The sinks of [`sql`], in order.
 const SINKS: [&str; 6] = [
@@ -96,35 +95,14 @@ GROUP BY 1;
 async fn hop_windows_equal_batch_over_sizes_orders_and_workers() {
     let dir = tempfile::tempdir().unwrap();
     crate::lookup::write_dimensions(dir.path());
-    for seed in 0..4u64 {
-        for (sizing, count) in [
-            (BatchSizing::Fixed(1), 150),
-            (BatchSizing::Fixed(7), 800),
-            (BatchSizing::Fixed(8192), 800),
-            (
-                BatchSizing::Random {
-                    min: 1,
-                    max: 300,
-                    seed: seed + 5,
-                },
-                800,
-            ),
-        ] {
-            let p = pipeline(&sql(dir.path(), seed, count)).await;
-            let input = rows(&p).await;
-            for order in [InputOrder::InOrder, InputOrder::Shuffled] {
-                let workers = 1 + (seed as usize) % 3;
-                let report = parity(&p, &input, sizing.clone(), order, seed, workers).await;
-                let context = format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers");
-                assert_exact(&report, &context);
-                assert_eq!(report.sinks.len(), SINKS.len(), "{context}");
-                assert!(
-                    report.sinks.iter().all(|s| s.total > 0),
-                    "{context}: every sink got rows: {report:?}"
-                );
-            }
-        }
-    }
+    let run = Sweep {
+        seeds: 4,
+        small: 150,
+        rows: 800,
+        random_seed: 5,
+        sinks: Some(SINKS.len()),
+    };
+    sweep(run, |seed, count| sql(dir.path(), seed, count)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

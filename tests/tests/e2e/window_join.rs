@@ -6,7 +6,7 @@
 use volley_engine::driver::BatchSizing;
 use volley_engine::verify::InputOrder;
 
-use crate::harness::{assert_exact, parity, pipeline, refusal, rows};
+use crate::harness::{Sweep, assert_exact, pipeline, refusal, rows, sweep};
 
 const SINKS: [&str; 5] = ["per_window", "bucketed", "outer", "counted", "semi"];
 
@@ -72,35 +72,14 @@ WHERE EXISTS (SELECT 1 FROM payments p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windowed_joins_equal_batch_over_sizes_orders_and_workers() {
-    for seed in 0..4u64 {
-        for (sizing, count) in [
-            (BatchSizing::Fixed(1), 150),
-            (BatchSizing::Fixed(7), 700),
-            (BatchSizing::Fixed(8192), 700),
-            (
-                BatchSizing::Random {
-                    min: 1,
-                    max: 300,
-                    seed: seed + 7,
-                },
-                700,
-            ),
-        ] {
-            let p = pipeline(&sql(seed, count)).await;
-            let input = rows(&p).await;
-            for order in [InputOrder::InOrder, InputOrder::Shuffled] {
-                let workers = 1 + (seed as usize) % 3;
-                let report = parity(&p, &input, sizing.clone(), order, seed, workers).await;
-                let context = format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers");
-                assert_exact(&report, &context);
-                assert_eq!(report.sinks.len(), SINKS.len(), "{context}");
-                assert!(
-                    report.sinks.iter().all(|s| s.total > 0),
-                    "{context}: every sink got rows: {report:?}"
-                );
-            }
-        }
-    }
+    let run = Sweep {
+        seeds: 4,
+        small: 150,
+        rows: 700,
+        random_seed: 7,
+        sinks: Some(SINKS.len()),
+    };
+    sweep(run, sql).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,34 +247,14 @@ FROM payments p JOIN rides r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interval_joins_equal_batch_over_sizes_orders_and_workers() {
-    for seed in 0..4u64 {
-        for (sizing, count) in [
-            (BatchSizing::Fixed(1), 150),
-            (BatchSizing::Fixed(7), 600),
-            (BatchSizing::Fixed(8192), 600),
-            (
-                BatchSizing::Random {
-                    min: 1,
-                    max: 300,
-                    seed: seed + 9,
-                },
-                600,
-            ),
-        ] {
-            let p = pipeline(&interval_sql(seed, count)).await;
-            let input = rows(&p).await;
-            for order in [InputOrder::InOrder, InputOrder::Shuffled] {
-                let workers = 1 + (seed as usize) % 3;
-                let report = parity(&p, &input, sizing.clone(), order, seed, workers).await;
-                let context = format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers");
-                assert_exact(&report, &context);
-                assert!(
-                    report.sinks.iter().all(|s| s.total > 0),
-                    "{context}: every sink got rows: {report:?}"
-                );
-            }
-        }
-    }
+    let run = Sweep {
+        seeds: 4,
+        small: 150,
+        rows: 600,
+        random_seed: 9,
+        sinks: None,
+    };
+    sweep(run, interval_sql).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -581,35 +540,14 @@ const AGGREGATED_JOINS: [&str; 6] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregates_over_joins_equal_batch_over_sizes_orders_and_workers() {
-    for seed in 0..3u64 {
-        for (sizing, count) in [
-            (BatchSizing::Fixed(1), 150),
-            (BatchSizing::Fixed(7), 600),
-            (BatchSizing::Fixed(8192), 600),
-            (
-                BatchSizing::Random {
-                    min: 1,
-                    max: 300,
-                    seed: seed + 11,
-                },
-                600,
-            ),
-        ] {
-            let p = pipeline(&aggregated_join_sql(seed, count)).await;
-            let input = rows(&p).await;
-            for order in [InputOrder::InOrder, InputOrder::Shuffled] {
-                let workers = 1 + (seed as usize) % 3;
-                let report = parity(&p, &input, sizing.clone(), order, seed, workers).await;
-                let context = format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers");
-                assert_exact(&report, &context);
-                assert_eq!(report.sinks.len(), AGGREGATED_JOINS.len(), "{context}");
-                assert!(
-                    report.sinks.iter().all(|s| s.total > 0),
-                    "{context}: every sink got rows: {report:?}"
-                );
-            }
-        }
-    }
+    let run = Sweep {
+        seeds: 3,
+        small: 150,
+        rows: 600,
+        random_seed: 11,
+        sinks: Some(AGGREGATED_JOINS.len()),
+    };
+    sweep(run, aggregated_join_sql).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
