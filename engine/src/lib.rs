@@ -16,6 +16,7 @@ pub mod lookup;
 pub mod memory;
 pub mod metrics;
 pub mod models;
+pub mod operator;
 pub mod query;
 pub mod runtime;
 pub mod setup;

@@ -17,6 +17,7 @@
 
 mod expiry;
 mod hop;
+mod operator;
 mod shard;
 mod split;
 
@@ -89,67 +90,9 @@ impl AggregateState {
         &self.plan
     }
 
-    /// Runs `partial` as this aggregate's input from now on (and `post` above it, when
-    /// given): the same plans with fresh lookup joins.
-    pub fn replace_plans(
-        &mut self,
-        partial: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-        post: Option<Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
-    ) {
-        self.plan.partial = partial;
-        if let Some(post) = post {
-            self.plan.post = post;
-        }
-    }
-
-    /// Windows (or, keyed, 1) currently holding state.
-    pub fn open_windows(&self) -> usize {
-        let open: BTreeSet<Option<i64>> = self
-            .shards
-            .iter()
-            .flat_map(|s| s.windows.keys().copied())
-            .collect();
-        open.len()
-    }
-
-    /// Number of state rows held (for metrics).
-    pub fn state_rows(&self) -> usize {
-        self.shards
-            .iter()
-            .flat_map(|s| s.windows.values())
-            .map(|w| w.rows)
-            .sum()
-    }
-
-    /// The watermark of this aggregate's output, in nanoseconds of its window column: every
-    /// window it emits from now on starts at or after it (None: keyed, or nothing emitted
-    /// yet). An aggregate over this one's windows closes its own windows by it.
-    pub fn output_watermark(&self) -> Option<i64> {
-        let window = self.plan.window.as_ref()?;
-        let emitted_upto = self.emitted_upto?;
-        if emitted_upto == i64::MAX {
-            return Some(i64::MAX);
-        }
-        let next = match window.hop {
-            // The next hop window to emit starts a slide after the newest emitted one.
-            Some(hop) => emitted_upto
-                .saturating_sub(hop.size)
-                .div_euclid(hop.slide)
-                .saturating_mul(hop.slide)
-                .saturating_add(hop.slide),
-            None => window.closed_upto(emitted_upto).saturating_add(1),
-        };
-        Some(next.saturating_mul(window.nanos_per_unit()))
-    }
-
-    /// Schema of the state rows [`AggregateState::snapshot`] returns.
-    pub fn state_schema(&self) -> arrow::datatypes::SchemaRef {
-        Arc::clone(&self.plan.state_schema)
-    }
-
     /// Every state row (all windows, all shards) and the emission frontier: what a checkpoint
     /// stores. State rows are DataFusion partial-aggregate states, independent of sharding.
-    pub fn snapshot(&self) -> (Vec<RecordBatch>, Option<i64>) {
+    fn state_batches(&self) -> (Vec<RecordBatch>, Option<i64>) {
         let rows = self
             .shards
             .iter()
@@ -160,12 +103,12 @@ impl AggregateState {
         (rows, self.emitted_upto)
     }
 
-    /// Loads a [`AggregateState::snapshot`] into empty state, re-sharding it for this run's
-    /// shard count.
+    /// Loads [`AggregateState::state_batches`] into empty state, re-sharding it for this
+    /// run's shard count.
     ///
     /// # Errors
     /// State rows that do not fit the aggregate, and merge failures.
-    pub async fn restore(
+    async fn load_state(
         &mut self,
         rows: Vec<RecordBatch>,
         emitted_upto: Option<i64>,
@@ -220,7 +163,7 @@ impl AggregateState {
     ///
     /// # Errors
     /// Arrow failures filtering the state.
-    pub fn expire(&mut self, watermark: i64) -> Result<usize> {
+    fn expire(&mut self, watermark: i64) -> Result<usize> {
         if self.phases.ttl_nanos.is_none() || self.phases.window_index.is_some() {
             return Ok(0);
         }
@@ -236,7 +179,7 @@ impl AggregateState {
     ///
     /// # Errors
     /// Arrow failures.
-    pub fn stamps(&self) -> Result<Option<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)>> {
+    fn stamps(&self) -> Result<Option<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)>> {
         if self.phases.ttl_nanos.is_none() {
             return Ok(None);
         }
@@ -250,13 +193,13 @@ impl AggregateState {
         Ok(Some((schema, rows)))
     }
 
-    /// Loads `state_ttl` stamps after [`AggregateState::restore`]; groups with no stamp (a
+    /// Loads `state_ttl` stamps after [`AggregateState::load_state`]; groups with no stamp (a
     /// checkpoint written without `state_ttl`) are stamped with `watermark` when it is known
     /// (otherwise they are kept until an update stamps them).
     ///
     /// # Errors
     /// Stamps that do not fit the aggregate's groups.
-    pub fn restore_stamps(&mut self, stamps: &[RecordBatch], watermark: Option<i64>) -> Result<()> {
+    fn restore_stamps(&mut self, stamps: &[RecordBatch], watermark: Option<i64>) -> Result<()> {
         if self.phases.ttl_nanos.is_none() {
             return Ok(());
         }
@@ -289,7 +232,7 @@ impl AggregateState {
     ///
     /// # Errors
     /// Failures executing DataFusion's aggregate.
-    pub async fn process_epoch(&mut self) -> Result<AggregateOutput> {
+    async fn process_epoch(&mut self) -> Result<AggregateOutput> {
         let per_shard = self.partials_by_shard().await?;
         if per_shard.iter().all(Option::is_none) {
             return Ok(AggregateOutput::default());
@@ -322,7 +265,7 @@ impl AggregateState {
     ///
     /// # Errors
     /// Failures executing DataFusion's final aggregate.
-    pub async fn advance_watermark(&mut self, watermark: i64) -> Result<AggregateOutput> {
+    async fn advance_watermark(&mut self, watermark: i64) -> Result<AggregateOutput> {
         let Some(window) = &self.plan.window else {
             return Ok(AggregateOutput::default());
         };
@@ -370,7 +313,7 @@ impl AggregateState {
     ///
     /// # Errors
     /// Failures executing DataFusion's final aggregate.
-    pub async fn flush(&mut self) -> Result<AggregateOutput> {
+    async fn flush(&mut self) -> Result<AggregateOutput> {
         if self.plan.window.is_none() {
             return Ok(AggregateOutput::default());
         }

@@ -5,8 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use volley_connectors::Position;
 
-/// The manifest format this build writes and reads.
-pub const FORMAT: u32 = 1;
+/// The manifest format this build writes.
+pub const FORMAT: u32 = 2;
+
+/// The oldest manifest format this build reads (format 1 is read as format 2).
+pub const OLDEST_FORMAT: u32 = 1;
 
 /// One source as of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,39 +34,107 @@ pub struct SourceCheckpoint {
 
 /// One INSERT's state as of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "QueryRecord")]
 pub struct QueryCheckpoint {
     /// The INSERT's target table.
     pub target: String,
     /// What the state means; restoring into a query with a different shape is refused.
     pub shape: String,
-    /// Windows at or below this end had been emitted (window column's unit).
-    pub emitted_upto: Option<i64>,
-    /// The Arrow IPC file (beside the manifest) holding the aggregate's state rows.
-    pub state_file: Option<String>,
-    /// State rows in that file.
+    /// State rows held, over all its operators.
     pub state_rows: u64,
-    /// The Arrow IPC file holding `state_ttl` stamps (keyed aggregates with `state_ttl`).
-    #[serde(default)]
-    pub stamps_file: Option<String>,
-    /// The state of the aggregates feeding this INSERT's own (an aggregate over an
-    /// aggregate), innermost first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inner: Vec<StageCheckpoint>,
-    /// The state of the query's other operators (a windowed join), by name.
+    /// The named state of each of its stateful operators, in plan order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operators: Vec<OperatorCheckpoint>,
+}
+
+/// A [`QueryCheckpoint`] as either format writes it: format 1 kept the query's own
+/// aggregate's state in its own fields and the aggregates feeding it in `inner`.
+#[derive(Deserialize)]
+struct QueryRecord {
+    target: String,
+    shape: String,
+    #[serde(default)]
+    state_rows: u64,
+    #[serde(default)]
+    operators: Vec<OperatorCheckpoint>,
+    #[serde(default)]
+    emitted_upto: Option<i64>,
+    #[serde(default)]
+    state_file: Option<String>,
+    #[serde(default)]
+    stamps_file: Option<String>,
+    #[serde(default)]
+    inner: Vec<StageCheckpoint>,
+}
+
+impl From<QueryRecord> for QueryCheckpoint {
+    /// Format 1's aggregates become operators named as the planner names them: the
+    /// innermost `<target>#aggregate`, the others `<target>#aggregate<n>` after the number
+    /// of aggregates feeding them.
+    fn from(record: QueryRecord) -> Self {
+        let piece = |name: &str, file: String, rows: u64| NamedState {
+            name: name.to_string(),
+            file,
+            rows,
+        };
+        let mut operators: Vec<OperatorCheckpoint> = record
+            .inner
+            .iter()
+            .map(|stage| OperatorCheckpoint {
+                operator: stage.name.clone(),
+                marks: vec![stage.emitted_upto],
+                state: vec![piece("state", stage.state_file.clone(), stage.state_rows)],
+            })
+            .collect();
+        let format_one = record.state_file.is_some() || !record.inner.is_empty();
+        if let Some(file) = record.state_file {
+            let operator = if record.inner.is_empty() {
+                format!("{}#aggregate", record.target)
+            } else {
+                format!("{}#aggregate{}", record.target, record.inner.len())
+            };
+            let mut state = vec![piece("state", file, record.state_rows)];
+            if let Some(stamps) = record.stamps_file {
+                state.push(piece("stamps", stamps, 0));
+            }
+            operators.push(OperatorCheckpoint {
+                operator,
+                marks: vec![record.emitted_upto],
+                state,
+            });
+        }
+        operators.extend(record.operators);
+        let state_rows = if format_one {
+            operators
+                .iter()
+                .flat_map(|o| &o.state)
+                .map(|s| s.rows)
+                .sum()
+        } else {
+            record.state_rows
+        };
+        Self {
+            target: record.target,
+            shape: record.shape,
+            state_rows,
+            operators,
+        }
+    }
 }
 
 /// The named state of one operator, as of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperatorCheckpoint {
-    /// The operator (`<target>#join`).
+    /// The operator: the input name its rows are read under (`<target>#aggregate<n>`,
+    /// `<target>#join`).
     pub operator: String,
-    /// Where it had got to in event time (the operator's unit): a windowed join's window
-    /// start before which every window was joined; an interval join's left and right
-    /// watermarks its sides were last trimmed by.
+    /// Where it had got to in event time (the operator's unit): an aggregate's end at or
+    /// below which windows were emitted; a windowed join's window start before which every
+    /// window was joined; an interval join's left and right watermarks its sides were last
+    /// trimmed by.
     pub marks: Vec<Option<i64>>,
-    /// Its pieces of state (a join's `left` and `right` rows).
+    /// Its pieces of state (an aggregate's `state` and `stamps`, a join's `left`, `right`
+    /// and `matched` rows).
     pub state: Vec<NamedState>,
 }
 
@@ -78,17 +149,13 @@ pub struct NamedState {
     pub rows: u64,
 }
 
-/// The state of an aggregate feeding another, as of a checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StageCheckpoint {
-    /// What reads its rows in the plan (`<target>#aggregate<n>`).
-    pub name: String,
-    /// Windows at or below this end had been emitted (window column's unit).
-    pub emitted_upto: Option<i64>,
-    /// The Arrow IPC file (beside the manifest) holding its state rows.
-    pub state_file: String,
-    /// State rows in that file.
-    pub state_rows: u64,
+/// Format 1: the state of an aggregate feeding another.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct StageCheckpoint {
+    name: String,
+    emitted_upto: Option<i64>,
+    state_file: String,
+    state_rows: u64,
 }
 
 /// One live table's rows as of a checkpoint, so a restart serves what it served before.

@@ -1,10 +1,10 @@
 //! Durable layout of checkpoints and the epoch log in any `object_store` location.
 //!
 //! ```text
-//! <dir>/epochs/00000000000000000042.json          epoch 42's input ranges, written before it runs
-//! <dir>/checkpoints/00000000000000000042/q0.arrow  INSERT 0's aggregate state (Arrow IPC)
-//! <dir>/checkpoints/00000000000000000042/manifest.json   written after the state files
-//! <dir>/_latest                                    "42": switched last
+//! <dir>/epochs/00000000000000000042.json                epoch 42's input ranges, written before it runs
+//! <dir>/checkpoints/00000000000000000042/q0.o1.left.arrow  INSERT 0's operator 1's `left` state (Arrow IPC)
+//! <dir>/checkpoints/00000000000000000042/manifest.json     written after the state files
+//! <dir>/_latest                                          "42": switched last
 //! ```
 //!
 //! A checkpoint is valid once its manifest exists; `_latest` is only a shortcut, so a crash
@@ -22,7 +22,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use volley_connectors::location::Location;
 
-use super::manifest::{EpochLog, FORMAT, Manifest};
+use super::manifest::{EpochLog, FORMAT, Manifest, OLDEST_FORMAT};
 use crate::error::{EngineError, Result};
 
 /// Checkpoints and epoch logs under one directory (local path or object-store URL).
@@ -295,9 +295,9 @@ impl CheckpointStore {
                     continue;
                 }
             };
-            if manifest.format != FORMAT {
+            if !(OLDEST_FORMAT..=FORMAT).contains(&manifest.format) {
                 return Err(EngineError::Checkpoint(format!(
-                    "{}/{name} has format {}, this build reads format {FORMAT}; restart with --from-scratch",
+                    "{}/{name} has format {}, this build reads formats {OLDEST_FORMAT} to {FORMAT}; restart with --from-scratch",
                     self.display, manifest.format
                 )));
             }

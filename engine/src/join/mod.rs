@@ -13,6 +13,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use volley_sql::stream::join::{JoinPlan, JoinSide, SideFrontier};
 
 mod interval;
+mod operator;
 
 use crate::aggregate::split_by_window;
 use crate::error::{EngineError, Result};
@@ -163,59 +164,13 @@ impl JoinState {
         &self.plan
     }
 
-    /// The watermark of the join's rows, in nanoseconds of the time the aggregate over them
-    /// windows by (`outer_time`): every row the join emits from now on has that time at or
-    /// after it. A windowed join has joined every window before it. An interval join's left
-    /// rows from now on are new ones (at or after the left watermark) or held ones meeting a
-    /// new right row or dropped unmatched (at or after where the left side was trimmed), and
-    /// likewise for the right side. `None` while a watermark is unknown.
-    pub fn output_watermark(&self) -> Option<i64> {
-        use volley_sql::stream::join::JoinTime;
-        let time = self.plan.outer_time?;
-        let per = self.plan.nanos_per_unit();
-        let at = |units: i64| {
-            if units == i64::MAX {
-                i64::MAX
-            } else {
-                units.saturating_mul(per)
-            }
-        };
-        let (left, right) = (self.joined_before?, self.right_mark);
-        match (time, self.plan.interval) {
-            (JoinTime::Window, None) => Some(at(left)),
-            (JoinTime::Left, Some(bounds)) => {
-                let kept = interval::keep_from(right?, bounds.hi, per, true);
-                Some(at(left.min(kept)))
-            }
-            (JoinTime::Right, Some(bounds)) => {
-                let kept = interval::keep_from(left, bounds.lo, per, false);
-                Some(at(right?.min(kept)))
-            }
-            _ => None,
-        }
-    }
-
-    /// Rows held, both sides.
-    pub fn state_rows(&self) -> usize {
-        self.left.rows() + self.right.rows()
-    }
-
-    /// Windows holding rows on some side.
-    pub fn open_windows(&self) -> usize {
-        let mut starts: Vec<&Option<i64>> = self.left.windows.keys().collect();
-        starts.extend(self.right.windows.keys());
-        starts.sort_unstable();
-        starts.dedup();
-        starts.len()
-    }
-
     /// Runs one epoch: takes each side's new rows (when `fresh` or an aggregate feeding a
     /// side emitted), then joins every window both sides are complete for by `watermarks`
     /// (nanoseconds, by input name), every window when `all_done`.
     ///
     /// # Errors
     /// Execution failures.
-    pub async fn run_epoch(
+    async fn join_epoch(
         &mut self,
         read: bool,
         watermarks: &HashMap<String, Option<i64>>,
@@ -260,7 +215,7 @@ impl JoinState {
     ///
     /// # Errors
     /// Rows that do not fit a side.
-    pub fn restore(
+    fn load(
         &mut self,
         left: Vec<RecordBatch>,
         right: Vec<RecordBatch>,
@@ -296,7 +251,7 @@ impl JoinState {
     }
 
     /// Held rows of each side (with the sides' schemas) and where joining had got to.
-    pub fn snapshot(&self) -> Result<Vec<(&'static str, SchemaRef, Vec<RecordBatch>)>> {
+    fn pieces(&self) -> Result<Vec<(&'static str, SchemaRef, Vec<RecordBatch>)>> {
         let mut out = vec![
             ("left", self.held_left_schema(), self.left.snapshot()),
             (
@@ -314,7 +269,7 @@ impl JoinState {
     /// Where the join had got to: for a windowed join, the window start before which every
     /// window was joined; for an interval join, the left and right watermarks the sides were
     /// last trimmed by.
-    pub fn marks(&self) -> Vec<Option<i64>> {
+    fn marks(&self) -> Vec<Option<i64>> {
         if self.plan.interval.is_some() {
             vec![self.joined_before, self.right_mark]
         } else {

@@ -5,10 +5,11 @@ use super::StreamJob;
 use crate::checkpoint::failpoint;
 use crate::checkpoint::manifest::{
     EpochLog, LiveCheckpoint, Manifest, NamedState, OperatorCheckpoint, QueryCheckpoint,
-    SourceCheckpoint, StageCheckpoint, Totals,
+    SourceCheckpoint, Totals,
 };
 use crate::driver::EpochRange;
 use crate::error::{EngineError, Result};
+use crate::operator::RestoredState;
 use crate::watermark::EventTimeTracker;
 use volley_connectors::Position;
 
@@ -151,48 +152,34 @@ impl StreamJob {
             return Ok(());
         };
         let store = checkpoints.store.clone();
+        let watermarks: std::collections::HashMap<String, Option<i64>> = manifest
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.watermark))
+            .collect();
         for (query, saved) in self.queries.iter_mut().zip(&manifest.queries) {
-            let rows = match &saved.state_file {
-                Some(file) => store.get_state(manifest.epoch, file).await?,
-                None => Vec::new(),
-            };
-            query.restore(rows, saved.emitted_upto).await?;
-            for (index, stage) in saved.inner.iter().enumerate() {
-                let rows = store.get_state(manifest.epoch, &stage.state_file).await?;
-                query.restore_inner(index, rows, stage.emitted_upto).await?;
-            }
+            let watermark = crate::query::min_watermark(&query.plan().sources, &watermarks);
             for operator in &saved.operators {
-                let mut pieces = Vec::new();
-                for name in ["left", "right", "matched"] {
-                    let piece = operator.state.iter().find(|s| s.name == name);
-                    let rows = match piece {
-                        Some(piece) => store.get_state(manifest.epoch, &piece.file).await?,
-                        None if name == "matched" => Vec::new(),
-                        None => {
-                            return Err(EngineError::Checkpoint(format!(
-                                "checkpoint {} in {dir}: operator {} has no '{name}' state",
-                                manifest.epoch, operator.operator
-                            )));
-                        }
-                    };
-                    pieces.push(rows);
+                let mut pieces = Vec::with_capacity(operator.state.len());
+                for piece in &operator.state {
+                    let rows = store.get_state(manifest.epoch, &piece.file).await?;
+                    pieces.push((piece.name.clone(), rows));
                 }
-                let matched = pieces.pop().unwrap_or_default();
-                let right = pieces.pop().unwrap_or_default();
-                let left = pieces.pop().unwrap_or_default();
-                query.restore_join(left, right, &matched, &operator.marks)?;
+                let state = RestoredState {
+                    marks: operator.marks.clone(),
+                    pieces,
+                    watermark,
+                };
+                query
+                    .restore(&operator.operator, state)
+                    .await
+                    .map_err(|e| {
+                        EngineError::Checkpoint(format!(
+                            "checkpoint {} in {dir}, INSERT INTO {}: {e}",
+                            manifest.epoch, saved.target
+                        ))
+                    })?;
             }
-            let stamps = match &saved.stamps_file {
-                Some(file) => store.get_state(manifest.epoch, file).await?,
-                None => Vec::new(),
-            };
-            let watermarks: std::collections::HashMap<String, Option<i64>> = manifest
-                .sources
-                .iter()
-                .map(|s| (s.name.clone(), s.watermark))
-                .collect();
-            let at = crate::query::min_watermark(&query.plan().sources, &watermarks);
-            query.restore_stamps(&stamps, at)?;
         }
         if let Some(live) = &mut self.live {
             for saved in &manifest.live {
@@ -313,66 +300,31 @@ impl StreamJob {
             let mut entry = QueryCheckpoint {
                 target: query.plan().target.clone(),
                 shape: query.shape(),
-                emitted_upto: None,
-                state_file: None,
                 state_rows: 0,
-                stamps_file: None,
-                inner: Vec::new(),
                 operators: Vec::new(),
             };
-            if let Some(join) = query.join() {
-                let mut state = Vec::new();
-                for (name, schema, rows) in join.snapshot()? {
-                    let file = format!("q{i}.join.{name}.arrow");
+            for (j, operator) in query.operators().enumerate() {
+                let snapshot = operator.snapshot()?;
+                let mut state = Vec::with_capacity(snapshot.pieces.len());
+                for piece in snapshot.pieces {
+                    let file = format!("q{i}.o{j}.{}.arrow", piece.name);
                     bytes += checkpoints
                         .store
-                        .put_state(epoch, &file, &schema, &rows)
+                        .put_state(epoch, &file, &piece.schema, &piece.rows)
                         .await?;
+                    let rows = piece.rows.iter().map(|b| b.num_rows() as u64).sum();
+                    entry.state_rows += rows;
                     state.push(NamedState {
-                        name: name.to_string(),
+                        name: piece.name,
                         file,
-                        rows: rows.iter().map(|b| b.num_rows() as u64).sum(),
+                        rows,
                     });
                 }
                 entry.operators.push(OperatorCheckpoint {
-                    operator: join.plan().output_name.clone(),
-                    marks: join.marks(),
+                    operator: operator.name().to_string(),
+                    marks: snapshot.marks,
                     state,
                 });
-            }
-            if let Some((schema, rows, emitted_upto)) = query.snapshot() {
-                let file = format!("q{i}.arrow");
-                bytes += checkpoints
-                    .store
-                    .put_state(epoch, &file, &schema, &rows)
-                    .await?;
-                entry.emitted_upto = emitted_upto;
-                entry.state_rows = rows.iter().map(|b| b.num_rows() as u64).sum();
-                entry.state_file = Some(file);
-            }
-            let names = query.inner_names();
-            for (j, ((schema, rows, emitted_upto), name)) in
-                query.inner_snapshots().into_iter().zip(names).enumerate()
-            {
-                let file = format!("q{i}.inner{j}.arrow");
-                bytes += checkpoints
-                    .store
-                    .put_state(epoch, &file, &schema, &rows)
-                    .await?;
-                entry.inner.push(StageCheckpoint {
-                    name,
-                    emitted_upto,
-                    state_file: file,
-                    state_rows: rows.iter().map(|b| b.num_rows() as u64).sum(),
-                });
-            }
-            if let Some((schema, stamps)) = query.stamps()? {
-                let file = format!("q{i}.stamps.arrow");
-                bytes += checkpoints
-                    .store
-                    .put_state(epoch, &file, &schema, &stamps)
-                    .await?;
-                entry.stamps_file = Some(file);
             }
             queries.push(entry);
         }

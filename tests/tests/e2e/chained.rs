@@ -240,12 +240,26 @@ GROUP BY 1, 2;
         let path = entry.unwrap().path().join("manifest.json");
         let manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         let query = &manifest.queries[0];
+        let names: Vec<&str> = query
+            .operators
+            .iter()
+            .map(|o| o.operator.as_str())
+            .collect();
         assert_eq!(
-            query.inner.len(),
-            1,
-            "the inner aggregate's state is checkpointed"
+            names.len(),
+            2,
+            "both aggregates' state is checkpointed, by name: {names:?}"
         );
-        let rows = query.state_rows + query.inner.iter().map(|s| s.state_rows).sum::<u64>();
+        let rows = query.state_rows;
+        assert_eq!(
+            rows,
+            query
+                .operators
+                .iter()
+                .flat_map(|o| &o.state)
+                .map(|s| s.rows)
+                .sum::<u64>()
+        );
         held.push((manifest.epoch, rows));
     }
     held.sort_unstable();

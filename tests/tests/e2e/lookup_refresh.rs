@@ -83,7 +83,7 @@ struct BumpingSource {
     inner: VecSource,
     writer: DimWriter,
     bumps: Vec<(u64, String)>,
-    versions: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+    versions: Versions,
     fail_at: Option<u64>,
 }
 
@@ -164,15 +164,48 @@ fn labels_by_epoch(collected: &Collected) -> (BTreeMap<u64, Vec<String>>, Vec<i6
     (labels, ids)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refreshed_delta_lookup_swaps_versions_between_epochs_and_replays_the_logged_one() {
-    let dims = tempfile::tempdir().unwrap();
-    let checkpoints = tempfile::tempdir().unwrap();
-    let dim_dir = dims.path().join("users").display().to_string();
+/// Versions by label, shared with the source that commits them.
+type Versions = Arc<std::sync::Mutex<BTreeMap<String, u64>>>;
+
+/// The dimension table under `dims` with its first version, `v1`: its directory, a writer
+/// for more, and the versions so far.
+async fn first_version(dims: &std::path::Path) -> (String, DimWriter, Versions) {
+    let dim_dir = dims.join("users").display().to_string();
     let mut writer = DimWriter::open(&dim_dir).await;
     let mut versions = BTreeMap::new();
     versions.insert("v1".to_string(), writer.commit("v1").await);
-    let versions = Arc::new(std::sync::Mutex::new(versions));
+    (dim_dir, writer, Arc::new(std::sync::Mutex::new(versions)))
+}
+
+/// The job over `source` into `collected`, in 50-row micro-batches, checkpointing into
+/// `dir` too rarely to ever write one: every epoch stays in the epoch log.
+fn job_overrides(
+    source: BumpingSource,
+    collected: &Collected,
+    dir: &std::path::Path,
+) -> JobOverrides {
+    JobOverrides {
+        sources: HashMap::from([("payments".to_string(), Box::new(source) as Box<dyn Source>)]),
+        sinks: HashMap::from([(
+            "enriched".to_string(),
+            Box::new(CollectSink::resume(collected)) as Box<dyn Sink>,
+        )]),
+        sizing: Some(BatchSizing::Fixed(50)),
+        workers: Some(2),
+        checkpoint: Some(CheckpointConfig {
+            dir: dir.display().to_string(),
+            interval: CheckpointInterval::Epochs(10_000),
+            keep: 2,
+            from_scratch: false,
+        }),
+        ..JobOverrides::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refreshed_delta_lookup_swaps_versions_between_epochs_and_replays_the_logged_one() {
+    let (dims, checkpoints) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (dim_dir, writer, versions) = first_version(dims.path()).await;
 
     let p = pipeline(&sql(&dim_dir)).await;
     let input = rows(&p).await;
@@ -182,23 +215,8 @@ async fn a_refreshed_delta_lookup_swaps_versions_between_epochs_and_replays_the_
         .await
         .unwrap();
     let collected = Collected::default();
-    let overrides = |source: BumpingSource| JobOverrides {
-        sources: HashMap::from([("payments".to_string(), Box::new(source) as Box<dyn Source>)]),
-        sinks: HashMap::from([(
-            "enriched".to_string(),
-            Box::new(CollectSink::resume(&collected)) as Box<dyn Sink>,
-        )]),
-        sizing: Some(BatchSizing::Fixed(50)),
-        workers: Some(2),
-        checkpoint: Some(CheckpointConfig {
-            dir: checkpoints.path().display().to_string(),
-            // No checkpoint before the failure: the restart re-reads every logged epoch.
-            interval: CheckpointInterval::Epochs(10_000),
-            keep: 2,
-            from_scratch: false,
-        }),
-        ..JobOverrides::default()
-    };
+    // No checkpoint before the failure: the restart re-reads every logged epoch.
+    let overrides = |source: BumpingSource| job_overrides(source, &collected, checkpoints.path());
 
     // Run 1: two new versions while it runs, then a crash.
     let source = BumpingSource {
@@ -309,4 +327,71 @@ async fn a_refreshed_delta_lookup_swaps_versions_between_epochs_and_replays_the_
     }
     expected.sort_unstable();
     assert_eq!(ids, expected);
+}
+
+/// A refreshed lookup table joined in a side of an interval join: each side row is enriched
+/// with the version of the epoch that read it, so no output row carries a version newer
+/// than its epoch's, and every version reaches the join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refreshed_lookup_in_a_side_of_a_stream_join_swaps_versions() {
+    let (dims, checkpoints) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (dim_dir, writer, versions) = first_version(dims.path()).await;
+    let text = format!(
+        r#"
+CREATE EXTERNAL TABLE payments STORED AS GENERATOR LOCATION 'payments'
+OPTIONS ('count' '1500', 'rate' '50', 'seed' '4', 'riders' '30', 'disorder' '1 second',
+         'watermark' 'event_time - INTERVAL ''1 second''');
+CREATE EXTERNAL TABLE users STORED AS DELTA LOCATION '{dim_dir}' OPTIONS ('refresh' '1 ms');
+CREATE EXTERNAL TABLE enriched STORED AS BLACKHOLE LOCATION 'x';
+INSERT INTO enriched
+SELECT a.payment_id, u.label, b.payment_id AS next
+FROM payments a JOIN users u ON a.user_id = u.user_id
+JOIN payments b ON a.user_id = b.user_id AND b.event_time > a.event_time
+ AND b.event_time <= a.event_time + INTERVAL '2 seconds';
+"#
+    );
+    let p = pipeline(&text).await;
+    let input = rows(&p).await;
+    let (schema, batches) = input["payments"].clone();
+    let collected = Collected::default();
+    let source = BumpingSource {
+        inner: VecSource::new(schema, batches),
+        writer,
+        bumps: vec![(300, "v2".into()), (700, "v3".into())],
+        versions: Arc::clone(&versions),
+        fail_at: None,
+    };
+    // Every epoch stays logged, with the version it joined.
+    let overrides = job_overrides(source, &collected, checkpoints.path());
+    let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
+        .await
+        .unwrap();
+    job.run().await.unwrap();
+    let store = CheckpointStore::open(&checkpoints.path().display().to_string(), 2)
+        .await
+        .unwrap();
+    let logged: BTreeMap<u64, u64> = store
+        .epochs_after(0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| (l.epoch, l.lookups[0].version))
+        .collect();
+    let versions = versions.lock().unwrap().clone();
+    let (labels, _) = labels_by_epoch(&collected);
+    let mut seen = Vec::new();
+    for (epoch, epoch_labels) in &labels {
+        for label in epoch_labels {
+            assert!(
+                versions[label] <= logged[epoch],
+                "epoch {epoch} joined version {} but emitted a row labelled {label}",
+                logged[epoch]
+            );
+            if !seen.contains(label) {
+                seen.push(label.clone());
+            }
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["v1", "v2", "v3"], "every version reached the join");
 }

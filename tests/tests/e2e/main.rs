@@ -3,6 +3,7 @@
 
 mod aggregate_fuzz;
 mod chained;
+mod checkpoint_format;
 mod crash;
 mod duckdb_oracle;
 mod edges;

@@ -1,0 +1,179 @@
+//! The windowed and keyed aggregates as streaming operators.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use volley_sql::stream::AggregatePlan;
+
+use super::{AggregateOutput, AggregateState};
+use crate::error::{EngineError, Result};
+use crate::operator::{
+    OperatorInput, OperatorOutput, OperatorSnapshot, RestoredState, StatePiece, StreamOperator,
+};
+use crate::query::min_watermark;
+
+/// The state rows' piece name in a checkpoint.
+const STATE: &str = "state";
+/// The `state_ttl` stamps' piece name in a checkpoint (keyed aggregates with `state_ttl`).
+const STAMPS: &str = "stamps";
+
+#[async_trait::async_trait]
+impl StreamOperator for AggregateState {
+    fn name(&self) -> &str {
+        &self.plan.output_name
+    }
+
+    /// Merges the epoch's rows into state (a keyed aggregate emits the groups they touched),
+    /// then emits the windows the watermark closes (a keyed one forgets groups by
+    /// `state_ttl`), then, at the end of input, every open window.
+    async fn run_epoch(&mut self, input: OperatorInput<'_>) -> Result<OperatorOutput> {
+        let mut out = AggregateOutput::default();
+        let mut late = Vec::new();
+        if input.read {
+            out.extend(self.process_epoch().await?);
+            if let Some(window) = &self.plan.window {
+                late = window.gate.take_late();
+            }
+        }
+        let groups_expired = match self.plan.window.clone() {
+            Some(window) => {
+                if let Some(wm) = min_watermark(&window.sources, input.watermarks) {
+                    let wm = if wm == i64::MAX {
+                        i64::MAX
+                    } else {
+                        wm.div_euclid(window.nanos_per_unit())
+                    };
+                    out.extend(self.advance_watermark(wm).await?);
+                }
+                0
+            }
+            None => match min_watermark(input.sources, input.watermarks) {
+                Some(wm) => self.expire(wm)?,
+                None => 0,
+            },
+        };
+        if input.all_done {
+            out.extend(self.flush().await?);
+        }
+        Ok(OperatorOutput {
+            rows: out.rows,
+            late,
+            windows_emitted: out.windows_emitted,
+            windows_corrected: out.windows_corrected,
+            groups_expired,
+        })
+    }
+
+    fn describe(&self) -> String {
+        describe(&self.plan)
+    }
+
+    /// Every window it emits from now on starts at or after this (None: keyed, or nothing
+    /// emitted yet).
+    fn output_watermark(&self) -> Option<i64> {
+        let window = self.plan.window.as_ref()?;
+        let emitted_upto = self.emitted_upto?;
+        if emitted_upto == i64::MAX {
+            return Some(i64::MAX);
+        }
+        let next = match window.hop {
+            // The next hop window to emit starts a slide after the newest emitted one.
+            Some(hop) => emitted_upto
+                .saturating_sub(hop.size)
+                .div_euclid(hop.slide)
+                .saturating_mul(hop.slide)
+                .saturating_add(hop.slide),
+            None => window.closed_upto(emitted_upto).saturating_add(1),
+        };
+        Some(next.saturating_mul(window.nanos_per_unit()))
+    }
+
+    fn shape(&self) -> String {
+        shape(&self.plan)
+    }
+
+    /// Marks: the end at or below which windows were emitted (the window column's unit).
+    /// Pieces: `state` (DataFusion partial-aggregate states of every window and group) and,
+    /// with `state_ttl`, `stamps`.
+    fn snapshot(&self) -> Result<OperatorSnapshot> {
+        let (rows, emitted_upto) = self.state_batches();
+        let mut pieces = vec![StatePiece {
+            name: STATE.to_string(),
+            schema: Arc::clone(&self.plan.state_schema),
+            rows,
+        }];
+        if let Some((schema, rows)) = self.stamps()? {
+            pieces.push(StatePiece {
+                name: STAMPS.to_string(),
+                schema,
+                rows,
+            });
+        }
+        Ok(OperatorSnapshot {
+            marks: vec![emitted_upto],
+            pieces,
+        })
+    }
+
+    /// Groups the checkpoint has no `state_ttl` stamp for are stamped with its watermark.
+    async fn restore(&mut self, mut state: RestoredState) -> Result<()> {
+        let rows = state.take(STATE).ok_or_else(|| {
+            EngineError::Checkpoint(format!(
+                "the checkpoint of {} has no '{STATE}' piece",
+                self.plan.output_name
+            ))
+        })?;
+        let emitted_upto = state.marks.first().copied().flatten();
+        self.load_state(rows, emitted_upto).await?;
+        let stamps = state.take(STAMPS).unwrap_or_default();
+        self.restore_stamps(&stamps, state.watermark)
+    }
+
+    fn open_windows(&self) -> usize {
+        let open: BTreeSet<Option<i64>> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.windows.keys().copied())
+            .collect();
+        open.len()
+    }
+
+    /// Partial-aggregate rows across windows and shards: one per open group once compacted.
+    fn state_rows(&self) -> usize {
+        self.shards
+            .iter()
+            .flat_map(|s| s.windows.values())
+            .map(|w| w.rows)
+            .sum()
+    }
+
+    fn reset_lookup(&mut self, table: &str) -> Result<()> {
+        let partial = volley_sql::stream::lookup::reset_lookup_joins(&self.plan.partial, table)
+            .map_err(EngineError::Sql)?;
+        self.plan.partial = partial;
+        Ok(())
+    }
+}
+
+/// The aggregate, for dead letters: its window, or that it is keyed.
+fn describe(agg: &AggregatePlan) -> String {
+    agg.window.as_ref().map_or_else(
+        || format!("keyed aggregate {}", agg.output_name),
+        |w| format!("window {}", w.display),
+    )
+}
+
+/// One aggregate's state, as text (see [`StreamOperator::shape`]).
+fn shape(agg: &AggregatePlan) -> String {
+    let state: Vec<String> = agg
+        .state_schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect();
+    let window = agg.window.as_ref().map_or_else(
+        || "keyed".to_string(),
+        |w| format!("window {} wide", w.size_text()),
+    );
+    format!("{window}; state [{}]", state.join(", "))
+}

@@ -1,0 +1,169 @@
+//! Checkpoints written before operators had named state (format 1: the query's own
+//! aggregate in its own fields, the aggregates feeding it in `inner`, a join in `operators`)
+//! still restore: a job fails, its checkpoint is rewritten into format 1, and the restarted
+//! job finishes equal to batch.
+
+use serde_json::{Value, json};
+
+use crate::recovery::failed_runs_rewriting_checkpoints;
+
+/// An aggregate over an aggregate, a windowed join of two aggregates and an aggregate over an
+/// interval join, over payments with NULLs, NaN, ±0, ±inf, hot users and duplicate times.
+const SQL: &str = r#"
+CREATE EXTERNAL TABLE payments STORED AS GENERATOR LOCATION 'payments'
+OPTIONS ('count' '3000', 'rate' '50', 'seed' '5', 'disorder' '2 seconds',
+         'riders' '30', 'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE rolled STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE paired STORED AS BLACKHOLE LOCATION 'x';
+CREATE EXTERNAL TABLE follow_ups STORED AS BLACKHOLE LOCATION 'x';
+INSERT INTO rolled
+SELECT merchant, date_bin(INTERVAL '30 seconds', w) AS w30, sum(n) AS n, max(hi) AS hi
+FROM (SELECT merchant, date_bin(INTERVAL '10 seconds', event_time) AS w, count(*) AS n,
+             max(amount) AS hi
+      FROM payments GROUP BY 1, 2)
+GROUP BY 1, 2;
+INSERT INTO paired
+SELECT a.w, a.merchant, a.n, b.users
+FROM (SELECT date_bin(INTERVAL '10 seconds', event_time) AS w, merchant, count(*) AS n
+      FROM payments GROUP BY 1, 2) a
+JOIN (SELECT date_bin(INTERVAL '10 seconds', event_time) AS w, merchant,
+             count(DISTINCT user_id) AS users
+      FROM payments WHERE channel % 2 = 0 GROUP BY 1, 2) b
+  ON a.w = b.w AND a.merchant = b.merchant;
+INSERT INTO follow_ups
+SELECT date_bin(INTERVAL '20 seconds', a.event_time) AS w, count(*) AS n, max(b.amount) AS top
+FROM payments a JOIN payments b
+  ON a.user_id = b.user_id AND b.event_time > a.event_time
+ AND b.event_time <= a.event_time + INTERVAL '2 seconds'
+GROUP BY 1;
+"#;
+
+/// Rewrites every checkpoint manifest under `dir` into format 1, as builds before named
+/// operator state wrote it (the state files stay where they are: a manifest names them).
+fn to_format_one(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir.join("checkpoints")) else {
+        return;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path().join("manifest.json");
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let mut manifest: Value = serde_json::from_slice(&bytes).unwrap();
+        if manifest["format"] == json!(1) {
+            continue;
+        }
+        assert_eq!(manifest["format"], json!(2), "{}", path.display());
+        manifest["format"] = json!(1);
+        for query in manifest["queries"].as_array_mut().unwrap() {
+            *query = query_to_format_one(query);
+        }
+        std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    }
+}
+
+/// One query's entry in format 1: a join stays in `operators`; the last aggregate, unless a
+/// join is last, is the query's own; the aggregates before it are `inner`.
+fn query_to_format_one(query: &Value) -> Value {
+    let operators = query["operators"].as_array().cloned().unwrap_or_default();
+    let is_join = |o: &Value| o["operator"].as_str().unwrap().ends_with("#join");
+    let piece = |o: &Value, name: &str| {
+        o["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == json!(name))
+            .cloned()
+    };
+    let mut aggregates: Vec<Value> = operators.iter().filter(|o| !is_join(o)).cloned().collect();
+    let joins: Vec<Value> = operators.iter().filter(|o| is_join(o)).cloned().collect();
+    let own = match operators.last() {
+        Some(last) if !is_join(last) => aggregates.pop(),
+        _ => None,
+    };
+    let inner: Vec<Value> = aggregates
+        .iter()
+        .map(|o| {
+            let state = piece(o, "state").unwrap();
+            json!({
+                "name": o["operator"],
+                "emitted_upto": o["marks"][0],
+                "state_file": state["file"],
+                "state_rows": state["rows"],
+            })
+        })
+        .collect();
+    let mut out = json!({
+        "target": query["target"],
+        "shape": query["shape"],
+        "emitted_upto": null,
+        "state_file": null,
+        "state_rows": 0,
+        "stamps_file": null,
+        "inner": inner,
+        "operators": joins,
+    });
+    if let Some(own) = own {
+        let state = piece(&own, "state").unwrap();
+        out["emitted_upto"] = own["marks"][0].clone();
+        out["state_file"] = state["file"].clone();
+        out["state_rows"] = state["rows"].clone();
+        if let Some(stamps) = piece(&own, "stamps") {
+            out["stamps_file"] = stamps["file"].clone();
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_one_checkpoint_restores_into_named_operator_state() {
+    // (rows after which each run fails, checkpoint interval in epochs, workers per run)
+    let schedules = [
+        (vec![900, 2100], 1, vec![2, 1, 3]),
+        (vec![1500], 3, vec![1, 2]),
+    ];
+    failed_runs_rewriting_checkpoints(
+        SQL,
+        "payments",
+        &["rolled", "paired", "follow_ups"],
+        &schedules,
+        to_format_one,
+    )
+    .await;
+}
+
+#[test]
+fn format_one_names_the_query_s_own_aggregate_after_those_feeding_it() {
+    use volley_engine::checkpoint::manifest::QueryCheckpoint;
+    let saved = json!({
+        "target": "t",
+        "shape": "s",
+        "emitted_upto": 40,
+        "state_file": "q0.arrow",
+        "state_rows": 3,
+        "stamps_file": "q0.stamps.arrow",
+        "inner": [
+            {"name": "t#aggregate", "emitted_upto": 20, "state_file": "q0.inner0.arrow", "state_rows": 5},
+            {"name": "t#aggregate1", "emitted_upto": 30, "state_file": "q0.inner1.arrow", "state_rows": 7},
+        ],
+    });
+    let query: QueryCheckpoint = serde_json::from_value(saved).unwrap();
+    let names: Vec<&str> = query
+        .operators
+        .iter()
+        .map(|o| o.operator.as_str())
+        .collect();
+    assert_eq!(names, ["t#aggregate", "t#aggregate1", "t#aggregate2"]);
+    let own = &query.operators[2];
+    assert_eq!(own.marks, [Some(40)]);
+    let pieces: Vec<(&str, &str)> = own
+        .state
+        .iter()
+        .map(|p| (p.name.as_str(), p.file.as_str()))
+        .collect();
+    assert_eq!(
+        pieces,
+        [("state", "q0.arrow"), ("stamps", "q0.stamps.arrow")]
+    );
+    assert_eq!(query.state_rows, 15);
+}
