@@ -154,5 +154,92 @@ fn predict(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, predict);
+/// A whole job, `SELECT predict('fraud', a, b, c, d) FROM events` into a black hole, whose
+/// source delivers 1-, 64- or 1,024-row batches in 8,192-row micro-batches (coalesced before
+/// the plan, one worker), against a bare session run over 8,192-row tensors of the same rows.
+fn coalesced(c: &mut Criterion) {
+    const EPOCH: usize = 8192;
+    const TOTAL: usize = 8 * EPOCH;
+    let backend = match std::env::var("VOLLEY_BENCH_BACKEND").as_deref() {
+        Ok("onnxruntime") => Backend::OnnxRuntime,
+        _ => Backend::Tract,
+    };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud/fraud.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("events.csv");
+    std::fs::write(&csv, "a,b,c,d\n").unwrap();
+    let sql = format!(
+        "CREATE MODEL fraud LOCATION '{}' OPTIONS ('backend' '{}', 'threads' '1', 'max_rows' '{EPOCH}');
+CREATE EXTERNAL TABLE events (a DOUBLE NOT NULL, b DOUBLE NOT NULL, c DOUBLE NOT NULL, d DOUBLE NOT NULL)
+STORED AS CSV LOCATION '{}' OPTIONS ('has_header' 'true');
+CREATE EXTERNAL TABLE scores STORED AS BLACKHOLE LOCATION 'x';
+INSERT INTO scores SELECT predict('fraud', a, b, c, d) AS score FROM events;",
+        path.display(),
+        backend.name(),
+        csv.display()
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let registry = volley_connectors::ConnectorRegistry::builtin();
+    let pipeline = runtime
+        .block_on(volley_sql::Pipeline::parse(&sql, &registry))
+        .unwrap();
+    let env = environment(backend).unwrap();
+    let mut session = Session::builder(env)
+        .unwrap()
+        .with_intra_threads(1)
+        .unwrap()
+        .commit_from_file(&path)
+        .unwrap();
+    let mut group = c.benchmark_group(format!("predict_coalesced_{}", backend.name()));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(TOTAL as u64));
+    let (schema, epochs) = events(EPOCH, TOTAL / EPOCH);
+    group.bench_function("session_run_epoch", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for batch in &epochs {
+                let packed = pack_rows(batch.columns()).unwrap();
+                let tensor = Tensor::<f32>::from_array(([EPOCH, 4usize], packed)).unwrap();
+                let out = session.run(ort::inputs!["features" => tensor]).unwrap();
+                let (_, scores) = out["score"].try_extract_tensor::<f32>().unwrap();
+                n += scores.len();
+            }
+            assert_eq!(n, TOTAL);
+        });
+    });
+    for rows in [1usize, 64, 1024] {
+        let small: Vec<RecordBatch> = epochs
+            .iter()
+            .flat_map(|b| (0..EPOCH / rows).map(move |i| b.slice(i * rows, rows)))
+            .collect();
+        group.bench_function(BenchmarkId::new("pipeline", rows), |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let source =
+                        volley_engine::memory::VecSource::new(Arc::clone(&schema), small.clone());
+                    let overrides = volley_engine::setup::JobOverrides {
+                        sources: std::collections::HashMap::from([(
+                            "events".to_string(),
+                            Box::new(source) as Box<dyn volley_connectors::Source>,
+                        )]),
+                        sizing: Some(volley_engine::driver::BatchSizing::Fixed(EPOCH)),
+                        workers: Some(1),
+                        ..volley_engine::setup::JobOverrides::default()
+                    };
+                    let (job, _) =
+                        volley_engine::setup::build_stream_job(&pipeline, &registry, overrides)
+                            .await
+                            .unwrap();
+                    let summary = job.run().await.unwrap();
+                    assert_eq!(summary.rows_in, TOTAL as u64);
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, predict, coalesced);
 criterion_main!(benches);

@@ -163,13 +163,16 @@ impl Gathered {
         Polled::Rows(rows)
     }
 
+    /// The micro-batch, each source's small batches coalesced up to `coalesce_rows` rows
+    /// (see [`crate::coalesce`]).
     fn into_input(
         self,
         exhausted: Vec<bool>,
         ranges: Vec<(Position, Position)>,
         idle: Vec<BTreeSet<String>>,
         replayed: bool,
-    ) -> EpochInput {
+        coalesce_rows: usize,
+    ) -> Result<EpochInput, ConnectorError> {
         // Every list has one entry per source; a short one (it cannot be) reads as empty
         // rather than dropping a source's batches.
         let mut partitions = self.partitions.into_iter();
@@ -177,29 +180,37 @@ impl Gathered {
         let mut exhausted = exhausted.into_iter();
         let mut ranges = ranges.into_iter();
         let mut idle = idle.into_iter();
-        let sources = self
-            .batches
-            .into_iter()
-            .map(|batches| {
-                let (start, end) = ranges.next().unwrap_or_default();
-                SourceEpoch {
-                    batches,
-                    partitions: partitions.next().unwrap_or_default(),
-                    start,
-                    end,
-                    exhausted: exhausted.next().unwrap_or_default(),
-                    rejected: rejected.next().unwrap_or_default(),
-                    idle: idle.next().unwrap_or_default(),
-                }
-            })
-            .collect();
-        EpochInput { sources, replayed }
+        let mut sources = Vec::with_capacity(self.batches.len());
+        for batches in self.batches {
+            let (start, end) = ranges.next().unwrap_or_default();
+            let (batches, partitions) = crate::coalesce::coalesce(
+                batches,
+                partitions.next().unwrap_or_default(),
+                coalesce_rows,
+            )
+            .map_err(|e| {
+                ConnectorError::Internal(format!(
+                    "coalescing the micro-batch read from {start} to {end}: {e}"
+                ))
+            })?;
+            sources.push(SourceEpoch {
+                batches,
+                partitions,
+                start,
+                end,
+                exhausted: exhausted.next().unwrap_or_default(),
+                rejected: rejected.next().unwrap_or_default(),
+                idle: idle.next().unwrap_or_default(),
+            });
+        }
+        Ok(EpochInput { sources, replayed })
     }
 }
 
 /// Spawns the driver task: it first re-reads the `replay` epochs, then cuts new micro-batches
 /// until every source is exhausted or the receiver is dropped. A source partition that gave no
-/// row for its source's `idle_timeouts` entry is reported idle in the micro-batch.
+/// row for its source's `idle_timeouts` entry is reported idle in the micro-batch. Small
+/// batches are coalesced up to `coalesce_rows` rows.
 pub fn spawn_driver(
     mut sources: Vec<Box<dyn Source>>,
     mut sizing: BatchSizing,
@@ -207,6 +218,7 @@ pub fn spawn_driver(
     replay: Vec<EpochRange>,
     mut exhausted: Vec<bool>,
     idle_timeouts: Vec<Duration>,
+    coalesce_rows: usize,
 ) -> mpsc::Receiver<Result<EpochInput, ConnectorError>> {
     let (tx, rx) = mpsc::channel(2);
     exhausted.resize(sources.len(), false);
@@ -217,7 +229,7 @@ pub fn spawn_driver(
             .map(|s| s.partitions().into_iter().map(|p| (p, started)).collect())
             .collect();
         for range in replay {
-            let message = replay_epoch(&mut sources, &range, &mut seen).await;
+            let message = replay_epoch(&mut sources, &range, &mut seen, coalesce_rows).await;
             let failed = message.is_err();
             if let Ok(input) = &message {
                 exhausted = input.sources.iter().map(|s| s.exhausted).collect();
@@ -262,8 +274,9 @@ pub fn spawn_driver(
                         .collect()
                 })
                 .collect();
-            let message =
-                result.map(|()| gathered.into_input(exhausted.clone(), ranges, idle, false));
+            let message = result.and_then(|()| {
+                gathered.into_input(exhausted.clone(), ranges, idle, false, coalesce_rows)
+            });
             let failed = message.is_err();
             if tx.send(message).await.is_err() || failed || done {
                 return;
@@ -278,6 +291,7 @@ async fn replay_epoch(
     sources: &mut [Box<dyn Source>],
     range: &EpochRange,
     seen: &mut [BTreeMap<String, Instant>],
+    coalesce_rows: usize,
 ) -> Result<EpochInput, ConnectorError> {
     let mut gathered = Gathered::new(sources.len());
     let mut ranges = Vec::with_capacity(sources.len());
@@ -302,7 +316,13 @@ async fn replay_epoch(
         }
         ranges.push((start, end));
     }
-    Ok(gathered.into_input(range.exhausted.clone(), ranges, range.idle.clone(), true))
+    gathered.into_input(
+        range.exhausted.clone(),
+        ranges,
+        range.idle.clone(),
+        true,
+        coalesce_rows,
+    )
 }
 
 async fn fill(

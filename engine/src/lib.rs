@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod batch;
 pub mod checkpoint;
+pub mod coalesce;
 pub mod compare;
 pub mod driver;
 pub mod error;

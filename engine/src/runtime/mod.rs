@@ -101,6 +101,15 @@ impl std::fmt::Debug for CheckpointHook {
 }
 
 impl StreamJob {
+    /// The row bound small source batches are coalesced up to: the largest model `max_rows`,
+    /// and at least DataFusion's batch size.
+    fn coalesce_rows(&self) -> usize {
+        self.models
+            .iter()
+            .map(|m| m.max_rows())
+            .fold(crate::coalesce::DEFAULT_ROWS, usize::max)
+    }
+
     /// Runs until every source is exhausted (forever for unbounded sources).
     ///
     /// # Errors
@@ -147,6 +156,7 @@ impl StreamJob {
             replay,
             exhausted,
             self.idle_timeouts.clone(),
+            self.coalesce_rows(),
         );
         loop {
             if *stop.borrow() {

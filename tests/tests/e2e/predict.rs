@@ -335,3 +335,57 @@ fn onnx_runtime_backend_equals_the_reference_and_failing_rows_go_to_dead_letters
         "{err}"
     );
 }
+
+/// A source that delivers one row per poll: the micro-batch's rows are coalesced before
+/// `predict()` runs, so the model runs once per micro-batch (one worker), not once per row,
+/// and scores every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_row_polls_are_scored_in_one_model_run_per_micro_batch() {
+    use std::collections::HashMap;
+
+    use volley_connectors::{ConnectorRegistry, Source};
+    use volley_engine::memory::VecSource;
+    use volley_engine::setup::{JobOverrides, build_stream_job};
+
+    let text = format!(
+        r#"
+CREATE MODEL fraud LOCATION '{model}' OPTIONS ('max_rows' '4096');
+CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
+OPTIONS ('count' '2000', 'rate' '20', 'seed' '8', 'riders' '30');
+CREATE EXTERNAL TABLE event_risk STORED AS BLACKHOLE LOCATION 'x';
+INSERT INTO event_risk
+SELECT request_id, predict('fraud', (request_id % 50) * 1.0, rider_id % 24, lat - 40.0, lon / 10.0) AS score
+FROM rides;
+"#,
+        model = fraud_model()
+    );
+    let p = pipeline(&text).await;
+    let input = rows(&p).await;
+    let (schema, batches) = input["rides"].clone();
+    let one_row: Vec<arrow::record_batch::RecordBatch> = batches
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(move |i| b.slice(i, 1)))
+        .collect();
+    assert_eq!(one_row.len(), 2000);
+    let overrides = JobOverrides {
+        sources: HashMap::from([(
+            "rides".to_string(),
+            Box::new(VecSource::new(schema, one_row)) as Box<dyn Source>,
+        )]),
+        sizing: Some(BatchSizing::Fixed(500)),
+        workers: Some(1),
+        ..JobOverrides::default()
+    };
+    let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
+        .await
+        .unwrap();
+    let models = std::sync::Arc::clone(&job.models);
+    let summary = job.run().await.unwrap();
+    assert_eq!(summary.rows_in, 2000);
+    let stats = models.get("fraud").unwrap().stats();
+    assert_eq!(stats.rows, 2000, "{stats:?}");
+    assert!(
+        stats.calls <= 4,
+        "four 500-row micro-batches, one model run each: {stats:?}"
+    );
+}

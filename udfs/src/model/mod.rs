@@ -292,6 +292,11 @@ impl Model {
         &self.name
     }
 
+    /// The most rows one backend run takes (the `max_rows` option).
+    pub fn max_rows(&self) -> usize {
+        self.max_rows
+    }
+
     /// SHA-256 of the file loaded, in hex (for lineage).
     pub fn sha256(&self) -> &str {
         &self.sha256
