@@ -257,6 +257,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     summary.rejected_by_models
                 );
             }
+            for (name, stats) in &summary.models {
+                eprintln!("model {}", volley_engine::job::model_line(name, stats));
+            }
             if summary.checkpoints > 0 {
                 eprintln!(
                     "{} checkpoints written; the last: epoch {}, {} ms, {} bytes",

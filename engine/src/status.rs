@@ -106,6 +106,14 @@ impl StatusLine {
         if summary.rejected_records > 0 {
             line.push_str(&format!(" | undecodable {}", summary.rejected_records));
         }
+        for (name, stats) in &summary.models {
+            line.push_str(&format!(
+                " | {name} {} calls, {} rows/call, p99 {:.1} ms",
+                stats.calls,
+                stats.rows_per_call_p50,
+                stats.latency_p99_seconds * 1e3
+            ));
+        }
         if summary.checkpoints > 0 {
             line.push_str(&format!(
                 " | checkpoint {} ({} ms, {} KiB)",

@@ -5,4 +5,4 @@ mod source;
 mod summary;
 
 pub use source::SourceRuntime;
-pub use summary::{Restored, RunSummary};
+pub use summary::{Restored, RunSummary, model_line};

@@ -35,6 +35,8 @@ pub struct RunSummary {
     pub rows_skipped: u64,
     /// Rows `predict()` left out (a NULL input, or a model failure), sent to dead letters.
     pub rejected_by_models: u64,
+    /// What each model has done this run, by name (as of the last epoch).
+    pub models: Vec<(String, volley_udfs::model::ModelStats)>,
     /// The checkpoint this run started from, when it restored one: the totals above include
     /// what the runs before it did.
     pub restored: Option<Restored>,
@@ -68,4 +70,19 @@ impl RunSummary {
             .unwrap_or(0);
         total.saturating_sub(before)
     }
+}
+
+/// One model's work as text: `fraud: 12 calls, 98304 rows (8192 per call p50, 8192 max),
+/// 1.2 ms p50, 3.4 ms p99, 0 failures`.
+pub fn model_line(name: &str, stats: &volley_udfs::model::ModelStats) -> String {
+    format!(
+        "{name}: {} calls, {} rows ({} per call p50, {} max), {:.3} ms p50, {:.3} ms p99, {} failures",
+        stats.calls,
+        stats.rows,
+        stats.rows_per_call_p50,
+        stats.rows_per_call_max,
+        stats.latency_p50_seconds * 1e3,
+        stats.latency_p99_seconds * 1e3,
+        stats.failures
+    )
 }

@@ -267,6 +267,30 @@ impl JobReporter {
             };
             row("model", name, "latency_ms_mean", mean);
             row("model", name, "latency_ms_last", stats.last_seconds * 1e3);
+            row(
+                "model",
+                name,
+                "latency_ms_p50",
+                stats.latency_p50_seconds * 1e3,
+            );
+            row(
+                "model",
+                name,
+                "latency_ms_p99",
+                stats.latency_p99_seconds * 1e3,
+            );
+            row(
+                "model",
+                name,
+                "rows_per_call_p50",
+                stats.rows_per_call_p50 as f64,
+            );
+            row(
+                "model",
+                name,
+                "rows_per_call_max",
+                stats.rows_per_call_max as f64,
+            );
             row("model", name, "failures", stats.failures as f64);
         }
         self.metrics.update(&self.key, |job| {

@@ -66,6 +66,11 @@ impl StreamJob {
         for source in &self.sources {
             source.slot.clear();
         }
+        summary.models = self
+            .models
+            .iter()
+            .map(|m| (m.name().to_string(), m.stats()))
+            .collect();
         for (source, batches) in crate::models::take_letters(&self.models) {
             summary.rejected_by_models += batches
                 .iter()

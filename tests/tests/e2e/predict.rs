@@ -292,6 +292,21 @@ fn onnx_runtime_backend_equals_the_reference_and_failing_rows_go_to_dead_letters
         let stderr = String::from_utf8_lossy(&out.stderr);
         if mode == "run" {
             assert!(stderr.contains("4 rows left out by predict()"), "{stderr}");
+            // The run summary has each model's calls, rows per call and latency quantiles;
+            // the lookup model fails on some rows, so it has failures.
+            for model in ["fraud", "lookup"] {
+                let line = stderr
+                    .lines()
+                    .find(|l| l.starts_with(&format!("model {model}: ")))
+                    .unwrap_or_else(|| panic!("no summary line for {model}: {stderr}"));
+                assert!(line.contains(" per call p50, "), "{line}");
+                assert!(line.contains(" ms p99, "), "{line}");
+            }
+            let lookup = stderr.lines().find(|l| l.starts_with("model lookup: "));
+            assert!(
+                lookup.is_some_and(|l| !l.ends_with(" 0 failures")),
+                "the failing rows are counted: {stderr}"
+            );
         }
     }
 
@@ -387,5 +402,11 @@ FROM rides;
     assert!(
         stats.calls <= 4,
         "four 500-row micro-batches, one model run each: {stats:?}"
+    );
+    assert_eq!(stats.rows_per_call_max, 500, "{stats:?}");
+    assert!((448..=500).contains(&stats.rows_per_call_p50), "{stats:?}");
+    assert!(
+        stats.latency_p50_seconds > 0.0 && stats.latency_p99_seconds >= stats.latency_p50_seconds,
+        "{stats:?}"
     );
 }

@@ -11,6 +11,7 @@
 //! one built in so far.
 
 mod backend;
+mod histogram;
 mod isolate;
 mod predict;
 mod tensor;
@@ -199,6 +200,14 @@ pub struct ModelStats {
     pub total_seconds: f64,
     /// The last run's time.
     pub last_seconds: f64,
+    /// The median rows per run (to within a quarter of a doubling, low).
+    pub rows_per_call_p50: u64,
+    /// The most rows one run took.
+    pub rows_per_call_max: u64,
+    /// The median run time (to within a quarter of a doubling, low).
+    pub latency_p50_seconds: f64,
+    /// The 99th percentile of run times (likewise).
+    pub latency_p99_seconds: f64,
 }
 
 #[derive(Debug, Default)]
@@ -208,6 +217,8 @@ struct Stats {
     failures: AtomicU64,
     nanos: AtomicU64,
     last_nanos: AtomicU64,
+    rows_per_call: histogram::Histogram,
+    latency_nanos: histogram::Histogram,
 }
 
 impl Model {
@@ -420,6 +431,10 @@ impl Model {
             failures: self.stats.failures.load(Ordering::Relaxed),
             total_seconds: seconds(&self.stats.nanos),
             last_seconds: seconds(&self.stats.last_nanos),
+            rows_per_call_p50: self.stats.rows_per_call.quantile(0.5),
+            rows_per_call_max: self.stats.rows_per_call.max(),
+            latency_p50_seconds: self.stats.latency_nanos.quantile(0.5) as f64 / 1e9,
+            latency_p99_seconds: self.stats.latency_nanos.quantile(0.99) as f64 / 1e9,
         }
     }
 
@@ -432,6 +447,8 @@ impl Model {
         self.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
         self.stats.nanos.fetch_add(nanos, Ordering::Relaxed);
         self.stats.last_nanos.store(nanos, Ordering::Relaxed);
+        self.stats.rows_per_call.record(rows as u64);
+        self.stats.latency_nanos.record(nanos);
         if result.is_err() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
         }
