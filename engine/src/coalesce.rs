@@ -5,7 +5,9 @@
 //! cross a partition boundary, so watermarks, late rows and dead letters see what they would
 //! have seen without it. It adds no wait: it only joins rows the micro-batch already holds.
 
-use arrow::compute::concat_batches;
+use std::sync::Arc;
+
+use arrow::compute::{BatchCoalescer, concat_batches};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
@@ -37,9 +39,7 @@ pub fn coalesce(
     for batch in batches {
         let tag = partitions.next().flatten();
         let fits = run.first().is_some_and(|first| {
-            run_tag == tag
-                && run_rows + batch.num_rows() <= max_rows
-                && first.schema() == batch.schema()
+            run_tag == tag && run_rows + batch.num_rows() <= max_rows && same_schema(first, &batch)
         });
         if !fits && !run.is_empty() {
             out.push(concat_run(std::mem::take(&mut run))?);
@@ -60,11 +60,37 @@ pub fn coalesce(
     Ok((out, out_partitions))
 }
 
+/// Whether two batches have one schema (the same `Arc`, nearly always, or equal ones).
+fn same_schema(a: &RecordBatch, b: &RecordBatch) -> bool {
+    let (a, b) = (a.schema_ref(), b.schema_ref());
+    Arc::ptr_eq(a, b) || a == b
+}
+
+/// One batch of a run's rows (at most `max_rows` of them), in order: Arrow's
+/// `BatchCoalescer` copies each small batch into growing arrays, without `concat`'s
+/// per-array checks.
 fn concat_run(mut run: Vec<RecordBatch>) -> Result<RecordBatch, ArrowError> {
     if run.len() == 1 {
         return Ok(run.swap_remove(0));
     }
-    concat_batches(&run[0].schema(), &run)
+    let rows: usize = run.iter().map(RecordBatch::num_rows).sum();
+    let schema = run[0].schema();
+    if rows == 0 {
+        return Ok(RecordBatch::new_empty(schema));
+    }
+    let mut coalescer = BatchCoalescer::new(Arc::clone(&schema), rows);
+    for batch in run {
+        coalescer.push_batch(batch)?;
+    }
+    coalescer.finish_buffered_batch()?;
+    let mut done = Vec::with_capacity(1);
+    while let Some(batch) = coalescer.next_completed_batch() {
+        done.push(batch);
+    }
+    match done.len() {
+        1 => Ok(done.swap_remove(0)),
+        _ => concat_batches(&schema, &done),
+    }
 }
 
 #[cfg(test)]

@@ -40,11 +40,12 @@ impl Source for VecSource {
             return Ok(SourcePoll::Exhausted);
         };
         let take = max_rows.max(1).min(front.num_rows());
-        if take < front.num_rows() {
-            self.pending
-                .push_front(front.slice(take, front.num_rows() - take));
-        }
         self.position += take as u64;
+        if take == front.num_rows() {
+            return Ok(SourcePoll::Data(front));
+        }
+        self.pending
+            .push_front(front.slice(take, front.num_rows() - take));
         Ok(SourcePoll::Data(front.slice(0, take)))
     }
 
