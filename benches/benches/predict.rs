@@ -51,11 +51,41 @@ fn events(rows: usize, batches: usize) -> (Arc<Schema>, Vec<RecordBatch>) {
     (schema, out)
 }
 
-fn predict(c: &mut Criterion) {
-    let backend = match std::env::var("VOLLEY_BENCH_BACKEND").as_deref() {
+/// The backend `VOLLEY_BENCH_BACKEND` names (tract unless `onnxruntime`).
+fn bench_backend() -> Backend {
+    match std::env::var("VOLLEY_BENCH_BACKEND").as_deref() {
         Ok("onnxruntime") => Backend::OnnxRuntime,
         _ => Backend::Tract,
-    };
+    }
+}
+
+/// An `ort` session over the model at `path`, one intra-op thread: the baseline.
+fn bare_session(backend: Backend, path: &Path) -> Session {
+    let env = environment(backend).unwrap();
+    Session::builder(env)
+        .unwrap()
+        .with_intra_threads(1)
+        .unwrap()
+        .commit_from_file(path)
+        .unwrap()
+}
+
+/// Scores every row of `batches` with the bare session, one run per batch (pack, run, read
+/// the scores); returns how many scores came back.
+fn bare_scores(session: &mut Session, batches: &[RecordBatch]) -> usize {
+    let mut n = 0;
+    for batch in batches {
+        let packed = pack_rows(batch.columns()).unwrap();
+        let tensor = Tensor::<f32>::from_array(([batch.num_rows(), 4usize], packed)).unwrap();
+        let out = session.run(ort::inputs!["features" => tensor]).unwrap();
+        let (_, scores) = out["score"].try_extract_tensor::<f32>().unwrap();
+        n += scores.len();
+    }
+    n
+}
+
+fn predict(c: &mut Criterion) {
+    let backend = bench_backend();
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud/fraud.onnx");
     let options = ModelOptions {
         backend,
@@ -64,13 +94,7 @@ fn predict(c: &mut Criterion) {
         ..ModelOptions::default()
     };
     let model = Arc::new(Model::load("fraud", &path, &options).unwrap());
-    let env = environment(backend).unwrap();
-    let mut session = Session::builder(env)
-        .unwrap()
-        .with_intra_threads(1)
-        .unwrap()
-        .commit_from_file(&path)
-        .unwrap();
+    let mut session = bare_session(backend, &path);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -139,15 +163,7 @@ fn predict(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("session_run", rows), |b| {
             b.iter(|| {
-                let mut n = 0;
-                for batch in &input {
-                    let packed = pack_rows(batch.columns()).unwrap();
-                    let tensor = Tensor::<f32>::from_array(([rows, 4usize], packed)).unwrap();
-                    let out = session.run(ort::inputs!["features" => tensor]).unwrap();
-                    let (_, scores) = out["score"].try_extract_tensor::<f32>().unwrap();
-                    n += scores.len();
-                }
-                assert_eq!(n, rows * batches);
+                assert_eq!(bare_scores(&mut session, &input), rows * batches);
             });
         });
     }
@@ -161,10 +177,7 @@ fn predict(c: &mut Criterion) {
 fn coalesced(c: &mut Criterion) {
     const EPOCH: usize = 8192;
     const TOTAL: usize = 32 * EPOCH;
-    let backend = match std::env::var("VOLLEY_BENCH_BACKEND").as_deref() {
-        Ok("onnxruntime") => Backend::OnnxRuntime,
-        _ => Backend::Tract,
-    };
+    let backend = bench_backend();
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud/fraud.onnx");
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("events.csv");
@@ -184,13 +197,7 @@ INSERT INTO scores SELECT predict('fraud', a, b, c, d) AS score FROM events;",
     let pipeline = runtime
         .block_on(volley_sql::Pipeline::parse(&sql, &registry))
         .unwrap();
-    let env = environment(backend).unwrap();
-    let mut session = Session::builder(env)
-        .unwrap()
-        .with_intra_threads(1)
-        .unwrap()
-        .commit_from_file(&path)
-        .unwrap();
+    let mut session = bare_session(backend, &path);
     let mut group = c.benchmark_group(format!("predict_coalesced_{}", backend.name()));
     group
         .sample_size(10)
@@ -199,15 +206,7 @@ INSERT INTO scores SELECT predict('fraud', a, b, c, d) AS score FROM events;",
     let (schema, epochs) = events(EPOCH, TOTAL / EPOCH);
     group.bench_function("session_run_epoch", |b| {
         b.iter(|| {
-            let mut n = 0;
-            for batch in &epochs {
-                let packed = pack_rows(batch.columns()).unwrap();
-                let tensor = Tensor::<f32>::from_array(([EPOCH, 4usize], packed)).unwrap();
-                let out = session.run(ort::inputs!["features" => tensor]).unwrap();
-                let (_, scores) = out["score"].try_extract_tensor::<f32>().unwrap();
-                n += scores.len();
-            }
-            assert_eq!(n, TOTAL);
+            assert_eq!(bare_scores(&mut session, &epochs), TOTAL);
         });
     });
     for rows in [1usize, 64, 1024] {

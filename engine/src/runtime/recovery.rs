@@ -158,6 +158,21 @@ impl StreamJob {
             .map(|s| (s.name.clone(), s.watermark))
             .collect();
         for (query, saved) in self.queries.iter_mut().zip(&manifest.queries) {
+            // Every stateful operator's state must be there: one left empty would quietly
+            // forget what it held.
+            let missing: Vec<String> = query
+                .operators()
+                .map(|o| o.name().to_string())
+                .filter(|name| !saved.operators.iter().any(|o| o.operator == *name))
+                .collect();
+            if !missing.is_empty() {
+                return Err(EngineError::Checkpoint(format!(
+                    "checkpoint {} in {dir} holds no state for {} of INSERT INTO {}: it is damaged; start over with --from-scratch",
+                    manifest.epoch,
+                    missing.join(", "),
+                    saved.target
+                )));
+            }
             let watermark = crate::query::min_watermark(&query.plan().sources, &watermarks);
             for operator in &saved.operators {
                 let mut pieces = Vec::with_capacity(operator.state.len());

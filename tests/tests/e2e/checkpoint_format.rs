@@ -167,3 +167,66 @@ fn format_one_names_the_query_s_own_aggregate_after_those_feeding_it() {
     );
     assert_eq!(query.state_rows, 15);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_missing_an_operator_s_state_is_refused_not_restored_empty() {
+    use std::collections::HashMap;
+
+    use volley_connectors::{ConnectorRegistry, Source};
+    use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
+    use volley_engine::driver::BatchSizing;
+    use volley_engine::memory::VecSource;
+    use volley_engine::setup::{JobOverrides, build_stream_job};
+
+    use crate::harness::{pipeline, rows};
+    use crate::recovery::FailingSource;
+
+    let p = pipeline(SQL).await;
+    let input = rows(&p).await;
+    let (schema, batches) = input["payments"].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let overrides = |source: Box<dyn Source>| JobOverrides {
+        sources: HashMap::from([("payments".to_string(), source)]),
+        sizing: Some(BatchSizing::Fixed(100)),
+        checkpoint: Some(CheckpointConfig {
+            dir: dir.path().display().to_string(),
+            interval: CheckpointInterval::Epochs(1),
+            keep: 2,
+            from_scratch: false,
+        }),
+        ..JobOverrides::default()
+    };
+    let registry = ConnectorRegistry::builtin();
+    let failing = FailingSource {
+        inner: VecSource::new(schema.clone(), batches.clone()),
+        fail_at: 1500,
+    };
+    let (job, _) = build_stream_job(&p, &registry, overrides(Box::new(failing)))
+        .await
+        .unwrap();
+    assert!(job.run().await.is_err(), "the first run fails at row 1500");
+    // Drop the inner aggregate's state from every checkpoint of `rolled`.
+    let mut rewritten = 0;
+    for entry in std::fs::read_dir(dir.path().join("checkpoints")).unwrap() {
+        let path = entry.unwrap().path().join("manifest.json");
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        rewritten += 1;
+        let mut manifest: Value = serde_json::from_slice(&bytes).unwrap();
+        let operators = manifest["queries"][0]["operators"].as_array_mut().unwrap();
+        assert_eq!(operators.len(), 2, "{operators:?}");
+        operators.remove(0);
+        std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    }
+    assert!(rewritten > 0, "the first run wrote checkpoints");
+    let source = Box::new(VecSource::new(schema, batches));
+    let (job, _) = build_stream_job(&p, &registry, overrides(source))
+        .await
+        .unwrap();
+    let error = job.run().await.unwrap_err().to_string();
+    assert!(
+        error.contains("holds no state for rolled#aggregate of INSERT INTO rolled"),
+        "{error}"
+    );
+}

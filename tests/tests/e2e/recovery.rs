@@ -19,8 +19,8 @@ use crate::harness::{assert_exact, pipeline, rows};
 /// Fails (like a crash) once it has returned `fail_at` rows.
 #[derive(Debug)]
 pub(crate) struct FailingSource {
-    inner: VecSource,
-    fail_at: u64,
+    pub(crate) inner: VecSource,
+    pub(crate) fail_at: u64,
 }
 
 #[async_trait]
