@@ -253,12 +253,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if summary.rejected_by_models > 0 {
                 eprintln!(
-                    "{} rows left out by predict() (NULL inputs or model failures) sent to dead letters",
+                    "{} rows left out by predict() (NULL inputs, model failures or timeouts) sent to dead letters",
                     summary.rejected_by_models
                 );
             }
             for (name, stats) in &summary.models {
                 eprintln!("model {}", volley_engine::job::model_line(name, stats));
+            }
+            if summary.memo_epochs > 0 {
+                eprintln!(
+                    "inference memo: {} epochs, {} bytes ({} per epoch)",
+                    summary.memo_epochs,
+                    summary.memo_bytes,
+                    summary.memo_bytes / summary.memo_epochs
+                );
             }
             if summary.checkpoints > 0 {
                 eprintln!(

@@ -113,6 +113,12 @@ impl StatusLine {
                 stats.rows_per_call_p50,
                 stats.latency_p99_seconds * 1e3
             ));
+            if stats.timeouts > 0 {
+                line.push_str(&format!(", {} timeouts", stats.timeouts));
+            }
+            if stats.memo_rows > 0 {
+                line.push_str(&format!(", {} memo rows", stats.memo_rows));
+            }
         }
         if summary.checkpoints > 0 {
             line.push_str(&format!(

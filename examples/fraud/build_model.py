@@ -11,6 +11,9 @@ their reference outputs from ONNX Runtime.
   index out of bounds) on ONNX Runtime: the model the failure-isolation test uses. (tract
   aborts the process on that input instead of reporting an error, so the test runs on
   ONNX Runtime.)
+- udfs/tests/data/slow.onnx: input "x" [N, 1], output "value" [N, 1] = 1024 * x^2, computed
+  the slow way: each row is expanded to a 1024 x 1024 matrix that is multiplied by itself
+  (1.1 G multiply-adds per row, no weights stored). The model the timeout test uses.
 - udfs/tests/data/reference.json: fixed inputs and ONNX Runtime's outputs for the first two.
 
 Weights come from numpy's default_rng(7), so the files are reproducible.
@@ -113,6 +116,29 @@ def lookup(path):
     save(graph, path)
 
 
+def slow(path, size=1024):
+    inits = [
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2"),
+        numpy_helper.from_array(np.array([1, size, size], dtype=np.int64), "shape"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+    ]
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "axis2"], ["x3"]),
+        helper.make_node("Expand", ["x3", "shape"], ["square"]),
+        helper.make_node("MatMul", ["square", "square"], ["product"]),
+        helper.make_node("ReduceMean", ["product"], ["mean"], axes=[1, 2], keepdims=0),
+        helper.make_node("Unsqueeze", ["mean", "axis1"], ["value"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["N", 1])],
+        initializer=inits,
+    )
+    save(graph, path)
+
+
 def reference(path, inputs):
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
@@ -127,6 +153,7 @@ def main():
     fraud(rng, fraud_path)
     embed(rng, embed_path)
     lookup(os.path.join(ROOT, "udfs", "tests", "data", "lookup.onnx"))
+    slow(os.path.join(ROOT, "udfs", "tests", "data", "slow.onnx"))
     inputs = np.column_stack(
         [
             rng.uniform(1, 200, 100),  # amount

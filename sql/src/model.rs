@@ -2,7 +2,8 @@
 //!
 //! ```sql
 //! CREATE MODEL fraud STORED AS ONNX LOCATION 'examples/fraud/fraud.onnx'
-//! OPTIONS ('backend' 'tract', 'threads' '1', 'max_rows' '4096', 'null_policy' 'dead_letter');
+//! OPTIONS ('backend' 'tract', 'threads' '1', 'max_rows' '4096', 'null_policy' 'dead_letter',
+//!          'memo' 'on', 'timeout' '10 seconds', 'max_in_flight' '2');
 //! ```
 //!
 //! `STORED AS ONNX` may be left out. The statement is read by rewriting it to a
@@ -38,6 +39,18 @@ pub const MODEL_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "null_policy",
         expected: "what a row with a NULL input gets: 'dead_letter' (default: NULL, and the row goes to dead letters), 'null' (NULL only) or 'fail' (the pipeline stops)",
+    },
+    OptionSpec {
+        name: "memo",
+        expected: "'on' (default: a streaming job with checkpoints keeps each epoch's scores until a checkpoint covers it, so a replayed epoch reads them instead of calling the model) or 'off'",
+    },
+    OptionSpec {
+        name: "timeout",
+        expected: "the longest one model call may take, such as '500 ms' or '10 seconds' (default '30 seconds'), or 'none'; the rows of a call that takes longer go to dead letters",
+    },
+    OptionSpec {
+        name: "max_in_flight",
+        expected: "a positive whole number: model calls queued or running at once; more callers wait, within their timeout (default 2)",
     },
     OptionSpec {
         name: "dead_letter",
@@ -194,6 +207,28 @@ fn model_options(
         None => NullPolicy::DeadLetter,
     };
     let defaults = ModelOptions::default();
+    let memo = match options.get("memo") {
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" => true,
+            "off" | "false" => false,
+            _ => return Err(options.bad("memo", v, "'on' or 'off'")),
+        },
+        None => defaults.memo,
+    };
+    let timeout = match options.get("timeout") {
+        Some(v) if v.trim().eq_ignore_ascii_case("none") => None,
+        Some(_) => match options.get_duration("timeout")? {
+            Some(d) if !d.is_zero() => Some(d),
+            _ => {
+                return Err(options.bad(
+                    "timeout",
+                    options.get("timeout").unwrap_or_default(),
+                    choice("timeout"),
+                ));
+            }
+        },
+        None => defaults.timeout,
+    };
     let run = ModelOptions {
         backend,
         device,
@@ -202,6 +237,11 @@ fn model_options(
             .get_positive("max_rows")?
             .map_or(defaults.max_rows, |n| n as usize),
         null_policy,
+        memo,
+        timeout,
+        max_in_flight: options
+            .get_positive("max_in_flight")?
+            .map_or(defaults.max_in_flight, |n| n as usize),
     };
     Ok((run, options.get("dead_letter").map(str::to_string)))
 }
@@ -285,5 +325,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("STORED AS ONNX"), "{err}");
+    }
+
+    #[test]
+    fn memo_timeout_and_in_flight_options_are_read_and_checked() {
+        let at = StatementRef { index: 2, line: 3 };
+        let decl = |pairs: &[(&str, &str)]| {
+            model_decl(
+                "fraud".into(),
+                "ONNX",
+                "m.onnx".into(),
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<Vec<_>>(),
+                at,
+            )
+        };
+        let defaults = decl(&[]).unwrap().options;
+        assert!(defaults.memo);
+        assert_eq!(defaults.timeout, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(defaults.max_in_flight, 2);
+        let set = decl(&[
+            ("memo", "OFF"),
+            ("timeout", "250 ms"),
+            ("max_in_flight", "5"),
+        ])
+        .unwrap()
+        .options;
+        assert!(!set.memo);
+        assert_eq!(set.timeout, Some(std::time::Duration::from_millis(250)));
+        assert_eq!(set.max_in_flight, 5);
+        assert_eq!(decl(&[("timeout", "none")]).unwrap().options.timeout, None);
+        for (option, value) in [
+            ("memo", "sometimes"),
+            ("timeout", "soon"),
+            ("timeout", "0 ms"),
+            ("max_in_flight", "0"),
+        ] {
+            let err = decl(&[(option, value)]).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("model 'fraud': option '{option}' = '{value}'")),
+                "{err}"
+            );
+        }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <dir>/epochs/00000000000000000042.json                epoch 42's input ranges, written before it runs
+//! <dir>/memo/00000000000000000042/0-fraud.arrow          epoch 42's scores of model fraud, before sinks write
 //! <dir>/checkpoints/00000000000000000042/q0.o1.left.arrow  INSERT 0's operator 1's `left` state (Arrow IPC)
 //! <dir>/checkpoints/00000000000000000042/manifest.json     written after the state files
 //! <dir>/_latest                                          "42": switched last
@@ -22,6 +23,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use volley_connectors::location::Location;
 
+use volley_udfs::model::MemoBatch;
+
 use super::manifest::{EpochLog, FORMAT, Manifest, OLDEST_FORMAT};
 use crate::error::{EngineError, Result};
 
@@ -32,6 +35,18 @@ pub struct CheckpointStore {
     root: Path,
     display: String,
     keep: usize,
+}
+
+/// `batches` as one Arrow IPC file.
+fn ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let mut buffer = Vec::new();
+    let mut writer = FileWriter::try_new(&mut buffer, schema)?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    drop(writer);
+    Ok(buffer)
 }
 
 fn io(what: String) -> impl FnOnce(object_store::Error) -> EngineError {
@@ -166,6 +181,88 @@ impl CheckpointStore {
         Ok(out)
     }
 
+    /// Writes epoch `epoch`'s inference memo, one Arrow IPC file per model (replacing what an
+    /// earlier run of the epoch wrote); returns the bytes written.
+    ///
+    /// # Errors
+    /// Store and encoding failures.
+    pub async fn put_memo(&self, epoch: u64, memos: &[MemoBatch]) -> Result<u64> {
+        let mut bytes = 0;
+        for (i, memo) in memos.iter().enumerate() {
+            let batch = memo.to_record_batch()?;
+            let name: String = memo
+                .model
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            let file = format!("memo/{epoch:020}/{i}-{name}.arrow");
+            bytes += self.put(&file, ipc(&batch.schema(), &[batch])?).await?;
+        }
+        Ok(bytes)
+    }
+
+    /// Epoch `epoch`'s inference memo, if an earlier run wrote one.
+    ///
+    /// # Errors
+    /// Store failures and files that are not memos.
+    pub async fn memo(&self, epoch: u64) -> Result<Vec<MemoBatch>> {
+        let prefix = self.path(&format!("memo/{epoch:020}"));
+        let found: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(io(format!("listing {}/memo", self.display)))?;
+        let mut memos = Vec::with_capacity(found.len());
+        for meta in found {
+            let name = meta.location.to_string();
+            let bytes = self
+                .store
+                .get(&meta.location)
+                .await
+                .map_err(io(format!("reading {name}")))?
+                .bytes()
+                .await
+                .map_err(io(format!("reading {name}")))?;
+            let unreadable =
+                |e: String| EngineError::Checkpoint(format!("memo file {name} is unreadable: {e}"));
+            let reader = FileReader::try_new(Cursor::new(bytes), None)
+                .map_err(|e| unreadable(e.to_string()))?;
+            let schema = reader.schema();
+            let batches = reader
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| unreadable(e.to_string()))?;
+            memos.push(MemoBatch::from_record_batches(&schema, &batches).map_err(unreadable)?);
+        }
+        Ok(memos)
+    }
+
+    /// Deletes the memos of epochs up to `upto` (a checkpoint covers them).
+    async fn drop_memos(&self, upto: u64) -> Result<()> {
+        for epoch in self.numbered("memo").await? {
+            if epoch > upto {
+                continue;
+            }
+            let prefix = self.path(&format!("memo/{epoch:020}"));
+            let files: Vec<_> = self
+                .store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(io(format!("listing {}/memo", self.display)))?;
+            for meta in files {
+                self.delete(&meta.location).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes one state file of checkpoint `epoch`; returns its size in bytes.
     ///
     /// # Errors
@@ -177,16 +274,11 @@ impl CheckpointStore {
         schema: &SchemaRef,
         batches: &[RecordBatch],
     ) -> Result<u64> {
-        let mut buffer = Vec::new();
-        {
-            let mut writer = FileWriter::try_new(&mut buffer, schema)?;
-            for batch in batches {
-                writer.write(batch)?;
-            }
-            writer.finish()?;
-        }
-        self.put(&format!("checkpoints/{epoch:020}/{file}"), buffer)
-            .await
+        self.put(
+            &format!("checkpoints/{epoch:020}/{file}"),
+            ipc(schema, batches)?,
+        )
+        .await
     }
 
     /// Reads one state file of checkpoint `epoch`.
@@ -222,6 +314,7 @@ impl CheckpointStore {
         crate::checkpoint::failpoint::hit("before_checkpoint_pointer");
         self.put("_latest", manifest.epoch.to_string().into_bytes())
             .await?;
+        self.drop_memos(manifest.epoch).await?;
         self.prune().await?;
         Ok(size)
     }

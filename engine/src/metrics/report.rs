@@ -292,6 +292,9 @@ impl JobReporter {
                 stats.rows_per_call_max as f64,
             );
             row("model", name, "failures", stats.failures as f64);
+            row("model", name, "timeouts", stats.timeouts as f64);
+            row("model", name, "memo_rows", stats.memo_rows as f64);
+            row("model", name, "in_flight_peak", stats.peak_in_flight as f64);
         }
         self.metrics.update(&self.key, |job| {
             job.epoch = epoch;

@@ -218,6 +218,7 @@ impl StreamJob {
             reporter.epoch_started();
         }
         self.lookups_for_epoch(next.replayed).await?;
+        self.begin_memo(next.replayed).await?;
         if next.replayed {
             self.summary.epochs_replayed += 1;
         } else if let Some(checkpoints) = &self.checkpoints {
@@ -294,6 +295,41 @@ impl StreamJob {
         Ok(())
     }
 
+    /// Starts the epoch's inference memo: recorded when checkpoints are on and a model keeps
+    /// one; a replayed epoch first reads what its earlier run recorded.
+    async fn begin_memo(&mut self, replayed: bool) -> Result<()> {
+        let record = self.models.iter().any(|m| m.memo());
+        let Some(checkpoints) = self.checkpoints.as_ref().filter(|_| record) else {
+            self.models.begin_epoch(self.epoch, false, Vec::new());
+            return Ok(());
+        };
+        let replay = if replayed {
+            checkpoints.store.memo(self.epoch).await?
+        } else {
+            Vec::new()
+        };
+        for refused in self.models.begin_epoch(self.epoch, true, replay) {
+            tracing::warn!(
+                model = %refused.model,
+                epoch = self.epoch,
+                sha256 = %refused.sha256,
+                "the inference memo of this epoch was written by another model file (or a model no longer declared or memoized): its rows are scored again"
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes the epoch's inference memo durably, before any sink writes the epoch.
+    async fn write_memo(&mut self, epoch: u64, summary: &mut RunSummary) -> Result<()> {
+        let memos = self.models.finish_epoch();
+        let Some(checkpoints) = self.checkpoints.as_ref().filter(|_| !memos.is_empty()) else {
+            return Ok(());
+        };
+        summary.memo_bytes += checkpoints.store.put_memo(epoch, &memos).await?;
+        summary.memo_epochs += 1;
+        Ok(())
+    }
+
     /// One epoch: returns true when every source has ended and everything is flushed.
     async fn process_epoch(
         &mut self,
@@ -308,6 +344,7 @@ impl StreamJob {
         let outputs = self
             .execute(&fresh, all_done, summary, &mut letters)
             .await?;
+        self.write_memo(epoch, summary).await?;
         self.output(epoch, outputs, summary).await?;
         self.write_letters(epoch, letters, dead_letters).await?;
         Ok(all_done)

@@ -52,8 +52,15 @@ pub enum Kill {
 
 /// Runs `volley run pipeline.sql --quiet` in `dir`, stopped as `kill` says; returns its output.
 pub fn run(dir: &Path, kill: Option<&Kill>) -> Output {
+    run_with(dir, kill, &[], &[])
+}
+
+/// Like [`run`], with more arguments and environment variables.
+pub fn run_with(dir: &Path, kill: Option<&Kill>, args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = volley_command();
     cmd.args(["run", "pipeline.sql", "--quiet"])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .current_dir(dir)
         .env_remove("VOLLEY_FAILPOINT")
         .stdout(Stdio::null())
@@ -75,7 +82,12 @@ pub fn run(dir: &Path, kill: Option<&Kill>) -> Output {
 /// Like [`run`]; true when the run was killed, false when it finished. A clean error exit
 /// (rather than a signal) fails the test with the run's stderr.
 pub fn run_killed(dir: &Path, kill: Option<&Kill>) -> bool {
-    let output = run(dir, kill);
+    killed(run(dir, kill))
+}
+
+/// Whether `output` is that of a killed run (false: it finished). A clean error exit fails
+/// the test with the run's stderr.
+pub fn killed(output: Output) -> bool {
     if output.status.success() {
         return false;
     }

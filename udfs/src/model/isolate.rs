@@ -65,8 +65,9 @@ pub struct Scored {
 /// Runs `run` (a model call) over `columns` by `policy`, isolating failing rows.
 ///
 /// `run` must return one value per input row of type `out_type`. Only [`ModelError::Run`] is
-/// isolated; any other error (a signature that does not fit, a backend that cannot start) is
-/// returned as it is.
+/// isolated; a [`ModelError::Timeout`] leaves the call's rows out at once (no retry: the model
+/// is slow, not wrong about some row); any other error (a signature that does not fit, a
+/// backend that cannot start) is returned as it is.
 ///
 /// # Errors
 /// A NULL input under [`NullPolicy::Fail`], errors `run` gives that are not run failures, and
@@ -131,10 +132,14 @@ pub fn score_isolating(
             });
         }
         Ok(values) => vec![Piece::Scored(0, values)],
+        Err(e @ ModelError::Timeout { .. }) => vec![Piece::LeftOut(0, valid_len(&valid), e)],
         Err(ModelError::Run { .. }) => {
             // Retried once as a whole, then bisected.
             match run(&valid) {
                 Ok(values) => vec![Piece::Scored(0, values)],
+                Err(e @ ModelError::Timeout { .. }) => {
+                    vec![Piece::LeftOut(0, valid_len(&valid), e)]
+                }
                 Err(ModelError::Run { message, .. }) => {
                     let mut pieces = Vec::new();
                     bisect(&valid, 0, message, run, &mut pieces)?;
@@ -174,6 +179,10 @@ pub fn score_isolating(
                 row as u32,
                 format!("model '{model}' failed on this row: {message}"),
             )),
+            Piece::LeftOut(start, len, error) => {
+                let reason = error.to_string();
+                failures.extend((start..start + len).map(|r| (r as u32, reason.clone())));
+            }
         }
     }
     let valid_to_batch: Vec<u32> = match &nulls {
@@ -216,6 +225,12 @@ enum Piece {
     Scored(usize, ArrayRef),
     /// A row and its error.
     Failed(usize, String),
+    /// Rows from `start` on, left out for the error (a timeout).
+    LeftOut(usize, usize, ModelError),
+}
+
+fn valid_len(columns: &[ArrayRef]) -> usize {
+    columns.first().map_or(0, |c| c.len())
 }
 
 /// Runs each half of a range that failed as a whole (`error`: its failure), down to single
@@ -237,6 +252,7 @@ fn bisect(
         let part: Vec<ArrayRef> = columns.iter().map(|c| c.slice(start, len)).collect();
         match run(&part) {
             Ok(values) => out.push(Piece::Scored(offset + start, values)),
+            Err(e @ ModelError::Timeout { .. }) => out.push(Piece::LeftOut(offset + start, len, e)),
             Err(ModelError::Run { message, .. }) => {
                 bisect(&part, offset + start, message, run, out)?
             }

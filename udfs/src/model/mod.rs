@@ -13,12 +13,15 @@
 mod backend;
 mod histogram;
 mod isolate;
+mod memo;
 mod predict;
 mod tensor;
+mod worker;
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field};
@@ -28,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 pub use backend::{environment, onnxruntime_library};
 pub use isolate::{LeftOut, NullPolicy, Scored, score_isolating};
+pub use memo::MemoBatch;
 pub use predict::{ModelSet, PREDICT, PredictFunc, Rejected, models_called, predict_udf};
 pub use tensor::{output_type, pack_rows};
 
@@ -71,6 +75,18 @@ pub enum ModelError {
         rows: usize,
         /// The first such row in the batch.
         first: usize,
+    },
+    /// A run took longer than the model's `timeout` (waiting for a free slot included).
+    #[error(
+        "model '{model}' timed out on {rows} rows: no result within {after:?} (option 'timeout')"
+    )]
+    Timeout {
+        /// The model's name in the pipeline.
+        model: String,
+        /// Rows in the call.
+        rows: usize,
+        /// The timeout.
+        after: Duration,
     },
     /// The backend cannot start, or a second backend was asked for.
     #[error("ONNX backend: {0}")]
@@ -147,6 +163,14 @@ pub struct ModelOptions {
     pub max_rows: usize,
     /// What a row with a NULL input gets from `predict()`.
     pub null_policy: NullPolicy,
+    /// Whether a streaming job keeps each epoch's scores until a checkpoint covers the epoch,
+    /// so a replay reads them instead of calling the model again.
+    pub memo: bool,
+    /// The longest one run may take (waiting for a free slot included) before its rows go to
+    /// dead letters (`None`: no limit).
+    pub timeout: Option<Duration>,
+    /// Runs queued or running on the model's thread at once; more callers wait.
+    pub max_in_flight: usize,
 }
 
 impl Default for ModelOptions {
@@ -157,9 +181,15 @@ impl Default for ModelOptions {
             threads: None,
             max_rows: 8192,
             null_policy: NullPolicy::DeadLetter,
+            memo: true,
+            timeout: Some(DEFAULT_TIMEOUT),
+            max_in_flight: 2,
         }
     }
 }
+
+/// The default per-run timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A tensor the model takes or gives: its name and shape (`-1`: any size).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,21 +200,31 @@ pub struct TensorInfo {
     pub shape: Vec<i64>,
 }
 
-/// A loaded model.
+/// A loaded model. Its session runs on the model's own thread ([`worker`]).
 #[derive(Debug)]
 pub struct Model {
     name: String,
     sha256: String,
-    input: TensorInfo,
-    outputs: Vec<TensorInfo>,
+    core: Arc<Core>,
     max_rows: usize,
     /// The Arrow type `predict` returns, derived from the outputs once.
     return_type: DataType,
     null_policy: NullPolicy,
     backend: Backend,
     device: Device,
-    session: Mutex<Session>,
+    memo: bool,
+    timeout: Option<Duration>,
+    worker: worker::Worker,
     stats: Stats,
+}
+
+/// What the model's thread needs to run the session.
+#[derive(Debug)]
+struct Core {
+    name: String,
+    input: TensorInfo,
+    outputs: Vec<TensorInfo>,
+    session: Mutex<Session>,
 }
 
 /// What a model has done since it was loaded.
@@ -208,6 +248,12 @@ pub struct ModelStats {
     pub latency_p50_seconds: f64,
     /// The 99th percentile of run times (likewise).
     pub latency_p99_seconds: f64,
+    /// Runs that timed out (their rows went to dead letters).
+    pub timeouts: u64,
+    /// Rows a replayed epoch read from the inference memo instead of scoring.
+    pub memo_rows: u64,
+    /// The most runs queued or running on the model's thread at once.
+    pub peak_in_flight: u64,
 }
 
 #[derive(Debug, Default)]
@@ -215,6 +261,8 @@ struct Stats {
     calls: AtomicU64,
     rows: AtomicU64,
     failures: AtomicU64,
+    timeouts: AtomicU64,
+    memo_rows: AtomicU64,
     nanos: AtomicU64,
     last_nanos: AtomicU64,
     rows_per_call: histogram::Histogram,
@@ -283,17 +331,31 @@ impl Model {
                 )));
             }
         }
+        let core = Arc::new(Core {
+            name: name.to_string(),
+            input,
+            outputs,
+            session: Mutex::new(session),
+        });
+        let runner = Arc::clone(&core);
+        let worker = worker::Worker::start(
+            name,
+            Arc::new(move |data, rows| runner.run_once(data, rows)),
+            options.max_in_flight,
+            options.timeout,
+        )?;
         Ok(Self {
             name: name.to_string(),
             sha256,
-            input,
-            return_type: return_type(&outputs),
-            outputs,
+            return_type: return_type(&core.outputs),
+            core,
             max_rows: options.max_rows.max(1),
             null_policy: options.null_policy,
             backend: options.backend,
             device: options.device,
-            session: Mutex::new(session),
+            memo: options.memo,
+            timeout: options.timeout,
+            worker,
             stats: Stats::default(),
         })
     }
@@ -328,19 +390,38 @@ impl Model {
         self.device
     }
 
+    /// Whether streaming jobs keep this model's scores in the inference memo.
+    pub fn memo(&self) -> bool {
+        self.memo
+    }
+
+    /// The per-run timeout.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
     /// The input tensor.
     pub fn input(&self) -> &TensorInfo {
-        &self.input
+        &self.core.input
     }
 
     /// The output tensors.
     pub fn outputs(&self) -> &[TensorInfo] {
-        &self.outputs
+        &self.core.outputs
     }
 
     /// How many values each row feeds (the input's second dimension).
     pub fn features(&self) -> usize {
-        usize::try_from(self.input.shape[1]).unwrap_or(0)
+        self.core.features()
+    }
+
+    /// Values per row of each output.
+    pub fn widths(&self) -> Vec<usize> {
+        self.core
+            .outputs
+            .iter()
+            .map(|o| tensor::width(&o.shape))
+            .collect()
     }
 
     /// The Arrow type [`Model::predict`] returns.
@@ -360,9 +441,9 @@ impl Model {
         if args.len() != self.features() {
             return Err(signature(format!(
                 "input '{}' takes {} values per row (shape {:?}), but predict() passes {}",
-                self.input.name,
+                self.core.input.name,
                 self.features(),
-                self.input.shape,
+                self.core.input.shape,
                 args.len()
             )));
         }
@@ -373,7 +454,7 @@ impl Model {
         {
             return Err(signature(format!(
                 "input '{}' takes numbers, but value {} of predict() is {t}",
-                self.input.name,
+                self.core.input.name,
                 i + 1
             )));
         }
@@ -385,41 +466,75 @@ impl Model {
     ///
     /// # Errors
     /// [`ModelError::Signature`] for columns that do not fit, [`ModelError::Run`] when the
-    /// backend fails.
+    /// backend fails, [`ModelError::Timeout`] when a run takes too long.
     pub fn predict(&self, columns: &[ArrayRef]) -> Result<ArrayRef, ModelError> {
+        let rows = columns.first().map_or(0, |c| c.len());
+        let packed = self.pack(columns)?;
+        let values = self.score_packed(packed, rows)?;
+        self.to_arrow(values, rows)
+    }
+
+    /// Checks `columns` against the model's input and packs them into one row-major
+    /// `[rows, features]` buffer.
+    ///
+    /// # Errors
+    /// [`ModelError::Signature`] for columns that do not fit.
+    pub fn pack(&self, columns: &[ArrayRef]) -> Result<Vec<f32>, ModelError> {
         let types: Vec<DataType> = columns.iter().map(|c| c.data_type().clone()).collect();
         self.check_arguments(&types)?;
-        let rows = columns.first().map_or(0, |c| c.len());
-        let packed = pack_rows(columns).map_err(|message| ModelError::Signature {
+        pack_rows(columns).map_err(|message| ModelError::Signature {
             model: self.name.clone(),
             message,
-        })?;
-        let per_output = if rows == 0 {
-            vec![Vec::new(); self.outputs.len()]
-        } else if rows <= self.max_rows {
+        })
+    }
+
+    /// Scores `rows` packed rows: one session run per `max_rows` rows; every output's values,
+    /// row-major.
+    ///
+    /// # Errors
+    /// [`ModelError::Run`] when the backend fails, [`ModelError::Timeout`] when a run takes
+    /// too long.
+    pub fn score_packed(&self, packed: Vec<f32>, rows: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+        if rows == 0 {
+            return Ok(vec![Vec::new(); self.core.outputs.len()]);
+        }
+        if rows <= self.max_rows {
             // The common case: one run, and the packed buffer becomes the tensor as it is.
-            self.run(packed, rows)?
-        } else {
-            let k = self.features();
-            let mut per_output: Vec<Vec<f32>> = vec![Vec::new(); self.outputs.len()];
-            for (i, chunk) in packed.chunks(self.max_rows * k).enumerate() {
-                let chunk_rows = (rows - i * self.max_rows).min(self.max_rows);
-                for (all, part) in per_output
-                    .iter_mut()
-                    .zip(self.run(chunk.to_vec(), chunk_rows)?)
-                {
-                    all.extend(part);
-                }
+            return self.run(packed, rows);
+        }
+        let k = self.features();
+        let mut per_output: Vec<Vec<f32>> = vec![Vec::new(); self.core.outputs.len()];
+        for (i, chunk) in packed.chunks(self.max_rows * k).enumerate() {
+            let chunk_rows = (rows - i * self.max_rows).min(self.max_rows);
+            for (all, part) in per_output
+                .iter_mut()
+                .zip(self.run(chunk.to_vec(), chunk_rows)?)
+            {
+                all.extend(part);
             }
-            per_output
-        };
-        tensor::to_arrow(&self.outputs, per_output, rows, &self.return_type).map_err(|message| {
+        }
+        Ok(per_output)
+    }
+
+    /// The Arrow result of `rows` rows from each output's row-major values.
+    ///
+    /// # Errors
+    /// [`ModelError::Run`] when the values do not fit the outputs' shapes.
+    pub fn to_arrow(&self, values: Vec<Vec<f32>>, rows: usize) -> Result<ArrayRef, ModelError> {
+        tensor::to_arrow(&self.core.outputs, values, rows, &self.return_type).map_err(|message| {
             ModelError::Run {
                 model: self.name.clone(),
                 rows,
                 message,
             }
         })
+    }
+
+    /// Counts rows a replayed epoch read from the inference memo.
+    pub(crate) fn count_memo_rows(&self, rows: usize) {
+        self.stats
+            .memo_rows
+            .fetch_add(rows as u64, Ordering::Relaxed);
     }
 
     /// What the model has done since it was loaded (by every pipeline of the process).
@@ -435,13 +550,17 @@ impl Model {
             rows_per_call_max: self.stats.rows_per_call.max(),
             latency_p50_seconds: self.stats.latency_nanos.quantile(0.5) as f64 / 1e9,
             latency_p99_seconds: self.stats.latency_nanos.quantile(0.99) as f64 / 1e9,
+            timeouts: self.stats.timeouts.load(Ordering::Relaxed),
+            memo_rows: self.stats.memo_rows.load(Ordering::Relaxed),
+            peak_in_flight: self.worker.peak_in_flight() as u64,
         }
     }
 
-    /// One session run over `rows` rows of packed input, counted in [`Model::stats`].
+    /// One session run over `rows` rows of packed input on the model's thread, counted in
+    /// [`Model::stats`].
     fn run(&self, data: Vec<f32>, rows: usize) -> Result<Vec<Vec<f32>>, ModelError> {
         let started = std::time::Instant::now();
-        let result = self.run_once(data, rows);
+        let result = self.worker.run(data, rows);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
@@ -449,10 +568,22 @@ impl Model {
         self.stats.last_nanos.store(nanos, Ordering::Relaxed);
         self.stats.rows_per_call.record(rows as u64);
         self.stats.latency_nanos.record(nanos);
-        if result.is_err() {
-            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Err(ModelError::Timeout { .. }) => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
         }
         result
+    }
+}
+
+impl Core {
+    fn features(&self) -> usize {
+        usize::try_from(self.input.shape[1]).unwrap_or(0)
     }
 
     /// One session run over `rows` rows of packed input; every output's values, row-major.
@@ -533,6 +664,8 @@ fn tensors(
         .collect()
 }
 
+#[cfg(test)]
+mod memo_tests;
 #[cfg(test)]
 mod predict_tests;
 #[cfg(test)]

@@ -15,6 +15,7 @@ use datafusion::logical_expr::{
 };
 
 use super::isolate::score_isolating;
+use super::memo::{MemoBatch, MemoIndex};
 use super::{Model, ModelError};
 
 /// The function's SQL name.
@@ -31,11 +32,24 @@ pub struct Rejected {
     pub rows: RecordBatch,
 }
 
-/// The models a pipeline declares, by name, and the rows their calls left out so far.
+/// The models a pipeline declares, by name, the rows their calls left out so far, and the
+/// inference memo of the epoch running.
 #[derive(Debug, Default)]
 pub struct ModelSet {
     models: BTreeMap<String, Arc<Model>>,
     rejected: Mutex<Vec<Rejected>>,
+    epoch: Mutex<EpochMemo>,
+}
+
+/// The memo of the epoch running: what it records, and what a replay reads.
+#[derive(Debug, Default)]
+struct EpochMemo {
+    epoch: u64,
+    record: bool,
+    /// Some row was scored by a model (not read from the memo) this epoch.
+    fresh: bool,
+    recorded: BTreeMap<String, MemoBatch>,
+    replay: BTreeMap<String, Arc<MemoIndex>>,
 }
 
 impl ModelSet {
@@ -47,7 +61,106 @@ impl ModelSet {
                 .map(|m| (m.name().to_string(), m))
                 .collect(),
             rejected: Mutex::new(Vec::new()),
+            epoch: Mutex::new(EpochMemo::default()),
         }
+    }
+
+    /// Starts epoch `epoch`: with `record`, the scores of models whose `memo` option is on are
+    /// kept for [`ModelSet::finish_epoch`]; `replay` holds the memos an earlier run of the
+    /// same epoch wrote, whose rows are read instead of scored. A memo written by another
+    /// model file (another SHA-256) or for a model the pipeline no longer declares is not
+    /// used: it is returned, so the caller can say so.
+    pub fn begin_epoch(&self, epoch: u64, record: bool, replay: Vec<MemoBatch>) -> Vec<MemoBatch> {
+        let mut refused = Vec::new();
+        let mut indexed = BTreeMap::new();
+        for memo in replay {
+            match self.models.get(&memo.model) {
+                Some(m)
+                    if m.memo()
+                        && m.sha256() == memo.sha256
+                        && m.features() == memo.features
+                        && m.widths() == memo.widths =>
+                {
+                    indexed.insert(memo.model.clone(), Arc::new(MemoIndex::new(memo)));
+                }
+                _ => refused.push(memo),
+            }
+        }
+        *lock(&self.epoch) = EpochMemo {
+            epoch,
+            record,
+            fresh: false,
+            recorded: BTreeMap::new(),
+            replay: indexed,
+        };
+        refused
+    }
+
+    /// Ends the epoch: the scores it recorded, one memo per model that scored rows; nothing
+    /// when every row was read from the memo of an earlier run (which holds them already).
+    pub fn finish_epoch(&self) -> Vec<MemoBatch> {
+        let mut state = lock(&self.epoch);
+        state.replay.clear();
+        let recorded = std::mem::take(&mut state.recorded);
+        if !std::mem::take(&mut state.fresh) {
+            return Vec::new();
+        }
+        recorded.into_values().filter(|m| m.rows() > 0).collect()
+    }
+
+    /// Scores `part` (columns without nulls) with `model` for the call at `site`: rows the
+    /// epoch's replay memo holds are read from it, the others run on the model; with the memo
+    /// recording, every row's scores are kept for the epoch's memo.
+    fn score(&self, model: &Model, site: &str, part: &[ArrayRef]) -> Result<ArrayRef, ModelError> {
+        let rows = part.first().map_or(0, |c| c.len());
+        let packed = model.pack(part)?;
+        let (epoch, record, replay) = {
+            let state = lock(&self.epoch);
+            let on = model.memo();
+            (
+                state.epoch,
+                on && state.record,
+                state.replay.get(model.name()).filter(|_| on).cloned(),
+            )
+        };
+        let values = match replay {
+            None if record => {
+                let values = model.score_packed(packed.clone(), rows)?;
+                call_log(model.name(), epoch, rows);
+                self.record(model, site, &packed, &values, rows > 0);
+                values
+            }
+            None => {
+                let values = model.score_packed(packed, rows)?;
+                call_log(model.name(), epoch, rows);
+                values
+            }
+            Some(index) => {
+                let (values, fresh) = replay_rows(model, &index, &packed, rows, epoch)?;
+                if record {
+                    self.record(model, site, &packed, &values, fresh > 0);
+                }
+                values
+            }
+        };
+        model.to_arrow(values, rows)
+    }
+
+    fn record(&self, model: &Model, site: &str, packed: &[f32], values: &[Vec<f32>], fresh: bool) {
+        let mut state = lock(&self.epoch);
+        state.fresh |= fresh;
+        state
+            .recorded
+            .entry(model.name().to_string())
+            .or_insert_with(|| {
+                MemoBatch::new(
+                    model.name(),
+                    model.sha256(),
+                    model.features(),
+                    model.widths(),
+                )
+            })
+            .append(site, packed, values);
     }
 
     /// The model named `name`.
@@ -71,10 +184,7 @@ impl ModelSet {
     }
 
     fn reject(&self, rejected: Rejected) {
-        self.rejected
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(rejected);
+        lock(&self.rejected).push(rejected);
     }
 
     fn names(&self) -> String {
@@ -199,12 +309,13 @@ impl ScalarUDFImpl for PredictFunc {
             .map(|a| a.to_array(rows))
             .collect::<Result<_>>()?;
         let fail = |e: ModelError| exec_datafusion_err!("{e}");
+        let site = call_site(name, &args.arg_fields);
         let scored = score_isolating(
             name,
             model.null_policy(),
             &columns,
             model.return_type(),
-            &|part| model.predict(part),
+            &|part| self.models.score(model, &site, part),
         )
         .map_err(fail)?;
         if !scored.dead_letters.is_empty() {
@@ -225,6 +336,86 @@ impl ScalarUDFImpl for PredictFunc {
             }
         }
         Ok(ColumnarValue::Array(scored.values))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A call's site: the model and the names of the argument expressions.
+fn call_site(model: &str, fields: &[FieldRef]) -> String {
+    let args: Vec<&str> = fields.iter().skip(1).map(|f| f.name().as_str()).collect();
+    format!("predict('{model}', {})", args.join(", "))
+}
+
+/// The scores of `rows` packed rows of a replayed epoch: each row the memo holds is read
+/// from it, the others are scored by the model (and counted as calls). Also returns how many
+/// were scored.
+fn replay_rows(
+    model: &Model,
+    index: &MemoIndex,
+    packed: &[f32],
+    rows: usize,
+    epoch: u64,
+) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+    let k = model.features().max(1);
+    let found: Vec<Option<usize>> = packed.chunks_exact(k).map(|r| index.find(r)).collect();
+    let missing: Vec<usize> = (0..rows).filter(|&i| found[i].is_none()).collect();
+    let fresh = if missing.is_empty() {
+        Vec::new()
+    } else {
+        let mut input = Vec::with_capacity(missing.len() * k);
+        for &i in &missing {
+            input.extend_from_slice(&packed[i * k..(i + 1) * k]);
+        }
+        let values = model.score_packed(input, missing.len())?;
+        call_log(model.name(), epoch, missing.len());
+        values
+    };
+    model.count_memo_rows(rows - missing.len());
+    let widths = model.widths();
+    let mut next_fresh = 0;
+    let mut values: Vec<Vec<f32>> = widths
+        .iter()
+        .map(|w| Vec::with_capacity(rows * w))
+        .collect();
+    for at in &found {
+        match at {
+            Some(at) => {
+                for (o, out) in values.iter_mut().enumerate() {
+                    out.extend_from_slice(index.output(o, *at));
+                }
+            }
+            None => {
+                for ((out, w), part) in values.iter_mut().zip(&widths).zip(&fresh) {
+                    out.extend_from_slice(&part[next_fresh * w..(next_fresh + 1) * w]);
+                }
+                next_fresh += 1;
+            }
+        }
+    }
+    Ok((values, missing.len()))
+}
+
+/// With `VOLLEY_MODEL_CALL_LOG` set to a file, appends one line per scoring (`model epoch
+/// rows pid`): an audit of what a model was run on, across restarts of the process.
+fn call_log(model: &str, epoch: u64, rows: usize) {
+    use std::io::Write;
+    static LOG: std::sync::OnceLock<Option<Mutex<std::fs::File>>> = std::sync::OnceLock::new();
+    let log = LOG.get_or_init(|| {
+        let path = std::env::var_os("VOLLEY_MODEL_CALL_LOG")?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+            .map(Mutex::new)
+    });
+    if let Some(file) = log.as_ref().filter(|_| rows > 0) {
+        // One write per line: lines from several processes never interleave.
+        let _ = lock(file)
+            .write_all(format!("{model} {epoch} {rows} {}\n", std::process::id()).as_bytes());
     }
 }
 
