@@ -26,7 +26,7 @@ use std::time::Duration;
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field};
 use ort::session::Session;
-use ort::value::{Tensor, ValueType};
+use ort::value::{TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
 pub use backend::{environment, onnxruntime_library};
@@ -470,7 +470,7 @@ impl Model {
     pub fn predict(&self, columns: &[ArrayRef]) -> Result<ArrayRef, ModelError> {
         let rows = columns.first().map_or(0, |c| c.len());
         let packed = self.pack(columns)?;
-        let values = self.score_packed(packed, rows)?;
+        let (values, _) = self.score_packed(packed, rows)?;
         self.to_arrow(values, rows)
     }
 
@@ -489,14 +489,18 @@ impl Model {
     }
 
     /// Scores `rows` packed rows: one session run per `max_rows` rows; every output's values,
-    /// row-major.
+    /// row-major, and `packed` handed back.
     ///
     /// # Errors
     /// [`ModelError::Run`] when the backend fails, [`ModelError::Timeout`] when a run takes
     /// too long.
-    pub fn score_packed(&self, packed: Vec<f32>, rows: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+    pub fn score_packed(
+        &self,
+        packed: Vec<f32>,
+        rows: usize,
+    ) -> Result<(Vec<Vec<f32>>, Vec<f32>), ModelError> {
         if rows == 0 {
-            return Ok(vec![Vec::new(); self.core.outputs.len()]);
+            return Ok((vec![Vec::new(); self.core.outputs.len()], packed));
         }
         if rows <= self.max_rows {
             // The common case: one run, and the packed buffer becomes the tensor as it is.
@@ -508,12 +512,12 @@ impl Model {
             let chunk_rows = (rows - i * self.max_rows).min(self.max_rows);
             for (all, part) in per_output
                 .iter_mut()
-                .zip(self.run(chunk.to_vec(), chunk_rows)?)
+                .zip(self.run(chunk.to_vec(), chunk_rows)?.0)
             {
                 all.extend(part);
             }
         }
-        Ok(per_output)
+        Ok((per_output, packed))
     }
 
     /// The Arrow result of `rows` rows from each output's row-major values.
@@ -558,7 +562,7 @@ impl Model {
 
     /// One session run over `rows` rows of packed input on the model's thread, counted in
     /// [`Model::stats`].
-    fn run(&self, data: Vec<f32>, rows: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn run(&self, data: Vec<f32>, rows: usize) -> Result<worker::Ran, ModelError> {
         let started = std::time::Instant::now();
         let result = self.worker.run(data, rows);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -587,13 +591,13 @@ impl Core {
     }
 
     /// One session run over `rows` rows of packed input; every output's values, row-major.
-    fn run_once(&self, data: Vec<f32>, rows: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn run_once(&self, data: &[f32], rows: usize) -> Result<Vec<Vec<f32>>, ModelError> {
         let fail = |message: String| ModelError::Run {
             model: self.name.clone(),
             rows,
             message,
         };
-        let input = Tensor::<f32>::from_array(([rows, self.features()], data))
+        let input = TensorRef::<f32>::from_array_view(([rows, self.features()], data))
             .map_err(|e| fail(e.to_string()))?;
         let mut session = self
             .session

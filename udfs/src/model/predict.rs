@@ -125,13 +125,13 @@ impl ModelSet {
         };
         let values = match replay {
             None if record => {
-                let values = model.score_packed(packed.clone(), rows)?;
+                let (values, packed) = model.score_packed(packed, rows)?;
                 call_log(model.name(), epoch, rows);
                 self.record(model, site, &packed, &values, rows > 0);
                 values
             }
             None => {
-                let values = model.score_packed(packed, rows)?;
+                let (values, _) = model.score_packed(packed, rows)?;
                 call_log(model.name(), epoch, rows);
                 values
             }
@@ -369,7 +369,7 @@ fn replay_rows(
         for &i in &missing {
             input.extend_from_slice(&packed[i * k..(i + 1) * k]);
         }
-        let values = model.score_packed(input, missing.len())?;
+        let (values, _) = model.score_packed(input, missing.len())?;
         call_log(model.name(), epoch, missing.len());
         values
     };

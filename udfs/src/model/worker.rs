@@ -20,7 +20,12 @@ use std::time::{Duration, Instant};
 use super::ModelError;
 
 /// What a run computes: every output's values for the packed rows.
-pub(super) type RunFn = dyn Fn(Vec<f32>, usize) -> Result<Vec<Vec<f32>>, ModelError> + Send + Sync;
+pub(super) type RunFn = dyn Fn(&[f32], usize) -> Result<Vec<Vec<f32>>, ModelError> + Send + Sync;
+
+/// What a run gives back: every output's values, and the packed input, returned to the
+/// caller so that the thread that packed it frees or reuses it (freed on the model's thread,
+/// it would come back to the caller's allocator late and cold).
+pub(super) type Ran = (Vec<Vec<f32>>, Vec<f32>);
 
 /// The model's thread and its queue.
 pub(super) struct Worker {
@@ -61,7 +66,7 @@ struct Job {
 enum Slot {
     Queued(Vec<f32>, usize),
     Running,
-    Done(Result<Vec<Vec<f32>>, ModelError>),
+    Done(Result<Vec<Vec<f32>>, ModelError>, Vec<f32>),
     /// The caller stopped waiting.
     Abandoned,
 }
@@ -112,7 +117,7 @@ impl Worker {
     /// # Errors
     /// [`ModelError::Timeout`] when it takes longer than the timeout (waiting for room
     /// included), and the run's own error.
-    pub(super) fn run(&self, data: Vec<f32>, rows: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+    pub(super) fn run(&self, data: Vec<f32>, rows: usize) -> Result<Ran, ModelError> {
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let job = Arc::new(Job {
             slot: Mutex::new(Slot::Queued(data, rows)),
@@ -166,21 +171,23 @@ impl Worker {
         job: &Arc<Job>,
         deadline: Option<Instant>,
         rows: usize,
-    ) -> Result<Vec<Vec<f32>>, ModelError> {
+    ) -> Result<Ran, ModelError> {
         // A short run is over before a sleeping thread would even be woken: look first.
         spin_until(|| job.finished.load(Ordering::Acquire), deadline);
         let mut slot = lock(&job.slot);
         loop {
             match std::mem::replace(&mut *slot, Slot::Abandoned) {
-                Slot::Done(result) => return result,
+                Slot::Done(result, input) => return result.map(|values| (values, input)),
                 other => *slot = other,
             }
             slot = match wait_until(&job.done, slot, deadline) {
                 Some(s) => s,
                 None => {
                     let mut slot = lock(&job.slot);
-                    if let Slot::Done(result) = std::mem::replace(&mut *slot, Slot::Abandoned) {
-                        return result;
+                    if let Slot::Done(result, input) =
+                        std::mem::replace(&mut *slot, Slot::Abandoned)
+                    {
+                        return result.map(|values| (values, input));
                     }
                     drop(slot);
                     self.withdraw(job);
@@ -263,10 +270,10 @@ fn serve(shared: &Shared, run: &RunFn) {
         };
         let taken = std::mem::replace(&mut *lock(&job.slot), Slot::Running);
         if let Slot::Queued(data, rows) = taken {
-            let result = run(data, rows);
+            let result = run(&data, rows);
             let mut slot = lock(&job.slot);
             if matches!(*slot, Slot::Running) {
-                *slot = Slot::Done(result);
+                *slot = Slot::Done(result, data);
                 job.finished.store(true, Ordering::Release);
             }
             drop(slot);
@@ -305,26 +312,28 @@ mod tests {
     use super::*;
 
     fn sleepy(ms: u64) -> Arc<RunFn> {
-        Arc::new(move |data: Vec<f32>, _rows| {
+        Arc::new(move |data: &[f32], _rows| {
             std::thread::sleep(Duration::from_millis(ms));
-            Ok(vec![data])
+            Ok(vec![data.to_vec()])
         })
     }
 
     #[test]
     fn a_run_comes_back_from_the_model_thread() {
         let worker = Worker::start("m", sleepy(0), 2, None).unwrap();
-        assert_eq!(worker.run(vec![1.0, 2.0], 2).unwrap(), vec![vec![1.0, 2.0]]);
+        let (values, input) = worker.run(vec![1.0, 2.0], 2).unwrap();
+        assert_eq!(values, vec![vec![1.0, 2.0]]);
+        assert_eq!(input, [1.0, 2.0], "the input comes back to the caller");
     }
 
     #[test]
     fn a_slow_run_times_out_and_later_runs_wait_within_their_own_timeout() {
         // Row value 1 takes 300 ms, any other is quick.
-        let run: Arc<RunFn> = Arc::new(|data: Vec<f32>, _rows| {
+        let run: Arc<RunFn> = Arc::new(|data: &[f32], _rows| {
             if data[0] == 1.0 {
                 std::thread::sleep(Duration::from_millis(300));
             }
-            Ok(vec![data])
+            Ok(vec![data.to_vec()])
         });
         let worker = Worker::start("m", run, 1, Some(Duration::from_millis(50))).unwrap();
         let started = Instant::now();
@@ -338,7 +347,7 @@ mod tests {
         assert_eq!(worker.peak_in_flight(), 1, "the queue bound held");
         // Once the slow run is over, runs go through again (its late result was dropped).
         std::thread::sleep(Duration::from_millis(300));
-        assert_eq!(worker.run(vec![3.0], 1).unwrap(), vec![vec![3.0]]);
+        assert_eq!(worker.run(vec![3.0], 1).unwrap().0, vec![vec![3.0]]);
     }
 
     #[test]
@@ -352,7 +361,7 @@ mod tests {
             .collect();
         let mut got: Vec<f32> = threads
             .into_iter()
-            .map(|t| t.join().unwrap()[0][0])
+            .map(|t| t.join().unwrap().0[0][0])
             .collect();
         got.sort_by(f32::total_cmp);
         assert_eq!(got, (0..8).map(|i| i as f32).collect::<Vec<_>>());
