@@ -503,7 +503,7 @@ impl Model {
             return Ok((vec![Vec::new(); self.core.outputs.len()], packed));
         }
         if rows <= self.max_rows {
-            // The common case: one run, and the packed buffer becomes the tensor as it is.
+            // The common case: one run, reading the packed buffer in place.
             return self.run(packed, rows);
         }
         let k = self.features();

@@ -13,7 +13,6 @@
 //!   reading the next epoch while the model runs.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -42,8 +41,6 @@ struct Shared {
     /// Signalled when a run leaves the queue or finishes (callers wait for room).
     room: Condvar,
     capacity: usize,
-    /// Jobs in the queue (read without the lock while the thread spins).
-    queued_jobs: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -59,8 +56,6 @@ struct State {
 struct Job {
     slot: Mutex<Slot>,
     done: Condvar,
-    /// Set once the slot holds the result (read without the lock while spinning).
-    finished: AtomicBool,
 }
 
 enum Slot {
@@ -91,7 +86,6 @@ impl Worker {
             queued: Condvar::new(),
             room: Condvar::new(),
             capacity: max_in_flight.max(1),
-            queued_jobs: AtomicUsize::new(0),
         });
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -122,7 +116,6 @@ impl Worker {
         let job = Arc::new(Job {
             slot: Mutex::new(Slot::Queued(data, rows)),
             done: Condvar::new(),
-            finished: AtomicBool::new(false),
         });
         in_place(|| {
             self.enqueue(&job, deadline, rows)?;
@@ -160,7 +153,6 @@ impl Worker {
         state.in_flight += 1;
         state.peak = state.peak.max(state.in_flight);
         state.queue.push_back(Arc::clone(job));
-        self.shared.queued_jobs.fetch_add(1, Ordering::Release);
         drop(state);
         self.shared.queued.notify_one();
         Ok(())
@@ -173,7 +165,7 @@ impl Worker {
         rows: usize,
     ) -> Result<Ran, ModelError> {
         // A short run is over before a sleeping thread would even be woken: look first.
-        spin_until(|| job.finished.load(Ordering::Acquire), deadline);
+        spin_until(|| matches!(*lock(&job.slot), Slot::Done(..)), deadline);
         let mut slot = lock(&job.slot);
         loop {
             match std::mem::replace(&mut *slot, Slot::Abandoned) {
@@ -202,7 +194,6 @@ impl Worker {
         let mut state = lock(&self.shared.state);
         if let Some(at) = state.queue.iter().position(|j| Arc::ptr_eq(j, job)) {
             state.queue.remove(at);
-            self.shared.queued_jobs.fetch_sub(1, Ordering::Release);
             state.in_flight -= 1;
             drop(state);
             self.shared.room.notify_one();
@@ -251,12 +242,11 @@ fn serve(shared: &Shared, run: &RunFn) {
     loop {
         // The next call often comes at once (another partition of the same plan): look
         // before going to sleep.
-        spin_until(|| shared.queued_jobs.load(Ordering::Acquire) > 0, None);
+        spin_until(|| !lock(&shared.state).queue.is_empty(), None);
         let job = {
             let mut state = lock(&shared.state);
             loop {
                 if let Some(job) = state.queue.pop_front() {
-                    shared.queued_jobs.fetch_sub(1, Ordering::Release);
                     break job;
                 }
                 if state.closed {
@@ -274,7 +264,6 @@ fn serve(shared: &Shared, run: &RunFn) {
             let mut slot = lock(&job.slot);
             if matches!(*slot, Slot::Running) {
                 *slot = Slot::Done(result, data);
-                job.finished.store(true, Ordering::Release);
             }
             drop(slot);
             job.done.notify_all();
@@ -288,7 +277,8 @@ fn serve(shared: &Shared, run: &RunFn) {
 /// a sleeping thread costs tens of microseconds on a virtual machine, as much as a short run.
 const SPIN: Duration = Duration::from_micros(200);
 
-/// Polls `ready` (yielding the CPU between looks) for at most [`SPIN`] or until `deadline`.
+/// Polls `ready` (yielding the CPU between looks; each look takes an uncontended lock) for at
+/// most [`SPIN`] or until `deadline`.
 fn spin_until(ready: impl Fn() -> bool, deadline: Option<Instant>) {
     let started = Instant::now();
     let until = deadline.map_or(started + SPIN, |d| d.min(started + SPIN));
