@@ -236,6 +236,44 @@ pub trait Sink: Send + Debug {
         Ok(None)
     }
 
+    /// Whether the sink holds rows already (`volley batch` refuses to add its rows to a run's
+    /// without `--overwrite`). Sinks that keep nothing durable keep the default: no.
+    ///
+    /// # Errors
+    /// [`ConnectorError::External`] when the destination cannot be read.
+    async fn holds_rows(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// What this sink lacks of what a checkpoint says was written to it: `epochs` epochs
+    /// wrote rows, the last of them `last`, none after `through` (the checkpoint's epoch).
+    /// `None` when it holds them all, or cannot tell (the default). A file sink counts its
+    /// epoch files, a Delta table reads its `txn` version.
+    ///
+    /// # Errors
+    /// [`ConnectorError::External`] when the destination cannot be read.
+    async fn missing(&mut self, epochs: u64, last: u64, through: u64) -> Result<Option<String>> {
+        let _ = (epochs, last, through);
+        Ok(None)
+    }
+
+    /// Why this sink cannot be emptied (a Kafka topic), when it cannot: asked of every sink
+    /// before any is emptied. The default: it can.
+    fn cannot_truncate(&self) -> Option<String> {
+        None
+    }
+
+    /// Removes every row the sink holds, so a pipeline started over (`--from-scratch`,
+    /// `volley batch --overwrite`) never leaves the old run's rows beside the new ones. The
+    /// default suits sinks that keep nothing durable.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Config`] for a destination that cannot be emptied (a Kafka topic),
+    /// saying what to do instead; [`ConnectorError::External`] when the removal fails.
+    async fn truncate(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Called once after the last epoch; flushes anything buffered.
     ///
     /// # Errors

@@ -263,6 +263,36 @@ pub async fn batch_outputs(
     run_inserts(&ctx, pipeline).await
 }
 
+/// Where `volley batch` writes.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOutput {
+    /// Every sink's LOCATION moved under this directory (`DIR/<table>`), leaving what a
+    /// streaming run wrote alone.
+    pub dir: Option<String>,
+    /// Empty a sink that holds rows before writing (otherwise such a sink is refused).
+    pub overwrite: bool,
+}
+
+/// The sink declaration batch mode writes to: under `--output DIR` when given.
+fn output_decl(table: &TableDecl, output: &BatchOutput) -> Result<TableDecl> {
+    let Some(dir) = &output.dir else {
+        return Ok(table.clone());
+    };
+    if table.kind.eq_ignore_ascii_case("KAFKA") {
+        return Err(EngineError::Usage(format!(
+            "--output '{dir}': sink '{}' is a Kafka topic, which cannot be moved under a directory; write it with `volley run`, or declare a file or Delta sink",
+            table.name
+        )));
+    }
+    Ok(TableDecl {
+        location: std::path::Path::new(dir)
+            .join(&table.name)
+            .to_string_lossy()
+            .into_owned(),
+        ..table.clone()
+    })
+}
+
 /// `volley batch`: runs the pipeline once over bounded inputs and writes every sink (epoch 0).
 /// Returns rows written per sink. With `live`, every sink with a `merge_key` (or a
 /// `live_retention`) also becomes a live table, published once every sink is written.
@@ -275,6 +305,7 @@ pub async fn run_batch(
     registry: &ConnectorRegistry,
     mut sink_overrides: HashMap<String, Box<dyn Sink>>,
     mut live: Option<&mut LiveTables>,
+    output: &BatchOutput,
 ) -> Result<BTreeMap<String, u64>> {
     check_bindings(pipeline, inputs)?;
     let ctx = batch_context();
@@ -283,7 +314,10 @@ pub async fn run_batch(
     let context = SinkContext::default();
     let destinations = crate::models::letter_destinations(pipeline);
     let mut letters = Vec::new();
+    let mut read = BTreeMap::new();
+    let mut limits = BTreeMap::new();
     for table in source_tables(pipeline)? {
+        limits.insert(table.name.clone(), table.max_dead_letters()?);
         let provider: Arc<dyn TableProvider> = match bounded_input(table, inputs, registry).await? {
             BoundedInput::Table(provider) => provider,
             BoundedInput::Rows {
@@ -291,6 +325,14 @@ pub async fn run_batch(
                 batches,
                 rejected,
             } => {
+                let mut counts = crate::job::SourceLetters::default();
+                counts.read(
+                    batches.iter().map(|b| b.num_rows() as u64).sum(),
+                    rejected
+                        .iter()
+                        .map(|r| format!("{} at {}: {}", r.partition, r.offset, r.error)),
+                );
+                read.insert(table.name.clone(), counts);
                 if !rejected.is_empty() {
                     letters.push((
                         table.name.clone(),
@@ -314,6 +356,9 @@ pub async fn run_batch(
             .write_epoch(0, &[letter])
             .await?;
     }
+    // Dead letters are written first (they say what was set aside); the sinks only when the
+    // input was good enough.
+    crate::job::letters::check(&limits, &read)?;
     let outputs = run_inserts(&ctx, pipeline).await?;
     for (source, letters) in crate::models::take_letters(&models) {
         let destination = crate::models::destination(&destinations, &source);
@@ -323,12 +368,13 @@ pub async fn run_batch(
             .write_epoch(0, &letters)
             .await?;
     }
-    let mut written = BTreeMap::new();
+    let mut opened = Vec::new();
     for target in pipeline.sink_names() {
         let batches = outputs.get(target).cloned().unwrap_or_default();
         let table = pipeline
             .table(target)
             .ok_or_else(|| EngineError::Internal(format!("sink '{target}' vanished")))?;
+        let table = &output_decl(table, output)?;
         let schema = match (&table.declared_schema, batches.first()) {
             (Some(s), _) => Arc::clone(s),
             (None, Some(b)) => b.schema(),
@@ -353,7 +399,7 @@ pub async fn run_batch(
                 live.apply(target, batch)?;
             }
         }
-        let mut sink = match sink_overrides.remove(target) {
+        let sink = match sink_overrides.remove(target) {
             Some(sink) => sink,
             None => {
                 if let Some(insert) = pipeline.inserts.iter().find(|i| i.target == target) {
@@ -375,6 +421,30 @@ pub async fn run_batch(
                     .await?
             }
         };
+        opened.push((target, sink, batches));
+    }
+    // A sink never holds a mix of runs: one that holds rows is emptied (--overwrite) or
+    // refused, before any is written.
+    let mut holding = Vec::new();
+    for (target, sink, _) in &mut opened {
+        if sink.holds_rows().await? {
+            holding.push(target.to_string());
+        }
+    }
+    if !holding.is_empty() && !output.overwrite {
+        return Err(EngineError::Usage(format!(
+            "sinks {} already hold rows (a streaming run's, or an earlier batch's): adding this batch's rows would mix two runs. Write the batch elsewhere with --output DIR, or replace what they hold with --overwrite",
+            holding.join(", ")
+        )));
+    }
+    let mut written = BTreeMap::new();
+    for (target, mut sink, batches) in opened {
+        if holding.iter().any(|h| h == target) {
+            if let Some(why) = sink.cannot_truncate() {
+                return Err(EngineError::Usage(format!("--overwrite: {why}")));
+            }
+            sink.truncate().await?;
+        }
         sink.write_epoch(0, &batches).await?;
         sink.close().await?;
         written.insert(

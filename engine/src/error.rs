@@ -36,6 +36,9 @@ pub enum EngineError {
     /// overflow, a malformed file.
     #[error("bad data: {0}")]
     Data(String),
+    /// A source sent more of its records to dead letters than its `max_dead_letters` allows.
+    #[error("too many dead letters: {0}")]
+    DeadLetters(String),
     /// A bug in Volley.
     #[error("internal error (a bug in Volley): {0}")]
     Internal(String),
@@ -106,7 +109,10 @@ impl EngineError {
     pub fn fault(&self) -> Fault {
         match self {
             EngineError::Sql(SqlError::Internal(_)) | EngineError::Internal(_) => Fault::Volley,
-            EngineError::Sql(_) | EngineError::Usage(_) | EngineError::Data(_) => Fault::User,
+            EngineError::Sql(_)
+            | EngineError::Usage(_)
+            | EngineError::Data(_)
+            | EngineError::DeadLetters(_) => Fault::User,
             EngineError::Execution { source, .. } => datafusion_fault(source),
             EngineError::Connector(ConnectorError::Config(SqlError::Internal(_)))
             | EngineError::Connector(ConnectorError::Internal(_)) => Fault::Volley,

@@ -44,8 +44,10 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
         /// Where checkpoints and the epoch log go: a directory or object-store URL
-        /// (default: `.volley/checkpoints/<pipeline name>` in the working directory, where
-        /// relative sink, dead-letter and input paths also resolve).
+        /// (default: `.volley/checkpoints/<pipeline id>` in the working directory, where
+        /// relative sink, dead-letter and input paths also resolve; without --pipeline-id,
+        /// the file's name and a hash of its full path, so two pipeline files never share
+        /// checkpoints).
         #[arg(long, value_name = "DIR_OR_URL")]
         checkpoint_dir: Option<String>,
         /// Checkpoint every N epochs, or at most once per duration (`10s`, `1m`).
@@ -57,10 +59,12 @@ enum Command {
         /// Do not checkpoint (a restart then starts over).
         #[arg(long, conflicts_with = "from_scratch")]
         no_checkpoint: bool,
-        /// Ignore and delete existing checkpoints and start over (sinks keep what they hold).
+        /// Delete existing checkpoints, empty the sinks (Delta: a commit removing every row;
+        /// files: the part files removed; refused for Kafka topics) and start over.
         #[arg(long)]
         from_scratch: bool,
-        /// Identifies the pipeline to sinks such as Delta (default: the pipeline file's name).
+        /// Names the pipeline: its checkpoints (`.volley/checkpoints/<id>`) and its writes to
+        /// sinks such as Delta (default: the pipeline file's name).
         #[arg(long)]
         pipeline_id: Option<String>,
         #[command(flatten)]
@@ -80,6 +84,13 @@ enum Command {
         /// Flight SQL until interrupted.
         #[arg(long)]
         serve: bool,
+        /// Write every sink under DIR (`DIR/<table>`) instead of its LOCATION, leaving what a
+        /// streaming run wrote alone.
+        #[arg(long, value_name = "DIR")]
+        output: Option<String>,
+        /// Replace what the sinks hold (a sink holding rows is refused otherwise).
+        #[arg(long)]
+        overwrite: bool,
         #[command(flatten)]
         flight: volley_engine::flight::server::FlightArgs,
     },
@@ -149,6 +160,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let name = pipeline
                 .file_stem()
                 .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned());
+            let checkpoint_name = match &pipeline_id {
+                Some(id) => id.clone(),
+                None => format!("{name}-{}", path_hash(&pipeline)),
+            };
             let checkpoint = if no_checkpoint {
                 None
             } else {
@@ -159,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     dir: checkpoint_dir.unwrap_or_else(|| {
                         std::path::Path::new(".volley")
                             .join("checkpoints")
-                            .join(&name)
+                            .join(&checkpoint_name)
                             .to_string_lossy()
                             .into_owned()
                     }),
@@ -290,6 +305,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             inputs,
             serve,
             flight,
+            output,
+            overwrite,
         } => {
             let p = load_pipeline(&pipeline, &registry).await?;
             let mut live = volley_connectors::live::LiveTables::new();
@@ -299,6 +316,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &registry,
                 HashMap::new(),
                 serve.then_some(&mut live),
+                &volley_engine::batch::BatchOutput {
+                    dir: output,
+                    overwrite,
+                },
             )
             .await?;
             for (sink, rows) in written {
@@ -357,31 +378,64 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_differences: 10,
                 workers,
             };
-            let report = verify(&p, &bindings(&inputs)?, &registry, &opts).await?;
-            for sink in &report.sinks {
-                let key = if sink.key.is_empty() {
-                    "whole rows".to_string()
-                } else {
-                    sink.key.join(", ")
-                };
-                println!(
-                    "{}: {}/{} match ({:.4}%) by key [{key}]",
-                    sink.sink,
-                    sink.matched,
-                    sink.total,
-                    100.0 * sink.match_rate()
-                );
-                for diff in &sink.differences {
-                    println!("  differs: {diff}");
+            let reports = verify(&p, &bindings(&inputs)?, &registry, &opts).await?;
+            let mut failures = Vec::new();
+            for report in &reports {
+                println!("streaming {}:", report.pass);
+                for sink in &report.sinks {
+                    let key = if sink.key.is_empty() {
+                        "whole rows".to_string()
+                    } else {
+                        sink.key.join(", ")
+                    };
+                    println!(
+                        "  {}: {}/{} match ({:.4}%) by key [{key}]",
+                        sink.sink,
+                        sink.matched,
+                        sink.total,
+                        100.0 * sink.match_rate()
+                    );
+                    for diff in &sink.differences {
+                        println!("    differs: {diff}");
+                    }
                 }
+                for (name, source) in &report.sources {
+                    println!(
+                        "  source {name}: {} records, {} undecodable, {} late",
+                        source.records,
+                        source.undecodable,
+                        source.late_rows()
+                    );
+                }
+                let failed = report.failures(allow_empty);
+                println!(
+                    "  match rate: {:.4}%{}",
+                    100.0 * report.match_rate(),
+                    if failed.is_empty() { "" } else { " (FAIL)" }
+                );
+                failures.extend(failed);
             }
-            println!("overall match rate: {:.4}%", 100.0 * report.match_rate());
-            let failures = report.failures(allow_empty);
+            let (matched, total) = reports
+                .iter()
+                .flat_map(|r| &r.sinks)
+                .fold((0, 0), |(m, t), s| (m + s.matched, t + s.total));
+            println!(
+                "overall match rate: {:.4}%",
+                if total == 0 {
+                    100.0
+                } else {
+                    100.0 * matched as f64 / total as f64
+                }
+            );
             for failure in &failures {
                 println!("FAIL {failure}");
             }
             if let Some(file) = report_file {
-                let json = serde_json::to_string_pretty(&report.to_json(allow_empty))?;
+                let json = serde_json::json!({
+                    "pass": failures.is_empty(),
+                    "runs": reports.iter().map(|r| r.to_json(allow_empty)).collect::<Vec<_>>(),
+                });
+                let json = serde_json::to_string_pretty(&json)?;
                 std::fs::write(&file, json + "\n")
                     .with_context(|| format!("cannot write --report '{}'", file.display()))?;
             }
@@ -427,6 +481,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Eight hex digits of the pipeline file's full path: two files of one name (`a/pipeline.sql`,
+/// `b/pipeline.sql`) get checkpoints of their own.
+fn path_hash(pipeline: &std::path::Path) -> String {
+    let full = std::fs::canonicalize(pipeline).unwrap_or_else(|_| pipeline.to_path_buf());
+    let mut hash: u32 = 0x811C_9DC5;
+    for byte in full.to_string_lossy().bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    format!("{hash:08x}")
 }
 
 /// Says which checkpoint a run starts from, and when it has nothing left to do.

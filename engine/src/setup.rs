@@ -198,6 +198,7 @@ async fn build(
     let mut max_rows = usize::MAX;
     let mut max_delay = std::time::Duration::MAX;
     let mut idle_timeouts = Vec::new();
+    let mut letter_limits = BTreeMap::new();
     let lookup_names = crate::lookup::lookup_tables(pipeline)?;
     let sink_context = SinkContext {
         pipeline_id: overrides
@@ -252,6 +253,7 @@ async fn build(
         max_rows = max_rows.min(table.max_rows()?);
         max_delay = max_delay.min(table.max_delay()?);
         idle_timeouts.push(table.idle_timeout()?);
+        letter_limits.insert(table.name.clone(), table.max_dead_letters()?);
     }
     let models = crate::models::load_models(pipeline)?;
     let planner = StreamPlanner::new(bindings)?
@@ -335,6 +337,7 @@ async fn build(
         committed: HashMap::new(),
         replay: Vec::new(),
         fingerprint: crate::checkpoint::fingerprint::fingerprint(pipeline),
+        statements: crate::checkpoint::fingerprint::statements(pipeline, false),
         idle_timeouts,
         instance: overrides.instance.clone(),
         on_checkpoint: overrides.on_checkpoint.clone(),
@@ -345,6 +348,7 @@ async fn build(
         live,
         lookups,
         replay_lookups: BTreeMap::new(),
+        letter_limits,
         // A planning probe (no sinks) runs nothing: it has nothing to report.
         metrics: (!overrides.no_sinks).then(|| {
             crate::metrics::JobReporter::new(

@@ -63,17 +63,25 @@ impl Default for VerifyOptions {
     }
 }
 
-/// Per-sink comparisons.
+/// Per-sink comparisons of one streaming run against batch.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
+    /// How the streaming side read its input (empty when not said).
+    pub pass: String,
     /// One per sink.
     pub sinks: Vec<SinkComparison>,
+    /// What each source sent to dead letters on the streaming side: late rows are rows batch
+    /// kept, so they fail the comparison whatever the sinks hold.
+    pub sources: BTreeMap<String, crate::job::SourceLetters>,
+    /// Sources whose dead letters passed their `max_dead_letters`, as messages.
+    pub over_limit: Vec<String>,
 }
 
 impl VerifyReport {
     /// True when every sink matched on every key.
     pub fn is_exact(&self) -> bool {
         self.sinks.iter().all(|s| s.matched == s.total)
+            && self.sources.values().all(|s| s.late_rows() == 0)
     }
 
     /// Why this report is not a pass: sinks that differ, and sinks (or a whole run) that
@@ -83,6 +91,16 @@ impl VerifyReport {
         if self.sinks.is_empty() && !allow_empty {
             out.push("no sink was compared".to_string());
         }
+        for (name, source) in &self.sources {
+            if source.late_rows() > 0 {
+                out.push(format!(
+                    "source '{name}': {} rows were late in streaming (sent to dead letters) that batch kept; first: {}",
+                    source.late_rows(),
+                    source.reasons.join(" | ")
+                ));
+            }
+        }
+        out.extend(self.over_limit.iter().cloned());
         for sink in &self.sinks {
             if sink.matched != sink.total {
                 out.push(format!(
@@ -106,6 +124,7 @@ impl VerifyReport {
     pub fn to_json(&self, allow_empty: bool) -> serde_json::Value {
         let failures = self.failures(allow_empty);
         serde_json::json!({
+            "streaming": self.pass,
             "pass": failures.is_empty(),
             "failures": failures,
             "compared": self.sinks.iter().map(|s| s.total).sum::<usize>(),
@@ -117,6 +136,13 @@ impl VerifyReport {
                 "matched": s.matched,
                 "match_rate": s.match_rate(),
                 "first_differences": s.differences,
+            })).collect::<Vec<_>>(),
+            "sources": self.sources.iter().map(|(name, s)| serde_json::json!({
+                "source": name,
+                "records": s.records,
+                "undecodable": s.undecodable,
+                "late": s.late_rows(),
+                "first_reasons": s.reasons,
             })).collect::<Vec<_>>(),
         })
     }
@@ -191,6 +217,17 @@ pub async fn stream_outputs(
     BTreeMap<String, Vec<(u64, Vec<RecordBatch>)>>,
     Vec<QueryPlan>,
 )> {
+    let sources = reordered_sources(pipeline, rows, opts)?;
+    let (outputs, plans, _) = stream_from(pipeline, registry, sources, opts).await?;
+    Ok((outputs, plans))
+}
+
+/// Each source's rows in memory, in `opts.order`.
+fn reordered_sources(
+    pipeline: &Pipeline,
+    rows: &BTreeMap<String, (SchemaRef, Vec<RecordBatch>)>,
+    opts: &VerifyOptions,
+) -> Result<HashMap<String, Box<dyn Source>>> {
     let mut sources: HashMap<String, Box<dyn Source>> = HashMap::new();
     for (name, (schema, batches)) in rows {
         let table = pipeline
@@ -208,6 +245,23 @@ pub async fn stream_outputs(
             Box::new(VecSource::new(Arc::clone(schema), ordered)),
         );
     }
+    Ok(sources)
+}
+
+/// Each sink's epochs as the streaming engine writes them, with the run's summary.
+type StreamRun = (
+    BTreeMap<String, Vec<(u64, Vec<RecordBatch>)>>,
+    Vec<QueryPlan>,
+    crate::job::RunSummary,
+);
+
+/// Runs the streaming engine over `sources`, collecting each sink's epochs.
+async fn stream_from(
+    pipeline: &Pipeline,
+    registry: &ConnectorRegistry,
+    sources: HashMap<String, Box<dyn Source>>,
+    opts: &VerifyOptions,
+) -> Result<StreamRun> {
     let mut collected: BTreeMap<String, Collected> = BTreeMap::new();
     let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
     for target in pipeline.sink_names() {
@@ -229,7 +283,7 @@ pub async fn stream_outputs(
         live: false,
     };
     let (job, plans) = build_stream_job(pipeline, registry, overrides).await?;
-    job.run().await?;
+    let summary = job.run_to_end_unjudged().await?;
     let out = collected
         .into_iter()
         .map(|(name, handle)| {
@@ -237,7 +291,7 @@ pub async fn stream_outputs(
             (name, epochs)
         })
         .collect();
-    Ok((out, plans))
+    Ok((out, plans, summary))
 }
 
 /// Compares batch and stream outputs of every sink.
@@ -291,7 +345,71 @@ pub fn compare_outputs(
     Ok(report)
 }
 
-/// `volley verify`: reads the bounded inputs once, runs both modes, compares every sink.
+/// Each source opened as `volley run` reads it (event-time order or file order, as its
+/// options say), bound to its `--input` as batch mode binds it; lookup tables from `rows`.
+async fn sources_as_run_reads(
+    pipeline: &Pipeline,
+    inputs: &InputBindings,
+    registry: &ConnectorRegistry,
+    rows: &BTreeMap<String, (SchemaRef, Vec<RecordBatch>)>,
+) -> Result<HashMap<String, Box<dyn Source>>> {
+    let lookups = crate::lookup::lookup_tables(pipeline)?;
+    let mut sources: HashMap<String, Box<dyn Source>> = HashMap::new();
+    for table in crate::setup::source_tables(pipeline)? {
+        if lookups.contains(&table.name) {
+            if let Some((schema, batches)) = rows.get(&table.name) {
+                sources.insert(
+                    table.name.clone(),
+                    Box::new(VecSource::new(Arc::clone(schema), batches.clone())),
+                );
+            }
+            continue;
+        }
+        let decl = crate::batch::bound_decl(table, inputs, registry)?;
+        let schema = crate::setup::table_schema(&decl, registry).await?;
+        let connector = registry
+            .get(&decl.kind)
+            .ok_or_else(|| EngineError::Internal(format!("no connector for {}", decl.kind)))?;
+        let source = match connector.open_source(&decl, schema).await {
+            Ok(source) => source,
+            // A kind with no streaming reader (a Delta table bound by --input): as read.
+            Err(volley_connectors::ConnectorError::Config(_)) => {
+                let (schema, batches) = rows.get(&table.name).ok_or_else(|| {
+                    EngineError::Internal(format!("source '{}' was not read", table.name))
+                })?;
+                Box::new(VecSource::new(Arc::clone(schema), batches.clone()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        sources.insert(table.name.clone(), source);
+    }
+    Ok(sources)
+}
+
+/// Streams with `sources` and compares every sink with `batch`.
+async fn compare_pass(
+    pipeline: &Pipeline,
+    registry: &ConnectorRegistry,
+    sources: HashMap<String, Box<dyn Source>>,
+    batch: &BTreeMap<String, Vec<RecordBatch>>,
+    opts: &VerifyOptions,
+    pass: &str,
+) -> Result<VerifyReport> {
+    let (stream, plans, summary) = stream_from(pipeline, registry, sources, opts).await?;
+    let mut report = compare_outputs(pipeline, &plans, batch, &stream, opts.max_differences)?;
+    let mut limits = BTreeMap::new();
+    for table in crate::setup::source_tables(pipeline)? {
+        limits.insert(table.name.clone(), table.max_dead_letters()?);
+    }
+    report.pass = pass.to_string();
+    report.over_limit = crate::job::letters::over_limit(&limits, &summary.sources);
+    report.sources = summary.sources;
+    Ok(report)
+}
+
+/// `volley verify`: reads the bounded inputs once, runs batch, and streams twice: reading each
+/// source as `run` does (its order, random micro-batch sizes), and reordered per
+/// `opts.order`; every sink of each streaming run is compared with batch.
 ///
 /// # Errors
 /// Bindings, planning and execution failures (a mismatch is a report, not an error).
@@ -300,9 +418,27 @@ pub async fn verify(
     inputs: &InputBindings,
     registry: &ConnectorRegistry,
     opts: &VerifyOptions,
-) -> Result<VerifyReport> {
+) -> Result<Vec<VerifyReport>> {
     let rows = read_sources(pipeline, inputs, registry).await?;
     let batch = batch_outputs(pipeline, &rows).await?;
-    let (stream, plans) = stream_outputs(pipeline, registry, &rows, opts).await?;
-    compare_outputs(pipeline, &plans, &batch, &stream, opts.max_differences)
+    let as_run = sources_as_run_reads(pipeline, inputs, registry, &rows).await?;
+    let mut reports = vec![
+        compare_pass(
+            pipeline,
+            registry,
+            as_run,
+            &batch,
+            opts,
+            "in the order `run` reads each source",
+        )
+        .await?,
+    ];
+    let reordered = reordered_sources(pipeline, &rows, opts)?;
+    let pass = match opts.order {
+        InputOrder::AsIs => "as read, in memory",
+        InputOrder::InOrder => "sorted by event time",
+        InputOrder::Shuffled => "shuffled within each watermark's bound",
+    };
+    reports.push(compare_pass(pipeline, registry, reordered, &batch, opts, pass).await?);
+    Ok(reports)
 }

@@ -9,6 +9,8 @@ use volley_connectors::ConnectorRegistry;
 use volley_connectors::generator::{GeneratorConnector, generate_rides};
 use volley_sql::Pipeline;
 
+#[path = "cli/everyday.rs"]
+mod everyday;
 #[path = "cli/flight.rs"]
 mod flight;
 #[path = "cli/inputs.rs"]
@@ -280,7 +282,7 @@ fn changed_pipelines_refuse_to_restore_until_started_from_scratch() {
             .current_dir(dir.path())
             .arg("run")
             .arg(&pipeline)
-            .arg("--quiet")
+            .args(["--quiet", "--pipeline-id", "p"])
             .args(extra)
             .output()
             .unwrap()
@@ -317,7 +319,9 @@ fn changed_pipelines_refuse_to_restore_until_started_from_scratch() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("changed incompatibly") && stderr.contains("--from-scratch"),
+        stderr.contains("belongs to another pipeline")
+            && stderr.contains("INTERVAL '2 minutes'")
+            && stderr.contains("--from-scratch"),
         "{stderr}"
     );
 

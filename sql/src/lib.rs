@@ -15,5 +15,5 @@ pub use error::{Result, SqlError, StatementRef};
 pub use model::ModelDecl;
 pub use options::{COMMON_OPTIONS, OptionSpec, TableOptions};
 pub use pipeline::{InsertDecl, Pipeline};
-pub use table::{KindCatalog, TableDecl};
+pub use table::{DeadLetterLimit, KindCatalog, TableDecl};
 pub use watermark::WatermarkSpec;

@@ -49,6 +49,10 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
         expected: "a duration such as '1 hour': an aggregate without a window writing into this table forgets a group not updated for that long in event time (its results then differ from batch)",
     },
     OptionSpec {
+        name: "max_dead_letters",
+        expected: "a share of a source's records such as '10%' (the default), or a number of records such as '1000' ('0' fails on the first): when more of its records go to dead letters (undecodable or late), run, batch and verify exit with an error naming the source; '100%' never fails",
+    },
+    OptionSpec {
         name: "dead_letter",
         expected: "where rows the pipeline cannot process go: a directory for JSON-lines files (default '.volley/dead_letters/<table>'), 'kafka://host:port/topic', or 'delta:<location>' for a Delta table",
     },

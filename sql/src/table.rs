@@ -88,9 +88,73 @@ impl TableDecl {
         self.options.get_duration("allowed_lateness")
     }
 
+    /// How many of this source's records may go to dead letters before a run fails
+    /// (`max_dead_letters`), or the default: 10%.
+    ///
+    /// # Errors
+    /// A bad `max_dead_letters` value.
+    pub fn max_dead_letters(&self) -> Result<DeadLetterLimit> {
+        let Some(text) = self.options.get("max_dead_letters") else {
+            return Ok(DeadLetterLimit::DEFAULT);
+        };
+        DeadLetterLimit::parse(text).ok_or_else(|| {
+            self.options.bad(
+                "max_dead_letters",
+                text,
+                "a share such as '10%' (0% to 100%) or a number of records such as '1000'",
+            )
+        })
+    }
+
     /// The `merge_key` columns, if declared.
     pub fn merge_key(&self) -> Option<Vec<String>> {
         self.options.get_list("merge_key")
+    }
+}
+
+/// How many of a source's records may go to dead letters (undecodable or late) before `run`,
+/// `batch` or `verify` fails: Spark's FAILFAST is `Count(0)`, PERMISSIVE is `Share(1.0)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DeadLetterLimit {
+    /// At most this share (0 to 1) of the records the source read.
+    Share(f64),
+    /// At most this many records.
+    Count(u64),
+}
+
+impl DeadLetterLimit {
+    /// The default: a tenth of the records.
+    pub const DEFAULT: Self = Self::Share(0.1);
+
+    /// Parses `'10%'` or `'1000'`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        match text.strip_suffix('%') {
+            Some(share) => {
+                let share: f64 = share.trim().parse().ok()?;
+                (0.0..=100.0)
+                    .contains(&share)
+                    .then_some(Self::Share(share / 100.0))
+            }
+            None => text.parse().ok().map(Self::Count),
+        }
+    }
+
+    /// Whether `letters` dead letters out of `records` records pass the limit.
+    pub fn exceeded(&self, letters: u64, records: u64) -> bool {
+        match *self {
+            Self::Share(share) => letters > 0 && letters as f64 > share * records as f64,
+            Self::Count(most) => letters > most,
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Share(share) => write!(f, "'{}%'", share * 100.0),
+            Self::Count(most) => write!(f, "'{most}'"),
+        }
     }
 }
 
@@ -104,4 +168,28 @@ pub trait KindCatalog: Send + Sync {
     fn kind_options(&self, kind: &str) -> Option<&'static [OptionSpec]>;
     /// All kinds, for error messages.
     fn kinds(&self) -> Vec<&'static str>;
+}
+
+#[cfg(test)]
+mod dead_letter_limit_tests {
+    use super::DeadLetterLimit;
+
+    #[test]
+    fn shares_and_counts() {
+        assert_eq!(
+            DeadLetterLimit::parse("10%"),
+            Some(DeadLetterLimit::Share(0.1))
+        );
+        assert_eq!(DeadLetterLimit::parse("0"), Some(DeadLetterLimit::Count(0)));
+        assert_eq!(DeadLetterLimit::parse("120%"), None);
+        assert_eq!(DeadLetterLimit::parse("many"), None);
+        let ten = DeadLetterLimit::DEFAULT;
+        assert!(!ten.exceeded(10, 100));
+        assert!(ten.exceeded(11, 100));
+        assert!(!ten.exceeded(0, 0));
+        assert!(DeadLetterLimit::Share(0.0).exceeded(1, 1_000_000));
+        assert!(!DeadLetterLimit::Share(1.0).exceeded(100, 100));
+        assert!(DeadLetterLimit::Count(0).exceeded(1, 10));
+        assert_eq!(ten.to_string(), "'10%'");
+    }
 }

@@ -359,6 +359,55 @@ const COMMIT_ATTEMPTS: u32 = 8;
 
 #[async_trait]
 impl Sink for DeltaSink {
+    async fn missing(&mut self, _epochs: u64, last: u64, _through: u64) -> Result<Option<String>> {
+        let committed = self.refresh_committed().await?;
+        self.committed = committed;
+        let version = super::commit::txn_version(&self.table, last)?;
+        Ok(match committed {
+            Some(done) if done >= version => None,
+            Some(done) => Some(format!(
+                "the Delta table records epochs of this pipeline up to {done}, but epoch {last} was written to it"
+            )),
+            None => Some(format!(
+                "the Delta table records no epoch of this pipeline (app id '{}'), but epochs up to {last} were written to it",
+                self.app_id
+            )),
+        })
+    }
+
+    async fn holds_rows(&mut self) -> Result<bool> {
+        self.delta
+            .update_state()
+            .await
+            .map_err(|e| delta_error(&self.table, "read the transaction log", e))?;
+        let mut files = self
+            .delta
+            .get_file_uris()
+            .map_err(|e| delta_error(&self.table, "list its files", e))?;
+        Ok(files.next().is_some())
+    }
+
+    /// One commit removing every row (the table's history keeps them for time travel).
+    async fn truncate(&mut self) -> Result<()> {
+        if !self.holds_rows().await? {
+            return Ok(());
+        }
+        let properties = CommitProperties::default().with_metadata(super::commit::volley_metadata(
+            &self.pipeline_id,
+            None,
+            &self.models,
+        ));
+        let (table, _) = self
+            .delta
+            .clone()
+            .delete()
+            .with_commit_properties(properties)
+            .await
+            .map_err(|e| delta_error(&self.table, "remove its rows to start over", e))?;
+        self.delta = table;
+        Ok(())
+    }
+
     async fn write_epoch(&mut self, epoch: u64, batches: &[RecordBatch]) -> Result<()> {
         let mut attempt = 1;
         loop {

@@ -14,6 +14,7 @@ mod listing;
 mod options;
 mod records;
 mod sink;
+mod sorted;
 mod source;
 
 use std::sync::Arc;
@@ -29,9 +30,13 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
 use volley_sql::{OptionSpec, TableDecl};
 
-pub use options::{CSV_OPTIONS, FileOptions, JSON_OPTIONS};
+pub use options::{
+    CSV_OPTIONS, DEFAULT_SORT_MEMORY, FileOptions, JSON_OPTIONS, PARQUET_OPTIONS, ReplayOrder,
+    parse_size,
+};
 pub use records::{RecordFileSource, RecordFormat};
 pub use sink::FileSink;
+pub use sorted::{OrderCheck, SortedSource, in_event_time_order};
 pub use source::FileSource;
 
 use crate::error::{ConnectorError, Result};
@@ -84,7 +89,7 @@ impl FileFormat {
         match self {
             FileFormat::Csv => CSV_OPTIONS,
             FileFormat::Json => JSON_OPTIONS,
-            FileFormat::Parquet => &[],
+            FileFormat::Parquet => PARQUET_OPTIONS,
         }
     }
 
@@ -154,38 +159,79 @@ impl Connector for FileConnector {
 
     /// Parquet files stream through DataFusion's reader; CSV and JSON files are read record
     /// by record ([`RecordFileSource`]), so a bad record is a dead letter, not a failed run.
+    /// A table with a watermark is replayed in event-time order ([`SortedSource`]) unless its
+    /// `replay_order` is `'file'`.
     async fn open_source(&self, table: &TableDecl, schema: SchemaRef) -> Result<Box<dyn Source>> {
         let options = FileOptions::from_options(&table.options)?;
         let listing = self.listing(table).await?;
         let files = checked_files(&listing, table, self.format).await?;
-        let format = match self.format {
+        let mut check: Option<OrderCheck> = None;
+        let inner: Box<dyn Source> = match self.format {
             FileFormat::Parquet => {
-                let provider = listing.table(&table.name, schema.clone())?;
+                let provider = Arc::new(listing.table(&table.name, schema.clone())?);
                 let ctx = listing.ordered_session();
-                let stream = async { ctx.read_table(Arc::new(provider))?.execute_stream().await }
+                let cannot_read = |e: datafusion::error::DataFusionError| {
+                    ConnectorError::external(
+                        &table.name,
+                        format!("cannot read LOCATION '{}': {e}", table.location),
+                    )
+                };
+                let stream = async { ctx.read_table(provider.clone())?.execute_stream().await }
                     .await
-                    .map_err(|e| {
-                        ConnectorError::external(
-                            &table.name,
-                            format!("cannot read LOCATION '{}': {e}", table.location),
-                        )
-                    })?;
-                return Ok(Box::new(FileSource::new(&table.name, schema, stream)));
+                    .map_err(cannot_read)?;
+                if let Some(watermark) = &table.watermark {
+                    // Reading the event-time column alone tells whether the files need sorting.
+                    let (name, column) = (table.name.clone(), watermark.column.clone());
+                    check = Some(Box::pin(async move {
+                        let stream = async {
+                            ctx.read_table(provider)?
+                                .select_columns(&[column.as_str()])?
+                                .execute_stream()
+                                .await
+                        }
+                        .await
+                        .map_err(|e| {
+                            ConnectorError::external(
+                                &name,
+                                format!("reading event-time column '{column}': {e}"),
+                            )
+                        })?;
+                        in_event_time_order(&name, stream).await
+                    }));
+                }
+                Box::new(FileSource::new(&table.name, schema, stream))
             }
-            FileFormat::Csv => RecordFormat::Csv {
-                delimiter: options.delimiter,
-                has_header: options.has_header,
-            },
-            FileFormat::Json => RecordFormat::Json,
+            FileFormat::Csv | FileFormat::Json => {
+                let format = if self.format == FileFormat::Csv {
+                    RecordFormat::Csv {
+                        delimiter: options.delimiter,
+                        has_header: options.has_header,
+                    }
+                } else {
+                    RecordFormat::Json
+                };
+                Box::new(RecordFileSource::new(
+                    &table.name,
+                    schema,
+                    format,
+                    options.timestamp_unit,
+                    Arc::clone(&listing.location.store),
+                    files,
+                ))
+            }
         };
-        Ok(Box::new(RecordFileSource::new(
-            &table.name,
-            schema,
-            format,
-            options.timestamp_unit,
-            Arc::clone(&listing.location.store),
-            files,
-        )))
+        match &table.watermark {
+            Some(watermark) if options.replay_order == ReplayOrder::EventTime => {
+                Ok(Box::new(SortedSource::new(
+                    &table.name,
+                    inner,
+                    &watermark.column,
+                    options.sort_memory,
+                    check,
+                )))
+            }
+            _ => Ok(inner),
+        }
     }
 
     /// CSV and JSON tables are read for `volley batch` by the same [`RecordFileSource`] as in
@@ -259,3 +305,6 @@ pub async fn read_sink_dir(location: &str, format: FileFormat) -> Result<Vec<Rec
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod sorted_tests;

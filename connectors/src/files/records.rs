@@ -46,6 +46,8 @@ pub enum RecordFormat {
 struct Record {
     line: u64,
     bytes: Vec<u8>,
+    /// Why it is set aside before decoding (an unclosed quote).
+    broken: Option<String>,
 }
 
 /// The file being read.
@@ -170,9 +172,36 @@ impl RecordFileSource {
             }
             if file.ended {
                 // The last record may lack a final newline.
-                if !file.buffer.is_empty() {
+                while !file.buffer.is_empty() {
                     let bytes = std::mem::take(&mut file.buffer);
-                    push_record(file, file.line, bytes, &mut self.ready);
+                    match unclosed_quote(csv, &bytes) {
+                        Some(newline) => {
+                            // Read as one record, it would swallow every line to the end of
+                            // the file: its first line is set aside, the lines after it are
+                            // read as records again.
+                            let line = file.line;
+                            let swallowed = bytes[newline + 1..]
+                                .split(|b| *b == b'\n')
+                                .filter(|l| !l.is_empty())
+                                .count();
+                            let reason = format!(
+                                "unclosed quote: a quote opened on line {line} of '{}' never closes, so the record would swallow the {swallowed} lines after it to the end of the file; line {line} is set aside and the lines after it are read as records",
+                                file.name
+                            );
+                            self.ready.push_back((
+                                file.name.clone(),
+                                Record {
+                                    line,
+                                    bytes: bytes[..newline].to_vec(),
+                                    broken: Some(reason),
+                                },
+                            ));
+                            file.buffer = bytes[newline + 1..].to_vec();
+                            file.line = line + 1;
+                            cut_records(file, csv, &mut self.ready);
+                        }
+                        None => push_record(file, file.line, bytes, &mut self.ready),
+                    }
                 }
                 self.current = None;
                 continue;
@@ -188,6 +217,16 @@ impl RecordFileSource {
         }
         Ok(())
     }
+}
+
+/// Where the first line of `rest` (what is left of a file once its records are cut) ends, when
+/// it opens a quote that never closes and more lines follow.
+fn unclosed_quote(csv: bool, rest: &[u8]) -> Option<usize> {
+    let quotes = rest.iter().filter(|b| **b == b'"').count();
+    if !csv || quotes % 2 == 0 {
+        return None;
+    }
+    rest.iter().position(|b| *b == b'\n')
 }
 
 /// Moves every complete record of `file.buffer` to `out`.
@@ -232,7 +271,14 @@ fn push_record(
         file.header_pending = false;
         return;
     }
-    out.push_back((file.name.clone(), Record { line, bytes }));
+    out.push_back((
+        file.name.clone(),
+        Record {
+            line,
+            bytes,
+            broken: None,
+        },
+    ));
 }
 
 #[async_trait]
@@ -249,18 +295,35 @@ impl Source for RecordFileSource {
         }
         let take = max_rows.min(self.ready.len());
         let records: Vec<(String, Record)> = self.ready.drain(..take).collect();
-        let payloads: Vec<&[u8]> = records.iter().map(|(_, r)| r.bytes.as_slice()).collect();
+        let whole: Vec<usize> = (0..records.len())
+            .filter(|i| records[*i].1.broken.is_none())
+            .collect();
+        let payloads: Vec<&[u8]> = whole
+            .iter()
+            .map(|i| records[*i].1.bytes.as_slice())
+            .collect();
         let (batch, rejected) = self.decoder.decode(&payloads).map_err(|e| {
             ConnectorError::Internal(format!("table '{}': decoding records: {e}", self.table))
         })?;
-        for r in rejected {
-            let (file, record) = &records[r.index];
+        let mut errors: Vec<(usize, String)> = rejected
+            .into_iter()
+            .map(|r| (whole[r.index], r.error))
+            .chain(
+                records
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (_, r))| r.broken.clone().map(|why| (i, why))),
+            )
+            .collect();
+        errors.sort_by_key(|(i, _)| *i);
+        for (index, error) in errors {
+            let (file, record) = &records[index];
             self.rejected.push(RejectedRecord {
                 partition: file.clone(),
                 offset: record.line,
                 key: None,
                 payload: record.bytes.clone(),
-                error: r.error,
+                error,
             });
         }
         self.position += take as u64;

@@ -6,6 +6,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::parquet::arrow::ArrowWriter;
+use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -134,8 +135,76 @@ impl FileSink {
     }
 }
 
+impl FileSink {
+    /// The epochs of the part files in the directory, with their paths: this writer's only
+    /// (`mine`), or every writer's.
+    async fn part_files(&self, mine: bool) -> Result<Vec<(u64, Path)>> {
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&self.dir))
+            .try_collect()
+            .await
+            .map_err(|e| ConnectorError::External {
+                table: self.table.clone(),
+                message: format!("cannot list '{}': {e}", self.dir),
+                retryable: true,
+            })?;
+        let suffix = format!(".{}", self.format.extension());
+        let own = match &self.instance {
+            Some(instance) => format!("part-{instance}-"),
+            None => "part-".to_string(),
+        };
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta.location.filename()?.to_string();
+                let stem = name.strip_prefix("part-")?.strip_suffix(suffix.as_str())?;
+                if mine && !name.starts_with(&own) {
+                    return None;
+                }
+                let epoch = stem.rsplit('-').next()?;
+                let epoch = epoch.parse::<u64>().ok()?;
+                if mine && self.instance.is_none() && stem.contains('-') {
+                    return None;
+                }
+                Some((epoch, meta.location))
+            })
+            .collect())
+    }
+}
+
 #[async_trait]
 impl Sink for FileSink {
+    async fn holds_rows(&mut self) -> Result<bool> {
+        Ok(!self.part_files(false).await?.is_empty())
+    }
+
+    async fn missing(&mut self, epochs: u64, _last: u64, through: u64) -> Result<Option<String>> {
+        let held = self.part_files(true).await?;
+        let held = held.iter().filter(|(e, _)| *e <= through).count() as u64;
+        Ok((held < epochs).then(|| {
+            format!(
+                "'{}' holds the files of {held} of the {epochs} epochs written to it",
+                self.dir
+            )
+        }))
+    }
+
+    /// Removes every part file of the directory (every writer's).
+    async fn truncate(&mut self) -> Result<()> {
+        for (_, path) in self.part_files(false).await? {
+            self.store
+                .delete(&path)
+                .await
+                .map_err(|e| ConnectorError::External {
+                    table: self.table.clone(),
+                    message: format!("cannot remove '{path}': {e}"),
+                    retryable: true,
+                })?;
+        }
+        Ok(())
+    }
+
     async fn write_epoch(&mut self, epoch: u64, batches: &[RecordBatch]) -> Result<()> {
         let batches: Vec<RecordBatch> = batches
             .iter()

@@ -179,6 +179,22 @@ async fn settle(sink: &KafkaSink, pending: &mut Vec<DeliveryFuture>) -> Result<(
 
 #[async_trait]
 impl Sink for KafkaSink {
+    /// A topic cannot be emptied: starting over would leave the old run's messages beside the
+    /// new ones, so it is refused.
+    fn cannot_truncate(&self) -> Option<String> {
+        Some(format!(
+            "sink '{}': Kafka topic '{}' cannot be emptied, so starting over would leave the old run's messages beside the new ones; delete and recreate the topic, or point the sink at a new topic",
+            self.table, self.topic
+        ))
+    }
+
+    async fn truncate(&mut self) -> Result<()> {
+        match self.cannot_truncate() {
+            Some(why) => Err(ConnectorError::config(&self.table, why)),
+            None => Ok(()),
+        }
+    }
+
     async fn write_epoch(&mut self, epoch: u64, batches: &[RecordBatch]) -> Result<()> {
         let Some(progress) = self.progress.take() else {
             return self.send_epoch(epoch, batches).await;

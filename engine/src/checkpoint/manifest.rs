@@ -189,6 +189,12 @@ pub struct Totals {
     /// Windows corrected by late rows within `allowed_lateness`.
     #[serde(default)]
     pub windows_corrected: u64,
+    /// Per sink: the epochs that wrote rows to it.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, crate::job::SinkEpochs>,
+    /// What each source sent to dead letters (for the `max_dead_letters` verdict).
+    #[serde(default)]
+    pub sources: BTreeMap<String, crate::job::SourceLetters>,
 }
 
 /// Everything needed to resume after epoch `epoch`.
@@ -202,6 +208,10 @@ pub struct Manifest {
     /// [`crate::checkpoint::fingerprint`]).
     #[serde(default)]
     pub fingerprint: String,
+    /// The pipeline's statements, without the options that do not change results (see
+    /// [`crate::checkpoint::fingerprint::statements`]): a restore refuses another pipeline.
+    #[serde(default)]
+    pub statements: Vec<String>,
     /// Sources, in job order.
     pub sources: Vec<SourceCheckpoint>,
     /// Queries, in statement order.

@@ -39,11 +39,24 @@ pub struct RunSummary {
     pub memo_epochs: u64,
     /// Bytes the inference memos of those epochs took.
     pub memo_bytes: u64,
+    /// Per sink: the epochs that wrote rows to it (a restore checks the sink still holds them).
+    pub sink_epochs: BTreeMap<String, SinkEpochs>,
+    /// What each source sent to dead letters, by source (including the runs before a restore).
+    pub sources: BTreeMap<String, super::SourceLetters>,
     /// What each model has done this run, by name (as of the last epoch).
     pub models: Vec<(String, volley_udfs::model::ModelStats)>,
     /// The checkpoint this run started from, when it restored one: the totals above include
     /// what the runs before it did.
     pub restored: Option<Restored>,
+}
+
+/// The epochs that wrote rows to one sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SinkEpochs {
+    /// How many epochs wrote rows.
+    pub epochs: u64,
+    /// The last of them.
+    pub last: u64,
 }
 
 /// What a run restored before its first epoch.

@@ -56,6 +56,15 @@ impl StreamJob {
                         part.late_at,
                         query.plan().at
                     );
+                    summary
+                        .sources
+                        .entry(late.source.clone())
+                        .or_default()
+                        .found_late(
+                            &format!("INSERT INTO {target} ({})", query.plan().at),
+                            late.rows.num_rows() as u64,
+                            &reason,
+                        );
                     letters
                         .entry(late.source.clone())
                         .or_default()

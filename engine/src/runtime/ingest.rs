@@ -31,6 +31,20 @@ impl StreamJob {
                     .push(DeadLetterBatch::rejected(&source.name, &epoch.rejected)?);
             }
             let rows = epoch.rows();
+            summary
+                .sources
+                .entry(source.name.clone())
+                .or_default()
+                .read(
+                    rows,
+                    epoch.rejected.iter().map(|r| {
+                        if r.partition.is_empty() {
+                            format!("record {}: {}", r.offset, r.error)
+                        } else {
+                            format!("{} at {}: {}", r.partition, r.offset, r.error)
+                        }
+                    }),
+                );
             source.position = epoch.end;
             source.observe(&epoch.batches, &epoch.partitions, &epoch.idle)?;
             source

@@ -60,6 +60,8 @@ pub struct StreamJob {
     pub replay: Vec<EpochRange>,
     /// The pipeline's fingerprint, recorded in checkpoints.
     pub fingerprint: String,
+    /// The pipeline's statements that decide its results, recorded in checkpoints.
+    pub statements: Vec<String>,
     /// Per source (in job order): how long a partition may give no rows before the watermark
     /// leaves it out.
     pub idle_timeouts: Vec<Duration>,
@@ -82,6 +84,9 @@ pub struct StreamJob {
     pub metrics: Option<crate::metrics::JobReporter>,
     /// The tables queries join with the streams, loaded once (or refreshed by version).
     pub lookups: crate::lookup::Lookups,
+    /// Each source's `max_dead_letters`: the run fails when more of its records went to dead
+    /// letters.
+    pub letter_limits: BTreeMap<String, volley_sql::DeadLetterLimit>,
     /// For each logged epoch to re-read: the lookup table versions it joined.
     pub replay_lookups: BTreeMap<u64, Vec<crate::checkpoint::manifest::LookupVersion>>,
 }
@@ -124,8 +129,29 @@ impl StreamJob {
     /// are on (so whoever resumes the pipeline replays nothing), and the sinks are closed.
     ///
     /// # Errors
-    /// Source, sink and execution failures.
+    /// Source, sink and execution failures; [`EngineError::DeadLetters`] when a source sent
+    /// more of its records to dead letters than its `max_dead_letters` allows (the sinks hold
+    /// what was written).
+    ///
+    /// [`EngineError::DeadLetters`]: crate::error::EngineError::DeadLetters
     pub async fn run_until(self, stop: tokio::sync::watch::Receiver<bool>) -> Result<RunSummary> {
+        let limits = self.letter_limits.clone();
+        let summary = self.run_reporting(stop).await?;
+        crate::job::letters::check(&limits, &summary.sources)?;
+        Ok(summary)
+    }
+
+    /// Runs to the end of input like [`StreamJob::run`], but a source's dead letters past its
+    /// limit are left to the caller to judge (`verify` reports them beside the comparison).
+    ///
+    /// # Errors
+    /// Source, sink and execution failures.
+    pub async fn run_to_end_unjudged(self) -> Result<RunSummary> {
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        self.run_reporting(stop).await
+    }
+
+    async fn run_reporting(self, stop: tokio::sync::watch::Receiver<bool>) -> Result<RunSummary> {
         let finish = self
             .metrics
             .as_ref()

@@ -30,6 +30,11 @@ impl StreamJob {
                 .ok_or_else(|| EngineError::Internal(format!("no sink opened for '{target}'")))?;
             let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             *summary.rows_out.entry(target.clone()).or_default() += rows;
+            if rows > 0 {
+                let written = summary.sink_epochs.entry(target.clone()).or_default();
+                written.epochs += 1;
+                written.last = epoch;
+            }
             // What the sink holds after this epoch, also when it had committed it already
             // (a replayed epoch rebuilds the live table as it was).
             if let Some(live) = self.live.as_mut().filter(|l| l.contains(&target)) {

@@ -37,7 +37,9 @@ impl StreamJob {
         if let Some(checkpoints) = &self.checkpoints {
             let dir = checkpoints.store.display().to_string();
             if checkpoints.from_scratch {
-                checkpoints.store.clear().await?;
+                let store = checkpoints.store.clone();
+                self.empty_sinks().await?;
+                store.clear().await?;
                 tracing::info!(dir, "starting from scratch");
             } else {
                 let store = checkpoints.store.clone();
@@ -80,6 +82,86 @@ impl StreamJob {
         Ok(())
     }
 
+    /// Empties every sink before starting over, so no sink holds a mix of two runs; a sink
+    /// that cannot be emptied (a Kafka topic) refuses the start, before anything is removed
+    /// from the others.
+    async fn empty_sinks(&mut self) -> Result<()> {
+        let refused: Vec<String> = self
+            .sinks
+            .values()
+            .filter_map(|sink| sink.cannot_truncate())
+            .collect();
+        if !refused.is_empty() {
+            return Err(EngineError::Usage(format!(
+                "--from-scratch cannot start over: {}",
+                refused.join("; ")
+            )));
+        }
+        for (name, sink) in &mut self.sinks {
+            sink.truncate().await?;
+            tracing::info!(sink = %name, "emptied to start over");
+        }
+        Ok(())
+    }
+
+    /// Refuses a checkpoint another pipeline wrote: one whose statements differ from this
+    /// pipeline's in anything but the options that do not change results.
+    fn same_pipeline(&self, manifest: &Manifest, dir: &str) -> Result<()> {
+        let changes = if manifest.statements.is_empty() {
+            // Written before checkpoints recorded statements: the fingerprint alone tells.
+            if manifest.fingerprint.is_empty() || manifest.fingerprint == self.fingerprint {
+                Vec::new()
+            } else {
+                vec![format!(
+                    "its fingerprint was {}, this pipeline's is {}",
+                    manifest.fingerprint, self.fingerprint
+                )]
+            }
+        } else {
+            crate::checkpoint::fingerprint::changes(&manifest.statements, &self.statements)
+        };
+        if !changes.is_empty() {
+            return Err(EngineError::Checkpoint(format!(
+                "checkpoint {} in {dir} belongs to another pipeline: the statements differ.\n  {}\nRun this pipeline with --from-scratch (its sinks are emptied and it starts over), or give it its own checkpoints with --pipeline-id NAME (or --checkpoint-dir DIR); restore the previous SQL to go on where it stopped",
+                manifest.epoch,
+                changes.join("\n  ")
+            )));
+        }
+        if !manifest.fingerprint.is_empty() && manifest.fingerprint != self.fingerprint {
+            tracing::warn!(
+                "options that do not change results ({}) differ from checkpoint {}'s; its state is kept",
+                crate::checkpoint::fingerprint::OPERATIONAL_OPTIONS.join(", "),
+                manifest.epoch
+            );
+        }
+        Ok(())
+    }
+
+    /// Refuses to go on from a checkpoint whose sinks no longer hold what it says was written
+    /// to them (output deleted or replaced): going on would leave them without those rows.
+    async fn sinks_hold(&mut self, manifest: &Manifest, dir: &str) -> Result<()> {
+        let mut missing = Vec::new();
+        for (name, sink) in &mut self.sinks {
+            let Some(written) = manifest.totals.sinks.get(name) else {
+                continue;
+            };
+            if let Some(what) = sink
+                .missing(written.epochs, written.last, manifest.epoch)
+                .await?
+            {
+                missing.push(format!("sink '{name}': {what}"));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(EngineError::Checkpoint(format!(
+            "checkpoint {} in {dir} says this pipeline wrote rows its sinks no longer hold: {}. Their output was deleted or replaced; run with --from-scratch to write it again",
+            manifest.epoch,
+            missing.join("; ")
+        )))
+    }
+
     /// No checkpoint but logged epochs: the first logged epoch must start where the sources
     /// start now.
     fn start_before(&mut self, first: Option<&EpochLog>, dir: &str) -> Result<()> {
@@ -100,6 +182,8 @@ impl StreamJob {
     }
 
     async fn restore(&mut self, manifest: &Manifest, dir: &str) -> Result<()> {
+        self.same_pipeline(manifest, dir)?;
+        self.sinks_hold(manifest, dir).await?;
         let changed = |what: String| {
             EngineError::Checkpoint(format!(
                 "the pipeline changed incompatibly since checkpoint {} in {dir}: {what}. Restore the previous SQL, or start over with --from-scratch (sinks keep what they hold)",
@@ -134,14 +218,7 @@ impl StreamJob {
                 )));
             }
         }
-        if !manifest.fingerprint.is_empty() && manifest.fingerprint != self.fingerprint {
-            tracing::warn!(
-                checkpoint = manifest.epoch,
-                then = %manifest.fingerprint,
-                now = %self.fingerprint,
-                "the pipeline's SQL changed since this checkpoint; its state still fits every INSERT, so it is restored"
-            );
-        }
+
         // Go on with the lookup table versions the checkpoint's epoch joined.
         for table in self.lookups.pin(&manifest.lookups).await? {
             for query in &mut self.queries {
@@ -236,6 +313,8 @@ impl StreamJob {
         self.summary.windows_emitted = manifest.totals.windows_emitted;
         self.summary.groups_expired = manifest.totals.groups_expired;
         self.summary.windows_corrected = manifest.totals.windows_corrected;
+        self.summary.sources = manifest.totals.sources.clone();
+        self.summary.sink_epochs = manifest.totals.sinks.clone();
         self.summary.last_checkpoint_epoch = manifest.epoch;
         tracing::info!(epoch = manifest.epoch, dir, "restored checkpoint");
         Ok(())
@@ -365,6 +444,7 @@ impl StreamJob {
             format: crate::checkpoint::manifest::FORMAT,
             epoch,
             fingerprint: self.fingerprint.clone(),
+            statements: self.statements.clone(),
             sources: self
                 .sources
                 .iter()
@@ -393,6 +473,8 @@ impl StreamJob {
                 windows_emitted: self.summary.windows_emitted,
                 groups_expired: self.summary.groups_expired,
                 windows_corrected: self.summary.windows_corrected,
+                sources: self.summary.sources.clone(),
+                sinks: self.summary.sink_epochs.clone(),
             },
             written_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -117,8 +117,8 @@ fn csv_options_are_read_the_same_by_run_batch_and_verify() {
         stderr(&run)
     );
     for args in [
-        vec!["batch", "p.sql"],
-        vec!["batch", "p.sql", "--input", "rows=other.csv"],
+        vec!["batch", "p.sql", "--overwrite"],
+        vec!["batch", "p.sql", "--input", "rows=other.csv", "--overwrite"],
     ] {
         let out = sh(dir.path(), &args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
@@ -195,10 +195,10 @@ fn bad_records_in_files_are_dead_letters_and_the_pipeline_keeps_going() {
     let run = sh(dir.path(), &["run", "p.sql", "--quiet", "--from-scratch"]);
     let err = stderr(&run);
     assert!(run.status.success(), "{err}");
-    // 150 good CSV records less two; the open quote swallows the rest of the file into one
-    // bad record.
+    // 200 CSV records less three: the open quote sets aside its own line, and the lines
+    // after it are read as records.
     assert!(
-        err.contains("c_out: 148 rows written") && err.contains("j_out: 198 rows written"),
+        err.contains("c_out: 197 rows written") && err.contains("j_out: 198 rows written"),
         "{err}"
     );
     assert!(
@@ -224,6 +224,13 @@ fn bad_records_in_files_are_dead_letters_and_the_pipeline_keeps_going() {
         "{c:?}"
     );
     assert_eq!(c[1]["row"]["payload"], "sixty-four,2026-01-01T00:01:04,1");
+    let open_quote = c[2]["row"]["error"].as_str().unwrap();
+    assert!(
+        open_quote.contains("unclosed quote")
+            && open_quote.contains("line 152")
+            && open_quote.contains("the 49 lines after it"),
+        "{open_quote}"
+    );
     let j = letters(&dir.path().join("letters/j"));
     let lines: Vec<u64> = j
         .iter()
@@ -232,11 +239,11 @@ fn bad_records_in_files_are_dead_letters_and_the_pipeline_keeps_going() {
     assert_eq!(lines, vec![4, 100], "{j:?}");
     // Batch reads the same records the same way and writes the same letters as epoch 0.
     std::fs::remove_dir_all(dir.path().join("letters")).unwrap();
-    let batch = sh(dir.path(), &["batch", "p.sql"]);
+    let batch = sh(dir.path(), &["batch", "p.sql", "--overwrite"]);
     let err = stderr(&batch);
     assert!(batch.status.success(), "{err}");
     assert!(
-        err.contains("c_out: 148 rows written") && err.contains("j_out: 198 rows written"),
+        err.contains("c_out: 197 rows written") && err.contains("j_out: 198 rows written"),
         "{err}"
     );
     let c_batch = letters(&dir.path().join("letters/c"));
@@ -257,7 +264,7 @@ fn epoch_milliseconds_become_times_only_with_a_declared_unit() {
     let pipeline = |unit: &str| {
         format!(
             "CREATE EXTERNAL TABLE e (id BIGINT NOT NULL, ts TIMESTAMP NOT NULL)
-             STORED AS JSON LOCATION 'events.json' OPTIONS ('dead_letter' 'letters'{unit});
+             STORED AS JSON LOCATION 'events.json' OPTIONS ('dead_letter' 'letters', 'max_dead_letters' '100%'{unit});
              CREATE EXTERNAL TABLE out STORED AS CSV LOCATION 'out';
              INSERT INTO out SELECT id, ts FROM e;"
         )
@@ -292,8 +299,14 @@ fn epoch_milliseconds_become_times_only_with_a_declared_unit() {
         text.contains("1,2026-01-01T00:00:00") && text.contains("2,2026-01-01T00:01:00"),
         "{text}"
     );
-    let bad = sh(dir.path(), &["batch", "p.sql"]);
-    assert!(bad.status.success());
+    let again = sh(dir.path(), &["batch", "p.sql"]);
+    assert!(
+        stderr(&again).contains("already hold rows"),
+        "a second batch never adds to the first's rows: {}",
+        stderr(&again)
+    );
+    let bad = sh(dir.path(), &["batch", "p.sql", "--overwrite"]);
+    assert!(bad.status.success(), "{}", stderr(&bad));
     std::fs::write(
         dir.path().join("p.sql"),
         pipeline(", 'timestamp_unit' 'days'"),

@@ -42,7 +42,14 @@ fn paths_resolve_in_the_working_directory_and_a_restore_says_what_it_restored() 
         "{}",
         stderr(&first)
     );
-    assert!(here.join(".volley/checkpoints/surge").is_dir());
+    let own: Vec<String> = std::fs::read_dir(here.join(".volley/checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        own.len() == 1 && own[0].starts_with("surge-"),
+        "checkpoints named for the pipeline file: {own:?}"
+    );
     assert!(
         !files.join(".volley").exists(),
         "nothing beside the pipeline file"
@@ -88,7 +95,7 @@ fn a_signal_finishes_the_micro_batch_checkpoints_and_exits_cleanly() {
     )
     .unwrap();
     let child = volley()
-        .args(["run", "p.sql", "--quiet"])
+        .args(["run", "p.sql", "--quiet", "--pipeline-id", "p"])
         .current_dir(dir.path())
         .stderr(Stdio::piped())
         .spawn()
@@ -151,8 +158,10 @@ fn verify_writes_a_report_and_fails_on_empty_comparisons_and_updating_results() 
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
             .unwrap();
     assert_eq!(report["pass"], false);
-    assert_eq!(report["sinks"][0]["sink"], "copy");
-    assert_eq!(report["sinks"][0]["compared"], 0);
+    for run in 0..2 {
+        assert_eq!(report["runs"][run]["sinks"][0]["sink"], "copy");
+        assert_eq!(report["runs"][run]["sinks"][0]["compared"], 0);
+    }
     let out = sh(
         dir.path(),
         &[
@@ -180,8 +189,11 @@ fn verify_writes_a_report_and_fails_on_empty_comparisons_and_updating_results() 
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
             .unwrap();
     assert_eq!(report["pass"], true);
-    assert_eq!(report["compared"], 3);
-    assert_eq!(report["matched"], 3);
+    for run in 0..2 {
+        assert_eq!(report["runs"][run]["compared"], 3);
+        assert_eq!(report["runs"][run]["matched"], 3);
+        assert_eq!(report["runs"][run]["sources"][0]["records"], 3);
+    }
     // An updating result into files would hold every update: verify refuses it as run does.
     std::fs::write(
         dir.path().join("keyed.sql"),

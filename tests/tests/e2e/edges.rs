@@ -43,7 +43,7 @@ async fn window_closes_exactly_when_watermark_reaches_its_end_and_late_rows_are_
     let dead = tempfile::tempdir().unwrap();
     let sql = format!(
         "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL) STORED AS CSV LOCATION 'unused.csv'
-         OPTIONS ('watermark' 'ts - INTERVAL ''5 seconds''', 'dead_letter' '{}');
+         OPTIONS ('watermark' 'ts - INTERVAL ''5 seconds''', 'dead_letter' '{}', 'max_dead_letters' '100%');
          CREATE EXTERNAL TABLE out STORED AS BLACKHOLE LOCATION 'x';
          INSERT INTO out SELECT date_bin(INTERVAL '10 seconds', ts) AS w, count(*) AS n FROM clicks GROUP BY 1;",
         dead.path().display()
@@ -139,7 +139,7 @@ async fn a_hop_window_closes_at_its_end_and_a_row_of_an_emitted_window_is_dead_l
     let dead = tempfile::tempdir().unwrap();
     let sql = format!(
         "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL) STORED AS CSV LOCATION 'unused.csv'
-         OPTIONS ('watermark' 'ts', 'dead_letter' '{}');
+         OPTIONS ('watermark' 'ts', 'dead_letter' '{}', 'max_dead_letters' '100%');
          CREATE EXTERNAL TABLE out STORED AS BLACKHOLE LOCATION 'x';
          INSERT INTO out SELECT w, count(*) AS n
          FROM (SELECT unnest(hop(ts, INTERVAL '5 seconds', INTERVAL '10 seconds')) AS w FROM clicks) t

@@ -18,7 +18,8 @@ fn adbc_and_flightsql_dbapi_see_the_sinks_committed_rows() {
         "CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
          OPTIONS ('rate' '3000', 'pace' 'realtime', 'max_delay' '50 ms', 'riders' '500',
                   'disorder' '2 seconds',
-                  'watermark' 'event_time - INTERVAL ''100 milliseconds''');
+                  'watermark' 'event_time - INTERVAL ''100 milliseconds''',
+                  'max_dead_letters' '100%');
          CREATE EXTERNAL TABLE per_rider STORED AS PARQUET LOCATION 'out/per_rider'
          OPTIONS ('merge_key' 'rider_id, second');
          INSERT INTO per_rider

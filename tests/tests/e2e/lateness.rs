@@ -68,7 +68,8 @@ fn sql(input: &str, sink: &str) -> String {
     format!(
         "CREATE EXTERNAL TABLE events (ts TIMESTAMP NOT NULL, k BIGINT NOT NULL, v BIGINT NOT NULL)
          STORED AS CSV LOCATION '{input}'
-         OPTIONS ('watermark' 'ts', 'max_rows' '1', 'dead_letter' 'letters');
+         OPTIONS ('watermark' 'ts', 'max_rows' '1', 'dead_letter' 'letters',
+                  'replay_order' 'file', 'max_dead_letters' '100%');
          CREATE EXTERNAL TABLE w STORED AS DELTA LOCATION '{sink}'
          OPTIONS ('merge_key' 'k, start', 'allowed_lateness' '20 seconds');
          INSERT INTO w SELECT k, date_bin(INTERVAL '10 seconds', ts) AS start, count(*) AS n, sum(v) AS total

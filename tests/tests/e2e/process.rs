@@ -58,13 +58,19 @@ pub fn run(dir: &Path, kill: Option<&Kill>) -> Output {
 /// Like [`run`], with more arguments and environment variables.
 pub fn run_with(dir: &Path, kill: Option<&Kill>, args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = volley_command();
-    cmd.args(["run", "pipeline.sql", "--quiet"])
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, *v)))
-        .current_dir(dir)
-        .env_remove("VOLLEY_FAILPOINT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "run",
+        "pipeline.sql",
+        "--quiet",
+        "--pipeline-id",
+        "pipeline",
+    ])
+    .args(args)
+    .envs(env.iter().map(|(k, v)| (*k, *v)))
+    .current_dir(dir)
+    .env_remove("VOLLEY_FAILPOINT")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     if let Some(Kill::At(spec)) = kill {
         cmd.env("VOLLEY_FAILPOINT", spec);
     }
