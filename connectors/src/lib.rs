@@ -15,6 +15,7 @@ pub mod location;
 pub mod memory;
 pub mod registry;
 pub mod traits;
+pub mod types;
 
 pub use error::{ConnectorError, Result};
 pub use registry::ConnectorRegistry;

@@ -9,7 +9,8 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use super::isolate::{PayloadDecoder, Rejected, RowFormat};
-use super::timestamps::{TimestampReading, TimestampUnit, decode_with_times};
+use super::reading::{ColumnReading, decode_read};
+use super::timestamps::TimestampUnit;
 
 /// Decodes CSV payloads, one record each, fields in the schema's column order. An empty field
 /// of a nullable column is null; a wrong field count, a value that does not parse as its
@@ -34,7 +35,7 @@ use super::timestamps::{TimestampReading, TimestampUnit, decode_with_times};
 pub struct CsvDecoder {
     schema: SchemaRef,
     delimiter: u8,
-    times: TimestampReading,
+    reading: ColumnReading,
 }
 
 impl CsvDecoder {
@@ -51,11 +52,11 @@ impl CsvDecoder {
         delimiter: u8,
         unit: Option<TimestampUnit>,
     ) -> Self {
-        let times = TimestampReading::native_text(&schema, unit);
+        let reading = ColumnReading::csv(&schema, unit);
         Self {
             schema,
             delimiter,
-            times,
+            reading,
         }
     }
 }
@@ -66,7 +67,7 @@ impl PayloadDecoder for CsvDecoder {
     }
 
     fn decode(&self, payloads: &[&[u8]]) -> Result<(RecordBatch, Vec<Rejected>), ArrowError> {
-        decode_with_times(self, &self.times, payloads)
+        decode_read(self, &self.reading, payloads)
     }
 }
 
@@ -74,11 +75,11 @@ impl RowFormat for CsvDecoder {
     type Decoder = Decoder;
 
     fn row_schema(&self) -> &SchemaRef {
-        &self.times.decode_schema
+        &self.reading.decode_schema
     }
 
     fn fresh(&self, rows: usize) -> Result<Decoder, ArrowError> {
-        Ok(ReaderBuilder::new(self.times.decode_schema.clone())
+        Ok(ReaderBuilder::new(self.reading.decode_schema.clone())
             .with_header(false)
             .with_delimiter(self.delimiter)
             .with_batch_size(rows.max(1))

@@ -9,11 +9,12 @@ use arrow::json::reader::Decoder;
 use arrow::record_batch::RecordBatch;
 
 use super::isolate::{PayloadDecoder, Rejected, RowFormat};
-use super::timestamps::{TimestampReading, TimestampUnit, decode_with_times};
+use super::reading::{ColumnReading, decode_read};
+use super::timestamps::TimestampUnit;
 
 /// Decodes JSON payloads into batches of one schema. Unknown fields are ignored; a missing
-/// nullable field is null; a missing non-nullable field, a wrong type or bad JSON rejects the
-/// payload.
+/// nullable field is null; a missing non-nullable field, a wrong type, a number with a
+/// fraction in an integer column (not truncated) or bad JSON rejects the payload.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -30,7 +31,7 @@ use super::timestamps::{TimestampReading, TimestampUnit, decode_with_times};
 #[derive(Debug, Clone)]
 pub struct JsonDecoder {
     schema: SchemaRef,
-    times: TimestampReading,
+    reading: ColumnReading,
 }
 
 impl JsonDecoder {
@@ -42,8 +43,8 @@ impl JsonDecoder {
     /// Like [`JsonDecoder::new`], reading TIMESTAMP columns as numbers of `unit` when given
     /// (see [`super::timestamps`]).
     pub fn with_timestamp_unit(schema: SchemaRef, unit: Option<TimestampUnit>) -> Self {
-        let times = TimestampReading::typed_values(&schema, unit);
-        Self { schema, times }
+        let reading = ColumnReading::json(&schema, unit);
+        Self { schema, reading }
     }
 }
 
@@ -53,7 +54,7 @@ impl PayloadDecoder for JsonDecoder {
     }
 
     fn decode(&self, payloads: &[&[u8]]) -> Result<(RecordBatch, Vec<Rejected>), ArrowError> {
-        decode_with_times(self, &self.times, payloads)
+        decode_read(self, &self.reading, payloads)
     }
 }
 
@@ -61,13 +62,13 @@ impl RowFormat for JsonDecoder {
     type Decoder = Decoder;
 
     fn row_schema(&self) -> &SchemaRef {
-        &self.times.decode_schema
+        &self.reading.decode_schema
     }
 
     /// Each payload holds at most one record that is kept, so the number of payloads is
     /// always enough rows.
     fn fresh(&self, rows: usize) -> Result<Decoder, ArrowError> {
-        ReaderBuilder::new(self.times.decode_schema.clone())
+        ReaderBuilder::new(self.reading.decode_schema.clone())
             .with_batch_size(rows.max(1))
             .build_decoder()
     }

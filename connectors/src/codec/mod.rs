@@ -4,6 +4,8 @@
 pub mod csv;
 pub mod isolate;
 pub mod json;
+mod numbers;
+mod reading;
 pub mod timestamps;
 
 pub use csv::CsvDecoder;

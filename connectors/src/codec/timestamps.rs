@@ -16,15 +16,12 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, PrimitiveArray};
-use arrow::compute::{CastOptions, cast_with_options, filter_record_batch};
+use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{
-    DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    DataType, Int64Type, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
 };
 use arrow::error::ArrowError;
-use arrow::record_batch::RecordBatch;
-
-use super::isolate::{Rejected, RowFormat, decode_isolated};
 
 /// What a number in a TIMESTAMP column counts (the `timestamp_unit` option).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,12 +95,9 @@ fn unit_nanos(unit: TimeUnit) -> i64 {
 /// The advice a rejected number in a TIMESTAMP column gets.
 pub const NEEDS_UNIT: &str = "a number in a TIMESTAMP column is not read as a time unless the table says what it counts: OPTIONS ('timestamp_unit' 'ms') (or 's', 'us', 'ns')";
 
-/// How a text format decodes TIMESTAMP columns, and how the decoded batch becomes rows of the
-/// table's schema.
+/// How a text format decodes TIMESTAMP columns, and turns them into the table's type.
 #[derive(Debug, Clone)]
 pub(crate) struct TimestampReading {
-    /// The schema the format's decoder fills.
-    pub(crate) decode_schema: SchemaRef,
     /// The table's schema.
     schema: SchemaRef,
     /// TIMESTAMP column indexes, with their type in the table.
@@ -140,32 +134,22 @@ impl TimestampReading {
             .filter(|(_, f)| matches!(f.data_type(), DataType::Timestamp(_, _)))
             .map(|(i, f)| (i, f.data_type().clone()))
             .collect();
-        let decode_as = match mode {
-            Mode::Native => None,
-            Mode::Text => Some(DataType::Utf8),
-            Mode::Numbers(_) => Some(DataType::Int64),
-        };
-        let decode_schema = match decode_as {
-            Some(t) if !columns.is_empty() => Arc::new(Schema::new_with_metadata(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| match f.data_type() {
-                        DataType::Timestamp(_, _) => {
-                            Field::new(f.name(), t.clone(), f.is_nullable())
-                        }
-                        _ => f.as_ref().clone(),
-                    })
-                    .collect::<Vec<_>>(),
-                schema.metadata().clone(),
-            )),
-            _ => Arc::clone(schema),
-        };
         Self {
-            decode_schema,
             schema: Arc::clone(schema),
             columns,
             mode,
+        }
+    }
+
+    /// The type the decoder fills column `index` with, when not its own.
+    pub(crate) fn decode_type(&self, index: usize) -> Option<DataType> {
+        if !self.columns.iter().any(|(i, _)| *i == index) {
+            return None;
+        }
+        match self.mode {
+            Mode::Native => None,
+            Mode::Text => Some(DataType::Utf8),
+            Mode::Numbers(_) => Some(DataType::Int64),
         }
     }
 
@@ -184,20 +168,19 @@ impl TimestampReading {
         }
     }
 
-    /// Turns a decoded batch (of `decode_schema`) into rows of the table's schema. Returns the
-    /// rows and, for each row that holds no valid time, its index in `batch` and why.
+    /// Turns each decoded TIMESTAMP column in `columns` into the table's type, marking in
+    /// `bad` each row that holds no valid time.
     ///
     /// # Errors
     /// Arrow failures unrelated to the values.
-    pub(crate) fn finish(
+    pub(crate) fn convert(
         &self,
-        batch: RecordBatch,
-    ) -> Result<(RecordBatch, Vec<(usize, String)>), ArrowError> {
-        if matches!(self.mode, Mode::Native) || self.columns.is_empty() {
-            return Ok((batch, Vec::new()));
+        columns: &mut [ArrayRef],
+        bad: &mut [Option<String>],
+    ) -> Result<(), ArrowError> {
+        if matches!(self.mode, Mode::Native) {
+            return Ok(());
         }
-        let mut columns = batch.columns().to_vec();
-        let mut bad: Vec<Option<String>> = vec![None; batch.num_rows()];
         for (index, target) in &self.columns {
             let name = self.schema.field(*index).name();
             let raw = &columns[*index];
@@ -226,56 +209,8 @@ impl TimestampReading {
             }
             columns[*index] = converted;
         }
-        let out = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
-        let rejected: Vec<(usize, String)> = bad
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, e)| e.map(|e| (i, e)))
-            .collect();
-        if rejected.is_empty() {
-            return Ok((out, rejected));
-        }
-        let mut keep = vec![true; out.num_rows()];
-        for (row, _) in &rejected {
-            keep[*row] = false;
-        }
-        let mask = arrow::array::BooleanArray::from(keep);
-        Ok((filter_record_batch(&out, &mask)?, rejected))
+        Ok(())
     }
-}
-
-/// [`decode_isolated`] with TIMESTAMP columns read as `reading` says: rejected payloads get
-/// advice, rows whose time is not valid are rejected too.
-pub(crate) fn decode_with_times<F: RowFormat>(
-    format: &F,
-    reading: &TimestampReading,
-    payloads: &[&[u8]],
-) -> Result<(RecordBatch, Vec<Rejected>), ArrowError> {
-    let (batch, mut rejected) = decode_isolated(format, payloads)?;
-    for r in &mut rejected {
-        r.error = reading.advise(std::mem::take(&mut r.error));
-    }
-    let (batch, bad) = reading.finish(batch)?;
-    if !bad.is_empty() {
-        // The batch holds one row per payload not rejected, in payload order.
-        let mut skipped = rejected.iter().map(|r| r.index).peekable();
-        let mut good = Vec::with_capacity(payloads.len());
-        for i in 0..payloads.len() {
-            if skipped.peek() == Some(&i) {
-                skipped.next();
-            } else {
-                good.push(i);
-            }
-        }
-        for (row, error) in bad {
-            let index = good.get(row).copied().ok_or_else(|| {
-                ArrowError::ComputeError(format!("decoded row {row} has no payload"))
-            })?;
-            rejected.push(Rejected { index, error });
-        }
-        rejected.sort_by_key(|r| r.index);
-    }
-    Ok((batch, rejected))
 }
 
 fn error_has_number(error: &str) -> bool {
@@ -326,6 +261,8 @@ fn scale(values: &PrimitiveArray<Int64Type>, unit: TimestampUnit, target: &DataT
 mod tests {
     #![allow(clippy::unwrap_used)]
     use arrow::array::TimestampMillisecondArray;
+    use arrow::datatypes::{Field, Schema};
+    use arrow::record_batch::RecordBatch;
 
     use super::*;
 
@@ -404,24 +341,22 @@ mod tests {
             true,
         )]));
         let reading = TimestampReading::typed_values(&schema, Some(TimestampUnit::Second));
-        let raw = RecordBatch::try_new(
-            Arc::clone(&reading.decode_schema),
-            vec![Arc::new(Int64Array::from(vec![
-                Some(1_767_225_600),
-                None,
-                Some(i64::MAX),
-            ]))],
-        )
-        .unwrap();
-        let (batch, rejected) = reading.finish(raw).unwrap();
-        let ts = batch
-            .column(0)
+        assert_eq!(reading.decode_type(0), Some(DataType::Int64));
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![
+            Some(1_767_225_600),
+            None,
+            Some(i64::MAX),
+        ]))];
+        let mut bad = vec![None; 3];
+        reading.convert(&mut columns, &mut bad).unwrap();
+        let ts = columns[0]
             .as_any()
             .downcast_ref::<TimestampMillisecondArray>()
             .unwrap();
         assert_eq!(ts.value(0), 1_767_225_600_000);
         assert!(ts.is_null(1));
-        assert_eq!(rejected.len(), 1);
-        assert!(rejected[0].1.contains("out of range"), "{rejected:?}");
+        assert!(bad[0].is_none() && bad[1].is_none());
+        let rejected = bad[2].as_deref().unwrap_or_default();
+        assert!(rejected.contains("out of range"), "{rejected}");
     }
 }

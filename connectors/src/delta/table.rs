@@ -175,10 +175,11 @@ pub(crate) fn schema_differences(
 
 /// The table as a DataFusion provider (deltalake's scan of the latest snapshot). When
 /// `schema` (declared in the statement) names the columns differently ordered or typed, the
-/// scan is projected and cast to it by column name.
+/// scan is projected and cast to it by column name; only casts that lose no value are made.
 ///
 /// # Errors
-/// [`ConnectorError::Config`] when a declared column is not in the table;
+/// [`ConnectorError::Config`] when a declared column is not in the table, or its type in the
+/// table does not convert exactly to the declared one;
 /// [`ConnectorError::External`] when the table cannot be read.
 pub(crate) async fn provider(
     table: &str,
@@ -201,6 +202,7 @@ pub(crate) async fn provider(
     if same {
         return Ok(scan);
     }
+    crate::types::check_declared(table, "the Delta table", &found, wanted)?;
     let mut columns = Vec::with_capacity(wanted.fields().len());
     for field in wanted.fields() {
         let Ok(existing) = found.field_with_name(field.name()) else {

@@ -628,6 +628,36 @@ async fn nanosecond_timestamps_round_trip_with_the_declared_schema() {
 }
 
 #[tokio::test]
+async fn a_column_declared_a_lossy_type_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = decl(dir.path(), &[]);
+    let mut sink = open(&table).await;
+    sink.write_epoch(1, &[fares(&[(1, "a", 871.47)])])
+        .await
+        .unwrap();
+    let declared = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("fare", DataType::Int64, true),
+    ]));
+    let table = decl_named(
+        "fares",
+        dir.path().to_str().unwrap(),
+        &[],
+        Some(Arc::clone(&declared)),
+    );
+    let err = match DeltaConnector.batch_table(&table, declared).await {
+        Ok(_) => panic!("DOUBLE read as BIGINT loses the fraction"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains(
+            "table 'fares': column 'fare' is DOUBLE in the Delta table but declared BIGINT"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn memory_and_file_url_locations_work() {
     let dir = tempfile::tempdir().unwrap();
     let url = url::Url::from_directory_path(dir.path().join("by-url")).unwrap();

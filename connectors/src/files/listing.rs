@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
 use datafusion::common::{Constraints, Statistics};
@@ -14,14 +14,15 @@ use datafusion::datasource::listing::{
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{Expr, SessionConfig, SessionContext};
-use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use super::FileFormat;
 use super::options::FileOptions;
 use crate::error::{ConnectorError, Result};
 use crate::location::Location;
+use crate::types::check_declared;
 
 /// What DataFusion lists for a table: the URL, and the format with its file-name suffix.
 #[derive(Debug, Clone)]
@@ -78,11 +79,7 @@ impl Listing {
 
     /// The directory's files with the table's extension, up to `limit` of them, in listing
     /// order.
-    async fn listed(
-        &self,
-        table: &str,
-        limit: Option<usize>,
-    ) -> Result<Vec<(object_store::path::Path, u64)>> {
+    async fn listed(&self, table: &str, limit: Option<usize>) -> Result<Vec<ObjectMeta>> {
         let suffix = self.options.file_extension.as_str();
         let mut out = Vec::new();
         let mut files = self.location.store.list(Some(&self.location.path));
@@ -93,7 +90,7 @@ impl Listing {
             )
         })? {
             if meta.location.as_ref().ends_with(suffix) {
-                out.push((meta.location, meta.size));
+                out.push(meta);
                 if limit.is_some_and(|n| out.len() >= n) {
                     break;
                 }
@@ -102,12 +99,12 @@ impl Listing {
         Ok(out)
     }
 
-    /// The files a table reads, in path order, with their sizes.
+    /// The files a table reads, in path order.
     ///
     /// # Errors
     /// [`ConnectorError::Config`] naming the table and LOCATION when it matches no file (a
     /// missing input is an error, not zero rows), and listing failures.
-    pub(crate) async fn files(&self, table: &str) -> Result<Vec<(object_store::path::Path, u64)>> {
+    pub(crate) async fn files(&self, table: &str) -> Result<Vec<ObjectMeta>> {
         let mut out = Vec::new();
         if self.is_file {
             let meta = self
@@ -121,10 +118,10 @@ impl Listing {
                         format!("cannot read LOCATION '{}': {e}", self.location.url),
                     )
                 })?;
-            out.push((meta.location, meta.size));
+            out.push(meta);
         } else {
             out = self.listed(table, None).await?;
-            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out.sort_by(|a, b| a.location.cmp(&b.location));
         }
         if out.is_empty() {
             return Err(ConnectorError::config(
@@ -163,6 +160,61 @@ impl Listing {
                     format!("cannot infer a schema from LOCATION '{}': {e}", self.url),
                 )
             })
+    }
+
+    /// Checks each of `files` against the declared `schema`: every declared column a file
+    /// holds must convert exactly to its declared type ([`check_declared`]), since DataFusion
+    /// would cast it silently. Each file's schema is read as DataFusion reads it (a Parquet
+    /// footer), up to 32 files at a time, into `ctx`'s metadata cache, so reading the files
+    /// through `ctx` afterwards does not fetch the footers again.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Config`] naming the table, column, file and both types;
+    /// [`ConnectorError::External`] when a file's schema cannot be read.
+    pub(crate) async fn check_declared_types(
+        &self,
+        table: &str,
+        ctx: &SessionContext,
+        schema: &Schema,
+        files: &[ObjectMeta],
+    ) -> Result<()> {
+        let state = ctx.state();
+        let (state, format, store) = (&state, &self.options.format, &self.location.store);
+        let mut found = futures::stream::iter(files.iter().cloned())
+            .map(|meta: ObjectMeta| async move {
+                let found = format
+                    .infer_schema(state, store, std::slice::from_ref(&meta))
+                    .await;
+                (meta, found)
+            })
+            .buffered(32);
+        while let Some((meta, found)) = found.next().await {
+            let file = self.shown(&meta.location);
+            let found = found.map_err(|e| {
+                ConnectorError::external(
+                    table,
+                    format!("cannot read the schema of file '{file}': {e}"),
+                )
+            })?;
+            check_declared(table, &format!("file '{file}'"), &found, schema)?;
+        }
+        Ok(())
+    }
+
+    /// A file's path as the user knows it: relative to the working directory when it is
+    /// under it, else absolute (a URL for other stores).
+    fn shown(&self, path: &object_store::path::Path) -> String {
+        if self.location.url.scheme() != "file" {
+            return format!("{}{path}", self.location.store_url());
+        }
+        let absolute = std::path::PathBuf::from(format!("/{path}"));
+        let relative = std::env::current_dir().ok().and_then(|cwd| {
+            absolute
+                .strip_prefix(cwd)
+                .ok()
+                .map(std::path::Path::to_path_buf)
+        });
+        relative.unwrap_or(absolute).display().to_string()
     }
 
     /// The DataFusion table over these files with `schema`.

@@ -19,7 +19,7 @@ mod source;
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
@@ -28,6 +28,8 @@ use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
+use datafusion::prelude::SessionContext;
+use object_store::ObjectMeta;
 use volley_sql::{OptionSpec, TableDecl};
 
 pub use options::{
@@ -168,8 +170,9 @@ impl Connector for FileConnector {
         let mut check: Option<OrderCheck> = None;
         let inner: Box<dyn Source> = match self.format {
             FileFormat::Parquet => {
-                let provider = Arc::new(listing.table(&table.name, schema.clone())?);
                 let ctx = listing.ordered_session();
+                check_declared_types(&listing, &ctx, table, &schema, &files).await?;
+                let provider = Arc::new(listing.table(&table.name, schema.clone())?);
                 let cannot_read = |e: datafusion::error::DataFusionError| {
                     ConnectorError::external(
                         &table.name,
@@ -216,7 +219,7 @@ impl Connector for FileConnector {
                     format,
                     options.timestamp_unit,
                     Arc::clone(&listing.location.store),
-                    files,
+                    files.into_iter().map(|meta| meta.location).collect(),
                 ))
             }
         };
@@ -260,7 +263,11 @@ impl Connector for FileConnector {
         schema: SchemaRef,
     ) -> Result<Arc<dyn TableProvider>> {
         let listing = self.listing(table).await?;
-        checked_files(&listing, table, self.format).await?;
+        let files = checked_files(&listing, table, self.format).await?;
+        if self.format == FileFormat::Parquet {
+            let ctx = listing.ordered_session();
+            check_declared_types(&listing, &ctx, table, &schema, &files).await?;
+        }
         listing.provider(&table.name, schema)
     }
 }
@@ -270,17 +277,38 @@ async fn checked_files(
     listing: &Listing,
     table: &TableDecl,
     format: FileFormat,
-) -> Result<Vec<object_store::path::Path>> {
+) -> Result<Vec<ObjectMeta>> {
     let files = listing.files(&table.name).await?;
     if format == FileFormat::Parquet
-        && let Some((path, _)) = files.iter().find(|(_, size)| *size == 0)
+        && let Some(meta) = files.iter().find(|meta| meta.size == 0)
     {
         return Err(ConnectorError::config(
             &table.name,
-            format!("file '{path}' is empty (0 bytes), so it is not a Parquet file"),
+            format!(
+                "file '{}' is empty (0 bytes), so it is not a Parquet file",
+                meta.location
+            ),
         ));
     }
-    Ok(files.into_iter().map(|(path, _)| path).collect())
+    Ok(files)
+}
+
+/// When the table declares its columns, refuses a file whose column would not convert exactly
+/// to its declared type (DataFusion's Parquet reader would cast it silently: 871.47 read as
+/// 871). An inferred schema was merged from these very files, so it needs no check.
+async fn check_declared_types(
+    listing: &Listing,
+    ctx: &SessionContext,
+    table: &TableDecl,
+    schema: &Schema,
+    files: &[ObjectMeta],
+) -> Result<()> {
+    if table.declared_schema.is_none() {
+        return Ok(());
+    }
+    listing
+        .check_declared_types(&table.name, ctx, schema, files)
+        .await
 }
 
 /// Every row a [`FileSink`] wrote into `location`, part files in epoch order, with the schema

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use arrow::array::{ArrayRef, AsArray, Float32Array, Float64Array, Int32Array, Int64Array};
 use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::SessionContext;
 use tokio::time::Instant;
 use volley_sql::{StatementRef, TableOptions};
@@ -292,4 +294,145 @@ async fn bad_location_and_options_name_the_table() {
             .iter()
             .any(|o| o.name == "replay_order")
     );
+}
+
+/// A table `payments` over `location` declaring `columns`.
+fn payments(format: FileFormat, location: &str, columns: Vec<Field>) -> TableDecl {
+    TableDecl {
+        name: "payments".to_string(),
+        declared_schema: Some(Arc::new(Schema::new(columns))),
+        ..decl(format, location, &[], false)
+    }
+}
+
+/// `dir/p.parquet`: `id` INT, `amount` DOUBLE (871.47, 12.5), `fee` FLOAT (0.25, 1.5).
+fn payments_parquet(dir: &std::path::Path) -> std::path::PathBuf {
+    let batch = RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef),
+        ("amount", Arc::new(Float64Array::from(vec![871.47, 12.5]))),
+        ("fee", Arc::new(Float32Array::from(vec![0.25, 1.5]))),
+    ])
+    .unwrap();
+    let path = dir.join("p.parquet");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut writer =
+        datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_parquet_column_declared_a_lossy_type_is_refused_naming_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = payments_parquet(dir.path());
+    let table = payments(
+        FileFormat::Parquet,
+        dir.path().to_str().unwrap(),
+        vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("amount", DataType::Int64, true),
+        ],
+    );
+    let schema = table.declared_schema.clone().unwrap();
+    let connector = FileConnector::new(FileFormat::Parquet);
+    let opened = connector.open_source(&table, Arc::clone(&schema)).await;
+    let batch = connector.batch_table(&table, schema).await;
+    for err in [opened.err(), batch.err()] {
+        let err = err.expect("a lossy declaration is an error").to_string();
+        assert!(
+            err.contains(&format!(
+                "table 'payments': column 'amount' is DOUBLE in file '{}' but declared BIGINT; converting would lose data — declare it DOUBLE",
+                file.display()
+            )),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_parquet_column_declared_a_wider_type_reads_every_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = payments_parquet(dir.path());
+    let table = payments(
+        FileFormat::Parquet,
+        file.to_str().unwrap(),
+        vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("amount", DataType::Float64, true),
+            Field::new("fee", DataType::Float64, true),
+        ],
+    );
+    let schema = table.declared_schema.clone().unwrap();
+    let expected = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(Float64Array::from(vec![871.47, 12.5])),
+            Arc::new(Float64Array::from(vec![0.25, 1.5])),
+        ],
+    )
+    .unwrap();
+    let connector = FileConnector::new(FileFormat::Parquet);
+    let mut source = connector
+        .open_source(&table, Arc::clone(&schema))
+        .await
+        .unwrap();
+    let rows = drain(source.as_mut(), 10).await;
+    assert_eq!(concat_batches(&schema, &rows).unwrap(), expected);
+
+    let provider = connector.batch_table(&table, schema).await.unwrap();
+    let ctx = SessionContext::new();
+    ctx.register_table("payments", provider).unwrap();
+    let rows = ctx
+        .sql("SELECT * FROM payments ORDER BY id")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(concat_batches(&expected.schema(), &rows).unwrap(), expected);
+}
+
+#[tokio::test]
+async fn a_fraction_in_an_integer_column_is_a_dead_letter_in_json_and_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let columns = || {
+        vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("amount", DataType::Int64, true),
+        ]
+    };
+    for (format, text) in [
+        (
+            FileFormat::Json,
+            "{\"id\": 1, \"amount\": 871}\n{\"id\": 2, \"amount\": 871.47}\n",
+        ),
+        (FileFormat::Csv, "id,amount\n1,871\n2,871.47\n"),
+    ] {
+        let path = dir.path().join(format!("p.{}", format.extension()));
+        std::fs::write(&path, text).unwrap();
+        let table = payments(format, path.to_str().unwrap(), columns());
+        let schema = table.declared_schema.clone().unwrap();
+        let mut source = FileConnector::new(format)
+            .open_source(&table, Arc::clone(&schema))
+            .await
+            .unwrap();
+        let rows = concat_batches(&schema, &drain(source.as_mut(), 10).await).unwrap();
+        let amounts: &Int64Array = rows.column(1).as_primitive();
+        assert_eq!(amounts.values().to_vec(), vec![871], "{format:?}");
+        let letters = source.take_rejected();
+        assert_eq!(letters.len(), 1, "{format:?}: {letters:?}");
+        assert!(
+            letters[0].error.contains("871.47"),
+            "{format:?}: {letters:?}"
+        );
+        if format == FileFormat::Json {
+            assert!(
+                letters[0].error.contains("BIGINT column 'amount'")
+                    && letters[0].error.contains("not a whole number"),
+                "{letters:?}"
+            );
+        }
+    }
 }

@@ -319,3 +319,60 @@ fn epoch_milliseconds_become_times_only_with_a_declared_unit() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_parquet_column_declared_a_lossy_type_is_an_error_naming_table_column_file_and_types() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Float64Array, Int64Array};
+    use arrow::record_batch::RecordBatch;
+
+    let dir = tempfile::tempdir().unwrap();
+    let batch = RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+        ("amount", Arc::new(Float64Array::from(vec![871.47, 12.5]))),
+    ])
+    .unwrap();
+    let file = std::fs::File::create(dir.path().join("p.parquet")).unwrap();
+    let mut writer =
+        datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let pipeline = |amount: &str| {
+        format!(
+            "CREATE EXTERNAL TABLE payments (id BIGINT NOT NULL, amount {amount})
+             STORED AS PARQUET LOCATION 'p.parquet';
+             CREATE EXTERNAL TABLE out STORED AS CSV LOCATION 'out';
+             INSERT INTO out SELECT id, amount FROM payments;"
+        )
+    };
+    std::fs::write(dir.path().join("p.sql"), pipeline("BIGINT")).unwrap();
+    for args in [
+        vec!["run", "p.sql", "--quiet", "--no-checkpoint"],
+        vec!["batch", "p.sql"],
+        vec!["verify", "p.sql"],
+    ] {
+        let out = sh(dir.path(), &args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("table 'payments': column 'amount' is DOUBLE in file 'p.parquet' but declared BIGINT; converting would lose data — declare it DOUBLE"),
+            "{args:?}: {err}"
+        );
+        assert!(!dir.path().join("out").exists(), "{args:?} wrote output");
+    }
+    std::fs::write(dir.path().join("p.sql"), pipeline("DOUBLE")).unwrap();
+    let out = sh(dir.path(), &["batch", "p.sql"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text: String = dir
+        .path()
+        .join("out")
+        .read_dir()
+        .unwrap()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        text.contains("1,871.47") && text.contains("2,12.5"),
+        "{text}"
+    );
+}
