@@ -83,7 +83,11 @@ async fn table(dir: &Path, sql: &str, name: &str) -> BTreeMap<(i64, i64), (i64, 
     let decl = table_in(&p, name, dir);
     let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
         arrow::datatypes::Field::new("k", DataType::Int64, false),
-        arrow::datatypes::Field::new("start", DataType::Int64, true),
+        arrow::datatypes::Field::new(
+            "start",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+            true,
+        ),
         arrow::datatypes::Field::new("n", DataType::Int64, false),
         arrow::datatypes::Field::new("total", DataType::Int64, true),
     ]));
