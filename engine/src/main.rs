@@ -1,6 +1,7 @@
 //! `volley`: run, batch, verify and explain streaming SQL pipelines.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -358,28 +359,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 workers,
             };
             let report = verify(&p, &bindings(&inputs)?, &registry, &opts).await?;
+            let mut text = String::new();
             for sink in &report.sinks {
                 let key = if sink.key.is_empty() {
                     "whole rows".to_string()
                 } else {
                     sink.key.join(", ")
                 };
-                println!(
+                writeln!(
+                    text,
                     "{}: {}/{} match ({:.4}%) by key [{key}]",
                     sink.sink,
                     sink.matched,
                     sink.total,
                     100.0 * sink.match_rate()
-                );
+                )?;
                 for diff in &sink.differences {
-                    println!("  differs: {diff}");
+                    writeln!(text, "  differs: {diff}")?;
                 }
             }
-            println!("overall match rate: {:.4}%", 100.0 * report.match_rate());
+            writeln!(
+                text,
+                "overall match rate: {:.4}%",
+                100.0 * report.match_rate()
+            )?;
             let failures = report.failures(allow_empty);
             for failure in &failures {
-                println!("FAIL {failure}");
+                writeln!(text, "FAIL {failure}")?;
             }
+            print_stdout(&text)?;
             if let Some(file) = report_file {
                 let json = serde_json::to_string_pretty(&report.to_json(allow_empty))?;
                 std::fs::write(&file, json + "\n")
@@ -399,9 +407,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let (_, plans) = build_stream_job(&p, &registry, overrides).await?;
             let models = volley_engine::models::load_models(&p)?;
+            let mut text = String::new();
             for decl in &p.models {
                 if let Some(model) = models.get(&decl.name) {
-                    println!(
+                    writeln!(
+                        text,
                         "MODEL {}  ({})\n  file: {}\n  sha256: {}\n  input: {} {:?}; returns {}\n  backend {}, device {}, max_rows {}, null_policy {}\n",
                         decl.name,
                         decl.at,
@@ -414,18 +424,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         model.device().name(),
                         decl.options.max_rows,
                         decl.options.null_policy.name(),
-                    );
+                    )?;
                 }
             }
             for plan in &plans {
-                let text = volley_sql::stream::explain::explain_query(plan, &|source| {
+                let explained = volley_sql::stream::explain::explain_query(plan, &|source| {
                     p.table(source)
                         .and_then(|t| t.options.get("watermark").map(str::to_string))
                 });
-                println!("{text}");
+                writeln!(text, "{explained}")?;
             }
+            print_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Writes `text` to stdout. A reader that stops early (`volley explain p.sql | head -1`) is not
+/// an error: the rest was not wanted.
+fn print_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written,
     }
 }
 

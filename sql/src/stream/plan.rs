@@ -481,7 +481,7 @@ impl StreamPlanner {
             QueryShape::Aggregate(agg) if agg.window.is_none() => self.bucket_warnings(agg),
             QueryShape::Join(join) => join
                 .state_ttl
-                .map(|ttl| format!("the join of two streams joins only rows at most {ttl:?} apart in event time (the sink's 'state_ttl'), so pairs further apart are missing and the result may differ from batch"))
+                .map(|ttl| format!("the join of two streams joins only rows at most {} apart in event time (the sink's 'state_ttl'), so pairs further apart are missing and the result may differ from batch", crate::sql_text::duration(ttl)))
                 .into_iter()
                 .collect(),
             _ => Vec::new(),
@@ -641,7 +641,7 @@ impl StreamPlanner {
                 });
             }
             (Some(call), None) => {
-                let window = self.hop_window(&call, &group_by, at, inner)?;
+                let window = self.hop_window(&call, at, inner)?;
                 let panes = super::hop::to_panes(&pre)
                     .map_err(|e| SqlError::Internal(format!("planning hop panes: {e}")))?;
                 let split = self.hop_late_at_leaves(&panes, &call, &window)?;
@@ -857,9 +857,9 @@ impl StreamPlanner {
         };
         if left_window.size() != right_window.size() {
             return Err(refuse(format!(
-                "the two sides of a windowed join must use the same window: {:?} against {:?}",
-                left_window.size(),
-                right_window.size()
+                "the two sides of a windowed join must use the same window: {} against {}",
+                span_of(left_window.size()),
+                span_of(right_window.size())
             )));
         }
         let (width, unit) = left_window.size();
@@ -922,7 +922,7 @@ impl StreamPlanner {
             datafusion::common::JoinType::Inner | datafusion::common::JoinType::Left
         ) {
             return Err(refuse(format!(
-                "an interval join is streamed as an INNER or LEFT join (stream a LEFT JOIN b) only; {:?} is not yet: write JOIN or LEFT JOIN with the preserved stream first, or join on a shared tumbling window instead",
+                "an interval join is streamed as an INNER or LEFT join (stream a LEFT JOIN b) only; {} is not yet: write JOIN or LEFT JOIN with the preserved stream first, or join on a shared tumbling window instead",
                 hash.join_type()
             )));
         }
@@ -931,9 +931,9 @@ impl StreamPlanner {
                 "an interval join streams source rows; join aggregates on their shared window instead".into(),
             ));
         }
-        let display = hash
-            .filter()
-            .map_or_else(String::new, |f| f.expression().to_string());
+        let display = hash.filter().map_or_else(String::new, |f| {
+            crate::sql_text::tidy(&f.expression().to_string())
+        });
         let left_side = self.interval_side(left, bounds.left_ts, &display, at)?;
         let right_side = self.interval_side(right, bounds.right_ts, &display, at)?;
         let unit = |side: &(super::join::JoinSide, arrow::datatypes::TimeUnit)| side.1;
@@ -1237,11 +1237,10 @@ impl StreamPlanner {
     fn hop_window(
         &self,
         call: &super::hop::HopCall,
-        group_by: &PhysicalGroupBy,
         at: StatementRef,
         inner: &[AggregatePlan],
     ) -> Result<WindowSpec> {
-        let name = group_by.expr()[call.group_index].1.clone();
+        let name = call.display.clone();
         let mut sources = Vec::new();
         let mut column = String::new();
         for origin in &call.origins {
@@ -1404,7 +1403,8 @@ impl StreamPlanner {
         join: Option<&super::join::JoinTimes>,
     ) -> Result<Option<WindowSpec>> {
         let mut found = None;
-        for (index, (expr, name)) in group_by.expr().iter().enumerate() {
+        for (index, (expr, _)) in group_by.expr().iter().enumerate() {
+            let name = &crate::sql_text::expr(expr);
             let bucket = as_bucket(expr).map_err(|e| SqlError::Unsupported {
                 at,
                 message: format!("GROUP BY {name}: {}", e.0),
@@ -1722,6 +1722,11 @@ fn check_grouping_sets(
     Ok(())
 }
 
+/// A window's `(width, unit)` as an SQL interval.
+fn span_of((width, unit): (i64, arrow::datatypes::TimeUnit)) -> String {
+    crate::sql_text::span(width, unit)
+}
+
 /// The group columns of `agg`, for messages.
 fn keyed_groups(agg: &AggregatePlan) -> String {
     let names: Vec<&str> = agg
@@ -1832,7 +1837,7 @@ fn collect_leaves(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
 
 /// An indented, readable rendering of a physical plan.
 pub fn render(plan: &Arc<dyn ExecutionPlan>) -> String {
-    displayable(plan.as_ref()).indent(false).to_string()
+    crate::sql_text::tidy(&displayable(plan.as_ref()).indent(false).to_string())
 }
 
 /// Where a join of two streams' rows go: the leaf reading them, the aggregates over them and
