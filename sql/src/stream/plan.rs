@@ -41,6 +41,7 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use super::capability::{Capability, capability};
 use super::late::{LateFilter, LateGate};
 use super::leaf::{EpochSlot, EpochTable};
+use super::order::Emitted;
 use super::trace::{column_of, trace_column};
 use super::window::{BucketSize, WindowSize, WindowSpec, as_bucket, is_utc, nanos_per_unit};
 use volley_udfs::model::{ModelSet, models_called};
@@ -439,9 +440,14 @@ impl StreamPlanner {
             .map_err(|e| SqlError::plan(at, e))?;
         let physical = super::lookup::orient_lookup_joins(physical, at)?;
         let output_schema = physical.schema();
-        let mut aggregates = Vec::new();
-        let mut joins = Vec::new();
-        check_streamable(&physical, at, &mut aggregates, &mut joins)?;
+        let mut found = Streamable::default();
+        check_streamable(&physical, at, false, &mut found)?;
+        let Streamable {
+            aggregates,
+            joins,
+            sorts,
+            ..
+        } = found;
         let mut sources = Vec::new();
         collect_leaves(&physical, &mut sources);
         let physical_for_lookups = Arc::clone(&physical);
@@ -461,6 +467,18 @@ impl StreamPlanner {
                 });
             }
         };
+        let emitted = match &shape {
+            QueryShape::Aggregate(agg) if agg.window.is_some() => Emitted::Windows,
+            QueryShape::Aggregate(_) => Emitted::Updates,
+            QueryShape::Join(join) => match join.outer.last() {
+                Some(agg) if agg.window.is_none() => Emitted::Updates,
+                Some(_) => Emitted::Windows,
+                None if join.interval.is_none() => Emitted::Windows,
+                None => Emitted::Rows,
+            },
+            QueryShape::Stateless { .. } => Emitted::Rows,
+        };
+        super::order::check_sorts(&sorts, emitted, at)?;
         let key_columns = match &shape {
             // With grouping sets the visible group columns do not identify a row: a rolled-up
             // NULL and a NULL key look alike.
@@ -1739,34 +1757,65 @@ fn keyed_groups(agg: &AggregatePlan) -> String {
     names.join(", ")
 }
 
-/// Checks every node can run per epoch; collects aggregate nodes and joins of two streams.
+/// The nodes of a plan the streaming planner handles apart, found by [`check_streamable`].
+#[derive(Default)]
+struct Streamable {
+    /// Aggregates.
+    aggregates: Vec<Arc<dyn ExecutionPlan>>,
+    /// Joins of two streams.
+    joins: Vec<Arc<dyn ExecutionPlan>>,
+    /// The keys of the sorts whose rows reach the sink (not below an aggregate or a join of
+    /// two streams).
+    sorts: Vec<String>,
+    /// The ancestors of the node being checked, its parent last.
+    above: Vec<Arc<dyn ExecutionPlan>>,
+}
+
+/// Checks every node can run per epoch; collects aggregate nodes, joins of two streams and
+/// the sorts whose rows reach the sink. `stateful_above`: an aggregate or a join of two
+/// streams reads `plan`'s rows.
 fn check_streamable(
     plan: &Arc<dyn ExecutionPlan>,
     at: StatementRef,
-    aggregates: &mut Vec<Arc<dyn ExecutionPlan>>,
-    joins: &mut Vec<Arc<dyn ExecutionPlan>>,
+    stateful_above: bool,
+    found: &mut Streamable,
 ) -> Result<()> {
-    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
-        if super::lookup::lookup_build_side(join).is_some() {
-            // The build side is the lookup table, run once as in batch: only the probe side
-            // streams.
-            super::lookup::check_lookup_join(join, at)?;
-            return check_streamable(join.right(), at, aggregates, joins);
+    if let Some(message) = super::order::limit_refusal(plan.as_ref(), &found.above) {
+        return Err(SqlError::Unsupported { at, message });
+    }
+    let mut children = plan.children();
+    let mut stateful_above = stateful_above;
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>()
+        && super::lookup::lookup_build_side(join).is_some()
+    {
+        // The build side is the lookup table, run once as in batch: only the probe side
+        // streams.
+        super::lookup::check_lookup_join(join, at)?;
+        children = vec![join.right()];
+    } else if let Some(join) = plan.downcast_ref::<HashJoinExec>()
+        && is_stream_join(join)
+    {
+        found.joins.push(Arc::clone(plan));
+        stateful_above = true;
+    } else {
+        match capability(plan.as_ref()) {
+            Capability::Aggregate => {
+                found.aggregates.push(Arc::clone(plan));
+                stateful_above = true;
+            }
+            Capability::RowWise | Capability::PerEpoch => {}
+            Capability::Refused(message) => return Err(SqlError::Unsupported { at, message }),
         }
-        if is_stream_join(join) {
-            joins.push(Arc::clone(plan));
-            check_streamable(join.left(), at, aggregates, joins)?;
-            return check_streamable(join.right(), at, aggregates, joins);
+        if !stateful_above && let Some(keys) = super::order::sort_keys(plan.as_ref(), &found.above)
+        {
+            found.sorts.push(keys);
         }
     }
-    match capability(plan.as_ref()) {
-        Capability::Aggregate => aggregates.push(Arc::clone(plan)),
-        Capability::RowWise | Capability::PerEpoch => {}
-        Capability::Refused(message) => return Err(SqlError::Unsupported { at, message }),
+    found.above.push(Arc::clone(plan));
+    for child in children {
+        check_streamable(child, at, stateful_above, found)?;
     }
-    for child in plan.children() {
-        check_streamable(child, at, aggregates, joins)?;
-    }
+    found.above.pop();
     Ok(())
 }
 
