@@ -1,6 +1,7 @@
 //! `volley`: run, batch, verify and explain streaming SQL pipelines.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -379,57 +380,63 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 workers,
             };
             let reports = verify(&p, &bindings(&inputs)?, &registry, &opts).await?;
+            let mut text = String::new();
             let mut failures = Vec::new();
             for report in &reports {
-                println!("streaming {}:", report.pass);
+                writeln!(text, "streaming {}:", report.pass)?;
                 for sink in &report.sinks {
                     let key = if sink.key.is_empty() {
                         "whole rows".to_string()
                     } else {
                         sink.key.join(", ")
                     };
-                    println!(
+                    writeln!(
+                        text,
                         "  {}: {}/{} match ({:.4}%) by key [{key}]",
                         sink.sink,
                         sink.matched,
                         sink.total,
                         100.0 * sink.match_rate()
-                    );
+                    )?;
                     for diff in &sink.differences {
-                        println!("    differs: {diff}");
+                        writeln!(text, "    differs: {diff}")?;
                     }
                 }
                 for (name, source) in &report.sources {
-                    println!(
+                    writeln!(
+                        text,
                         "  source {name}: {} records, {} undecodable, {} late",
                         source.records,
                         source.undecodable,
                         source.late_rows()
-                    );
+                    )?;
                 }
                 let failed = report.failures(allow_empty);
-                println!(
+                writeln!(
+                    text,
                     "  match rate: {:.4}%{}",
                     100.0 * report.match_rate(),
                     if failed.is_empty() { "" } else { " (FAIL)" }
-                );
+                )?;
                 failures.extend(failed);
             }
             let (matched, total) = reports
                 .iter()
                 .flat_map(|r| &r.sinks)
                 .fold((0, 0), |(m, t), s| (m + s.matched, t + s.total));
-            println!(
+            writeln!(
+                text,
                 "overall match rate: {:.4}%",
                 if total == 0 {
                     100.0
                 } else {
                     100.0 * matched as f64 / total as f64
                 }
-            );
+            )?;
             for failure in &failures {
-                println!("FAIL {failure}");
+                writeln!(text, "FAIL {failure}")?;
             }
+            print_stdout(&text)?;
             if let Some(file) = report_file {
                 let json = serde_json::json!({
                     "pass": failures.is_empty(),
@@ -453,9 +460,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let (_, plans) = build_stream_job(&p, &registry, overrides).await?;
             let models = volley_engine::models::load_models(&p)?;
+            let mut text = String::new();
             for decl in &p.models {
                 if let Some(model) = models.get(&decl.name) {
-                    println!(
+                    writeln!(
+                        text,
                         "MODEL {}  ({})\n  file: {}\n  sha256: {}\n  input: {} {:?}; returns {}\n  backend {}, device {}, max_rows {}, null_policy {}\n",
                         decl.name,
                         decl.at,
@@ -468,16 +477,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         model.device().name(),
                         decl.options.max_rows,
                         decl.options.null_policy.name(),
-                    );
+                    )?;
                 }
             }
             for plan in &plans {
-                let text = volley_sql::stream::explain::explain_query(plan, &|source| {
+                let explained = volley_sql::stream::explain::explain_query(plan, &|source| {
                     p.table(source)
                         .and_then(|t| t.options.get("watermark").map(str::to_string))
                 });
-                println!("{text}");
+                writeln!(text, "{explained}")?;
             }
+            print_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -493,6 +503,17 @@ fn path_hash(pipeline: &std::path::Path) -> String {
         hash = hash.wrapping_mul(0x0100_0193);
     }
     format!("{hash:08x}")
+}
+
+/// Writes `text` to stdout. A reader that stops early (`volley explain p.sql | head -1`) is not
+/// an error: the rest was not wanted.
+fn print_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written,
+    }
 }
 
 /// Says which checkpoint a run starts from, and when it has nothing left to do.

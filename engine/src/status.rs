@@ -12,6 +12,8 @@ pub struct StatusLine {
     started: Instant,
     last: Instant,
     last_rows: u64,
+    /// Rows read before this run (restored from a checkpoint): rates count only the rest.
+    base_rows: u64,
     interval: Duration,
     terminal: bool,
 }
@@ -31,6 +33,7 @@ impl StatusLine {
             started: now,
             last: now,
             last_rows: 0,
+            base_rows: 0,
             interval: if terminal {
                 Duration::from_secs(1)
             } else {
@@ -38,6 +41,16 @@ impl StatusLine {
             },
             terminal,
         }
+    }
+
+    /// Starts counting from here: the sources have read `rows` before this run (restored from
+    /// a checkpoint), which the rates leave out.
+    pub fn rebase(&mut self, rows: u64) {
+        let now = Instant::now();
+        self.started = now;
+        self.last = now;
+        self.last_rows = rows;
+        self.base_rows = rows;
     }
 
     /// Refreshes the line if the interval has passed.
@@ -65,6 +78,28 @@ impl StatusLine {
         self.print(epoch, sources, queries, summary, true);
     }
 
+    /// The events read, with their rate since the last line (`now`) or over the whole run
+    /// (`last`); a run that read nothing has no rate.
+    fn events(&self, rows: u64, now: Instant, last: bool) -> String {
+        let this_run = rows.saturating_sub(self.base_rows);
+        let rate = if last {
+            (this_run > 0).then(|| {
+                let per_second = this_run as f64 / (now - self.started).as_secs_f64().max(1e-9);
+                format!("{per_second:.0}/s avg")
+            })
+        } else {
+            let per_second = rows.saturating_sub(self.last_rows) as f64
+                / (now - self.last).as_secs_f64().max(1e-9);
+            Some(format!("{per_second:.0}/s now"))
+        };
+        match (self.base_rows, rate) {
+            (0, Some(rate)) => format!("{rows} events ({rate})"),
+            (0, None) => format!("{rows} events"),
+            (_, Some(rate)) => format!("{rows} events ({this_run} this run, {rate})"),
+            (_, None) => format!("{rows} events (0 this run)"),
+        }
+    }
+
     fn print(
         &mut self,
         epoch: u64,
@@ -75,17 +110,7 @@ impl StatusLine {
     ) {
         let now = Instant::now();
         let rows: u64 = sources.iter().map(|s| s.rows).sum();
-        let (rate, label) = if last {
-            (
-                rows as f64 / self.started.elapsed().as_secs_f64().max(1e-9),
-                "avg",
-            )
-        } else {
-            (
-                (rows - self.last_rows) as f64 / (now - self.last).as_secs_f64().max(1e-9),
-                "now",
-            )
-        };
+        let events = self.events(rows, now, last);
         self.last = now;
         self.last_rows = rows;
         let watermark = sources
@@ -96,8 +121,8 @@ impl StatusLine {
         let windows: usize = queries.iter().map(QueryRunner::open_windows).sum();
         let out: u64 = summary.rows_out.values().sum();
         let mut line = format!(
-            "volley | epoch {epoch} | {rows} events ({:.0}/s {label}) | watermark {watermark} | windows open {windows} | late {} | rows out {out}",
-            rate, summary.late_rows
+            "volley | epoch {epoch} | {events} | watermark {watermark} | windows open {windows} | late {} | rows out {out}",
+            summary.late_rows
         );
         let lags: Vec<u64> = sources.iter().filter_map(SourceRuntime::lag).collect();
         if !lags.is_empty() {
@@ -153,4 +178,32 @@ fn format_watermark(nanos: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(nanos)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_count_only_the_rows_this_run_read() {
+        let mut status = StatusLine::new();
+        status.rebase(82_510_879);
+        let later = status.started + Duration::from_secs(2);
+        assert_eq!(
+            status.events(82_510_879, later, true),
+            "82510879 events (0 this run)"
+        );
+        assert_eq!(
+            status.events(82_511_879, later, true),
+            "82511879 events (1000 this run, 500/s avg)"
+        );
+        assert_eq!(
+            status.events(82_510_879, later, false),
+            "82510879 events (0 this run, 0/s now)"
+        );
+        let fresh = StatusLine::new();
+        let later = fresh.started + Duration::from_secs(2);
+        assert_eq!(fresh.events(0, later, true), "0 events");
+        assert_eq!(fresh.events(1_000, later, true), "1000 events (500/s avg)");
+    }
 }

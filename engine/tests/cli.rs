@@ -210,6 +210,63 @@ fn explain_shows_the_window_and_errors_name_the_statement() {
     assert!(stderr.contains("statement 2 (line 3)"), "{stderr}");
 }
 
+/// `explain` writes an interval as the SQL that wrote it, not as DataFusion's struct.
+#[test]
+fn explain_writes_intervals_as_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("p.sql");
+    std::fs::write(
+        &pipeline,
+        "CREATE EXTERNAL TABLE clicks (ts TIMESTAMP NOT NULL, user_id BIGINT NOT NULL)
+         STORED AS CSV LOCATION 'clicks.csv' OPTIONS ('watermark' 'ts - INTERVAL ''5 seconds''');
+         CREATE EXTERNAL TABLE out STORED AS PARQUET LOCATION 'out';
+         INSERT INTO out SELECT date_bin(INTERVAL '5 minutes', ts) AS w, count(*) AS n
+         FROM clicks WHERE ts > TIMESTAMP '2026-01-01T00:00:00' - INTERVAL '1 day 2 hours'
+         GROUP BY 1;",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("clicks.csv"), "ts,user_id\n").unwrap();
+    let out = volley()
+        .current_dir(dir.path())
+        .arg("explain")
+        .arg(&pipeline)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("window date_bin(INTERVAL '5 minutes', ts) over event time 'ts' (INTERVAL '5 minutes' wide)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("IntervalMonthDayNano"), "{stdout}");
+    assert!(!stdout.contains("nanoseconds:"), "{stdout}");
+}
+
+/// `volley explain p.sql | head -1`: a reader that stops early ends `explain` quietly.
+#[test]
+fn explain_into_a_closed_pipe_exits_cleanly() {
+    let mut child = volley()
+        .arg("explain")
+        .arg(repo().join("examples/surge/pipeline.sql"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before `explain` has planned anything, so its first write finds no reader.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+}
+
 /// Offline SQL over a historical Delta table runs unchanged: a batch job copies the events
 /// into a Delta table, and `verify` over that table (bound with `--input`) matches 100%.
 #[test]
@@ -322,6 +379,10 @@ fn changed_pipelines_refuse_to_restore_until_started_from_scratch() {
         stderr.contains("belongs to another pipeline")
             && stderr.contains("INTERVAL '2 minutes'")
             && stderr.contains("--from-scratch"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("INTERVAL '2 minutes'") && !stderr.contains("IntervalMonthDayNano"),
         "{stderr}"
     );
 

@@ -103,7 +103,7 @@ impl SqlError {
 
 /// DataFusion errors carry nested "Error during planning:" prefixes; keep the message readable.
 pub fn strip_df_prefix(err: &DataFusionError) -> String {
-    let text = err.to_string();
+    let text = crate::sql_text::tidy(&err.to_string());
     text.replace("Error during planning: ", "")
         .replace("Schema error: ", "")
 }

@@ -7,6 +7,7 @@ pub mod model;
 pub mod options;
 pub mod pipeline;
 pub mod splitter;
+pub mod sql_text;
 pub mod stream;
 pub mod table;
 pub mod watermark;

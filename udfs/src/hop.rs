@@ -140,7 +140,8 @@ pub fn interval_in(
         }
         other => {
             return Err(format!(
-                "hop: the {what} must be an INTERVAL literal, got {other:?}"
+                "hop: the {what} must be an INTERVAL literal, got {other} ({})",
+                other.data_type()
             ));
         }
     };
@@ -194,7 +195,8 @@ impl ScalarUDFImpl for HopFunc {
                 ts.clone(),
                 true,
             )))),
-            other => plan_err!("hop(ts, slide, size): ts must be a TIMESTAMP, got {other:?}"),
+            Some(other) => plan_err!("hop(ts, slide, size): ts must be a TIMESTAMP, got {other}"),
+            None => plan_err!("hop(ts, slide, size) needs its arguments"),
         }
     }
 

@@ -124,20 +124,18 @@ impl AggregateState {
         let mut hashes = Vec::new();
         for batch in &rows {
             if batch.schema().fields() != self.plan.state_schema.fields() {
+                let names = |schema: &arrow::datatypes::Schema| {
+                    let names: Vec<String> = schema
+                        .fields()
+                        .iter()
+                        .map(|f| volley_sql::sql_text::tidy(f.name()))
+                        .collect();
+                    names.join(", ")
+                };
                 return Err(EngineError::Checkpoint(format!(
-                    "checkpointed state has columns {:?}, the query's state has {:?}",
-                    batch
-                        .schema()
-                        .fields()
-                        .iter()
-                        .map(|f| f.name())
-                        .collect::<Vec<_>>(),
-                    self.plan
-                        .state_schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name())
-                        .collect::<Vec<_>>()
+                    "checkpointed state has columns [{}], the query's state has [{}]",
+                    names(&batch.schema()),
+                    names(&self.plan.state_schema)
                 )));
             }
             let parts = split_by_shard(batch, self.phases.group_count, shards, &mut hashes)?;

@@ -172,6 +172,10 @@ impl StreamJob {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<RunSummary> {
         self.prepare().await?;
+        if let Some(status) = &mut self.status {
+            // Rates count the rows this run reads, not those a restored checkpoint had read.
+            status.rebase(self.sources.iter().map(|s| s.rows).sum());
+        }
         let readers = std::mem::take(&mut self.readers);
         let exhausted = self.sources.iter().map(|s| s.exhausted).collect();
         let replay = std::mem::take(&mut self.replay);

@@ -212,9 +212,9 @@ impl StreamJob {
                 return Err(changed(format!(
                     "INSERT INTO {target} ({}) kept state '{}' into {}, now '{}'",
                     query.plan().at,
-                    saved.shape,
+                    volley_sql::sql_text::tidy(&saved.shape),
                     saved.target,
-                    query.shape()
+                    volley_sql::sql_text::tidy(&query.shape())
                 )));
             }
         }

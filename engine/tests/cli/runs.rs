@@ -54,8 +54,9 @@ fn paths_resolve_in_the_working_directory_and_a_restore_says_what_it_restored() 
         !files.join(".volley").exists(),
         "nothing beside the pipeline file"
     );
-    // Again from the same directory: the finished run is restored, and says so.
-    let again = sh(&here, &["run", pipeline, "--quiet"]);
+    // Again from the same directory: the finished run is restored, and says so; its status
+    // counts what this run read (nothing), not the restored total over this run's time.
+    let again = sh(&here, &["run", pipeline]);
     let err = stderr(&again);
     assert!(again.status.success(), "{err}");
     assert!(
@@ -68,6 +69,10 @@ fn paths_resolve_in_the_working_directory_and_a_restore_says_what_it_restored() 
     );
     assert!(
         err.contains("per_minute: 0 rows written (2 since the pipeline started"),
+        "{err}"
+    );
+    assert!(
+        err.contains("| 9000 events (0 this run) |") && !err.contains("/s avg"),
         "{err}"
     );
     // From another directory: its own state, its own output.

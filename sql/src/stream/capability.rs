@@ -11,7 +11,6 @@ use datafusion::physical_plan::joins::{
     CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PiecewiseMergeJoinExec, SortMergeJoinExec,
     SymmetricHashJoinExec,
 };
-use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -39,6 +38,10 @@ pub enum Capability {
 
 /// The capability of `node`.
 pub fn capability(node: &dyn ExecutionPlan) -> Capability {
+    // A LIMIT may sit in any node DataFusion pushed it into (a sort's top N, a scan).
+    if let Some(why) = super::order::limit_refusal(node, &[]) {
+        return Capability::Refused(why);
+    }
     if of::<ProjectionExec>(node)
         || of::<FilterExec>(node)
         || of::<CooperativeExec>(node)
@@ -61,12 +64,6 @@ pub fn capability(node: &dyn ExecutionPlan) -> Capability {
     }
     if of::<AggregateExec>(node) {
         return Capability::Aggregate;
-    }
-    if of::<GlobalLimitExec>(node) || of::<LocalLimitExec>(node) {
-        return Capability::Refused(
-            "LIMIT has no meaning over an unbounded stream; remove it (or run `volley batch`)"
-                .into(),
-        );
     }
     if of::<super::lookup::LookupScanExec>(node) {
         return Capability::Refused(
@@ -133,7 +130,13 @@ mod tests {
         let empty: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(Arc::clone(&schema)));
         assert_eq!(capability(empty.as_ref()), Capability::PerEpoch);
         let limit = GlobalLimitExec::new(Arc::clone(&empty), 0, Some(3));
-        assert!(matches!(capability(&limit), Capability::Refused(why) if why.contains("LIMIT")));
+        assert!(
+            matches!(capability(&limit), Capability::Refused(why) if why.starts_with("LIMIT 3 over a stream"))
+        );
+        let offset = GlobalLimitExec::new(Arc::clone(&empty), 2, None);
+        assert!(
+            matches!(capability(&offset), Capability::Refused(why) if why.starts_with("OFFSET 2 over a stream"))
+        );
         let cross = CrossJoinExec::new(Arc::clone(&empty), Arc::clone(&empty));
         assert!(
             matches!(capability(&cross), Capability::Refused(why) if why.contains("join (CrossJoinExec)") && why.contains("equality key"))

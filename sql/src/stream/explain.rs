@@ -92,20 +92,24 @@ fn explain_join(
     if let Some(bounds) = &join.interval {
         let _ = writeln!(
             out,
-            "  kind: interval join of two streams on {} (right time - left time within [{} ns, {} ns]); new rows of each side meet the held rows of the other, a row is held until the other side's watermark says no partner can still come, and a row older than its own side's watermark goes to dead letters",
-            join.display, bounds.lo, bounds.hi
+            "  kind: interval join of two streams on {} (right time - left time within [{}, {}]); new rows of each side meet the held rows of the other, a row is held until the other side's watermark says no partner can still come, and a row older than its own side's watermark goes to dead letters",
+            join.display,
+            crate::sql_text::interval(0, 0, bounds.lo),
+            crate::sql_text::interval(0, 0, bounds.hi)
         );
         if let Some(ttl) = join.state_ttl {
             let _ = writeln!(
                 out,
-                "  state_ttl: {ttl:?} of event time; the join has neither a shared window nor an interval, so only rows at most that far apart are joined, and results may differ from batch"
+                "  state_ttl: {} of event time; the join has neither a shared window nor an interval, so only rows at most that far apart are joined, and results may differ from batch",
+                crate::sql_text::duration(ttl)
             );
         }
     } else {
         let _ = writeln!(
             out,
-            "  kind: windowed join of two streams on {} ({} {:?} wide); each side's rows are held by window until both sides are complete for it, then the window is joined once and its rows dropped; a row of a window already joined goes to dead letters",
-            join.display, join.width, join.unit
+            "  kind: windowed join of two streams on {} ({} wide); each side's rows are held by window until both sides are complete for it, then the window is joined once and its rows dropped; a row of a window already joined goes to dead letters",
+            join.display,
+            crate::sql_text::span(join.width, join.unit)
         );
     }
     for (name, side) in [("left (build)", &join.left), ("right (probe)", &join.right)] {
@@ -172,7 +176,7 @@ fn explain_aggregate(
                 "{pad}  kind: hop-window aggregate; window {} over event time '{}' ({}); each row is aggregated once into its pane, a window merges its panes when the watermark passes its end, and a pane is dropped once its last window is emitted",
                 w.display,
                 w.column,
-                w.size_text()
+                size(w)
             );
         }
         Some(w) => {
@@ -181,13 +185,13 @@ fn explain_aggregate(
                 "{pad}  kind: tumbling-window aggregate; window {} over event time '{}' ({} wide)",
                 w.display,
                 w.column,
-                w.size_text()
+                size(w)
             );
             if w.lateness > 0 {
                 let _ = writeln!(
                     out,
-                    "{pad}  allowed_lateness: {} {:?}; an emitted window keeps its state that long and a late row within it re-emits the corrected row (upsert)",
-                    w.lateness, w.unit
+                    "{pad}  allowed_lateness: {}; an emitted window keeps its state that long and a late row within it re-emits the corrected row (upsert)",
+                    crate::sql_text::span(w.lateness, w.unit)
                 );
             }
             for source in &w.sources {
@@ -220,7 +224,8 @@ fn explain_aggregate(
             if let Some(ttl) = agg.state_ttl {
                 let _ = writeln!(
                     out,
-                    "{pad}  state_ttl: {ttl:?} of event time; a group not updated that long is forgotten, so results may differ from batch"
+                    "{pad}  state_ttl: {} of event time; a group not updated that long is forgotten, so results may differ from batch",
+                    crate::sql_text::duration(ttl)
                 );
             }
         }
@@ -229,7 +234,7 @@ fn explain_aggregate(
     let _ = writeln!(
         out,
         "{pad}  aggregates (two-phase: partial per micro-batch, merged state, final at emission): {}",
-        aggs.join(", ")
+        crate::sql_text::tidy(&aggs.join(", "))
     );
     let _ = writeln!(
         out,
@@ -242,6 +247,25 @@ fn explain_aggregate(
         agg.partial.output_partitioning().partition_count()
     );
     indent_by(out, &render(&agg.partial), pad);
+}
+
+/// A window's size in SQL: a tumbling window's width (`INTERVAL '1 minute'`, `INTERVAL '1
+/// month'`), or a hop window's size, slide and panes.
+fn size(w: &super::window::WindowSpec) -> String {
+    use super::window::WindowSize;
+    let span = |count: i64| crate::sql_text::span(count, w.unit);
+    match (w.hop, w.size) {
+        (Some(hop), WindowSize::Fixed(pane)) => format!(
+            "{} wide, every {}, in panes of {}",
+            span(hop.size),
+            span(hop.slide),
+            span(pane)
+        ),
+        (_, WindowSize::Fixed(width)) => span(width),
+        (_, WindowSize::Months(months)) => {
+            crate::sql_text::interval(i32::try_from(months).unwrap_or(i32::MAX), 0, 0)
+        }
+    }
 }
 
 fn indent(out: &mut String, text: &str) {

@@ -32,6 +32,8 @@ use super::trace::{ColumnOrigin, column_of, trace_column};
 pub struct HopCall {
     /// Index of the group key.
     pub group_index: usize,
+    /// The group key's name, for messages.
+    pub display: String,
     /// Slide, size and pane, in `unit`s.
     pub sizes: HopSizes,
     /// Unit (and zone) of the window starts.
@@ -94,6 +96,7 @@ pub fn find_hop(
         let Some((call, input)) = column_of(expr).and_then(|c| unnested_hop(pre, c)) else {
             continue;
         };
+        let name = crate::sql_text::tidy(name);
         let Some(call) = call.downcast_ref::<ScalarFunctionExpr>() else {
             continue;
         };
@@ -129,6 +132,7 @@ pub fn find_hop(
             })?;
         found = Some(HopCall {
             group_index,
+            display: name,
             sizes,
             unit,
             tz,

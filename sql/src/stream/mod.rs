@@ -9,6 +9,7 @@ pub mod join;
 pub mod late;
 pub mod leaf;
 pub mod lookup;
+pub mod order;
 pub mod plan;
 pub mod trace;
 pub mod ttl;

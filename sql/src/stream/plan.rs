@@ -41,6 +41,7 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use super::capability::{Capability, capability};
 use super::late::{LateFilter, LateGate};
 use super::leaf::{EpochSlot, EpochTable};
+use super::order::Emitted;
 use super::trace::{column_of, trace_column};
 use super::window::{BucketSize, WindowSize, WindowSpec, as_bucket, is_utc, nanos_per_unit};
 use volley_udfs::model::{ModelSet, models_called};
@@ -439,9 +440,14 @@ impl StreamPlanner {
             .map_err(|e| SqlError::plan(at, e))?;
         let physical = super::lookup::orient_lookup_joins(physical, at)?;
         let output_schema = physical.schema();
-        let mut aggregates = Vec::new();
-        let mut joins = Vec::new();
-        check_streamable(&physical, at, &mut aggregates, &mut joins)?;
+        let mut found = Streamable::default();
+        check_streamable(&physical, at, false, &mut found)?;
+        let Streamable {
+            aggregates,
+            joins,
+            sorts,
+            ..
+        } = found;
         let mut sources = Vec::new();
         collect_leaves(&physical, &mut sources);
         let physical_for_lookups = Arc::clone(&physical);
@@ -461,6 +467,18 @@ impl StreamPlanner {
                 });
             }
         };
+        let emitted = match &shape {
+            QueryShape::Aggregate(agg) if agg.window.is_some() => Emitted::Windows,
+            QueryShape::Aggregate(_) => Emitted::Updates,
+            QueryShape::Join(join) => match join.outer.last() {
+                Some(agg) if agg.window.is_none() => Emitted::Updates,
+                Some(_) => Emitted::Windows,
+                None if join.interval.is_none() => Emitted::Windows,
+                None => Emitted::Rows,
+            },
+            QueryShape::Stateless { .. } => Emitted::Rows,
+        };
+        super::order::check_sorts(&sorts, emitted, at)?;
         let key_columns = match &shape {
             // With grouping sets the visible group columns do not identify a row: a rolled-up
             // NULL and a NULL key look alike.
@@ -481,7 +499,7 @@ impl StreamPlanner {
             QueryShape::Aggregate(agg) if agg.window.is_none() => self.bucket_warnings(agg),
             QueryShape::Join(join) => join
                 .state_ttl
-                .map(|ttl| format!("the join of two streams joins only rows at most {ttl:?} apart in event time (the sink's 'state_ttl'), so pairs further apart are missing and the result may differ from batch"))
+                .map(|ttl| format!("the join of two streams joins only rows at most {} apart in event time (the sink's 'state_ttl'), so pairs further apart are missing and the result may differ from batch", crate::sql_text::duration(ttl)))
                 .into_iter()
                 .collect(),
             _ => Vec::new(),
@@ -641,7 +659,7 @@ impl StreamPlanner {
                 });
             }
             (Some(call), None) => {
-                let window = self.hop_window(&call, &group_by, at, inner)?;
+                let window = self.hop_window(&call, at, inner)?;
                 let panes = super::hop::to_panes(&pre)
                     .map_err(|e| SqlError::Internal(format!("planning hop panes: {e}")))?;
                 let split = self.hop_late_at_leaves(&panes, &call, &window)?;
@@ -857,9 +875,9 @@ impl StreamPlanner {
         };
         if left_window.size() != right_window.size() {
             return Err(refuse(format!(
-                "the two sides of a windowed join must use the same window: {:?} against {:?}",
-                left_window.size(),
-                right_window.size()
+                "the two sides of a windowed join must use the same window: {} against {}",
+                span_of(left_window.size()),
+                span_of(right_window.size())
             )));
         }
         let (width, unit) = left_window.size();
@@ -922,7 +940,7 @@ impl StreamPlanner {
             datafusion::common::JoinType::Inner | datafusion::common::JoinType::Left
         ) {
             return Err(refuse(format!(
-                "an interval join is streamed as an INNER or LEFT join (stream a LEFT JOIN b) only; {:?} is not yet: write JOIN or LEFT JOIN with the preserved stream first, or join on a shared tumbling window instead",
+                "an interval join is streamed as an INNER or LEFT join (stream a LEFT JOIN b) only; {} is not yet: write JOIN or LEFT JOIN with the preserved stream first, or join on a shared tumbling window instead",
                 hash.join_type()
             )));
         }
@@ -931,9 +949,9 @@ impl StreamPlanner {
                 "an interval join streams source rows; join aggregates on their shared window instead".into(),
             ));
         }
-        let display = hash
-            .filter()
-            .map_or_else(String::new, |f| f.expression().to_string());
+        let display = hash.filter().map_or_else(String::new, |f| {
+            crate::sql_text::tidy(&f.expression().to_string())
+        });
         let left_side = self.interval_side(left, bounds.left_ts, &display, at)?;
         let right_side = self.interval_side(right, bounds.right_ts, &display, at)?;
         let unit = |side: &(super::join::JoinSide, arrow::datatypes::TimeUnit)| side.1;
@@ -1237,11 +1255,10 @@ impl StreamPlanner {
     fn hop_window(
         &self,
         call: &super::hop::HopCall,
-        group_by: &PhysicalGroupBy,
         at: StatementRef,
         inner: &[AggregatePlan],
     ) -> Result<WindowSpec> {
-        let name = group_by.expr()[call.group_index].1.clone();
+        let name = call.display.clone();
         let mut sources = Vec::new();
         let mut column = String::new();
         for origin in &call.origins {
@@ -1404,7 +1421,8 @@ impl StreamPlanner {
         join: Option<&super::join::JoinTimes>,
     ) -> Result<Option<WindowSpec>> {
         let mut found = None;
-        for (index, (expr, name)) in group_by.expr().iter().enumerate() {
+        for (index, (expr, _)) in group_by.expr().iter().enumerate() {
+            let name = &crate::sql_text::expr(expr);
             let bucket = as_bucket(expr).map_err(|e| SqlError::Unsupported {
                 at,
                 message: format!("GROUP BY {name}: {}", e.0),
@@ -1722,6 +1740,11 @@ fn check_grouping_sets(
     Ok(())
 }
 
+/// A window's `(width, unit)` as an SQL interval.
+fn span_of((width, unit): (i64, arrow::datatypes::TimeUnit)) -> String {
+    crate::sql_text::span(width, unit)
+}
+
 /// The group columns of `agg`, for messages.
 fn keyed_groups(agg: &AggregatePlan) -> String {
     let names: Vec<&str> = agg
@@ -1734,34 +1757,65 @@ fn keyed_groups(agg: &AggregatePlan) -> String {
     names.join(", ")
 }
 
-/// Checks every node can run per epoch; collects aggregate nodes and joins of two streams.
+/// The nodes of a plan the streaming planner handles apart, found by [`check_streamable`].
+#[derive(Default)]
+struct Streamable {
+    /// Aggregates.
+    aggregates: Vec<Arc<dyn ExecutionPlan>>,
+    /// Joins of two streams.
+    joins: Vec<Arc<dyn ExecutionPlan>>,
+    /// The keys of the sorts whose rows reach the sink (not below an aggregate or a join of
+    /// two streams).
+    sorts: Vec<String>,
+    /// The ancestors of the node being checked, its parent last.
+    above: Vec<Arc<dyn ExecutionPlan>>,
+}
+
+/// Checks every node can run per epoch; collects aggregate nodes, joins of two streams and
+/// the sorts whose rows reach the sink. `stateful_above`: an aggregate or a join of two
+/// streams reads `plan`'s rows.
 fn check_streamable(
     plan: &Arc<dyn ExecutionPlan>,
     at: StatementRef,
-    aggregates: &mut Vec<Arc<dyn ExecutionPlan>>,
-    joins: &mut Vec<Arc<dyn ExecutionPlan>>,
+    stateful_above: bool,
+    found: &mut Streamable,
 ) -> Result<()> {
-    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
-        if super::lookup::lookup_build_side(join).is_some() {
-            // The build side is the lookup table, run once as in batch: only the probe side
-            // streams.
-            super::lookup::check_lookup_join(join, at)?;
-            return check_streamable(join.right(), at, aggregates, joins);
+    if let Some(message) = super::order::limit_refusal(plan.as_ref(), &found.above) {
+        return Err(SqlError::Unsupported { at, message });
+    }
+    let mut children = plan.children();
+    let mut stateful_above = stateful_above;
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>()
+        && super::lookup::lookup_build_side(join).is_some()
+    {
+        // The build side is the lookup table, run once as in batch: only the probe side
+        // streams.
+        super::lookup::check_lookup_join(join, at)?;
+        children = vec![join.right()];
+    } else if let Some(join) = plan.downcast_ref::<HashJoinExec>()
+        && is_stream_join(join)
+    {
+        found.joins.push(Arc::clone(plan));
+        stateful_above = true;
+    } else {
+        match capability(plan.as_ref()) {
+            Capability::Aggregate => {
+                found.aggregates.push(Arc::clone(plan));
+                stateful_above = true;
+            }
+            Capability::RowWise | Capability::PerEpoch => {}
+            Capability::Refused(message) => return Err(SqlError::Unsupported { at, message }),
         }
-        if is_stream_join(join) {
-            joins.push(Arc::clone(plan));
-            check_streamable(join.left(), at, aggregates, joins)?;
-            return check_streamable(join.right(), at, aggregates, joins);
+        if !stateful_above && let Some(keys) = super::order::sort_keys(plan.as_ref(), &found.above)
+        {
+            found.sorts.push(keys);
         }
     }
-    match capability(plan.as_ref()) {
-        Capability::Aggregate => aggregates.push(Arc::clone(plan)),
-        Capability::RowWise | Capability::PerEpoch => {}
-        Capability::Refused(message) => return Err(SqlError::Unsupported { at, message }),
+    found.above.push(Arc::clone(plan));
+    for child in children {
+        check_streamable(child, at, stateful_above, found)?;
     }
-    for child in plan.children() {
-        check_streamable(child, at, aggregates, joins)?;
-    }
+    found.above.pop();
     Ok(())
 }
 
@@ -1832,7 +1886,7 @@ fn collect_leaves(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
 
 /// An indented, readable rendering of a physical plan.
 pub fn render(plan: &Arc<dyn ExecutionPlan>) -> String {
-    displayable(plan.as_ref()).indent(false).to_string()
+    crate::sql_text::tidy(&displayable(plan.as_ref()).indent(false).to_string())
 }
 
 /// Where a join of two streams' rows go: the leaf reading them, the aggregates over them and

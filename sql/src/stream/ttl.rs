@@ -94,7 +94,10 @@ pub fn bound_stream_joins(
 ) -> Result<(LogicalPlan, usize)> {
     let nanos = i64::try_from(ttl.as_nanos()).map_err(|_| SqlError::Unsupported {
         at,
-        message: format!("option 'state_ttl' ({ttl:?}) is too long"),
+        message: format!(
+            "option 'state_ttl' ({}) is too long",
+            crate::sql_text::duration(ttl)
+        ),
     })?;
     let span = || {
         lit(ScalarValue::IntervalMonthDayNano(Some(

@@ -288,7 +288,8 @@ fn date_bin(args: &[Arc<dyn PhysicalExpr>]) -> Result<Bucket, NotAWindow> {
         }
         Some(other) if !other.is_null() => {
             return Err(NotAWindow(format!(
-                "window width {other} is not a fixed duration (months and years vary in length); for calendar windows use date_trunc('month' | 'quarter' | 'year', ts)"
+                "window width {} is not a fixed duration (months and years vary in length); for calendar windows use date_trunc('month' | 'quarter' | 'year', ts)",
+                crate::sql_text::scalar(&other)
             )));
         }
         _ => {
