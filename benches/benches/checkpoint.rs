@@ -116,16 +116,16 @@ fn open_keys(c: &mut Criterion) {
         .unwrap();
         job
     });
-    let open: usize = job.queries.iter().map(|q| q.state_rows()).sum();
+    let open: usize = job.state_rows();
     assert_eq!(open as u64, count, "one open key per request");
     c.bench_function("checkpoint/open_keys=1000000", |b| {
         b.iter(|| rt.block_on(job.checkpoint()).unwrap())
     });
     eprintln!(
         "checkpoint of {open} open keys: {} bytes ({} MiB), last took {} ms",
-        job.summary.last_checkpoint_bytes,
-        job.summary.last_checkpoint_bytes / (1024 * 1024),
-        job.summary.last_checkpoint_ms
+        job.summary().last_checkpoint_bytes,
+        job.summary().last_checkpoint_bytes / (1024 * 1024),
+        job.summary().last_checkpoint_ms
     );
 }
 

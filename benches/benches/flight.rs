@@ -22,9 +22,9 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use tonic::transport::{Channel, Endpoint};
 use volley_connectors::ConnectorRegistry;
-use volley_engine::flight::QueryRuntime;
-use volley_engine::flight::server::{self, FlightArgs};
 use volley_engine::setup::{JobOverrides, build_stream_job};
+use volley_flight::QueryRuntime;
+use volley_flight::server::{self, FlightArgs};
 use volley_sql::Pipeline;
 
 #[global_allocator]
@@ -157,7 +157,7 @@ async fn run(rows: u64, load: Load, clients_on: &tokio::runtime::Handle) -> Outc
     let (job, _) = build_stream_job(&pipeline, &registry, overrides)
         .await
         .unwrap();
-    let live = job.live.as_ref().unwrap();
+    let live = job.live().unwrap();
     let args = FlightArgs {
         flight: "127.0.0.1:0".into(),
         ..FlightArgs::default()

@@ -203,17 +203,14 @@ async fn measure(broker: &str, lines: Vec<Vec<u8>>, rate: u64, max_delay: &str) 
         .await
         .unwrap();
     let mut samples: BTreeMap<String, Arc<Mutex<Vec<i64>>>> = BTreeMap::new();
-    for (name, sink) in std::mem::take(&mut job.sinks) {
+    job.wrap_sinks(|name, sink| {
         let latencies_us = Arc::new(Mutex::new(Vec::new()));
-        samples.insert(name.clone(), Arc::clone(&latencies_us));
-        job.sinks.insert(
-            name,
-            Box::new(Timed {
-                inner: sink,
-                latencies_us,
-            }),
-        );
-    }
+        samples.insert(name.to_string(), Arc::clone(&latencies_us));
+        Box::new(Timed {
+            inner: sink,
+            latencies_us,
+        })
+    });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(job.run_until(stopped));
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -16,7 +16,7 @@ use volley_sql::{Pipeline, SqlError, TableDecl, TableOptions};
 use volley_udfs::model::{ModelSet, models_called};
 
 use crate::error::{EngineError, Result};
-use crate::setup::{source_tables, table_schema};
+use crate::tables::{source_tables, table_schema};
 
 /// `--input NAME=PATH` bindings: source table → bounded file (Parquet, CSV or JSON by extension),
 /// directory of Parquet files, or Delta table (a directory holding `_delta_log`).

@@ -32,7 +32,8 @@ use crate::checkpoint::CheckpointConfig;
 use crate::driver::BatchSizing;
 use crate::error::{EngineError, Result};
 use crate::runtime::{CheckpointHook, RunSummary};
-use crate::setup::{JobOverrides, build_stream_job, source_tables, table_schema};
+use crate::setup::{JobOverrides, build_stream_job};
+use crate::tables::{source_tables, table_schema};
 
 /// The source whose `group` option puts the pipeline in group mode, if any.
 ///
@@ -134,7 +135,7 @@ pub struct GroupConfig {
     /// Print ownership changes on stderr.
     pub verbose: bool,
     /// Serve the live tables over Flight SQL: the union of this process's partition jobs.
-    pub flight: Option<crate::flight::server::FlightArgs>,
+    pub flight: Option<volley_flight::server::FlightArgs>,
 }
 
 struct PartitionJob {
@@ -180,7 +181,7 @@ pub async fn run_group(
             let set = Arc::new(PublishedSet::new(empty.published()));
             let names: Vec<String> = empty.names().map(str::to_string).collect();
             server = Some(
-                crate::flight::server::start(
+                volley_flight::server::start(
                     args,
                     Arc::clone(&set) as Arc<dyn volley_connectors::live::SnapshotSource>,
                     &names,
@@ -350,7 +351,7 @@ impl Share<'_> {
         let (job, _) = build_stream_job(self.pipeline, self.registry, overrides).await?;
         let (stop, stopped) = watch::channel(false);
         let share = format!("p{partition}");
-        let live = match (self.live, &job.live) {
+        let live = match (self.live, job.live()) {
             (Some(set), Some(tables)) => {
                 set.insert(&share, tables.published());
                 Some(Arc::clone(set))

@@ -8,7 +8,6 @@ pub mod coalesce;
 pub mod compare;
 pub mod driver;
 pub mod error;
-pub mod flight;
 pub mod group;
 pub mod job;
 pub mod join;
@@ -24,6 +23,7 @@ pub mod setup;
 pub mod signals;
 pub mod sink_fit;
 pub mod status;
+pub mod tables;
 pub mod verify;
 pub mod watermark;
 

@@ -134,7 +134,7 @@ impl Lookups {
                     (reader.schema(), content, None)
                 }
                 None if is_delta => {
-                    let schema = crate::setup::table_schema(table, registry).await?;
+                    let schema = crate::tables::table_schema(table, registry).await?;
                     let (version, batches) =
                         volley_connectors::delta::lookup::read_version(table, &schema, None)
                             .await?;

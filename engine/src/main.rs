@@ -69,7 +69,7 @@ enum Command {
         #[arg(long)]
         pipeline_id: Option<String>,
         #[command(flatten)]
-        flight: volley_engine::flight::server::FlightArgs,
+        flight: volley_flight::server::FlightArgs,
         /// Do not serve Flight SQL.
         #[arg(long)]
         no_flight: bool,
@@ -93,7 +93,7 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
         #[command(flatten)]
-        flight: volley_engine::flight::server::FlightArgs,
+        flight: volley_flight::server::FlightArgs,
     },
     /// Run batch and streaming over the same input and compare every sink per key.
     Verify {
@@ -130,6 +130,9 @@ enum Command {
     Explain {
         /// The pipeline `.sql` file.
         pipeline: PathBuf,
+        /// Plan for this many cores (as `run --workers`; default: all).
+        #[arg(long)]
+        workers: Option<usize>,
     },
 }
 
@@ -185,7 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
             };
             let pipeline_id = pipeline_id.unwrap_or(name);
-            let summary = if let Some(table) = group_source(&p)? {
+            let mut summary = if let Some(table) = group_source(&p)? {
                 let checkpoint = checkpoint.ok_or_else(|| {
                     anyhow::anyhow!(
                         "table '{}' has option 'group' (group mode): its partitions move between processes through their checkpoints, so --no-checkpoint cannot be used",
@@ -214,9 +217,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..JobOverrides::default()
                 };
                 let (mut job, _) = build_stream_job(&p, &registry, overrides).await?;
-                let server = match &job.live {
+                let server = match job.live() {
                     Some(live) if !no_flight => Some(
-                        volley_engine::flight::server::start(
+                        volley_flight::server::start(
                             &flight,
                             live.published(),
                             &live.names().map(str::to_string).collect::<Vec<_>>(),
@@ -228,7 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     _ => None,
                 };
                 job.prepare().await.context("pipeline failed")?;
-                if let Some(restored) = &job.summary.restored {
+                if let Some(restored) = &job.summary().restored {
                     announce(restored);
                 }
                 let summary = job
@@ -240,6 +243,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 summary
             };
+            // Every sink is named, also one that received nothing.
+            for insert in &p.inserts {
+                summary.rows_out.entry(insert.target.clone()).or_default();
+            }
             for (sink, total) in &summary.rows_out {
                 let rows = summary.rows_out_this_run(sink);
                 match &summary.restored {
@@ -299,6 +306,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     summary.epochs_replayed, summary.rows_skipped
                 );
             }
+            if let Some(warning) = summary.nothing_written_warning() {
+                eprintln!("volley: warning: {warning}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Batch {
@@ -333,14 +343,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "--serve: no sink has a 'merge_key', so there is no table to serve (a sink is served as the latest row per merge_key)"
                     );
                 }
-                let server = volley_engine::flight::server::start(
-                    &flight,
-                    live.published(),
-                    &names,
-                    None,
-                    false,
-                )
-                .await?;
+                let server =
+                    volley_flight::server::start(&flight, live.published(), &names, None, false)
+                        .await?;
                 eprintln!("volley: serving the batch's results until interrupted (Ctrl-C)");
                 let mut stop = volley_engine::signals::stop_on_signals();
                 while !*stop.borrow() {
@@ -452,10 +457,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Explain { pipeline } => {
+        Command::Explain { pipeline, workers } => {
             let p = load_pipeline(&pipeline, &registry).await?;
             let overrides = JobOverrides {
                 no_sinks: true,
+                workers,
                 ..JobOverrides::default()
             };
             let (_, plans) = build_stream_job(&p, &registry, overrides).await?;

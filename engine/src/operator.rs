@@ -173,3 +173,13 @@ pub trait StreamOperator: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 }
+
+/// The smallest watermark of `sources` (nanoseconds); `None` while any is unknown.
+pub fn min_watermark(sources: &[String], watermarks: &HashMap<String, Option<i64>>) -> Option<i64> {
+    let mut min: Option<i64> = None;
+    for source in sources {
+        let wm = watermarks.get(source).copied().flatten()?;
+        min = Some(min.map_or(wm, |m| m.min(wm)));
+    }
+    min
+}

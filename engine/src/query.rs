@@ -273,16 +273,6 @@ impl QueryRunner {
     }
 }
 
-/// The smallest watermark of `sources` (nanoseconds); `None` while any is unknown.
-pub fn min_watermark(sources: &[String], watermarks: &HashMap<String, Option<i64>>) -> Option<i64> {
-    let mut min: Option<i64> = None;
-    for source in sources {
-        let wm = watermarks.get(source).copied().flatten()?;
-        min = Some(min.map_or(wm, |m| m.min(wm)));
-    }
-    min
-}
-
 fn non_empty(batches: Vec<RecordBatch>) -> Vec<RecordBatch> {
     batches.into_iter().filter(|b| b.num_rows() > 0).collect()
 }

@@ -4,8 +4,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
-use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use volley_connectors::live::LiveTables;
 use volley_connectors::{ConnectorRegistry, Sink, SinkContext, Source};
 use volley_sql::stream::{EpochSlot, QueryPlan, SourceBinding, StreamPlanner};
@@ -17,6 +15,7 @@ use crate::error::{EngineError, Result};
 use crate::query::QueryRunner;
 use crate::runtime::{SourceRuntime, StreamJob};
 use crate::status::StatusLine;
+use crate::tables::{connector_for, source_tables, table_schema};
 use crate::watermark::EventTimeTracker;
 
 /// Replacements for what the pipeline declares (tests, `verify`, benches).
@@ -51,74 +50,6 @@ pub struct JobOverrides {
 /// Every core the process may use.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-}
-
-/// The tables INSERTs read, in first-use order.
-///
-/// # Errors
-/// A referenced table that is not declared, or one that is both read and written.
-pub fn source_tables(pipeline: &Pipeline) -> Result<Vec<&TableDecl>> {
-    let state = volley_sql::stream::batch_context().state();
-    let mut names: Vec<String> = Vec::new();
-    for insert in &pipeline.inserts {
-        let statement = DfStatement::Statement(Box::new(SqlStatement::Query(insert.query.clone())));
-        let refs = state
-            .resolve_table_references(&statement)
-            .map_err(|e| SqlError::plan(insert.at, e))?;
-        for r in refs {
-            let name = r.table().to_string();
-            if pipeline.table(&name).is_none() {
-                return Err(SqlError::Plan {
-                    at: insert.at,
-                    message: format!(
-                        "table '{name}' is not declared; declare it with CREATE EXTERNAL TABLE"
-                    ),
-                }
-                .into());
-            }
-            if pipeline.inserts.iter().any(|i| i.target == name) {
-                return Err(SqlError::Unsupported {
-                    at: insert.at,
-                    message: format!("table '{name}' is both written and read by this pipeline; chaining INSERTs through a table is not supported yet"),
-                }
-                .into());
-            }
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
-    }
-    Ok(names.iter().filter_map(|n| pipeline.table(n)).collect())
-}
-
-/// The schema of a table: declared, or what its connector infers.
-///
-/// # Errors
-/// Neither declared nor inferable.
-pub async fn table_schema(table: &TableDecl, registry: &ConnectorRegistry) -> Result<SchemaRef> {
-    if let Some(schema) = &table.declared_schema {
-        return Ok(Arc::clone(schema));
-    }
-    let connector = connector_for(table, registry)?;
-    connector.infer_schema(table).await?.ok_or_else(|| {
-        EngineError::Sql(SqlError::Pipeline(format!(
-            "table '{}' (STORED AS {}) declares no columns and its kind cannot infer them; list the columns in CREATE EXTERNAL TABLE",
-            table.name, table.kind
-        )))
-    })
-}
-
-fn connector_for<'a>(
-    table: &TableDecl,
-    registry: &'a ConnectorRegistry,
-) -> Result<&'a Arc<dyn volley_connectors::Connector>> {
-    registry.get(&table.kind).ok_or_else(|| {
-        EngineError::Sql(SqlError::UnknownKind {
-            table: table.name.clone(),
-            kind: table.kind.clone(),
-            allowed: volley_sql::KindCatalog::kinds(registry).join(", "),
-        })
-    })
 }
 
 /// Where the event-time column is, and the watermark delay in nanoseconds.

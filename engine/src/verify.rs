@@ -355,7 +355,7 @@ async fn sources_as_run_reads(
 ) -> Result<HashMap<String, Box<dyn Source>>> {
     let lookups = crate::lookup::lookup_tables(pipeline)?;
     let mut sources: HashMap<String, Box<dyn Source>> = HashMap::new();
-    for table in crate::setup::source_tables(pipeline)? {
+    for table in crate::tables::source_tables(pipeline)? {
         if lookups.contains(&table.name) {
             if let Some((schema, batches)) = rows.get(&table.name) {
                 sources.insert(
@@ -366,7 +366,7 @@ async fn sources_as_run_reads(
             continue;
         }
         let decl = crate::batch::bound_decl(table, inputs, registry)?;
-        let schema = crate::setup::table_schema(&decl, registry).await?;
+        let schema = crate::tables::table_schema(&decl, registry).await?;
         let connector = registry
             .get(&decl.kind)
             .ok_or_else(|| EngineError::Internal(format!("no connector for {}", decl.kind)))?;
@@ -398,7 +398,7 @@ async fn compare_pass(
     let (stream, plans, summary) = stream_from(pipeline, registry, sources, opts).await?;
     let mut report = compare_outputs(pipeline, &plans, batch, &stream, opts.max_differences)?;
     let mut limits = BTreeMap::new();
-    for table in crate::setup::source_tables(pipeline)? {
+    for table in crate::tables::source_tables(pipeline)? {
         limits.insert(table.name.clone(), table.max_dead_letters()?);
     }
     report.pass = pass.to_string();

@@ -13,6 +13,8 @@ use volley_sql::Pipeline;
 mod everyday;
 #[path = "cli/flight.rs"]
 mod flight;
+#[path = "cli/golden.rs"]
+mod golden;
 #[path = "cli/inputs.rs"]
 mod inputs;
 #[path = "cli/live_restore.rs"]

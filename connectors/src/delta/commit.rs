@@ -7,7 +7,7 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableRefer
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use serde_json::Value;
 
-use super::table::delta_error;
+use super::errors::delta_error;
 use crate::error::{ConnectorError, Result};
 use crate::traits::ModelLineage;
 

@@ -5,7 +5,8 @@ use arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 use volley_sql::TableDecl;
 
-use super::table::{delta_error, load, provider};
+use super::errors::delta_error;
+use super::table::{load, provider};
 use crate::error::{ConnectorError, Result};
 use crate::location::Location;
 

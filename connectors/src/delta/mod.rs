@@ -29,6 +29,7 @@
 
 mod commit;
 mod dedupe;
+mod errors;
 mod letters;
 pub mod lookup;
 mod options;

@@ -14,8 +14,9 @@ use volley_sql::TableDecl;
 
 use super::commit::{commit_without_data, epoch_properties, volley_metadata};
 use super::dedupe::last_row_per_key;
+use super::errors::delta_error;
 use super::options::DeltaOptions;
-use super::table::{self, delta_error, quoted};
+use super::table::{self, quoted};
 use crate::error::{ConnectorError, Result};
 use crate::location::Location;
 use crate::traits::{ModelLineage, Sink, SinkContext};

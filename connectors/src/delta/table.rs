@@ -15,24 +15,9 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
 use super::commit::volley_metadata;
+use super::errors::delta_error;
 use crate::error::{ConnectorError, Result};
 use crate::location::Location;
-
-/// An error from deltalake while `doing` something with `table`.
-pub(crate) fn delta_error(table: &str, doing: &str, err: DeltaTableError) -> ConnectorError {
-    let retryable = matches!(
-        err,
-        DeltaTableError::ObjectStore { .. }
-            | DeltaTableError::Io { .. }
-            | DeltaTableError::VersionAlreadyExists(_)
-            | DeltaTableError::Transaction { .. }
-    );
-    ConnectorError::External {
-        table: table.to_string(),
-        message: format!("Delta table: cannot {doing}: {err}"),
-        retryable,
-    }
-}
 
 /// A not yet loaded handle on the Delta table at `location`.
 fn handle(table: &str, location: &Location) -> Result<DeltaTable> {

@@ -7,10 +7,10 @@ use volley_sql::stream::AggregatePlan;
 
 use super::{AggregateOutput, AggregateState};
 use crate::error::{EngineError, Result};
+use crate::operator::min_watermark;
 use crate::operator::{
     OperatorInput, OperatorOutput, OperatorSnapshot, RestoredState, StatePiece, StreamOperator,
 };
-use crate::query::min_watermark;
 
 /// The state rows' piece name in a checkpoint.
 const STATE: &str = "state";

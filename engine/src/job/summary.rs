@@ -87,6 +87,59 @@ impl RunSummary {
             .unwrap_or(0);
         total.saturating_sub(before)
     }
+
+    /// Rows this run read from its sources (the totals less what a restored checkpoint held).
+    pub fn rows_in_this_run(&self) -> u64 {
+        let before = self.restored.as_ref().map_or(0, |r| r.rows_in);
+        self.rows_in.saturating_sub(before)
+    }
+
+    /// A warning when this run read rows but no sink received any: a filter or join that keeps
+    /// nothing, rows that were all late, or windows the watermark never closed look like a
+    /// quiet success otherwise.
+    pub fn nothing_written_warning(&self) -> Option<String> {
+        let read = self.rows_in_this_run();
+        let written: u64 = self
+            .rows_out
+            .keys()
+            .map(|s| self.rows_out_this_run(s))
+            .sum();
+        if read == 0 || written > 0 {
+            return None;
+        }
+        let mut why = Vec::new();
+        if self.late_rows > 0 {
+            why.push(format!("{} rows were late", self.late_rows));
+        }
+        if self.rejected_records > 0 {
+            why.push(format!(
+                "{} records could not be decoded",
+                self.rejected_records
+            ));
+        }
+        if self.rejected_by_models > 0 {
+            why.push(format!(
+                "predict() left out {} rows",
+                self.rejected_by_models
+            ));
+        }
+        let sinks: Vec<&str> = self.rows_out.keys().map(String::as_str).collect();
+        let why = if why.is_empty() {
+            "the queries' filters and joins kept no row, or every row is still in a window the \
+             watermark has not closed (a window is written once the watermark passes its end)"
+                .to_string()
+        } else {
+            why.join(", ")
+        };
+        Some(format!(
+            "{read} rows were read but no sink received a row ({}): {why}",
+            if sinks.is_empty() {
+                "the pipeline has no sink".to_string()
+            } else {
+                sinks.join(", ")
+            }
+        ))
+    }
 }
 
 /// One model's work as text: `fraud: 12 calls, 98304 rows (8192 per call p50, 8192 max),

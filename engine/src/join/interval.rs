@@ -119,7 +119,7 @@ impl JoinState {
         let per = self.plan.nanos_per_unit();
         match &side.frontier {
             SideFrontier::Sources { sources, .. } => {
-                crate::query::min_watermark(sources, watermarks).map(|wm| {
+                crate::operator::min_watermark(sources, watermarks).map(|wm| {
                     if wm == i64::MAX {
                         i64::MAX
                     } else {

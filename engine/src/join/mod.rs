@@ -306,7 +306,7 @@ impl JoinState {
         let per = self.plan.nanos_per_unit();
         match &side.frontier {
             SideFrontier::Sources { sources, .. } => {
-                let wm = crate::query::min_watermark(sources, watermarks)?;
+                let wm = crate::operator::min_watermark(sources, watermarks)?;
                 if wm == i64::MAX {
                     return Some(i64::MAX);
                 }

@@ -33,62 +33,62 @@ pub use crate::job::{Restored, RunSummary, SourceRuntime};
 #[derive(Debug)]
 pub struct StreamJob {
     /// Source runtimes, in the same order as `readers`.
-    pub sources: Vec<SourceRuntime>,
+    pub(crate) sources: Vec<SourceRuntime>,
     /// The source readers (moved to the driver task when the run starts).
-    pub readers: Vec<Box<dyn Source>>,
+    pub(crate) readers: Vec<Box<dyn Source>>,
     /// One runner per INSERT.
-    pub queries: Vec<QueryRunner>,
+    pub(crate) queries: Vec<QueryRunner>,
     /// Sinks by table name.
-    pub sinks: BTreeMap<String, Box<dyn Sink>>,
+    pub(crate) sinks: BTreeMap<String, Box<dyn Sink>>,
     /// Micro-batch row bound.
-    pub sizing: BatchSizing,
+    pub(crate) sizing: BatchSizing,
     /// Micro-batch time bound.
-    pub max_delay: Duration,
+    pub(crate) max_delay: Duration,
     /// Live status line (None = quiet).
-    pub status: Option<StatusLine>,
+    pub(crate) status: Option<StatusLine>,
     /// Totals so far.
-    pub summary: RunSummary,
+    pub(crate) summary: RunSummary,
     /// Dead-letter writers by source.
-    pub dead_letters: HashMap<String, DeadLetterWriter>,
+    pub(crate) dead_letters: HashMap<String, DeadLetterWriter>,
     /// The last epoch processed.
-    pub epoch: u64,
+    pub(crate) epoch: u64,
     /// Checkpointing, if on.
-    pub checkpoints: Option<Checkpointer>,
+    pub(crate) checkpoints: Option<Checkpointer>,
     /// The last epoch each sink reports it has committed (sinks that can tell).
-    pub committed: HashMap<String, u64>,
+    pub(crate) committed: HashMap<String, u64>,
     /// Logged epochs to re-read first (set by a restore).
-    pub replay: Vec<EpochRange>,
+    pub(crate) replay: Vec<EpochRange>,
     /// The pipeline's fingerprint, recorded in checkpoints.
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
     /// The pipeline's statements that decide its results, recorded in checkpoints.
-    pub statements: Vec<String>,
+    pub(crate) statements: Vec<String>,
     /// Per source (in job order): how long a partition may give no rows before the watermark
     /// leaves it out.
-    pub idle_timeouts: Vec<Duration>,
+    pub(crate) idle_timeouts: Vec<Duration>,
     /// The share of the pipeline this job is, when several jobs run it (group mode: the source
     /// partition, such as `p3`); names its dead-letter files.
-    pub instance: Option<String>,
+    pub(crate) instance: Option<String>,
     /// Told about every checkpoint written.
-    pub on_checkpoint: Option<CheckpointHook>,
+    pub(crate) on_checkpoint: Option<CheckpointHook>,
     /// Identifies the pipeline to its sinks and dead-letter tables.
-    pub pipeline_id: String,
+    pub(crate) pipeline_id: String,
     /// The models `predict()` calls, with the rows it left out this epoch.
-    pub models: Arc<ModelSet>,
+    pub(crate) models: Arc<ModelSet>,
     /// Where dead letters go, by letter source (a source table, or `model_<name>`).
-    pub letter_destinations: BTreeMap<String, String>,
+    pub(crate) letter_destinations: BTreeMap<String, String>,
     /// [`StreamJob::prepare`] has run.
-    pub prepared: bool,
+    pub(crate) prepared: bool,
     /// Live tables, published once every sink has written an epoch (None: not kept).
-    pub live: Option<LiveTables>,
+    pub(crate) live: Option<LiveTables>,
     /// Reports this job's metrics to the process's registry (the `system` tables).
-    pub metrics: Option<crate::metrics::JobReporter>,
+    pub(crate) metrics: Option<crate::metrics::JobReporter>,
     /// The tables queries join with the streams, loaded once (or refreshed by version).
-    pub lookups: crate::lookup::Lookups,
+    pub(crate) lookups: crate::lookup::Lookups,
     /// Each source's `max_dead_letters`: the run fails when more of its records went to dead
     /// letters.
-    pub letter_limits: BTreeMap<String, volley_sql::DeadLetterLimit>,
+    pub(crate) letter_limits: BTreeMap<String, volley_sql::DeadLetterLimit>,
     /// For each logged epoch to re-read: the lookup table versions it joined.
-    pub replay_lookups: BTreeMap<u64, Vec<crate::checkpoint::manifest::LookupVersion>>,
+    pub(crate) replay_lookups: BTreeMap<u64, Vec<crate::checkpoint::manifest::LookupVersion>>,
 }
 
 /// Called after each checkpoint with its epoch and every source's position (in job order),
@@ -106,6 +106,45 @@ impl std::fmt::Debug for CheckpointHook {
 }
 
 impl StreamJob {
+    /// Totals so far (after [`StreamJob::prepare`], what a restored checkpoint held).
+    pub fn summary(&self) -> &RunSummary {
+        &self.summary
+    }
+
+    /// The last epoch processed (after a restore, the checkpoint's).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The live tables it publishes (None: not kept).
+    pub fn live(&self) -> Option<&LiveTables> {
+        self.live.as_ref()
+    }
+
+    /// The tables its queries join the streams with.
+    pub fn lookups(&self) -> &crate::lookup::Lookups {
+        &self.lookups
+    }
+
+    /// The models `predict()` calls.
+    pub fn models(&self) -> &Arc<ModelSet> {
+        &self.models
+    }
+
+    /// Rows of operator state held, over every INSERT.
+    pub fn state_rows(&self) -> usize {
+        self.queries.iter().map(QueryRunner::state_rows).sum()
+    }
+
+    /// Replaces every sink with what `wrap` makes of it (by table name), such as a sink that
+    /// times its writes.
+    pub fn wrap_sinks(&mut self, mut wrap: impl FnMut(&str, Box<dyn Sink>) -> Box<dyn Sink>) {
+        for (name, sink) in std::mem::take(&mut self.sinks) {
+            let wrapped = wrap(&name, sink);
+            self.sinks.insert(name, wrapped);
+        }
+    }
+
     /// The row bound small source batches are coalesced up to: the largest model `max_rows`,
     /// and at least DataFusion's batch size.
     fn coalesce_rows(&self) -> usize {

@@ -250,7 +250,7 @@ impl StreamJob {
                     saved.target
                 )));
             }
-            let watermark = crate::query::min_watermark(&query.plan().sources, &watermarks);
+            let watermark = crate::operator::min_watermark(&query.plan().sources, &watermarks);
             for operator in &saved.operators {
                 let mut pieces = Vec::with_capacity(operator.state.len());
                 for piece in &operator.state {

@@ -299,3 +299,29 @@ fn a_source_whose_records_are_all_rejected_fails_run_and_batch() {
     let run = sh(here, &["run", "lenient.sql", "--quiet", "--no-flight"]);
     assert!(run.status.success(), "{}", stderr(&run));
 }
+
+#[test]
+fn a_run_whose_sink_receives_nothing_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path();
+    payments_by_user(&here.join("payments.csv"));
+    std::fs::write(
+        here.join("p.sql"),
+        pipeline("", "user_id > 1000", "out/per_user"),
+    )
+    .unwrap();
+    let run = sh(here, &["run", "p.sql", "--quiet", "--no-flight"]);
+    let err = stderr(&run);
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.contains("per_user: 0 rows written")
+            && err.contains("4000 rows were read but no sink received a row (per_user)"),
+        "{err}"
+    );
+    // A pipeline that writes rows says nothing of the kind.
+    std::fs::write(here.join("q.sql"), pipeline("", "true", "out/all")).unwrap();
+    let run = sh(here, &["run", "q.sql", "--quiet", "--no-flight"]);
+    let err = stderr(&run);
+    assert!(run.status.success(), "{err}");
+    assert!(!err.contains("no sink received"), "{err}");
+}

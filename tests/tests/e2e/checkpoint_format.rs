@@ -230,3 +230,84 @@ async fn a_checkpoint_missing_an_operator_s_state_is_refused_not_restored_empty(
         "{error}"
     );
 }
+
+/// Copies `from` into `to`, recursively.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `tests/data/checkpoint_v2` holds, byte for byte, what the `volley` binary of format 2
+/// (before stream-graph operator ids) left behind when it was aborted after writing the
+/// checkpoint of epoch 14 but before pointing at it: checkpoints 13 and 14, the epoch log,
+/// and the sinks (Parquet files, a Delta table) as of then. Today's binary restores epoch 13,
+/// re-reads the logged epoch and finishes with every sink equal to batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_written_by_the_format_two_binary_restores_and_finishes_equal_to_batch() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use volley_engine::batch::batch_outputs;
+    use volley_engine::verify::compare_outputs;
+    use volley_sql::stream::QueryPlan;
+
+    use crate::harness::{assert_exact, pipeline, plans, rows};
+    use crate::process::volley_ok;
+    use crate::readers::{conform, delta_stored, sink_rows, table_in};
+
+    let frozen = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/checkpoint_v2");
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&frozen, dir.path());
+    let run = volley_ok(
+        dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--quiet",
+            "--no-flight",
+            "--checkpoint-dir",
+            "checkpoint",
+        ],
+    );
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("restored checkpoint of epoch 13") && err.contains("re-reading 1 logged"),
+        "{err}"
+    );
+
+    let sql = std::fs::read_to_string(frozen.join("pipeline.sql")).unwrap();
+    let p = pipeline(&sql).await;
+    let input = rows(&p).await;
+    let mut batch = batch_outputs(&p, &input).await.unwrap();
+    let plans = plans(&p).await;
+    let stored = |plan: &QueryPlan| {
+        if plan.target == "per_user" {
+            delta_stored(&plan.output_schema)
+        } else {
+            Arc::clone(&plan.output_schema)
+        }
+    };
+    let mut ours = BTreeMap::new();
+    for plan in &plans {
+        let expected = batch.get_mut(&plan.target).unwrap();
+        *expected = conform(&stored(plan), expected);
+        assert!(!expected.is_empty(), "{}: batch wrote nothing", plan.target);
+        let table = table_in(&p, &plan.target, dir.path());
+        ours.insert(
+            plan.target.clone(),
+            vec![(1, sink_rows(&table, &stored(plan)).await)],
+        );
+    }
+    assert_exact(
+        &compare_outputs(&p, &plans, &batch, &ours, 5).unwrap(),
+        "restored from the format-2 checkpoint",
+    );
+}

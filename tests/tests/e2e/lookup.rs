@@ -231,7 +231,7 @@ async fn each_join_hashes_its_lookup_table_once_for_the_whole_run() {
     let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
         .await
         .unwrap();
-    let tables = job.lookups.data();
+    let tables = job.lookups().data();
     let summary = job.run().await.unwrap();
     assert!(summary.epochs > 100, "{} epochs", summary.epochs);
     let scans: BTreeMap<String, usize> = tables

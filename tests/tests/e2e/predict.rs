@@ -396,7 +396,7 @@ FROM rides;
     let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
         .await
         .unwrap();
-    let models = std::sync::Arc::clone(&job.models);
+    let models = std::sync::Arc::clone(job.models());
     let summary = job.run().await.unwrap();
     assert_eq!(summary.rows_in, 2000);
     let stats = models.get("fraud").unwrap().stats();

@@ -95,7 +95,7 @@ async fn a_group_not_updated_for_the_ttl_is_forgotten_also_across_a_restore() {
             job.run_epoch(input(&EPOCHS, n)).await.unwrap();
         }
         assert_eq!(last_upserts(&collected), want, "ttl {ttl:?}");
-        let expired = job.summary.groups_expired;
+        let expired = job.summary().groups_expired;
         assert_eq!(expired, u64::from(!ttl.is_empty()), "ttl {ttl:?}");
     }
     // Two epochs, a checkpoint, a new process restoring it, the rest: the same answer.
@@ -107,7 +107,7 @@ async fn a_group_not_updated_for_the_ttl_is_forgotten_also_across_a_restore() {
     }
     drop(first);
     let (mut second, collected) = job(&ttl, Some(dir.path())).await;
-    assert_eq!(second.epoch, 2, "restored the checkpoint of epoch 2");
+    assert_eq!(second.epoch(), 2, "restored the checkpoint of epoch 2");
     for n in 3..=4 {
         second.run_epoch(input(&EPOCHS, n)).await.unwrap();
     }

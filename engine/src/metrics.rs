@@ -1,0 +1,481 @@
+//! What one job reports to the process's metrics registry ([`volley_metrics::Metrics`]): per
+//! epoch, per checkpoint, per dead letter.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, UInt64Type};
+use volley_connectors::dead_letter::DeadLetterBatch;
+use volley_udfs::model::ModelSet;
+
+use crate::job::{RunSummary, SourceRuntime};
+use crate::query::QueryRunner;
+pub use volley_metrics::{
+    CHECKPOINT_HISTORY, CheckpointRow, EPOCH_HISTORY, JobKey, JobMetrics, JobState, LETTER_HISTORY,
+    LetterRow, MetricRow, Metrics, SYSTEM_TABLES, SystemSchema, now_ms, push_bounded,
+};
+
+/// A rate over at least this long a window, so one busy epoch does not read as a spike.
+const RATE_WINDOW_SECS: f64 = 1.0;
+
+/// One job's reporter: it keeps what the registry's rows are computed from.
+#[derive(Debug)]
+pub struct JobReporter {
+    metrics: Arc<Metrics>,
+    key: JobKey,
+    epoch_started: Option<Instant>,
+    epoch_ms: VecDeque<f64>,
+    /// Per `(component, name)`: when the rate was last sampled, the count then, the rate.
+    rates: HashMap<(&'static str, String), (Instant, u64, f64)>,
+    /// Per query (in job order): rows in and rows out, in total.
+    queries: Vec<(u64, u64)>,
+    letters: BTreeMap<String, u64>,
+}
+
+impl JobReporter {
+    /// Registers the job `key` running `statements` with `metrics`.
+    pub fn new(metrics: Arc<Metrics>, key: JobKey, statements: Vec<String>) -> Self {
+        metrics.start(key.clone(), statements);
+        Self {
+            metrics,
+            key,
+            epoch_started: None,
+            epoch_ms: VecDeque::with_capacity(EPOCH_HISTORY),
+            rates: HashMap::new(),
+            queries: Vec::new(),
+            letters: BTreeMap::new(),
+        }
+    }
+
+    /// An epoch starts now.
+    pub fn epoch_started(&mut self) {
+        self.epoch_started = Some(Instant::now());
+    }
+
+    /// Query `index` (in job order) read `rows_in` rows and emitted `rows_out` this epoch.
+    pub fn query_rows(&mut self, index: usize, rows_in: u64, rows_out: u64) {
+        if self.queries.len() <= index {
+            self.queries.resize(index + 1, (0, 0));
+        }
+        self.queries[index].0 += rows_in;
+        self.queries[index].1 += rows_out;
+    }
+
+    /// The dead letters written in `epoch`, by source.
+    pub fn letters(&mut self, epoch: u64, letters: &BTreeMap<String, Vec<DeadLetterBatch>>) {
+        let at_ms = now_ms();
+        let mut rows = Vec::new();
+        for (source, batches) in letters {
+            for batch in batches {
+                *self.letters.entry(source.clone()).or_default() += batch.rows.num_rows() as u64;
+                // Only the most recent are kept: describe no more than that many.
+                let keep = batch.rows.num_rows().min(LETTER_HISTORY);
+                let tail = batch.rows.slice(batch.rows.num_rows() - keep, keep);
+                for (position, payload) in describe(&tail) {
+                    rows.push(LetterRow {
+                        epoch,
+                        source: source.clone(),
+                        reason: batch.reason.clone(),
+                        position,
+                        payload,
+                        at_ms,
+                    });
+                }
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        self.metrics.update(&self.key, |job| {
+            for row in rows {
+                push_bounded(&mut job.dead_letters, row, LETTER_HISTORY);
+            }
+        });
+    }
+
+    /// A checkpoint of `epoch` was written in `duration_ms`, `bytes` long.
+    pub fn checkpoint(&self, epoch: u64, duration_ms: u64, bytes: u64) {
+        let row = CheckpointRow {
+            epoch,
+            written_at_ms: now_ms(),
+            duration_ms,
+            bytes,
+        };
+        self.metrics.update(&self.key, |job| {
+            push_bounded(&mut job.checkpoints, row, CHECKPOINT_HISTORY);
+        });
+    }
+
+    /// What reports the job's end, once the job itself is gone.
+    pub fn finisher(&self) -> Finisher {
+        Finisher {
+            metrics: Arc::clone(&self.metrics),
+            key: self.key.clone(),
+        }
+    }
+
+    fn rate(&mut self, component: &'static str, name: &str, count: u64) -> f64 {
+        let now = Instant::now();
+        let entry = self
+            .rates
+            .entry((component, name.to_string()))
+            .or_insert((now, count, 0.0));
+        let elapsed = now.duration_since(entry.0).as_secs_f64();
+        if elapsed >= RATE_WINDOW_SECS {
+            entry.2 = count.saturating_sub(entry.1) as f64 / elapsed;
+            entry.0 = now;
+            entry.1 = count;
+        }
+        entry.2
+    }
+
+    /// Epoch `epoch` is done: every metric as of now.
+    pub fn epoch_finished(
+        &mut self,
+        epoch: u64,
+        sources: &[SourceRuntime],
+        queries: &[QueryRunner],
+        summary: &RunSummary,
+        models: &ModelSet,
+    ) {
+        if let Some(started) = self.epoch_started.take() {
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            push_bounded(&mut self.epoch_ms, ms, EPOCH_HISTORY);
+        }
+        let source_rates: Vec<f64> = sources
+            .iter()
+            .map(|s| self.rate("source", &s.name, s.rows))
+            .collect();
+        let sink_rates: Vec<f64> = summary
+            .rows_out
+            .iter()
+            .map(|(target, rows)| self.rate("sink", target, *rows))
+            .collect();
+        let mut rows = Vec::new();
+        let mut row = |component: &'static str, name: &str, metric: &'static str, value: f64| {
+            rows.push(MetricRow {
+                component,
+                name: name.to_string(),
+                metric,
+                value,
+            });
+        };
+        let pipeline = self.key.pipeline.as_str();
+        let (last, p50, p99) = percentiles(&self.epoch_ms);
+        row("pipeline", pipeline, "epochs", epoch as f64);
+        row("pipeline", pipeline, "epoch_ms_last", last);
+        row("pipeline", pipeline, "epoch_ms_p50", p50);
+        row("pipeline", pipeline, "epoch_ms_p99", p99);
+        row("pipeline", pipeline, "rows_in", summary.rows_in as f64);
+        let out: u64 = summary.rows_out.values().sum();
+        row("pipeline", pipeline, "rows_out", out as f64);
+        row("pipeline", pipeline, "late_rows", summary.late_rows as f64);
+        row(
+            "pipeline",
+            pipeline,
+            "rejected_records",
+            summary.rejected_records as f64,
+        );
+        row(
+            "pipeline",
+            pipeline,
+            "rejected_by_models",
+            summary.rejected_by_models as f64,
+        );
+        row(
+            "pipeline",
+            pipeline,
+            "windows_emitted",
+            summary.windows_emitted as f64,
+        );
+        row(
+            "pipeline",
+            pipeline,
+            "checkpoints",
+            summary.checkpoints as f64,
+        );
+        row(
+            "pipeline",
+            pipeline,
+            "checkpoint_ms_last",
+            summary.last_checkpoint_ms as f64,
+        );
+        row(
+            "pipeline",
+            pipeline,
+            "checkpoint_bytes_last",
+            summary.last_checkpoint_bytes as f64,
+        );
+        for (i, source) in sources.iter().enumerate() {
+            row("source", &source.name, "rows_in", source.rows as f64);
+            row("source", &source.name, "rows_per_second", source_rates[i]);
+            if let Some(lag) = source.lag() {
+                row("source", &source.name, "consumer_lag", lag as f64);
+            }
+            if let Some(watermark) = source.watermark().filter(|w| *w != i64::MAX) {
+                row(
+                    "source",
+                    &source.name,
+                    "watermark_ms",
+                    (watermark / 1_000_000) as f64,
+                );
+            }
+            if let Some(max) = source.max_event_time() {
+                row(
+                    "source",
+                    &source.name,
+                    "max_event_time_ms",
+                    (max / 1_000_000) as f64,
+                );
+            }
+            let letters = self.letters.get(&source.name).copied().unwrap_or(0);
+            row("source", &source.name, "dead_letters", letters as f64);
+            row(
+                "source",
+                &source.name,
+                "exhausted",
+                f64::from(u8::from(source.exhausted)),
+            );
+        }
+        for ((target, rows_out), rate) in summary.rows_out.iter().zip(sink_rates) {
+            row("sink", target, "rows_out", *rows_out as f64);
+            row("sink", target, "rows_per_second", rate);
+        }
+        for (i, query) in queries.iter().enumerate() {
+            let (rows_in, rows_out) = self.queries.get(i).copied().unwrap_or((0, 0));
+            let name = format!("INSERT INTO {} ({})", query.plan().target, query.plan().at);
+            row("query", &name, "rows_in", rows_in as f64);
+            row("query", &name, "rows_out", rows_out as f64);
+            row("query", &name, "windows_open", query.open_windows() as f64);
+        }
+        for model in models.iter() {
+            let stats = model.stats();
+            let name = model.name();
+            row("model", name, "calls", stats.calls as f64);
+            row("model", name, "rows", stats.rows as f64);
+            let per_call = if stats.calls == 0 {
+                0.0
+            } else {
+                stats.rows as f64 / stats.calls as f64
+            };
+            row("model", name, "rows_per_call", per_call);
+            let mean = if stats.calls == 0 {
+                0.0
+            } else {
+                stats.total_seconds * 1e3 / stats.calls as f64
+            };
+            row("model", name, "latency_ms_mean", mean);
+            row("model", name, "latency_ms_last", stats.last_seconds * 1e3);
+            row(
+                "model",
+                name,
+                "latency_ms_p50",
+                stats.latency_p50_seconds * 1e3,
+            );
+            row(
+                "model",
+                name,
+                "latency_ms_p99",
+                stats.latency_p99_seconds * 1e3,
+            );
+            row(
+                "model",
+                name,
+                "rows_per_call_p50",
+                stats.rows_per_call_p50 as f64,
+            );
+            row(
+                "model",
+                name,
+                "rows_per_call_max",
+                stats.rows_per_call_max as f64,
+            );
+            row("model", name, "failures", stats.failures as f64);
+            row("model", name, "timeouts", stats.timeouts as f64);
+            row("model", name, "memo_rows", stats.memo_rows as f64);
+            row("model", name, "in_flight_peak", stats.peak_in_flight as f64);
+        }
+        self.metrics.update(&self.key, |job| {
+            job.epoch = epoch;
+            job.metrics = rows;
+        });
+    }
+}
+
+/// Reports how a job ended.
+#[derive(Debug)]
+pub struct Finisher {
+    metrics: Arc<Metrics>,
+    key: JobKey,
+}
+
+impl Finisher {
+    /// The job stopped in `state`.
+    pub fn report(&self, state: JobState) {
+        self.metrics.update(&self.key, |job| job.state = state);
+    }
+}
+
+/// The last, median and 99th percentile of `samples` (0 when there are none).
+fn percentiles(samples: &VecDeque<f64>) -> (f64, f64, f64) {
+    let Some(&last) = samples.back() else {
+        return (0.0, 0.0, 0.0);
+    };
+    let mut sorted: Vec<f64> = samples.iter().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+        sorted[index.min(sorted.len() - 1)]
+    };
+    (last, at(0.5), at(0.99))
+}
+
+/// Each letter's position and payload: a rejected record's partition, offset and raw text;
+/// any other row as JSON.
+fn describe(rows: &RecordBatch) -> Vec<(Option<String>, String)> {
+    let column = |name: &str| rows.column_by_name(name);
+    if let (Some(partition), Some(offset), Some(payload)) =
+        (column("partition"), column("offset"), column("payload"))
+        && partition.data_type() == &DataType::Utf8
+        && offset.data_type() == &DataType::UInt64
+        && payload.data_type() == &DataType::Utf8
+    {
+        let partition = partition.as_string::<i32>();
+        let offset = offset.as_primitive::<UInt64Type>();
+        let payload = payload.as_string::<i32>();
+        let hex = column("payload_hex")
+            .filter(|c| c.data_type() == &DataType::Utf8)
+            .map(|c| c.as_string::<i32>().clone());
+        return (0..rows.num_rows())
+            .map(|i| {
+                let at = if partition.value(i).is_empty() {
+                    format!("offset {}", offset.value(i))
+                } else {
+                    format!(
+                        "partition {} offset {}",
+                        partition.value(i),
+                        offset.value(i)
+                    )
+                };
+                let text = if payload.is_null(i) {
+                    hex.as_ref()
+                        .filter(|h| !h.is_null(i))
+                        .map(|h| format!("0x{}", h.value(i)))
+                        .unwrap_or_default()
+                } else {
+                    payload.value(i).to_string()
+                };
+                (Some(at), text)
+            })
+            .collect();
+    }
+    let mut out = Vec::new();
+    {
+        let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
+        if writer.write(rows).and_then(|()| writer.finish()).is_err() {
+            return vec![(None, "(a row that cannot be shown as JSON)".into()); rows.num_rows()];
+        }
+    }
+    String::from_utf8_lossy(&out)
+        .lines()
+        .map(|line| (None, line.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use arrow::array::{AsArray, Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::catalog::SchemaProvider;
+    use datafusion::prelude::SessionContext;
+    use volley_connectors::RejectedRecord;
+    use volley_connectors::dead_letter::DeadLetterBatch;
+
+    use super::{JobKey, JobReporter, JobState, Metrics, SystemSchema};
+
+    #[tokio::test]
+    async fn the_registry_reads_as_system_tables() {
+        let metrics = Arc::new(Metrics::default());
+        let key = JobKey {
+            pipeline: "surge".into(),
+            instance: None,
+        };
+        let mut reporter = JobReporter::new(
+            Arc::clone(&metrics),
+            key,
+            vec!["INSERT INTO t SELECT 1".into()],
+        );
+        reporter.checkpoint(3, 12, 4096);
+        let late = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                "rider_id",
+                DataType::Int64,
+                false,
+            )])),
+            vec![Arc::new(Int64Array::from(vec![7, 8]))],
+        )
+        .unwrap();
+        let bad = RejectedRecord {
+            partition: "2".into(),
+            offset: 41,
+            key: None,
+            payload: b"{not json".to_vec(),
+            error: "expected value".into(),
+        };
+        let letters = BTreeMap::from([(
+            "rides".to_string(),
+            vec![
+                DeadLetterBatch {
+                    source: "rides".into(),
+                    reason: "late".into(),
+                    rows: late,
+                },
+                DeadLetterBatch::rejected("rides", &[bad]).unwrap(),
+            ],
+        )]);
+        reporter.letters(3, &letters);
+        reporter.finisher().report(JobState::Finished);
+
+        let ctx = SessionContext::new();
+        let schema = Arc::new(SystemSchema::new(metrics, 3));
+        for name in schema.table_names() {
+            ctx.register_table(name.as_str(), schema.table(&name).await.unwrap().unwrap())
+                .unwrap();
+        }
+        let rows = |sql: &str| {
+            let ctx = ctx.clone();
+            let sql = sql.to_string();
+            async move { ctx.sql(&sql).await.unwrap().collect().await.unwrap() }
+        };
+        let letters = rows("SELECT reason, position, payload FROM dead_letters").await;
+        let text = arrow::util::pretty::pretty_format_batches(&letters)
+            .unwrap()
+            .to_string();
+        // Newest first; a row as JSON, a rejected record with its position and raw text.
+        assert!(text.contains("undecodable record"), "{text}");
+        assert!(text.contains("partition 2 offset 41"), "{text}");
+        assert!(text.contains("{not json"), "{text}");
+        assert!(text.contains(r#"{"rider_id":8}"#), "{text}");
+        let checkpoints = rows("SELECT epoch, duration_ms, bytes FROM checkpoints").await;
+        assert_eq!(checkpoints[0].num_rows(), 1);
+        let pipelines = rows("SELECT state, published_epoch, statements FROM pipelines").await;
+        assert_eq!(
+            pipelines[0].column(0).as_string::<i32>().value(0),
+            "finished"
+        );
+        assert!(
+            pipelines[0]
+                .column(2)
+                .as_string::<i32>()
+                .value(0)
+                .contains("INSERT INTO t")
+        );
+    }
+}
