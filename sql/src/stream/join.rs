@@ -22,9 +22,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 
+use super::aggregate_plan::AggregatePlan;
 use super::late::LateGate;
 use super::leaf::EpochSlot;
-use super::plan::AggregatePlan;
 use super::trace::{column_of, trace_column};
 use super::window::{BucketSize, as_bucket, nanos_per_unit};
 

@@ -1,5 +1,6 @@
 //! The streaming plan: DataFusion physical plans cut at the aggregate, with long-lived leaves.
 
+pub mod aggregate_plan;
 pub mod capability;
 pub mod determinism;
 pub mod explain;

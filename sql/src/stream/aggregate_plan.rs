@@ -1,0 +1,93 @@
+//! A windowed or keyed aggregate as the engine runs it.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
+
+use super::leaf::EpochSlot;
+use super::window::WindowSpec;
+
+/// A windowed or keyed aggregate, split into the plans and expressions the engine runs.
+#[derive(Debug, Clone)]
+pub struct AggregatePlan {
+    /// `AggregateExec(Partial)` over the stateless segment: this epoch's state rows.
+    pub partial: Arc<dyn ExecutionPlan>,
+    /// Group-by in final form (over state columns), for PartialReduce and Final.
+    pub final_group_by: PhysicalGroupBy,
+    /// The aggregate functions.
+    pub aggr_expr: Vec<Arc<AggregateFunctionExpr>>,
+    /// Per-aggregate FILTER clauses.
+    pub filter_expr: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// Schema of the aggregate's raw input (what its expressions are bound to).
+    pub input_schema: SchemaRef,
+    /// Schema of state rows: group columns, then each aggregate's state fields.
+    pub state_schema: SchemaRef,
+    /// Schema of final rows: group columns, then aggregate values.
+    pub output_schema: SchemaRef,
+    /// Number of group columns (they lead both state and final rows).
+    pub group_count: usize,
+    /// The tumbling window, or `None` for a keyed (upsert) aggregate.
+    pub window: Option<WindowSpec>,
+    /// Where the engine puts finalised aggregate rows for the segment reading them: the post
+    /// segment, or the input of the aggregate over this one.
+    pub post_slot: Arc<EpochSlot>,
+    /// The input name of the leaf reading `post_slot` (what traces and watermarks call this
+    /// aggregate's output).
+    pub output_name: String,
+    /// The segment above the aggregate (HAVING, projections, UDFs over aggregates). For an
+    /// aggregate in `inner`, the leaf alone: its rows are the input of the aggregate above.
+    pub post: Arc<dyn ExecutionPlan>,
+    /// Aggregates whose emitted windows this one reads (an aggregate over an aggregate),
+    /// innermost first: each runs before the next in every epoch, its rows reach the next
+    /// one through its `post_slot`, and its output's watermark is where its emitted windows
+    /// have got to. Empty for the inner aggregates themselves.
+    pub inner: Vec<AggregatePlan>,
+    /// How many state owners the group keys are hash-partitioned across.
+    pub shards: usize,
+    /// Per group key (in GROUP BY order): the source columns it is copied from, unchanged or
+    /// cast; empty when it is computed (the window, an expression).
+    pub key_sources: Vec<Vec<KeySource>>,
+    /// Keyed aggregates only: a group not updated for this long (event time, by the
+    /// watermark) is forgotten (the sink's `state_ttl` option).
+    pub state_ttl: Option<std::time::Duration>,
+}
+
+/// A source column a group key is copied from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySource {
+    /// The source table.
+    pub table: String,
+    /// The column of that table.
+    pub column: String,
+}
+
+impl AggregatePlan {
+    /// Whether it groups by GROUPING SETS, ROLLUP or CUBE.
+    pub fn has_grouping_sets(&self) -> bool {
+        self.partial
+            .downcast_ref::<AggregateExec>()
+            .is_some_and(|a| a.group_expr().has_grouping_set())
+    }
+
+    /// Whether some group key is copied unchanged (or cast) from `table`'s column `column`:
+    /// then rows of one group all share that column's value.
+    pub fn groups_by_source_column(&self, table: &str, column: &str) -> bool {
+        // A key that some grouping set rolls up does not confine that set's groups.
+        let sets: Vec<Vec<bool>> = self
+            .partial
+            .downcast_ref::<AggregateExec>()
+            .map(|a| a.group_expr().groups().to_vec())
+            .unwrap_or_default();
+        self.key_sources.iter().enumerate().any(|(i, sources)| {
+            sets.iter().all(|set| !set.get(i).copied().unwrap_or(false))
+                && !sources.is_empty()
+                && sources
+                    .iter()
+                    .all(|s| s.table == table && s.column == column)
+        })
+    }
+}

@@ -1,0 +1,264 @@
+//! Splitting an aggregate into its per-epoch partial phase and its state.
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
+
+use crate::stream::leaf::EpochSlot;
+use crate::stream::trace::{column_of, trace_column};
+use crate::stream::window::WindowSpec;
+
+use crate::error::{Result, SqlError, StatementRef};
+use crate::pipeline::InsertDecl;
+
+use super::StreamPlanner;
+use super::cut::*;
+use crate::stream::aggregate_plan::{AggregatePlan, KeySource};
+
+impl StreamPlanner {
+    /// One aggregate (whose input holds no aggregate any more: `inner` are those cut below
+    /// it), its output read by a leaf named `output_name`, which is also its `post` for now.
+    pub(super) fn split_aggregate(
+        &self,
+        agg_node: &Arc<dyn ExecutionPlan>,
+        insert: &InsertDecl,
+        output_name: String,
+        inner: &[AggregatePlan],
+        join: Option<&crate::stream::join::JoinTimes>,
+    ) -> Result<AggregatePlan> {
+        let at = insert.at;
+        let agg = agg_node
+            .downcast_ref::<AggregateExec>()
+            .ok_or_else(|| SqlError::Internal("aggregate node is not an AggregateExec".into()))?;
+        if !matches!(
+            agg.mode(),
+            AggregateMode::Single | AggregateMode::SinglePartitioned
+        ) {
+            return Err(SqlError::Internal(format!(
+                "expected a single-phase aggregate with one partition, got {:?}",
+                agg.mode()
+            )));
+        }
+        let group_by = agg.group_expr().clone();
+        crate::stream::determinism::check_order_independent(agg.aggr_expr(), at)?;
+        let pre = Arc::clone(agg.input());
+        let mut read = Vec::new();
+        collect_leaves(&pre, &mut read);
+        if let Some(keyed) = inner
+            .iter()
+            .find(|s| s.window.is_none() && read.contains(&s.output_name))
+        {
+            return Err(SqlError::Unsupported {
+                at,
+                message: format!(
+                    "an aggregate over a keyed aggregate (GROUP BY {} without a window) would count every update of its groups again: window the inner aggregate (GROUP BY date_bin(INTERVAL ..., event_time), ...) so each group is emitted once, or write it to a table with a merge_key and aggregate that in batch",
+                    keyed_groups(keyed)
+                ),
+            });
+        }
+        let (window, partial_input) = self.aggregate_window(&group_by, &pre, at, inner, join)?;
+        if group_by.has_grouping_set() {
+            check_grouping_sets(&group_by, window.as_ref(), at)?;
+        }
+        let partial_input = partition_rowwise(partial_input, self.workers)?;
+        let input_schema = agg.input_schema();
+        let partial = AggregateExec::try_new(
+            AggregateMode::Partial,
+            group_by.clone(),
+            agg.aggr_expr().to_vec(),
+            agg.filter_expr().to_vec(),
+            partial_input,
+            Arc::clone(&input_schema),
+        )
+        .map_err(|e| SqlError::Internal(format!("building partial aggregate: {e}")))?;
+        let state_schema = partial.schema();
+        let output_schema = agg_node.schema();
+        let post_slot = EpochSlot::new();
+        let post: Arc<dyn ExecutionPlan> = Arc::new(
+            crate::stream::leaf::EpochSourceExec::new(
+                output_name.clone(),
+                Arc::clone(&output_schema),
+                None,
+                Arc::clone(&post_slot),
+            )
+            .map_err(|e| SqlError::Internal(e.to_string()))?,
+        );
+        Ok(AggregatePlan {
+            partial: Arc::new(partial),
+            final_group_by: group_by.as_final(),
+            aggr_expr: agg.aggr_expr().to_vec(),
+            filter_expr: agg.filter_expr().to_vec(),
+            input_schema,
+            state_schema,
+            output_schema,
+            // With grouping sets, `__grouping_id` is a group column too: it tells a rolled-up
+            // NULL from a NULL key.
+            group_count: group_by.num_group_exprs(),
+            window,
+            post_slot,
+            output_name,
+            post,
+            inner: Vec::new(),
+            shards: self.workers,
+            key_sources: group_by
+                .expr()
+                .iter()
+                .map(|(expr, _)| self.key_sources(expr, &pre))
+                .collect(),
+            state_ttl: None,
+        })
+    }
+
+    /// The window among an aggregate's group keys (a hop window, a tumbling one, or none for
+    /// a keyed aggregate) and its partial phase's input: `pre` with late rows split out at its
+    /// leaves (and, for a hop window, each row's pane computed).
+    fn aggregate_window(
+        &self,
+        group_by: &PhysicalGroupBy,
+        pre: &Arc<dyn ExecutionPlan>,
+        at: StatementRef,
+        inner: &[AggregatePlan],
+        join: Option<&crate::stream::join::JoinTimes>,
+    ) -> Result<(Option<WindowSpec>, Arc<dyn ExecutionPlan>)> {
+        let hop = crate::stream::hop::find_hop(group_by, pre)
+            .map_err(|message| SqlError::Unsupported { at, message })?;
+        if hop.is_some() && join.is_some() {
+            return Err(SqlError::Unsupported {
+                at,
+                message: "hop windows over a join of two streams' rows are not streamed yet: hop over each stream's rows and join the hop windows' rows on their window instead".into(),
+            });
+        }
+        let window = self.find_window(group_by, pre, at, inner, join)?;
+        Ok(match (hop, window) {
+            (Some(_), Some(_)) => {
+                return Err(SqlError::Unsupported {
+                    at,
+                    message: "a streaming aggregate may group by one window: a hop window and a tumbling one together would nest windows; aggregate one, then the other over its output".into(),
+                });
+            }
+            (Some(call), None) => {
+                let window = self.hop_window(&call, at, inner)?;
+                let panes = crate::stream::hop::to_panes(pre)
+                    .map_err(|e| SqlError::Internal(format!("planning hop panes: {e}")))?;
+                let split = self.hop_late_at_leaves(&panes, &call, &window)?;
+                (Some(window), split)
+            }
+            (None, Some(w)) => {
+                let (expr, _) = &group_by.expr()[w.group_index];
+                // Over inner aggregates' windows only, no row is ever late: they emit each
+                // window once, complete.
+                let split = if w.sources.iter().any(|s| self.sources.contains_key(s)) {
+                    self.split_late_at_leaves(pre, expr, &w)?
+                } else {
+                    Arc::clone(pre)
+                };
+                (Some(w), split)
+            }
+            (None, None) => (None, Arc::clone(pre)),
+        })
+    }
+
+    /// Group keys of a keyed aggregate computed from a source's TIMESTAMP column: buckets of
+    /// event time that are not windows, so their state never shrinks.
+    pub(super) fn bucket_warnings(&self, agg: &AggregatePlan) -> Vec<String> {
+        let Some(partial) = agg.partial.downcast_ref::<AggregateExec>() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (expr, name) in partial.group_expr().expr() {
+            let from_time = crate::stream::trace::derived_from_expr(expr, partial.input())
+                .into_iter()
+                .find_map(|origin| {
+                    let source = self.sources.get(&origin.input)?;
+                    let field = source.schema.fields().get(origin.column)?;
+                    matches!(field.data_type(), DataType::Timestamp(_, _))
+                        .then(|| (field.name().clone(), source.name.clone()))
+                });
+            if let Some((column, table)) = from_time {
+                out.push(format!(
+                    "GROUP BY {name} buckets event time ('{column}' of '{table}') but is not a window: every bucket stays in state forever and is re-emitted as an upsert whenever it changes. Write the bucket as date_bin or date_trunc over a watermarked event-time column, or bound the state with the sink's 'state_ttl' option"
+                ));
+            }
+        }
+        out
+    }
+
+    /// The source columns a group expression over `pre`'s output is copied from.
+    pub(super) fn key_sources(
+        &self,
+        expr: &Arc<dyn PhysicalExpr>,
+        pre: &Arc<dyn ExecutionPlan>,
+    ) -> Vec<KeySource> {
+        let Some(origins) = column_of(expr).and_then(|c| trace_column(pre, c)) else {
+            return Vec::new();
+        };
+        origins
+            .iter()
+            .map(|o| {
+                let source = self.sources.get(&o.input)?;
+                Some(KeySource {
+                    table: o.input.clone(),
+                    column: source.schema.fields().get(o.column)?.name().clone(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default()
+    }
+}
+
+/// Whether `plan` groups by GROUPING SETS, ROLLUP or CUBE anywhere.
+pub(super) fn has_grouping_sets(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| {
+        Ok(matches!(node, LogicalPlan::Aggregate(agg)
+            if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_)))))
+    })
+    .unwrap_or(false)
+}
+
+/// GROUPING SETS / ROLLUP / CUBE stream inside a window that every set keeps: each set's
+/// rows are then per window, emitted when it closes. A set without the window would be one
+/// group over all time, and a keyed aggregate would upsert a rolled-up NULL and a NULL key
+/// into one sink row.
+pub(super) fn check_grouping_sets(
+    group_by: &PhysicalGroupBy,
+    window: Option<&WindowSpec>,
+    at: StatementRef,
+) -> Result<()> {
+    let Some(window) = window else {
+        return Err(SqlError::Unsupported {
+            at,
+            message: "GROUPING SETS / ROLLUP / CUBE stream only inside a window: add the window to every set (GROUP BY date_bin(INTERVAL ..., event_time), ROLLUP(a, b)), or run `volley batch`".into(),
+        });
+    };
+    if group_by
+        .groups()
+        .iter()
+        .any(|set| set.get(window.group_index).copied().unwrap_or(true))
+    {
+        return Err(SqlError::Unsupported {
+            at,
+            message: format!(
+                "GROUPING SETS / ROLLUP / CUBE: a set without the window {} would be one group over all time that never closes; keep the window in every set (GROUP BY {}, ROLLUP(...))",
+                window.display, window.display
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The group columns of `agg`, for messages.
+pub(super) fn keyed_groups(agg: &AggregatePlan) -> String {
+    let names: Vec<&str> = agg
+        .output_schema
+        .fields()
+        .iter()
+        .take(agg.group_count)
+        .map(|f| f.name().as_str())
+        .collect();
+    names.join(", ")
+}

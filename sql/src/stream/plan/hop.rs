@@ -1,0 +1,62 @@
+//! Hop windows among an aggregate's group keys.
+
+use crate::stream::late::LateGate;
+use crate::stream::window::{WindowSize, WindowSpec};
+
+use crate::error::{Result, SqlError, StatementRef};
+
+use super::StreamPlanner;
+use crate::stream::aggregate_plan::AggregatePlan;
+
+impl StreamPlanner {
+    /// The window of a hop found among the group keys: panes over a watermarked source column.
+    pub(super) fn hop_window(
+        &self,
+        call: &crate::stream::hop::HopCall,
+        at: StatementRef,
+        inner: &[AggregatePlan],
+    ) -> Result<WindowSpec> {
+        let name = call.display.clone();
+        let mut sources = Vec::new();
+        let mut column = String::new();
+        for origin in &call.origins {
+            if inner.iter().any(|s| s.output_name == origin.input) {
+                return Err(SqlError::Unsupported {
+                    at,
+                    message: format!(
+                        "GROUP BY {name}: a hop window over an aggregate's output is not streamed; hop over the source's rows, or aggregate the hop windows' output with tumbling windows"
+                    ),
+                });
+            }
+            let time = self
+                .event_time(
+                    origin,
+                    &format!("GROUP BY {name}"),
+                    "the hop windows would never close and their state would grow forever",
+                    at,
+                )?
+                .ok_or_else(|| {
+                    SqlError::Internal(format!(
+                        "hop time traced to unknown input '{}'",
+                        origin.input
+                    ))
+                })?;
+            column = time.column;
+            sources.push(time.table);
+        }
+        Ok(WindowSpec {
+            group_index: call.group_index,
+            size: WindowSize::Fixed(call.sizes.pane),
+            unit: call.unit,
+            column,
+            sources,
+            gate: LateGate::new(),
+            display: name,
+            lateness: 0,
+            hop: Some(crate::stream::window::HopWindow {
+                slide: call.sizes.slide,
+                size: call.sizes.size,
+            }),
+        })
+    }
+}

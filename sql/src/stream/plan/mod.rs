@@ -1,0 +1,343 @@
+//! Rewrites an `INSERT … SELECT`'s DataFusion plan into a streaming plan.
+//!
+//! The SELECT is planned once by DataFusion (one partition, so a GROUP BY becomes a single
+//! `AggregateExec`), then cut at that aggregate:
+//!
+//! ```text
+//!   DataFusion physical plan            streaming plan
+//!   ────────────────────────            ──────────────────────────────────────────────
+//!   Projection / Filter(HAVING)   ─▶    post:  Projection / Filter  ◀── EpochSourceExec(agg output)
+//!   AggregateExec(Single)         ─▶    state: Partial per epoch ─▶ window state ─▶ Final on emit
+//!   Projection / Filter / UDFs    ─▶    pre:   AggregateExec(Partial)
+//!   scan(source)                                 Projection / Filter / UDFs
+//!                                                EpochSourceExec(source)
+//!                                                  (windowed: late rows leave here, whole)
+//! ```
+//!
+//! A SELECT without aggregate is one stateless plan. Every plan is built here, once.
+//!
+//! With several workers, each epoch's rows are split into contiguous partitions that run the
+//! stateless segment and the partial aggregate on their own cores; the engine then
+//! hash-partitions the partial state by group key across `shards` state owners.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::prelude::SessionContext;
+
+use super::leaf::{EpochSlot, EpochTable};
+use super::order::Emitted;
+use super::trace::trace_column;
+use volley_udfs::model::{ModelSet, models_called};
+
+use crate::error::{Result, SqlError, StatementRef};
+use crate::pipeline::InsertDecl;
+use crate::watermark::WatermarkSpec;
+
+mod aggregate;
+mod context;
+mod cut;
+mod hop;
+mod interval;
+mod late_split;
+mod sources;
+mod stream_join;
+mod windows;
+
+pub use super::aggregate_plan::{AggregatePlan, KeySource};
+use aggregate::has_grouping_sets;
+pub use context::{
+    batch_context, batch_context_with, insert_logical_plan, register_models, streaming_context,
+};
+use cut::{Streamable, check_streamable, collect_leaves, partition_rowwise};
+
+/// Why a join of two streams bounded by neither a window nor an interval is refused.
+const UNBOUNDED_JOIN: &str = "a join of two streams needs both sides in the same tumbling window, joined on it (group or bucket each side by date_bin(INTERVAL ..., event_time) and join ON a.w = b.w AND a.key = b.key, so each window is joined once when both sides are complete), or a bounded interval between their event times (ON a.key = b.key AND b.ts BETWEEN a.ts - INTERVAL ... AND a.ts + INTERVAL ...). Without either the join's state would grow forever. Otherwise bound it with the sink's OPTIONS ('state_ttl' '1 hour'), which joins only rows at most that far apart in event time (the result may then differ from batch), or write each stream to its own table and join them in `volley batch`";
+
+/// A streaming input as the planner sees it.
+#[derive(Debug, Clone)]
+pub struct SourceBinding {
+    /// Table name.
+    pub name: String,
+    /// Schema of the batches the source yields.
+    pub schema: SchemaRef,
+    /// Event-time column and disorder bound, if declared.
+    pub watermark: Option<WatermarkSpec>,
+    /// Where the engine puts each epoch's batches.
+    pub slot: Arc<EpochSlot>,
+}
+
+/// What kind of work an INSERT is.
+#[derive(Debug, Clone)]
+pub enum QueryShape {
+    /// Filters, projections and UDFs only: each epoch's rows stream straight through.
+    Stateless {
+        /// The whole plan, over the sources' epoch slots.
+        plan: Arc<dyn ExecutionPlan>,
+    },
+    /// One aggregate, windowed or keyed.
+    Aggregate(Box<AggregatePlan>),
+    /// A windowed join of two streams (over windowed aggregates or bucketed rows).
+    Join(Box<super::join::JoinPlan>),
+}
+
+/// The streaming plan of one `INSERT INTO target SELECT …`.
+#[derive(Debug, Clone)]
+pub struct QueryPlan {
+    /// The sink table.
+    pub target: String,
+    /// Where the statement is.
+    pub at: StatementRef,
+    /// Schema of the rows written to the sink.
+    pub output_schema: SchemaRef,
+    /// Output columns that identify a row for upserts (group keys incl. window start).
+    pub key_columns: Vec<String>,
+    /// Source tables read.
+    pub sources: Vec<String>,
+    /// Lookup tables joined (bounded, no watermark: loaded once, not streamed).
+    pub lookups: Vec<String>,
+    /// Models the query calls through `predict()`, by name.
+    pub models: Vec<String>,
+    /// The work itself.
+    pub shape: QueryShape,
+    /// What the user should know about how this query runs (shown by `explain` and logged).
+    pub warnings: Vec<String>,
+}
+
+/// Plans INSERTs over streaming sources.
+pub struct StreamPlanner {
+    ctx: SessionContext,
+    sources: HashMap<String, SourceBinding>,
+    workers: usize,
+}
+
+impl std::fmt::Debug for StreamPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamPlanner")
+            .field("sources", &self.sources.keys())
+            .finish()
+    }
+}
+
+impl StreamPlanner {
+    /// A planner reading `sources` (each registered as a table over its epoch slot).
+    ///
+    /// # Errors
+    /// A source registered twice.
+    pub fn new(sources: Vec<SourceBinding>) -> Result<Self> {
+        let ctx = streaming_context();
+        let mut by_name = HashMap::new();
+        for source in sources {
+            let table = EpochTable::new(
+                &source.name,
+                Arc::clone(&source.schema),
+                Arc::clone(&source.slot),
+            );
+            ctx.register_table(source.name.as_str(), Arc::new(table))
+                .map_err(|e| {
+                    SqlError::Internal(format!("registering source '{}': {e}", source.name))
+                })?;
+            by_name.insert(source.name.clone(), source);
+        }
+        Ok(Self {
+            ctx,
+            sources: by_name,
+            workers: 1,
+        })
+    }
+
+    /// Lets queries join `tables`: bounded tables with no watermark, loaded by the engine.
+    ///
+    /// # Errors
+    /// A name already registered.
+    pub fn with_lookups(self, tables: &[Arc<super::lookup::LookupData>]) -> Result<Self> {
+        for data in tables {
+            if self.sources.contains_key(data.name()) {
+                return Err(SqlError::Internal(format!(
+                    "table '{}' is both a stream and a lookup table",
+                    data.name()
+                )));
+            }
+            self.ctx
+                .register_table(
+                    data.name(),
+                    Arc::new(super::lookup::LookupTable::new(Arc::clone(data))),
+                )
+                .map_err(|e| {
+                    SqlError::Internal(format!("registering lookup table '{}': {e}", data.name()))
+                })?;
+        }
+        Ok(self)
+    }
+
+    /// Lets queries call `models` through `predict()`.
+    pub fn with_models(self, models: Arc<ModelSet>) -> Self {
+        register_models(&self.ctx, models);
+        self
+    }
+
+    /// Runs each epoch on `workers` cores: the stateless segment and partial aggregate over
+    /// that many partitions of the input, and aggregate state hash-partitioned across that many
+    /// shards.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// The context plans run in (for executing them).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Plans one INSERT.
+    ///
+    /// # Errors
+    /// SQL errors, unsupported streaming shapes, and windows over columns with no watermark.
+    pub async fn plan_insert(
+        &self,
+        insert: &InsertDecl,
+        sink_schema: Option<&SchemaRef>,
+        state_ttl: Option<std::time::Duration>,
+    ) -> Result<QueryPlan> {
+        let at = insert.at;
+        let logical = insert_logical_plan(&self.ctx, insert, sink_schema).await?;
+        if let Some(plan) = self.plan_logical(insert, logical.clone(), None).await? {
+            return Ok(plan);
+        }
+        let unbounded = || SqlError::Unsupported {
+            at,
+            message: UNBOUNDED_JOIN.into(),
+        };
+        let Some(ttl) = state_ttl else {
+            return Err(unbounded());
+        };
+        let streams: HashMap<String, String> = self
+            .sources
+            .values()
+            .filter_map(|s| Some((s.name.clone(), s.watermark.as_ref()?.column.clone())))
+            .collect();
+        let (bounded, joins) = super::ttl::bound_stream_joins(logical, &streams, ttl, at)?;
+        if joins == 0 {
+            return Err(unbounded());
+        }
+        self.plan_logical(insert, bounded, Some(ttl))
+            .await?
+            .ok_or_else(unbounded)
+    }
+
+    /// Plans one INSERT's logical plan; `None` for a join of two streams bounded by neither
+    /// a window nor an interval. `state_ttl` is the TTL the plan's stream join was bounded by.
+    async fn plan_logical(
+        &self,
+        insert: &InsertDecl,
+        logical: LogicalPlan,
+        state_ttl: Option<std::time::Duration>,
+    ) -> Result<Option<QueryPlan>> {
+        let at = insert.at;
+        let models = models_called(&logical);
+        let mut state = self.ctx.state();
+        if has_grouping_sets(&logical) {
+            // Grouping sets repeat every group expression, so common-subexpression
+            // elimination would move the window into a projection below the aggregate, where
+            // it is no longer recognisable as one.
+            let rules: Vec<_> = state
+                .optimizers()
+                .iter()
+                .filter(|r| r.name() != "common_sub_expression_eliminate")
+                .cloned()
+                .collect();
+            state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+                .with_optimizer_rules(rules)
+                .build();
+        }
+        let physical = state
+            .create_physical_plan(&logical)
+            .await
+            .map_err(|e| SqlError::plan(at, e))?;
+        let physical = super::lookup::orient_lookup_joins(physical, at)?;
+        let output_schema = physical.schema();
+        let mut found = Streamable::default();
+        check_streamable(&physical, at, false, &mut found)?;
+        let Streamable {
+            aggregates,
+            joins,
+            sorts,
+            ..
+        } = found;
+        let mut sources = Vec::new();
+        collect_leaves(&physical, &mut sources);
+        let physical_for_lookups = Arc::clone(&physical);
+        let shape = match joins.as_slice() {
+            [] if aggregates.is_empty() => QueryShape::Stateless {
+                plan: partition_rowwise(physical, self.workers)?,
+            },
+            [] => QueryShape::Aggregate(Box::new(self.cut_aggregates(&physical, insert)?)),
+            [join] => match self.plan_join(&physical, join, insert, state_ttl)? {
+                Some(join) => QueryShape::Join(Box::new(join)),
+                None => return Ok(None),
+            },
+            _ => {
+                return Err(SqlError::Unsupported {
+                    at,
+                    message: "a streaming INSERT may join two streams once: join the result of one join with a third stream in another pipeline, or in `volley batch`".into(),
+                });
+            }
+        };
+        let emitted = match &shape {
+            QueryShape::Aggregate(agg) if agg.window.is_some() => Emitted::Windows,
+            QueryShape::Aggregate(_) => Emitted::Updates,
+            QueryShape::Join(join) => match join.outer.last() {
+                Some(agg) if agg.window.is_none() => Emitted::Updates,
+                Some(_) => Emitted::Windows,
+                None if join.interval.is_none() => Emitted::Windows,
+                None => Emitted::Rows,
+            },
+            QueryShape::Stateless { .. } => Emitted::Rows,
+        };
+        super::order::check_sorts(&sorts, emitted, at)?;
+        let key_columns = match &shape {
+            // With grouping sets the visible group columns do not identify a row: a rolled-up
+            // NULL and a NULL key look alike.
+            QueryShape::Aggregate(agg) if agg.has_grouping_sets() => Vec::new(),
+            QueryShape::Stateless { .. } | QueryShape::Join(_) => Vec::new(),
+            QueryShape::Aggregate(agg) => (0..output_schema.fields().len())
+                .filter(|&i| {
+                    trace_column(&agg.post, i).is_some_and(|origins| {
+                        origins
+                            .iter()
+                            .all(|o| o.input == agg.output_name && o.column < agg.group_count)
+                    })
+                })
+                .map(|i| output_schema.field(i).name().clone())
+                .collect(),
+        };
+        let warnings = match &shape {
+            QueryShape::Aggregate(agg) if agg.window.is_none() => self.bucket_warnings(agg),
+            QueryShape::Join(join) => join
+                .state_ttl
+                .map(|ttl| format!("the join of two streams joins only rows at most {} apart in event time (the sink's 'state_ttl'), so pairs further apart are missing and the result may differ from batch", crate::sql_text::duration(ttl)))
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Some(QueryPlan {
+            target: insert.target.clone(),
+            at,
+            output_schema,
+            key_columns,
+            sources,
+            lookups: super::lookup::lookup_tables_read(&physical_for_lookups),
+            models,
+            shape,
+            warnings,
+        }))
+    }
+}
+
+/// An indented, readable rendering of a physical plan.
+pub fn render(plan: &Arc<dyn ExecutionPlan>) -> String {
+    crate::sql_text::tidy(&displayable(plan.as_ref()).indent(false).to_string())
+}
