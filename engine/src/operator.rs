@@ -126,6 +126,13 @@ pub trait StreamOperator: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The watermarks of its output's event times, by the key each is published under (the
+    /// times its plan's port names): by default [`StreamOperator::output_watermark`] under
+    /// its name.
+    fn output_watermarks(&self) -> Vec<(String, Option<i64>)> {
+        vec![(self.name().to_string(), self.output_watermark())]
+    }
+
     /// What its state means, as text: a checkpoint is restored only into an operator of the
     /// same shape.
     fn shape(&self) -> String {

@@ -230,10 +230,7 @@ impl QueryRunner {
                     all_done,
                 })
                 .await?;
-            watermarks.insert(
-                stage.operator.name().to_string(),
-                stage.operator.output_watermark(),
-            );
+            watermarks.extend(stage.operator.output_watermarks());
             fed |= !out.rows.is_empty();
             stage.output.set(out.rows);
             parts.push(QueryEpoch {

@@ -1,6 +1,6 @@
 //! The joins of two streams as streaming operators.
 
-use volley_sql::stream::join::{JoinTime, SideFrontier};
+use volley_sql::stream::join::{JoinTime, SideFrontier, watermark_key};
 
 use super::{JoinState, interval};
 use crate::error::{EngineError, Result};
@@ -44,14 +44,13 @@ impl StreamOperator for JoinState {
         format!("{kind} join on {}", self.plan.display)
     }
 
-    /// In nanoseconds of the time the aggregate over the join's rows windows by
-    /// (`outer_time`): every row the join emits from now on has that time at or after it. A
-    /// windowed join has joined every window before it. An interval join's left rows from now
-    /// on are new ones (at or after the left watermark) or held ones meeting a new right row
-    /// or dropped unmatched (at or after where the left side was trimmed), and likewise for
-    /// the right side. `None` while a watermark is unknown, or with no aggregate above.
-    fn output_watermark(&self) -> Option<i64> {
-        let time = self.plan.outer_time?;
+    /// Each time of the join's rows (see [`volley_sql::stream::join::JoinPlan::times`]) in nanoseconds, under its key:
+    /// every row the join emits from now on has that time at or after it. A windowed join has
+    /// joined every window before its watermark. An interval join's left rows from now on are
+    /// new ones (at or after the left watermark) or held ones meeting a new right row or
+    /// dropped unmatched (at or after where the left side was trimmed), and likewise for the
+    /// right side. `None` while a watermark is unknown.
+    fn output_watermarks(&self) -> Vec<(String, Option<i64>)> {
         let per = self.plan.nanos_per_unit();
         let at = |units: i64| {
             if units == i64::MAX {
@@ -60,19 +59,26 @@ impl StreamOperator for JoinState {
                 units.saturating_mul(per)
             }
         };
-        let (left, right) = (self.joined_before?, self.right_mark);
-        match (time, self.plan.interval) {
-            (JoinTime::Window, None) => Some(at(left)),
-            (JoinTime::Left, Some(bounds)) => {
-                let kept = interval::keep_from(right?, bounds.hi, per, true);
-                Some(at(left.min(kept)))
+        let mark = |time: JoinTime| -> Option<i64> {
+            let (left, right) = (self.joined_before?, self.right_mark);
+            match (time, self.plan.interval) {
+                (JoinTime::Window, None) => Some(at(left)),
+                (JoinTime::Left, Some(bounds)) => {
+                    let kept = interval::keep_from(right?, bounds.hi, per, true);
+                    Some(at(left.min(kept)))
+                }
+                (JoinTime::Right, Some(bounds)) => {
+                    let kept = interval::keep_from(left, bounds.lo, per, false);
+                    Some(at(right?.min(kept)))
+                }
+                _ => None,
             }
-            (JoinTime::Right, Some(bounds)) => {
-                let kept = interval::keep_from(left, bounds.lo, per, false);
-                Some(at(right?.min(kept)))
-            }
-            _ => None,
-        }
+        };
+        self.plan
+            .times()
+            .iter()
+            .map(|time| (watermark_key(&self.plan.output_name, *time), mark(*time)))
+            .collect()
     }
 
     fn shape(&self) -> String {

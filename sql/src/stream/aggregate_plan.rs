@@ -8,6 +8,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
 
+use super::graph::{Emit, OutputPort, PortTime};
 use super::leaf::EpochSlot;
 use super::window::WindowSpec;
 
@@ -66,6 +67,55 @@ pub struct KeySource {
 }
 
 impl AggregatePlan {
+    /// Its output as the node above reads it: a window aggregate's window column is an event
+    /// time starting windows (once no late row corrects them), published under its output
+    /// name; a keyed aggregate, or windows corrected by late rows, update earlier rows.
+    pub fn port(&self) -> OutputPort {
+        let final_windows = self.window.as_ref().filter(|w| w.lateness == 0);
+        let times = final_windows
+            .map(|w| PortTime {
+                column: w.group_index,
+                step: w.step().map(|step| (step, w.unit)),
+                watermark: self.output_name.clone(),
+                what: format!("its window {}", w.display),
+                watermark_means:
+                    "the start of the earliest window the aggregate below has not emitted"
+                        .to_string(),
+            })
+            .into_iter()
+            .collect();
+        OutputPort {
+            name: self.output_name.clone(),
+            schema: std::sync::Arc::clone(&self.output_schema),
+            times,
+            emit: if final_windows.is_some() {
+                Emit::Append
+            } else {
+                Emit::Upsert
+            },
+            described: match &self.window {
+                Some(_) => "an aggregate".to_string(),
+                None => format!(
+                    "a keyed aggregate (GROUP BY {} without a window)",
+                    self.group_names()
+                ),
+            },
+            time_rule: "that aggregate's own window column (its event time)".to_string(),
+        }
+    }
+
+    /// Its group columns, for messages: `user_id, w`.
+    pub fn group_names(&self) -> String {
+        let names: Vec<&str> = self
+            .output_schema
+            .fields()
+            .iter()
+            .take(self.group_count)
+            .map(|f| f.name().as_str())
+            .collect();
+        names.join(", ")
+    }
+
     /// Whether it groups by GROUPING SETS, ROLLUP or CUBE.
     pub fn has_grouping_sets(&self) -> bool {
         self.partial

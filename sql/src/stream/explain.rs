@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use datafusion::physical_plan::ExecutionPlanProperties;
 
+use super::aggregate_plan::AggregatePlan;
 use super::plan::{QueryPlan, QueryShape, render};
 
 /// Renders one INSERT's streaming plan, with `watermarks` giving each source's watermark text.
@@ -45,6 +46,7 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
             indent(&mut out, &render(physical));
         }
         QueryShape::Aggregate(agg) => {
+            let ports: Vec<_> = agg.inner.iter().map(AggregatePlan::port).collect();
             for (i, inner) in agg.inner.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -53,7 +55,7 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
                     agg.inner.len() + 1,
                     inner.output_name
                 );
-                explain_aggregate(&mut out, inner, watermark_of, "  ");
+                explain_aggregate(&mut out, inner, watermark_of, &ports, "  ");
             }
             if !agg.inner.is_empty() {
                 let _ = writeln!(
@@ -63,7 +65,7 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
                 );
             }
             let pad = if agg.inner.is_empty() { "" } else { "  " };
-            explain_aggregate(&mut out, agg, watermark_of, pad);
+            explain_aggregate(&mut out, agg, watermark_of, &ports, pad);
             let _ = writeln!(out, "  upsert key: {}", plan.key_columns.join(", "));
             let _ = writeln!(out, "  on emission (final aggregate, then):");
             indent(&mut out, &render(&agg.post));
@@ -79,6 +81,13 @@ fn explain_join(
     join: &super::join::JoinPlan,
     watermark_of: &dyn Fn(&str) -> Option<String>,
 ) {
+    let ports: Vec<_> = join
+        .inner
+        .iter()
+        .chain(join.outer.iter())
+        .map(AggregatePlan::port)
+        .chain(std::iter::once(join.port.clone()))
+        .collect();
     for (i, inner) in join.inner.iter().enumerate() {
         let _ = writeln!(
             out,
@@ -87,7 +96,7 @@ fn explain_join(
             join.inner.len(),
             inner.output_name
         );
-        explain_aggregate(out, inner, watermark_of, "  ");
+        explain_aggregate(out, inner, watermark_of, &ports, "  ");
     }
     if let Some(bounds) = &join.interval {
         let _ = writeln!(
@@ -143,20 +152,27 @@ fn explain_join(
     );
     indent(out, &render(&join.join));
     for (i, agg) in join.outer.iter().enumerate() {
-        let by = match join.outer_time {
-            Some(super::join::JoinTime::Window) => "the join's window",
-            Some(super::join::JoinTime::Left) => "the left side's event time",
-            Some(super::join::JoinTime::Right) => "the right side's event time",
-            None => "its window",
-        };
+        let by = join
+            .port
+            .times
+            .iter()
+            .find(|t| {
+                agg.window
+                    .as_ref()
+                    .is_some_and(|w| w.sources.contains(&t.watermark))
+            })
+            .map_or_else(
+                || "the window of the aggregate below, as it emits".to_string(),
+                |t| format!("{} as the join finalises its rows", t.what),
+            );
         let _ = writeln!(
             out,
-            "  aggregate {} of {} over the join's rows ({}), closing windows by {by} as the join finalises its rows:",
+            "  aggregate {} of {} over the join's rows ({}), closing windows by {by}:",
             i + 1,
             join.outer.len(),
             agg.output_name
         );
-        explain_aggregate(out, agg, watermark_of, "  ");
+        explain_aggregate(out, agg, watermark_of, &ports, "  ");
     }
     let _ = writeln!(out, "  then:");
     indent(out, &render(&join.post));
@@ -165,8 +181,9 @@ fn explain_join(
 /// The window or key, state and per-micro-batch plan of one aggregate, indented by `pad`.
 fn explain_aggregate(
     out: &mut String,
-    agg: &super::plan::AggregatePlan,
+    agg: &AggregatePlan,
     watermark_of: &dyn Fn(&str) -> Option<String>,
+    ports: &[super::graph::OutputPort],
     pad: &str,
 ) {
     match &agg.window {
@@ -195,17 +212,11 @@ fn explain_aggregate(
                 );
             }
             for source in &w.sources {
-                if source.ends_with("#join") {
+                if let Some(time) = super::graph::time_by_watermark(ports, source) {
                     let _ = writeln!(
                         out,
-                        "{pad}  watermark: {source}: the earliest time the join can still emit rows at (a windowed join's next window; for an interval join's side, the older of its watermark and where its held rows were trimmed to); a window is emitted once it passes its end"
-                    );
-                    continue;
-                }
-                if source.contains('#') {
-                    let _ = writeln!(
-                        out,
-                        "{pad}  watermark: {source}: the start of the earliest window the aggregate below has not emitted; a window is emitted once it passes its end"
+                        "{pad}  watermark: {source}: {}; a window is emitted once it passes its end",
+                        time.watermark_means
                     );
                     continue;
                 }

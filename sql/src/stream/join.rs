@@ -23,6 +23,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 
 use super::aggregate_plan::AggregatePlan;
+use super::graph::{Emit, OutputPort, PortTime};
 use super::late::LateGate;
 use super::leaf::EpochSlot;
 use super::trace::{column_of, trace_column};
@@ -90,14 +91,33 @@ pub struct JoinPlan {
     /// Windowed aggregates over the join's rows, innermost first (the first reads the join's
     /// output); `post` then reads the last one's.
     pub outer: Vec<AggregatePlan>,
-    /// The time of the join's rows the first of `outer` windows by.
-    pub outer_time: Option<JoinTime>,
+    /// Its output as the aggregate over it reads it.
+    pub port: OutputPort,
 }
 
 impl JoinPlan {
     /// Nanoseconds per `unit`.
     pub fn nanos_per_unit(&self) -> i64 {
         nanos_per_unit(self.unit)
+    }
+
+    /// The times of its rows whose watermarks it publishes: a windowed join's window, an
+    /// interval join's left and right event times.
+    pub fn times(&self) -> &'static [JoinTime] {
+        if self.interval.is_some() {
+            &[JoinTime::Left, JoinTime::Right]
+        } else {
+            &[JoinTime::Window]
+        }
+    }
+}
+
+/// The key the watermark of the join's `time` is published under, for the join read as `name`.
+pub fn watermark_key(name: &str, time: JoinTime) -> String {
+    match time {
+        JoinTime::Window => name.to_string(),
+        JoinTime::Left => format!("{name}.left"),
+        JoinTime::Right => format!("{name}.right"),
     }
 }
 
@@ -139,25 +159,25 @@ impl SideWindow {
     }
 }
 
-/// Output column `column` of `side` as a window, if it is one.
+/// Output column `column` of `side` as a window, if it is one: a window column of the node
+/// below (one of `ports`), or a bucket of a source's event time.
 pub(super) fn side_window(
     side: &Arc<dyn ExecutionPlan>,
     column: usize,
-    inner: &[AggregatePlan],
+    ports: &[OutputPort],
 ) -> Option<SideWindow> {
     if let Some(origins) = trace_column(side, column) {
         let first = origins.first()?;
-        let stage = inner.iter().find(|s| s.output_name == first.input)?;
-        let window = stage.window.as_ref()?;
+        let time = super::graph::port(ports, &first.input)?.time(first.column)?;
         // A hop window's rows are per window start, one every slide.
-        let width = window.step()?;
+        let (width, unit) = time.step?;
         let same = origins
             .iter()
-            .all(|o| o.input == first.input && o.column == window.group_index);
-        return (same && window.lateness == 0).then(|| SideWindow::Aggregate {
-            input: stage.output_name.clone(),
+            .all(|o| o.input == first.input && o.column == first.column);
+        return same.then(|| SideWindow::Aggregate {
+            input: time.watermark.clone(),
             width,
-            unit: window.unit,
+            unit,
         });
     }
     bucket_of(side, column)
@@ -220,42 +240,52 @@ pub enum JoinTime {
     Right,
 }
 
-/// The output columns of a join of two streams that are times an aggregate above it can be
-/// windowed by, and the leaf that reads its rows.
+impl JoinTime {
+    /// What it is, for `explain`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            JoinTime::Window => "the join's window",
+            JoinTime::Left => "the left side's event time",
+            JoinTime::Right => "the right side's event time",
+        }
+    }
+
+    /// What its watermark is, for `explain`.
+    pub fn watermark_means(self) -> &'static str {
+        match self {
+            JoinTime::Window => "the start of the earliest window the join has not joined",
+            JoinTime::Left => {
+                "the earliest left event time the join can still emit: the older of the left watermark and where its held left rows were trimmed to"
+            }
+            JoinTime::Right => {
+                "the earliest right event time the join can still emit: the older of the right watermark and where its held right rows were trimmed to"
+            }
+        }
+    }
+}
+
+/// A join of two streams' output as the aggregate above it reads it, and whether the join is
+/// bounded (by a shared window or an interval) at all.
 #[derive(Debug)]
 pub(super) struct JoinTimes {
-    /// The name of the leaf reading the join's rows.
-    pub(super) name: String,
-    /// Output column → which time it is.
-    pub(super) columns: Vec<(usize, JoinTime)>,
-    /// A windowed join's window width and unit.
-    pub(super) window: Option<(i64, TimeUnit)>,
-    /// The time the aggregate over the join windows by, once planned.
-    pub(super) used: std::cell::Cell<Option<JoinTime>>,
+    /// Its port: the leaf's name, its time columns.
+    pub(super) port: OutputPort,
     /// Whether the join is bounded by a shared window or an interval.
     bounded: bool,
 }
 
 impl JoinTimes {
-    /// Which time output column `column` is.
-    pub(super) fn time_of(&self, column: usize) -> Option<JoinTime> {
-        self.columns
-            .iter()
-            .find(|(c, _)| *c == column)
-            .map(|(_, t)| *t)
-    }
-
     /// Whether the join is bounded (windowed or interval).
     pub(super) fn bounded(&self) -> bool {
         self.bounded
     }
 }
 
-/// The time columns of `join`'s output (named `name`): a windowed join's window columns, an
-/// interval join's event times. Empty for a join bounded by neither.
+/// The port of `join`'s output (read as `name`): a windowed join's window columns, an interval
+/// join's event times, each with its own watermark. No times for a join bounded by neither.
 pub(super) fn join_times(
     join: &datafusion::physical_plan::joins::HashJoinExec,
-    stages: &[AggregatePlan],
+    ports: &[OutputPort],
     name: String,
 ) -> JoinTimes {
     let (left, right) = (join.left(), join.right());
@@ -265,7 +295,7 @@ pub(super) fn join_times(
         let (Some(l), Some(r)) = (column_of(l), column_of(r)) else {
             continue;
         };
-        if let (Some(a), Some(b)) = (side_window(left, l, stages), side_window(right, r, stages)) {
+        if let (Some(a), Some(b)) = (side_window(left, l, ports), side_window(right, r, ports)) {
             if a.size() == b.size() {
                 inputs.push((true, l, JoinTime::Window));
                 inputs.push((false, r, JoinTime::Window));
@@ -280,21 +310,34 @@ pub(super) fn join_times(
         inputs.push((true, bounds.left_ts, JoinTime::Left));
         inputs.push((false, bounds.right_ts, JoinTime::Right));
     }
-    let columns: Vec<(usize, JoinTime)> = (0..join.schema().fields().len())
+    let times = (0..join.schema().fields().len())
         .filter_map(|i| {
             let (input, c) = super::trace::join_input_column(join, i)?;
             let is_left = Arc::ptr_eq(input, left);
-            inputs
+            let (_, _, time) = inputs
                 .iter()
-                .find(|(side, column, _)| *side == is_left && *column == c)
-                .map(|(_, _, t)| (i, *t))
+                .find(|(side, column, _)| *side == is_left && *column == c)?;
+            Some(PortTime {
+                column: i,
+                step: match time {
+                    JoinTime::Window => window,
+                    JoinTime::Left | JoinTime::Right => None,
+                },
+                watermark: watermark_key(&name, *time),
+                what: time.describe().to_string(),
+                watermark_means: time.watermark_means().to_string(),
+            })
         })
         .collect();
     JoinTimes {
-        name,
-        columns,
-        window,
-        used: std::cell::Cell::new(None),
+        port: OutputPort {
+            name,
+            schema: join.schema(),
+            times,
+            emit: Emit::Append,
+            described: "a join of two streams".to_string(),
+            time_rule: "the time the join bounds: the window column of a windowed join, or either side's event time of an interval join, as the join outputs it".to_string(),
+        },
         bounded: !inputs.is_empty(),
     }
 }

@@ -4,6 +4,7 @@ pub mod aggregate_plan;
 pub mod capability;
 pub mod determinism;
 pub mod explain;
+pub mod graph;
 pub mod hop;
 pub mod interval;
 pub mod join;

@@ -19,17 +19,18 @@ use crate::pipeline::InsertDecl;
 use super::StreamPlanner;
 use super::cut::*;
 use crate::stream::aggregate_plan::{AggregatePlan, KeySource};
+use crate::stream::graph::{Emit, OutputPort};
 
 impl StreamPlanner {
-    /// One aggregate (whose input holds no aggregate any more: `inner` are those cut below
-    /// it), its output read by a leaf named `output_name`, which is also its `post` for now.
+    /// One aggregate (whose input holds no stateful node any more: `ports` are the outputs of
+    /// those cut below it), its output read by a leaf named `output_name`, which is also its
+    /// `post` for now.
     pub(super) fn split_aggregate(
         &self,
         agg_node: &Arc<dyn ExecutionPlan>,
         insert: &InsertDecl,
         output_name: String,
-        inner: &[AggregatePlan],
-        join: Option<&crate::stream::join::JoinTimes>,
+        ports: &[OutputPort],
     ) -> Result<AggregatePlan> {
         let at = insert.at;
         let agg = agg_node
@@ -49,19 +50,19 @@ impl StreamPlanner {
         let pre = Arc::clone(agg.input());
         let mut read = Vec::new();
         collect_leaves(&pre, &mut read);
-        if let Some(keyed) = inner
+        if let Some(updated) = ports
             .iter()
-            .find(|s| s.window.is_none() && read.contains(&s.output_name))
+            .find(|p| p.emit == Emit::Upsert && read.contains(&p.name))
         {
             return Err(SqlError::Unsupported {
                 at,
                 message: format!(
-                    "an aggregate over a keyed aggregate (GROUP BY {} without a window) would count every update of its groups again: window the inner aggregate (GROUP BY date_bin(INTERVAL ..., event_time), ...) so each group is emitted once, or write it to a table with a merge_key and aggregate that in batch",
-                    keyed_groups(keyed)
+                    "an aggregate over {} would count every update of its groups again: window the inner aggregate (GROUP BY date_bin(INTERVAL ..., event_time), ...) so each group is emitted once, or write it to a table with a merge_key and aggregate that in batch",
+                    updated.described
                 ),
             });
         }
-        let (window, partial_input) = self.aggregate_window(&group_by, &pre, at, inner, join)?;
+        let (window, partial_input) = self.aggregate_window(&group_by, &pre, at, ports)?;
         if group_by.has_grouping_set() {
             check_grouping_sets(&group_by, window.as_ref(), at)?;
         }
@@ -122,18 +123,11 @@ impl StreamPlanner {
         group_by: &PhysicalGroupBy,
         pre: &Arc<dyn ExecutionPlan>,
         at: StatementRef,
-        inner: &[AggregatePlan],
-        join: Option<&crate::stream::join::JoinTimes>,
+        ports: &[OutputPort],
     ) -> Result<(Option<WindowSpec>, Arc<dyn ExecutionPlan>)> {
         let hop = crate::stream::hop::find_hop(group_by, pre)
             .map_err(|message| SqlError::Unsupported { at, message })?;
-        if hop.is_some() && join.is_some() {
-            return Err(SqlError::Unsupported {
-                at,
-                message: "hop windows over a join of two streams' rows are not streamed yet: hop over each stream's rows and join the hop windows' rows on their window instead".into(),
-            });
-        }
-        let window = self.find_window(group_by, pre, at, inner, join)?;
+        let window = self.find_window(group_by, pre, at, ports)?;
         Ok(match (hop, window) {
             (Some(_), Some(_)) => {
                 return Err(SqlError::Unsupported {
@@ -142,7 +136,7 @@ impl StreamPlanner {
                 });
             }
             (Some(call), None) => {
-                let window = self.hop_window(&call, at, inner)?;
+                let window = self.hop_window(&call, at, ports)?;
                 let panes = crate::stream::hop::to_panes(pre)
                     .map_err(|e| SqlError::Internal(format!("planning hop panes: {e}")))?;
                 let split = self.hop_late_at_leaves(&panes, &call, &window)?;
@@ -249,16 +243,4 @@ pub(super) fn check_grouping_sets(
         });
     }
     Ok(())
-}
-
-/// The group columns of `agg`, for messages.
-pub(super) fn keyed_groups(agg: &AggregatePlan) -> String {
-    let names: Vec<&str> = agg
-        .output_schema
-        .fields()
-        .iter()
-        .take(agg.group_count)
-        .map(|f| f.name().as_str())
-        .collect();
-    names.join(", ")
 }

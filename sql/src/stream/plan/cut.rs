@@ -97,7 +97,8 @@ impl StreamPlanner {
         } else {
             format!("{}#aggregate{}", insert.target, stages.len())
         };
-        let stage = self.split_aggregate(&node, insert, name, stages, None)?;
+        let ports: Vec<_> = stages.iter().map(AggregatePlan::port).collect();
+        let stage = self.split_aggregate(&node, insert, name, &ports)?;
         let leaf = Arc::clone(&stage.post);
         stages.push(stage);
         Ok(leaf)

@@ -6,7 +6,7 @@ use crate::stream::window::{WindowSize, WindowSpec};
 use crate::error::{Result, SqlError, StatementRef};
 
 use super::StreamPlanner;
-use crate::stream::aggregate_plan::AggregatePlan;
+use crate::stream::graph::{OutputPort, port};
 
 impl StreamPlanner {
     /// The window of a hop found among the group keys: panes over a watermarked source column.
@@ -14,17 +14,18 @@ impl StreamPlanner {
         &self,
         call: &crate::stream::hop::HopCall,
         at: StatementRef,
-        inner: &[AggregatePlan],
+        ports: &[OutputPort],
     ) -> Result<WindowSpec> {
         let name = call.display.clone();
         let mut sources = Vec::new();
         let mut column = String::new();
         for origin in &call.origins {
-            if inner.iter().any(|s| s.output_name == origin.input) {
+            if let Some(port) = port(ports, &origin.input) {
                 return Err(SqlError::Unsupported {
                     at,
                     message: format!(
-                        "GROUP BY {name}: a hop window over an aggregate's output is not streamed; hop over the source's rows, or aggregate the hop windows' output with tumbling windows"
+                        "GROUP BY {name}: hop windows over {} rows are not streamed yet: hop over each stream's rows, then aggregate the hop windows' rows or join them on their window",
+                        port.possessive()
                     ),
                 });
             }

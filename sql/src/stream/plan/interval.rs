@@ -74,12 +74,12 @@ impl StreamPlanner {
             display,
             inner: stages,
             post_slot: output.slot,
-            output_name: output.name,
+            output_name: output.port.name.clone(),
             post: output.post,
             interval: Some(bounds),
             state_ttl,
             outer: output.outer,
-            outer_time: output.outer_time,
+            port: output.port,
         })
     }
 

@@ -16,7 +16,7 @@ use crate::error::{Result, SqlError, StatementRef};
 use crate::pipeline::InsertDecl;
 
 use super::StreamPlanner;
-use super::{aggregate::*, cut::*};
+use super::cut::*;
 use crate::stream::aggregate_plan::AggregatePlan;
 
 impl StreamPlanner {
@@ -47,13 +47,12 @@ impl StreamPlanner {
                 "the join vanished while planning it".into(),
             ));
         };
-        check_outer_chain(&times.name, &outer, &post, at)?;
+        check_outer_chain(&times.port.name, &outer, &post, at)?;
         let output = JoinOutput {
-            name: times.name.clone(),
             slot,
             post,
             outer,
-            outer_time: times.used.get(),
+            port: times.port,
         };
         let Some(hash) = join.downcast_ref::<HashJoinExec>() else {
             return Err(SqlError::Internal(
@@ -66,9 +65,10 @@ impl StreamPlanner {
             let (Some(l), Some(r)) = (column_of(l), column_of(r)) else {
                 continue;
             };
+            let ports: Vec<_> = stages.iter().map(AggregatePlan::port).collect();
             let sides = (
-                crate::stream::join::side_window(&left, l, &stages),
-                crate::stream::join::side_window(&right, r, &stages),
+                crate::stream::join::side_window(&left, l, &ports),
+                crate::stream::join::side_window(&right, r, &ports),
             );
             if let (Some(a), Some(b)) = sides {
                 window = Some((l, r, a, b));
@@ -104,7 +104,7 @@ impl StreamPlanner {
             if stage.window.is_none() {
                 return Err(refuse(format!(
                     "a keyed aggregate (GROUP BY {} without a window) feeds a join of two streams: its updates never end, so no window of the join would close. Window it (GROUP BY date_bin(INTERVAL ..., event_time), ...)",
-                    keyed_groups(stage)
+                    stage.group_names()
                 )));
             }
         }
@@ -117,12 +117,12 @@ impl StreamPlanner {
             display,
             inner: stages,
             post_slot: output.slot,
-            output_name: output.name,
+            output_name: output.port.name.clone(),
             post: output.post,
             interval: None,
             state_ttl: None,
             outer: output.outer,
-            outer_time: output.outer_time,
+            port: output.port,
         }))
     }
 
@@ -159,7 +159,8 @@ impl StreamPlanner {
                 ));
             };
             let name = format!("{}#join", insert.target);
-            let times = crate::stream::join::join_times(hash, stages, name.clone());
+            let ports: Vec<_> = stages.iter().map(AggregatePlan::port).collect();
+            let times = crate::stream::join::join_times(hash, &ports, name.clone());
             let (slot, leaf) = self.output_leaf(&name, join.schema())?;
             *found = Some(CutJoin {
                 join,
@@ -203,11 +204,15 @@ impl StreamPlanner {
         } else {
             format!("{}#aggregate{count}", insert.target)
         };
-        let stage = self.split_aggregate(&node, insert, name, outer, Some(&cut_join.times))?;
+        // The aggregates over the join read its port, or the one below them.
+        let ports: Vec<_> = std::iter::once(cut_join.times.port.clone())
+            .chain(outer.iter().map(AggregatePlan::port))
+            .collect();
+        let stage = self.split_aggregate(&node, insert, name, &ports)?;
         if stage.window.is_none() {
             return Err(refuse(&format!(
                 "an aggregate over a join of two streams (GROUP BY {}) is streamed when it is windowed by the join's rows' time: the window column of a windowed join, or one side's event time of an interval join (GROUP BY date_bin(INTERVAL ..., a.event_time), ...), so each window closes as the join's rows for it are final; or write the joined rows to a table and aggregate it in `volley batch`",
-                keyed_groups(&stage)
+                stage.group_names()
             )));
         }
         let leaf = Arc::clone(&stage.post);
@@ -325,11 +330,10 @@ pub(super) fn span_of((width, unit): (i64, arrow::datatypes::TimeUnit)) -> Strin
 /// Where a join of two streams' rows go: the leaf reading them, the aggregates over them and
 /// the segment above.
 pub(super) struct JoinOutput {
-    pub(super) name: String,
     pub(super) slot: Arc<EpochSlot>,
     pub(super) post: Arc<dyn ExecutionPlan>,
     pub(super) outer: Vec<AggregatePlan>,
-    pub(super) outer_time: Option<crate::stream::join::JoinTime>,
+    pub(super) port: crate::stream::graph::OutputPort,
 }
 
 /// Checks that the aggregates over a join form one chain: the first reads the join's rows

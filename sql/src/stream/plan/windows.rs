@@ -16,7 +16,7 @@ use crate::stream::window::{
 use crate::error::{Result, SqlError, StatementRef};
 
 use super::StreamPlanner;
-use crate::stream::aggregate_plan::AggregatePlan;
+use crate::stream::graph::{OutputPort, port};
 
 impl StreamPlanner {
     /// Finds the tumbling window among the group expressions, checking it is over a watermarked
@@ -26,8 +26,7 @@ impl StreamPlanner {
         group_by: &PhysicalGroupBy,
         pre: &Arc<dyn ExecutionPlan>,
         at: StatementRef,
-        inner: &[AggregatePlan],
-        join: Option<&crate::stream::join::JoinTimes>,
+        ports: &[OutputPort],
     ) -> Result<Option<WindowSpec>> {
         let mut found = None;
         for (index, (expr, _)) in group_by.expr().iter().enumerate() {
@@ -54,7 +53,8 @@ impl StreamPlanner {
                     ),
                 });
             };
-            let (column, sources) = self.window_inputs(&origins, ts, pre, name, inner, join, at)?;
+            let (column, sources) =
+                self.window_inputs(&origins, pre.schema().field(ts).name(), name, ports, at)?;
             found = Some(WindowSpec {
                 group_index: index,
                 size,
@@ -68,34 +68,30 @@ impl StreamPlanner {
             });
         }
         if found.is_none() {
-            found = inner_window_key(group_by, pre, inner, join);
+            found = inner_window_key(group_by, pre, ports);
         }
         Ok(found)
     }
 }
 
-/// A group key that is an inner windowed aggregate's own window column, grouped as it is
-/// (`GROUP BY w` over per-window rows), or a windowed join's window column: a window as wide
-/// as the inner one (a hop window's slide), closed as the inner aggregate (or the join) emits.
+/// A group key that is a window column of the node below, grouped as it is (`GROUP BY w`
+/// over per-window rows): a window as wide as the one below (a hop window's slide), closed as
+/// the node below emits its windows.
 pub(super) fn inner_window_key(
     group_by: &PhysicalGroupBy,
     pre: &Arc<dyn ExecutionPlan>,
-    inner: &[AggregatePlan],
-    join: Option<&crate::stream::join::JoinTimes>,
+    ports: &[OutputPort],
 ) -> Option<WindowSpec> {
     for (index, (expr, name)) in group_by.expr().iter().enumerate() {
         let Some(origins) = column_of(expr).and_then(|c| trace_column(pre, c)) else {
             continue;
         };
-        let found = join
-            .and_then(|times| join_window_of(&origins, times))
-            .or_else(|| stage_window_of(&origins, inner));
-        if let Some(((width, unit), column, sources)) = found {
+        if let Some(((width, unit), column, sources)) = port_window_of(&origins, ports) {
             return Some(WindowSpec {
                 group_index: index,
                 size: WindowSize::Fixed(width),
                 unit,
-                column: column.unwrap_or_else(|| name.clone()),
+                column,
                 sources,
                 gate: LateGate::new(),
                 display: name.clone(),
@@ -107,55 +103,27 @@ pub(super) fn inner_window_key(
     None
 }
 
-/// What a group column traced to `origins` is as a window: its step and unit, its column
-/// name (None: the group's own) and the inputs whose watermark closes it.
-pub(super) type KeyWindow = (
-    (i64, arrow::datatypes::TimeUnit),
-    Option<String>,
-    Vec<String>,
-);
-
-/// `origins` as a windowed join's window column (marked as the time the aggregate windows by).
-pub(super) fn join_window_of(
+/// `origins` as window columns of the nodes below, all of one step: the step, the column's
+/// name and the watermarks that close the windows.
+fn port_window_of(
     origins: &[crate::stream::trace::ColumnOrigin],
-    times: &crate::stream::join::JoinTimes,
-) -> Option<KeyWindow> {
-    use crate::stream::join::JoinTime;
-    let size = times.window?;
-    let all = !origins.is_empty()
-        && origins
-            .iter()
-            .all(|o| o.input == times.name && times.time_of(o.column) == Some(JoinTime::Window));
-    if !all || times.used.get().is_some_and(|t| t != JoinTime::Window) {
-        return None;
-    }
-    times.used.set(Some(JoinTime::Window));
-    Some((size, None, vec![times.name.clone()]))
-}
-
-/// `origins` as inner aggregates' own window columns, all of one step.
-pub(super) fn stage_window_of(
-    origins: &[crate::stream::trace::ColumnOrigin],
-    inner: &[AggregatePlan],
-) -> Option<KeyWindow> {
+    ports: &[OutputPort],
+) -> Option<((i64, arrow::datatypes::TimeUnit), String, Vec<String>)> {
     let mut size = None;
     let mut column = None;
     let mut sources = Vec::new();
     for o in origins {
-        let stage = inner.iter().find(|s| s.output_name == o.input)?;
-        let w = stage.window.as_ref()?;
-        if w.group_index != o.column || w.lateness != 0 {
-            return None;
-        }
-        let step = (w.step()?, w.unit);
+        let port = port(ports, &o.input)?;
+        let time = port.time(o.column)?;
+        let step = time.step?;
         if size.is_some_and(|s| s != step) {
             return None;
         }
         size = Some(step);
-        column = Some(stage.output_schema.field(o.column).name().clone());
-        sources.push(stage.output_name.clone());
+        column = Some(port.schema.field(o.column).name().clone());
+        sources.push(time.watermark.clone());
     }
-    Some((size?, column, sources))
+    Some((size?, column?, sources))
 }
 
 /// The width and unit of a bucket window `bin` (the group expression `expr` over `pre`'s
@@ -207,67 +175,37 @@ fn bucket_size(
 }
 
 impl StreamPlanner {
-    /// Where a window's time comes from (`origins`, traced from column `ts` of `pre`): a
-    /// join's time, an inner aggregate's window column, or a source's watermarked event time.
-    /// Returns the time column's name and the inputs whose watermarks close the window.
-    #[expect(clippy::too_many_arguments)]
+    /// Where a window's time (column `ts_name` of the aggregate's input) comes from
+    /// (`origins`): an event time of the node below (its
+    /// port says which of its columns are), or a source's watermarked event time. Returns the
+    /// time column's name and the watermarks that close the window.
     fn window_inputs(
         &self,
         origins: &[crate::stream::trace::ColumnOrigin],
-        ts: usize,
-        pre: &Arc<dyn ExecutionPlan>,
+        ts_name: &str,
         name: &str,
-        inner: &[AggregatePlan],
-        join: Option<&crate::stream::join::JoinTimes>,
+        ports: &[OutputPort],
         at: StatementRef,
     ) -> Result<(String, Vec<String>)> {
         let mut sources = Vec::new();
         let mut column = String::new();
         for origin in origins {
-            if let Some(times) = join.filter(|j| j.name == origin.input) {
-                // A window over a join's rows, by a time whose rows the join finalises.
-                let Some(time) = times.time_of(origin.column) else {
+            if let Some(port) = port(ports, &origin.input) {
+                let Some(time) = port.time(origin.column) else {
                     return Err(SqlError::Unsupported {
                         at,
                         message: format!(
-                            "GROUP BY {name}: a window over a join of two streams' rows must be over the time the join bounds: the window column of a windowed join, or either side's event time of an interval join, as the join outputs it"
+                            "GROUP BY {name}: a window over {} rows must be over {}; column '{ts_name}' is not one",
+                            port.possessive(),
+                            port.time_rule,
                         ),
                     });
                 };
-                if times.used.get().is_some_and(|t| t != time) {
-                    return Err(SqlError::Unsupported {
-                        at,
-                        message: format!(
-                            "GROUP BY {name}: the aggregates over a join of two streams must window by one of its times"
-                        ),
-                    });
+                column = port.schema.field(origin.column).name().clone();
+                if !sources.contains(&time.watermark) {
+                    sources.push(time.watermark.clone());
                 }
-                times.used.set(Some(time));
-                column = pre.schema().field(ts).name().clone();
-                sources.push(times.name.clone());
                 continue;
-            }
-            if let Some(stage) = inner.iter().find(|s| s.output_name == origin.input) {
-                // A window over windows: the inner aggregate's window start is its rows'
-                // event time, and where its emitted windows have got to their watermark.
-                // A hop window's rows are timed by their window start too: its output
-                // watermark is the next window start it will emit.
-                match &stage.window {
-                    Some(w) if w.group_index == origin.column && w.lateness == 0 => {
-                        column = stage.output_schema.field(origin.column).name().clone();
-                        sources.push(stage.output_name.clone());
-                        continue;
-                    }
-                    _ => {
-                        return Err(SqlError::Unsupported {
-                            at,
-                            message: format!(
-                                "GROUP BY {name}: a window over an aggregate's rows must be over that aggregate's own window column (its event time); column '{}' is not one",
-                                pre.schema().field(ts).name()
-                            ),
-                        });
-                    }
-                }
             }
             let time = self
                 .event_time(

@@ -1,0 +1,87 @@
+//! The stream graph's ports: what an operator node's output is to the nodes that read it.
+//!
+//! An INSERT streams as stateless DataFusion segments between stateful operator nodes. A
+//! segment reads a node's rows through a leaf named after the node's port; the port says what
+//! those rows are: their schema, which of their columns are event times (and which of those
+//! start windows), under which key each time's watermark is published, and whether the rows
+//! only append or update rows emitted before. A node above learns everything it needs of its
+//! input from the port, never from the concrete operator behind it.
+
+use arrow::datatypes::{SchemaRef, TimeUnit};
+
+/// How a node's rows relate to the rows it emitted before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// Every row is new and final (a window emitted once, a joined row).
+    Append,
+    /// A row replaces the row of the same key emitted before (a keyed aggregate, or a window
+    /// corrected by late rows).
+    Upsert,
+}
+
+/// An event-time column of a node's output: every row the node emits from now on has this
+/// column at or after the watermark published under `watermark`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortTime {
+    /// The column.
+    pub column: usize,
+    /// When the column starts windows (a window aggregate's window column, a windowed join's
+    /// window): their width (a hop window's slide) and unit. Rows of one window share it and
+    /// are all emitted together.
+    pub step: Option<(i64, TimeUnit)>,
+    /// The key its watermark is published under in each epoch's watermarks.
+    pub watermark: String,
+    /// What it is, for `explain`: `the join's window`, `the left side's event time`.
+    pub what: String,
+    /// What its watermark is, for `explain`: `the start of the earliest window the aggregate
+    /// below has not emitted`.
+    pub watermark_means: String,
+}
+
+/// What a node's output is to the nodes that read it.
+#[derive(Debug, Clone)]
+pub struct OutputPort {
+    /// The input name the leaves reading it use.
+    pub name: String,
+    /// Its rows' schema.
+    pub schema: SchemaRef,
+    /// Its event-time columns.
+    pub times: Vec<PortTime>,
+    /// Whether it appends or updates.
+    pub emit: Emit,
+    /// What the node is, for messages: `an aggregate`, `a keyed aggregate (GROUP BY user_id
+    /// without a window)`, `a join of two streams`.
+    pub described: String,
+    /// Which of its columns a window over its rows may be over, for messages: `that
+    /// aggregate's own window column (its event time)`.
+    pub time_rule: String,
+}
+
+impl OutputPort {
+    /// [`OutputPort::described`] owning something: `an aggregate's`, `a join of two streams'`.
+    pub fn possessive(&self) -> String {
+        if self.described.ends_with('s') {
+            format!("{}'", self.described)
+        } else {
+            format!("{}'s", self.described)
+        }
+    }
+
+    /// The event time that column `column` is, if it is one.
+    pub fn time(&self, column: usize) -> Option<&PortTime> {
+        self.times.iter().find(|t| t.column == column)
+    }
+}
+
+/// The time among `ports` whose watermark is published under `key`.
+pub fn time_by_watermark<'a>(ports: &'a [OutputPort], key: &str) -> Option<&'a PortTime> {
+    ports
+        .iter()
+        .flat_map(|p| p.times.iter())
+        .find(|t| t.watermark == key)
+}
+
+/// The port named `name` among `ports`.
+pub fn port<'a>(ports: &'a [OutputPort], name: &str) -> Option<&'a OutputPort> {
+    ports.iter().find(|p| p.name == name)
+}
