@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use volley_connectors::kafka::{GroupEvent, GroupMember, KafkaOptions, KafkaSource};
 use volley_connectors::live::PublishedSet;
 use volley_connectors::{ConnectorRegistry, Position, Source};
-use volley_sql::stream::{QueryPlan, QueryShape};
+use volley_sql::stream::QueryPlan;
 use volley_sql::{Pipeline, SqlError, TableDecl};
 
 use crate::checkpoint::CheckpointConfig;
@@ -75,33 +75,40 @@ pub fn group_source(pipeline: &Pipeline) -> Result<Option<&TableDecl>> {
 pub fn check_partitioned(table: &TableDecl, plans: &[QueryPlan]) -> Result<()> {
     let partition_column = table.options.get("partitioned_by").map(str::trim);
     for plan in plans {
-        if matches!(plan.shape, QueryShape::Join(_)) {
+        let nodes = plan.nodes();
+        let [node] = nodes.as_slice() else {
+            if nodes.is_empty() {
+                continue;
+            }
+            let why = nodes
+                .iter()
+                .find_map(|n| n.confined_to(&table.name, "_key").err())
+                .unwrap_or_else(|| "runs one operator over another's rows, which group mode does not run yet: write the inner one's rows to a Kafka topic keyed by its groups and aggregate that topic".to_string());
             return Err(SqlError::Unsupported {
                 at: plan.at,
                 message: format!(
-                    "INSERT INTO {} joins two streams, which group mode (table '{}', option 'group') does not run yet: rows of one key may be read by different processes; run without 'group'",
+                    "INSERT INTO {} {why} (table '{}', option 'group'); or run without 'group'",
                     plan.target, table.name
                 ),
             }
             .into());
-        }
-        let QueryShape::Aggregate(agg) = &plan.shape else {
-            continue;
         };
-        if !agg.inner.is_empty() {
-            return Err(SqlError::Unsupported {
-                at: plan.at,
-                message: format!(
-                    "INSERT INTO {} aggregates over an aggregate, which group mode (table '{}', option 'group') does not run yet: write the inner aggregate to a Kafka topic keyed by its groups and aggregate that topic, or run without 'group'",
-                    plan.target, table.name
-                ),
+        let mut confined = false;
+        for column in ["_key"].into_iter().chain(partition_column) {
+            match node.confined_to(&table.name, column) {
+                Ok(yes) => confined |= yes,
+                Err(why) => {
+                    return Err(SqlError::Unsupported {
+                        at: plan.at,
+                        message: format!(
+                            "INSERT INTO {} {why} (table '{}', option 'group'); or run without 'group'",
+                            plan.target, table.name
+                        ),
+                    }
+                    .into());
+                }
             }
-            .into());
         }
-        let confined = ["_key"]
-            .into_iter()
-            .chain(partition_column)
-            .any(|column| agg.groups_by_source_column(&table.name, column));
         if confined {
             continue;
         }

@@ -17,6 +17,7 @@ pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod operator;
+pub mod operators;
 pub mod query;
 pub mod runtime;
 pub mod setup;

@@ -7,12 +7,10 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{ExecutionPlan, collect, collect_partitioned};
+use volley_sql::stream::QueryPlan;
 use volley_sql::stream::leaf::EpochSlot;
-use volley_sql::stream::{AggregatePlan, QueryPlan, QueryShape};
 
-use crate::aggregate::AggregateState;
 use crate::error::{EngineError, Result};
-use crate::join::JoinState;
 use crate::operator::{OperatorInput, RestoredState, StreamOperator};
 
 /// What one query produced in an epoch.
@@ -57,33 +55,20 @@ struct Stage {
 
 impl QueryRunner {
     /// A runner for `plan`, executing in `task_ctx`.
-    pub fn new(plan: QueryPlan, task_ctx: Arc<TaskContext>) -> Self {
-        let aggregate = |agg: &AggregatePlan| Stage {
-            operator: Box::new(AggregateState::new(agg.clone(), Arc::clone(&task_ctx))),
-            output: Arc::clone(&agg.post_slot),
-            label: String::new(),
-            join: false,
-        };
-        let mut stages: Vec<Stage> = match &plan.shape {
-            QueryShape::Stateless { .. } => Vec::new(),
-            QueryShape::Aggregate(agg) => agg
-                .inner
-                .iter()
-                .chain(std::iter::once(&**agg))
-                .map(aggregate)
-                .collect(),
-            QueryShape::Join(join) => {
-                let mut stages: Vec<Stage> = join.inner.iter().map(aggregate).collect();
-                stages.push(Stage {
-                    operator: Box::new(JoinState::new((**join).clone(), Arc::clone(&task_ctx))),
-                    output: Arc::clone(&join.post_slot),
-                    label: String::new(),
-                    join: true,
-                });
-                stages.extend(join.outer.iter().map(aggregate));
-                stages
-            }
-        };
+    ///
+    /// # Errors
+    /// A node no runtime runs (a bug).
+    pub fn new(plan: QueryPlan, task_ctx: Arc<TaskContext>) -> Result<Self> {
+        let mut stages = Vec::new();
+        for node in plan.nodes() {
+            let port = node.port();
+            stages.push(Stage {
+                operator: crate::operators::runtime(node, &task_ctx)?,
+                output: Arc::clone(&port.slot),
+                label: String::new(),
+                join: node.kind() == "join",
+            });
+        }
         let aggregates = stages.iter().filter(|s| !s.join).count();
         let mut nth = 0;
         for stage in &mut stages {
@@ -93,11 +78,11 @@ impl QueryRunner {
                 stage.label = format!("{} of aggregate {nth} of {aggregates}", stage.label);
             }
         }
-        Self {
+        Ok(Self {
             plan,
             stages,
             task_ctx,
-        }
+        })
     }
 
     /// The plan.
@@ -112,11 +97,7 @@ impl QueryRunner {
 
     /// The segment above the last operator (the whole plan of a stateless query).
     fn post(&self) -> &Arc<dyn ExecutionPlan> {
-        match &self.plan.shape {
-            QueryShape::Stateless { plan } => plan,
-            QueryShape::Aggregate(agg) => &agg.post,
-            QueryShape::Join(join) => &join.post,
-        }
+        self.plan.post()
     }
 
     /// Gives every join over lookup table `table` a fresh hash table: run next, they hash
@@ -130,11 +111,7 @@ impl QueryRunner {
         }
         let post = volley_sql::stream::lookup::reset_lookup_joins(self.post(), table)
             .map_err(EngineError::Sql)?;
-        match &mut self.plan.shape {
-            QueryShape::Stateless { plan } => *plan = post,
-            QueryShape::Aggregate(agg) => agg.post = post,
-            QueryShape::Join(join) => join.post = post,
-        }
+        self.plan.set_post(post);
         for stage in &mut self.stages {
             stage.operator.reset_lookup(table)?;
         }

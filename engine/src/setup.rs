@@ -239,7 +239,7 @@ async fn build(
     let queries = plans
         .iter()
         .map(|p| QueryRunner::new(p.clone(), Arc::clone(&task_ctx)))
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let job = StreamJob {
         sources: runtimes,
         readers,

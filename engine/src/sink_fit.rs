@@ -9,7 +9,8 @@
 use std::collections::BTreeSet;
 
 use volley_connectors::Connector;
-use volley_sql::stream::{QueryPlan, QueryShape};
+use volley_sql::stream::QueryPlan;
+use volley_sql::stream::graph::Emit;
 use volley_sql::{SqlError, TableDecl};
 
 use crate::error::Result;
@@ -17,13 +18,7 @@ use crate::error::Result;
 /// Whether `plan`'s rows update earlier rows (upserts) rather than only adding new ones: a
 /// keyed aggregate, or a windowed one that corrects emitted windows (`allowed_lateness`).
 pub fn updates(plan: &QueryPlan) -> bool {
-    matches!(&plan.shape, QueryShape::Aggregate(agg)
-        if agg.window.as_ref().is_none_or(|w| w.lateness > 0))
-}
-
-fn corrects(plan: &QueryPlan) -> bool {
-    matches!(&plan.shape, QueryShape::Aggregate(agg)
-        if agg.window.as_ref().is_some_and(|w| w.lateness > 0))
+    plan.emit() == Emit::Upsert
 }
 
 /// Checks that every `merge_key` column of `table` is a column of `schema`, what the INSERT
@@ -71,7 +66,7 @@ pub fn check_sink(plan: &QueryPlan, table: &TableDecl, connector: &dyn Connector
     };
     check_merge_key(table, &plan.output_schema, plan.at, &plan.target)?;
     let merge_key = table.merge_key().filter(|k| !k.is_empty());
-    let ttl_join = matches!(&plan.shape, QueryShape::Join(join) if join.state_ttl.is_some());
+    let ttl_join = plan.ttl_bounded_join();
     if table.state_ttl()?.is_some() && !updates(plan) && !ttl_join {
         return Err(fail(format!(
             "option 'state_ttl' of table '{}' bounds the state of an aggregate without a window, and this INSERT has none (a window's state is released when the watermark passes it; a join of two streams takes 'state_ttl' only when it has neither a shared window nor an interval)",
@@ -86,7 +81,7 @@ pub fn check_sink(plan: &QueryPlan, table: &TableDecl, connector: &dyn Connector
     } else {
         plan.key_columns.join(", ")
     };
-    if corrects(plan) {
+    if plan.corrects_windows() {
         let keys = plan.key_columns.join(", ");
         if !connector.accepts_updates(table) {
             return Err(fail(format!(
@@ -137,33 +132,18 @@ pub fn apply_sink_options(
     table: &TableDecl,
     pipeline: &volley_sql::Pipeline,
 ) -> Result<()> {
-    if let Some(lateness) = table.allowed_lateness()? {
-        let window = match &mut plan.shape {
-            QueryShape::Aggregate(agg) => agg.window.as_mut(),
-            QueryShape::Stateless { .. } | QueryShape::Join(_) => None,
-        };
-        let Some(window) = window else {
-            return Err(SqlError::Plan {
-                at: plan.at,
-                message: format!(
-                    "INSERT INTO {}: option 'allowed_lateness' of table '{}' keeps windows open for late rows, and this INSERT has no window (date_bin, tumble or date_trunc)",
-                    plan.target, table.name
-                ),
-            }
-            .into());
-        };
-        if window.hop.is_some() {
-            return Err(SqlError::Unsupported {
-                at: plan.at,
-                message: format!(
-                    "INSERT INTO {}: option 'allowed_lateness' of table '{}' is not supported for hop windows yet; late rows of a hop window go to dead letters",
-                    plan.target, table.name
-                ),
-            }
-            .into());
+    let lateness = table.allowed_lateness()?;
+    if lateness.is_some()
+        && let Err(why) = plan.apply_sink_options(lateness, None)
+    {
+        return Err(SqlError::Plan {
+            at: plan.at,
+            message: format!(
+                "INSERT INTO {}: option 'allowed_lateness' of table '{}' {why}",
+                plan.target, table.name
+            ),
         }
-        let nanos = i64::try_from(lateness.as_nanos()).unwrap_or(i64::MAX);
-        window.lateness = nanos / window.nanos_per_unit();
+        .into());
     }
     let Some(ttl) = table.state_ttl()? else {
         return Ok(());
@@ -183,8 +163,6 @@ pub fn apply_sink_options(
             .into());
         }
     }
-    if let QueryShape::Aggregate(agg) = &mut plan.shape {
-        agg.state_ttl = Some(ttl);
-    }
-    Ok(())
+    plan.apply_sink_options(None, Some(ttl))
+        .map_err(|why| SqlError::Pipeline(why).into())
 }

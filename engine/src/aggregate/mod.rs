@@ -56,6 +56,15 @@ impl AggregateOutput {
     }
 }
 
+/// The runtime of an `aggregate` node: `None` for a node of another kind.
+pub fn runtime(
+    node: &dyn volley_sql::stream::graph::StreamNode,
+    task_ctx: Arc<TaskContext>,
+) -> Option<Box<dyn crate::operator::StreamOperator>> {
+    let plan = node.as_any().downcast_ref::<AggregatePlan>()?;
+    Some(Box::new(AggregateState::new(plan.clone(), task_ctx)))
+}
+
 /// Keyed window state for one INSERT's aggregate.
 ///
 /// After an error the state is unusable (a shard may be lost mid-task); the job stops.

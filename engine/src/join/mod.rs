@@ -115,6 +115,15 @@ impl Held {
     }
 }
 
+/// The runtime of a `join` node: `None` for a node of another kind.
+pub fn runtime(
+    node: &dyn volley_sql::stream::graph::StreamNode,
+    task_ctx: Arc<TaskContext>,
+) -> Option<Box<dyn crate::operator::StreamOperator>> {
+    let plan = node.as_any().downcast_ref::<JoinPlan>()?;
+    Some(Box::new(JoinState::new(plan.clone(), task_ctx)))
+}
+
 /// A windowed join's state.
 #[derive(Debug)]
 pub struct JoinState {

@@ -8,7 +8,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
 
-use super::graph::{Emit, OutputPort, PortTime};
+use super::graph::{Emit, OutputPort, PortTime, StreamNode};
 use super::leaf::EpochSlot;
 use super::window::WindowSpec;
 
@@ -87,6 +87,7 @@ impl AggregatePlan {
         OutputPort {
             name: self.output_name.clone(),
             schema: std::sync::Arc::clone(&self.output_schema),
+            slot: std::sync::Arc::clone(&self.post_slot),
             times,
             emit: if final_windows.is_some() {
                 Emit::Append
@@ -139,5 +140,27 @@ impl AggregatePlan {
                     .iter()
                     .all(|s| s.table == table && s.column == column)
         })
+    }
+}
+
+impl StreamNode for AggregatePlan {
+    fn kind(&self) -> &'static str {
+        "aggregate"
+    }
+
+    fn port(&self) -> OutputPort {
+        AggregatePlan::port(self)
+    }
+
+    fn inputs(&self) -> Vec<String> {
+        super::plan::leaves(&self.partial)
+    }
+
+    fn confined_to(&self, table: &str, column: &str) -> Result<bool, String> {
+        Ok(self.groups_by_source_column(table, column))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

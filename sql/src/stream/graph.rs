@@ -45,6 +45,8 @@ pub struct OutputPort {
     pub name: String,
     /// Its rows' schema.
     pub schema: SchemaRef,
+    /// Where the runner puts the rows it emits each epoch, for the leaves reading them.
+    pub slot: std::sync::Arc<super::leaf::EpochSlot>,
     /// Its event-time columns.
     pub times: Vec<PortTime>,
     /// Whether it appends or updates.
@@ -84,4 +86,25 @@ pub fn time_by_watermark<'a>(ports: &'a [OutputPort], key: &str) -> Option<&'a P
 /// The port named `name` among `ports`.
 pub fn port<'a>(ports: &'a [OutputPort], name: &str) -> Option<&'a OutputPort> {
     ports.iter().find(|p| p.name == name)
+}
+
+/// One stateful node of an INSERT's stream graph, as every consumer of a plan (the runner,
+/// `explain`, the sink checks, group mode, checkpoints) sees it: never by its concrete type.
+pub trait StreamNode: std::fmt::Debug + Send + Sync {
+    /// What kind of operator it is (`aggregate`, `join`): the runtime that runs it.
+    fn kind(&self) -> &'static str;
+
+    /// Its output.
+    fn port(&self) -> OutputPort;
+
+    /// The inputs it reads: sources, and the ports of the nodes below it.
+    fn inputs(&self) -> Vec<String>;
+
+    /// In group mode, whether all rows of one piece of its state share the value of source
+    /// `table`'s column `column` (so a process holding some of that column's values holds
+    /// whole pieces). An error: it cannot run in group mode at all, and why.
+    fn confined_to(&self, table: &str, column: &str) -> Result<bool, String>;
+
+    /// The concrete plan, for the runtime registered for [`StreamNode::kind`] only.
+    fn as_any(&self) -> &dyn std::any::Any;
 }

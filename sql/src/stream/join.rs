@@ -23,7 +23,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 
 use super::aggregate_plan::AggregatePlan;
-use super::graph::{Emit, OutputPort, PortTime};
+use super::graph::{Emit, OutputPort, PortTime, StreamNode};
 use super::late::LateGate;
 use super::leaf::EpochSlot;
 use super::trace::{column_of, trace_column};
@@ -109,6 +109,34 @@ impl JoinPlan {
         } else {
             &[JoinTime::Window]
         }
+    }
+}
+
+impl StreamNode for JoinPlan {
+    fn kind(&self) -> &'static str {
+        "join"
+    }
+
+    fn port(&self) -> OutputPort {
+        self.port.clone()
+    }
+
+    fn inputs(&self) -> Vec<String> {
+        let mut read = super::plan::leaves(&self.left.plan);
+        for input in super::plan::leaves(&self.right.plan) {
+            if !read.contains(&input) {
+                read.push(input);
+            }
+        }
+        read
+    }
+
+    fn confined_to(&self, _table: &str, _column: &str) -> Result<bool, String> {
+        Err("joins two streams, which group mode does not run yet: rows of one key may be read by different processes".to_string())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -287,6 +315,7 @@ pub(super) fn join_times(
     join: &datafusion::physical_plan::joins::HashJoinExec,
     ports: &[OutputPort],
     name: String,
+    slot: Arc<EpochSlot>,
 ) -> JoinTimes {
     let (left, right) = (join.left(), join.right());
     let mut inputs: Vec<(bool, usize, JoinTime)> = Vec::new();
@@ -333,6 +362,7 @@ pub(super) fn join_times(
         port: OutputPort {
             name,
             schema: join.schema(),
+            slot,
             times,
             emit: Emit::Append,
             described: "a join of two streams".to_string(),

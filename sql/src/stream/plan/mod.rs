@@ -337,6 +337,107 @@ impl StreamPlanner {
     }
 }
 
+impl QueryPlan {
+    /// Its stateful nodes in the order they run each epoch: each after those it reads.
+    pub fn nodes(&self) -> Vec<&dyn super::graph::StreamNode> {
+        fn aggregate(a: &AggregatePlan) -> &dyn super::graph::StreamNode {
+            a
+        }
+        match &self.shape {
+            QueryShape::Stateless { .. } => Vec::new(),
+            QueryShape::Aggregate(agg) => agg
+                .inner
+                .iter()
+                .map(aggregate)
+                .chain(std::iter::once(&**agg as &dyn super::graph::StreamNode))
+                .collect(),
+            QueryShape::Join(join) => join
+                .inner
+                .iter()
+                .map(aggregate)
+                .chain(std::iter::once(&**join as &dyn super::graph::StreamNode))
+                .chain(join.outer.iter().map(aggregate))
+                .collect(),
+        }
+    }
+
+    /// The segment above the last node (the whole plan of a stateless INSERT): what the sink
+    /// receives.
+    pub fn post(&self) -> &Arc<dyn ExecutionPlan> {
+        match &self.shape {
+            QueryShape::Stateless { plan } => plan,
+            QueryShape::Aggregate(agg) => &agg.post,
+            QueryShape::Join(join) => &join.post,
+        }
+    }
+
+    /// Replaces the segment above the last node (a lookup join given a fresh table).
+    pub fn set_post(&mut self, post: Arc<dyn ExecutionPlan>) {
+        match &mut self.shape {
+            QueryShape::Stateless { plan } => *plan = post,
+            QueryShape::Aggregate(agg) => agg.post = post,
+            QueryShape::Join(join) => join.post = post,
+        }
+    }
+
+    /// How the sink's rows relate to those written before: the last node's, or appends.
+    pub fn emit(&self) -> super::graph::Emit {
+        self.nodes()
+            .last()
+            .map_or(super::graph::Emit::Append, |n| n.port().emit)
+    }
+
+    /// Gives the last node its sink's `allowed_lateness` (a window aggregate keeps emitted
+    /// windows that long for late rows) and `state_ttl` (a keyed aggregate forgets groups idle
+    /// that long). An error for an option no node takes: why it does not.
+    pub fn apply_sink_options(
+        &mut self,
+        allowed_lateness: Option<std::time::Duration>,
+        state_ttl: Option<std::time::Duration>,
+    ) -> std::result::Result<(), String> {
+        if let Some(lateness) = allowed_lateness {
+            let Some(window) = self.last_aggregate_mut().and_then(|a| a.window.as_mut()) else {
+                return Err("keeps windows open for late rows, and this INSERT has no window (date_bin, tumble or date_trunc)".to_string());
+            };
+            if window.hop.is_some() {
+                return Err("is not supported for hop windows yet; late rows of a hop window go to dead letters".to_string());
+            }
+            let nanos = i64::try_from(lateness.as_nanos()).unwrap_or(i64::MAX);
+            window.lateness = nanos / window.nanos_per_unit();
+        }
+        if let (Some(ttl), Some(agg)) = (state_ttl, self.last_aggregate_mut()) {
+            agg.state_ttl = Some(ttl);
+        }
+        Ok(())
+    }
+
+    /// Whether its rows re-emit windows corrected by late rows (`allowed_lateness`).
+    pub fn corrects_windows(&self) -> bool {
+        matches!(&self.shape, QueryShape::Aggregate(agg)
+            if agg.window.as_ref().is_some_and(|w| w.lateness > 0))
+    }
+
+    /// Whether a sink's `state_ttl` bounded a join of two streams that had neither a shared
+    /// window nor an interval.
+    pub fn ttl_bounded_join(&self) -> bool {
+        matches!(&self.shape, QueryShape::Join(join) if join.state_ttl.is_some())
+    }
+
+    fn last_aggregate_mut(&mut self) -> Option<&mut AggregatePlan> {
+        match &mut self.shape {
+            QueryShape::Aggregate(agg) => Some(agg),
+            QueryShape::Stateless { .. } | QueryShape::Join(_) => None,
+        }
+    }
+}
+
+/// The inputs `plan` reads (its leaves' names), each once, in plan order.
+pub fn leaves(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+    let mut read = Vec::new();
+    collect_leaves(plan, &mut read);
+    read
+}
+
 /// An indented, readable rendering of a physical plan.
 pub fn render(plan: &Arc<dyn ExecutionPlan>) -> String {
     crate::sql_text::tidy(&displayable(plan.as_ref()).indent(false).to_string())

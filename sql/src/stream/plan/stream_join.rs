@@ -160,8 +160,9 @@ impl StreamPlanner {
             };
             let name = format!("{}#join", insert.target);
             let ports: Vec<_> = stages.iter().map(AggregatePlan::port).collect();
-            let times = crate::stream::join::join_times(hash, &ports, name.clone());
             let (slot, leaf) = self.output_leaf(&name, join.schema())?;
+            let times =
+                crate::stream::join::join_times(hash, &ports, name.clone(), Arc::clone(&slot));
             *found = Some(CutJoin {
                 join,
                 left,
