@@ -43,6 +43,8 @@ pub struct QueryRunner {
 /// One operator of a query and where its rows go.
 #[derive(Debug)]
 struct Stage {
+    /// Its checkpoint id ([`volley_sql::stream::graph::node_ids`]).
+    id: String,
     operator: Box<dyn StreamOperator>,
     /// The slot the segment above reads its rows from.
     output: Arc<EpochSlot>,
@@ -60,9 +62,12 @@ impl QueryRunner {
     /// A node no runtime runs (a bug).
     pub fn new(plan: QueryPlan, task_ctx: Arc<TaskContext>) -> Result<Self> {
         let mut stages = Vec::new();
-        for node in plan.nodes() {
+        let nodes = plan.nodes();
+        let ids = volley_sql::stream::graph::node_ids(&nodes);
+        for (node, id) in nodes.into_iter().zip(ids) {
             let port = node.port();
             stages.push(Stage {
+                id,
                 operator: crate::operators::runtime(node, &task_ctx)?,
                 output: Arc::clone(&port.slot),
                 label: String::new(),
@@ -134,13 +139,31 @@ impl QueryRunner {
             .join(" then ")
     }
 
-    /// Loads checkpointed state into the operator named `name`.
+    /// The stateful operators with their checkpoint ids, in plan order.
+    pub fn operators_by_id(&self) -> impl Iterator<Item = (&str, &dyn StreamOperator)> {
+        self.stages.iter().map(|s| (s.id.as_str(), &*s.operator))
+    }
+
+    /// The checkpoint id of the operator a checkpoint names `name`: its id, or, in a
+    /// checkpoint written before operators had ids (format 2 and older), the name of its
+    /// output (`rolled#aggregate1`), which this plan still gives it.
+    pub fn id_of(&self, name: &str) -> Option<&str> {
+        self.stages
+            .iter()
+            .find(|s| s.id == name)
+            .or_else(|| self.stages.iter().find(|s| s.operator.name() == name))
+            .map(|s| s.id.as_str())
+    }
+
+    /// Loads checkpointed state into the operator a checkpoint names `name` (see
+    /// [`QueryRunner::id_of`]).
     ///
     /// # Errors
     /// No operator of that name, or state that does not fit it.
     pub async fn restore(&mut self, name: &str, state: RestoredState) -> Result<()> {
-        let Some(stage) = self.stages.iter_mut().find(|s| s.operator.name() == name) else {
-            let names: Vec<&str> = self.stages.iter().map(|s| s.operator.name()).collect();
+        let id = self.id_of(name).map(str::to_string);
+        let Some(stage) = self.stages.iter_mut().find(|s| Some(&s.id) == id.as_ref()) else {
+            let names: Vec<&str> = self.stages.iter().map(|s| s.id.as_str()).collect();
             return Err(EngineError::Checkpoint(format!(
                 "INSERT INTO {} has no operator {name} (it has [{}]), but its checkpoint holds state for one",
                 self.plan.target,

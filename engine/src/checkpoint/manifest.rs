@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use volley_connectors::Position;
 
-/// The manifest format this build writes.
-pub const FORMAT: u32 = 2;
+/// The manifest format this build writes (3: operator state named by the operator's stable id
+/// rather than its position; 2 and 1 are read by position).
+pub const FORMAT: u32 = 3;
 
 /// The oldest manifest format this build reads (format 1 is read as format 2).
 pub const OLDEST_FORMAT: u32 = 1;

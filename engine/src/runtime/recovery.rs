@@ -237,10 +237,15 @@ impl StreamJob {
         for (query, saved) in self.queries.iter_mut().zip(&manifest.queries) {
             // Every stateful operator's state must be there: one left empty would quietly
             // forget what it held.
+            let held: Vec<&str> = saved
+                .operators
+                .iter()
+                .filter_map(|o| query.id_of(&o.operator))
+                .collect();
             let missing: Vec<String> = query
-                .operators()
-                .map(|o| o.name().to_string())
-                .filter(|name| !saved.operators.iter().any(|o| o.operator == *name))
+                .operators_by_id()
+                .filter(|(id, _)| !held.contains(id))
+                .map(|(_, o)| o.name().to_string())
                 .collect();
             if !missing.is_empty() {
                 return Err(EngineError::Checkpoint(format!(
@@ -397,7 +402,7 @@ impl StreamJob {
                 state_rows: 0,
                 operators: Vec::new(),
             };
-            for (j, operator) in query.operators().enumerate() {
+            for (j, (id, operator)) in query.operators_by_id().enumerate() {
                 let snapshot = operator.snapshot()?;
                 let mut state = Vec::with_capacity(snapshot.pieces.len());
                 for piece in snapshot.pieces {
@@ -415,7 +420,7 @@ impl StreamJob {
                     });
                 }
                 entry.operators.push(OperatorCheckpoint {
-                    operator: operator.name().to_string(),
+                    operator: id.to_string(),
                     marks: snapshot.marks,
                     state,
                 });

@@ -94,6 +94,26 @@ pub trait StreamNode: std::fmt::Debug + Send + Sync {
     /// What kind of operator it is (`aggregate`, `join`): the runtime that runs it.
     fn kind(&self) -> &'static str;
 
+    /// Its identity for checkpoints: what it computes (its kind, its INSERT and its output's
+    /// columns), not where it sits in the plan, so a node planned in beside it does not rename
+    /// its state. [`node_ids`] makes equal ones distinct.
+    fn id(&self) -> String {
+        let port = self.port();
+        let target = port.name.split('#').next().unwrap_or_default().to_string();
+        let columns: Vec<String> = port
+            .schema
+            .fields()
+            .iter()
+            .map(|f| format!("{}:{}", f.name(), f.data_type()))
+            .collect();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in columns.join(",").bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{target}#{}-{hash:016x}", self.kind())
+    }
+
     /// Its output.
     fn port(&self) -> OutputPort;
 
@@ -107,4 +127,23 @@ pub trait StreamNode: std::fmt::Debug + Send + Sync {
 
     /// The concrete plan, for the runtime registered for [`StreamNode::kind`] only.
     fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// The checkpoint ids of `nodes`, in order: each node's [`StreamNode::id`], with `~2`, `~3`
+/// after the second and later of equal ones (in plan order).
+pub fn node_ids(nodes: &[&dyn StreamNode]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let id = node.id();
+        let seen = ids
+            .iter()
+            .filter(|i| i.split('~').next() == Some(id.as_str()))
+            .count();
+        ids.push(if seen == 0 {
+            id
+        } else {
+            format!("{id}~{}", seen + 1)
+        });
+    }
+    ids
 }
