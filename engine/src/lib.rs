@@ -25,6 +25,7 @@ pub mod signals;
 pub mod sink_fit;
 pub mod status;
 pub mod tables;
+pub mod testkit;
 pub mod verify;
 pub mod watermark;
 

@@ -1,0 +1,281 @@
+//! A small kit for operator tests: one INSERT over one source, fed epoch by epoch from small
+//! text tables with watermarks between them, showing what it emits, so an operator's test
+//! reads like its data.
+//!
+//! ```text
+//! ts                  | user | amount
+//! 2026-01-01T00:00:01 | a    | 1.5
+//! 2026-01-01T00:00:04 | b    | NULL
+//! ```
+//!
+//! A table's first line names the source's columns (any order, any subset: the others are
+//! NULL); each cell is cast from its text to the column's type (`NULL` is a NULL). The
+//! watermark after an epoch is the source's, in the event-time column's text form; what the
+//! INSERT emits comes back as a table of the same form, its lines sorted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, new_null_array};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use volley_connectors::ConnectorRegistry;
+use volley_sql::Pipeline;
+use volley_sql::stream::{EpochSlot, SourceBinding, StreamPlanner};
+
+use crate::error::{EngineError, Result};
+use crate::query::QueryRunner;
+
+/// One INSERT over one source named `s`, run epoch by epoch.
+#[derive(Debug)]
+pub struct Kit {
+    runner: QueryRunner,
+    slot: Arc<EpochSlot>,
+    schema: SchemaRef,
+    watermark: Option<i64>,
+}
+
+impl Kit {
+    /// Plans `select` over a source `s` with `columns` (SQL, as in CREATE EXTERNAL TABLE) and
+    /// `watermark` (the option's text, such as `ts - INTERVAL '1 second'`), as `workers` would
+    /// run it.
+    ///
+    /// # Errors
+    /// The SQL's errors, as `volley` reports them.
+    pub async fn new(columns: &str, watermark: &str, select: &str, workers: usize) -> Result<Self> {
+        let sql = format!(
+            "CREATE EXTERNAL TABLE s ({columns}) STORED AS CSV LOCATION 'kit.csv'
+               OPTIONS ('watermark' '{}');
+             CREATE EXTERNAL TABLE out STORED AS BLACKHOLE LOCATION 'kit';
+             INSERT INTO out {select};",
+            watermark.replace('\'', "''")
+        );
+        let pipeline = Pipeline::parse(&sql, &ConnectorRegistry::builtin()).await?;
+        let table = pipeline
+            .table("s")
+            .ok_or_else(|| EngineError::Internal("the kit's source is not declared".into()))?;
+        let schema = table
+            .declared_schema
+            .clone()
+            .ok_or_else(|| EngineError::Internal("the kit's source has no columns".into()))?;
+        let slot = EpochSlot::new();
+        let planner = StreamPlanner::new(vec![SourceBinding {
+            name: "s".into(),
+            schema: Arc::clone(&schema),
+            watermark: table.watermark.clone(),
+            slot: Arc::clone(&slot),
+        }])?
+        .with_workers(workers);
+        let insert = pipeline
+            .inserts
+            .first()
+            .ok_or_else(|| EngineError::Internal("the kit's INSERT is missing".into()))?;
+        let plan = planner.plan_insert(insert, None, None).await?;
+        let runner = QueryRunner::new(plan, planner.context().task_ctx())?;
+        Ok(Self {
+            runner,
+            slot,
+            schema,
+            watermark: None,
+        })
+    }
+
+    /// Runs one epoch over the rows of `table`, then advances the source's watermark to
+    /// `watermark` (event-time text; `None`: where it was). Returns what the INSERT emitted.
+    ///
+    /// # Errors
+    /// A cell that does not cast to its column's type; execution failures.
+    pub async fn epoch(&mut self, table: &str, watermark: Option<&str>) -> Result<String> {
+        let batch = self.parse(table)?;
+        if let Some(text) = watermark {
+            self.watermark = Some(nanos(text)?);
+        }
+        self.slot.set(vec![batch]);
+        let out = self.run(false).await;
+        self.slot.clear();
+        out
+    }
+
+    /// Ends the input: everything the INSERT still holds is emitted.
+    ///
+    /// # Errors
+    /// Execution failures.
+    pub async fn finish(&mut self) -> Result<String> {
+        self.watermark = Some(i64::MAX);
+        self.run(true).await
+    }
+
+    async fn run(&mut self, all_done: bool) -> Result<String> {
+        let watermarks = HashMap::from([("s".to_string(), self.watermark)]);
+        let parts = self
+            .runner
+            .run_epoch(!all_done, &watermarks, all_done)
+            .await?;
+        let rows: Vec<RecordBatch> = parts.into_iter().flat_map(|p| p.rows).collect();
+        show(&rows)
+    }
+
+    fn parse(&self, table: &str) -> Result<RecordBatch> {
+        let bad = |what: String| EngineError::Usage(format!("kit table: {what}"));
+        let mut lines = table.lines().map(str::trim).filter(|l| !l.is_empty());
+        let Some(header) = lines.next() else {
+            return Ok(RecordBatch::new_empty(Arc::clone(&self.schema)));
+        };
+        let names: Vec<&str> = header.split('|').map(str::trim).collect();
+        let rows: Vec<Vec<&str>> = lines
+            .map(|l| l.split('|').map(str::trim).collect())
+            .collect();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for field in self.schema.fields() {
+            let Some(at) = names.iter().position(|n| n == field.name()) else {
+                columns.push(new_null_array(field.data_type(), rows.len()));
+                continue;
+            };
+            let text: StringArray = rows
+                .iter()
+                .map(|r| r.get(at).copied().filter(|c| *c != "NULL"))
+                .collect();
+            let cast = arrow::compute::cast(&text, field.data_type())
+                .map_err(|e| bad(format!("column '{}': {e}", field.name())))?;
+            if cast.null_count() != text.null_count() {
+                return Err(bad(format!(
+                    "column '{}' holds text that is not {}",
+                    field.name(),
+                    field.data_type()
+                )));
+            }
+            columns.push(cast);
+        }
+        RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| bad(e.to_string()))
+    }
+}
+
+/// Event-time text (`2026-01-01T00:00:10`) in nanoseconds.
+fn nanos(text: &str) -> Result<i64> {
+    let cast = arrow::compute::cast(
+        &StringArray::from(vec![text]),
+        &DataType::Timestamp(TimeUnit::Nanosecond, None),
+    )
+    .map_err(|e| EngineError::Usage(format!("kit watermark '{text}': {e}")))?;
+    cast.as_any()
+        .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+        .filter(|a| a.is_valid(0))
+        .map(|a| a.value(0))
+        .ok_or_else(|| EngineError::Usage(format!("kit watermark '{text}' is not a time")))
+}
+
+/// `rows` as a text table: a header of column names, then one sorted line per row.
+fn show(rows: &[RecordBatch]) -> Result<String> {
+    let Some(first) = rows.first() else {
+        return Ok(String::new());
+    };
+    let header: Vec<String> = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let options = FormatOptions::default().with_null("NULL");
+    let mut lines = Vec::new();
+    for batch in rows {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
+            lines.push(cells.join(" | "));
+        }
+    }
+    lines.sort();
+    Ok(format!("{}\n{}\n", header.join(" | "), lines.join("\n")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::Kit;
+
+    const COLUMNS: &str = "ts TIMESTAMP NOT NULL, user_id VARCHAR, amount DOUBLE";
+
+    #[tokio::test]
+    async fn a_tumbling_window_emits_once_the_watermark_passes_its_end() {
+        for workers in [1, 2] {
+            let mut kit = Kit::new(
+                COLUMNS,
+                "ts - INTERVAL '1 second'",
+                "SELECT date_bin(INTERVAL '10 seconds', ts) AS w, user_id, count(*) AS n, sum(amount) AS total
+                 FROM s GROUP BY 1, 2",
+                workers,
+            )
+            .await
+            .unwrap();
+            let out = kit
+                .epoch(
+                    "ts                  | user_id | amount
+                     2026-01-01T00:00:01 | a       | 1.5
+                     2026-01-01T00:00:09 | a       | NULL
+                     2026-01-01T00:00:10 | b       | -0.0
+                     2026-01-01T00:00:03 | NULL    | 2",
+                    Some("2026-01-01T00:00:09"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                out, "",
+                "nothing is final before the watermark passes 00:00:10"
+            );
+            let out = kit
+                .epoch(
+                    "ts                  | user_id | amount
+                     2026-01-01T00:00:12 | b       | 4",
+                    Some("2026-01-01T00:00:11"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                out,
+                "w | user_id | n | total\n\
+                 2026-01-01T00:00:00 | NULL | 1 | 2.0\n\
+                 2026-01-01T00:00:00 | a | 2 | 1.5\n",
+                "workers {workers}"
+            );
+            let out = kit.finish().await.unwrap();
+            assert_eq!(
+                out, "w | user_id | n | total\n2026-01-01T00:00:10 | b | 2 | 4.0\n",
+                "workers {workers}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_row_of_an_emitted_window_is_late_and_not_counted() {
+        let mut kit = Kit::new(
+            COLUMNS,
+            "ts",
+            "SELECT date_bin(INTERVAL '10 seconds', ts) AS w, count(*) AS n FROM s GROUP BY 1",
+            1,
+        )
+        .await
+        .unwrap();
+        kit.epoch(
+            "ts | user_id\n2026-01-01T00:00:05 | a\n2026-01-01T00:00:15 | a",
+            Some("2026-01-01T00:00:15"),
+        )
+        .await
+        .unwrap();
+        let out = kit
+            .epoch("ts\n2026-01-01T00:00:06", Some("2026-01-01T00:00:16"))
+            .await
+            .unwrap();
+        assert_eq!(out, "", "the late row changes nothing");
+        let out = kit.finish().await.unwrap();
+        assert_eq!(out, "w | n\n2026-01-01T00:00:10 | 1\n");
+    }
+}
