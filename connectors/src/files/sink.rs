@@ -30,6 +30,8 @@ pub struct FileSink {
     schema: SchemaRef,
     store: Arc<dyn ObjectStore>,
     dir: Path,
+    /// The directory as a URL, for messages (`file:///data/out/demand_1m`).
+    shown: String,
     files_written: u64,
     instance: Option<String>,
 }
@@ -43,6 +45,7 @@ impl FileSink {
         schema: SchemaRef,
         location: Location,
     ) -> Self {
+        let shown = location.dir_url().to_string();
         let (store, dir) = location.into_parts();
         Self {
             table: table.to_string(),
@@ -51,6 +54,7 @@ impl FileSink {
             schema,
             store,
             dir,
+            shown,
             files_written: 0,
             instance: None,
         }
@@ -184,8 +188,8 @@ impl Sink for FileSink {
         let held = held.iter().filter(|(e, _)| *e <= through).count() as u64;
         Ok((held < epochs).then(|| {
             format!(
-                "'{}' holds the files of {held} of the {epochs} epochs written to it",
-                self.dir
+                "{} holds the files of {held} of the {epochs} epochs written to it",
+                self.shown
             )
         }))
     }

@@ -5,6 +5,7 @@ mod aggregate_fuzz;
 mod chained;
 mod checkpoint_format;
 mod crash;
+mod delta_loop;
 mod duckdb_oracle;
 mod edges;
 mod flight_clients;

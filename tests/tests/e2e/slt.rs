@@ -3,6 +3,7 @@
 //! within the watermark) AND as a batch query, fail unless the two agree, and return the rows.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use sqllogictest::{DBOutput, DefaultColumnType};
@@ -29,11 +30,14 @@ struct VolleyDb {
     pipeline: Pipeline,
     registry: ConnectorRegistry,
     statements: usize,
+    /// The streaming plan of every query that ran, as `explain` shows it.
+    explains: Arc<Mutex<String>>,
 }
 
 impl VolleyDb {
-    fn new() -> Self {
+    fn new(explains: Arc<Mutex<String>>) -> Self {
         Self {
+            explains,
             pipeline: Pipeline {
                 tables: Vec::new(),
                 inserts: Vec::new(),
@@ -100,6 +104,15 @@ impl VolleyDb {
             .await
             .map_err(|e| err(&e))?;
         let report = compare_outputs(&p, &plans, &batch, &stream, 5).map_err(|e| err(&e))?;
+        if let Some(plan) = plans.iter().find(|q| q.target == "__result") {
+            let explained = volley_sql::stream::explain::explain_query(plan, &|source| {
+                p.table(source)
+                    .and_then(|t| t.options.get("watermark").map(str::to_string))
+            });
+            let one_line = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+            let mut explains = self.explains.lock().unwrap();
+            explains.push_str(&format!("-- {one_line}\n{explained}\n"));
+        }
         if !report.is_exact() {
             return Err(SltError(format!(
                 "streaming and batch differ: {:?}",
@@ -191,11 +204,33 @@ async fn sqllogictest_files() {
         .collect();
     files.sort();
     assert!(files.len() >= 3, "expected .slt files in {}", dir.display());
-    for file in files {
-        let mut runner = sqllogictest::Runner::new(|| async { Ok(VolleyDb::new()) });
+    let bless = std::env::var_os("VOLLEY_BLESS").is_some();
+    let mut differ = Vec::new();
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "slt"))
+    {
+        let explains = Arc::new(Mutex::new(String::new()));
+        let shared = Arc::clone(&explains);
+        let mut runner = sqllogictest::Runner::new(move || {
+            let shared = Arc::clone(&shared);
+            async move { Ok(VolleyDb::new(shared)) }
+        });
         runner
-            .run_file_async(&file)
+            .run_file_async(file)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        // The plans are golden too: a planning change shows its diff in review.
+        let text = explains.lock().unwrap().clone();
+        let golden = file.with_extension("explain");
+        if bless {
+            std::fs::write(&golden, &text).unwrap();
+        } else if std::fs::read_to_string(&golden).unwrap_or_default() != text {
+            differ.push(golden.display().to_string());
+        }
     }
+    assert!(
+        differ.is_empty(),
+        "plans changed (run with VOLLEY_BLESS=1 to accept, and review the diff): {differ:?}"
+    );
 }
