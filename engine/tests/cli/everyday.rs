@@ -325,3 +325,70 @@ fn a_run_whose_sink_receives_nothing_says_so() {
     assert!(run.status.success(), "{err}");
     assert!(!err.contains("no sink received"), "{err}");
 }
+
+#[test]
+fn limits_over_a_stream_are_refused_and_an_unclosed_quote_swallows_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path();
+    payments_by_user(&here.join("payments.csv"));
+    let head = "CREATE EXTERNAL TABLE payments (user_id BIGINT NOT NULL, amount DOUBLE, ts TIMESTAMP NOT NULL)
+           STORED AS CSV LOCATION 'payments.csv' OPTIONS ('watermark' 'ts - INTERVAL ''30 seconds''');
+         CREATE EXTERNAL TABLE top STORED AS PARQUET LOCATION 'out/top';";
+    for (query, clause) in [
+        (
+            "SELECT user_id, amount FROM payments ORDER BY amount DESC LIMIT 5",
+            "ORDER BY amount DESC LIMIT 5 over a stream",
+        ),
+        (
+            "SELECT user_id, amount FROM (SELECT * FROM payments LIMIT 1000) t",
+            "LIMIT 1000 over a stream",
+        ),
+    ] {
+        std::fs::write(
+            here.join("limit.sql"),
+            format!("{head} INSERT INTO top {query};"),
+        )
+        .unwrap();
+        let run = sh(here, &["run", "limit.sql", "--quiet", "--no-flight"]);
+        let err = stderr(&run);
+        assert_eq!(run.status.code(), Some(2), "{query}: {err}");
+        assert!(
+            err.contains(clause) && err.contains("volley batch"),
+            "{query}: {err}"
+        );
+        assert!(!here.join("out/top").exists(), "{query}: wrote rows");
+    }
+
+    // One unclosed quote on line 3: that line is set aside, naming it and the lines it would
+    // have swallowed; every line after it is read.
+    let mut text =
+        String::from("user_id,amount,ts\n1,2.5,2026-03-01T00:00:01\n2,\"7,2026-03-01T00:00:02\n");
+    for i in 0..40 {
+        text.push_str(&format!("{},{i}.5,2026-03-01T00:00:{:02}\n", i % 4, i + 3));
+    }
+    std::fs::write(here.join("quoted.csv"), text).unwrap();
+    std::fs::write(
+        here.join("quoted.sql"),
+        "CREATE EXTERNAL TABLE payments (user_id BIGINT NOT NULL, amount DOUBLE, ts TIMESTAMP NOT NULL)
+           STORED AS CSV LOCATION 'quoted.csv'
+           OPTIONS ('watermark' 'ts - INTERVAL ''30 seconds''', 'dead_letter' 'letters');
+         CREATE EXTERNAL TABLE copy STORED AS PARQUET LOCATION 'out/copy';
+         INSERT INTO copy SELECT user_id, amount, ts FROM payments;",
+    )
+    .unwrap();
+    let run = sh(here, &["run", "quoted.sql", "--quiet", "--no-flight"]);
+    let err = stderr(&run);
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.contains("copy: 41 rows written") && err.contains("1 undecodable records"),
+        "{err}"
+    );
+    let letters = std::fs::read_dir(here.join("letters"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(
+        letters.contains("line 3") && letters.contains("swallow the 40 lines"),
+        "{letters}"
+    );
+}
