@@ -160,6 +160,10 @@ impl StreamNode for AggregatePlan {
         Ok(self.groups_by_source_column(table, column))
     }
 
+    fn explain(&self, ctx: &super::explain::ExplainContext<'_>) -> String {
+        super::explain::aggregate_node(self, ctx)
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }

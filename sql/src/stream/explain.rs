@@ -5,6 +5,7 @@ use std::fmt::Write;
 use datafusion::physical_plan::ExecutionPlanProperties;
 
 use super::aggregate_plan::AggregatePlan;
+use super::graph::OutputPort;
 use super::plan::{QueryPlan, QueryShape, render};
 
 /// Renders one INSERT's streaming plan, with `watermarks` giving each source's watermark text.
@@ -45,59 +46,62 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
             let _ = writeln!(out, "  plan:");
             indent(&mut out, &render(physical));
         }
-        QueryShape::Aggregate(agg) => {
-            let ports: Vec<_> = agg.inner.iter().map(AggregatePlan::port).collect();
-            for (i, inner) in agg.inner.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "  aggregate {} of {} (its windows, once emitted, are read as {} by the next; their watermark is where its emitted windows have got to):",
-                    i + 1,
-                    agg.inner.len() + 1,
-                    inner.output_name
-                );
-                explain_aggregate(&mut out, inner, watermark_of, &ports, "  ");
-            }
-            if !agg.inner.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "  aggregate {0} of {0} (the query's own):",
-                    agg.inner.len() + 1
-                );
-            }
-            let pad = if agg.inner.is_empty() { "" } else { "  " };
-            explain_aggregate(&mut out, agg, watermark_of, &ports, pad);
-            let _ = writeln!(out, "  upsert key: {}", plan.key_columns.join(", "));
-            let _ = writeln!(out, "  on emission (final aggregate, then):");
-            indent(&mut out, &render(&agg.post));
+        QueryShape::Aggregate(_) | QueryShape::Join(_) => {
+            explain_nodes(&mut out, plan, watermark_of)
         }
-        QueryShape::Join(join) => explain_join(&mut out, join, watermark_of),
     }
     out
 }
 
-/// A windowed join: the aggregates feeding it, each side, the join and what reads it.
-fn explain_join(
+/// Every stateful node of `plan` in the order they run, each reading the ports below it, then
+/// the segment above the last one.
+fn explain_nodes(
     out: &mut String,
-    join: &super::join::JoinPlan,
+    plan: &QueryPlan,
     watermark_of: &dyn Fn(&str) -> Option<String>,
 ) {
-    let ports: Vec<_> = join
-        .inner
-        .iter()
-        .chain(join.outer.iter())
-        .map(AggregatePlan::port)
-        .chain(std::iter::once(join.port.clone()))
-        .collect();
-    for (i, inner) in join.inner.iter().enumerate() {
+    let nodes = plan.nodes();
+    let ports: Vec<OutputPort> = nodes.iter().map(|n| n.port()).collect();
+    for (i, node) in nodes.iter().enumerate() {
+        let port = &ports[i];
         let _ = writeln!(
             out,
-            "  aggregate {} of {} (its windows, once emitted, are read as {} by a side of the join):",
+            "  operator {} of {}: {} ({}), reading {}:",
             i + 1,
-            join.inner.len(),
-            inner.output_name
+            nodes.len(),
+            port.name,
+            port.described,
+            node.inputs().join(", ")
         );
-        explain_aggregate(out, inner, watermark_of, &ports, "  ");
+        let text = node.explain(&ExplainContext {
+            watermark_of,
+            ports: &ports,
+        });
+        for line in text.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
     }
+    if !plan.key_columns.is_empty() {
+        let _ = writeln!(out, "  upsert key: {}", plan.key_columns.join(", "));
+    }
+    let _ = writeln!(out, "  then, over what the last operator emits:");
+    indent(out, &render(plan.post()));
+}
+
+/// What a node's `explain` may read: where the sources' watermarks come from, and every
+/// node's port.
+pub struct ExplainContext<'a> {
+    /// A source's watermark option as written.
+    pub watermark_of: &'a dyn Fn(&str) -> Option<String>,
+    /// The ports of the INSERT's nodes.
+    pub ports: &'a [OutputPort],
+}
+
+/// A join of two streams: its kind, each side and when it is complete, and the join itself.
+pub(super) fn join_node(join: &super::join::JoinPlan, ctx: &ExplainContext<'_>) -> String {
+    let mut text = String::new();
+    let out = &mut text;
+    let watermark_of = ctx.watermark_of;
     if let Some(bounds) = &join.interval {
         let _ = writeln!(
             out,
@@ -151,31 +155,14 @@ fn explain_join(
         "  join (DataFusion's, over the rows each epoch brings together):"
     );
     indent(out, &render(&join.join));
-    for (i, agg) in join.outer.iter().enumerate() {
-        let by = join
-            .port
-            .times
-            .iter()
-            .find(|t| {
-                agg.window
-                    .as_ref()
-                    .is_some_and(|w| w.sources.contains(&t.watermark))
-            })
-            .map_or_else(
-                || "the window of the aggregate below, as it emits".to_string(),
-                |t| format!("{} as the join finalises its rows", t.what),
-            );
-        let _ = writeln!(
-            out,
-            "  aggregate {} of {} over the join's rows ({}), closing windows by {by}:",
-            i + 1,
-            join.outer.len(),
-            agg.output_name
-        );
-        explain_aggregate(out, agg, watermark_of, &ports, "  ");
-    }
-    let _ = writeln!(out, "  then:");
-    indent(out, &render(&join.post));
+    text
+}
+
+/// A windowed or keyed aggregate: its window or key, state and per-micro-batch plan.
+pub(super) fn aggregate_node(agg: &AggregatePlan, ctx: &ExplainContext<'_>) -> String {
+    let mut text = String::new();
+    explain_aggregate(&mut text, agg, ctx.watermark_of, ctx.ports, "");
+    text
 }
 
 /// The window or key, state and per-micro-batch plan of one aggregate, indented by `pad`.

@@ -125,6 +125,9 @@ pub trait StreamNode: std::fmt::Debug + Send + Sync {
     /// whole pieces). An error: it cannot run in group mode at all, and why.
     fn confined_to(&self, table: &str, column: &str) -> Result<bool, String>;
 
+    /// What it does, for `explain`: indented lines under its heading.
+    fn explain(&self, ctx: &super::explain::ExplainContext<'_>) -> String;
+
     /// The concrete plan, for the runtime registered for [`StreamNode::kind`] only.
     fn as_any(&self) -> &dyn std::any::Any;
 }

@@ -135,6 +135,10 @@ impl StreamNode for JoinPlan {
         Err("joins two streams, which group mode does not run yet: rows of one key may be read by different processes".to_string())
     }
 
+    fn explain(&self, ctx: &super::explain::ExplainContext<'_>) -> String {
+        super::explain::join_node(self, ctx)
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
