@@ -8,8 +8,13 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
 
-use super::graph::{Emit, OutputPort, PortTime, StreamNode};
+use std::fmt::Write;
+
+use datafusion::physical_plan::ExecutionPlanProperties;
+
+use super::graph::{Emit, ExplainContext, OutputPort, PortTime, StreamNode, time_by_watermark};
 use super::leaf::EpochSlot;
+use super::render::{indent_by, render};
 use super::window::WindowSpec;
 
 /// A windowed or keyed aggregate, split into the plans and expressions the engine runs.
@@ -153,18 +158,126 @@ impl StreamNode for AggregatePlan {
     }
 
     fn inputs(&self) -> Vec<String> {
-        super::plan::leaves(&self.partial)
+        super::leaf::leaves(&self.partial)
     }
 
     fn confined_to(&self, table: &str, column: &str) -> Result<bool, String> {
         Ok(self.groups_by_source_column(table, column))
     }
 
-    fn explain(&self, ctx: &super::explain::ExplainContext<'_>) -> String {
-        super::explain::aggregate_node(self, ctx)
+    fn explain(&self, ctx: &ExplainContext<'_>) -> String {
+        explain_node(self, ctx)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+/// A windowed or keyed aggregate: its window or key, state and per-micro-batch plan.
+fn explain_node(agg: &AggregatePlan, ctx: &ExplainContext<'_>) -> String {
+    let mut text = String::new();
+    explain_aggregate(&mut text, agg, ctx.watermark_of, ctx.ports, "");
+    text
+}
+
+/// The window or key, state and per-micro-batch plan of one aggregate, indented by `pad`.
+fn explain_aggregate(
+    out: &mut String,
+    agg: &AggregatePlan,
+    watermark_of: &dyn Fn(&str) -> Option<String>,
+    ports: &[OutputPort],
+    pad: &str,
+) {
+    match &agg.window {
+        Some(w) if w.hop.is_some() => {
+            let _ = writeln!(
+                out,
+                "{pad}  kind: hop-window aggregate; window {} over event time '{}' ({}); each row is aggregated once into its pane, a window merges its panes when the watermark passes its end, and a pane is dropped once its last window is emitted",
+                w.display,
+                w.column,
+                size(w)
+            );
+        }
+        Some(w) => {
+            let _ = writeln!(
+                out,
+                "{pad}  kind: tumbling-window aggregate; window {} over event time '{}' ({} wide)",
+                w.display,
+                w.column,
+                size(w)
+            );
+            if w.lateness > 0 {
+                let _ = writeln!(
+                    out,
+                    "{pad}  allowed_lateness: {}; an emitted window keeps its state that long and a late row within it re-emits the corrected row (upsert)",
+                    crate::sql_text::span(w.lateness, w.unit)
+                );
+            }
+            for source in &w.sources {
+                if let Some(time) = time_by_watermark(ports, source) {
+                    let _ = writeln!(
+                        out,
+                        "{pad}  watermark: {source}: {}; a window is emitted once it passes its end",
+                        time.watermark_means
+                    );
+                    continue;
+                }
+                let text = watermark_of(source).unwrap_or_else(|| "?".into());
+                let _ = writeln!(
+                    out,
+                    "{pad}  watermark: {source}: {text}; a window is emitted once the watermark passes its end; later rows go to dead letters"
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "{pad}  kind: keyed aggregate; emits upserts per micro-batch, keyed by the group columns"
+            );
+            if let Some(ttl) = agg.state_ttl {
+                let _ = writeln!(
+                    out,
+                    "{pad}  state_ttl: {} of event time; a group not updated that long is forgotten, so results may differ from batch",
+                    crate::sql_text::duration(ttl)
+                );
+            }
+        }
+    }
+    let aggs: Vec<&str> = agg.aggr_expr.iter().map(|a| a.name()).collect();
+    let _ = writeln!(
+        out,
+        "{pad}  aggregates (two-phase: partial per micro-batch, merged state, final at emission): {}",
+        crate::sql_text::tidy(&aggs.join(", "))
+    );
+    let _ = writeln!(
+        out,
+        "{pad}  state: hash-partitioned by group key across {} shard(s)",
+        agg.shards
+    );
+    let _ = writeln!(
+        out,
+        "{pad}  per micro-batch (stateless segment + partial aggregate, {} partition(s)):",
+        agg.partial.output_partitioning().partition_count()
+    );
+    indent_by(out, &render(&agg.partial), pad);
+}
+
+/// A window's size in SQL: a tumbling window's width (`INTERVAL '1 minute'`, `INTERVAL '1
+/// month'`), or a hop window's size, slide and panes.
+fn size(w: &WindowSpec) -> String {
+    use super::window::WindowSize;
+    let span = |count: i64| crate::sql_text::span(count, w.unit);
+    match (w.hop, w.size) {
+        (Some(hop), WindowSize::Fixed(pane)) => format!(
+            "{} wide, every {}, in panes of {}",
+            span(hop.size),
+            span(hop.slide),
+            span(pane)
+        ),
+        (_, WindowSize::Fixed(width)) => span(width),
+        (_, WindowSize::Months(months)) => {
+            crate::sql_text::interval(i32::try_from(months).unwrap_or(i32::MAX), 0, 0)
+        }
     }
 }

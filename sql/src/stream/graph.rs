@@ -126,7 +126,7 @@ pub trait StreamNode: std::fmt::Debug + Send + Sync {
     fn confined_to(&self, table: &str, column: &str) -> Result<bool, String>;
 
     /// What it does, for `explain`: indented lines under its heading.
-    fn explain(&self, ctx: &super::explain::ExplainContext<'_>) -> String;
+    fn explain(&self, ctx: &ExplainContext<'_>) -> String;
 
     /// The concrete plan, for the runtime registered for [`StreamNode::kind`] only.
     fn as_any(&self) -> &dyn std::any::Any;
@@ -149,4 +149,13 @@ pub fn node_ids(nodes: &[&dyn StreamNode]) -> Vec<String> {
         });
     }
     ids
+}
+
+/// What a node's `explain` may read: where the sources' watermarks come from, and every
+/// node's port.
+pub struct ExplainContext<'a> {
+    /// A source's watermark option as written.
+    pub watermark_of: &'a dyn Fn(&str) -> Option<String>,
+    /// The ports of the INSERT's nodes.
+    pub ports: &'a [OutputPort],
 }

@@ -23,9 +23,12 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 
 use super::aggregate_plan::AggregatePlan;
-use super::graph::{Emit, OutputPort, PortTime, StreamNode};
+use std::fmt::Write;
+
+use super::graph::{Emit, ExplainContext, OutputPort, PortTime, StreamNode};
 use super::late::LateGate;
 use super::leaf::EpochSlot;
+use super::render::{indent_by, render};
 use super::trace::{column_of, trace_column};
 use super::window::{BucketSize, as_bucket, nanos_per_unit};
 
@@ -122,8 +125,8 @@ impl StreamNode for JoinPlan {
     }
 
     fn inputs(&self) -> Vec<String> {
-        let mut read = super::plan::leaves(&self.left.plan);
-        for input in super::plan::leaves(&self.right.plan) {
+        let mut read = super::leaf::leaves(&self.left.plan);
+        for input in super::leaf::leaves(&self.right.plan) {
             if !read.contains(&input) {
                 read.push(input);
             }
@@ -135,8 +138,8 @@ impl StreamNode for JoinPlan {
         Err("joins two streams, which group mode does not run yet: rows of one key may be read by different processes".to_string())
     }
 
-    fn explain(&self, ctx: &super::explain::ExplainContext<'_>) -> String {
-        super::explain::join_node(self, ctx)
+    fn explain(&self, ctx: &ExplainContext<'_>) -> String {
+        explain_node(self, ctx)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -374,4 +377,65 @@ pub(super) fn join_times(
         },
         bounded: !inputs.is_empty(),
     }
+}
+
+/// A join of two streams: its kind, each side and when it is complete, and the join itself.
+fn explain_node(join: &JoinPlan, ctx: &ExplainContext<'_>) -> String {
+    let mut text = String::new();
+    let out = &mut text;
+    let watermark_of = ctx.watermark_of;
+    if let Some(bounds) = &join.interval {
+        let _ = writeln!(
+            out,
+            "  kind: interval join of two streams on {} (right time - left time within [{}, {}]); new rows of each side meet the held rows of the other, a row is held until the other side's watermark says no partner can still come, and a row older than its own side's watermark goes to dead letters",
+            join.display,
+            crate::sql_text::interval(0, 0, bounds.lo),
+            crate::sql_text::interval(0, 0, bounds.hi)
+        );
+        if let Some(ttl) = join.state_ttl {
+            let _ = writeln!(
+                out,
+                "  state_ttl: {} of event time; the join has neither a shared window nor an interval, so only rows at most that far apart are joined, and results may differ from batch",
+                crate::sql_text::duration(ttl)
+            );
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "  kind: windowed join of two streams on {} ({} wide); each side's rows are held by window until both sides are complete for it, then the window is joined once and its rows dropped; a row of a window already joined goes to dead letters",
+            join.display,
+            crate::sql_text::span(join.width, join.unit)
+        );
+    }
+    for (name, side) in [("left (build)", &join.left), ("right (probe)", &join.right)] {
+        let complete = match &side.frontier {
+            SideFrontier::Sources { sources, .. } => {
+                let marks: Vec<String> = sources
+                    .iter()
+                    .map(|s| format!("{s}: {}", watermark_of(s).unwrap_or_default()))
+                    .collect();
+                if join.interval.is_some() {
+                    format!("by the watermark ({})", marks.join("; "))
+                } else {
+                    format!("once the watermark passes its end ({})", marks.join("; "))
+                }
+            }
+            SideFrontier::Aggregate { input } => {
+                format!("once {input} has emitted it")
+            }
+        };
+        let what = if join.interval.is_some() {
+            "held"
+        } else {
+            "complete for a window"
+        };
+        let _ = writeln!(out, "  {name} side, {what} {complete}:");
+        indent_by(out, &render(&side.plan), "");
+    }
+    let _ = writeln!(
+        out,
+        "  join (DataFusion's, over the rows each epoch brings together):"
+    );
+    indent_by(out, &render(&join.join), "");
+    text
 }

@@ -363,6 +363,23 @@ fn chunk(batches: &[RecordBatch], part: usize, parts: usize) -> Vec<(RecordBatch
     out
 }
 
+/// The inputs `plan` reads (its leaves' names), each once, in plan order.
+pub fn leaves(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+    fn collect(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
+        if let Some(leaf) = plan.downcast_ref::<EpochSourceExec>()
+            && !out.iter().any(|s| s == leaf.input_name())
+        {
+            out.push(leaf.input_name().to_string());
+        }
+        for child in plan.children() {
+            collect(child, out);
+        }
+    }
+    let mut read = Vec::new();
+    collect(plan, &mut read);
+    read
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::array::Int64Array;

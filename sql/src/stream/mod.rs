@@ -13,6 +13,7 @@ pub mod leaf;
 pub mod lookup;
 pub mod order;
 pub mod plan;
+pub mod render;
 pub mod trace;
 pub mod ttl;
 pub mod window;

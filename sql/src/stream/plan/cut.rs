@@ -258,13 +258,11 @@ pub(super) fn partition_rowwise(
     .map_err(|e| SqlError::Internal(format!("partitioning the plan across workers: {e}")))
 }
 
+/// Adds the inputs `plan` reads to `out`, each once (see [`crate::stream::leaf::leaves`]).
 pub(super) fn collect_leaves(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
-    if let Some(leaf) = plan.downcast_ref::<crate::stream::leaf::EpochSourceExec>()
-        && !out.iter().any(|s| s == leaf.input_name())
-    {
-        out.push(leaf.input_name().to_string());
-    }
-    for child in plan.children() {
-        collect_leaves(child, out);
+    for input in crate::stream::leaf::leaves(plan) {
+        if !out.contains(&input) {
+            out.push(input);
+        }
     }
 }

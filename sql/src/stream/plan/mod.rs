@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use super::leaf::{EpochSlot, EpochTable};
@@ -48,6 +48,7 @@ mod stream_join;
 mod windows;
 
 pub use super::aggregate_plan::{AggregatePlan, KeySource};
+pub use super::render::render;
 use aggregate::has_grouping_sets;
 pub use context::{
     batch_context, batch_context_with, insert_logical_plan, register_models, streaming_context,
@@ -429,16 +430,4 @@ impl QueryPlan {
             QueryShape::Stateless { .. } | QueryShape::Join(_) => None,
         }
     }
-}
-
-/// The inputs `plan` reads (its leaves' names), each once, in plan order.
-pub fn leaves(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
-    let mut read = Vec::new();
-    collect_leaves(plan, &mut read);
-    read
-}
-
-/// An indented, readable rendering of a physical plan.
-pub fn render(plan: &Arc<dyn ExecutionPlan>) -> String {
-    crate::sql_text::tidy(&displayable(plan.as_ref()).indent(false).to_string())
 }
