@@ -75,6 +75,16 @@ pub fn group_source(pipeline: &Pipeline) -> Result<Option<&TableDecl>> {
 pub fn check_partitioned(table: &TableDecl, plans: &[QueryPlan]) -> Result<()> {
     let partition_column = table.options.get("partitioned_by").map(str::trim);
     for plan in plans {
+        let refuse = |why: String| -> crate::error::EngineError {
+            SqlError::Unsupported {
+                at: plan.at,
+                message: format!(
+                    "INSERT INTO {} {why} (table '{}', option 'group'); or run without 'group'",
+                    plan.target, table.name
+                ),
+            }
+            .into()
+        };
         let nodes = plan.nodes();
         let [node] = nodes.as_slice() else {
             if nodes.is_empty() {
@@ -84,29 +94,13 @@ pub fn check_partitioned(table: &TableDecl, plans: &[QueryPlan]) -> Result<()> {
                 .iter()
                 .find_map(|n| n.confined_to(&table.name, "_key").err())
                 .unwrap_or_else(|| "runs one operator over another's rows, which group mode does not run yet: write the inner one's rows to a Kafka topic keyed by its groups and aggregate that topic".to_string());
-            return Err(SqlError::Unsupported {
-                at: plan.at,
-                message: format!(
-                    "INSERT INTO {} {why} (table '{}', option 'group'); or run without 'group'",
-                    plan.target, table.name
-                ),
-            }
-            .into());
+            return Err(refuse(why));
         };
         let mut confined = false;
         for column in ["_key"].into_iter().chain(partition_column) {
             match node.confined_to(&table.name, column) {
                 Ok(yes) => confined |= yes,
-                Err(why) => {
-                    return Err(SqlError::Unsupported {
-                        at: plan.at,
-                        message: format!(
-                            "INSERT INTO {} {why} (table '{}', option 'group'); or run without 'group'",
-                            plan.target, table.name
-                        ),
-                    }
-                    .into());
-                }
+                Err(why) => return Err(refuse(why)),
             }
         }
         if confined {

@@ -75,6 +75,29 @@ impl HopWindow {
 }
 
 impl WindowSpec {
+    /// A tumbling window of group column `group_index`, `size` wide in `unit`s, over event
+    /// time `column`, closed by the watermarks of `sources`; no late-row correction yet.
+    pub fn tumbling(
+        group_index: usize,
+        size: WindowSize,
+        unit: TimeUnit,
+        column: String,
+        sources: Vec<String>,
+        display: String,
+    ) -> Self {
+        Self {
+            group_index,
+            size,
+            unit,
+            column,
+            sources,
+            gate: LateGate::new(),
+            display,
+            lateness: 0,
+            hop: None,
+        }
+    }
+
     /// Nanoseconds per `unit`.
     pub fn nanos_per_unit(&self) -> i64 {
         nanos_per_unit(self.unit)

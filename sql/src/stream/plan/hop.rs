@@ -1,6 +1,5 @@
 //! Hop windows among an aggregate's group keys.
 
-use crate::stream::late::LateGate;
 use crate::stream::window::{WindowSize, WindowSpec};
 
 use crate::error::{Result, SqlError, StatementRef};
@@ -29,35 +28,28 @@ impl StreamPlanner {
                     ),
                 });
             }
-            let time = self
-                .event_time(
-                    origin,
-                    &format!("GROUP BY {name}"),
-                    "the hop windows would never close and their state would grow forever",
-                    at,
-                )?
-                .ok_or_else(|| {
-                    SqlError::Internal(format!(
-                        "hop time traced to unknown input '{}'",
-                        origin.input
-                    ))
-                })?;
+            let time = self.source_event_time(
+                origin,
+                &format!("GROUP BY {name}"),
+                "the hop windows would never close and their state would grow forever",
+                at,
+            )?;
             column = time.column;
             sources.push(time.table);
         }
         Ok(WindowSpec {
-            group_index: call.group_index,
-            size: WindowSize::Fixed(call.sizes.pane),
-            unit: call.unit,
-            column,
-            sources,
-            gate: LateGate::new(),
-            display: name,
-            lateness: 0,
             hop: Some(crate::stream::window::HopWindow {
                 slide: call.sizes.slide,
                 size: call.sizes.size,
             }),
+            ..WindowSpec::tumbling(
+                call.group_index,
+                WindowSize::Fixed(call.sizes.pane),
+                call.unit,
+                column,
+                sources,
+                name,
+            )
         })
     }
 }

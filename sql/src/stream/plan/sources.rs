@@ -53,4 +53,22 @@ impl StreamPlanner {
             }),
         }
     }
+
+    /// [`StreamPlanner::event_time`] of a time traced from a source, where an input other
+    /// than a source would be a bug.
+    pub(super) fn source_event_time(
+        &self,
+        origin: &ColumnOrigin,
+        what: &str,
+        consequence: &str,
+        at: StatementRef,
+    ) -> Result<EventTime> {
+        self.event_time(origin, what, consequence, at)?
+            .ok_or_else(|| {
+                SqlError::Internal(format!(
+                    "{what}: the time was traced to unknown input '{}'",
+                    origin.input
+                ))
+            })
+    }
 }

@@ -7,7 +7,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::joins::HashJoinExec;
 
-use crate::stream::late::LateGate;
 use crate::stream::leaf::EpochSlot;
 use crate::stream::trace::column_of;
 use crate::stream::window::{WindowSize, WindowSpec};
@@ -269,18 +268,15 @@ impl StreamPlanner {
                     column_name = time.column;
                     sources.push(time.table);
                 }
-                let gate = LateGate::new();
-                let spec = WindowSpec {
-                    group_index: 0,
-                    size: WindowSize::Fixed(width),
+                let spec = WindowSpec::tumbling(
+                    0,
+                    WindowSize::Fixed(width),
                     unit,
-                    column: column_name,
-                    sources: sources.clone(),
-                    gate: Arc::clone(&gate),
-                    display: display.to_string(),
-                    lateness: 0,
-                    hop: None,
-                };
+                    column_name,
+                    sources.clone(),
+                    display.to_string(),
+                );
+                let gate = Arc::clone(&spec.gate);
                 let split = self.split_late_typed(&plan, expr, ts_type, &spec)?;
                 Ok(JoinSide {
                     plan: partition_rowwise(split, self.workers)?,

@@ -7,7 +7,6 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::PhysicalGroupBy;
 
-use crate::stream::late::LateGate;
 use crate::stream::trace::{column_of, trace_column};
 use crate::stream::window::{
     BucketSize, WindowSize, WindowSpec, as_bucket, is_utc, nanos_per_unit,
@@ -55,17 +54,14 @@ impl StreamPlanner {
             };
             let (column, sources) =
                 self.window_inputs(&origins, pre.schema().field(ts).name(), name, ports, at)?;
-            found = Some(WindowSpec {
-                group_index: index,
+            found = Some(WindowSpec::tumbling(
+                index,
                 size,
                 unit,
                 column,
                 sources,
-                gate: LateGate::new(),
-                display: name.clone(),
-                lateness: 0,
-                hop: None,
-            });
+                name.clone(),
+            ));
         }
         if found.is_none() {
             found = inner_window_key(group_by, pre, ports);
@@ -87,17 +83,14 @@ pub(super) fn inner_window_key(
             continue;
         };
         if let Some(((width, unit), column, sources)) = port_window_of(&origins, ports) {
-            return Some(WindowSpec {
-                group_index: index,
-                size: WindowSize::Fixed(width),
+            return Some(WindowSpec::tumbling(
+                index,
+                WindowSize::Fixed(width),
                 unit,
                 column,
                 sources,
-                gate: LateGate::new(),
-                display: name.clone(),
-                lateness: 0,
-                hop: None,
-            });
+                name.clone(),
+            ));
         }
     }
     None
@@ -207,19 +200,12 @@ impl StreamPlanner {
                 }
                 continue;
             }
-            let time = self
-                .event_time(
-                    origin,
-                    &format!("GROUP BY {name}"),
-                    "the window would never close and its state would grow forever",
-                    at,
-                )?
-                .ok_or_else(|| {
-                    SqlError::Internal(format!(
-                        "window column traced to unknown input '{}'",
-                        origin.input
-                    ))
-                })?;
+            let time = self.source_event_time(
+                origin,
+                &format!("GROUP BY {name}"),
+                "the window would never close and its state would grow forever",
+                at,
+            )?;
             column = time.column;
             sources.push(time.table);
         }
