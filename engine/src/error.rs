@@ -44,6 +44,19 @@ pub enum EngineError {
     Internal(String),
 }
 
+impl From<volley_sql::stream::operator::OperatorError> for EngineError {
+    fn from(e: volley_sql::stream::operator::OperatorError) -> Self {
+        use volley_sql::stream::operator::OperatorError as O;
+        match e {
+            O::Sql(e) => EngineError::Sql(e),
+            O::Execution { what, source } => EngineError::Execution { what, source },
+            O::Arrow(e) => EngineError::from(e),
+            O::Checkpoint(message) => EngineError::Checkpoint(message),
+            O::Internal(message) => EngineError::Internal(message),
+        }
+    }
+}
+
 /// Who is at fault for an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {

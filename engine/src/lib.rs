@@ -1,7 +1,6 @@
-//! The Volley runtime: the epoch loop, streaming aggregate state, batch mode, verification,
+//! The Volley runtime: the epoch loop, checkpoints and recovery, batch mode, verification,
 //! and the `volley` command line.
 
-pub mod aggregate;
 pub mod batch;
 pub mod checkpoint;
 pub mod coalesce;
@@ -10,22 +9,17 @@ pub mod driver;
 pub mod error;
 pub mod group;
 pub mod job;
-pub mod join;
 pub mod late_letters;
 pub mod lookup;
 pub mod memory;
 pub mod metrics;
 pub mod models;
-pub mod operator;
-pub mod operators;
-pub mod query;
 pub mod runtime;
 pub mod setup;
 pub mod signals;
 pub mod sink_fit;
 pub mod status;
 pub mod tables;
-pub mod testkit;
 pub mod verify;
 pub mod watermark;
 

@@ -11,11 +11,11 @@ use volley_connectors::dead_letter::DeadLetterBatch;
 use volley_udfs::model::ModelSet;
 
 use crate::job::{RunSummary, SourceRuntime};
-use crate::query::QueryRunner;
 pub use volley_metrics::{
     CHECKPOINT_HISTORY, CheckpointRow, EPOCH_HISTORY, JobKey, JobMetrics, JobState, LETTER_HISTORY,
     LetterRow, MetricRow, Metrics, SYSTEM_TABLES, SystemSchema, now_ms, push_bounded,
 };
+use volley_operators::QueryRunner;
 
 /// A rate over at least this long a window, so one busy epoch does not read as a spike.
 const RATE_WINDOW_SECS: f64 = 1.0;

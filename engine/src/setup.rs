@@ -12,11 +12,11 @@ use volley_sql::{Pipeline, SqlError, TableDecl};
 use crate::checkpoint::{CheckpointConfig, Checkpointer};
 use crate::driver::BatchSizing;
 use crate::error::{EngineError, Result};
-use crate::query::QueryRunner;
 use crate::runtime::{SourceRuntime, StreamJob};
 use crate::status::StatusLine;
 use crate::tables::{connector_for, source_tables, table_schema};
 use crate::watermark::EventTimeTracker;
+use volley_operators::QueryRunner;
 
 /// Replacements for what the pipeline declares (tests, `verify`, benches).
 #[derive(Debug, Default)]
@@ -238,7 +238,7 @@ async fn build(
     let task_ctx = planner.context().task_ctx();
     let queries = plans
         .iter()
-        .map(|p| QueryRunner::new(p.clone(), Arc::clone(&task_ctx)))
+        .map(|p| Ok(QueryRunner::new(p.clone(), Arc::clone(&task_ctx))?))
         .collect::<Result<Vec<_>>>()?;
     let job = StreamJob {
         sources: runtimes,

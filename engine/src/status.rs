@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use crate::job::{RunSummary, SourceRuntime};
-use crate::query::QueryRunner;
+use volley_operators::QueryRunner;
 
 /// Prints a status line at most once per interval (in place on a terminal).
 #[derive(Debug)]

@@ -24,8 +24,8 @@ use crate::checkpoint::failpoint;
 use crate::checkpoint::manifest::{EpochLog, SourceRange};
 use crate::driver::{BatchSizing, EpochInput, EpochRange, spawn_driver};
 use crate::error::Result;
-use crate::query::QueryRunner;
 use crate::status::StatusLine;
+use volley_operators::QueryRunner;
 
 pub use crate::job::{Restored, RunSummary, SourceRuntime};
 

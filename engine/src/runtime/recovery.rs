@@ -9,9 +9,9 @@ use crate::checkpoint::manifest::{
 };
 use crate::driver::EpochRange;
 use crate::error::{EngineError, Result};
-use crate::operator::RestoredState;
 use crate::watermark::EventTimeTracker;
 use volley_connectors::Position;
+use volley_sql::stream::operator::RestoredState;
 
 impl StreamJob {
     /// Runs once before the first epoch (later calls do nothing): restores the newest
@@ -255,7 +255,8 @@ impl StreamJob {
                     saved.target
                 )));
             }
-            let watermark = crate::operator::min_watermark(&query.plan().sources, &watermarks);
+            let watermark =
+                volley_sql::stream::operator::min_watermark(&query.plan().sources, &watermarks);
             for operator in &saved.operators {
                 let mut pieces = Vec::with_capacity(operator.state.len());
                 for piece in &operator.state {

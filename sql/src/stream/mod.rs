@@ -11,6 +11,7 @@ pub mod join;
 pub mod late;
 pub mod leaf;
 pub mod lookup;
+pub mod operator;
 pub mod order;
 pub mod plan;
 pub mod render;

@@ -3,8 +3,8 @@
 use volley_sql::stream::join::{JoinTime, SideFrontier, watermark_key};
 
 use super::{JoinState, interval};
-use crate::error::{EngineError, Result};
-use crate::operator::{
+use volley_sql::stream::operator::{OperatorError, Result};
+use volley_sql::stream::operator::{
     OperatorInput, OperatorOutput, OperatorSnapshot, RestoredState, StatePiece, StreamOperator,
 };
 
@@ -129,7 +129,7 @@ impl StreamOperator for JoinState {
     async fn restore(&mut self, mut state: RestoredState) -> Result<()> {
         let mut side = |name: &str| {
             state.take(name).ok_or_else(|| {
-                EngineError::Checkpoint(format!(
+                OperatorError::Checkpoint(format!(
                     "the checkpoint of {} has no '{name}' piece",
                     self.plan.output_name
                 ))
@@ -159,7 +159,7 @@ impl StreamOperator for JoinState {
     fn reset_lookup(&mut self, table: &str) -> Result<()> {
         for side in [&mut self.plan.left, &mut self.plan.right] {
             side.plan = volley_sql::stream::lookup::reset_lookup_joins(&side.plan, table)
-                .map_err(EngineError::Sql)?;
+                .map_err(OperatorError::Sql)?;
         }
         Ok(())
     }

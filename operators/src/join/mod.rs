@@ -16,7 +16,7 @@ mod interval;
 mod operator;
 
 use crate::aggregate::split_by_window;
-use crate::error::{EngineError, Result};
+use volley_sql::stream::operator::{OperatorError, Result};
 
 /// One side's held rows, by window start (None: rows with no time, joined at the end).
 #[derive(Debug, Default)]
@@ -71,7 +71,7 @@ impl Held {
             let times = times
                 .as_any()
                 .downcast_ref::<arrow::array::Int64Array>()
-                .ok_or_else(|| EngineError::Internal("event time is not a timestamp".into()))?;
+                .ok_or_else(|| OperatorError::Internal("event time is not a timestamp".into()))?;
             let keep = arrow::compute::kernels::cmp::gt_eq(
                 times,
                 &arrow::array::Int64Array::new_scalar(from),
@@ -119,7 +119,7 @@ impl Held {
 pub fn runtime(
     node: &dyn volley_sql::stream::graph::StreamNode,
     task_ctx: Arc<TaskContext>,
-) -> Option<Box<dyn crate::operator::StreamOperator>> {
+) -> Option<Box<dyn volley_sql::stream::operator::StreamOperator>> {
     let plan = node.as_any().downcast_ref::<JoinPlan>()?;
     Some(Box::new(JoinState::new(plan.clone(), task_ctx)))
 }
@@ -315,7 +315,7 @@ impl JoinState {
         let per = self.plan.nanos_per_unit();
         match &side.frontier {
             SideFrontier::Sources { sources, .. } => {
-                let wm = crate::operator::min_watermark(sources, watermarks)?;
+                let wm = volley_sql::stream::operator::min_watermark(sources, watermarks)?;
                 if wm == i64::MAX {
                     return Some(i64::MAX);
                 }
@@ -343,7 +343,7 @@ impl JoinState {
             Arc::clone(&self.task_ctx),
         )
         .await
-        .map_err(EngineError::exec("a side of the windowed join"))?;
+        .map_err(OperatorError::exec("a side of the windowed join"))?;
         Ok(parts.into_iter().flatten().collect())
     }
 
@@ -355,9 +355,9 @@ impl JoinState {
     ) -> Result<Vec<RecordBatch>> {
         let what = "the windowed join";
         let left = MemorySourceConfig::try_new_exec(&[left], self.plan.left.plan.schema(), None)
-            .map_err(EngineError::exec(what))?;
+            .map_err(OperatorError::exec(what))?;
         let right = MemorySourceConfig::try_new_exec(&[right], self.plan.right.plan.schema(), None)
-            .map_err(EngineError::exec(what))?;
+            .map_err(OperatorError::exec(what))?;
         let left: Arc<dyn ExecutionPlan> = left;
         let right: Arc<dyn ExecutionPlan> = right;
         // A hash join keeps the table it built across runs: each window needs its own.
@@ -366,10 +366,10 @@ impl JoinState {
             vec![left, right],
         )
         .and_then(ExecutionPlan::reset_state)
-        .map_err(EngineError::exec(what))?;
+        .map_err(OperatorError::exec(what))?;
         let rows = collect(join, Arc::clone(&self.task_ctx))
             .await
-            .map_err(EngineError::exec(what))?;
+            .map_err(OperatorError::exec(what))?;
         Ok(rows.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 }

@@ -18,7 +18,7 @@ use volley_sql::stream::interval::IntervalBounds;
 use volley_sql::stream::join::{JoinSide, SideFrontier};
 
 use super::{JoinOutput, JoinState};
-use crate::error::{EngineError, Result};
+use volley_sql::stream::operator::{OperatorError, Result};
 
 /// The row-id column a LEFT interval join adds to its held left rows.
 pub(super) const ROW_ID: &str = "__volley_row";
@@ -119,7 +119,7 @@ impl JoinState {
         let per = self.plan.nanos_per_unit();
         match &side.frontier {
             SideFrontier::Sources { sources, .. } => {
-                crate::operator::min_watermark(sources, watermarks).map(|wm| {
+                volley_sql::stream::operator::min_watermark(sources, watermarks).map(|wm| {
                     if wm == i64::MAX {
                         i64::MAX
                     } else {
@@ -181,15 +181,15 @@ impl JoinState {
     ) -> Result<Vec<u64>> {
         let what = "the interval join (which left rows matched)";
         let Some(join) = self.plan.join.downcast_ref::<HashJoinExec>() else {
-            return Err(EngineError::Internal(
+            return Err(OperatorError::Internal(
                 "an interval join that is not a hash join".into(),
             ));
         };
         let left_exec = MemorySourceConfig::try_new_exec(&[left], self.held_left_schema(), None)
-            .map_err(EngineError::exec(what))?;
+            .map_err(OperatorError::exec(what))?;
         let right_exec =
             MemorySourceConfig::try_new_exec(&[right], self.plan.right.plan.schema(), None)
-                .map_err(EngineError::exec(what))?;
+                .map_err(OperatorError::exec(what))?;
         let semi = HashJoinExec::try_new(
             left_exec,
             right_exec,
@@ -201,17 +201,17 @@ impl JoinState {
             join.null_equality(),
             false,
         )
-        .map_err(EngineError::exec(what))?;
+        .map_err(OperatorError::exec(what))?;
         let rows = collect(Arc::new(semi), Arc::clone(&self.task_ctx))
             .await
-            .map_err(EngineError::exec(what))?;
+            .map_err(OperatorError::exec(what))?;
         let mut ids = Vec::new();
         for batch in rows {
             let column = batch.column(batch.num_columns() - 1);
             let column = column
                 .as_any()
                 .downcast_ref::<UInt64Array>()
-                .ok_or_else(|| EngineError::Internal("row ids are not UInt64".into()))?;
+                .ok_or_else(|| OperatorError::Internal("row ids are not UInt64".into()))?;
             ids.extend(column.iter().flatten());
         }
         Ok(ids)
@@ -228,7 +228,7 @@ impl JoinState {
             let ids = ids
                 .as_any()
                 .downcast_ref::<UInt64Array>()
-                .ok_or_else(|| EngineError::Internal("row ids are not UInt64".into()))?;
+                .ok_or_else(|| OperatorError::Internal("row ids are not UInt64".into()))?;
             let keep: arrow::array::BooleanArray = ids
                 .iter()
                 .map(|id| Some(id.is_some_and(|id| !outer.matched.remove(&id))))
@@ -257,26 +257,26 @@ impl JoinState {
         }
         let what = "the interval join";
         let Some(join) = self.plan.join.downcast_ref::<HashJoinExec>() else {
-            return Err(EngineError::Internal(
+            return Err(OperatorError::Internal(
                 "an interval join that is not a hash join".into(),
             ));
         };
         let left_exec =
             MemorySourceConfig::try_new_exec(&[left], self.plan.left.plan.schema(), None)
-                .map_err(EngineError::exec(what))?;
+                .map_err(OperatorError::exec(what))?;
         let right_exec =
             MemorySourceConfig::try_new_exec(&[right], self.plan.right.plan.schema(), None)
-                .map_err(EngineError::exec(what))?;
+                .map_err(OperatorError::exec(what))?;
         let inner = join
             .builder()
             .with_type(JoinType::Inner)
             .with_new_children(vec![left_exec, right_exec])
             // A hash join keeps the table it built across runs: each run needs its own.
             .and_then(|b| b.reset_state().build_exec())
-            .map_err(EngineError::exec(what))?;
+            .map_err(OperatorError::exec(what))?;
         let rows = collect(inner, Arc::clone(&self.task_ctx))
             .await
-            .map_err(EngineError::exec(what))?;
+            .map_err(OperatorError::exec(what))?;
         Ok(rows.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
@@ -306,7 +306,9 @@ impl JoinState {
                 .column(0)
                 .as_any()
                 .downcast_ref::<UInt64Array>()
-                .ok_or_else(|| EngineError::Checkpoint("matched row ids are not UInt64".into()))?;
+                .ok_or_else(|| {
+                    OperatorError::Checkpoint("matched row ids are not UInt64".into())
+                })?;
             outer.matched.extend(ids.iter().flatten());
         }
         let mut next = 0;

@@ -11,7 +11,7 @@ use arrow::record_batch::RecordBatch;
 use volley_sql::stream::window::HopWindow;
 
 use super::{AggregateOutput, AggregateState};
-use crate::error::{EngineError, Result};
+use volley_sql::stream::operator::{OperatorError, Result};
 
 /// Whether the window starting at `start` has ended by `watermark`.
 fn ended(hop: HopWindow, start: i64, watermark: i64) -> bool {
@@ -83,11 +83,11 @@ fn with_window_start(batch: &RecordBatch, index: usize, start: i64) -> Result<Re
     let starts = arrow::compute::cast(&starts, field.data_type())?;
     let mut columns = batch.columns().to_vec();
     let Some(column) = columns.get_mut(index) else {
-        return Err(EngineError::Internal(format!(
+        return Err(OperatorError::Internal(format!(
             "pane state has no window column {index}"
         )));
     };
     *column = starts;
     RecordBatch::try_new(batch.schema(), columns)
-        .map_err(|e| EngineError::Internal(format!("re-keying pane state by window: {e}")))
+        .map_err(|e| OperatorError::Internal(format!("re-keying pane state by window: {e}")))
 }

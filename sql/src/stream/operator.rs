@@ -10,17 +10,54 @@
 //! are leaves reading them), keeps named state, and emits rows that the runner puts in its
 //! output slot for the segment above. Its output's watermark is published under its name, so
 //! an operator above it closes windows by where this one has got to. The windowed and keyed
-//! aggregates ([`crate::aggregate::AggregateState`]) and the joins of two streams
-//! ([`crate::join::JoinState`]) are the operators; a checkpoint holds each one's named state
-//! ([`crate::checkpoint::manifest::OperatorCheckpoint`]).
+//! aggregates and the joins of two streams are the operators (each kind one folder of the
+//! operators crate); a checkpoint holds each one's named state, under its node's stable id
+//! ([`super::graph::node_ids`]).
 
 use std::collections::HashMap;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use volley_sql::stream::LateRows;
+use datafusion::error::DataFusionError;
 
-use crate::error::{EngineError, Result};
+use super::LateRows;
+use crate::error::SqlError;
+
+/// What stops an operator: the engine reports it with who is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// The pipeline's SQL (a plan rebuilt while running, such as a lookup join's).
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    /// Executing a plan failed while processing data.
+    #[error("executing {what}: {source}")]
+    Execution {
+        /// What was running.
+        what: String,
+        /// DataFusion's error.
+        source: DataFusionError,
+    },
+    /// An Arrow kernel failed (a value that does not cast, an overflow, or a bug).
+    #[error("{0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// State that cannot be written to or read from a checkpoint.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// A bug in Volley.
+    #[error("internal error (a bug in Volley): {0}")]
+    Internal(String),
+}
+
+impl OperatorError {
+    /// Wraps a DataFusion error raised while running `what`.
+    pub fn exec(what: impl Into<String>) -> impl FnOnce(DataFusionError) -> Self {
+        let what = what.into();
+        move |source| OperatorError::Execution { what, source }
+    }
+}
+
+/// An operator's result.
+pub type Result<T> = std::result::Result<T, OperatorError>;
 
 /// What an operator's epoch runs with.
 #[derive(Debug, Clone, Copy)]
@@ -155,7 +192,7 @@ pub trait StreamOperator: Send + Sync + std::fmt::Debug {
         if state.is_empty() {
             return Ok(());
         }
-        Err(EngineError::Checkpoint(format!(
+        Err(OperatorError::Checkpoint(format!(
             "{} holds no state, but its checkpoint holds some",
             self.name()
         )))

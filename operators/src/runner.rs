@@ -1,5 +1,5 @@
 //! Runs one INSERT's streaming plan, epoch by epoch: its stateful operators in plan order
-//! (see [`crate::operator`]), then the segment above the last of them.
+//! (see [`volley_sql::stream::operator`]), then the segment above the last of them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,8 +10,8 @@ use datafusion::physical_plan::{ExecutionPlan, collect, collect_partitioned};
 use volley_sql::stream::QueryPlan;
 use volley_sql::stream::leaf::EpochSlot;
 
-use crate::error::{EngineError, Result};
-use crate::operator::{OperatorInput, RestoredState, StreamOperator};
+use volley_sql::stream::operator::{OperatorError, Result};
+use volley_sql::stream::operator::{OperatorInput, RestoredState, StreamOperator};
 
 /// What one query produced in an epoch.
 #[derive(Debug, Default)]
@@ -68,7 +68,7 @@ impl QueryRunner {
             let port = node.port();
             stages.push(Stage {
                 id,
-                operator: crate::operators::runtime(node, &task_ctx)?,
+                operator: crate::registry::runtime(node, &task_ctx)?,
                 output: Arc::clone(&port.slot),
                 label: String::new(),
                 join: node.kind() == "join",
@@ -115,7 +115,7 @@ impl QueryRunner {
             return Ok(());
         }
         let post = volley_sql::stream::lookup::reset_lookup_joins(self.post(), table)
-            .map_err(EngineError::Sql)?;
+            .map_err(OperatorError::Sql)?;
         self.plan.set_post(post);
         for stage in &mut self.stages {
             stage.operator.reset_lookup(table)?;
@@ -164,7 +164,7 @@ impl QueryRunner {
         let id = self.id_of(name).map(str::to_string);
         let Some(stage) = self.stages.iter_mut().find(|s| Some(&s.id) == id.as_ref()) else {
             let names: Vec<&str> = self.stages.iter().map(|s| s.id.as_str()).collect();
-            return Err(EngineError::Checkpoint(format!(
+            return Err(OperatorError::Checkpoint(format!(
                 "INSERT INTO {} has no operator {name} (it has [{}]), but its checkpoint holds state for one",
                 self.plan.target,
                 names.join(", ")
@@ -206,7 +206,7 @@ impl QueryRunner {
             // keep the input's order.
             let rows = collect_partitioned(Arc::clone(self.post()), Arc::clone(&self.task_ctx))
                 .await
-                .map_err(EngineError::exec(format!(
+                .map_err(OperatorError::exec(format!(
                     "INSERT INTO {}",
                     self.plan.target
                 )))?;
@@ -262,7 +262,7 @@ impl QueryRunner {
         }
         let rows = collect(Arc::clone(self.post()), Arc::clone(&self.task_ctx))
             .await
-            .map_err(EngineError::exec(format!(
+            .map_err(OperatorError::exec(format!(
                 "INSERT INTO {} (after {})",
                 self.plan.target, last.label
             )))?;

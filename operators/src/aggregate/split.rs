@@ -11,7 +11,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 
-use crate::error::{EngineError, Result};
+use volley_sql::stream::operator::{OperatorError, Result};
 
 /// The hash that assigns group keys to shards. Its seed differs from the one DataFusion's own
 /// hash tables use, so a shard's keys still spread over all of its aggregate's hash buckets.
@@ -26,7 +26,7 @@ pub(crate) fn split_by_window(
     let starts = column
         .as_any()
         .downcast_ref::<Int64Array>()
-        .ok_or_else(|| EngineError::Internal("window start column is not a timestamp".into()))?;
+        .ok_or_else(|| OperatorError::Internal("window start column is not a timestamp".into()))?;
     let mut distinct: Vec<Option<i64>> = Vec::new();
     let mut last: Option<Option<i64>> = None;
     for value in starts.iter() {
@@ -72,7 +72,7 @@ pub(super) fn split_by_shard(
     hashes.clear();
     hashes.resize(rows, 0);
     create_hashes(&batch.columns()[..group_count], &SHARD_HASH, hashes)
-        .map_err(EngineError::exec("hashing group keys into shards"))?;
+        .map_err(OperatorError::exec("hashing group keys into shards"))?;
     let mut indices: Vec<Vec<u32>> = vec![Vec::with_capacity(rows / shards + 1); shards];
     let modulus = shards as u64;
     for (row, hash) in hashes.iter().enumerate() {

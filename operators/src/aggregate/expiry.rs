@@ -15,7 +15,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 
-use crate::error::{EngineError, Result};
+use volley_sql::stream::operator::{OperatorError, Result};
 
 /// The name of the stamp column in checkpointed stamps.
 const LAST_SEEN: &str = "__volley_last_seen";
@@ -107,7 +107,7 @@ impl Expiry {
             keys.iter().map(|(_, v)| *v),
         )));
         RecordBatch::try_new(schema, columns).map_err(|e| {
-            EngineError::Internal(format!("state_ttl stamps do not fit their schema: {e}"))
+            OperatorError::Internal(format!("state_ttl stamps do not fit their schema: {e}"))
         })
     }
 
@@ -117,7 +117,7 @@ impl Expiry {
             .column(group_count)
             .as_any()
             .downcast_ref::<Int64Array>()
-            .ok_or_else(|| EngineError::Checkpoint("state_ttl stamps are not integers".into()))?;
+            .ok_or_else(|| OperatorError::Checkpoint("state_ttl stamps are not integers".into()))?;
         let rows = self
             .converter
             .convert_columns(&batch.columns()[..group_count])?;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use datafusion::execution::TaskContext;
 use volley_sql::stream::graph::StreamNode;
 
-use crate::error::{EngineError, Result};
-use crate::operator::StreamOperator;
+use volley_sql::stream::operator::StreamOperator;
+use volley_sql::stream::operator::{OperatorError, Result};
 
 /// Builds the runtime of a node of its own kind, or `None`.
 type Runtime = fn(&dyn StreamNode, Arc<TaskContext>) -> Option<Box<dyn StreamOperator>>;
@@ -27,7 +27,7 @@ pub fn runtime(
         .iter()
         .find_map(|runtime| runtime(node, Arc::clone(task_ctx)))
         .ok_or_else(|| {
-            EngineError::Internal(format!(
+            OperatorError::Internal(format!(
                 "no runtime runs operator kind '{}' ({})",
                 node.kind(),
                 node.port().name

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use volley_sql::stream::AggregatePlan;
 
 use super::{AggregateOutput, AggregateState};
-use crate::error::{EngineError, Result};
-use crate::operator::min_watermark;
-use crate::operator::{
+use volley_sql::stream::operator::min_watermark;
+use volley_sql::stream::operator::{OperatorError, Result};
+use volley_sql::stream::operator::{
     OperatorInput, OperatorOutput, OperatorSnapshot, RestoredState, StatePiece, StreamOperator,
 };
 
@@ -118,7 +118,7 @@ impl StreamOperator for AggregateState {
     /// Groups the checkpoint has no `state_ttl` stamp for are stamped with its watermark.
     async fn restore(&mut self, mut state: RestoredState) -> Result<()> {
         let rows = state.take(STATE).ok_or_else(|| {
-            EngineError::Checkpoint(format!(
+            OperatorError::Checkpoint(format!(
                 "the checkpoint of {} has no '{STATE}' piece",
                 self.plan.output_name
             ))
@@ -149,7 +149,7 @@ impl StreamOperator for AggregateState {
 
     fn reset_lookup(&mut self, table: &str) -> Result<()> {
         let partial = volley_sql::stream::lookup::reset_lookup_joins(&self.plan.partial, table)
-            .map_err(EngineError::Sql)?;
+            .map_err(OperatorError::Sql)?;
         self.plan.partial = partial;
         Ok(())
     }

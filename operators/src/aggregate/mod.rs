@@ -34,7 +34,7 @@ use volley_sql::stream::AggregatePlan;
 use self::shard::{Phases, Shard};
 use self::split::split_by_shard;
 pub(crate) use self::split::split_by_window;
-use crate::error::{EngineError, Result};
+use volley_sql::stream::operator::{OperatorError, Result};
 
 /// What an epoch of an aggregate produced.
 #[derive(Debug, Default)]
@@ -60,7 +60,7 @@ impl AggregateOutput {
 pub fn runtime(
     node: &dyn volley_sql::stream::graph::StreamNode,
     task_ctx: Arc<TaskContext>,
-) -> Option<Box<dyn crate::operator::StreamOperator>> {
+) -> Option<Box<dyn volley_sql::stream::operator::StreamOperator>> {
     let plan = node.as_any().downcast_ref::<AggregatePlan>()?;
     Some(Box::new(AggregateState::new(plan.clone(), task_ctx)))
 }
@@ -141,7 +141,7 @@ impl AggregateState {
                         .collect();
                     names.join(", ")
                 };
-                return Err(EngineError::Checkpoint(format!(
+                return Err(OperatorError::Checkpoint(format!(
                     "checkpointed state has columns [{}], the query's state has [{}]",
                     names(&batch.schema()),
                     names(&self.plan.state_schema)
@@ -383,12 +383,12 @@ impl AggregateState {
         for partition in 0..partitions {
             let stream = partial
                 .execute(partition, Arc::clone(&self.task_ctx))
-                .map_err(EngineError::exec("the partial aggregate"))?;
+                .map_err(OperatorError::exec("the partial aggregate"))?;
             let work = async move {
                 let batches: Vec<RecordBatch> = stream
                     .try_collect()
                     .await
-                    .map_err(EngineError::exec("the partial aggregate"))?;
+                    .map_err(OperatorError::exec("the partial aggregate"))?;
                 let mut hashes = Vec::new();
                 let mut out: Vec<Vec<RecordBatch>> = vec![Vec::new(); shards];
                 for batch in &batches {
@@ -397,7 +397,7 @@ impl AggregateState {
                         out[shard].extend(part);
                     }
                 }
-                Ok::<_, EngineError>(out)
+                Ok::<_, OperatorError>(out)
             };
             tasks.push(if partitions == 1 {
                 Task::Inline(Box::pin(work))
@@ -482,7 +482,7 @@ impl<T> Task<T> {
             Task::Inline(work) => Ok(work.await),
             Task::Spawned(handle) => handle
                 .await
-                .map_err(|e| EngineError::Internal(format!("an aggregate task failed: {e}"))),
+                .map_err(|e| OperatorError::Internal(format!("an aggregate task failed: {e}"))),
         }
     }
 }

@@ -16,7 +16,7 @@ use volley_sql::stream::AggregatePlan;
 
 use super::expiry::Expiry;
 use super::split::{TouchedKeys, split_by_window};
-use crate::error::{EngineError, Result};
+use volley_sql::stream::operator::{OperatorError, Result};
 
 /// Compact a window's state once it holds more than `2 × compacted + SLACK` rows.
 const COMPACT_SLACK: usize = 16_384;
@@ -80,7 +80,7 @@ impl Phases {
             .map(|b| {
                 RecordBatch::try_new(Arc::clone(&self.output_schema), b.columns().to_vec()).map_err(
                     |e| {
-                        EngineError::Internal(format!(
+                        OperatorError::Internal(format!(
                             "final aggregate rows do not fit the aggregate's schema: {e}"
                         ))
                     },
@@ -100,7 +100,7 @@ impl Phases {
         }
         let input =
             MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&self.state_schema), None)
-                .map_err(EngineError::exec(what))?;
+                .map_err(OperatorError::exec(what))?;
         let exec = AggregateExec::try_new(
             mode,
             self.final_group_by.clone(),
@@ -109,11 +109,11 @@ impl Phases {
             input,
             Arc::clone(&self.input_schema),
         )
-        .map_err(EngineError::exec(what))?;
+        .map_err(OperatorError::exec(what))?;
         let exec: Arc<dyn ExecutionPlan> = Arc::new(exec);
         collect(exec, Arc::clone(&self.task_ctx))
             .await
-            .map_err(EngineError::exec(what))
+            .map_err(OperatorError::exec(what))
     }
 }
 
@@ -150,7 +150,7 @@ impl Shard {
         partials: Vec<RecordBatch>,
     ) -> Result<Vec<Option<i64>>> {
         let Some(index) = phases.window_index else {
-            return Err(EngineError::Internal(
+            return Err(OperatorError::Internal(
                 "windowed merge on a keyed aggregate".into(),
             ));
         };
@@ -234,7 +234,7 @@ impl Shard {
         }
         self.expiry
             .as_mut()
-            .ok_or_else(|| EngineError::Internal("state_ttl stamps vanished".into()))
+            .ok_or_else(|| OperatorError::Internal("state_ttl stamps vanished".into()))
     }
 
     /// Keyed with `state_ttl`: stamps the groups touched since the last call with `watermark`

@@ -19,12 +19,30 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, new_null_array};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use volley_connectors::ConnectorRegistry;
-use volley_sql::Pipeline;
+use volley_sql::options::OptionSpec;
 use volley_sql::stream::{EpochSlot, SourceBinding, StreamPlanner};
+use volley_sql::{KindCatalog, Pipeline};
 
-use crate::error::{EngineError, Result};
-use crate::query::QueryRunner;
+use crate::runner::QueryRunner;
+
+/// What goes wrong in a kit: the test's SQL or tables, or the operator.
+pub type KitError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A kit's result.
+pub type Result<T> = std::result::Result<T, KitError>;
+
+/// The table kinds a kit's SQL declares: its source (`CSV`, never read) and its sink.
+struct KitCatalog;
+
+impl KindCatalog for KitCatalog {
+    fn kind_options(&self, kind: &str) -> Option<&'static [OptionSpec]> {
+        matches!(kind, "CSV" | "BLACKHOLE").then_some(&[])
+    }
+
+    fn kinds(&self) -> Vec<&'static str> {
+        vec!["CSV", "BLACKHOLE"]
+    }
+}
 
 /// One INSERT over one source named `s`, run epoch by epoch.
 #[derive(Debug)]
@@ -50,14 +68,14 @@ impl Kit {
              INSERT INTO out {select};",
             watermark.replace('\'', "''")
         );
-        let pipeline = Pipeline::parse(&sql, &ConnectorRegistry::builtin()).await?;
+        let pipeline = Pipeline::parse(&sql, &KitCatalog).await?;
         let table = pipeline
             .table("s")
-            .ok_or_else(|| EngineError::Internal("the kit's source is not declared".into()))?;
+            .ok_or("the kit's source is not declared")?;
         let schema = table
             .declared_schema
             .clone()
-            .ok_or_else(|| EngineError::Internal("the kit's source has no columns".into()))?;
+            .ok_or("the kit's source has no columns")?;
         let slot = EpochSlot::new();
         let planner = StreamPlanner::new(vec![SourceBinding {
             name: "s".into(),
@@ -69,7 +87,7 @@ impl Kit {
         let insert = pipeline
             .inserts
             .first()
-            .ok_or_else(|| EngineError::Internal("the kit's INSERT is missing".into()))?;
+            .ok_or("the kit's INSERT is missing")?;
         let plan = planner.plan_insert(insert, None, None).await?;
         let runner = QueryRunner::new(plan, planner.context().task_ctx())?;
         Ok(Self {
@@ -116,7 +134,7 @@ impl Kit {
     }
 
     fn parse(&self, table: &str) -> Result<RecordBatch> {
-        let bad = |what: String| EngineError::Usage(format!("kit table: {what}"));
+        let bad = |what: String| -> KitError { format!("kit table: {what}").into() };
         let mut lines = table.lines().map(str::trim).filter(|l| !l.is_empty());
         let Some(header) = lines.next() else {
             return Ok(RecordBatch::new_empty(Arc::clone(&self.schema)));
@@ -156,12 +174,12 @@ fn nanos(text: &str) -> Result<i64> {
         &StringArray::from(vec![text]),
         &DataType::Timestamp(TimeUnit::Nanosecond, None),
     )
-    .map_err(|e| EngineError::Usage(format!("kit watermark '{text}': {e}")))?;
+    .map_err(|e| format!("kit watermark '{text}': {e}"))?;
     cast.as_any()
         .downcast_ref::<arrow::array::TimestampNanosecondArray>()
         .filter(|a| a.is_valid(0))
         .map(|a| a.value(0))
-        .ok_or_else(|| EngineError::Usage(format!("kit watermark '{text}' is not a time")))
+        .ok_or_else(|| format!("kit watermark '{text}' is not a time").into())
 }
 
 /// `rows` as a text table: a header of column names, then one sorted line per row.
@@ -182,8 +200,7 @@ fn show(rows: &[RecordBatch]) -> Result<String> {
             .columns()
             .iter()
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         for row in 0..batch.num_rows() {
             let cells: Vec<String> = formatters
                 .iter()

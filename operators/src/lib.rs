@@ -1,0 +1,11 @@
+//! Volley's stateful streaming operators: one folder per operator kind, holding its runtime
+//! and its tests, registered in one line each ([`registry`]). An INSERT's operators run
+//! through [`QueryRunner`]; [`kit`] runs one over small text tables.
+
+pub mod aggregate;
+pub mod join;
+pub mod kit;
+pub mod registry;
+pub mod runner;
+
+pub use runner::{QueryEpoch, QueryRunner};
