@@ -188,6 +188,7 @@ async fn build(
     }
     let models = crate::models::load_models(pipeline)?;
     let planner = StreamPlanner::new(bindings)?
+        .with_rules(volley_operators::rules())
         .with_lookups(&lookups.data())?
         .with_workers(overrides.workers.unwrap_or_else(default_workers))
         .with_models(Arc::clone(&models));

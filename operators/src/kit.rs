@@ -83,6 +83,7 @@ impl Kit {
             watermark: table.watermark.clone(),
             slot: Arc::clone(&slot),
         }])?
+        .with_rules(crate::rules())
         .with_workers(workers);
         let insert = pipeline
             .inserts

@@ -1,6 +1,6 @@
-//! Volley's stateful streaming operators: one folder per operator kind, holding its runtime
-//! and its tests, registered in one line each ([`registry`]). An INSERT's operators run
-//! through [`QueryRunner`]; [`kit`] runs one over small text tables.
+//! Volley's stateful streaming operators: one folder per operator kind, holding its planning
+//! rule, its node, its runtime and its tests, registered in one line each ([`registry`]). An
+//! INSERT's operators run through [`QueryRunner`]; [`kit`] runs one over small text tables.
 
 pub mod aggregate;
 pub mod join;
@@ -8,4 +8,5 @@ pub mod kit;
 pub mod registry;
 pub mod runner;
 
+pub use registry::rules;
 pub use runner::{QueryEpoch, QueryRunner};

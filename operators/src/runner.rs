@@ -68,7 +68,7 @@ impl QueryRunner {
             let port = node.port();
             stages.push(Stage {
                 id,
-                operator: crate::registry::runtime(node, &task_ctx)?,
+                operator: node.instantiate(Arc::clone(&task_ctx)),
                 output: Arc::clone(&port.slot),
                 label: String::new(),
                 join: node.kind() == "join",

@@ -17,9 +17,14 @@
 
 mod expiry;
 mod hop;
+mod hop_call;
+mod hop_rule;
 mod operator;
+mod plan;
+mod rule;
 mod shard;
 mod split;
+mod window;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -29,8 +34,9 @@ use arrow::record_batch::RecordBatch;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlanProperties;
 use futures::TryStreamExt;
-use volley_sql::stream::AggregatePlan;
 
+pub use self::plan::{AggregatePlan, KeySource};
+pub use self::rule::AggregateRule;
 use self::shard::{Phases, Shard};
 use self::split::split_by_shard;
 pub(crate) use self::split::split_by_window;
@@ -54,15 +60,6 @@ impl AggregateOutput {
         self.windows_emitted += other.windows_emitted;
         self.windows_corrected += other.windows_corrected;
     }
-}
-
-/// The runtime of an `aggregate` node: `None` for a node of another kind.
-pub fn runtime(
-    node: &dyn volley_sql::stream::graph::StreamNode,
-    task_ctx: Arc<TaskContext>,
-) -> Option<Box<dyn volley_sql::stream::operator::StreamOperator>> {
-    let plan = node.as_any().downcast_ref::<AggregatePlan>()?;
-    Some(Box::new(AggregateState::new(plan.clone(), task_ctx)))
 }
 
 /// Keyed window state for one INSERT's aggregate.

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use volley_sql::stream::AggregatePlan;
+use super::plan::AggregatePlan;
 
 use super::{AggregateOutput, AggregateState};
 use volley_sql::stream::operator::min_watermark;

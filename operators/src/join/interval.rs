@@ -7,6 +7,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use super::bounds::IntervalBounds;
+use super::plan::{JoinSide, SideFrontier};
 use arrow::array::{Array, ArrayRef, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -14,8 +16,6 @@ use datafusion::common::JoinType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::physical_plan::collect;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
-use volley_sql::stream::interval::IntervalBounds;
-use volley_sql::stream::join::{JoinSide, SideFrontier};
 
 use super::{JoinOutput, JoinState};
 use volley_sql::stream::operator::{OperatorError, Result};

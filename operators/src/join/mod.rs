@@ -10,10 +10,17 @@ use arrow::record_batch::RecordBatch;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{ExecutionPlan, collect};
-use volley_sql::stream::join::{JoinPlan, JoinSide, SideFrontier};
 
+mod bounds;
 mod interval;
+mod interval_rule;
 mod operator;
+mod plan;
+mod rule;
+
+pub use self::bounds::IntervalBounds;
+pub use self::plan::{JoinPlan, JoinSide, JoinTime, SideFrontier};
+pub use self::rule::JoinRule;
 
 use crate::aggregate::split_by_window;
 use volley_sql::stream::operator::{OperatorError, Result};
@@ -113,15 +120,6 @@ impl Held {
     fn snapshot(&self) -> Vec<RecordBatch> {
         self.windows.values().flatten().cloned().collect()
     }
-}
-
-/// The runtime of a `join` node: `None` for a node of another kind.
-pub fn runtime(
-    node: &dyn volley_sql::stream::graph::StreamNode,
-    task_ctx: Arc<TaskContext>,
-) -> Option<Box<dyn volley_sql::stream::operator::StreamOperator>> {
-    let plan = node.as_any().downcast_ref::<JoinPlan>()?;
-    Some(Box::new(JoinState::new(plan.clone(), task_ctx)))
 }
 
 /// A windowed join's state.

@@ -1,6 +1,6 @@
 //! The joins of two streams as streaming operators.
 
-use volley_sql::stream::join::{JoinTime, SideFrontier, watermark_key};
+use super::plan::{JoinTime, SideFrontier, watermark_key};
 
 use super::{JoinState, interval};
 use volley_sql::stream::operator::{OperatorError, Result};
@@ -44,7 +44,7 @@ impl StreamOperator for JoinState {
         format!("{kind} join on {}", self.plan.display)
     }
 
-    /// Each time of the join's rows (see [`volley_sql::stream::join::JoinPlan::times`]) in nanoseconds, under its key:
+    /// Each time of the join's rows (see [`super::plan::JoinPlan::times`]) in nanoseconds, under its key:
     /// every row the join emits from now on has that time at or after it. A windowed join has
     /// joined every window before its watermark. An interval join's left rows from now on are
     /// new ones (at or after the left watermark) or held ones meeting a new right row or

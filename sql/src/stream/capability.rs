@@ -2,7 +2,6 @@
 //! by type (downcasting), for every decision that depends on the node's kind.
 
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -30,8 +29,6 @@ pub enum Capability {
     RowWise,
     /// Over one epoch's rows at a time, all of them together (union, sort, exchanges).
     PerEpoch,
-    /// An aggregate: the engine runs it as a stateful operator across epochs.
-    Aggregate,
     /// Not run by the streaming engine: why, and the rewrite that works.
     Refused(String),
 }
@@ -61,9 +58,6 @@ pub fn capability(node: &dyn ExecutionPlan) -> Capability {
         || of::<EmptyExec>(node)
     {
         return Capability::PerEpoch;
-    }
-    if of::<AggregateExec>(node) {
-        return Capability::Aggregate;
     }
     if of::<super::lookup::LookupScanExec>(node) {
         return Capability::Refused(
@@ -108,7 +102,7 @@ fn of<T: ExecutionPlan + 'static>(node: &dyn ExecutionPlan) -> bool {
 
 /// `CoalesceBatchesExec` (deprecated in DataFusion, still planned by some rules): row by row.
 #[expect(deprecated)]
-pub(super) fn is_coalesce_batches(node: &dyn ExecutionPlan) -> bool {
+pub fn is_coalesce_batches(node: &dyn ExecutionPlan) -> bool {
     node.downcast_ref::<datafusion::physical_plan::coalesce_batches::CoalesceBatchesExec>()
         .is_some()
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::graph::{ExplainContext, OutputPort};
-use super::plan::{QueryPlan, QueryShape};
+use super::plan::QueryPlan;
 use super::render::{indent_by, render};
 
 /// Renders one INSERT's streaming plan, with `watermarks` giving each source's watermark text.
@@ -35,18 +35,15 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
     for warning in &plan.warnings {
         let _ = writeln!(out, "  warning: {warning}");
     }
-    match &plan.shape {
-        QueryShape::Stateless { plan: physical } => {
-            let _ = writeln!(
-                out,
-                "  kind: stateless (each micro-batch streams straight through)"
-            );
-            let _ = writeln!(out, "  plan:");
-            indent_by(&mut out, &render(physical), "");
-        }
-        QueryShape::Aggregate(_) | QueryShape::Join(_) => {
-            explain_nodes(&mut out, plan, watermark_of)
-        }
+    if plan.nodes().is_empty() {
+        let _ = writeln!(
+            out,
+            "  kind: stateless (each micro-batch streams straight through)"
+        );
+        let _ = writeln!(out, "  plan:");
+        indent_by(&mut out, &render(plan.post()), "");
+    } else {
+        explain_nodes(&mut out, plan, watermark_of);
     }
     out
 }

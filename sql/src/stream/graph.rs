@@ -7,7 +7,13 @@
 //! only append or update rows emitted before. A node above learns everything it needs of its
 //! input from the port, never from the concrete operator behind it.
 
+use std::sync::Arc;
+
 use arrow::datatypes::{SchemaRef, TimeUnit};
+use datafusion::execution::TaskContext;
+
+use super::operator::StreamOperator;
+use super::order::Emitted;
 
 /// How a node's rows relate to the rows it emitted before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +52,7 @@ pub struct OutputPort {
     /// Its rows' schema.
     pub schema: SchemaRef,
     /// Where the runner puts the rows it emits each epoch, for the leaves reading them.
-    pub slot: std::sync::Arc<super::leaf::EpochSlot>,
+    pub slot: Arc<super::leaf::EpochSlot>,
     /// Its event-time columns.
     pub times: Vec<PortTime>,
     /// Whether it appends or updates.
@@ -57,6 +63,12 @@ pub struct OutputPort {
     /// Which of its columns a window over its rows may be over, for messages: `that
     /// aggregate's own window column (its event time)`.
     pub time_rule: String,
+    /// The columns that identify one of its rows among those emitted before (a group's key
+    /// and window); empty when none do.
+    pub key: Vec<usize>,
+    /// Why an aggregate over its rows must be windowed by one of its times, when it must
+    /// (completing `an aggregate over <described> (GROUP BY …) …`).
+    pub needs_window: Option<String>,
 }
 
 impl OutputPort {
@@ -128,7 +140,52 @@ pub trait StreamNode: std::fmt::Debug + Send + Sync {
     /// What it does, for `explain`: indented lines under its heading.
     fn explain(&self, ctx: &ExplainContext<'_>) -> String;
 
-    /// The concrete plan, for the runtime registered for [`StreamNode::kind`] only.
+    /// Its runtime, executing in `task_ctx`, with empty state.
+    fn instantiate(&self, task_ctx: Arc<TaskContext>) -> Box<dyn StreamOperator>;
+
+    /// A copy of the node (a plan is planned once and run by several runners).
+    fn boxed_clone(&self) -> Box<dyn StreamNode>;
+
+    /// How its rows are emitted, for the sorts above it: by default as its port says (updates
+    /// or rows as they stream in).
+    fn emitted(&self) -> Emitted {
+        match self.port().emit {
+            Emit::Upsert => Emitted::Updates,
+            Emit::Append => Emitted::Rows,
+        }
+    }
+
+    /// What the user should know about how it runs (shown by `explain` and logged).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Takes its sink's `allowed_lateness` and `state_ttl`, as the last node of an INSERT. An
+    /// error for an option it does not take: why, completing `'allowed_lateness' …`.
+    fn take_sink_options(
+        &mut self,
+        allowed_lateness: Option<std::time::Duration>,
+        state_ttl: Option<std::time::Duration>,
+    ) -> Result<(), String> {
+        let _ = state_ttl;
+        match allowed_lateness {
+            Some(_) => Err("keeps windows open for late rows, and this INSERT has no window (date_bin, tumble or date_trunc)".to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether its rows re-emit windows corrected by late rows (`allowed_lateness`).
+    fn corrects_windows(&self) -> bool {
+        false
+    }
+
+    /// Whether a sink's `state_ttl` bounds it where its SQL did not (so its result may differ
+    /// from batch).
+    fn bounded_by_ttl(&self) -> bool {
+        false
+    }
+
+    /// The concrete plan, for tests and its own kind's code only.
     fn as_any(&self) -> &dyn std::any::Any;
 }
 

@@ -206,7 +206,8 @@ async fn a_corrupted_row_is_caught() {
 /// to batch, from seconds to calendar months, over data with NULLs, NaN and edge times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn date_trunc_buckets_are_windows_equal_to_batch() {
-    use volley_sql::stream::{QueryShape, WindowSize};
+    use volley_operators::aggregate::AggregatePlan;
+    use volley_sql::stream::WindowSize;
     // One payment per 100 s from Saturday 31 January, noon: 1,500 rows cross the end of
     // January and Monday 2 February (a week's start).
     for (rate, unit, size) in [
@@ -228,9 +229,14 @@ async fn date_trunc_buckets_are_windows_equal_to_batch() {
         );
         let p = pipeline(&sql).await;
         let plans = crate::harness::plans(&p).await;
-        let QueryShape::Aggregate(agg) = &plans[0].shape else {
-            panic!("an aggregate")
+        let nodes = plans[0].nodes();
+        let [node] = nodes.as_slice() else {
+            panic!("one operator")
         };
+        let agg = node
+            .as_any()
+            .downcast_ref::<AggregatePlan>()
+            .expect("an aggregate");
         let window = agg.window.as_ref().expect("date_trunc is a window");
         assert_eq!(window.size, size, "{unit}");
         let input = rows(&p).await;

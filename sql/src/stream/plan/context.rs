@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
@@ -115,4 +116,13 @@ impl CastTo for Expr {
             to.clone(),
         ))
     }
+}
+
+/// Whether `plan` groups by GROUPING SETS, ROLLUP or CUBE anywhere.
+pub(super) fn has_grouping_sets(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| {
+        Ok(matches!(node, LogicalPlan::Aggregate(agg)
+            if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_)))))
+    })
+    .unwrap_or(false)
 }

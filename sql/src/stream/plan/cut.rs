@@ -9,69 +9,71 @@ use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 
+use super::rule::{PlanRule, RuleContext};
 use crate::stream::capability::{Capability, capability};
+use crate::stream::graph::StreamNode;
 
 use crate::error::{Result, SqlError, StatementRef};
 use crate::pipeline::InsertDecl;
 
 use super::StreamPlanner;
-use crate::stream::aggregate_plan::AggregatePlan;
+
+/// A plan cut into its stateful nodes, in the order they run, and the segment above the last.
+pub(super) type CutPlan = (Vec<Box<dyn StreamNode>>, Arc<dyn ExecutionPlan>);
+
+/// Where cutting a plan got to: the nodes planned so far, or the node no rule took.
+struct Cutting {
+    nodes: Vec<Box<dyn StreamNode>>,
+    untaken: Option<Arc<dyn ExecutionPlan>>,
+}
 
 impl StreamPlanner {
-    /// Cuts `root` at every aggregate, innermost first: each becomes an [`AggregatePlan`]
-    /// whose place in the plan a leaf over its output takes. Returns the outermost aggregate
-    /// with the others as its `inner` and the rest of the plan as its `post`.
-    pub(super) fn cut_aggregates(
+    /// Cuts `root` at every node a rule takes, bottom up: its stateful nodes in the order they
+    /// run, and the segment above the last one (all of `root` when none is stateful). `None`
+    /// for a join of two streams no rule takes (bounded by neither a window nor an interval).
+    ///
+    /// # Errors
+    /// A rule's refusal; nodes whose rows are read by no node or by several.
+    pub(super) fn cut_plan(
         &self,
         root: &Arc<dyn ExecutionPlan>,
         insert: &InsertDecl,
-    ) -> Result<AggregatePlan> {
+        state_ttl: Option<std::time::Duration>,
+    ) -> Result<Option<CutPlan>> {
         let at = insert.at;
-        let mut stages = Vec::new();
-        let post = self.cut(root, insert, &mut stages)?;
-        let mut top = stages
-            .pop()
-            .ok_or_else(|| SqlError::Internal("an aggregate query without aggregate".into()))?;
-        let mut read = Vec::new();
-        collect_leaves(&post, &mut read);
-        if read != [top.output_name.as_str()] {
+        let mut cutting = Cutting {
+            nodes: Vec::new(),
+            untaken: None,
+        };
+        let post = self.cut(root, insert, state_ttl, &mut cutting)?;
+        if let Some(node) = cutting.untaken {
+            if let Some(join) = node.downcast_ref::<HashJoinExec>()
+                && is_stream_join(join)
+            {
+                return Ok(None);
+            }
             return Err(SqlError::Unsupported {
                 at,
-                message: "above its outermost aggregate a streaming query may read only that aggregate's rows (a UNION ALL or join of an aggregate with other rows or another aggregate is not supported yet): aggregate the union instead, or write each part to its own table".into(),
+                message: format!(
+                    "{} holds state across micro-batches, and no streaming operator plans it in this form",
+                    node.name()
+                ),
             });
         }
-        for (i, inner) in stages.iter().enumerate() {
-            let readers = stages[i + 1..]
-                .iter()
-                .chain(std::iter::once(&top))
-                .filter(|s| {
-                    let mut leaves = Vec::new();
-                    collect_leaves(&s.partial, &mut leaves);
-                    leaves.contains(&inner.output_name)
-                })
-                .count();
-            if readers != 1 {
-                return Err(SqlError::Internal(format!(
-                    "the rows of {} are read by {readers} aggregates",
-                    inner.output_name
-                )));
-            }
-        }
-        top.post = post;
-        top.inner = stages;
-        Ok(top)
+        check_reads(&cutting.nodes, &post, at)?;
+        Ok(Some((cutting.nodes, post)))
     }
 
-    /// The plan under `node` with every aggregate (innermost first, pushed onto `stages`)
-    /// replaced by a leaf over its output.
-    pub(super) fn cut(
+    /// The plan under `node` with every node a rule takes replaced by a leaf over its output.
+    fn cut(
         &self,
         node: &Arc<dyn ExecutionPlan>,
         insert: &InsertDecl,
-        stages: &mut Vec<AggregatePlan>,
+        state_ttl: Option<std::time::Duration>,
+        cutting: &mut Cutting,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if let Some(single) = single_phase(node)? {
-            return self.cut(&single, insert, stages);
+            return self.cut(&single, insert, state_ttl, cutting);
         }
         let children = node.children();
         let build = crate::stream::lookup::lookup_build_side(node.as_ref());
@@ -81,37 +83,103 @@ impl StreamPlanner {
             if build.is_some_and(|b| Arc::ptr_eq(b, child)) {
                 cut.push(Arc::clone(*child));
             } else {
-                cut.push(self.cut(child, insert, stages)?);
+                cut.push(self.cut(child, insert, state_ttl, cutting)?);
+            }
+            if cutting.untaken.is_some() {
+                return Ok(Arc::clone(node));
             }
         }
         let node = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
             Arc::clone(node),
             cut,
         )
-        .map_err(|e| SqlError::Internal(format!("cutting the plan at an aggregate: {e}")))?;
-        if node.downcast_ref::<AggregateExec>().is_none() {
+        .map_err(|e| SqlError::Internal(format!("cutting the plan at a stateful node: {e}")))?;
+        if !claimed(&self.rules, node.as_ref()) {
             return Ok(node);
         }
-        let name = if stages.is_empty() {
-            format!("{}#aggregate", insert.target)
-        } else {
-            format!("{}#aggregate{}", insert.target, stages.len())
+        let cx = RuleContext {
+            planner: self,
+            insert,
+            state_ttl,
+            nodes: &cutting.nodes,
         };
-        let ports: Vec<_> = stages.iter().map(AggregatePlan::port).collect();
-        let stage = self.split_aggregate(&node, insert, name, &ports)?;
-        let leaf = Arc::clone(&stage.post);
-        stages.push(stage);
-        Ok(leaf)
+        for rule in &self.rules {
+            let Some(planned) = rule.plan(&node, &cx)? else {
+                continue;
+            };
+            let port = planned.port();
+            let leaf = crate::stream::leaf::EpochSourceExec::new(
+                port.name.clone(),
+                Arc::clone(&port.schema),
+                None,
+                Arc::clone(&port.slot),
+            )
+            .map_err(|e| SqlError::Internal(e.to_string()))?;
+            cutting.nodes.push(planned);
+            return Ok(Arc::new(leaf));
+        }
+        cutting.untaken = Some(Arc::clone(&node));
+        Ok(node)
     }
+}
+
+/// Whether a rule claims `node`: it holds state across epochs.
+fn claimed(rules: &[std::sync::Arc<dyn PlanRule>], node: &dyn ExecutionPlan) -> bool {
+    rules.iter().any(|r| r.claims(node))
+}
+
+/// Checks every node's rows are read once: each node's by exactly one node above it, the
+/// last one's by the segment above it, which reads nothing else.
+fn check_reads(
+    nodes: &[Box<dyn StreamNode>],
+    post: &Arc<dyn ExecutionPlan>,
+    at: StatementRef,
+) -> Result<()> {
+    let Some(last) = nodes.last() else {
+        return Ok(());
+    };
+    let mut read = Vec::new();
+    collect_leaves(post, &mut read);
+    let last_port = last.port();
+    if read != [last_port.name.as_str()] {
+        let kind = last.kind();
+        return Err(SqlError::Unsupported {
+            at,
+            message: format!(
+                "above its outermost {kind} a streaming query may read only that {kind}'s rows (a UNION ALL or join of its rows with other rows or with another operator's is not supported yet): {} instead, or write each part to its own table",
+                if kind == "aggregate" {
+                    "aggregate the union"
+                } else {
+                    "write the rest in another INSERT"
+                }
+            ),
+        });
+    }
+    for (i, node) in nodes.iter().enumerate().take(nodes.len() - 1) {
+        let name = node.port().name;
+        let readers = nodes[i + 1..]
+            .iter()
+            .filter(|n| n.inputs().contains(&name))
+            .count();
+        if readers != 1 {
+            return Err(SqlError::Unsupported {
+                at,
+                message: format!(
+                    "the rows of {} ({}) are read by {readers} operators: one INSERT streams one chain of operators, each reading the one below it; write the rest in another INSERT",
+                    name,
+                    node.port().described
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A two-phase aggregate (`Final` over a repartition or coalesce over `Partial`, which
 /// DataFusion plans over an input of several partitions such as a UNION ALL) as one
 /// single-phase aggregate over the partial's input: the streaming aggregate does its own
 /// phases. None for any other node.
-pub(super) fn single_phase(
-    node: &Arc<dyn ExecutionPlan>,
-) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+fn single_phase(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some(last) = node.downcast_ref::<AggregateExec>() else {
         return Ok(None);
     };
@@ -155,13 +223,9 @@ pub(super) fn single_phase(
     Ok(Some(Arc::new(single)))
 }
 
-/// The nodes of a plan the streaming planner handles apart, found by [`check_streamable`].
+/// What [`check_streamable`] finds of a plan.
 #[derive(Default)]
 pub(super) struct Streamable {
-    /// Aggregates.
-    pub(super) aggregates: Vec<Arc<dyn ExecutionPlan>>,
-    /// Joins of two streams.
-    pub(super) joins: Vec<Arc<dyn ExecutionPlan>>,
     /// The keys of the sorts whose rows reach the sink (not below an aggregate or a join of
     /// two streams).
     pub(super) sorts: Vec<String>,
@@ -169,13 +233,14 @@ pub(super) struct Streamable {
     pub(super) above: Vec<Arc<dyn ExecutionPlan>>,
 }
 
-/// Checks every node can run per epoch; collects aggregate nodes, joins of two streams and
-/// the sorts whose rows reach the sink. `stateful_above`: an aggregate or a join of two
-/// streams reads `plan`'s rows.
+/// Checks every node can run per epoch (a rule claims it, or it is stateless) and collects the
+/// sorts whose rows reach the sink. `stateful_above`: a node a rule claims reads `plan`'s
+/// rows.
 pub(super) fn check_streamable(
     plan: &Arc<dyn ExecutionPlan>,
     at: StatementRef,
     stateful_above: bool,
+    rules: &[std::sync::Arc<dyn PlanRule>],
     found: &mut Streamable,
 ) -> Result<()> {
     if let Some(message) = crate::stream::order::limit_refusal(plan.as_ref(), &found.above) {
@@ -190,17 +255,10 @@ pub(super) fn check_streamable(
         // streams.
         crate::stream::lookup::check_lookup_join(join, at)?;
         children = vec![join.right()];
-    } else if let Some(join) = plan.downcast_ref::<HashJoinExec>()
-        && is_stream_join(join)
-    {
-        found.joins.push(Arc::clone(plan));
+    } else if claimed(rules, plan.as_ref()) {
         stateful_above = true;
     } else {
         match capability(plan.as_ref()) {
-            Capability::Aggregate => {
-                found.aggregates.push(Arc::clone(plan));
-                stateful_above = true;
-            }
             Capability::RowWise | Capability::PerEpoch => {}
             Capability::Refused(message) => return Err(SqlError::Unsupported { at, message }),
         }
@@ -212,14 +270,14 @@ pub(super) fn check_streamable(
     }
     found.above.push(Arc::clone(plan));
     for child in children {
-        check_streamable(child, at, stateful_above, found)?;
+        check_streamable(child, at, stateful_above, rules, found)?;
     }
     found.above.pop();
     Ok(())
 }
 
 /// Whether both sides of `join` read streams.
-pub(super) fn is_stream_join(join: &HashJoinExec) -> bool {
+pub fn is_stream_join(join: &HashJoinExec) -> bool {
     let mut left = Vec::new();
     collect_leaves(join.left(), &mut left);
     let mut right = Vec::new();
@@ -230,7 +288,7 @@ pub(super) fn is_stream_join(join: &HashJoinExec) -> bool {
 /// Splits the epoch leaves of `plan` into `workers` partitions when every node above them works
 /// row by row (so partitions may run apart and their outputs, concatenated in partition order,
 /// are the one-partition output). Any other node keeps the plan on one partition.
-pub(super) fn partition_rowwise(
+pub(crate) fn partition_rowwise(
     plan: Arc<dyn ExecutionPlan>,
     workers: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {

@@ -20,17 +20,17 @@ use crate::error::{Result, SqlError};
 use crate::stream::late::{LateFilter, LateGate};
 use crate::stream::leaf::EpochSourceExec;
 use crate::stream::trace::column_of;
-use crate::stream::window::{WindowSpec, as_bucket, nanos_per_unit};
+use crate::stream::window::{WindowSpec, as_bucket};
 
 /// Turns a leaf's event-time column into a row's window start over the leaf's schema.
-type WindowStart<'a> =
+pub type WindowStart<'a> =
     dyn Fn(Arc<dyn PhysicalExpr>, &Schema) -> DfResult<Arc<dyn PhysicalExpr>> + 'a;
 
 impl StreamPlanner {
     /// `plan` with a late-row filter through `gate` on every leaf reading one of `sources`:
     /// `start` turns the leaf's event-time column (cast to `ts_type`) into the row's window
     /// start over the leaf's schema.
-    pub(super) fn late_at_leaves(
+    pub(crate) fn late_at_leaves(
         &self,
         plan: &Arc<dyn ExecutionPlan>,
         sources: &[String],
@@ -74,7 +74,7 @@ impl StreamPlanner {
     /// `pre` with a late-row filter on every leaf of the window's sources: each computes the
     /// window start (`window_expr`, over `pre`'s output) from the source's own event-time
     /// column, cast as `pre` casts it, so a late row leaves with all its columns.
-    pub(super) fn split_late_at_leaves(
+    pub(crate) fn split_late_at_leaves(
         &self,
         pre: &Arc<dyn ExecutionPlan>,
         window_expr: &Arc<dyn PhysicalExpr>,
@@ -87,7 +87,7 @@ impl StreamPlanner {
 
     /// [`Self::split_late_at_leaves`] where `window_expr`'s time column (of type `pre_type`)
     /// is computed below `pre`'s output, as a bucket in a projection of a join's side.
-    pub(super) fn split_late_typed(
+    pub(crate) fn split_late_typed(
         &self,
         pre: &Arc<dyn ExecutionPlan>,
         window_expr: &Arc<dyn PhysicalExpr>,
@@ -108,7 +108,7 @@ impl StreamPlanner {
 
     /// `plan` with a late-row filter on each leaf of `sources` judging rows by their own
     /// event time (cast to `ts_type`).
-    pub(super) fn split_late_identity(
+    pub(crate) fn split_late_identity(
         &self,
         plan: &Arc<dyn ExecutionPlan>,
         sources: &[String],
@@ -116,35 +116,6 @@ impl StreamPlanner {
         ts_type: &DataType,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         self.late_at_leaves(plan, sources, gate, ts_type, &|column, _| Ok(column))
-    }
-
-    /// `panes` with a late-row filter on every leaf of the hop window's sources: each computes
-    /// the row's pane start from the source's own event-time column.
-    pub(super) fn hop_late_at_leaves(
-        &self,
-        panes: &Arc<dyn ExecutionPlan>,
-        call: &crate::stream::hop::HopCall,
-        window: &WindowSpec,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let ts_type = DataType::Timestamp(call.unit, call.tz.clone());
-        let pane_nanos = call.sizes.pane.saturating_mul(nanos_per_unit(call.unit));
-        let date_bin = Arc::new(datafusion::logical_expr::ScalarUDF::from(
-            datafusion::functions::datetime::date_bin::DateBinFunc::new(),
-        ));
-        let start = |column: Arc<dyn PhysicalExpr>, schema: &Schema| {
-            let stride: Arc<dyn PhysicalExpr> =
-                Arc::new(datafusion::physical_expr::expressions::Literal::new(
-                    datafusion::common::ScalarValue::new_interval_mdn(0, 0, pane_nanos),
-                ));
-            let start = datafusion::physical_expr::ScalarFunctionExpr::try_new(
-                Arc::clone(&date_bin),
-                vec![stride, column],
-                schema,
-                Arc::new(datafusion::config::ConfigOptions::default()),
-            )?;
-            Ok(Arc::new(start) as Arc<dyn PhysicalExpr>)
-        };
-        self.late_at_leaves(panes, &window.sources, &window.gate, &ts_type, &start)
     }
 }
 

@@ -1,24 +1,24 @@
-//! Rewrites an `INSERT … SELECT`'s DataFusion plan into a streaming plan.
+//! Rewrites an `INSERT … SELECT`'s DataFusion plan into a streaming plan: a stream graph of
+//! stateful nodes with stateless DataFusion segments between them.
 //!
 //! The SELECT is planned once by DataFusion (one partition, so a GROUP BY becomes a single
-//! `AggregateExec`), then cut at that aggregate:
+//! `AggregateExec`), then cut bottom up at every node a planning rule takes ([`rule`]): the rule returns the node, and a leaf reading the node's output takes
+//! its place in the plan above.
 //!
 //! ```text
 //!   DataFusion physical plan            streaming plan
 //!   ────────────────────────            ──────────────────────────────────────────────
-//!   Projection / Filter(HAVING)   ─▶    post:  Projection / Filter  ◀── EpochSourceExec(agg output)
-//!   AggregateExec(Single)         ─▶    state: Partial per epoch ─▶ window state ─▶ Final on emit
-//!   Projection / Filter / UDFs    ─▶    pre:   AggregateExec(Partial)
-//!   scan(source)                                 Projection / Filter / UDFs
-//!                                                EpochSourceExec(source)
+//!   Projection / Filter(HAVING)   ─▶    post:  Projection / Filter  ◀── EpochSourceExec(node output)
+//!   AggregateExec(Single)         ─▶    node:  the aggregate rule's node (state across epochs)
+//!   Projection / Filter / UDFs    ─▶           reading its segment: Projection / Filter / UDFs
+//!   scan(source)                                 EpochSourceExec(source)
 //!                                                  (windowed: late rows leave here, whole)
 //! ```
 //!
-//! A SELECT without aggregate is one stateless plan. Every plan is built here, once.
+//! A SELECT without stateful node is one stateless plan. Every plan is built here, once.
 //!
 //! With several workers, each epoch's rows are split into contiguous partitions that run the
-//! stateless segment and the partial aggregate on their own cores; the engine then
-//! hash-partitions the partial state by group key across `shards` state owners.
+//! stateless segments on their own cores.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
+use super::graph::{Emit, StreamNode};
 use super::leaf::{EpochSlot, EpochTable};
 use super::order::Emitted;
 use super::trace::trace_column;
@@ -37,23 +38,23 @@ use crate::error::{Result, SqlError, StatementRef};
 use crate::pipeline::InsertDecl;
 use crate::watermark::WatermarkSpec;
 
-mod aggregate;
 mod context;
 mod cut;
-mod hop;
-mod interval;
 mod late_split;
+pub mod rule;
 mod sources;
-mod stream_join;
-mod windows;
 
-pub use super::aggregate_plan::{AggregatePlan, KeySource};
 pub use super::render::render;
-use aggregate::has_grouping_sets;
+use context::has_grouping_sets;
 pub use context::{
     batch_context, batch_context_with, insert_logical_plan, register_models, streaming_context,
 };
-use cut::{Streamable, check_streamable, collect_leaves, partition_rowwise};
+pub use cut::is_stream_join;
+pub(crate) use cut::partition_rowwise;
+use cut::{Streamable, check_streamable, collect_leaves};
+pub use late_split::WindowStart;
+use rule::PlanRule;
+pub use sources::EventTime;
 
 /// Why a join of two streams bounded by neither a window nor an interval is refused.
 const UNBOUNDED_JOIN: &str = "a join of two streams needs both sides in the same tumbling window, joined on it (group or bucket each side by date_bin(INTERVAL ..., event_time) and join ON a.w = b.w AND a.key = b.key, so each window is joined once when both sides are complete), or a bounded interval between their event times (ON a.key = b.key AND b.ts BETWEEN a.ts - INTERVAL ... AND a.ts + INTERVAL ...). Without either the join's state would grow forever. Otherwise bound it with the sink's OPTIONS ('state_ttl' '1 hour'), which joins only rows at most that far apart in event time (the result may then differ from batch), or write each stream to its own table and join them in `volley batch`";
@@ -71,22 +72,8 @@ pub struct SourceBinding {
     pub slot: Arc<EpochSlot>,
 }
 
-/// What kind of work an INSERT is.
-#[derive(Debug, Clone)]
-pub enum QueryShape {
-    /// Filters, projections and UDFs only: each epoch's rows stream straight through.
-    Stateless {
-        /// The whole plan, over the sources' epoch slots.
-        plan: Arc<dyn ExecutionPlan>,
-    },
-    /// One aggregate, windowed or keyed.
-    Aggregate(Box<AggregatePlan>),
-    /// A windowed join of two streams (over windowed aggregates or bucketed rows).
-    Join(Box<super::join::JoinPlan>),
-}
-
 /// The streaming plan of one `INSERT INTO target SELECT …`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct QueryPlan {
     /// The sink table.
     pub target: String,
@@ -102,8 +89,11 @@ pub struct QueryPlan {
     pub lookups: Vec<String>,
     /// Models the query calls through `predict()`, by name.
     pub models: Vec<String>,
-    /// The work itself.
-    pub shape: QueryShape,
+    /// Its stateful nodes in the order they run each epoch: each after those it reads.
+    nodes: Vec<Box<dyn StreamNode>>,
+    /// The segment above the last node (the whole plan of a stateless INSERT), over the
+    /// sources' and the nodes' epoch slots: what the sink receives.
+    post: Arc<dyn ExecutionPlan>,
     /// What the user should know about how this query runs (shown by `explain` and logged).
     pub warnings: Vec<String>,
 }
@@ -111,8 +101,9 @@ pub struct QueryPlan {
 /// Plans INSERTs over streaming sources.
 pub struct StreamPlanner {
     ctx: SessionContext,
-    sources: HashMap<String, SourceBinding>,
-    workers: usize,
+    pub(crate) sources: HashMap<String, SourceBinding>,
+    pub(crate) workers: usize,
+    rules: Vec<Arc<dyn PlanRule>>,
 }
 
 impl std::fmt::Debug for StreamPlanner {
@@ -147,7 +138,14 @@ impl StreamPlanner {
             ctx,
             sources: by_name,
             workers: 1,
+            rules: Vec::new(),
         })
+    }
+
+    /// Plans stateful nodes with `rules` (one per operator kind), offered each node in turn.
+    pub fn with_rules(mut self, rules: Vec<Arc<dyn PlanRule>>) -> Self {
+        self.rules = rules;
+        self
     }
 
     /// Lets queries join `tables`: bounded tables with no watermark, loaded by the engine.
@@ -261,68 +259,37 @@ impl StreamPlanner {
         let physical = super::lookup::orient_lookup_joins(physical, at)?;
         let output_schema = physical.schema();
         let mut found = Streamable::default();
-        check_streamable(&physical, at, false, &mut found)?;
-        let Streamable {
-            aggregates,
-            joins,
-            sorts,
-            ..
-        } = found;
+        check_streamable(&physical, at, false, &self.rules, &mut found)?;
         let mut sources = Vec::new();
         collect_leaves(&physical, &mut sources);
-        let physical_for_lookups = Arc::clone(&physical);
-        let shape = match joins.as_slice() {
-            [] if aggregates.is_empty() => QueryShape::Stateless {
-                plan: partition_rowwise(physical, self.workers)?,
-            },
-            [] => QueryShape::Aggregate(Box::new(self.cut_aggregates(&physical, insert)?)),
-            [join] => match self.plan_join(&physical, join, insert, state_ttl)? {
-                Some(join) => QueryShape::Join(Box::new(join)),
-                None => return Ok(None),
-            },
-            _ => {
-                return Err(SqlError::Unsupported {
-                    at,
-                    message: "a streaming INSERT may join two streams once: join the result of one join with a third stream in another pipeline, or in `volley batch`".into(),
-                });
-            }
+        let lookups = super::lookup::lookup_tables_read(&physical);
+        let Some((nodes, post)) = self.cut_plan(&physical, insert, state_ttl)? else {
+            return Ok(None);
         };
-        let emitted = match &shape {
-            QueryShape::Aggregate(agg) if agg.window.is_some() => Emitted::Windows,
-            QueryShape::Aggregate(_) => Emitted::Updates,
-            QueryShape::Join(join) => match join.outer.last() {
-                Some(agg) if agg.window.is_none() => Emitted::Updates,
-                Some(_) => Emitted::Windows,
-                None if join.interval.is_none() => Emitted::Windows,
-                None => Emitted::Rows,
-            },
-            QueryShape::Stateless { .. } => Emitted::Rows,
-        };
-        super::order::check_sorts(&sorts, emitted, at)?;
-        let key_columns = match &shape {
-            // With grouping sets the visible group columns do not identify a row: a rolled-up
-            // NULL and a NULL key look alike.
-            QueryShape::Aggregate(agg) if agg.has_grouping_sets() => Vec::new(),
-            QueryShape::Stateless { .. } | QueryShape::Join(_) => Vec::new(),
-            QueryShape::Aggregate(agg) => (0..output_schema.fields().len())
-                .filter(|&i| {
-                    trace_column(&agg.post, i).is_some_and(|origins| {
-                        origins
-                            .iter()
-                            .all(|o| o.input == agg.output_name && o.column < agg.group_count)
+        let emitted = nodes.last().map_or(Emitted::Rows, |n| n.emitted());
+        super::order::check_sorts(&found.sorts, emitted, at)?;
+        let key_columns = match nodes.last() {
+            Some(last) => {
+                let port = last.port();
+                (0..output_schema.fields().len())
+                    .filter(|&i| {
+                        !port.key.is_empty()
+                            && trace_column(&post, i).is_some_and(|origins| {
+                                origins
+                                    .iter()
+                                    .all(|o| o.input == port.name && port.key.contains(&o.column))
+                            })
                     })
-                })
-                .map(|i| output_schema.field(i).name().clone())
-                .collect(),
+                    .map(|i| output_schema.field(i).name().clone())
+                    .collect()
+            }
+            None => Vec::new(),
         };
-        let warnings = match &shape {
-            QueryShape::Aggregate(agg) if agg.window.is_none() => self.bucket_warnings(agg),
-            QueryShape::Join(join) => join
-                .state_ttl
-                .map(|ttl| format!("the join of two streams joins only rows at most {} apart in event time (the sink's 'state_ttl'), so pairs further apart are missing and the result may differ from batch", crate::sql_text::duration(ttl)))
-                .into_iter()
-                .collect(),
-            _ => Vec::new(),
+        let warnings = nodes.iter().flat_map(|n| n.warnings()).collect();
+        let post = if nodes.is_empty() {
+            partition_rowwise(post, self.workers)?
+        } else {
+            post
         };
         Ok(Some(QueryPlan {
             target: insert.target.clone(),
@@ -330,62 +297,52 @@ impl StreamPlanner {
             output_schema,
             key_columns,
             sources,
-            lookups: super::lookup::lookup_tables_read(&physical_for_lookups),
+            lookups,
             models,
-            shape,
+            nodes,
+            post,
             warnings,
         }))
     }
 }
 
+impl Clone for QueryPlan {
+    fn clone(&self) -> Self {
+        Self {
+            target: self.target.clone(),
+            at: self.at,
+            output_schema: Arc::clone(&self.output_schema),
+            key_columns: self.key_columns.clone(),
+            sources: self.sources.clone(),
+            lookups: self.lookups.clone(),
+            models: self.models.clone(),
+            nodes: self.nodes.iter().map(|n| n.boxed_clone()).collect(),
+            post: Arc::clone(&self.post),
+            warnings: self.warnings.clone(),
+        }
+    }
+}
+
 impl QueryPlan {
     /// Its stateful nodes in the order they run each epoch: each after those it reads.
-    pub fn nodes(&self) -> Vec<&dyn super::graph::StreamNode> {
-        fn aggregate(a: &AggregatePlan) -> &dyn super::graph::StreamNode {
-            a
-        }
-        match &self.shape {
-            QueryShape::Stateless { .. } => Vec::new(),
-            QueryShape::Aggregate(agg) => agg
-                .inner
-                .iter()
-                .map(aggregate)
-                .chain(std::iter::once(&**agg as &dyn super::graph::StreamNode))
-                .collect(),
-            QueryShape::Join(join) => join
-                .inner
-                .iter()
-                .map(aggregate)
-                .chain(std::iter::once(&**join as &dyn super::graph::StreamNode))
-                .chain(join.outer.iter().map(aggregate))
-                .collect(),
-        }
+    pub fn nodes(&self) -> Vec<&dyn StreamNode> {
+        self.nodes.iter().map(|n| &**n).collect()
     }
 
     /// The segment above the last node (the whole plan of a stateless INSERT): what the sink
     /// receives.
     pub fn post(&self) -> &Arc<dyn ExecutionPlan> {
-        match &self.shape {
-            QueryShape::Stateless { plan } => plan,
-            QueryShape::Aggregate(agg) => &agg.post,
-            QueryShape::Join(join) => &join.post,
-        }
+        &self.post
     }
 
     /// Replaces the segment above the last node (a lookup join given a fresh table).
     pub fn set_post(&mut self, post: Arc<dyn ExecutionPlan>) {
-        match &mut self.shape {
-            QueryShape::Stateless { plan } => *plan = post,
-            QueryShape::Aggregate(agg) => agg.post = post,
-            QueryShape::Join(join) => join.post = post,
-        }
+        self.post = post;
     }
 
     /// How the sink's rows relate to those written before: the last node's, or appends.
-    pub fn emit(&self) -> super::graph::Emit {
-        self.nodes()
-            .last()
-            .map_or(super::graph::Emit::Append, |n| n.port().emit)
+    pub fn emit(&self) -> Emit {
+        self.nodes.last().map_or(Emit::Append, |n| n.port().emit)
     }
 
     /// Gives the last node its sink's `allowed_lateness` (a window aggregate keeps emitted
@@ -396,38 +353,21 @@ impl QueryPlan {
         allowed_lateness: Option<std::time::Duration>,
         state_ttl: Option<std::time::Duration>,
     ) -> std::result::Result<(), String> {
-        if let Some(lateness) = allowed_lateness {
-            let Some(window) = self.last_aggregate_mut().and_then(|a| a.window.as_mut()) else {
-                return Err("keeps windows open for late rows, and this INSERT has no window (date_bin, tumble or date_trunc)".to_string());
-            };
-            if window.hop.is_some() {
-                return Err("is not supported for hop windows yet; late rows of a hop window go to dead letters".to_string());
-            }
-            let nanos = i64::try_from(lateness.as_nanos()).unwrap_or(i64::MAX);
-            window.lateness = nanos / window.nanos_per_unit();
+        match self.nodes.last_mut() {
+            Some(last) => last.take_sink_options(allowed_lateness, state_ttl),
+            None if allowed_lateness.is_some() => Err("keeps windows open for late rows, and this INSERT has no window (date_bin, tumble or date_trunc)".to_string()),
+            None => Ok(()),
         }
-        if let (Some(ttl), Some(agg)) = (state_ttl, self.last_aggregate_mut()) {
-            agg.state_ttl = Some(ttl);
-        }
-        Ok(())
     }
 
     /// Whether its rows re-emit windows corrected by late rows (`allowed_lateness`).
     pub fn corrects_windows(&self) -> bool {
-        matches!(&self.shape, QueryShape::Aggregate(agg)
-            if agg.window.as_ref().is_some_and(|w| w.lateness > 0))
+        self.nodes.last().is_some_and(|n| n.corrects_windows())
     }
 
     /// Whether a sink's `state_ttl` bounded a join of two streams that had neither a shared
     /// window nor an interval.
     pub fn ttl_bounded_join(&self) -> bool {
-        matches!(&self.shape, QueryShape::Join(join) if join.state_ttl.is_some())
-    }
-
-    fn last_aggregate_mut(&mut self) -> Option<&mut AggregatePlan> {
-        match &mut self.shape {
-            QueryShape::Aggregate(agg) => Some(agg),
-            QueryShape::Stateless { .. } | QueryShape::Join(_) => None,
-        }
+        self.nodes.iter().any(|n| n.bounded_by_ttl())
     }
 }

@@ -7,18 +7,18 @@ use crate::stream::trace::ColumnOrigin;
 
 /// A source's watermarked event-time column that an operator's time was traced to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct EventTime {
+pub struct EventTime {
     /// The source table.
-    pub(super) table: String,
+    pub table: String,
     /// Its event-time column.
-    pub(super) column: String,
+    pub column: String,
 }
 
 impl StreamPlanner {
     /// `origin` as a source's watermarked event-time column: `Ok(None)` when `origin` is not a
     /// source (an operator's output, which the caller judges); an error naming `what` and
     /// `consequence` when the source's column has no watermark.
-    pub(super) fn event_time(
+    pub(crate) fn event_time(
         &self,
         origin: &ColumnOrigin,
         what: &str,
@@ -56,7 +56,7 @@ impl StreamPlanner {
 
     /// [`StreamPlanner::event_time`] of a time traced from a source, where an input other
     /// than a source would be a bug.
-    pub(super) fn source_event_time(
+    pub(crate) fn source_event_time(
         &self,
         origin: &ColumnOrigin,
         what: &str,

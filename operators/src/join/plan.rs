@@ -22,15 +22,18 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 
-use super::aggregate_plan::AggregatePlan;
 use std::fmt::Write;
 
-use super::graph::{Emit, ExplainContext, OutputPort, PortTime, StreamNode};
-use super::late::LateGate;
-use super::leaf::EpochSlot;
-use super::render::{indent_by, render};
-use super::trace::{column_of, trace_column};
-use super::window::{BucketSize, as_bucket, nanos_per_unit};
+use datafusion::execution::TaskContext;
+use volley_sql::sql_text;
+use volley_sql::stream::graph::{Emit, ExplainContext, OutputPort, PortTime, StreamNode};
+use volley_sql::stream::late::LateGate;
+use volley_sql::stream::leaf::EpochSlot;
+use volley_sql::stream::operator::StreamOperator;
+use volley_sql::stream::order::Emitted;
+use volley_sql::stream::render::{indent_by, render};
+use volley_sql::stream::trace::{ColumnOrigin, column_of, trace_column};
+use volley_sql::stream::window::{BucketSize, as_bucket, nanos_per_unit};
 
 /// Where a side's rows of a window are known to be complete.
 #[derive(Debug, Clone)]
@@ -77,23 +80,16 @@ pub struct JoinPlan {
     pub unit: TimeUnit,
     /// The window equality, for display.
     pub display: String,
-    /// Windowed aggregates feeding a side, innermost first.
-    pub inner: Vec<AggregatePlan>,
-    /// Where joined rows go for `post`.
+    /// Where joined rows go for the segment above.
     pub post_slot: Arc<EpochSlot>,
     /// The name of the leaf reading `post_slot`.
     pub output_name: String,
-    /// The segment above the join.
-    pub post: Arc<dyn ExecutionPlan>,
     /// An interval join instead of a windowed one: the sides' `window_column`s are then their
     /// event times, and `width` is 0.
-    pub interval: Option<super::interval::IntervalBounds>,
+    pub interval: Option<super::bounds::IntervalBounds>,
     /// The sink's `state_ttl` that bounded an otherwise unbounded join into an interval join
     /// of rows at most that far apart in event time (so the result may differ from batch).
     pub state_ttl: Option<std::time::Duration>,
-    /// Windowed aggregates over the join's rows, innermost first (the first reads the join's
-    /// output); `post` then reads the last one's.
-    pub outer: Vec<AggregatePlan>,
     /// Its output as the aggregate over it reads it.
     pub port: OutputPort,
 }
@@ -125,8 +121,8 @@ impl StreamNode for JoinPlan {
     }
 
     fn inputs(&self) -> Vec<String> {
-        let mut read = super::leaf::leaves(&self.left.plan);
-        for input in super::leaf::leaves(&self.right.plan) {
+        let mut read = volley_sql::stream::leaf::leaves(&self.left.plan);
+        for input in volley_sql::stream::leaf::leaves(&self.right.plan) {
             if !read.contains(&input) {
                 read.push(input);
             }
@@ -140,6 +136,32 @@ impl StreamNode for JoinPlan {
 
     fn explain(&self, ctx: &ExplainContext<'_>) -> String {
         explain_node(self, ctx)
+    }
+
+    fn instantiate(&self, task_ctx: Arc<TaskContext>) -> Box<dyn StreamOperator> {
+        Box::new(super::JoinState::new(self.clone(), task_ctx))
+    }
+
+    fn boxed_clone(&self) -> Box<dyn StreamNode> {
+        Box::new(self.clone())
+    }
+
+    fn emitted(&self) -> Emitted {
+        match self.interval {
+            Some(_) => Emitted::Rows,
+            None => Emitted::Windows,
+        }
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.state_ttl
+            .map(|ttl| format!("the join of two streams joins only rows at most {} apart in event time (the sink's 'state_ttl'), so pairs further apart are missing and the result may differ from batch", sql_text::duration(ttl)))
+            .into_iter()
+            .collect()
+    }
+
+    fn bounded_by_ttl(&self) -> bool {
+        self.state_ttl.is_some()
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -175,7 +197,7 @@ pub(super) enum SideWindow {
         /// The type of its time argument there.
         ts_type: DataType,
         /// Where the time comes from.
-        origins: Vec<super::trace::ColumnOrigin>,
+        origins: Vec<ColumnOrigin>,
         /// Window width in `unit`s.
         width: i64,
         /// Unit.
@@ -203,7 +225,7 @@ pub(super) fn side_window(
 ) -> Option<SideWindow> {
     if let Some(origins) = trace_column(side, column) {
         let first = origins.first()?;
-        let time = super::graph::port(ports, &first.input)?.time(first.column)?;
+        let time = volley_sql::stream::graph::port(ports, &first.input)?.time(first.column)?;
         // A hop window's rows are per window start, one every slide.
         let (width, unit) = time.step?;
         let same = origins
@@ -255,7 +277,7 @@ fn bucket_of(plan: &Arc<dyn ExecutionPlan>, column: usize) -> Option<SideWindow>
         };
         return bucket_of(filter.input(), column);
     }
-    if super::capability::is_coalesce_batches(plan.as_ref())
+    if volley_sql::stream::capability::is_coalesce_batches(plan.as_ref())
         || matches!(plan.name(), "RepartitionExec" | "CooperativeExec")
     {
         return bucket_of(plan.children().first()?, column);
@@ -299,31 +321,14 @@ impl JoinTime {
     }
 }
 
-/// A join of two streams' output as the aggregate above it reads it, and whether the join is
-/// bounded (by a shared window or an interval) at all.
-#[derive(Debug)]
-pub(super) struct JoinTimes {
-    /// Its port: the leaf's name, its time columns.
-    pub(super) port: OutputPort,
-    /// Whether the join is bounded by a shared window or an interval.
-    bounded: bool,
-}
-
-impl JoinTimes {
-    /// Whether the join is bounded (windowed or interval).
-    pub(super) fn bounded(&self) -> bool {
-        self.bounded
-    }
-}
-
 /// The port of `join`'s output (read as `name`): a windowed join's window columns, an interval
-/// join's event times, each with its own watermark. No times for a join bounded by neither.
-pub(super) fn join_times(
+/// join's event times, each with its own watermark.
+pub(super) fn join_port(
     join: &datafusion::physical_plan::joins::HashJoinExec,
     ports: &[OutputPort],
     name: String,
     slot: Arc<EpochSlot>,
-) -> JoinTimes {
+) -> OutputPort {
     let (left, right) = (join.left(), join.right());
     let mut inputs: Vec<(bool, usize, JoinTime)> = Vec::new();
     let mut window = None;
@@ -341,14 +346,14 @@ pub(super) fn join_times(
         }
     }
     if inputs.is_empty()
-        && let Some(bounds) = super::interval::interval_bounds(join)
+        && let Some(bounds) = super::bounds::interval_bounds(join)
     {
         inputs.push((true, bounds.left_ts, JoinTime::Left));
         inputs.push((false, bounds.right_ts, JoinTime::Right));
     }
     let times = (0..join.schema().fields().len())
         .filter_map(|i| {
-            let (input, c) = super::trace::join_input_column(join, i)?;
+            let (input, c) = volley_sql::stream::trace::join_input_column(join, i)?;
             let is_left = Arc::ptr_eq(input, left);
             let (_, _, time) = inputs
                 .iter()
@@ -365,17 +370,16 @@ pub(super) fn join_times(
             })
         })
         .collect();
-    JoinTimes {
-        port: OutputPort {
-            name,
-            schema: join.schema(),
-            slot,
-            times,
-            emit: Emit::Append,
-            described: "a join of two streams".to_string(),
-            time_rule: "the time the join bounds: the window column of a windowed join, or either side's event time of an interval join, as the join outputs it".to_string(),
-        },
-        bounded: !inputs.is_empty(),
+    OutputPort {
+        name,
+        schema: join.schema(),
+        slot,
+        times,
+        emit: Emit::Append,
+        described: "a join of two streams".to_string(),
+        time_rule: "the time the join bounds: the window column of a windowed join, or either side's event time of an interval join, as the join outputs it".to_string(),
+        key: Vec::new(),
+        needs_window: Some("is streamed when it is windowed by the join's rows' time: the window column of a windowed join, or one side's event time of an interval join (GROUP BY date_bin(INTERVAL ..., a.event_time), ...), so each window closes as the join's rows for it are final; or write the joined rows to a table and aggregate it in `volley batch`".to_string()),
     }
 }
 
@@ -389,14 +393,14 @@ fn explain_node(join: &JoinPlan, ctx: &ExplainContext<'_>) -> String {
             out,
             "  kind: interval join of two streams on {} (right time - left time within [{}, {}]); new rows of each side meet the held rows of the other, a row is held until the other side's watermark says no partner can still come, and a row older than its own side's watermark goes to dead letters",
             join.display,
-            crate::sql_text::interval(0, 0, bounds.lo),
-            crate::sql_text::interval(0, 0, bounds.hi)
+            sql_text::interval(0, 0, bounds.lo),
+            sql_text::interval(0, 0, bounds.hi)
         );
         if let Some(ttl) = join.state_ttl {
             let _ = writeln!(
                 out,
                 "  state_ttl: {} of event time; the join has neither a shared window nor an interval, so only rows at most that far apart are joined, and results may differ from batch",
-                crate::sql_text::duration(ttl)
+                sql_text::duration(ttl)
             );
         }
     } else {
@@ -404,7 +408,7 @@ fn explain_node(join: &JoinPlan, ctx: &ExplainContext<'_>) -> String {
             out,
             "  kind: windowed join of two streams on {} ({} wide); each side's rows are held by window until both sides are complete for it, then the window is joined once and its rows dropped; a row of a window already joined goes to dead letters",
             join.display,
-            crate::sql_text::span(join.width, join.unit)
+            sql_text::span(join.width, join.unit)
         );
     }
     for (name, side) in [("left (build)", &join.left), ("right (probe)", &join.right)] {

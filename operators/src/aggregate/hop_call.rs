@@ -25,11 +25,11 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::unnest::UnnestExec;
 use volley_udfs::hop::{HopFunc, HopOutput, HopSizes, interval_in};
 
-use super::trace::{ColumnOrigin, column_of, trace_column};
+use volley_sql::stream::trace::{ColumnOrigin, column_of, trace_column};
 
 /// A hop window found among an aggregate's group keys.
 #[derive(Debug, Clone)]
-pub struct HopCall {
+pub(super) struct HopCall {
     /// Index of the group key.
     pub group_index: usize,
     /// The group key's name, for messages.
@@ -75,7 +75,7 @@ fn unnested_hop(
         return (hop.output() == HopOutput::Windows)
             .then(|| (Arc::clone(expr), Arc::clone(projection.input())));
     }
-    if super::capability::is_coalesce_batches(plan.as_ref())
+    if volley_sql::stream::capability::is_coalesce_batches(plan.as_ref())
         || matches!(plan.name(), "RepartitionExec" | "CooperativeExec")
     {
         return unnested_hop(plan.children().first()?, index);
@@ -87,7 +87,7 @@ fn unnested_hop(
 ///
 /// # Errors
 /// A hop whose slide or size is not a fixed INTERVAL literal, or whose time is computed.
-pub fn find_hop(
+pub(super) fn find_hop(
     group_by: &PhysicalGroupBy,
     pre: &Arc<dyn ExecutionPlan>,
 ) -> Result<Option<HopCall>, String> {
@@ -96,7 +96,7 @@ pub fn find_hop(
         let Some((call, input)) = column_of(expr).and_then(|c| unnested_hop(pre, c)) else {
             continue;
         };
-        let name = crate::sql_text::tidy(name);
+        let name = volley_sql::sql_text::tidy(name);
         let Some(call) = call.downcast_ref::<ScalarFunctionExpr>() else {
             continue;
         };
@@ -146,7 +146,9 @@ pub fn find_hop(
 ///
 /// # Errors
 /// DataFusion failures rebuilding a projection.
-pub fn to_panes(pre: &Arc<dyn ExecutionPlan>) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+pub(super) fn to_panes(
+    pre: &Arc<dyn ExecutionPlan>,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
     let pane = Arc::new(volley_udfs::hop_pane_udf());
     Arc::clone(pre)
         .transform_up(|node| {

@@ -1,4 +1,5 @@
-//! A windowed or keyed aggregate as the engine runs it.
+//! A windowed or keyed aggregate node: the plans and expressions its runtime runs, its port
+//! and how `explain` shows it.
 
 use std::sync::Arc;
 
@@ -10,12 +11,17 @@ use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
 
 use std::fmt::Write;
 
+use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlanProperties;
-
-use super::graph::{Emit, ExplainContext, OutputPort, PortTime, StreamNode, time_by_watermark};
-use super::leaf::EpochSlot;
-use super::render::{indent_by, render};
-use super::window::WindowSpec;
+use volley_sql::sql_text;
+use volley_sql::stream::graph::{
+    Emit, ExplainContext, OutputPort, PortTime, StreamNode, time_by_watermark,
+};
+use volley_sql::stream::leaf::EpochSlot;
+use volley_sql::stream::operator::StreamOperator;
+use volley_sql::stream::order::Emitted;
+use volley_sql::stream::render::{indent_by, render};
+use volley_sql::stream::window::WindowSpec;
 
 /// A windowed or keyed aggregate, split into the plans and expressions the engine runs.
 #[derive(Debug, Clone)]
@@ -44,14 +50,6 @@ pub struct AggregatePlan {
     /// The input name of the leaf reading `post_slot` (what traces and watermarks call this
     /// aggregate's output).
     pub output_name: String,
-    /// The segment above the aggregate (HAVING, projections, UDFs over aggregates). For an
-    /// aggregate in `inner`, the leaf alone: its rows are the input of the aggregate above.
-    pub post: Arc<dyn ExecutionPlan>,
-    /// Aggregates whose emitted windows this one reads (an aggregate over an aggregate),
-    /// innermost first: each runs before the next in every epoch, its rows reach the next
-    /// one through its `post_slot`, and its output's watermark is where its emitted windows
-    /// have got to. Empty for the inner aggregates themselves.
-    pub inner: Vec<AggregatePlan>,
     /// How many state owners the group keys are hash-partitioned across.
     pub shards: usize,
     /// Per group key (in GROUP BY order): the source columns it is copied from, unchanged or
@@ -60,6 +58,9 @@ pub struct AggregatePlan {
     /// Keyed aggregates only: a group not updated for this long (event time, by the
     /// watermark) is forgotten (the sink's `state_ttl` option).
     pub state_ttl: Option<std::time::Duration>,
+    /// What the user should know about how it runs (group keys that bucket event time
+    /// without being a window).
+    pub warnings: Vec<String>,
 }
 
 /// A source column a group key is copied from.
@@ -107,6 +108,14 @@ impl AggregatePlan {
                 ),
             },
             time_rule: "that aggregate's own window column (its event time)".to_string(),
+            // With grouping sets the visible group columns do not identify a row: a rolled-up
+            // NULL and a NULL key look alike.
+            key: if self.has_grouping_sets() {
+                Vec::new()
+            } else {
+                (0..self.group_count).collect()
+            },
+            needs_window: None,
         }
     }
 
@@ -158,7 +167,7 @@ impl StreamNode for AggregatePlan {
     }
 
     fn inputs(&self) -> Vec<String> {
-        super::leaf::leaves(&self.partial)
+        volley_sql::stream::leaf::leaves(&self.partial)
     }
 
     fn confined_to(&self, table: &str, column: &str) -> Result<bool, String> {
@@ -167,6 +176,50 @@ impl StreamNode for AggregatePlan {
 
     fn explain(&self, ctx: &ExplainContext<'_>) -> String {
         explain_node(self, ctx)
+    }
+
+    fn instantiate(&self, task_ctx: Arc<TaskContext>) -> Box<dyn StreamOperator> {
+        Box::new(super::AggregateState::new(self.clone(), task_ctx))
+    }
+
+    fn boxed_clone(&self) -> Box<dyn StreamNode> {
+        Box::new(self.clone())
+    }
+
+    fn emitted(&self) -> Emitted {
+        match self.window {
+            Some(_) => Emitted::Windows,
+            None => Emitted::Updates,
+        }
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+
+    fn take_sink_options(
+        &mut self,
+        allowed_lateness: Option<std::time::Duration>,
+        state_ttl: Option<std::time::Duration>,
+    ) -> Result<(), String> {
+        if let Some(lateness) = allowed_lateness {
+            let Some(window) = self.window.as_mut() else {
+                return Err("keeps windows open for late rows, and this INSERT has no window (date_bin, tumble or date_trunc)".to_string());
+            };
+            if window.hop.is_some() {
+                return Err("is not supported for hop windows yet; late rows of a hop window go to dead letters".to_string());
+            }
+            let nanos = i64::try_from(lateness.as_nanos()).unwrap_or(i64::MAX);
+            window.lateness = nanos / window.nanos_per_unit();
+        }
+        if state_ttl.is_some() {
+            self.state_ttl = state_ttl;
+        }
+        Ok(())
+    }
+
+    fn corrects_windows(&self) -> bool {
+        self.window.as_ref().is_some_and(|w| w.lateness > 0)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -211,7 +264,7 @@ fn explain_aggregate(
                 let _ = writeln!(
                     out,
                     "{pad}  allowed_lateness: {}; an emitted window keeps its state that long and a late row within it re-emits the corrected row (upsert)",
-                    crate::sql_text::span(w.lateness, w.unit)
+                    sql_text::span(w.lateness, w.unit)
                 );
             }
             for source in &w.sources {
@@ -239,7 +292,7 @@ fn explain_aggregate(
                 let _ = writeln!(
                     out,
                     "{pad}  state_ttl: {} of event time; a group not updated that long is forgotten, so results may differ from batch",
-                    crate::sql_text::duration(ttl)
+                    sql_text::duration(ttl)
                 );
             }
         }
@@ -248,7 +301,7 @@ fn explain_aggregate(
     let _ = writeln!(
         out,
         "{pad}  aggregates (two-phase: partial per micro-batch, merged state, final at emission): {}",
-        crate::sql_text::tidy(&aggs.join(", "))
+        sql_text::tidy(&aggs.join(", "))
     );
     let _ = writeln!(
         out,
@@ -266,8 +319,8 @@ fn explain_aggregate(
 /// A window's size in SQL: a tumbling window's width (`INTERVAL '1 minute'`, `INTERVAL '1
 /// month'`), or a hop window's size, slide and panes.
 fn size(w: &WindowSpec) -> String {
-    use super::window::WindowSize;
-    let span = |count: i64| crate::sql_text::span(count, w.unit);
+    use volley_sql::stream::window::WindowSize;
+    let span = |count: i64| sql_text::span(count, w.unit);
     match (w.hop, w.size) {
         (Some(hop), WindowSize::Fixed(pane)) => format!(
             "{} wide, every {}, in panes of {}",
@@ -277,7 +330,7 @@ fn size(w: &WindowSpec) -> String {
         ),
         (_, WindowSize::Fixed(width)) => span(width),
         (_, WindowSize::Months(months)) => {
-            crate::sql_text::interval(i32::try_from(months).unwrap_or(i32::MAX), 0, 0)
+            sql_text::interval(i32::try_from(months).unwrap_or(i32::MAX), 0, 0)
         }
     }
 }

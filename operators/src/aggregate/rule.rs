@@ -1,0 +1,256 @@
+//! The aggregate's planning rule: an `AggregateExec` becomes a windowed or keyed aggregate
+//! node, split into its per-epoch partial phase and its state.
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
+use volley_sql::error::{Result, SqlError, StatementRef};
+use volley_sql::stream::graph::{Emit, OutputPort, StreamNode};
+use volley_sql::stream::leaf::{EpochSlot, leaves};
+use volley_sql::stream::rule::{PlanRule, RuleContext};
+use volley_sql::stream::trace::{column_of, trace_column};
+use volley_sql::stream::window::WindowSpec;
+
+use super::plan::{AggregatePlan, KeySource};
+
+/// Plans each `AggregateExec` (GROUP BY) as an aggregate node: windowed by a tumbling or hop
+/// window among its keys, or keyed.
+#[derive(Debug)]
+pub struct AggregateRule;
+
+impl PlanRule for AggregateRule {
+    fn claims(&self, node: &dyn ExecutionPlan) -> bool {
+        node.downcast_ref::<AggregateExec>().is_some()
+    }
+
+    fn plan(
+        &self,
+        node: &Arc<dyn ExecutionPlan>,
+        cx: &RuleContext<'_>,
+    ) -> Result<Option<Box<dyn StreamNode>>> {
+        if node.downcast_ref::<AggregateExec>().is_none() {
+            return Ok(None);
+        }
+        let name = cx.output_name("aggregate");
+        Ok(Some(Box::new(split_aggregate(node, cx, name)?)))
+    }
+}
+
+/// One aggregate (whose input holds no stateful node any more: the nodes below are read
+/// through their ports), its output read by a leaf named `output_name`.
+fn split_aggregate(
+    agg_node: &Arc<dyn ExecutionPlan>,
+    cx: &RuleContext<'_>,
+    output_name: String,
+) -> Result<AggregatePlan> {
+    let at = cx.at();
+    let agg = agg_node
+        .downcast_ref::<AggregateExec>()
+        .ok_or_else(|| SqlError::Internal("aggregate node is not an AggregateExec".into()))?;
+    if !matches!(
+        agg.mode(),
+        AggregateMode::Single | AggregateMode::SinglePartitioned
+    ) {
+        return Err(SqlError::Internal(format!(
+            "expected a single-phase aggregate with one partition, got {:?}",
+            agg.mode()
+        )));
+    }
+    let group_by = agg.group_expr().clone();
+    volley_sql::stream::determinism::check_order_independent(agg.aggr_expr(), at)?;
+    let pre = Arc::clone(agg.input());
+    let read = leaves(&pre);
+    let ports = cx.ports();
+    if let Some(updated) = ports
+        .iter()
+        .find(|p| p.emit == Emit::Upsert && read.contains(&p.name))
+    {
+        return Err(SqlError::Unsupported {
+            at,
+            message: format!(
+                "an aggregate over {} would count every update of its groups again: window the inner aggregate (GROUP BY date_bin(INTERVAL ..., event_time), ...) so each group is emitted once, or write it to a table with a merge_key and aggregate that in batch",
+                updated.described
+            ),
+        });
+    }
+    let (window, partial_input) = aggregate_window(&group_by, &pre, cx, &ports)?;
+    if group_by.has_grouping_set() {
+        check_grouping_sets(&group_by, window.as_ref(), at)?;
+    }
+    let partial_input = cx.partition_rowwise(partial_input)?;
+    let input_schema = agg.input_schema();
+    let partial = AggregateExec::try_new(
+        AggregateMode::Partial,
+        group_by.clone(),
+        agg.aggr_expr().to_vec(),
+        agg.filter_expr().to_vec(),
+        partial_input,
+        Arc::clone(&input_schema),
+    )
+    .map_err(|e| SqlError::Internal(format!("building partial aggregate: {e}")))?;
+    let mut plan = AggregatePlan {
+        state_schema: partial.schema(),
+        partial: Arc::new(partial),
+        final_group_by: group_by.as_final(),
+        aggr_expr: agg.aggr_expr().to_vec(),
+        filter_expr: agg.filter_expr().to_vec(),
+        input_schema,
+        output_schema: agg_node.schema(),
+        // With grouping sets, `__grouping_id` is a group column too: it tells a rolled-up
+        // NULL from a NULL key.
+        group_count: group_by.num_group_exprs(),
+        window,
+        post_slot: EpochSlot::new(),
+        output_name,
+        shards: cx.workers(),
+        key_sources: group_by
+            .expr()
+            .iter()
+            .map(|(expr, _)| key_sources(expr, &pre, cx))
+            .collect(),
+        state_ttl: None,
+        warnings: Vec::new(),
+    };
+    if plan.window.is_none() {
+        plan.warnings = bucket_warnings(&plan, cx);
+    }
+    if let Some(port) = ports
+        .iter()
+        .find(|p| p.needs_window.is_some() && read.contains(&p.name))
+        && plan.window.is_none()
+    {
+        return Err(SqlError::Unsupported {
+            at,
+            message: format!(
+                "an aggregate over {} (GROUP BY {}) {}",
+                port.described,
+                plan.group_names(),
+                port.needs_window.as_deref().unwrap_or_default()
+            ),
+        });
+    }
+    Ok(plan)
+}
+
+/// The window among an aggregate's group keys (a hop window, a tumbling one, or none for
+/// a keyed aggregate) and its partial phase's input: `pre` with late rows split out at its
+/// leaves (and, for a hop window, each row's pane computed).
+fn aggregate_window(
+    group_by: &PhysicalGroupBy,
+    pre: &Arc<dyn ExecutionPlan>,
+    cx: &RuleContext<'_>,
+    ports: &[OutputPort],
+) -> Result<(Option<WindowSpec>, Arc<dyn ExecutionPlan>)> {
+    let at = cx.at();
+    let hop = super::hop_call::find_hop(group_by, pre)
+        .map_err(|message| SqlError::Unsupported { at, message })?;
+    let window = super::window::find_window(group_by, pre, cx, ports)?;
+    Ok(match (hop, window) {
+        (Some(_), Some(_)) => {
+            return Err(SqlError::Unsupported {
+                at,
+                message: "a streaming aggregate may group by one window: a hop window and a tumbling one together would nest windows; aggregate one, then the other over its output".into(),
+            });
+        }
+        (Some(call), None) => {
+            let window = super::hop_rule::hop_window(&call, cx, ports)?;
+            let panes = super::hop_call::to_panes(pre)
+                .map_err(|e| SqlError::Internal(format!("planning hop panes: {e}")))?;
+            let split = super::hop_rule::hop_late_at_leaves(&panes, &call, &window, cx)?;
+            (Some(window), split)
+        }
+        (None, Some(w)) => {
+            let (expr, _) = &group_by.expr()[w.group_index];
+            // Over inner aggregates' windows only, no row is ever late: they emit each
+            // window once, complete.
+            let split = if w.sources.iter().any(|s| cx.source(s).is_some()) {
+                cx.split_late_at_leaves(pre, expr, &w)?
+            } else {
+                Arc::clone(pre)
+            };
+            (Some(w), split)
+        }
+        (None, None) => (None, Arc::clone(pre)),
+    })
+}
+
+/// Group keys of a keyed aggregate computed from a source's TIMESTAMP column: buckets of
+/// event time that are not windows, so their state never shrinks.
+fn bucket_warnings(agg: &AggregatePlan, cx: &RuleContext<'_>) -> Vec<String> {
+    let Some(partial) = agg.partial.downcast_ref::<AggregateExec>() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (expr, name) in partial.group_expr().expr() {
+        let from_time = volley_sql::stream::trace::derived_from_expr(expr, partial.input())
+            .into_iter()
+            .find_map(|origin| {
+                let source = cx.source(&origin.input)?;
+                let field = source.schema.fields().get(origin.column)?;
+                matches!(field.data_type(), DataType::Timestamp(_, _))
+                    .then(|| (field.name().clone(), source.name.clone()))
+            });
+        if let Some((column, table)) = from_time {
+            out.push(format!(
+                "GROUP BY {name} buckets event time ('{column}' of '{table}') but is not a window: every bucket stays in state forever and is re-emitted as an upsert whenever it changes. Write the bucket as date_bin or date_trunc over a watermarked event-time column, or bound the state with the sink's 'state_ttl' option"
+            ));
+        }
+    }
+    out
+}
+
+/// The source columns a group expression over `pre`'s output is copied from.
+fn key_sources(
+    expr: &Arc<dyn PhysicalExpr>,
+    pre: &Arc<dyn ExecutionPlan>,
+    cx: &RuleContext<'_>,
+) -> Vec<KeySource> {
+    let Some(origins) = column_of(expr).and_then(|c| trace_column(pre, c)) else {
+        return Vec::new();
+    };
+    origins
+        .iter()
+        .map(|o| {
+            let source = cx.source(&o.input)?;
+            Some(KeySource {
+                table: o.input.clone(),
+                column: source.schema.fields().get(o.column)?.name().clone(),
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
+/// GROUPING SETS / ROLLUP / CUBE stream inside a window that every set keeps: each set's
+/// rows are then per window, emitted when it closes. A set without the window would be one
+/// group over all time, and a keyed aggregate would upsert a rolled-up NULL and a NULL key
+/// into one sink row.
+fn check_grouping_sets(
+    group_by: &PhysicalGroupBy,
+    window: Option<&WindowSpec>,
+    at: StatementRef,
+) -> Result<()> {
+    let Some(window) = window else {
+        return Err(SqlError::Unsupported {
+            at,
+            message: "GROUPING SETS / ROLLUP / CUBE stream only inside a window: add the window to every set (GROUP BY date_bin(INTERVAL ..., event_time), ROLLUP(a, b)), or run `volley batch`".into(),
+        });
+    };
+    if group_by
+        .groups()
+        .iter()
+        .any(|set| set.get(window.group_index).copied().unwrap_or(true))
+    {
+        return Err(SqlError::Unsupported {
+            at,
+            message: format!(
+                "GROUPING SETS / ROLLUP / CUBE: a set without the window {} would be one group over all time that never closes; keep the window in every set (GROUP BY {}, ROLLUP(...))",
+                window.display, window.display
+            ),
+        });
+    }
+    Ok(())
+}
