@@ -3,6 +3,7 @@
 //! INSERT's operators run through [`QueryRunner`]; [`kit`] runs one over small text tables.
 
 pub mod aggregate;
+pub mod grouped;
 pub mod join;
 pub mod kit;
 pub mod registry;

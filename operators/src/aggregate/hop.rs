@@ -10,7 +10,8 @@ use arrow::array::{ArrayRef, Int64Array};
 use arrow::record_batch::RecordBatch;
 use volley_sql::stream::window::HopWindow;
 
-use super::{AggregateOutput, AggregateState};
+use super::AggregateState;
+use crate::grouped::AggregateOutput;
 use volley_sql::stream::operator::{OperatorError, Result};
 
 /// Whether the window starting at `start` has ended by `watermark`.
@@ -35,11 +36,7 @@ impl AggregateState {
         }
         self.emitted_upto = Some(watermark);
         window.gate.set_cutoff(window.closed_upto(watermark));
-        let panes: BTreeSet<i64> = self
-            .shards
-            .iter()
-            .flat_map(|s| s.windows.keys().copied().flatten())
-            .collect();
+        let panes: BTreeSet<i64> = self.grouped.window_starts().into_iter().flatten().collect();
         let mut due = BTreeSet::new();
         for &pane in &panes {
             let mut start = hop.first_window(pane);
@@ -57,21 +54,15 @@ impl AggregateState {
         };
         for &start in &due {
             let end = start.saturating_add(hop.size);
-            let mut state = Vec::new();
-            for shard in &self.shards {
-                for (_, list) in shard.windows.range(Some(start)..Some(end)) {
-                    for batch in list.batches() {
-                        state.push(with_window_start(batch, index, start)?);
-                    }
-                }
-            }
-            out.rows.extend(self.phases.finalize(state).await?);
+            let state = self
+                .grouped
+                .state_in(Some(start)..Some(end))
+                .map(|batch| with_window_start(batch, index, start))
+                .collect::<Result<Vec<_>>>()?;
+            out.rows.extend(self.grouped.finalize(state).await?);
         }
-        for shard in &mut self.shards {
-            shard
-                .windows
-                .retain(|pane, _| pane.is_some_and(|p| !ended(hop, hop.last_window(p), watermark)));
-        }
+        self.grouped
+            .retain(|pane| pane.is_some_and(|p| !ended(hop, hop.last_window(p), watermark)));
         Ok(out)
     }
 }

@@ -1,11 +1,11 @@
 //! The windowed and keyed aggregates as streaming operators.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::plan::AggregatePlan;
 
-use super::{AggregateOutput, AggregateState};
+use super::AggregateState;
+use crate::grouped::AggregateOutput;
 use volley_sql::stream::operator::min_watermark;
 use volley_sql::stream::operator::{OperatorError, Result};
 use volley_sql::stream::operator::{
@@ -48,7 +48,7 @@ impl StreamOperator for AggregateState {
                 0
             }
             None => match min_watermark(input.sources, input.watermarks) {
-                Some(wm) => self.expire(wm)?,
+                Some(wm) => self.grouped.expire(wm)?,
                 None => 0,
             },
         };
@@ -96,13 +96,12 @@ impl StreamOperator for AggregateState {
     /// Pieces: `state` (DataFusion partial-aggregate states of every window and group) and,
     /// with `state_ttl`, `stamps`.
     fn snapshot(&self) -> Result<OperatorSnapshot> {
-        let (rows, emitted_upto) = self.state_batches();
         let mut pieces = vec![StatePiece {
             name: STATE.to_string(),
-            schema: Arc::clone(&self.plan.state_schema),
-            rows,
+            schema: Arc::clone(self.grouped.state_schema()),
+            rows: self.grouped.state_batches(),
         }];
-        if let Some((schema, rows)) = self.stamps()? {
+        if let Some((schema, rows)) = self.grouped.stamps()? {
             pieces.push(StatePiece {
                 name: STAMPS.to_string(),
                 schema,
@@ -110,7 +109,7 @@ impl StreamOperator for AggregateState {
             });
         }
         Ok(OperatorSnapshot {
-            marks: vec![emitted_upto],
+            marks: vec![self.emitted_upto],
             pieces,
         })
     }
@@ -126,32 +125,20 @@ impl StreamOperator for AggregateState {
         let emitted_upto = state.marks.first().copied().flatten();
         self.load_state(rows, emitted_upto).await?;
         let stamps = state.take(STAMPS).unwrap_or_default();
-        self.restore_stamps(&stamps, state.watermark)
+        self.grouped.restore_stamps(&stamps, state.watermark)
     }
 
     fn open_windows(&self) -> usize {
-        let open: BTreeSet<Option<i64>> = self
-            .shards
-            .iter()
-            .flat_map(|s| s.windows.keys().copied())
-            .collect();
-        open.len()
+        self.grouped.window_starts().len()
     }
 
     /// Partial-aggregate rows across windows and shards: one per open group once compacted.
     fn state_rows(&self) -> usize {
-        self.shards
-            .iter()
-            .flat_map(|s| s.windows.values())
-            .map(|w| w.rows)
-            .sum()
+        self.grouped.state_rows()
     }
 
     fn reset_lookup(&mut self, table: &str) -> Result<()> {
-        let partial = volley_sql::stream::lookup::reset_lookup_joins(&self.plan.partial, table)
-            .map_err(OperatorError::Sql)?;
-        self.plan.partial = partial;
-        Ok(())
+        self.grouped.reset_lookup(table)
     }
 }
 
@@ -165,15 +152,9 @@ fn describe(agg: &AggregatePlan) -> String {
 
 /// One aggregate's state, as text (see [`StreamOperator::shape`]).
 fn shape(agg: &AggregatePlan) -> String {
-    let state: Vec<String> = agg
-        .state_schema
-        .fields()
-        .iter()
-        .map(|f| format!("{}: {}", f.name(), f.data_type()))
-        .collect();
     let window = agg.window.as_ref().map_or_else(
         || "keyed".to_string(),
         |w| format!("window {} wide", w.size_text()),
     );
-    format!("{window}; state [{}]", state.join(", "))
+    agg.phases.shape(&window)
 }

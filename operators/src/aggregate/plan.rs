@@ -3,11 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
+use datafusion::physical_plan::aggregates::AggregateExec;
 
 use std::fmt::Write;
 
@@ -23,25 +19,13 @@ use volley_sql::stream::order::Emitted;
 use volley_sql::stream::render::{indent_by, render};
 use volley_sql::stream::window::WindowSpec;
 
+use crate::grouped::TwoPhase;
+
 /// A windowed or keyed aggregate, split into the plans and expressions the engine runs.
 #[derive(Debug, Clone)]
 pub struct AggregatePlan {
-    /// `AggregateExec(Partial)` over the stateless segment: this epoch's state rows.
-    pub partial: Arc<dyn ExecutionPlan>,
-    /// Group-by in final form (over state columns), for PartialReduce and Final.
-    pub final_group_by: PhysicalGroupBy,
-    /// The aggregate functions.
-    pub aggr_expr: Vec<Arc<AggregateFunctionExpr>>,
-    /// Per-aggregate FILTER clauses.
-    pub filter_expr: Vec<Option<Arc<dyn PhysicalExpr>>>,
-    /// Schema of the aggregate's raw input (what its expressions are bound to).
-    pub input_schema: SchemaRef,
-    /// Schema of state rows: group columns, then each aggregate's state fields.
-    pub state_schema: SchemaRef,
-    /// Schema of final rows: group columns, then aggregate values.
-    pub output_schema: SchemaRef,
-    /// Number of group columns (they lead both state and final rows).
-    pub group_count: usize,
+    /// The GROUP BY's phases.
+    pub phases: TwoPhase,
     /// The tumbling window, or `None` for a keyed (upsert) aggregate.
     pub window: Option<WindowSpec>,
     /// Where the engine puts finalised aggregate rows for the segment reading them: the post
@@ -92,7 +76,7 @@ impl AggregatePlan {
             .collect();
         OutputPort {
             name: self.output_name.clone(),
-            schema: std::sync::Arc::clone(&self.output_schema),
+            schema: std::sync::Arc::clone(&self.phases.output_schema),
             slot: std::sync::Arc::clone(&self.post_slot),
             times,
             emit: if final_windows.is_some() {
@@ -113,7 +97,7 @@ impl AggregatePlan {
             key: if self.has_grouping_sets() {
                 Vec::new()
             } else {
-                (0..self.group_count).collect()
+                (0..self.phases.group_count).collect()
             },
             needs_window: None,
         }
@@ -121,21 +105,12 @@ impl AggregatePlan {
 
     /// Its group columns, for messages: `user_id, w`.
     pub fn group_names(&self) -> String {
-        let names: Vec<&str> = self
-            .output_schema
-            .fields()
-            .iter()
-            .take(self.group_count)
-            .map(|f| f.name().as_str())
-            .collect();
-        names.join(", ")
+        self.phases.group_names()
     }
 
     /// Whether it groups by GROUPING SETS, ROLLUP or CUBE.
     pub fn has_grouping_sets(&self) -> bool {
-        self.partial
-            .downcast_ref::<AggregateExec>()
-            .is_some_and(|a| a.group_expr().has_grouping_set())
+        self.phases.has_grouping_sets()
     }
 
     /// Whether some group key is copied unchanged (or cast) from `table`'s column `column`:
@@ -143,6 +118,7 @@ impl AggregatePlan {
     pub fn groups_by_source_column(&self, table: &str, column: &str) -> bool {
         // A key that some grouping set rolls up does not confine that set's groups.
         let sets: Vec<Vec<bool>> = self
+            .phases
             .partial
             .downcast_ref::<AggregateExec>()
             .map(|a| a.group_expr().groups().to_vec())
@@ -167,7 +143,7 @@ impl StreamNode for AggregatePlan {
     }
 
     fn inputs(&self) -> Vec<String> {
-        volley_sql::stream::leaf::leaves(&self.partial)
+        volley_sql::stream::leaf::leaves(&self.phases.partial)
     }
 
     fn confined_to(&self, table: &str, column: &str) -> Result<bool, String> {
@@ -297,7 +273,7 @@ fn explain_aggregate(
             }
         }
     }
-    let aggs: Vec<&str> = agg.aggr_expr.iter().map(|a| a.name()).collect();
+    let aggs: Vec<&str> = agg.phases.aggr_expr.iter().map(|a| a.name()).collect();
     let _ = writeln!(
         out,
         "{pad}  aggregates (two-phase: partial per micro-batch, merged state, final at emission): {}",
@@ -311,9 +287,9 @@ fn explain_aggregate(
     let _ = writeln!(
         out,
         "{pad}  per micro-batch (stateless segment + partial aggregate, {} partition(s)):",
-        agg.partial.output_partitioning().partition_count()
+        agg.phases.partial.output_partitioning().partition_count()
     );
-    indent_by(out, &render(&agg.partial), pad);
+    indent_by(out, &render(&agg.phases.partial), pad);
 }
 
 /// A window's size in SQL: a tumbling window's width (`INTERVAL '1 minute'`, `INTERVAL '1

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::datatypes::DataType;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
+use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
 use volley_sql::error::{Result, SqlError, StatementRef};
 use volley_sql::stream::graph::{Emit, OutputPort, StreamNode};
 use volley_sql::stream::leaf::{EpochSlot, leaves};
@@ -15,6 +15,7 @@ use volley_sql::stream::trace::{column_of, trace_column};
 use volley_sql::stream::window::WindowSpec;
 
 use super::plan::{AggregatePlan, KeySource};
+use crate::grouped::TwoPhase;
 
 /// Plans each `AggregateExec` (GROUP BY) as an aggregate node: windowed by a tumbling or hop
 /// window among its keys, or keyed.
@@ -50,17 +51,7 @@ fn split_aggregate(
     let agg = agg_node
         .downcast_ref::<AggregateExec>()
         .ok_or_else(|| SqlError::Internal("aggregate node is not an AggregateExec".into()))?;
-    if !matches!(
-        agg.mode(),
-        AggregateMode::Single | AggregateMode::SinglePartitioned
-    ) {
-        return Err(SqlError::Internal(format!(
-            "expected a single-phase aggregate with one partition, got {:?}",
-            agg.mode()
-        )));
-    }
     let group_by = agg.group_expr().clone();
-    volley_sql::stream::determinism::check_order_independent(agg.aggr_expr(), at)?;
     let pre = Arc::clone(agg.input());
     let read = leaves(&pre);
     let ports = cx.ports();
@@ -80,28 +71,9 @@ fn split_aggregate(
     if group_by.has_grouping_set() {
         check_grouping_sets(&group_by, window.as_ref(), at)?;
     }
-    let partial_input = cx.partition_rowwise(partial_input)?;
-    let input_schema = agg.input_schema();
-    let partial = AggregateExec::try_new(
-        AggregateMode::Partial,
-        group_by.clone(),
-        agg.aggr_expr().to_vec(),
-        agg.filter_expr().to_vec(),
-        partial_input,
-        Arc::clone(&input_schema),
-    )
-    .map_err(|e| SqlError::Internal(format!("building partial aggregate: {e}")))?;
+    let phases = TwoPhase::split(agg, cx.partition_rowwise(partial_input)?, at)?;
     let mut plan = AggregatePlan {
-        state_schema: partial.schema(),
-        partial: Arc::new(partial),
-        final_group_by: group_by.as_final(),
-        aggr_expr: agg.aggr_expr().to_vec(),
-        filter_expr: agg.filter_expr().to_vec(),
-        input_schema,
-        output_schema: agg_node.schema(),
-        // With grouping sets, `__grouping_id` is a group column too: it tells a rolled-up
-        // NULL from a NULL key.
-        group_count: group_by.num_group_exprs(),
+        phases,
         window,
         post_slot: EpochSlot::new(),
         output_name,
@@ -180,7 +152,7 @@ fn aggregate_window(
 /// Group keys of a keyed aggregate computed from a source's TIMESTAMP column: buckets of
 /// event time that are not windows, so their state never shrinks.
 fn bucket_warnings(agg: &AggregatePlan, cx: &RuleContext<'_>) -> Vec<String> {
-    let Some(partial) = agg.partial.downcast_ref::<AggregateExec>() else {
+    let Some(partial) = agg.phases.partial.downcast_ref::<AggregateExec>() else {
         return Vec::new();
     };
     let mut out = Vec::new();

@@ -22,7 +22,7 @@ pub use self::bounds::IntervalBounds;
 pub use self::plan::{JoinPlan, JoinSide, JoinTime, SideFrontier};
 pub use self::rule::JoinRule;
 
-use crate::aggregate::split_by_window;
+use crate::grouped::split_by_window;
 use volley_sql::stream::operator::{OperatorError, Result};
 
 /// One side's held rows, by window start (None: rows with no time, joined at the end).

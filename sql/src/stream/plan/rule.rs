@@ -92,14 +92,24 @@ impl RuleContext<'_> {
         self.planner.sources.get(name)
     }
 
-    /// The name a new node of `kind` reads its output under: `<target>#<kind>` for the first
-    /// of its kind, then `<target>#<kind>1`, `2`, … (the names checkpoints have always used).
-    pub fn output_name(&self, kind: &str) -> String {
-        let before = self.nodes.iter().filter(|n| n.kind() == kind).count();
+    /// The name a new node's output is read under: `<target>#<stem>` for the first named by
+    /// `stem`, then `<target>#<stem>1`, `2`, … (the names checkpoints have always used).
+    pub fn output_name(&self, stem: &str) -> String {
+        let base = format!("{}#{stem}", self.insert.target);
+        let before = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.port()
+                    .name
+                    .strip_prefix(&base)
+                    .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
+            })
+            .count();
         if before == 0 {
-            format!("{}#{kind}", self.insert.target)
+            base
         } else {
-            format!("{}#{kind}{before}", self.insert.target)
+            format!("{base}{before}")
         }
     }
 

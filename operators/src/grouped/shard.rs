@@ -1,10 +1,10 @@
-//! One shard of an aggregate's state: the groups whose keys hash to it, per window, and the
+//! One shard of grouped state: the groups whose keys hash to it, per window, and the
 //! DataFusion phases (PartialReduce, Final) that merge and finalise them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::plan::AggregatePlan;
+use super::TwoPhase;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -43,7 +43,12 @@ pub(super) struct Phases {
 }
 
 impl Phases {
-    pub(super) fn new(plan: &AggregatePlan, task_ctx: Arc<TaskContext>) -> Self {
+    pub(super) fn new(
+        plan: &TwoPhase,
+        window_index: Option<usize>,
+        state_ttl: Option<std::time::Duration>,
+        task_ctx: Arc<TaskContext>,
+    ) -> Self {
         Self {
             final_group_by: plan.final_group_by.clone(),
             aggr_expr: plan.aggr_expr.clone(),
@@ -52,10 +57,8 @@ impl Phases {
             state_schema: Arc::clone(&plan.state_schema),
             output_schema: Arc::clone(&plan.output_schema),
             group_count: plan.group_count,
-            window_index: plan.window.as_ref().map(|w| w.group_index),
-            ttl_nanos: plan
-                .state_ttl
-                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            window_index,
+            ttl_nanos: state_ttl.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
             task_ctx,
         }
     }
