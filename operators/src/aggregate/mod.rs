@@ -16,8 +16,9 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::TaskContext;
 
-pub use self::plan::{AggregatePlan, KeySource};
+pub use self::plan::AggregatePlan;
 pub use self::rule::AggregateRule;
+pub use crate::grouped::KeySource;
 use crate::grouped::{AggregateOutput, GroupedState};
 use volley_sql::stream::operator::Result;
 

@@ -3,12 +3,9 @@
 
 use std::sync::Arc;
 
-use datafusion::physical_plan::aggregates::AggregateExec;
-
 use std::fmt::Write;
 
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::ExecutionPlanProperties;
 use volley_sql::sql_text;
 use volley_sql::stream::graph::{
     Emit, ExplainContext, OutputPort, PortTime, StreamNode, time_by_watermark,
@@ -16,10 +13,9 @@ use volley_sql::stream::graph::{
 use volley_sql::stream::leaf::EpochSlot;
 use volley_sql::stream::operator::StreamOperator;
 use volley_sql::stream::order::Emitted;
-use volley_sql::stream::render::{indent_by, render};
 use volley_sql::stream::window::WindowSpec;
 
-use crate::grouped::TwoPhase;
+use crate::grouped::{KeySource, TwoPhase};
 
 /// A windowed or keyed aggregate, split into the plans and expressions the engine runs.
 #[derive(Debug, Clone)]
@@ -45,15 +41,6 @@ pub struct AggregatePlan {
     /// What the user should know about how it runs (group keys that bucket event time
     /// without being a window).
     pub warnings: Vec<String>,
-}
-
-/// A source column a group key is copied from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeySource {
-    /// The source table.
-    pub table: String,
-    /// The column of that table.
-    pub column: String,
 }
 
 impl AggregatePlan {
@@ -116,20 +103,7 @@ impl AggregatePlan {
     /// Whether some group key is copied unchanged (or cast) from `table`'s column `column`:
     /// then rows of one group all share that column's value.
     pub fn groups_by_source_column(&self, table: &str, column: &str) -> bool {
-        // A key that some grouping set rolls up does not confine that set's groups.
-        let sets: Vec<Vec<bool>> = self
-            .phases
-            .partial
-            .downcast_ref::<AggregateExec>()
-            .map(|a| a.group_expr().groups().to_vec())
-            .unwrap_or_default();
-        self.key_sources.iter().enumerate().any(|(i, sources)| {
-            sets.iter().all(|set| !set.get(i).copied().unwrap_or(false))
-                && !sources.is_empty()
-                && sources
-                    .iter()
-                    .all(|s| s.table == table && s.column == column)
-        })
+        crate::grouped::groups_by_source_column(&self.phases, &self.key_sources, table, column)
     }
 }
 
@@ -273,23 +247,7 @@ fn explain_aggregate(
             }
         }
     }
-    let aggs: Vec<&str> = agg.phases.aggr_expr.iter().map(|a| a.name()).collect();
-    let _ = writeln!(
-        out,
-        "{pad}  aggregates (two-phase: partial per micro-batch, merged state, final at emission): {}",
-        sql_text::tidy(&aggs.join(", "))
-    );
-    let _ = writeln!(
-        out,
-        "{pad}  state: hash-partitioned by group key across {} shard(s)",
-        agg.shards
-    );
-    let _ = writeln!(
-        out,
-        "{pad}  per micro-batch (stateless segment + partial aggregate, {} partition(s)):",
-        agg.phases.partial.output_partitioning().partition_count()
-    );
-    indent_by(out, &render(&agg.phases.partial), pad);
+    crate::grouped::explain_phases(out, &agg.phases, agg.shards, pad);
 }
 
 /// A window's size in SQL: a tumbling window's width (`INTERVAL '1 minute'`, `INTERVAL '1

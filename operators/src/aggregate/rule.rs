@@ -4,17 +4,15 @@
 use std::sync::Arc;
 
 use arrow::datatypes::DataType;
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
-use volley_sql::error::{Result, SqlError, StatementRef};
+use volley_sql::error::{Result, SqlError};
 use volley_sql::stream::graph::{Emit, OutputPort, StreamNode};
 use volley_sql::stream::leaf::{EpochSlot, leaves};
 use volley_sql::stream::rule::{PlanRule, RuleContext};
-use volley_sql::stream::trace::{column_of, trace_column};
 use volley_sql::stream::window::WindowSpec;
 
-use super::plan::{AggregatePlan, KeySource};
+use super::plan::AggregatePlan;
 use crate::grouped::TwoPhase;
 
 /// Plans each `AggregateExec` (GROUP BY) as an aggregate node: windowed by a tumbling or hop
@@ -69,7 +67,8 @@ fn split_aggregate(
     }
     let (window, partial_input) = aggregate_window(&group_by, &pre, cx, &ports)?;
     if group_by.has_grouping_set() {
-        check_grouping_sets(&group_by, window.as_ref(), at)?;
+        let window = window.as_ref().map(|w| (w.group_index, w.display.as_str()));
+        crate::grouped::check_grouping_sets(&group_by, window, at)?;
     }
     let phases = TwoPhase::split(agg, cx.partition_rowwise(partial_input)?, at)?;
     let mut plan = AggregatePlan {
@@ -81,7 +80,7 @@ fn split_aggregate(
         key_sources: group_by
             .expr()
             .iter()
-            .map(|(expr, _)| key_sources(expr, &pre, cx))
+            .map(|(expr, _)| crate::grouped::key_sources(expr, &pre, cx))
             .collect(),
         state_ttl: None,
         warnings: Vec::new(),
@@ -172,57 +171,4 @@ fn bucket_warnings(agg: &AggregatePlan, cx: &RuleContext<'_>) -> Vec<String> {
         }
     }
     out
-}
-
-/// The source columns a group expression over `pre`'s output is copied from.
-fn key_sources(
-    expr: &Arc<dyn PhysicalExpr>,
-    pre: &Arc<dyn ExecutionPlan>,
-    cx: &RuleContext<'_>,
-) -> Vec<KeySource> {
-    let Some(origins) = column_of(expr).and_then(|c| trace_column(pre, c)) else {
-        return Vec::new();
-    };
-    origins
-        .iter()
-        .map(|o| {
-            let source = cx.source(&o.input)?;
-            Some(KeySource {
-                table: o.input.clone(),
-                column: source.schema.fields().get(o.column)?.name().clone(),
-            })
-        })
-        .collect::<Option<Vec<_>>>()
-        .unwrap_or_default()
-}
-
-/// GROUPING SETS / ROLLUP / CUBE stream inside a window that every set keeps: each set's
-/// rows are then per window, emitted when it closes. A set without the window would be one
-/// group over all time, and a keyed aggregate would upsert a rolled-up NULL and a NULL key
-/// into one sink row.
-fn check_grouping_sets(
-    group_by: &PhysicalGroupBy,
-    window: Option<&WindowSpec>,
-    at: StatementRef,
-) -> Result<()> {
-    let Some(window) = window else {
-        return Err(SqlError::Unsupported {
-            at,
-            message: "GROUPING SETS / ROLLUP / CUBE stream only inside a window: add the window to every set (GROUP BY date_bin(INTERVAL ..., event_time), ROLLUP(a, b)), or run `volley batch`".into(),
-        });
-    };
-    if group_by
-        .groups()
-        .iter()
-        .any(|set| set.get(window.group_index).copied().unwrap_or(true))
-    {
-        return Err(SqlError::Unsupported {
-            at,
-            message: format!(
-                "GROUPING SETS / ROLLUP / CUBE: a set without the window {} would be one group over all time that never closes; keep the window in every set (GROUP BY {}, ROLLUP(...))",
-                window.display, window.display
-            ),
-        });
-    }
-    Ok(())
 }

@@ -16,6 +16,7 @@
 //! shard, whose touched groups are finalised every epoch (upserts).
 
 mod expiry;
+mod planning;
 mod shard;
 mod split;
 mod two_phase;
@@ -31,6 +32,10 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::TryStreamExt;
 use volley_sql::stream::operator::{OperatorError, Result};
 
+pub use self::planning::KeySource;
+pub(crate) use self::planning::{
+    check_grouping_sets, explain_phases, groups_by_source_column, key_sources,
+};
 use self::shard::{Phases, Shard};
 use self::split::split_by_shard;
 pub(crate) use self::split::split_by_window;
