@@ -1,14 +1,14 @@
-//! Every operator kind's planning rule, one registration line each, in the order the planner
-//! offers them a node.
+//! Every operator kind's registration: one line each, naming its folder and its planning
+//! rule, in the order the planner offers them a node.
 
-use std::sync::Arc;
+/// Declares each operator kind's folder (`pub mod kind;`) and lists its rule in [`rules`].
+macro_rules! operators {
+    ($($kind:ident => $rule:ident),* $(,)?) => {
+        $(pub mod $kind;)*
 
-use volley_sql::stream::rule::PlanRule;
-
-/// The rules of every operator kind.
-pub fn rules() -> Vec<Arc<dyn PlanRule>> {
-    vec![
-        Arc::new(crate::aggregate::AggregateRule),
-        Arc::new(crate::join::JoinRule),
-    ]
+        /// The planning rules of every operator kind, in the order they are offered a node.
+        pub fn rules() -> Vec<std::sync::Arc<dyn volley_sql::stream::rule::PlanRule>> {
+            vec![$(std::sync::Arc::new($kind::$rule)),*]
+        }
+    };
 }
