@@ -12,6 +12,7 @@ pub mod runner;
 pub use runner::{QueryEpoch, QueryRunner};
 
 operators! {
+    hop => HopRule,
     aggregate => AggregateRule,
     join => JoinRule,
 }
