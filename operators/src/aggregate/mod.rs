@@ -2,9 +2,6 @@
 //! ([`crate::grouped`]), emitted a tumbling window at a time as the watermark passes its end,
 //! or, without a window, as upserts of the groups each epoch touched.
 
-mod hop;
-mod hop_call;
-mod hop_rule;
 mod operator;
 mod plan;
 mod rule;
@@ -86,9 +83,7 @@ impl AggregateState {
         let ingested = self.grouped.ingest().await?;
         if let Some(window) = &self.plan.window {
             // Windows already emitted that took rows: kept for allowed_lateness, corrected.
-            // (A hop window's panes stay open until their last window ends, and late rows
-            // never reach them.)
-            if let Some(done) = self.emitted_upto.filter(|_| window.hop.is_none()) {
+            if let Some(done) = self.emitted_upto {
                 self.corrected.extend(
                     ingested
                         .windows
@@ -114,9 +109,6 @@ impl AggregateState {
             return Ok(AggregateOutput::default());
         };
         let window = window.clone();
-        if let Some(hop) = window.hop {
-            return self.advance_hop(watermark, hop).await;
-        }
         let mut out = AggregateOutput::default();
         if !self.corrected.is_empty() {
             let corrected = std::mem::take(&mut self.corrected);
@@ -164,10 +156,6 @@ impl AggregateState {
             return Ok(AggregateOutput::default());
         }
         let mut out = self.advance_watermark(i64::MAX).await?;
-        if self.plan.window.as_ref().is_some_and(|w| w.hop.is_some()) {
-            // Rows with no time are in no hop window: every pane has been emitted.
-            return Ok(out);
-        }
         out.extend(self.grouped.emit(|_| true, false).await?);
         Ok(out)
     }

@@ -76,15 +76,7 @@ impl StreamOperator for AggregateState {
         if emitted_upto == i64::MAX {
             return Some(i64::MAX);
         }
-        let next = match window.hop {
-            // The next hop window to emit starts a slide after the newest emitted one.
-            Some(hop) => emitted_upto
-                .saturating_sub(hop.size)
-                .div_euclid(hop.slide)
-                .saturating_mul(hop.slide)
-                .saturating_add(hop.slide),
-            None => window.closed_upto(emitted_upto).saturating_add(1),
-        };
+        let next = window.closed_upto(emitted_upto).saturating_add(1);
         Some(next.saturating_mul(window.nanos_per_unit()))
     }
 

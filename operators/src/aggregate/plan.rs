@@ -156,9 +156,6 @@ impl StreamNode for AggregatePlan {
             let Some(window) = self.window.as_mut() else {
                 return Err("keeps windows open for late rows, and this INSERT has no window (date_bin, tumble or date_trunc)".to_string());
             };
-            if window.hop.is_some() {
-                return Err("is not supported for hop windows yet; late rows of a hop window go to dead letters".to_string());
-            }
             let nanos = i64::try_from(lateness.as_nanos()).unwrap_or(i64::MAX);
             window.lateness = nanos / window.nanos_per_unit();
         }
@@ -193,15 +190,6 @@ fn explain_aggregate(
     pad: &str,
 ) {
     match &agg.window {
-        Some(w) if w.hop.is_some() => {
-            let _ = writeln!(
-                out,
-                "{pad}  kind: hop-window aggregate; window {} over event time '{}' ({}); each row is aggregated once into its pane, a window merges its panes when the watermark passes its end, and a pane is dropped once its last window is emitted",
-                w.display,
-                w.column,
-                size(w)
-            );
-        }
         Some(w) => {
             let _ = writeln!(
                 out,
@@ -250,20 +238,12 @@ fn explain_aggregate(
     crate::grouped::explain_phases(out, &agg.phases, agg.shards, pad);
 }
 
-/// A window's size in SQL: a tumbling window's width (`INTERVAL '1 minute'`, `INTERVAL '1
-/// month'`), or a hop window's size, slide and panes.
+/// A tumbling window's width in SQL (`INTERVAL '1 minute'`, `INTERVAL '1 month'`).
 fn size(w: &WindowSpec) -> String {
     use volley_sql::stream::window::WindowSize;
-    let span = |count: i64| sql_text::span(count, w.unit);
-    match (w.hop, w.size) {
-        (Some(hop), WindowSize::Fixed(pane)) => format!(
-            "{} wide, every {}, in panes of {}",
-            span(hop.size),
-            span(hop.slide),
-            span(pane)
-        ),
-        (_, WindowSize::Fixed(width)) => span(width),
-        (_, WindowSize::Months(months)) => {
+    match w.size {
+        WindowSize::Fixed(width) => sql_text::span(width, w.unit),
+        WindowSize::Months(months) => {
             sql_text::interval(i32::try_from(months).unwrap_or(i32::MAX), 0, 0)
         }
     }

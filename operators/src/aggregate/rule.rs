@@ -15,8 +15,8 @@ use volley_sql::stream::window::WindowSpec;
 use super::plan::AggregatePlan;
 use crate::grouped::TwoPhase;
 
-/// Plans each `AggregateExec` (GROUP BY) as an aggregate node: windowed by a tumbling or hop
-/// window among its keys, or keyed.
+/// Plans each `AggregateExec` (GROUP BY) as an aggregate node: windowed by a tumbling window
+/// among its keys, or keyed.
 #[derive(Debug)]
 pub struct AggregateRule;
 
@@ -106,46 +106,26 @@ fn split_aggregate(
     Ok(plan)
 }
 
-/// The window among an aggregate's group keys (a hop window, a tumbling one, or none for
-/// a keyed aggregate) and its partial phase's input: `pre` with late rows split out at its
-/// leaves (and, for a hop window, each row's pane computed).
+/// The tumbling window among an aggregate's group keys (none for a keyed aggregate) and its
+/// partial phase's input: `pre` with late rows split out at its leaves.
 fn aggregate_window(
     group_by: &PhysicalGroupBy,
     pre: &Arc<dyn ExecutionPlan>,
     cx: &RuleContext<'_>,
     ports: &[OutputPort],
 ) -> Result<(Option<WindowSpec>, Arc<dyn ExecutionPlan>)> {
-    let at = cx.at();
-    let hop = super::hop_call::find_hop(group_by, pre)
-        .map_err(|message| SqlError::Unsupported { at, message })?;
-    let window = super::window::find_window(group_by, pre, cx, ports)?;
-    Ok(match (hop, window) {
-        (Some(_), Some(_)) => {
-            return Err(SqlError::Unsupported {
-                at,
-                message: "a streaming aggregate may group by one window: a hop window and a tumbling one together would nest windows; aggregate one, then the other over its output".into(),
-            });
-        }
-        (Some(call), None) => {
-            let window = super::hop_rule::hop_window(&call, cx, ports)?;
-            let panes = super::hop_call::to_panes(pre)
-                .map_err(|e| SqlError::Internal(format!("planning hop panes: {e}")))?;
-            let split = super::hop_rule::hop_late_at_leaves(&panes, &call, &window, cx)?;
-            (Some(window), split)
-        }
-        (None, Some(w)) => {
-            let (expr, _) = &group_by.expr()[w.group_index];
-            // Over inner aggregates' windows only, no row is ever late: they emit each
-            // window once, complete.
-            let split = if w.sources.iter().any(|s| cx.source(s).is_some()) {
-                cx.split_late_at_leaves(pre, expr, &w)?
-            } else {
-                Arc::clone(pre)
-            };
-            (Some(w), split)
-        }
-        (None, None) => (None, Arc::clone(pre)),
-    })
+    let Some(w) = super::window::find_window(group_by, pre, cx, ports)? else {
+        return Ok((None, Arc::clone(pre)));
+    };
+    let (expr, _) = &group_by.expr()[w.group_index];
+    // Over inner aggregates' windows only, no row is ever late: they emit each window once,
+    // complete.
+    let split = if w.sources.iter().any(|s| cx.source(s).is_some()) {
+        cx.split_late_at_leaves(pre, expr, &w)?
+    } else {
+        Arc::clone(pre)
+    };
+    Ok((Some(w), split))
 }
 
 /// Group keys of a keyed aggregate computed from a source's TIMESTAMP column: buckets of
