@@ -8,11 +8,13 @@ mod registry;
 pub mod grouped;
 pub mod kit;
 pub mod runner;
+pub mod two_streams;
 
 pub use runner::{QueryEpoch, QueryRunner};
 
 operators! {
     hop => HopRule,
     aggregate => AggregateRule,
-    join => JoinRule,
+    window_join => WindowJoinRule,
+    interval_join => IntervalJoinRule,
 }

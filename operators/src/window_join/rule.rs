@@ -1,6 +1,5 @@
-//! The join's planning rule: a hash join whose two sides both read streams becomes a
-//! windowed join (both sides in the same tumbling window, joined on it) or an interval join
-//! (`interval_rule.rs`).
+//! The windowed join's planning rule: a hash join of two streams joined on a tumbling window
+//! both sides share (each side grouped by it, or its rows bucketed by it).
 
 use std::sync::Arc;
 
@@ -14,16 +13,16 @@ use volley_sql::stream::rule::{PlanRule, RuleContext};
 use volley_sql::stream::trace::column_of;
 use volley_sql::stream::window::{WindowSize, WindowSpec};
 
-use super::plan::{JoinPlan, JoinSide, SideFrontier, SideWindow, join_port, side_window};
+use super::plan::WindowJoinPlan;
+use super::window::{SideWindow, side_window};
+use crate::two_streams::{JoinSide, JoinTime, SideFrontier, join_port};
 
-/// Plans each join of two streams: windowed when both sides share a tumbling window and join
-/// on it, an interval join when the join bounds the difference of their event times. A join
-/// bounded by neither is not taken (the planner then refuses it, or bounds it by the sink's
-/// `state_ttl`).
+/// Plans each join of two streams joined on a window both sides share; leaves every other to
+/// the rules after it.
 #[derive(Debug)]
-pub struct JoinRule;
+pub struct WindowJoinRule;
 
-impl PlanRule for JoinRule {
+impl PlanRule for WindowJoinRule {
     fn claims(&self, node: &dyn ExecutionPlan) -> bool {
         node.downcast_ref::<HashJoinExec>()
             .is_some_and(is_stream_join)
@@ -44,23 +43,17 @@ impl PlanRule for JoinRule {
     }
 }
 
-/// A join of two streams (its sides cut), or `None` when neither a shared window nor an
-/// interval bounds it.
+/// A windowed join of two streams (its sides cut), or `None` when the sides share no window
+/// they are joined on.
 fn plan_join(
     node: &Arc<dyn ExecutionPlan>,
     hash: &HashJoinExec,
     cx: &RuleContext<'_>,
-) -> Result<Option<JoinPlan>> {
+) -> Result<Option<WindowJoinPlan>> {
     let at = cx.at();
     let refuse = |message: String| SqlError::Unsupported { at, message };
-    if cx.nodes().iter().any(|n| n.kind() == "join") {
-        return Err(refuse("a streaming INSERT may join two streams once: join the result of one join with a third stream in another pipeline, or in `volley batch`".into()));
-    }
     let (left, right) = (Arc::clone(hash.left()), Arc::clone(hash.right()));
-    let name = cx.output_name("join");
     let ports = cx.ports();
-    let slot = EpochSlot::new();
-    let port = join_port(hash, &ports, name.clone(), Arc::clone(&slot));
     let mut window = None;
     for (l, r) in hash.on() {
         let (Some(l), Some(r)) = (column_of(l), column_of(r)) else {
@@ -75,27 +68,10 @@ fn plan_join(
             break;
         }
     }
-    let mut read = leaves(&left);
-    read.extend(leaves(&right));
-    let below: Vec<_> = ports.iter().filter(|p| read.contains(&p.name)).collect();
-    if window.is_none()
-        && let Some(bounds) = super::bounds::interval_bounds(hash)
-    {
-        if !below.is_empty() {
-            return Err(refuse(
-                "an interval join streams source rows; join aggregates on their shared window instead".into(),
-            ));
-        }
-        let sides = super::interval_rule::IntervalSides {
-            left,
-            right,
-            bounds,
-        };
-        return super::interval_rule::plan_interval_join(node, sides, port, slot, cx).map(Some);
-    }
     let Some((l, r, left_window, right_window)) = window else {
         return Ok(None);
     };
+    crate::two_streams::check_one_join(cx)?;
     if left_window.size() != right_window.size() {
         return Err(refuse(format!(
             "the two sides of a windowed join must use the same window: {} against {}",
@@ -109,6 +85,9 @@ fn plan_join(
         left.schema().field(l).name(),
         right.schema().field(r).name()
     );
+    let mut read = leaves(&left);
+    read.extend(leaves(&right));
+    let below: Vec<_> = ports.iter().filter(|p| read.contains(&p.name)).collect();
     let span = Span { width, unit };
     let left = join_side(left, l, &left_window, span, &display, cx)?;
     let right = join_side(right, r, &right_window, span, &display, cx)?;
@@ -118,7 +97,11 @@ fn plan_join(
             updating.described
         )));
     }
-    Ok(Some(JoinPlan {
+    let name = cx.output_name(crate::two_streams::JOIN);
+    let slot = EpochSlot::new();
+    let times = [(true, l, JoinTime::Window), (false, r, JoinTime::Window)];
+    let port = join_port(hash, &times, Some((width, unit)), name.clone(), Arc::clone(&slot));
+    Ok(Some(WindowJoinPlan {
         join: Arc::clone(node),
         left,
         right,
@@ -127,8 +110,6 @@ fn plan_join(
         display,
         post_slot: slot,
         output_name: name,
-        interval: None,
-        state_ttl: None,
         port,
     }))
 }

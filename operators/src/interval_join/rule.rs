@@ -1,5 +1,6 @@
-//! Interval joins of two streams' rows (`ON a.k = b.k AND b.ts BETWEEN a.ts - x AND a.ts +
-//! y`), each time a watermarked event time.
+//! The interval join's planning rule: a hash join of two streams whose condition bounds the
+//! difference of their event times (`ON a.k = b.k AND b.ts BETWEEN a.ts - x AND a.ts + y`),
+//! each time a watermarked event time.
 
 use std::sync::Arc;
 
@@ -7,38 +8,55 @@ use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::joins::HashJoinExec;
 use volley_sql::error::{Result, SqlError};
-use volley_sql::stream::graph::OutputPort;
+use volley_sql::stream::graph::StreamNode;
 use volley_sql::stream::late::LateGate;
-use volley_sql::stream::leaf::EpochSlot;
-use volley_sql::stream::rule::RuleContext;
+use volley_sql::stream::leaf::{EpochSlot, leaves};
+use volley_sql::stream::plan::is_stream_join;
+use volley_sql::stream::rule::{PlanRule, RuleContext};
 use volley_sql::stream::trace::trace_column;
 
-use super::bounds::IntervalBounds;
-use super::plan::{JoinPlan, JoinSide, SideFrontier};
+use super::bounds::interval_bounds;
+use super::plan::IntervalJoinPlan;
+use crate::two_streams::{JoinSide, JoinTime, SideFrontier, join_port};
 
-/// An interval join's two sides (cut) and the bounds between their event times.
-pub(super) struct IntervalSides {
-    pub(super) left: Arc<dyn ExecutionPlan>,
-    pub(super) right: Arc<dyn ExecutionPlan>,
-    pub(super) bounds: IntervalBounds,
+/// Plans each join of two streams whose condition bounds the difference of their event times;
+/// leaves every other to the rules after it.
+#[derive(Debug)]
+pub struct IntervalJoinRule;
+
+impl PlanRule for IntervalJoinRule {
+    fn claims(&self, node: &dyn ExecutionPlan) -> bool {
+        node.downcast_ref::<HashJoinExec>().is_some_and(is_stream_join)
+    }
+
+    fn plan(
+        &self,
+        node: &Arc<dyn ExecutionPlan>,
+        cx: &RuleContext<'_>,
+    ) -> Result<Option<Box<dyn StreamNode>>> {
+        let Some(hash) = node.downcast_ref::<HashJoinExec>() else {
+            return Ok(None);
+        };
+        if !is_stream_join(hash) {
+            return Ok(None);
+        }
+        let Some(bounds) = interval_bounds(hash) else {
+            return Ok(None);
+        };
+        crate::two_streams::check_one_join(cx)?;
+        Ok(Some(Box::new(plan_interval_join(node, hash, bounds, cx)?)))
+    }
 }
 
-/// The interval join `join` of two streams' rows, its output read through `port` (whose rows
-/// go to `slot`).
-pub(super) fn plan_interval_join(
+/// The interval join `join` of two streams' rows (its sides cut).
+fn plan_interval_join(
     join: &Arc<dyn ExecutionPlan>,
-    sides: IntervalSides,
-    port: OutputPort,
-    slot: Arc<EpochSlot>,
+    hash: &HashJoinExec,
+    bounds: super::IntervalBounds,
     cx: &RuleContext<'_>,
-) -> Result<JoinPlan> {
+) -> Result<IntervalJoinPlan> {
     let at = cx.at();
     let refuse = |message: String| SqlError::Unsupported { at, message };
-    let Some(hash) = join.downcast_ref::<HashJoinExec>() else {
-        return Err(SqlError::Internal(
-            "an interval join that is not a hash join".into(),
-        ));
-    };
     if !matches!(
         hash.join_type(),
         datafusion::common::JoinType::Inner | datafusion::common::JoinType::Left
@@ -48,28 +66,41 @@ pub(super) fn plan_interval_join(
             hash.join_type()
         )));
     }
+    let (left, right) = (Arc::clone(hash.left()), Arc::clone(hash.right()));
+    let mut read = leaves(&left);
+    read.extend(leaves(&right));
+    if cx.ports().iter().any(|p| read.contains(&p.name)) {
+        return Err(refuse(
+            "an interval join streams source rows; join aggregates on their shared window instead".into(),
+        ));
+    }
     let display = hash.filter().map_or_else(String::new, |f| {
         volley_sql::sql_text::tidy(&f.expression().to_string())
     });
-    let bounds = sides.bounds;
-    let (left, left_unit) = interval_side(sides.left, bounds.left_ts, &display, cx)?;
-    let (right, right_unit) = interval_side(sides.right, bounds.right_ts, &display, cx)?;
+    let (left, left_unit) = interval_side(left, bounds.left_ts, &display, cx)?;
+    let (right, right_unit) = interval_side(right, bounds.right_ts, &display, cx)?;
     if left_unit != right_unit {
         return Err(refuse(format!(
             "the two event times of the interval join {display} have different units ({left_unit:?} and {right_unit:?}); cast one to the other"
         )));
     }
-    Ok(JoinPlan {
+    let name = cx.output_name(crate::two_streams::JOIN);
+    let slot = EpochSlot::new();
+    let times = [
+        (true, bounds.left_ts, JoinTime::Left),
+        (false, bounds.right_ts, JoinTime::Right),
+    ];
+    let port = join_port(hash, &times, None, name.clone(), Arc::clone(&slot));
+    Ok(IntervalJoinPlan {
         join: Arc::clone(join),
         unit: left_unit,
         left,
         right,
-        width: 0,
         display,
-        post_slot: slot,
-        output_name: port.name.clone(),
-        interval: Some(bounds),
+        bounds,
         state_ttl: cx.state_ttl(),
+        post_slot: slot,
+        output_name: name,
         port,
     })
 }

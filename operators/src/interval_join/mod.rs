@@ -1,4 +1,7 @@
-//! An interval join's epochs: the new rows of each side meet the held (and new) rows of the
+//! Interval joins of two streams' rows: `ON a.k = b.k AND b.ts BETWEEN a.ts - x AND a.ts +
+//! y`, each time a watermarked event time, INNER or LEFT.
+//!
+//! An epoch: the new rows of each side meet the held (and new) rows of the
 //! other; then each side keeps only the rows a future row of the other side could still
 //! match, by that side's watermark, and rows older than their own side's watermark become
 //! late. A LEFT join also remembers which held left rows have matched, by a row id it adds
@@ -7,35 +10,64 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::bounds::IntervalBounds;
-use super::plan::{JoinSide, SideFrontier};
 use arrow::array::{Array, ArrayRef, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::JoinType;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::TaskContext;
 use datafusion::physical_plan::collect;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 
-use super::{JoinOutput, JoinState};
 use volley_sql::stream::operator::{OperatorError, Result};
 
+pub use self::plan::IntervalJoinPlan;
+pub use self::rule::IntervalJoinRule;
+use crate::two_streams::{Held, JoinSide, SideFrontier, run_join, side_rows};
+
+mod bounds;
+mod operator;
+mod plan;
+mod rule;
+#[cfg(test)]
+mod tests;
+
+pub use self::bounds::IntervalBounds;
+
+/// What the join is, in execution errors.
+const WHAT: &str = "the interval join";
+
+/// An interval join's state: each side's held rows, and where each side was trimmed to.
+#[derive(Debug)]
+pub struct IntervalJoinState {
+    plan: IntervalJoinPlan,
+    left: Held,
+    right: Held,
+    /// The left watermark the right side was last trimmed by (the time column's unit).
+    left_mark: Option<i64>,
+    /// The right watermark the left side was last trimmed by.
+    right_mark: Option<i64>,
+    /// A LEFT join: which held left rows have matched.
+    outer: Option<OuterLeft>,
+    task_ctx: Arc<TaskContext>,
+}
+
 /// The row-id column a LEFT interval join adds to its held left rows.
-pub(super) const ROW_ID: &str = "__volley_row";
+const ROW_ID: &str = "__volley_row";
 
 /// What a LEFT interval join remembers of its held left rows.
 #[derive(Debug, Default)]
-pub(super) struct OuterLeft {
+struct OuterLeft {
     /// The next row id.
-    pub(super) next_id: u64,
+    next_id: u64,
     /// Ids of held left rows that have matched.
-    pub(super) matched: BTreeSet<u64>,
+    matched: BTreeSet<u64>,
 }
 
 /// The earliest time (`unit`s) a side's row may have and still meet a future row of the other
 /// side, whose watermark is `mark` (`unit`s): `mark - hi` for the left side, `mark + lo`
 /// for the right (`bound` in nanoseconds, rounded so nothing that could match is dropped).
-pub(super) fn keep_from(mark: i64, bound: i64, per: i64, left: bool) -> i64 {
+fn keep_from(mark: i64, bound: i64, per: i64, left: bool) -> i64 {
     if mark == i64::MAX {
         return i64::MAX;
     }
@@ -46,19 +78,36 @@ pub(super) fn keep_from(mark: i64, bound: i64, per: i64, left: bool) -> i64 {
     }
 }
 
-impl JoinState {
-    /// One interval-join epoch (see the module docs).
-    pub(super) async fn run_interval(
+impl IntervalJoinState {
+    /// Empty state for `plan`.
+    pub fn new(plan: IntervalJoinPlan, task_ctx: Arc<TaskContext>) -> Self {
+        let left_join = plan
+            .join
+            .downcast_ref::<HashJoinExec>()
+            .is_some_and(|j| *j.join_type() == JoinType::Left);
+        Self {
+            plan,
+            left: Held::default(),
+            right: Held::default(),
+            left_mark: None,
+            right_mark: None,
+            outer: left_join.then(OuterLeft::default),
+            task_ctx,
+        }
+    }
+
+    /// One interval-join epoch (see the module docs): its joined rows.
+    async fn run(
         &mut self,
         read: bool,
         watermarks: &HashMap<String, Option<i64>>,
-        bounds: IntervalBounds,
         all_done: bool,
-    ) -> Result<JoinOutput> {
+    ) -> Result<Vec<RecordBatch>> {
+        let bounds = self.plan.bounds;
         let mut rows = Vec::new();
         if read {
-            let new_left = self.side_rows(&self.plan.left).await?;
-            let new_right = self.side_rows(&self.plan.right).await?;
+            let new_left = side_rows(&self.plan.left, &self.task_ctx, WHAT).await?;
+            let new_right = side_rows(&self.plan.right, &self.task_ctx, WHAT).await?;
             let new_left = self.with_row_ids(new_left)?;
             let held_left = self.left.snapshot();
             let mut right_all = self.right.snapshot();
@@ -106,12 +155,12 @@ impl JoinState {
             }
         }
         if left_mark.is_some() {
-            self.joined_before = left_mark;
+            self.left_mark = left_mark;
         }
         if right_mark.is_some() {
             self.right_mark = right_mark;
         }
-        Ok(JoinOutput { rows, windows: 0 })
+        Ok(rows)
     }
 
     /// A side's watermark in the time column's unit (`None` while unknown).
@@ -132,7 +181,7 @@ impl JoinState {
     }
 
     /// The held-left-row schema of a LEFT interval join: the side's columns and a row id.
-    pub(super) fn held_left_schema(&self) -> SchemaRef {
+    fn held_left_schema(&self) -> SchemaRef {
         let side = self.plan.left.plan.schema();
         if self.outer.is_none() {
             return side;
@@ -243,7 +292,14 @@ impl JoinState {
         }
         let lonely = self.strip(&lonely)?;
         // The LEFT join itself, over no right rows, pads them and projects as planned.
-        self.join(lonely, Vec::new()).await
+        run_join(
+            &self.plan.join,
+            (lonely, self.plan.left.plan.schema()),
+            (Vec::new(), self.plan.right.plan.schema()),
+            &self.task_ctx,
+            WHAT,
+        )
+        .await
     }
 
     /// The planned join run as an INNER join (a LEFT join's matched pairs).
@@ -253,9 +309,16 @@ impl JoinState {
         right: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>> {
         if self.outer.is_none() {
-            return self.join(left, right).await;
+            return run_join(
+                &self.plan.join,
+                (left, self.plan.left.plan.schema()),
+                (right, self.plan.right.plan.schema()),
+                &self.task_ctx,
+                WHAT,
+            )
+            .await;
         }
-        let what = "the interval join";
+        let what = WHAT;
         let Some(join) = self.plan.join.downcast_ref::<HashJoinExec>() else {
             return Err(OperatorError::Internal(
                 "an interval join that is not a hash join".into(),
@@ -281,7 +344,7 @@ impl JoinState {
     }
 
     /// The matched ids of a LEFT join, as a checkpoint holds them.
-    pub(super) fn matched_batch(&self) -> Result<Option<RecordBatch>> {
+    fn matched_batch(&self) -> Result<Option<RecordBatch>> {
         let Some(outer) = &self.outer else {
             return Ok(None);
         };
@@ -295,7 +358,7 @@ impl JoinState {
     }
 
     /// Restores a LEFT join's matched ids, and the next id after every held row's.
-    pub(super) fn restore_outer(&mut self, matched: &[RecordBatch]) -> Result<()> {
+    fn restore_outer(&mut self, matched: &[RecordBatch]) -> Result<()> {
         let held = self.left.snapshot();
         let Some(outer) = &mut self.outer else {
             return Ok(());
@@ -319,6 +382,35 @@ impl JoinState {
             }
         }
         outer.next_id = next;
+        Ok(())
+    }
+
+    /// Restores held rows, which left rows matched, and where each side was trimmed to.
+    ///
+    /// # Errors
+    /// Matched ids that are not row ids.
+    fn load(
+        &mut self,
+        left: Vec<RecordBatch>,
+        right: Vec<RecordBatch>,
+        matched: &[RecordBatch],
+        marks: &[Option<i64>],
+    ) -> Result<()> {
+        self.left = Held::default();
+        self.right = Held::default();
+        self.left.add_flat(left);
+        self.right.add_flat(right);
+        self.restore_outer(matched)?;
+        self.left_mark = marks.first().copied().flatten();
+        self.right_mark = marks.get(1).copied().flatten();
+        for (side, wm) in [
+            (&self.plan.left, self.left_mark),
+            (&self.plan.right, self.right_mark),
+        ] {
+            if let (SideFrontier::Sources { gate, .. }, Some(wm)) = (&side.frontier, wm) {
+                gate.set_cutoff(wm.saturating_sub(1));
+            }
+        }
         Ok(())
     }
 }
