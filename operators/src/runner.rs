@@ -71,7 +71,7 @@ impl QueryRunner {
                 operator: node.instantiate(Arc::clone(&task_ctx)),
                 output: Arc::clone(&port.slot),
                 label: String::new(),
-                join: node.kind() == "join",
+                join: node.kind() == crate::two_streams::JOIN,
             });
         }
         let aggregates = stages.iter().filter(|s| !s.join).count();

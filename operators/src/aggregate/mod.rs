@@ -5,6 +5,8 @@
 mod operator;
 mod plan;
 mod rule;
+#[cfg(test)]
+mod tests;
 mod window;
 
 use std::collections::BTreeSet;
