@@ -26,6 +26,9 @@ pub(crate) use self::held::Held;
 /// The kind every join of two streams reports (its checkpoint id and shape order).
 pub const JOIN: &str = "join";
 
+/// Why a join of two streams cannot run in group mode.
+pub const NOT_IN_GROUP_MODE: &str = "joins two streams, which group mode does not run yet: rows of one key may be read by different processes";
+
 /// Where a side's rows of a window are known to be complete.
 #[derive(Debug, Clone)]
 pub enum SideFrontier {

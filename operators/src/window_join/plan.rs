@@ -67,7 +67,7 @@ impl StreamNode for WindowJoinPlan {
     }
 
     fn confined_to(&self, _table: &str, _column: &str) -> Result<bool, String> {
-        Err("joins two streams, which group mode does not run yet: rows of one key may be read by different processes".to_string())
+        Err(crate::two_streams::NOT_IN_GROUP_MODE.to_string())
     }
 
     fn explain(&self, ctx: &ExplainContext<'_>) -> String {
