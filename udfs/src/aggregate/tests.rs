@@ -334,3 +334,110 @@ async fn ungrouped_lanes_with_and_without_nulls() {
         );
     }
 }
+
+/// A sliding sum and average over floats stay right once a NaN or an infinity has left the
+/// frame (DataFusion's own answer NaN for good); whole-frame sums are DataFusion's.
+#[tokio::test]
+async fn sliding_sums_recover_when_nan_and_infinities_leave_the_frame() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("t", DataType::Int64, false),
+        Field::new("x", DataType::Float64, true),
+        Field::new("y", DataType::Float32, true),
+    ]));
+    let xs = [
+        Some(1.0),
+        Some(f64::NAN),
+        Some(2.0),
+        Some(4.0),
+        Some(f64::INFINITY),
+        Some(8.0),
+        Some(3.0),
+        None,
+        None,
+        Some(f64::NEG_INFINITY),
+        Some(f64::INFINITY),
+        Some(-0.5),
+    ];
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from_iter_values(1..=12)),
+            Arc::new(Float64Array::from(xs.to_vec())),
+            Arc::new(Float32Array::from(
+                xs.iter().map(|v| v.map(|v| v as f32)).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap();
+    let ctx = context(1);
+    let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+    ctx.register_table("f", Arc::new(table)).unwrap();
+    let sql = "SELECT sum(x) OVER w AS s, avg(x) OVER w AS a, sum(y) OVER w AS s32,
+                      sum(x) OVER (ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS running
+               FROM f WINDOW w AS (ORDER BY t ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
+               ORDER BY t";
+    let rows = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let column = |name: &str| -> Vec<Option<f64>> {
+        rows.iter()
+            .flat_map(|b| {
+                let c = arrow::compute::cast(b.column_by_name(name).unwrap(), &DataType::Float64)
+                    .unwrap();
+                let c = c.as_any().downcast_ref::<Float64Array>().unwrap().clone();
+                (0..c.len())
+                    .map(|i| c.is_valid(i).then(|| c.value(i)))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let nan = f64::NAN;
+    let inf = f64::INFINITY;
+    // Pairs of neighbours, by hand.
+    let sums = [
+        Some(1.0),
+        Some(nan),
+        Some(nan),
+        Some(6.0),
+        Some(inf),
+        Some(inf),
+        Some(11.0),
+        Some(3.0),
+        None,
+        Some(-inf),
+        Some(nan),
+        Some(inf),
+    ];
+    let avgs = [
+        Some(1.0),
+        Some(nan),
+        Some(nan),
+        Some(3.0),
+        Some(inf),
+        Some(inf),
+        Some(5.5),
+        Some(3.0),
+        None,
+        Some(-inf),
+        Some(nan),
+        Some(inf),
+    ];
+    let same = |a: &[Option<f64>], b: &[Option<f64>]| {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| match (x, y) {
+                (Some(x), Some(y)) => (x.is_nan() && y.is_nan()) || x == y,
+                (None, None) => true,
+                _ => false,
+            })
+    };
+    assert!(same(&column("s"), &sums), "sum: {:?}", column("s"));
+    assert!(same(&column("a"), &avgs), "avg: {:?}", column("a"));
+    assert!(
+        same(&column("s32"), &sums),
+        "sum of REAL: {:?}",
+        column("s32")
+    );
+    let running = column("running");
+    assert!(
+        running.iter().skip(1).all(|v| v.is_some_and(f64::is_nan)),
+        "a running sum holds the NaN for good, as in every engine: {running:?}"
+    );
+}
