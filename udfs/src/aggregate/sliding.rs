@@ -12,14 +12,11 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{DataType, FieldRef, Float64Type};
+use arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::{Result, ScalarValue, internal_err};
-use datafusion::logical_expr::expr::AggregateFunction;
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::utils::AggregateOrderSensitivity;
+use datafusion::logical_expr::function::AccumulatorArgs;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, Expr, GroupsAccumulator, Operator,
-    ReversedUDAF, SetMonotonicity, Signature, StatisticsArgs,
+    Accumulator, AggregateUDF, AggregateUDFImpl, GroupsAccumulator, StatisticsArgs,
 };
 
 /// DataFusion's `sum` or `avg`, with [`FiniteSum`] for float sliding frames.
@@ -167,73 +164,10 @@ impl Accumulator for FiniteSum {
     }
 }
 
-#[warn(clippy::missing_trait_methods)] // delegates, so it implements every trait method
+#[warn(clippy::missing_trait_methods)] // delegates the rest (delegate_to_inner!), so it implements every trait method
 impl AggregateUDFImpl for FiniteSliding {
-    fn name(&self) -> &str {
-        self.inner().name()
-    }
-
-    fn aliases(&self) -> &[String] {
-        self.inner().aliases()
-    }
-
-    fn schema_name(
-        &self,
-        params: &datafusion::logical_expr::expr::AggregateFunctionParams,
-    ) -> Result<String> {
-        self.inner().schema_name(params)
-    }
-
-    fn human_display(
-        &self,
-        params: &datafusion::logical_expr::expr::AggregateFunctionParams,
-    ) -> Result<String> {
-        self.inner().human_display(params)
-    }
-
-    fn window_function_schema_name(
-        &self,
-        params: &datafusion::logical_expr::expr::WindowFunctionParams,
-    ) -> Result<String> {
-        self.inner().window_function_schema_name(params)
-    }
-
-    fn display_name(
-        &self,
-        params: &datafusion::logical_expr::expr::AggregateFunctionParams,
-    ) -> Result<String> {
-        self.inner().display_name(params)
-    }
-
-    fn window_function_display_name(
-        &self,
-        params: &datafusion::logical_expr::expr::WindowFunctionParams,
-    ) -> Result<String> {
-        self.inner().window_function_display_name(params)
-    }
-
-    fn signature(&self) -> &Signature {
-        self.inner().signature()
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner().return_type(arg_types)
-    }
-
-    fn return_field(&self, arg_fields: &[FieldRef]) -> Result<FieldRef> {
-        self.inner().return_field(arg_fields)
-    }
-
-    fn is_nullable(&self) -> bool {
-        self.inner().is_nullable()
-    }
-
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         self.inner().accumulator(args)
-    }
-
-    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        self.inner().state_fields(args)
     }
 
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
@@ -261,70 +195,9 @@ impl AggregateUDFImpl for FiniteSliding {
         Ok(Box::new(FiniteSum::new(self.mean)))
     }
 
-    fn with_beneficial_ordering(
-        self: Arc<Self>,
-        beneficial_ordering: bool,
-    ) -> Result<Option<Arc<dyn AggregateUDFImpl>>> {
-        // SUM/AVG are order-insensitive: nothing to specialise.
-        let _ = beneficial_ordering;
-        Ok(Some(self))
-    }
-
-    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
-        self.inner().order_sensitivity()
-    }
-
-    fn simplify(
-        &self,
-    ) -> Option<datafusion::logical_expr::function::AggregateFunctionSimplification> {
-        self.inner().simplify()
-    }
-
-    fn simplify_expr_op_literal(
-        &self,
-        agg_function: &AggregateFunction,
-        arg: &Expr,
-        op: Operator,
-        lit: &Expr,
-        arg_is_left: bool,
-    ) -> Result<Option<Expr>> {
-        self.inner()
-            .simplify_expr_op_literal(agg_function, arg, op, lit, arg_is_left)
-    }
-
-    fn reverse_expr(&self) -> ReversedUDAF {
-        self.inner().reverse_expr()
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        self.inner().coerce_types(arg_types)
-    }
-
-    fn is_descending(&self) -> Option<bool> {
-        self.inner().is_descending()
-    }
-
     fn value_from_stats(&self, statistics_args: &StatisticsArgs) -> Option<ScalarValue> {
         self.inner().value_from_stats(statistics_args)
     }
 
-    fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
-        self.inner().default_value(data_type)
-    }
-
-    fn supports_null_handling_clause(&self) -> bool {
-        self.inner().supports_null_handling_clause()
-    }
-
-    fn supports_within_group_clause(&self) -> bool {
-        self.inner().supports_within_group_clause()
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        self.inner().documentation()
-    }
-
-    fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
-        self.inner().set_monotonicity(data_type)
-    }
+    crate::aggregate::delegate_to_inner!();
 }
