@@ -17,4 +17,5 @@ operators! {
     aggregate => AggregateRule,
     window_join => WindowJoinRule,
     interval_join => IntervalJoinRule,
+    over => OverRule,
 }

@@ -12,6 +12,7 @@ pub mod operator;
 pub mod order;
 pub mod plan;
 pub mod render;
+pub mod ties;
 pub mod trace;
 pub mod ttl;
 pub mod window;

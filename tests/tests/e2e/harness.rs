@@ -133,7 +133,7 @@ pub fn int_pairs(batches: &[RecordBatch]) -> Vec<(i64, i64)> {
 
 /// One parity suite's sweep over seeds `0..seeds`: the pipeline `sql(seed, rows)` at
 /// micro-batch sizes 1 (over `small` rows), 7, 8192 and random 1..=300 (seeded `seed +
-/// random_seed`, over `rows`), in order and shuffled within the watermark, on `1 + seed % 3`
+/// random_seed`, over `rows`), in order and shuffled within the watermark, on `1 + seed % 4`
 /// workers.
 pub struct Sweep {
     pub seeds: u64,
@@ -163,7 +163,7 @@ pub async fn sweep(sweep: Sweep, sql: impl Fn(u64, u64) -> String) {
             let p = pipeline(&sql(seed, count)).await;
             let input = rows(&p).await;
             for order in [InputOrder::InOrder, InputOrder::Shuffled] {
-                let workers = 1 + (seed as usize) % 3;
+                let workers = 1 + (seed as usize) % 4;
                 let report = parity(&p, &input, sizing.clone(), order, seed, workers).await;
                 let context = format!("seed {seed}, {sizing:?}, {order:?}, {workers} workers");
                 assert_exact(&report, &context);

@@ -19,6 +19,7 @@ mod lookup;
 mod lookup_refresh;
 mod memo_crash;
 mod nexmark;
+mod over;
 mod parity;
 mod partitions;
 mod predict;

@@ -8,7 +8,8 @@
 //! | function | what DataFusion 55 does | fix |
 //! |---|---|---|
 //! | `min`, `max` over floats | grouped: `partial_cmp`, a NaN lets the next value win; starts from `f64::MIN` | [`TotalOrderMinMax`]: NaN above every number, -0.0 below +0.0 |
-//! | `sum`, `avg` over floats in sliding window frames | retracts by subtracting: NaN for good once a NaN or both infinities were in the frame | [`FiniteSliding`]: finite sum plus counts of NaN, +inf, -inf |
+//! | `sum`, `avg` over floats in sliding window frames | retracts by subtracting: NaN for good once a NaN or both infinities were in the frame, and a rounding residue that depends on every row that came before | [`FiniteSliding`]: exact finite sum plus counts of NaN, +inf, -inf |
+//! | `var_samp`, `var_pop`, `stddev`, `stddev_pop` in sliding window frames | retracts a running (Welford) variance: drifts, goes negative (a NaN standard deviation) | [`FiniteSliding`]: exact sums of values and squares, `n·Σx² - (Σx)²` rounded once |
 //! | ORDER BY aggregates, DISTINCT over floats, covariance family, `regr_avgx/avgy` | see [`DeterministicAggregates`] | a rewrite of the call, same meaning |
 //!
 //! Aggregates whose answer depends on row order by definition (`first_value` without
@@ -181,7 +182,7 @@ use datafusion::logical_expr::AggregateUDF;
 
 pub use deterministic::DeterministicAggregates;
 pub use float_key::{FloatKey, FloatKeyFunc, canonical_float_udf, infinite_as_nan_udf};
-pub use sliding::{FiniteSliding, FiniteSum};
+pub use sliding::{ExactSum, FiniteSliding, FiniteSum, Moment};
 pub use total_order::TotalOrderMinMax;
 
 /// Every aggregate override, to register in place of the built-ins of the same name.
@@ -191,5 +192,9 @@ pub fn aggregate_overrides() -> Vec<AggregateUDF> {
         AggregateUDF::new_from_impl(TotalOrderMinMax::max()),
         AggregateUDF::new_from_impl(FiniteSliding::sum()),
         AggregateUDF::new_from_impl(FiniteSliding::avg()),
+        AggregateUDF::new_from_impl(FiniteSliding::variance(true, false)),
+        AggregateUDF::new_from_impl(FiniteSliding::variance(false, false)),
+        AggregateUDF::new_from_impl(FiniteSliding::variance(true, true)),
+        AggregateUDF::new_from_impl(FiniteSliding::variance(false, true)),
     ]
 }

@@ -441,3 +441,128 @@ async fn sliding_sums_recover_when_nan_and_infinities_leave_the_frame() {
         "a running sum holds the NaN for good, as in every engine: {running:?}"
     );
 }
+
+/// An exact sum is the correctly rounded sum of the values it holds, whatever was added and
+/// taken out before and in whatever order: what a sliding frame's sum needs to be the same in
+/// a long-running stream and in a fresh batch.
+#[test]
+fn exact_sums_round_once_and_forget_what_left() {
+    let sum = |values: &[f64]| {
+        let mut s = super::ExactSum::default();
+        values.iter().for_each(|v| s.add(*v));
+        s.value()
+    };
+    assert_eq!(
+        sum(&[0.1; 10]),
+        1.0,
+        "ten tenths, where naive addition gives 0.9999999999999999"
+    );
+    assert_eq!(sum(&[1e16, 1.0, -1e16]), 1.0);
+    assert_eq!(sum(&[1e300, 1e-300, -1e300]), 1e-300);
+    assert_eq!(sum(&[]), 0.0);
+    assert!(sum(&[-0.0]).is_sign_positive(), "a sum of zeros is +0.0");
+    // Half-way cases round to even: 1 + 2^-53 is exactly between 1 and the next float.
+    assert_eq!(sum(&[1.0, f64::EPSILON / 2.0]), 1.0);
+    assert_eq!(
+        sum(&[1.0, f64::EPSILON / 2.0, f64::EPSILON / 1e6]),
+        1.0 + f64::EPSILON
+    );
+    // A frame that slides over amounts leaves no residue once they have all left.
+    let amounts: Vec<f64> = (0..500)
+        .map(|i| ((i * 7919) % 1000) as f64 / 7.0 + 0.01)
+        .collect();
+    let mut s = super::ExactSum::default();
+    for (i, a) in amounts.iter().enumerate() {
+        s.add(*a);
+        if i >= 3 {
+            s.add(-amounts[i - 3]);
+        }
+    }
+    for a in &amounts[amounts.len() - 3..] {
+        s.add(-a);
+    }
+    assert_eq!(s.value(), 0.0);
+    let mut reversed = amounts.clone();
+    reversed.reverse();
+    assert_eq!(
+        sum(&amounts),
+        sum(&reversed),
+        "the order of additions does not matter"
+    );
+}
+
+/// Sliding variances and standard deviations are computed from exact sums: a frame of equal
+/// values has variance 0 (DataFusion's running variance drifts negative, a NaN deviation),
+/// and the answer does not depend on the rows that left the frame before.
+#[tokio::test]
+async fn sliding_variances_are_exact_and_forget_what_left() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("t", DataType::Int64, false),
+        Field::new("x", DataType::Float64, true),
+    ]));
+    let mut xs: Vec<Option<f64>> = (0..40)
+        .map(|i| Some(((i * 7919) % 1000) as f64 / 3.0))
+        .collect();
+    xs.extend([Some(0.33); 6]);
+    xs.extend([None, Some(f64::NAN), Some(1.0), Some(2.0), Some(4.0)]);
+    let n = xs.len() as i64;
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from_iter_values(1..=n)),
+            Arc::new(Float64Array::from(xs.clone())),
+        ],
+    )
+    .unwrap();
+    let ctx = context(1);
+    let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+    ctx.register_table("f", Arc::new(table)).unwrap();
+    let sql = "SELECT var_pop(x) OVER w AS vp, var_samp(x) OVER w AS vs, stddev(x) OVER w AS sd,
+                      stddev_pop(x) OVER w AS sdp
+               FROM f WINDOW w AS (ORDER BY t ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) ORDER BY t";
+    let columns = floats(&ctx, sql).await;
+    let rows: Vec<Vec<f64>> = (0..columns[0].len())
+        .map(|i| columns.iter().map(|c| c[i]).collect())
+        .collect();
+    // By hand, from the frame's values (two-pass, exact enough for these).
+    for (i, row) in rows.iter().enumerate() {
+        let frame: Vec<f64> = xs[i.saturating_sub(2)..=i]
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        let count = frame.len() as f64;
+        if frame.iter().any(|v| v.is_nan()) {
+            assert!(row[0].is_nan() && row[2].is_nan(), "row {i}: {row:?}");
+            continue;
+        }
+        let mean = frame.iter().sum::<f64>() / count;
+        let m2: f64 = frame.iter().map(|v| (v - mean) * (v - mean)).sum();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-300);
+        assert!(
+            close(row[0], m2 / count),
+            "row {i}: var_pop {} vs {}",
+            row[0],
+            m2 / count
+        );
+        if count > 1.0 {
+            assert!(
+                close(row[1], m2 / (count - 1.0)),
+                "row {i}: var_samp {row:?}"
+            );
+            assert!(
+                close(row[2], (m2 / (count - 1.0)).sqrt()),
+                "row {i}: stddev {row:?}"
+            );
+        }
+        assert!(
+            close(row[3], (m2 / count).sqrt()),
+            "row {i}: stddev_pop {row:?}"
+        );
+    }
+    // The frames of equal values: exactly 0, not a residue of the values before them.
+    for row in &rows[42..46] {
+        assert_eq!(row[0], 0.0, "{row:?}");
+        assert_eq!(row[2], 0.0, "{row:?}");
+    }
+}

@@ -28,7 +28,13 @@ pub fn batch_context() -> SessionContext {
 /// [`batch_context`] with `config` (partitions, batch size), for checking that a batch answer
 /// does not depend on how the input is split.
 pub fn batch_context_with(config: datafusion::prelude::SessionConfig) -> SessionContext {
-    let ctx = SessionContext::new_with_config(config);
+    // Rows with equal ORDER BY values of an OVER window are ordered as the stream orders them.
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(crate::stream::ties::WindowTies))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     volley_udfs::register_all(&ctx);
     ctx
 }

@@ -1,0 +1,277 @@
+//! One partition's window functions over its held rows: the frame of each new row from
+//! DataFusion's frame context, aggregates through DataFusion's accumulators (updated with the
+//! rows entering the frame, retracted with those leaving it, as DataFusion's own window
+//! operator does), ranking and navigation by index.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int64Array, UInt32Array, UInt64Array, new_empty_array};
+use arrow::compute::kernels::zip::zip;
+use arrow::compute::{cast, concat, is_null, take};
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::error::Result;
+use datafusion::logical_expr::Accumulator;
+use datafusion::logical_expr::window_state::WindowFrameContext;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+
+use super::function::{Function, Kind, Start};
+use super::partition::{FnState, Partition};
+
+/// The values of `args` over `rows`.
+pub(crate) fn evaluate_args(
+    args: &[Arc<dyn PhysicalExpr>],
+    rows: &RecordBatch,
+) -> Result<Vec<ArrayRef>> {
+    args.iter()
+        .map(|a| a.evaluate(rows)?.into_array(rows.num_rows()))
+        .collect()
+}
+
+/// A fresh accumulator for `kind` (None for functions that hold none).
+pub(crate) fn accumulator(kind: &Kind) -> Result<Option<Box<dyn Accumulator>>> {
+    match kind {
+        Kind::Aggregate { agg, sliding: true } => agg.create_sliding_accumulator().map(Some),
+        Kind::Aggregate {
+            agg,
+            sliding: false,
+        } => agg.create_accumulator().map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Values of each of `functions` for the partition's rows `range` (held rows, all final; rows
+/// after `range` are peers or later rows a frame or LEAD may read).
+pub(crate) fn compute(
+    partition: &mut Partition,
+    functions: &[Function],
+    contexts: &mut [WindowFrameContext],
+    ts: usize,
+    range: Range<usize>,
+) -> Result<Vec<ArrayRef>> {
+    let rows = partition.rows.clone();
+    let order = [Arc::clone(rows.column(ts))];
+    let ts_values = cast(rows.column(ts), &DataType::Int64)?;
+    let ts_values = ts_values
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| datafusion::error::DataFusionError::Internal("event time".into()))?;
+    let mut out = Vec::with_capacity(functions.len());
+    for (i, function) in functions.iter().enumerate() {
+        let column = match &function.kind {
+            Kind::Aggregate { agg, sliding } => {
+                let values = evaluate_args(&function.args, &rows)?;
+                let state = &mut partition.states[i];
+                aggregate_column(
+                    agg,
+                    *sliding,
+                    &values,
+                    &order,
+                    &mut contexts[i],
+                    state,
+                    range.clone(),
+                    rows.num_rows(),
+                    function,
+                )?
+            }
+            Kind::RowNumber => {
+                let first = partition.pruned + range.start as u64 + 1;
+                Arc::new(UInt64Array::from_iter_values(
+                    first..first + range.len() as u64,
+                ))
+            }
+            Kind::Rank | Kind::DenseRank => rank_column(partition, &ts_values, range.clone(), function),
+            Kind::Shift { offset, default } => {
+                let values = evaluate_args(&function.args, &rows)?;
+                shift_column(&values[0], *offset, default, range.clone())?
+            }
+            Kind::Nth { n, last } => {
+                let values = evaluate_args(&function.args, &rows)?;
+                let head = match &partition.head {
+                    Some(head) if function.start == Start::Unbounded && !*last => {
+                        Some(evaluate_args(&function.args, head)?.remove(0))
+                    }
+                    _ => None,
+                };
+                nth_column(
+                    &values[0],
+                    head.as_ref(),
+                    (*n, *last),
+                    &order,
+                    &mut contexts[i],
+                    &mut partition.states[i],
+                    (range.clone(), rows.num_rows(), partition.pruned),
+                    function,
+                )?
+            }
+        };
+        out.push(cast(&column, function.field.data_type())?);
+    }
+    // Ranking state moves past the rows ranked (RANK and DENSE_RANK both start from it).
+    if let Some((rank, dense)) = partition.pending_rank.take() {
+        partition.rank = rank;
+        partition.dense = dense;
+    }
+    if range.end > range.start {
+        partition.last_ts = Some(if ts_values.is_null(range.end - 1) {
+            None
+        } else {
+            Some(ts_values.value(range.end - 1))
+        });
+    }
+    Ok(out)
+}
+
+/// RANK() or DENSE_RANK() for `range`, carrying the partition's last rank (rows with equal
+/// ORDER BY values share one).
+fn rank_column(
+    partition: &mut Partition,
+    ts: &Int64Array,
+    range: Range<usize>,
+    function: &Function,
+) -> ArrayRef {
+    let dense = matches!(function.kind, Kind::DenseRank);
+    let (mut rank, mut dense_rank, mut last) = (partition.rank, partition.dense, partition.last_ts);
+    let mut values = Vec::with_capacity(range.len());
+    for idx in range {
+        let value = (!ts.is_null(idx)).then(|| ts.value(idx));
+        if last != Some(value) {
+            rank = partition.pruned + idx as u64 + 1;
+            dense_rank += 1;
+            last = Some(value);
+        }
+        values.push(if dense { dense_rank } else { rank });
+    }
+    // Both functions may be in one node: the carry moves once both have run.
+    partition.pending_rank = Some((rank, dense_rank));
+    Arc::new(UInt64Array::from(values))
+}
+
+/// LAG/LEAD for `range`: the value `offset` rows back (forward when negative), else the
+/// default.
+fn shift_column(
+    values: &ArrayRef,
+    offset: i64,
+    default: &ScalarValue,
+    range: Range<usize>,
+) -> Result<ArrayRef> {
+    let n = values.len() as i64;
+    let indices: UInt32Array = range
+        .map(|idx| {
+            let j = idx as i64 - offset;
+            (0..n).contains(&j).then_some(j as u32)
+        })
+        .collect();
+    let taken = take(values.as_ref(), &indices, None)?;
+    if default.is_null() || indices.null_count() == 0 {
+        return Ok(taken);
+    }
+    let missing = is_null(&indices)?;
+    let fill = default.to_scalar()?;
+    Ok(zip(&missing, &fill, &taken)?)
+}
+
+/// An aggregate over each row's frame in `range`: rows entering the frame are added, rows
+/// leaving it retracted (sliding frames), as DataFusion's window operator does.
+#[allow(clippy::too_many_arguments)]
+fn aggregate_column(
+    agg: &AggregateFunctionExpr,
+    sliding: bool,
+    values: &[ArrayRef],
+    order: &[ArrayRef],
+    context: &mut WindowFrameContext,
+    state: &mut FnState,
+    range: Range<usize>,
+    length: usize,
+    function: &Function,
+) -> Result<ArrayRef> {
+    let data_type = function.field.data_type();
+    let Some(acc) = state.acc.as_mut() else {
+        return Err(datafusion::error::DataFusionError::Internal(
+            "window aggregate without an accumulator".into(),
+        ));
+    };
+    let mut results = Vec::with_capacity(range.len());
+    for idx in range {
+        let cur = context.calculate_range(order, &state.last, length, idx)?;
+        results.push(inside_range(agg, sliding, &state.last, &cur, values, acc, data_type)?);
+        state.last = cur;
+    }
+    if results.is_empty() {
+        return Ok(new_empty_array(data_type));
+    }
+    ScalarValue::iter_to_array(results)
+}
+
+/// The aggregate over frame `cur`, its accumulator holding frame `last`.
+fn inside_range(
+    agg: &AggregateFunctionExpr,
+    sliding: bool,
+    last: &Range<usize>,
+    cur: &Range<usize>,
+    values: &[ArrayRef],
+    acc: &mut Box<dyn Accumulator>,
+    data_type: &DataType,
+) -> Result<ScalarValue> {
+    let slice = |from: usize, len: usize| -> Vec<ArrayRef> {
+        values.iter().map(|v| v.slice(from, len)).collect()
+    };
+    if cur.start == cur.end {
+        if sliding && last.end > last.start {
+            acc.retract_batch(&slice(last.start, last.end - last.start))?;
+        }
+        return agg.default_value(data_type);
+    }
+    if cur.end > last.end {
+        acc.update_batch(&slice(last.end, cur.end - last.end))?;
+    }
+    if sliding && cur.start > last.start {
+        acc.retract_batch(&slice(last.start, cur.start - last.start))?;
+    }
+    acc.evaluate()
+}
+
+/// FIRST_VALUE / NTH_VALUE / LAST_VALUE over each row's frame in `range`; from UNBOUNDED
+/// PRECEDING, the n-th row of the partition comes from `head` (its first rows).
+#[allow(clippy::too_many_arguments)]
+fn nth_column(
+    values: &ArrayRef,
+    head: Option<&ArrayRef>,
+    (n, last): (usize, bool),
+    order: &[ArrayRef],
+    context: &mut WindowFrameContext,
+    state: &mut FnState,
+    (range, length, pruned): (Range<usize>, usize, u64),
+    function: &Function,
+) -> Result<ArrayRef> {
+    let from_head = function.start == Start::Unbounded && !last;
+    let offset = values.len();
+    let mut indices: Vec<Option<u32>> = Vec::with_capacity(range.len());
+    for idx in range {
+        let cur = context.calculate_range(order, &state.last, length, idx)?;
+        let pick = if cur.start >= cur.end {
+            None
+        } else if last {
+            Some(cur.end - 1)
+        } else if from_head {
+            let frame_rows = pruned as usize + cur.end;
+            let head_rows = head.map_or(0, |h| h.len());
+            (frame_rows >= n && n <= head_rows).then(|| offset + n - 1)
+        } else {
+            let i = cur.start + n - 1;
+            (i < cur.end).then_some(i)
+        };
+        indices.push(pick.map(|i| i as u32));
+        state.last = cur;
+    }
+    let indices = UInt32Array::from(indices);
+    let all = match head {
+        Some(head) if from_head => concat(&[values.as_ref(), head.as_ref()])?,
+        _ => Arc::clone(values),
+    };
+    Ok(take(all.as_ref(), &indices, None)?)
+}

@@ -1,0 +1,497 @@
+//! OVER windows: `agg(x) OVER (PARTITION BY k ORDER BY event_time <frame>)`, `LAG`/`LEAD`,
+//! `FIRST_VALUE`/`LAST_VALUE`/`NTH_VALUE` and `ROW_NUMBER`/`RANK`/`DENSE_RANK`, streamed with
+//! the values batch computes for the same rows.
+//!
+//! An epoch: new rows wait until the watermark passes their event time (then every row at or
+//! before it, its peers included, is known). Rows made final are sorted by partition, event
+//! time and then their other columns (the order batch uses too: see
+//! `volley_sql::stream::ties`), appended to their partition's held rows, and each new row's
+//! functions are computed over its frame, as DataFusion's window operator computes them:
+//! DataFusion's frame bounds, DataFusion's accumulators updated with the rows entering a
+//! frame and retracted with the rows leaving it. A row waiting for LEAD's later rows is
+//! emitted once they are final, or at the end of input.
+//!
+//! A partition then drops the rows no frame, LAG or LEAD can read again, and keeps only a
+//! carry of what it dropped (its row count, its last rank, its first rows for FIRST_VALUE
+//! from UNBOUNDED PRECEDING, a running accumulator); a partition whose frames are all past
+//! and that carries nothing is forgotten. Rows older than the watermark they were made final
+//! by are late: dead letters, at the leaf.
+
+mod evaluate;
+mod function;
+mod operator;
+mod partition;
+mod plan;
+mod rule;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
+use arrow::compute::kernels::cmp::lt;
+use arrow::compute::{
+    SortColumn, cast, concat_batches, filter_record_batch, lexsort_to_indices, not,
+    take_record_batch,
+};
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::window_state::WindowFrameContext;
+use volley_sql::stream::operator::{OperatorError, Result};
+use volley_sql::stream::ties::TIE_ORDER;
+use volley_sql::stream::window::nanos_per_unit;
+
+pub use self::plan::OverPlan;
+pub use self::rule::OverRule;
+use self::function::{Kind, Start};
+use self::partition::Partition;
+use crate::two_streams::{SideFrontier, side_rows};
+
+/// What the OVER node is, in execution errors.
+const WHAT: &str = "the OVER window";
+
+/// A partition's key: its PARTITION BY values in Arrow's row format.
+type Key = Box<[u8]>;
+
+/// An OVER node's state.
+#[derive(Debug)]
+pub struct OverState {
+    plan: OverPlan,
+    task_ctx: Arc<TaskContext>,
+    /// Rows with an event time before it are final (the event time's unit).
+    mark: Option<i64>,
+    /// The watermark of its output, nanoseconds.
+    output_mark: Option<i64>,
+    inner: Mutex<Inner>,
+}
+
+/// What an epoch changes (apart, so a checkpoint can read accumulators, which it must take).
+#[derive(Debug)]
+struct Inner {
+    /// Input rows not final yet.
+    pending: Vec<RecordBatch>,
+    partitions: HashMap<Key, Partition>,
+    /// Partitions with rows not yet emitted (waiting for LEAD's rows).
+    waiting: HashSet<Key>,
+    /// Partitions to look at once the mark passes a time: forgotten if nothing of them can
+    /// matter any more, or idle for `state_ttl`.
+    expiry: BTreeMap<i64, Vec<Key>>,
+    contexts: Vec<WindowFrameContext>,
+    keys: RowConverter,
+}
+
+impl OverState {
+    /// Empty state for `plan`.
+    pub fn new(plan: OverPlan, task_ctx: Arc<TaskContext>) -> Self {
+        let schema = plan.input.plan.schema();
+        let fields: Vec<SortField> = plan
+            .partition_by
+            .iter()
+            .map(|e| SortField::new(e.data_type(&schema).unwrap_or(DataType::Null)))
+            .collect();
+        let keys = RowConverter::new(fields).unwrap_or_else(|_| {
+            RowConverter::new(Vec::new()).unwrap_or_else(|_| unreachable!("no fields"))
+        });
+        let contexts = contexts(&plan);
+        Self {
+            plan,
+            task_ctx,
+            mark: None,
+            output_mark: None,
+            inner: Mutex::new(Inner {
+                pending: Vec::new(),
+                partitions: HashMap::new(),
+                waiting: HashSet::new(),
+                expiry: BTreeMap::new(),
+                contexts,
+                keys,
+            }),
+        }
+    }
+
+    fn per(&self) -> i64 {
+        nanos_per_unit(self.plan.unit)
+    }
+
+    /// How many first rows of each partition FIRST_VALUE/NTH_VALUE from UNBOUNDED PRECEDING
+    /// read.
+    fn head_rows(&self) -> usize {
+        self.plan
+            .functions
+            .iter()
+            .filter_map(|f| match f.kind {
+                Kind::Nth { n, last: false } if f.start == Start::Unbounded => Some(n),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The input's watermark in the event time's unit; `None` while unknown.
+    fn input_mark(
+        &self,
+        watermarks: &HashMap<String, Option<i64>>,
+    ) -> Option<i64> {
+        let wm = match &self.plan.input.frontier {
+            SideFrontier::Sources { sources, .. } => {
+                volley_sql::stream::operator::min_watermark(sources, watermarks)?
+            }
+            SideFrontier::Aggregate { input } => watermarks.get(input).copied().flatten()?,
+        };
+        Some(if wm == i64::MAX {
+            i64::MAX
+        } else {
+            wm.div_euclid(self.per())
+        })
+    }
+
+    /// One epoch (see the module docs): the rows it emits.
+    async fn run(
+        &mut self,
+        read: bool,
+        watermarks: &HashMap<String, Option<i64>>,
+        all_done: bool,
+    ) -> Result<Vec<RecordBatch>> {
+        if read {
+            let rows = side_rows(&self.plan.input, &self.task_ctx, WHAT).await?;
+            let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+            inner
+                .pending
+                .extend(rows.into_iter().filter(|b| b.num_rows() > 0));
+        }
+        let mark = if all_done {
+            Some(i64::MAX)
+        } else {
+            self.input_mark(watermarks)
+        };
+        let Some(mark) = mark else {
+            return Ok(Vec::new());
+        };
+        if self.mark.is_some_and(|m| m >= mark) && !all_done {
+            return Ok(Vec::new());
+        }
+        let previous = self.mark;
+        let head = self.head_rows();
+        let per = self.per();
+        let plan = &self.plan;
+        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        let ready = take_final(&mut inner.pending, plan.ts, mark, previous, all_done)?;
+        let mut out = inner.process(plan, ready, head, all_done)?;
+        out.extend(inner.expire(plan, mark, per)?);
+        let output_mark = inner.output_mark(plan, mark, per);
+        if let SideFrontier::Sources { gate, .. } = &plan.input.frontier {
+            gate.set_cutoff(mark.saturating_sub(1));
+        }
+        self.mark = Some(mark);
+        self.output_mark = output_mark;
+        Ok(out)
+    }
+}
+
+/// One frame context per function (they hold no state between rows).
+fn contexts(plan: &OverPlan) -> Vec<WindowFrameContext> {
+    let order = vec![arrow::compute::SortOptions {
+        descending: false,
+        nulls_first: false,
+    }];
+    plan.functions
+        .iter()
+        .map(|f| WindowFrameContext::new(Arc::clone(&f.frame), order.clone()))
+        .collect()
+}
+
+/// The event times of `batch`'s column `ts` as integers.
+fn times(batch: &RecordBatch, ts: usize) -> Result<Int64Array> {
+    let values = cast(batch.column(ts), &DataType::Int64)?;
+    values
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| OperatorError::Internal("event times are not integers".into()))
+}
+
+/// Takes the rows of `pending` before `mark` (all of them at the end of input), as one batch.
+fn take_final(
+    pending: &mut Vec<RecordBatch>,
+    ts: usize,
+    mark: i64,
+    previous: Option<i64>,
+    all_done: bool,
+) -> Result<Option<RecordBatch>> {
+    let Some(schema) = pending.first().map(RecordBatch::schema) else {
+        return Ok(None);
+    };
+    if all_done {
+        let all = concat_batches(&schema, pending.iter())?;
+        pending.clear();
+        return Ok(Some(all));
+    }
+    let mut ready = Vec::new();
+    let mut kept = Vec::new();
+    for batch in pending.drain(..) {
+        let times = times(&batch, ts)?;
+        if let (Some(previous), Some(min)) = (previous, arrow::compute::min(&times))
+            && min < previous
+        {
+            return Err(OperatorError::Internal(format!(
+                "{WHAT} got a row at {min}, before the watermark {previous} it already emitted by"
+            )));
+        }
+        let before: BooleanArray = lt(&times, &Int64Array::new_scalar(mark))?;
+        // A NULL time is never final before the end of input (it sorts last).
+        let before = if before.null_count() > 0 {
+            arrow::compute::prep_null_mask_filter(&before)
+        } else {
+            before
+        };
+        match before.true_count() {
+            0 => kept.push(batch),
+            n if n == batch.num_rows() => ready.push(batch),
+            _ => {
+                ready.push(filter_record_batch(&batch, &before)?);
+                kept.push(filter_record_batch(&batch, &not(&before)?)?);
+            }
+        }
+    }
+    *pending = kept;
+    if ready.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(concat_batches(&schema, ready.iter())?))
+}
+
+impl Inner {
+    /// Appends final rows to their partitions and emits every row whose values are known.
+    fn process(
+        &mut self,
+        plan: &OverPlan,
+        ready: Option<RecordBatch>,
+        head: usize,
+        all_done: bool,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        let mut touched = HashSet::new();
+        if let Some(batch) = ready.filter(|b| b.num_rows() > 0) {
+            let (batch, keys) = self.sorted(plan, &batch)?;
+            let times = times(&batch, plan.ts)?;
+            // No PARTITION BY: one partition, with an empty key.
+            let rows = if keys.is_empty() {
+                None
+            } else {
+                Some(self.keys.convert_columns(&keys)?)
+            };
+            let n = batch.num_rows();
+            let mut i = 0;
+            while i < n {
+                let mut j = i + 1;
+                let key: Key = match &rows {
+                    Some(rows) => {
+                        while j < n && rows.row(j) == rows.row(i) {
+                            j += 1;
+                        }
+                        rows.row(i).as_ref().into()
+                    }
+                    None => {
+                        j = n;
+                        Box::default()
+                    }
+                };
+                let part_rows = batch.slice(i, j - i);
+                let max_ts = arrow::compute::max(&times.slice(i, j - i));
+                if !self.partitions.contains_key(&key) {
+                    let partition = Partition::new(&batch.schema(), &plan.functions)
+                        .map_err(OperatorError::exec(WHAT))?;
+                    self.partitions.insert(key.clone(), partition);
+                }
+                let partition = self
+                    .partitions
+                    .get_mut(&key)
+                    .ok_or_else(|| OperatorError::Internal("partition vanished".into()))?;
+                partition
+                    .append(&part_rows, head, max_ts)
+                    .map_err(OperatorError::exec(WHAT))?;
+                out.extend(self.emit(plan, &key, all_done)?);
+                touched.insert(key);
+                i = j;
+            }
+        }
+        if all_done {
+            let waiting: Vec<Key> = self
+                .waiting
+                .iter()
+                .filter(|k| !touched.contains(*k))
+                .cloned()
+                .collect();
+            for key in waiting {
+                out.extend(self.emit(plan, &key, true)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `batch` sorted by partition, event time and the tie columns, with its partition keys.
+    fn sorted(
+        &self,
+        plan: &OverPlan,
+        batch: &RecordBatch,
+    ) -> Result<(RecordBatch, Vec<ArrayRef>)> {
+        let keys: Vec<ArrayRef> = plan
+            .partition_by
+            .iter()
+            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())))
+            .collect::<datafusion::error::Result<_>>()
+            .map_err(OperatorError::exec(WHAT))?;
+        let mut columns: Vec<SortColumn> = keys
+            .iter()
+            .map(|k| SortColumn {
+                values: Arc::clone(k),
+                options: Some(TIE_ORDER),
+            })
+            .collect();
+        for c in std::iter::once(plan.ts).chain(plan.ties.iter().copied()) {
+            columns.push(SortColumn {
+                values: Arc::clone(batch.column(c)),
+                options: Some(TIE_ORDER),
+            });
+        }
+        let indices = lexsort_to_indices(&columns, None)?;
+        let sorted = take_record_batch(batch, &indices)?;
+        let keys = keys
+            .iter()
+            .map(|k| arrow::compute::take(k.as_ref(), &indices, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok((sorted, keys))
+    }
+
+    /// Computes and emits the rows of partition `key` whose values are known (all of them at
+    /// the end of input), then drops what no function can read again.
+    fn emit(&mut self, plan: &OverPlan, key: &Key, all_done: bool) -> Result<Option<RecordBatch>> {
+        let Some(partition) = self.partitions.get_mut(key) else {
+            return Ok(None);
+        };
+        let held = partition.rows.num_rows();
+        let ready = if all_done {
+            held
+        } else {
+            held.saturating_sub(plan.lookahead()).max(partition.emitted)
+        };
+        let mut out = None;
+        if ready > partition.emitted {
+            let from = partition.emitted;
+            let values = evaluate::compute(
+                partition,
+                &plan.functions,
+                &mut self.contexts,
+                plan.ts,
+                from..ready,
+            )
+            .map_err(OperatorError::exec(WHAT))?;
+            let rows = partition.rows.slice(from, ready - from);
+            let mut columns = rows.columns().to_vec();
+            columns.extend(values);
+            out = Some(RecordBatch::try_new(Arc::clone(&plan.port.schema), columns)?);
+            partition.emitted = ready;
+        }
+        partition.prune(&plan.functions);
+        if partition.waiting() > 0 {
+            self.waiting.insert(key.clone());
+        } else {
+            self.waiting.remove(key);
+        }
+        if let Some(at) = expiry_time(plan, partition) {
+            self.expiry.entry(at).or_default().push(key.clone());
+        }
+        Ok(out)
+    }
+
+    /// Forgets the partitions nothing of which can matter from `mark` on, and those idle for
+    /// `state_ttl` (emitting their waiting rows as at the end of input).
+    fn expire(&mut self, plan: &OverPlan, mark: i64, per: i64) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        let ttl = ttl_units(plan, per);
+        while let Some(entry) = self.expiry.first_entry() {
+            if *entry.key() >= mark {
+                break;
+            }
+            for key in entry.remove() {
+                let Some(partition) = self.partitions.get(&key) else {
+                    continue;
+                };
+                let idle = ttl.is_some_and(|ttl| {
+                    partition
+                        .max_ts
+                        .is_some_and(|ts| ts.saturating_add(ttl) < mark)
+                });
+                if idle {
+                    out.extend(self.emit(plan, &key, true)?);
+                    self.partitions.remove(&key);
+                    self.waiting.remove(&key);
+                } else if partition.forgettable(&plan.functions, mark, per) {
+                    self.partitions.remove(&key);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The output's watermark (nanoseconds): `mark`, or the earliest row still waiting.
+    fn output_mark(&self, plan: &OverPlan, mark: i64, per: i64) -> Option<i64> {
+        let mut earliest = mark;
+        for key in &self.waiting {
+            let Some(p) = self.partitions.get(key) else {
+                continue;
+            };
+            if let Ok(times) = times(&p.rows.slice(p.emitted, 1), plan.ts)
+                && let Some(ts) = arrow::compute::min(&times)
+            {
+                earliest = earliest.min(ts);
+            }
+        }
+        Some(if earliest == i64::MAX {
+            i64::MAX
+        } else {
+            earliest.saturating_mul(per)
+        })
+    }
+
+    /// Rows held in partitions and waiting to be final.
+    fn rows(&self) -> usize {
+        let held: usize = self.partitions.values().map(|p| p.rows.num_rows()).sum();
+        held + self.pending.iter().map(RecordBatch::num_rows).sum::<usize>()
+    }
+}
+
+/// The sink's `state_ttl` in the event time's unit.
+fn ttl_units(plan: &OverPlan, per: i64) -> Option<i64> {
+    plan.state_ttl
+        .map(|ttl| i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX) / per)
+}
+
+/// When to look at `partition` again: once its frames are all past (only frames that carry
+/// nothing), or once it has been idle for `state_ttl`.
+fn expiry_time(plan: &OverPlan, partition: &Partition) -> Option<i64> {
+    let max_ts = partition.max_ts?;
+    let per = nanos_per_unit(plan.unit);
+    let mut at: Option<i64> = None;
+    let frames: Option<Vec<i64>> = plan
+        .functions
+        .iter()
+        .map(|f| match (f.uses_frame(), f.start) {
+            (true, Start::Rows(0)) => Some(0),
+            (true, Start::Range(back)) => Some(back / per + 1),
+            _ => None,
+        })
+        .collect();
+    if let Some(back) = frames.and_then(|b| b.into_iter().max()) {
+        at = Some(max_ts.saturating_add(back));
+    }
+    if let Some(ttl) = ttl_units(plan, per) {
+        let idle = max_ts.saturating_add(ttl);
+        at = Some(at.map_or(idle, |a| a.min(idle)));
+    }
+    at
+}

@@ -1,0 +1,244 @@
+//! The OVER window's planning rule: a `BoundedWindowAggExec` or `WindowAggExec` (window
+//! functions sharing one PARTITION BY and ORDER BY) becomes an OVER node, when it is ordered
+//! by a watermarked event time and every function and frame can be computed as rows become
+//! final.
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec, WindowExpr};
+use volley_sql::error::{Result, SqlError};
+use volley_sql::sql_text;
+use volley_sql::stream::graph::{Emit, OutputPort, PortTime, StreamNode};
+use volley_sql::stream::late::LateGate;
+use volley_sql::stream::leaf::EpochSlot;
+use volley_sql::stream::rule::{PlanRule, RuleContext};
+use volley_sql::stream::ties::tie_columns;
+use volley_sql::stream::trace::trace_column;
+
+use super::function::classify;
+use super::plan::OverPlan;
+use crate::two_streams::{JoinSide, SideFrontier};
+
+/// Plans each window operator (functions `OVER (PARTITION BY … ORDER BY event_time …)`) as an
+/// OVER node.
+#[derive(Debug)]
+pub struct OverRule;
+
+/// The kind an OVER node reports.
+pub(crate) const OVER: &str = "over";
+
+impl PlanRule for OverRule {
+    fn claims(&self, node: &dyn ExecutionPlan) -> bool {
+        window_parts(node).is_some()
+    }
+
+    fn plan(
+        &self,
+        node: &Arc<dyn ExecutionPlan>,
+        cx: &RuleContext<'_>,
+    ) -> Result<Option<Box<dyn StreamNode>>> {
+        let Some((exprs, input)) = window_parts(node.as_ref()) else {
+            return Ok(None);
+        };
+        Ok(Some(Box::new(plan_over(node, exprs, input, cx)?)))
+    }
+}
+
+/// A window operator's functions and its input.
+type WindowParts<'a> = (&'a [Arc<dyn WindowExpr>], &'a Arc<dyn ExecutionPlan>);
+
+/// A window operator's functions and input.
+fn window_parts(node: &dyn ExecutionPlan) -> Option<WindowParts<'_>> {
+    if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
+        return Some((w.window_expr(), w.input()));
+    }
+    node.downcast_ref::<WindowAggExec>()
+        .map(|w| (w.window_expr(), w.input()))
+}
+
+/// The input under the sorts and exchanges DataFusion put below a window operator (the OVER
+/// node orders each partition's rows itself).
+fn unsorted(mut plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    loop {
+        let exchange = plan.downcast_ref::<SortExec>().is_some()
+            || plan.downcast_ref::<RepartitionExec>().is_some()
+            || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+            || plan.downcast_ref::<SortPreservingMergeExec>().is_some();
+        match plan.children().first() {
+            Some(child) if exchange => plan = Arc::clone(child),
+            _ => return plan,
+        }
+    }
+}
+
+fn plan_over(
+    node: &Arc<dyn ExecutionPlan>,
+    exprs: &[Arc<dyn WindowExpr>],
+    input: &Arc<dyn ExecutionPlan>,
+    cx: &RuleContext<'_>,
+) -> Result<OverPlan> {
+    let at = cx.at();
+    let refuse = |message: String| SqlError::Unsupported { at, message };
+    let input = unsorted(Arc::clone(input));
+    let functions = exprs
+        .iter()
+        .map(|e| classify(e).map_err(refuse))
+        .collect::<Result<Vec<_>>>()?;
+    let first = exprs
+        .first()
+        .ok_or_else(|| SqlError::Internal("a window operator without functions".into()))?;
+    let call = functions
+        .iter()
+        .map(|f| f.text.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let order = first.order_by();
+    let Some(sort) = order.first() else {
+        return Err(refuse(format!(
+            "{call} OVER (...) has no ORDER BY, so each row's value needs its whole partition, which a stream never has: order the window by the event time (OVER (PARTITION BY ... ORDER BY event_time ...)), or compute it in `volley batch`"
+        )));
+    };
+    let order_text = sql_text::expr(&sort.expr);
+    if order.len() > 1 {
+        return Err(refuse(format!(
+            "{call} OVER (... ORDER BY {}) orders by several columns: order by the event time alone (rows with equal times are then ordered by their other columns, in batch and stream alike)",
+            order.iter().map(|s| sql_text::expr(&s.expr)).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if sort.options.descending {
+        return Err(refuse(format!(
+            "{call} OVER (... ORDER BY {order_text} DESC) puts each row after rows that have not happened yet: order by the event time ascending"
+        )));
+    }
+    if sort.options.nulls_first {
+        return Err(refuse(format!(
+            "{call} OVER (... ORDER BY {order_text} NULLS FIRST) puts rows without an event time, which may come at any time, before the others: drop NULLS FIRST"
+        )));
+    }
+    let not_time = || {
+        refuse(format!(
+            "{call} OVER (... ORDER BY {order_text}): an OVER window is streamed in event-time order, so its ORDER BY must be the watermarked event-time column itself; order by the event time, or compute it in `volley batch`"
+        ))
+    };
+    let ts = sort
+        .expr
+        .downcast_ref::<Column>()
+        .map(Column::index)
+        .ok_or_else(not_time)?;
+    let ts_type = input.schema().field(ts).data_type().clone();
+    let DataType::Timestamp(unit, _) = ts_type else {
+        return Err(not_time());
+    };
+    let origins = trace_column(&input, ts).ok_or_else(not_time)?;
+    let ports = cx.ports();
+    let frontier = if let Some(port) = origins
+        .first()
+        .and_then(|o| volley_sql::stream::graph::port(&ports, &o.input))
+    {
+        if port.emit == Emit::Upsert {
+            return Err(refuse(format!(
+                "{call} OVER (...) over {} would see every update of its rows again: window the inner aggregate (GROUP BY date_bin(INTERVAL ..., event_time), ...) so each row is emitted once",
+                port.described
+            )));
+        }
+        let time = origins
+            .iter()
+            .map(|o| port.time(o.column).filter(|_| o.input == port.name))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|t| t.first().copied().cloned())
+            .ok_or_else(|| {
+                refuse(format!(
+                    "{call} OVER (... ORDER BY {order_text}) over {} must be ordered by {}",
+                    port.described, port.time_rule
+                ))
+            })?;
+        SideFrontier::Aggregate {
+            input: time.watermark,
+        }
+    } else {
+        let mut sources = Vec::new();
+        for origin in &origins {
+            if let Some(source) = cx.source(&origin.input) {
+                let named = source.schema.fields().get(origin.column).map(|f| f.name());
+                let watermarked = source.watermark.as_ref().map(|w| &w.column);
+                if watermarked.is_some() && named != watermarked {
+                    return Err(not_time());
+                }
+            }
+            let time = cx
+                .event_time(
+                    origin,
+                    &format!("{call} OVER (... ORDER BY {order_text})"),
+                    "no row's peers would ever be known, and none would be emitted",
+                )?
+                .ok_or_else(not_time)?;
+            if !sources.contains(&time.table) {
+                sources.push(time.table);
+            }
+        }
+        SideFrontier::Sources {
+            sources,
+            gate: LateGate::new(),
+        }
+    };
+    let plan = match &frontier {
+        SideFrontier::Sources { sources, gate } => {
+            cx.split_late_identity(&input, sources, gate, &ts_type)?
+        }
+        SideFrontier::Aggregate { .. } => input,
+    };
+    let side = JoinSide {
+        plan: cx.partition_rowwise(plan)?,
+        window_column: ts,
+        frontier,
+    };
+    let name = cx.output_name(OVER);
+    let slot = EpochSlot::new();
+    let schema = node.schema();
+    let ts_name = schema.field(ts).name().clone();
+    let port = OutputPort {
+        name: name.clone(),
+        schema: Arc::clone(&schema),
+        slot: Arc::clone(&slot),
+        times: vec![PortTime {
+            column: ts,
+            step: None,
+            watermark: name.clone(),
+            what: format!("the OVER window's event time {ts_name}"),
+            watermark_means: "the earliest event time the OVER window can still emit: the watermark it last emitted by, or an earlier row still waiting for LEAD's later rows".to_string(),
+        }],
+        emit: Emit::Append,
+        described: "an OVER window".to_string(),
+        time_rule: format!("the event time the OVER window is ordered by ({ts_name})"),
+        key: Vec::new(),
+        needs_window: Some(format!(
+            "is streamed when it is windowed by the OVER window's event time (GROUP BY date_bin(INTERVAL ..., {ts_name}), ...), so each window closes once its rows are final"
+        )),
+    };
+    let ties = tie_columns(&side.plan.schema(), &[ts]);
+    let key_sources = first
+        .partition_by()
+        .iter()
+        .map(|e| crate::grouped::key_sources(e, &side.plan, cx))
+        .collect();
+    Ok(OverPlan {
+        key_sources,
+        partition_by: first.partition_by().to_vec(),
+        input: side,
+        functions,
+        ts,
+        unit,
+        ties,
+        state_ttl: None,
+        post_slot: slot,
+        output_name: name,
+        port,
+    })
+}

@@ -1,0 +1,361 @@
+//! An OVER node's state in a checkpoint, as Arrow rows:
+//!
+//! - `pending`: input rows not final yet;
+//! - `partitions`: one row per partition: its key (PARTITION BY values in Arrow's row format),
+//!   rows emitted and dropped, ranking carry, greatest event time, each function's last frame
+//!   and each running (UNBOUNDED PRECEDING) aggregate's state, as the aggregate's own state
+//!   fields;
+//! - `rows` and `head`: each partition's held rows and first rows, with the partition's row
+//!   number in `partitions`.
+//!
+//! A sliding aggregate's accumulator is not written: it is rebuilt on restore from the held
+//! rows of its last frame, which are exactly the rows it holds.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch, UInt64Array,
+};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::compute::kernels::cmp::eq;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use volley_sql::stream::operator::{OperatorError, RestoredState, Result, StatePiece};
+
+use super::function::Kind;
+use super::partition::{FnState, Partition};
+use super::{Key, OverState, WHAT};
+
+/// The column naming a held row's partition.
+const PARTITION: &str = "__volley_partition";
+
+impl OverState {
+    /// The schema of the `partitions` piece.
+    fn partitions_schema(&self) -> Result<SchemaRef> {
+        let mut fields = vec![
+            Field::new("key", DataType::Binary, false),
+            Field::new("emitted", DataType::UInt64, false),
+            Field::new("pruned", DataType::UInt64, false),
+            Field::new("ranked", DataType::Boolean, false),
+            Field::new("last_ts", DataType::Int64, true),
+            Field::new("rank", DataType::UInt64, false),
+            Field::new("dense", DataType::UInt64, false),
+            Field::new("max_ts", DataType::Int64, true),
+        ];
+        for (i, f) in self.plan.functions.iter().enumerate() {
+            fields.push(Field::new(format!("f{i}_start"), DataType::UInt64, false));
+            fields.push(Field::new(format!("f{i}_end"), DataType::UInt64, false));
+            if let Kind::Aggregate { agg, sliding: false } = &f.kind {
+                for s in agg.state_fields().map_err(OperatorError::exec(WHAT))? {
+                    fields.push(Field::new(
+                        format!("f{i}_{}", s.name()),
+                        s.data_type().clone(),
+                        true,
+                    ));
+                }
+            }
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// `schema` with the partition column.
+    fn held_schema(&self) -> SchemaRef {
+        let schema = self.plan.input.plan.schema();
+        let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(PARTITION, DataType::UInt64, false)));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The checkpoint's pieces. Running accumulators give their state (which takes it) and are
+    /// replaced by accumulators merged from it.
+    pub(super) fn pieces(&self) -> Result<Vec<StatePiece>> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| OperatorError::Internal("OVER state poisoned".into()))?;
+        let inner = &mut *inner;
+        let input = self.plan.input.plan.schema();
+        let held = self.held_schema();
+        let mut keys = Vec::new();
+        let mut numbers: Vec<Vec<u64>> = vec![Vec::new(); 4];
+        let mut last_ts = Vec::new();
+        let mut max_ts = Vec::new();
+        let mut ranked = Vec::new();
+        let mut frames: Vec<(Vec<u64>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); self.plan.functions.len()];
+        let mut states: Vec<Vec<Vec<ScalarValue>>> = vec![Vec::new(); self.plan.functions.len()];
+        let mut rows = Vec::new();
+        let mut heads = Vec::new();
+        for (ordinal, (key, p)) in inner.partitions.iter_mut().enumerate() {
+            keys.push(key.to_vec());
+            numbers[0].push(p.emitted as u64);
+            numbers[1].push(p.pruned);
+            numbers[2].push(p.rank);
+            numbers[3].push(p.dense);
+            ranked.push(p.last_ts.is_some());
+            last_ts.push(p.last_ts.flatten());
+            max_ts.push(p.max_ts);
+            for (i, (f, state)) in self.plan.functions.iter().zip(&mut p.states).enumerate() {
+                frames[i].0.push(state.last.start as u64);
+                frames[i].1.push(state.last.end as u64);
+                if let (Kind::Aggregate { agg, sliding: false }, Some(acc)) = (&f.kind, &mut state.acc) {
+                    let values = acc.state().map_err(OperatorError::exec(WHAT))?;
+                    let mut fresh = agg.create_accumulator().map_err(OperatorError::exec(WHAT))?;
+                    let arrays = values
+                        .iter()
+                        .map(|v| v.to_array())
+                        .collect::<datafusion::error::Result<Vec<_>>>()
+                        .map_err(OperatorError::exec(WHAT))?;
+                    fresh.merge_batch(&arrays).map_err(OperatorError::exec(WHAT))?;
+                    *acc = fresh;
+                    states[i].push(values);
+                }
+            }
+            rows.push(with_partition(&held, &p.rows, ordinal)?);
+            if let Some(head) = &p.head {
+                heads.push(with_partition(&held, head, ordinal)?);
+            }
+        }
+        let schema = self.partitions_schema()?;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(BinaryArray::from_iter_values(keys.iter())),
+            Arc::new(UInt64Array::from(numbers[0].clone())),
+            Arc::new(UInt64Array::from(numbers[1].clone())),
+            Arc::new(BooleanArray::from(ranked)),
+            Arc::new(Int64Array::from(last_ts)),
+            Arc::new(UInt64Array::from(numbers[2].clone())),
+            Arc::new(UInt64Array::from(numbers[3].clone())),
+            Arc::new(Int64Array::from(max_ts)),
+        ];
+        for (i, f) in self.plan.functions.iter().enumerate() {
+            columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut frames[i].0))));
+            columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut frames[i].1))));
+            if let Kind::Aggregate { agg, sliding: false } = &f.kind {
+                let fields = agg.state_fields().map_err(OperatorError::exec(WHAT))?;
+                for (j, field) in fields.iter().enumerate() {
+                    let column = states[i].iter().map(|s| s[j].clone());
+                    let array = if states[i].is_empty() {
+                        arrow::array::new_empty_array(field.data_type())
+                    } else {
+                        ScalarValue::iter_to_array(column).map_err(OperatorError::exec(WHAT))?
+                    };
+                    columns.push(array);
+                }
+            }
+        }
+        let partitions = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+        let pending = inner.pending.clone();
+        Ok(vec![
+            StatePiece {
+                name: "pending".into(),
+                schema: input,
+                rows: pending,
+            },
+            StatePiece {
+                name: "partitions".into(),
+                schema,
+                rows: vec![partitions],
+            },
+            StatePiece {
+                name: "rows".into(),
+                schema: Arc::clone(&held),
+                rows: vec![concat_batches(&held, rows.iter())?],
+            },
+            StatePiece {
+                name: "head".into(),
+                schema: Arc::clone(&held),
+                rows: vec![concat_batches(&held, heads.iter())?],
+            },
+        ])
+    }
+
+    /// Loads a checkpoint's pieces into the empty state.
+    pub(super) fn load(&mut self, state: &mut RestoredState) -> Result<()> {
+        let missing = |name: &str| {
+            OperatorError::Checkpoint(format!(
+                "the checkpoint of {} has no '{name}' piece",
+                self.plan.output_name
+            ))
+        };
+        let pending = state.take("pending").ok_or_else(|| missing("pending"))?;
+        let partitions = state.take("partitions").ok_or_else(|| missing("partitions"))?;
+        let rows = state.take("rows").ok_or_else(|| missing("rows"))?;
+        let heads = state.take("head").ok_or_else(|| missing("head"))?;
+        let input = self.plan.input.plan.schema();
+        let rows = by_partition(&self.held_schema(), &input, rows)?;
+        let heads = by_partition(&self.held_schema(), &input, heads)?;
+        let schema = self.partitions_schema()?;
+        let partitions = concat_batches(&schema, partitions.iter())?;
+        let plan = self.plan.clone();
+        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        inner.pending = pending.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let column = |name: &str| -> Result<ArrayRef> {
+            partitions
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| OperatorError::Checkpoint(format!("no column '{name}' in the OVER checkpoint")))
+        };
+        let u64s = |name: &str| -> Result<UInt64Array> {
+            column(name)?
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .cloned()
+                .ok_or_else(|| OperatorError::Checkpoint(format!("'{name}' is not UInt64")))
+        };
+        let i64s = |name: &str| -> Result<Int64Array> {
+            column(name)?
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned()
+                .ok_or_else(|| OperatorError::Checkpoint(format!("'{name}' is not Int64")))
+        };
+        let keys = column("key")?;
+        let keys = keys
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .ok_or_else(|| OperatorError::Checkpoint("'key' is not binary".into()))?;
+        let (emitted, pruned, rank, dense) = (u64s("emitted")?, u64s("pruned")?, u64s("rank")?, u64s("dense")?);
+        let ranked = column("ranked")?;
+        let ranked = ranked
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .cloned()
+            .ok_or_else(|| OperatorError::Checkpoint("'ranked' is not boolean".into()))?;
+        let (last_ts, max_ts) = (i64s("last_ts")?, i64s("max_ts")?);
+        let value = |a: &Int64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
+        for p in 0..partitions.num_rows() {
+            let held = rows
+                .get(&(p as u64))
+                .cloned()
+                .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&input)));
+            let mut partition = Partition::new(&input, &plan.functions)
+                .map_err(OperatorError::exec(WHAT))?;
+            partition.rows = held;
+            partition.head = heads.get(&(p as u64)).cloned();
+            partition.emitted = usize::try_from(emitted.value(p)).unwrap_or(usize::MAX);
+            partition.pruned = pruned.value(p);
+            partition.rank = rank.value(p);
+            partition.dense = dense.value(p);
+            partition.last_ts = ranked.value(p).then(|| value(&last_ts, p));
+            partition.max_ts = value(&max_ts, p);
+            for (i, f) in plan.functions.iter().enumerate() {
+                let start = u64s(&format!("f{i}_start"))?.value(p) as usize;
+                let end = u64s(&format!("f{i}_end"))?.value(p) as usize;
+                let fn_state = &mut partition.states[i];
+                fn_state.last = Range { start, end };
+                restore_accumulator(f, fn_state, &partition.rows, &partitions, i, p)?;
+            }
+            if partition.emitted > partition.rows.num_rows() {
+                return Err(OperatorError::Checkpoint(format!(
+                    "the OVER checkpoint's partition {p} emitted more rows than it holds"
+                )));
+            }
+            let key: Key = keys.value(p).into();
+            if partition.waiting() > 0 {
+                inner.waiting.insert(key.clone());
+            }
+            if let Some(at) = super::expiry_time(&plan, &partition) {
+                inner.expiry.entry(at).or_default().push(key.clone());
+            }
+            inner.partitions.insert(key, partition);
+        }
+        Ok(())
+    }
+}
+
+/// An aggregate's accumulator as it was: a running one merged from its state; a sliding one
+/// updated with the rows of its last frame.
+fn restore_accumulator(
+    function: &super::function::Function,
+    state: &mut FnState,
+    rows: &RecordBatch,
+    partitions: &RecordBatch,
+    i: usize,
+    p: usize,
+) -> Result<()> {
+    let Kind::Aggregate { agg, sliding } = &function.kind else {
+        return Ok(());
+    };
+    let Some(acc) = state.acc.as_mut() else {
+        return Ok(());
+    };
+    if *sliding {
+        let range = state.last.clone();
+        if range.end > rows.num_rows() || range.start > range.end {
+            return Err(OperatorError::Checkpoint(format!(
+                "the OVER checkpoint's frame {range:?} is outside the partition's {} rows",
+                rows.num_rows()
+            )));
+        }
+        if range.end > range.start {
+            let values = super::evaluate::evaluate_args(&function.args, rows)
+                .map_err(OperatorError::exec(WHAT))?;
+            let slice: Vec<ArrayRef> = values
+                .iter()
+                .map(|v| v.slice(range.start, range.end - range.start))
+                .collect();
+            acc.update_batch(&slice).map_err(OperatorError::exec(WHAT))?;
+        }
+        return Ok(());
+    }
+    let fields = agg.state_fields().map_err(OperatorError::exec(WHAT))?;
+    let arrays = fields
+        .iter()
+        .map(|f| {
+            partitions
+                .column_by_name(&format!("f{i}_{}", f.name()))
+                .map(|c| c.slice(p, 1))
+                .ok_or_else(|| {
+                    OperatorError::Checkpoint(format!(
+                        "no state '{}' of {} in the OVER checkpoint",
+                        f.name(),
+                        function.text
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    acc.merge_batch(&arrays).map_err(OperatorError::exec(WHAT))
+}
+
+/// `rows` with the partition column set to `ordinal`.
+fn with_partition(held: &SchemaRef, rows: &RecordBatch, ordinal: usize) -> Result<RecordBatch> {
+    let mut columns = rows.columns().to_vec();
+    columns.push(Arc::new(UInt64Array::from(vec![ordinal as u64; rows.num_rows()])));
+    Ok(RecordBatch::try_new(Arc::clone(held), columns)?)
+}
+
+/// Held rows by partition row number, without the partition column.
+fn by_partition(
+    held: &SchemaRef,
+    input: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<std::collections::HashMap<u64, RecordBatch>> {
+    let all = concat_batches(held, batches.iter())?;
+    let mut out = std::collections::HashMap::new();
+    let Some(column) = all.column_by_name(PARTITION) else {
+        return Ok(out);
+    };
+    let ids = column
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .cloned()
+        .ok_or_else(|| OperatorError::Checkpoint(format!("'{PARTITION}' is not UInt64")))?;
+    let data = all.project(&(0..input.fields().len()).collect::<Vec<_>>())?;
+    // Rows are written partition by partition: each partition's rows are one run.
+    let mut i = 0;
+    while i < ids.len() {
+        let id = ids.value(i);
+        let mut j = i + 1;
+        while j < ids.len() && ids.value(j) == id {
+            j += 1;
+        }
+        let rows = data.slice(i, j - i);
+        if out.insert(id, rows).is_some() {
+            let mask = eq(&ids, &UInt64Array::new_scalar(id))?;
+            let rows = filter_record_batch(&data, &mask)?;
+            out.insert(id, rows);
+        }
+        i = j;
+    }
+    Ok(out)
+}
