@@ -7,6 +7,7 @@ mod checkpoint_format;
 mod crash;
 mod delta_loop;
 mod duckdb_oracle;
+mod duckdb_over;
 mod edges;
 mod flight_clients;
 mod harness;
