@@ -1,9 +1,13 @@
 -- Fraud scoring: every ride request is scored by a small ONNX model (fraud.onnx, built by
--- build_model.py), and so is each rider's activity per one-minute window. Both go to Delta
--- tables whose commits record the model's SHA-256 (commitInfo "volley.models").
+-- build_model.py) on rolling features of its rider, and so is each rider's activity per
+-- one-minute window. Both go to Delta tables whose commits record the model's SHA-256
+-- (commitInfo "volley.models").
 --
--- The model takes [amount, hour, distance_km, requests_last_hour]; the ride generator has no
--- fares, so the features are derived from its columns.
+-- The model takes [amount, hour, distance_km, requests_last_hour]. The rider's requests in
+-- the last 10 minutes and the last hour, and the time since the rider's previous request, are
+-- OVER windows: the same SQL run with `volley batch` over history gives the training table,
+-- with the same values. The ride generator has no fares, so amount and distance are derived
+-- from its columns.
 
 CREATE MODEL fraud STORED AS ONNX LOCATION 'examples/fraud/fraud.onnx'
 OPTIONS ('backend' 'tract', 'max_rows' '8192');
@@ -30,17 +34,32 @@ CREATE EXTERNAL TABLE scored_requests STORED AS DELTA LOCATION 'out/fraud/scored
 CREATE EXTERNAL TABLE rider_risk_1m STORED AS DELTA LOCATION 'out/fraud/rider_risk_1m'
 OPTIONS ('merge_key' 'rider_id, window_start');
 
--- Per event: a score for every request as it arrives.
+-- Per event: each request with its rider's rolling features, scored as it arrives.
 INSERT INTO scored_requests
 SELECT request_id,
        rider_id,
        event_time,
+       requests_10m,
+       requests_1h,
+       seconds_since_previous,
        predict('fraud',
                (request_id % 200) * 0.5,
                extract(hour FROM event_time),
                abs(lat - round(lat)) * 111.0,
-               rider_id % 12) AS score
-FROM ride_requests;
+               requests_1h) AS score
+FROM (
+  SELECT request_id,
+         rider_id,
+         lat,
+         event_time,
+         count(*) OVER (PARTITION BY rider_id ORDER BY event_time
+                        RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS requests_10m,
+         count(*) OVER (PARTITION BY rider_id ORDER BY event_time
+                        RANGE BETWEEN INTERVAL '1 hour' PRECEDING AND CURRENT ROW) AS requests_1h,
+         arrow_cast(event_time - LAG(event_time) OVER (PARTITION BY rider_id ORDER BY event_time),
+                    'Int64') / 1e9 AS seconds_since_previous
+  FROM ride_requests
+) AS features;
 
 -- Per rider and window: the model over the window's aggregates.
 INSERT INTO rider_risk_1m

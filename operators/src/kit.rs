@@ -115,6 +115,34 @@ impl Kit {
         out
     }
 
+    /// Runs one epoch over `batch` (the source's columns), then advances the source's
+    /// watermark to `watermark` (nanoseconds). Returns how many rows the INSERT emitted.
+    ///
+    /// # Errors
+    /// Execution failures.
+    pub async fn epoch_batch(&mut self, batch: RecordBatch, watermark: i64) -> Result<usize> {
+        self.watermark = Some(watermark);
+        self.slot.set(vec![batch]);
+        let watermarks = HashMap::from([("s".to_string(), self.watermark)]);
+        let parts = self.runner.run_epoch(true, &watermarks, false).await;
+        self.slot.clear();
+        Ok(parts?
+            .iter()
+            .flat_map(|p| &p.rows)
+            .map(RecordBatch::num_rows)
+            .sum())
+    }
+
+    /// The source's schema.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// The INSERT's runner (its operators' state, for tests of what they hold).
+    pub fn runner(&self) -> &QueryRunner {
+        &self.runner
+    }
+
     /// Ends the input: everything the INSERT still holds is emitted.
     ///
     /// # Errors

@@ -10,26 +10,14 @@ use arrow::array::{Array, ArrayRef, Int64Array, UInt32Array, UInt64Array, new_em
 use arrow::compute::kernels::zip::zip;
 use arrow::compute::{cast, concat, is_null, take};
 use arrow::datatypes::DataType;
-use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::logical_expr::Accumulator;
 use datafusion::logical_expr::window_state::WindowFrameContext;
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
 use super::function::{Function, Kind, Start};
 use super::partition::{FnState, Partition};
-
-/// The values of `args` over `rows`.
-pub(crate) fn evaluate_args(
-    args: &[Arc<dyn PhysicalExpr>],
-    rows: &RecordBatch,
-) -> Result<Vec<ArrayRef>> {
-    args.iter()
-        .map(|a| a.evaluate(rows)?.into_array(rows.num_rows()))
-        .collect()
-}
 
 /// A fresh accumulator for `kind` (None for functions that hold none).
 pub(crate) fn accumulator(kind: &Kind) -> Result<Option<Box<dyn Accumulator>>> {
@@ -43,30 +31,86 @@ pub(crate) fn accumulator(kind: &Kind) -> Result<Option<Box<dyn Accumulator>>> {
     }
 }
 
-/// Values of each of `functions` for the partition's rows `range` (held rows, all final; rows
-/// after `range` are peers or later rows a frame or LEAD may read).
+/// One function's values for an epoch's emitted rows, gathered partition by partition: values
+/// one at a time (aggregates, as DataFusion computes them) or whole arrays.
+#[derive(Debug, Default)]
+pub(crate) struct Gathered {
+    arrays: Vec<ArrayRef>,
+    /// Values after every array in `arrays`.
+    scalars: Vec<ScalarValue>,
+}
+
+impl Gathered {
+    fn flush(&mut self) -> Result<()> {
+        if !self.scalars.is_empty() {
+            let values = std::mem::take(&mut self.scalars);
+            self.arrays.push(ScalarValue::iter_to_array(values)?);
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, array: ArrayRef) -> Result<()> {
+        self.flush()?;
+        self.arrays.push(array);
+        Ok(())
+    }
+
+    /// The values gathered, as one array of `data_type`.
+    pub fn finish(&mut self, data_type: &DataType) -> Result<ArrayRef> {
+        self.flush()?;
+        let arrays: Vec<ArrayRef> = std::mem::take(&mut self.arrays)
+            .into_iter()
+            .map(|a| cast(&a, data_type))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(match arrays.len() {
+            0 => new_empty_array(data_type),
+            1 => Arc::clone(&arrays[0]),
+            _ => {
+                let refs: Vec<&dyn Array> = arrays.iter().map(AsRef::as_ref).collect();
+                concat(&refs)?
+            }
+        })
+    }
+}
+
+/// Gathers into `out` the values of each of `functions` for the partition's rows `range`
+/// (held rows, all final; rows after `range` are peers or later rows a frame or LEAD may
+/// read).
 pub(crate) fn compute(
     partition: &mut Partition,
     functions: &[Function],
     contexts: &mut [WindowFrameContext],
     ts: usize,
     range: Range<usize>,
-) -> Result<Vec<ArrayRef>> {
+    out: &mut [Gathered],
+) -> Result<()> {
     let rows = partition.rows.clone();
     let order = [Arc::clone(rows.column(ts))];
-    let ts_values = cast(rows.column(ts), &DataType::Int64)?;
-    let ts_values = ts_values
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .cloned()
-        .ok_or_else(|| datafusion::error::DataFusionError::Internal("event time".into()))?;
-    let mut out = Vec::with_capacity(functions.len());
+    let args = |f: &Function| rows.columns()[f.cols.clone()].to_vec();
+    let ranked = functions
+        .iter()
+        .any(|f| matches!(f.kind, Kind::Rank | Kind::DenseRank));
+    // Ranks compare event times: only then are they read as integers.
+    let ts_values = if ranked {
+        let values = cast(rows.column(ts), &DataType::Int64)?;
+        Some(
+            values
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned()
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal("event time".into())
+                })?,
+        )
+    } else {
+        None
+    };
     for (i, function) in functions.iter().enumerate() {
         let column = match &function.kind {
             Kind::Aggregate { agg, sliding } => {
-                let values = evaluate_args(&function.args, &rows)?;
+                let values = args(function);
                 let state = &mut partition.states[i];
-                aggregate_column(
+                aggregate_values(
                     agg,
                     *sliding,
                     &values,
@@ -75,8 +119,9 @@ pub(crate) fn compute(
                     state,
                     range.clone(),
                     rows.num_rows(),
-                    function,
-                )?
+                    (function, &mut out[i].scalars),
+                )?;
+                continue;
             }
             Kind::RowNumber => {
                 let first = partition.pruned + range.start as u64 + 1;
@@ -84,16 +129,21 @@ pub(crate) fn compute(
                     first..first + range.len() as u64,
                 ))
             }
-            Kind::Rank | Kind::DenseRank => rank_column(partition, &ts_values, range.clone(), function),
+            Kind::Rank | Kind::DenseRank => {
+                let ts = ts_values.as_ref().ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal("ranks without times".into())
+                })?;
+                rank_column(partition, ts, range.clone(), function)
+            }
             Kind::Shift { offset, default } => {
-                let values = evaluate_args(&function.args, &rows)?;
+                let values = args(function);
                 shift_column(&values[0], *offset, default, range.clone())?
             }
             Kind::Nth { n, last } => {
-                let values = evaluate_args(&function.args, &rows)?;
+                let values = args(function);
                 let head = match &partition.head {
                     Some(head) if function.start == Start::Unbounded && !*last => {
-                        Some(evaluate_args(&function.args, head)?.remove(0))
+                        head.columns().get(function.cols.start).cloned()
                     }
                     _ => None,
                 };
@@ -109,21 +159,21 @@ pub(crate) fn compute(
                 )?
             }
         };
-        out.push(cast(&column, function.field.data_type())?);
+        out[i].push(column)?;
     }
     // Ranking state moves past the rows ranked (RANK and DENSE_RANK both start from it).
     if let Some((rank, dense)) = partition.pending_rank.take() {
         partition.rank = rank;
         partition.dense = dense;
     }
-    if range.end > range.start {
+    if let Some(ts_values) = ts_values.filter(|_| range.end > range.start) {
         partition.last_ts = Some(if ts_values.is_null(range.end - 1) {
             None
         } else {
             Some(ts_values.value(range.end - 1))
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// RANK() or DENSE_RANK() for `range`, carrying the partition's last rank (rows with equal
@@ -175,10 +225,11 @@ fn shift_column(
     Ok(zip(&missing, &fill, &taken)?)
 }
 
-/// An aggregate over each row's frame in `range`: rows entering the frame are added, rows
-/// leaving it retracted (sliding frames), as DataFusion's window operator does.
+/// An aggregate over each row's frame in `range`, into `results`: rows entering the frame
+/// are added, rows leaving it retracted (sliding frames), as DataFusion's window operator
+/// does.
 #[allow(clippy::too_many_arguments)]
-fn aggregate_column(
+fn aggregate_values(
     agg: &AggregateFunctionExpr,
     sliding: bool,
     values: &[ArrayRef],
@@ -187,24 +238,20 @@ fn aggregate_column(
     state: &mut FnState,
     range: Range<usize>,
     length: usize,
-    function: &Function,
-) -> Result<ArrayRef> {
+    (function, results): (&Function, &mut Vec<ScalarValue>),
+) -> Result<()> {
     let data_type = function.field.data_type();
     let Some(acc) = state.acc.as_mut() else {
         return Err(datafusion::error::DataFusionError::Internal(
             "window aggregate without an accumulator".into(),
         ));
     };
-    let mut results = Vec::with_capacity(range.len());
     for idx in range {
         let cur = context.calculate_range(order, &state.last, length, idx)?;
         results.push(inside_range(agg, sliding, &state.last, &cur, values, acc, data_type)?);
         state.last = cur;
     }
-    if results.is_empty() {
-        return Ok(new_empty_array(data_type));
-    }
-    ScalarValue::iter_to_array(results)
+    Ok(())
 }
 
 /// The aggregate over frame `cur`, its accumulator holding frame `last`.

@@ -54,6 +54,8 @@ pub(crate) struct Function {
     pub kind: Kind,
     /// The arguments it reads from each row (an aggregate's inputs, a navigation's value).
     pub args: Vec<Arc<dyn PhysicalExpr>>,
+    /// Where their values are among a partition's held columns (after the event time).
+    pub cols: std::ops::Range<usize>,
     /// Its frame (ignored by ranking and LAG/LEAD).
     pub frame: Arc<WindowFrame>,
     /// Where its frame starts.
@@ -166,6 +168,7 @@ pub(crate) fn classify(expr: &Arc<dyn WindowExpr>) -> Result<Function, String> {
     Ok(Function {
         kind,
         args,
+        cols: 0..0,
         frame,
         start,
         field,

@@ -27,7 +27,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
@@ -74,12 +74,12 @@ pub struct OverState {
 struct Inner {
     /// Input rows not final yet.
     pending: Vec<RecordBatch>,
-    partitions: HashMap<Key, Partition>,
+    partitions: datafusion::common::HashMap<Key, Partition>,
     /// Partitions with rows not yet emitted (waiting for LEAD's rows).
-    waiting: HashSet<Key>,
-    /// Partitions to look at once the mark passes a time: forgotten if nothing of them can
-    /// matter any more, or idle for `state_ttl`.
-    expiry: BTreeMap<i64, Vec<Key>>,
+    waiting: datafusion::common::HashSet<Key>,
+    /// The mark partitions were last looked at by, to forget those nothing of which can matter
+    /// any more (or idle for `state_ttl`), and the rows made final since.
+    swept: (Option<i64>, usize),
     contexts: Vec<WindowFrameContext>,
     keys: RowConverter,
 }
@@ -104,9 +104,9 @@ impl OverState {
             output_mark: None,
             inner: Mutex::new(Inner {
                 pending: Vec::new(),
-                partitions: HashMap::new(),
-                waiting: HashSet::new(),
-                expiry: BTreeMap::new(),
+                partitions: datafusion::common::HashMap::default(),
+                waiting: datafusion::common::HashSet::default(),
+                swept: (None, 0),
                 contexts,
                 keys,
             }),
@@ -180,15 +180,58 @@ impl OverState {
         let plan = &self.plan;
         let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
         let ready = take_final(&mut inner.pending, plan.ts, mark, previous, all_done)?;
-        let mut out = inner.process(plan, ready, head, all_done)?;
-        out.extend(inner.expire(plan, mark, per)?);
+        let mut out = EpochOut::new(plan);
+        inner.process(plan, ready, head, all_done, &mut out)?;
+        inner.sweep(plan, mark, per, &mut out)?;
+        let out = out.finish(plan)?;
         let output_mark = inner.output_mark(plan, mark, per);
         if let SideFrontier::Sources { gate, .. } = &plan.input.frontier {
             gate.set_cutoff(mark.saturating_sub(1));
         }
         self.mark = Some(mark);
         self.output_mark = output_mark;
-        Ok(out)
+        Ok(out.into_iter().collect())
+    }
+}
+
+/// An epoch's emitted rows and their functions' values, in one order.
+#[derive(Debug)]
+struct EpochOut {
+    rows: Vec<RecordBatch>,
+    values: Vec<evaluate::Gathered>,
+    /// Every partition emits exactly the rows appended to it (no LEAD): the epoch's sorted
+    /// final rows are the emitted rows, whole.
+    fast: bool,
+}
+
+impl EpochOut {
+    fn new(plan: &OverPlan) -> Self {
+        Self {
+            rows: Vec::new(),
+            values: plan.functions.iter().map(|_| Default::default()).collect(),
+            fast: plan.lookahead() == 0,
+        }
+    }
+
+    /// The rows emitted, with their values: one batch, or none.
+    fn finish(mut self, plan: &OverPlan) -> Result<Option<RecordBatch>> {
+        let input = plan.input.plan.schema();
+        let rows = concat_batches(&input, self.rows.iter())?;
+        if rows.num_rows() == 0 {
+            return Ok(None);
+        }
+        let mut columns = rows.columns().to_vec();
+        for (values, f) in self.values.iter_mut().zip(&plan.functions) {
+            columns.push(
+                values
+                    .finish(f.field.data_type())
+                    .map_err(OperatorError::exec(WHAT))?,
+            );
+        }
+        Ok(Some(RecordBatch::try_new(
+            Arc::clone(&plan.port.schema),
+            columns,
+        )?))
     }
 }
 
@@ -202,6 +245,21 @@ fn contexts(plan: &OverPlan) -> Vec<WindowFrameContext> {
         .iter()
         .map(|f| WindowFrameContext::new(Arc::clone(&f.frame), order.clone()))
         .collect()
+}
+
+/// What partitions hold of `batch`'s rows: the event time and each function's arguments.
+fn values(plan: &OverPlan, batch: &RecordBatch) -> Result<RecordBatch> {
+    let mut columns = vec![Arc::clone(batch.column(plan.ts))];
+    for f in &plan.functions {
+        for arg in &f.args {
+            let value = arg
+                .evaluate(batch)
+                .and_then(|v| v.into_array(batch.num_rows()))
+                .map_err(OperatorError::exec(WHAT))?;
+            columns.push(value);
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::clone(&plan.values), columns)?)
 }
 
 /// The event times of `batch`'s column `ts` as integers.
@@ -272,12 +330,17 @@ impl Inner {
         ready: Option<RecordBatch>,
         head: usize,
         all_done: bool,
-    ) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
-        let mut touched = HashSet::new();
+        out: &mut EpochOut,
+    ) -> Result<()> {
+        let mut touched = datafusion::common::HashSet::<Key>::default();
         if let Some(batch) = ready.filter(|b| b.num_rows() > 0) {
             let (batch, keys) = self.sorted(plan, &batch)?;
+            if out.fast {
+                out.rows.push(batch.clone());
+            }
             let times = times(&batch, plan.ts)?;
+            let values = values(plan, &batch)?;
+            self.swept.1 += batch.num_rows();
             // No PARTITION BY: one partition, with an empty key.
             let rows = if keys.is_empty() {
                 None
@@ -288,34 +351,37 @@ impl Inner {
             let mut i = 0;
             while i < n {
                 let mut j = i + 1;
-                let key: Key = match &rows {
+                let key: &[u8] = match &rows {
                     Some(rows) => {
                         while j < n && rows.row(j) == rows.row(i) {
                             j += 1;
                         }
-                        rows.row(i).as_ref().into()
+                        rows.row(i).data()
                     }
                     None => {
                         j = n;
-                        Box::default()
+                        &[]
                     }
                 };
-                let part_rows = batch.slice(i, j - i);
-                let max_ts = arrow::compute::max(&times.slice(i, j - i));
-                if !self.partitions.contains_key(&key) {
-                    let partition = Partition::new(&batch.schema(), &plan.functions)
-                        .map_err(OperatorError::exec(WHAT))?;
-                    self.partitions.insert(key.clone(), partition);
+                let part = values.slice(i, j - i);
+                let full = (!out.fast).then(|| batch.slice(i, j - i));
+                // Times sort NULLs last: the run's greatest time is its last non-NULL one.
+                let max_ts = (i..j).rev().find(|r| times.is_valid(*r)).map(|r| times.value(r));
+                match self.partitions.get_mut(key) {
+                    Some(partition) => partition
+                        .append((&part, full.as_ref()), head, max_ts)
+                        .map_err(OperatorError::exec(WHAT))?,
+                    None => {
+                        let partition =
+                            Partition::new((part, full), &plan.functions, head, max_ts)
+                                .map_err(OperatorError::exec(WHAT))?;
+                        self.partitions.insert(key.into(), partition);
+                    }
                 }
-                let partition = self
-                    .partitions
-                    .get_mut(&key)
-                    .ok_or_else(|| OperatorError::Internal("partition vanished".into()))?;
-                partition
-                    .append(&part_rows, head, max_ts)
-                    .map_err(OperatorError::exec(WHAT))?;
-                out.extend(self.emit(plan, &key, all_done)?);
-                touched.insert(key);
+                self.emit(plan, key, all_done, out)?;
+                if all_done {
+                    touched.insert(Key::from(key));
+                }
                 i = j;
             }
         }
@@ -327,10 +393,10 @@ impl Inner {
                 .cloned()
                 .collect();
             for key in waiting {
-                out.extend(self.emit(plan, &key, true)?);
+                self.emit(plan, &key, true, out)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// `batch` sorted by partition, event time and the tie columns, with its partition keys.
@@ -369,9 +435,9 @@ impl Inner {
 
     /// Computes and emits the rows of partition `key` whose values are known (all of them at
     /// the end of input), then drops what no function can read again.
-    fn emit(&mut self, plan: &OverPlan, key: &Key, all_done: bool) -> Result<Option<RecordBatch>> {
+    fn emit(&mut self, plan: &OverPlan, key: &[u8], all_done: bool, out: &mut EpochOut) -> Result<()> {
         let Some(partition) = self.partitions.get_mut(key) else {
-            return Ok(None);
+            return Ok(());
         };
         let held = partition.rows.num_rows();
         let ready = if all_done {
@@ -379,63 +445,72 @@ impl Inner {
         } else {
             held.saturating_sub(plan.lookahead()).max(partition.emitted)
         };
-        let mut out = None;
         if ready > partition.emitted {
             let from = partition.emitted;
-            let values = evaluate::compute(
+            evaluate::compute(
                 partition,
                 &plan.functions,
                 &mut self.contexts,
-                plan.ts,
+                0,
                 from..ready,
+                &mut out.values,
             )
             .map_err(OperatorError::exec(WHAT))?;
-            let rows = partition.rows.slice(from, ready - from);
-            let mut columns = rows.columns().to_vec();
-            columns.extend(values);
-            out = Some(RecordBatch::try_new(Arc::clone(&plan.port.schema), columns)?);
+            if !out.fast {
+                let full = partition.full.as_ref().ok_or_else(|| {
+                    OperatorError::Internal("an OVER partition without its whole rows".into())
+                })?;
+                out.rows.push(full.slice(from, ready - from));
+            }
             partition.emitted = ready;
         }
         partition.prune(&plan.functions);
         if partition.waiting() > 0 {
-            self.waiting.insert(key.clone());
-        } else {
+            self.waiting.insert(key.into());
+        } else if !self.waiting.is_empty() {
             self.waiting.remove(key);
         }
-        if let Some(at) = expiry_time(plan, partition) {
-            self.expiry.entry(at).or_default().push(key.clone());
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// Forgets the partitions nothing of which can matter from `mark` on, and those idle for
-    /// `state_ttl` (emitting their waiting rows as at the end of input).
-    fn expire(&mut self, plan: &OverPlan, mark: i64, per: i64) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
-        let ttl = ttl_units(plan, per);
-        while let Some(entry) = self.expiry.first_entry() {
-            if *entry.key() >= mark {
-                break;
-            }
-            for key in entry.remove() {
-                let Some(partition) = self.partitions.get(&key) else {
-                    continue;
-                };
-                let idle = ttl.is_some_and(|ttl| {
-                    partition
-                        .max_ts
-                        .is_some_and(|ts| ts.saturating_add(ttl) < mark)
-                });
-                if idle {
-                    out.extend(self.emit(plan, &key, true)?);
-                    self.partitions.remove(&key);
-                    self.waiting.remove(&key);
-                } else if partition.forgettable(&plan.functions, mark, per) {
-                    self.partitions.remove(&key);
-                }
-            }
+    /// `state_ttl` (emitting their waiting rows as at the end of input). Looks once the mark
+    /// has moved on by the shortest frame (or `state_ttl`) and at least half as many rows as
+    /// there are partitions have been made final since: each look's cost is paid by the rows.
+    fn sweep(&mut self, plan: &OverPlan, mark: i64, per: i64, out: &mut EpochOut) -> Result<()> {
+        let Some(every) = sweep_every(plan, per) else {
+            return Ok(());
+        };
+        let (swept, rows) = self.swept;
+        let moved = swept.is_none_or(|s| mark.saturating_sub(s) >= every);
+        if !moved || rows < self.partitions.len() / 2 {
+            return Ok(());
         }
-        Ok(out)
+        self.swept = (Some(mark), 0);
+        let ttl = ttl_units(plan, per);
+        let idle = |p: &Partition| {
+            ttl.is_some_and(|ttl| p.max_ts.is_some_and(|ts| ts.saturating_add(ttl) < mark))
+        };
+        // Idle partitions' waiting rows are emitted first, as at the end of input.
+        let flush: Vec<Key> = self
+            .waiting
+            .iter()
+            .filter(|k| self.partitions.get(*k).is_some_and(idle))
+            .cloned()
+            .collect();
+        let fast = std::mem::replace(&mut out.fast, false);
+        for key in &flush {
+            self.emit(plan, key, true, out)?;
+        }
+        out.fast = fast;
+        let functions = &plan.functions;
+        self.partitions
+            .retain(|_, p| !(idle(p) || p.forgettable(functions, mark, per)));
+        if !flush.is_empty() {
+            let partitions = &self.partitions;
+            self.waiting.retain(|k| partitions.contains_key(k));
+        }
+        Ok(())
     }
 
     /// The output's watermark (nanoseconds): `mark`, or the earliest row still waiting.
@@ -471,27 +546,23 @@ fn ttl_units(plan: &OverPlan, per: i64) -> Option<i64> {
         .map(|ttl| i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX) / per)
 }
 
-/// When to look at `partition` again: once its frames are all past (only frames that carry
-/// nothing), or once it has been idle for `state_ttl`.
-fn expiry_time(plan: &OverPlan, partition: &Partition) -> Option<i64> {
-    let max_ts = partition.max_ts?;
-    let per = nanos_per_unit(plan.unit);
-    let mut at: Option<i64> = None;
+/// How far the mark moves between looks for partitions to forget: the longest frame of an
+/// OVER whose frames carry nothing (then a partition whose last row is that far back matters
+/// no more), or `state_ttl`, whichever is shorter; `None` when neither forgets anything.
+fn sweep_every(plan: &OverPlan, per: i64) -> Option<i64> {
     let frames: Option<Vec<i64>> = plan
         .functions
         .iter()
         .map(|f| match (f.uses_frame(), f.start) {
-            (true, Start::Rows(0)) => Some(0),
+            (true, Start::Rows(0)) => Some(1),
             (true, Start::Range(back)) => Some(back / per + 1),
             _ => None,
         })
         .collect();
-    if let Some(back) = frames.and_then(|b| b.into_iter().max()) {
-        at = Some(max_ts.saturating_add(back));
+    let frames = frames.and_then(|b| b.into_iter().max());
+    let ttl = ttl_units(plan, per).map(|t| t.max(1));
+    match (frames, ttl) {
+        (Some(f), Some(t)) => Some(f.min(t)),
+        (f, t) => f.or(t),
     }
-    if let Some(ttl) = ttl_units(plan, per) {
-        let idle = max_ts.saturating_add(ttl);
-        at = Some(at.map_or(idle, |a| a.min(idle)));
-    }
-    at
 }

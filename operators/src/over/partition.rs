@@ -5,7 +5,6 @@
 use std::ops::Range;
 
 use arrow::compute::concat_batches;
-use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 use datafusion::logical_expr::Accumulator;
@@ -24,9 +23,12 @@ pub(crate) struct FnState {
 /// One partition of an OVER node.
 #[derive(Debug)]
 pub(crate) struct Partition {
-    /// Held final rows, in order (ORDER BY value, then the tie columns); rows before
+    /// Held final rows, in order (ORDER BY value, then the tie columns), as the functions read
+    /// them: the event time and each function's arguments (`OverPlan::values`); rows before
     /// `emitted` have been emitted.
     pub rows: RecordBatch,
+    /// The same rows whole, when rows wait for LEAD (their output needs every column).
+    pub full: Option<RecordBatch>,
     /// How many of `rows` have been emitted.
     pub emitted: usize,
     /// Rows of the partition dropped from the front of `rows` so far.
@@ -48,8 +50,14 @@ pub(crate) struct Partition {
 }
 
 impl Partition {
-    /// An empty partition of rows with `schema`.
-    pub fn new(schema: &SchemaRef, functions: &[Function]) -> Result<Self> {
+    /// A partition of its first final `rows` (in order; `full`: whole, when kept), keeping the
+    /// first `head` apart.
+    pub fn new(
+        (rows, full): (RecordBatch, Option<RecordBatch>),
+        functions: &[Function],
+        head: usize,
+        max_ts: Option<i64>,
+    ) -> Result<Self> {
         let states = functions
             .iter()
             .map(|f| {
@@ -59,23 +67,30 @@ impl Partition {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let head = (head > 0).then(|| rows.slice(0, head.min(rows.num_rows())));
         Ok(Self {
-            rows: RecordBatch::new_empty(schema.clone()),
+            rows,
+            full,
             emitted: 0,
             pruned: 0,
-            head: None,
+            head,
             states,
             last_ts: None,
             rank: 0,
             dense: 0,
             pending_rank: None,
-            max_ts: None,
+            max_ts,
         })
     }
 
     /// Appends final rows (after every held row in order), keeping the first `head` rows of
     /// the partition apart.
-    pub fn append(&mut self, rows: &RecordBatch, head: usize, max_ts: Option<i64>) -> Result<()> {
+    pub fn append(
+        &mut self,
+        (rows, full): (&RecordBatch, Option<&RecordBatch>),
+        head: usize,
+        max_ts: Option<i64>,
+    ) -> Result<()> {
         if head > 0 {
             let have = self.head.as_ref().map_or(0, RecordBatch::num_rows);
             if have < head {
@@ -91,6 +106,14 @@ impl Partition {
         } else {
             concat_batches(&rows.schema(), [&self.rows, rows])?
         };
+        if let Some(full) = full {
+            self.full = Some(match &self.full {
+                Some(held) if held.num_rows() > 0 => {
+                    concat_batches(&full.schema(), [held, full])?
+                }
+                _ => full.clone(),
+            });
+        }
         if let Some(ts) = max_ts {
             self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
         }
@@ -125,6 +148,9 @@ impl Partition {
             return;
         }
         self.rows = self.rows.slice(keep, self.rows.num_rows() - keep);
+        if let Some(full) = &self.full {
+            self.full = Some(full.slice(keep, full.num_rows() - keep));
+        }
         self.emitted -= keep;
         self.pruned += keep as u64;
         for state in &mut self.states {

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use arrow::datatypes::TimeUnit;
+use arrow::datatypes::{SchemaRef, TimeUnit};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
 use volley_sql::sql_text;
@@ -26,6 +26,9 @@ pub struct OverPlan {
     pub input: JoinSide,
     /// The window functions, in output order.
     pub(crate) functions: Vec<Function>,
+    /// What a partition holds of each row: the event time, then each function's arguments
+    /// (at the function's `cols`).
+    pub values: SchemaRef,
     /// PARTITION BY, over the input's rows.
     pub partition_by: Vec<Arc<dyn PhysicalExpr>>,
     /// The source columns each PARTITION BY key is copied from (group mode).

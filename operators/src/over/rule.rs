@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -87,7 +87,7 @@ fn plan_over(
     let at = cx.at();
     let refuse = |message: String| SqlError::Unsupported { at, message };
     let input = unsorted(Arc::clone(input));
-    let functions = exprs
+    let mut functions = exprs
         .iter()
         .map(|e| classify(e).map_err(refuse))
         .collect::<Result<Vec<_>>>()?;
@@ -223,12 +223,27 @@ fn plan_over(
         )),
     };
     let ties = tie_columns(&side.plan.schema(), &[ts]);
+    // What a partition holds of each row: its event time and the functions' arguments.
+    let input_schema = side.plan.schema();
+    let mut fields = vec![Field::new("ts", ts_type.clone(), true)];
+    for (i, f) in functions.iter_mut().enumerate() {
+        let from = fields.len();
+        for (j, arg) in f.args.iter().enumerate() {
+            let data_type = arg
+                .data_type(&input_schema)
+                .map_err(|e| SqlError::plan(at, e))?;
+            fields.push(Field::new(format!("f{i}_a{j}"), data_type, true));
+        }
+        f.cols = from..fields.len();
+    }
+    let values = Arc::new(Schema::new(fields));
     let key_sources = first
         .partition_by()
         .iter()
         .map(|e| crate::grouped::key_sources(e, &side.plan, cx))
         .collect();
     Ok(OverPlan {
+        values,
         key_sources,
         partition_by: first.partition_by().to_vec(),
         input: side,

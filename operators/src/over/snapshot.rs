@@ -5,8 +5,9 @@
 //!   rows emitted and dropped, ranking carry, greatest event time, each function's last frame
 //!   and each running (UNBOUNDED PRECEDING) aggregate's state, as the aggregate's own state
 //!   fields;
-//! - `rows` and `head`: each partition's held rows and first rows, with the partition's row
-//!   number in `partitions`.
+//! - `rows` and `head`: each partition's held rows and first rows as the functions read them
+//!   (the event time and the functions' arguments), with the partition's row number in
+//!   `partitions`; `full`: the held rows whole, where rows wait for LEAD.
 //!
 //! A sliding aggregate's accumulator is not written: it is rebuilt on restore from the held
 //! rows of its last frame, which are exactly the rows it holds.
@@ -60,8 +61,7 @@ impl OverState {
     }
 
     /// `schema` with the partition column.
-    fn held_schema(&self) -> SchemaRef {
-        let schema = self.plan.input.plan.schema();
+    fn held_schema(schema: &SchemaRef) -> SchemaRef {
         let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(PARTITION, DataType::UInt64, false)));
         Arc::new(Schema::new(fields))
@@ -76,7 +76,10 @@ impl OverState {
             .map_err(|_| OperatorError::Internal("OVER state poisoned".into()))?;
         let inner = &mut *inner;
         let input = self.plan.input.plan.schema();
-        let held = self.held_schema();
+        let values = Arc::clone(&self.plan.values);
+        let held = Self::held_schema(&values);
+        let held_full = Self::held_schema(&input);
+        let (mut full, mut full_ids) = (Vec::new(), Vec::new());
         let mut keys = Vec::new();
         let mut numbers: Vec<Vec<u64>> = vec![Vec::new(); 4];
         let mut last_ts = Vec::new();
@@ -84,8 +87,8 @@ impl OverState {
         let mut ranked = Vec::new();
         let mut frames: Vec<(Vec<u64>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); self.plan.functions.len()];
         let mut states: Vec<Vec<Vec<ScalarValue>>> = vec![Vec::new(); self.plan.functions.len()];
-        let mut rows = Vec::new();
-        let mut heads = Vec::new();
+        let (mut rows, mut row_ids) = (Vec::new(), Vec::new());
+        let (mut heads, mut head_ids) = (Vec::new(), Vec::new());
         for (ordinal, (key, p)) in inner.partitions.iter_mut().enumerate() {
             keys.push(key.to_vec());
             numbers[0].push(p.emitted as u64);
@@ -100,20 +103,30 @@ impl OverState {
                 frames[i].1.push(state.last.end as u64);
                 if let (Kind::Aggregate { agg, sliding: false }, Some(acc)) = (&f.kind, &mut state.acc) {
                     let values = acc.state().map_err(OperatorError::exec(WHAT))?;
-                    let mut fresh = agg.create_accumulator().map_err(OperatorError::exec(WHAT))?;
-                    let arrays = values
-                        .iter()
-                        .map(|v| v.to_array())
-                        .collect::<datafusion::error::Result<Vec<_>>>()
-                        .map_err(OperatorError::exec(WHAT))?;
-                    fresh.merge_batch(&arrays).map_err(OperatorError::exec(WHAT))?;
-                    *acc = fresh;
+                    if !keeps_state(agg) {
+                        // Its state was taken: carry on from an accumulator merged from it.
+                        let mut fresh =
+                            agg.create_accumulator().map_err(OperatorError::exec(WHAT))?;
+                        let arrays = values
+                            .iter()
+                            .map(|v| v.to_array())
+                            .collect::<datafusion::error::Result<Vec<_>>>()
+                            .map_err(OperatorError::exec(WHAT))?;
+                        fresh.merge_batch(&arrays).map_err(OperatorError::exec(WHAT))?;
+                        *acc = fresh;
+                    }
                     states[i].push(values);
                 }
             }
-            rows.push(with_partition(&held, &p.rows, ordinal)?);
+            rows.push(p.rows.clone());
+            row_ids.extend(std::iter::repeat_n(ordinal as u64, p.rows.num_rows()));
+            if let Some(whole) = &p.full {
+                full.push(whole.clone());
+                full_ids.extend(std::iter::repeat_n(ordinal as u64, whole.num_rows()));
+            }
             if let Some(head) = &p.head {
-                heads.push(with_partition(&held, head, ordinal)?);
+                heads.push(head.clone());
+                head_ids.extend(std::iter::repeat_n(ordinal as u64, head.num_rows()));
             }
         }
         let schema = self.partitions_schema()?;
@@ -148,7 +161,7 @@ impl OverState {
         Ok(vec![
             StatePiece {
                 name: "pending".into(),
-                schema: input,
+                schema: Arc::clone(&input),
                 rows: pending,
             },
             StatePiece {
@@ -159,12 +172,17 @@ impl OverState {
             StatePiece {
                 name: "rows".into(),
                 schema: Arc::clone(&held),
-                rows: vec![concat_batches(&held, rows.iter())?],
+                rows: vec![with_partitions(&held, &values, &rows, row_ids)?],
             },
             StatePiece {
                 name: "head".into(),
                 schema: Arc::clone(&held),
-                rows: vec![concat_batches(&held, heads.iter())?],
+                rows: vec![with_partitions(&held, &values, &heads, head_ids)?],
+            },
+            StatePiece {
+                name: "full".into(),
+                schema: Arc::clone(&held_full),
+                rows: vec![with_partitions(&held_full, &input, &full, full_ids)?],
             },
         ])
     }
@@ -181,9 +199,13 @@ impl OverState {
         let partitions = state.take("partitions").ok_or_else(|| missing("partitions"))?;
         let rows = state.take("rows").ok_or_else(|| missing("rows"))?;
         let heads = state.take("head").ok_or_else(|| missing("head"))?;
+        let full = state.take("full").unwrap_or_default();
         let input = self.plan.input.plan.schema();
-        let rows = by_partition(&self.held_schema(), &input, rows)?;
-        let heads = by_partition(&self.held_schema(), &input, heads)?;
+        let values = Arc::clone(&self.plan.values);
+        let rows = by_partition(&Self::held_schema(&values), &values, rows)?;
+        let heads = by_partition(&Self::held_schema(&values), &values, heads)?;
+        let full = by_partition(&Self::held_schema(&input), &input, full)?;
+        let lead = self.plan.lookahead() > 0;
         let schema = self.partitions_schema()?;
         let partitions = concat_batches(&schema, partitions.iter())?;
         let plan = self.plan.clone();
@@ -227,10 +249,14 @@ impl OverState {
             let held = rows
                 .get(&(p as u64))
                 .cloned()
-                .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&input)));
-            let mut partition = Partition::new(&input, &plan.functions)
+                .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&values)));
+            let whole = lead.then(|| {
+                full.get(&(p as u64))
+                    .cloned()
+                    .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&input)))
+            });
+            let mut partition = Partition::new((held, whole), &plan.functions, 0, None)
                 .map_err(OperatorError::exec(WHAT))?;
-            partition.rows = held;
             partition.head = heads.get(&(p as u64)).cloned();
             partition.emitted = usize::try_from(emitted.value(p)).unwrap_or(usize::MAX);
             partition.pruned = pruned.value(p);
@@ -253,9 +279,6 @@ impl OverState {
             let key: Key = keys.value(p).into();
             if partition.waiting() > 0 {
                 inner.waiting.insert(key.clone());
-            }
-            if let Some(at) = super::expiry_time(&plan, &partition) {
-                inner.expiry.entry(at).or_default().push(key.clone());
             }
             inner.partitions.insert(key, partition);
         }
@@ -288,8 +311,7 @@ fn restore_accumulator(
             )));
         }
         if range.end > range.start {
-            let values = super::evaluate::evaluate_args(&function.args, rows)
-                .map_err(OperatorError::exec(WHAT))?;
+            let values = rows.columns()[function.cols.clone()].to_vec();
             let slice: Vec<ArrayRef> = values
                 .iter()
                 .map(|v| v.slice(range.start, range.end - range.start))
@@ -317,11 +339,41 @@ fn restore_accumulator(
     acc.merge_batch(&arrays).map_err(OperatorError::exec(WHAT))
 }
 
-/// `rows` with the partition column set to `ordinal`.
-fn with_partition(held: &SchemaRef, rows: &RecordBatch, ordinal: usize) -> Result<RecordBatch> {
-    let mut columns = rows.columns().to_vec();
-    columns.push(Arc::new(UInt64Array::from(vec![ordinal as u64; rows.num_rows()])));
+/// The partitions' `rows`, one batch, with each row's partition number from `ids`.
+fn with_partitions(
+    held: &SchemaRef,
+    input: &SchemaRef,
+    rows: &[RecordBatch],
+    ids: Vec<u64>,
+) -> Result<RecordBatch> {
+    let all = concat_batches(input, rows.iter())?;
+    let mut columns = all.columns().to_vec();
+    columns.push(Arc::new(UInt64Array::from(ids)));
     Ok(RecordBatch::try_new(Arc::clone(held), columns)?)
+}
+
+/// Whether `agg`'s accumulator keeps its state when asked for it (DataFusion's
+/// `Accumulator::state` may take it: median, percentile_cont, string_agg, array_agg, and min
+/// and max of strings and structs do).
+fn keeps_state(agg: &datafusion::physical_expr::aggregate::AggregateFunctionExpr) -> bool {
+    match agg.fun().name() {
+        "min" | "max" => agg.field().data_type().is_primitive(),
+        name => matches!(
+            name,
+            "count"
+                | "sum"
+                | "avg"
+                | "bool_and"
+                | "bool_or"
+                | "bit_and"
+                | "bit_or"
+                | "bit_xor"
+                | "var_samp"
+                | "var_pop"
+                | "stddev"
+                | "stddev_pop"
+        ),
+    }
 }
 
 /// Held rows by partition row number, without the partition column.

@@ -52,3 +52,92 @@ async fn a_rolling_sum_and_lag_are_emitted_once_the_watermark_passes_the_row() {
         assert_eq!(kit.finish().await.unwrap(), "", "workers {workers}");
     }
 }
+
+/// Rows of `users` users, one per user every second from `second` for `seconds` seconds.
+fn steady(schema: &arrow::datatypes::SchemaRef, users: i64, second: i64, seconds: i64) -> arrow::record_batch::RecordBatch {
+    use arrow::array::{Float64Array, StringViewArray, TimestampNanosecondArray};
+    let mut ts = Vec::new();
+    let mut user = Vec::new();
+    let mut amount = Vec::new();
+    for s in second..second + seconds {
+        for u in 0..users {
+            ts.push(s * 1_000_000_000 + u);
+            user.push(format!("u{u}"));
+            amount.push((s * 7 + u) as f64 / 3.0);
+        }
+    }
+    arrow::record_batch::RecordBatch::try_new(
+        std::sync::Arc::clone(schema),
+        vec![
+            std::sync::Arc::new(TimestampNanosecondArray::from(ts)),
+            std::sync::Arc::new(StringViewArray::from(user)),
+            std::sync::Arc::new(Float64Array::from(amount)),
+        ],
+    )
+    .unwrap()
+}
+
+/// Over 20 times more events than a frame holds, the rows held per partition stay flat once
+/// the frames are full: what a 10-second RANGE frame, a 5-row frame and LAG can still read,
+/// and nothing for running totals and ranks (their carry is not rows); the checkpoint holds
+/// exactly those rows.
+#[tokio::test]
+async fn held_rows_stay_flat_after_warm_up() {
+    let users = 50;
+    for (sql, per_partition) in [
+        (
+            "SELECT user_id, sum(amount) OVER (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL '10 seconds' PRECEDING AND CURRENT ROW) AS s FROM s",
+            11,
+        ),
+        (
+            "SELECT user_id, avg(amount) OVER (PARTITION BY user_id ORDER BY ts ROWS BETWEEN 5 PRECEDING AND CURRENT ROW) AS a,
+                    LAG(amount, 3) OVER (PARTITION BY user_id ORDER BY ts) AS back3 FROM s",
+            5,
+        ),
+        (
+            "SELECT user_id, count(*) OVER (PARTITION BY user_id ORDER BY ts) AS n,
+                    RANK() OVER (PARTITION BY user_id ORDER BY ts) AS r FROM s",
+            0,
+        ),
+    ] {
+        let mut kit = Kit::new(COLUMNS, "ts", sql, 2).await.unwrap();
+        let schema = kit.schema();
+        let mut held = Vec::new();
+        let mut emitted = 0;
+        for epoch in 0..200 {
+            let rows = steady(&schema, users, epoch, 1);
+            emitted += kit
+                .epoch_batch(rows, (epoch + 1) * 1_000_000_000)
+                .await
+                .unwrap();
+            held.push(kit.runner().state_rows());
+        }
+        assert_eq!(emitted, 200 * users as usize, "{sql}");
+        let bound = (per_partition + 1) * users as usize;
+        let after_warm_up = &held[20..];
+        assert!(
+            after_warm_up.iter().all(|h| *h <= bound),
+            "{sql}: held rows {after_warm_up:?} above {bound}"
+        );
+        assert_eq!(
+            after_warm_up.iter().min(),
+            after_warm_up.iter().max(),
+            "{sql}: held rows flat"
+        );
+        let snapshot = kit
+            .runner()
+            .operators()
+            .next()
+            .unwrap()
+            .snapshot()
+            .unwrap();
+        let rows: usize = snapshot
+            .pieces
+            .iter()
+            .filter(|p| p.name == "rows" || p.name == "pending")
+            .flat_map(|p| &p.rows)
+            .map(arrow::record_batch::RecordBatch::num_rows)
+            .sum();
+        assert_eq!(rows, *held.last().unwrap(), "{sql}: the checkpoint holds them");
+    }
+}

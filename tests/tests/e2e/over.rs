@@ -191,3 +191,37 @@ async fn over_windows_restore_mid_run_and_equal_batch() {
     ];
     failed_runs_restore_and_match_batch(&corpus(7, 800), "payments", &SINKS, &schedules).await;
 }
+
+/// No rows at all (a file with only its header): `volley batch` and `volley run` both succeed
+/// and every OVER sink is empty.
+#[test]
+fn over_windows_over_no_rows_emit_nothing() {
+    use crate::process::volley_ok;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("none.csv"), "user_id,ts,amount\n").unwrap();
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "CREATE EXTERNAL TABLE pay (user_id BIGINT, ts TIMESTAMP NOT NULL, amount DOUBLE)
+           STORED AS CSV LOCATION 'none.csv' OPTIONS ('watermark' 'ts - INTERVAL ''1 second''');
+         CREATE EXTERNAL TABLE a STORED AS PARQUET LOCATION 'out/a';
+         CREATE EXTERNAL TABLE b STORED AS PARQUET LOCATION 'out/b';
+         INSERT INTO a SELECT user_id, sum(amount) OVER (PARTITION BY user_id ORDER BY ts
+             RANGE BETWEEN INTERVAL '1 minute' PRECEDING AND CURRENT ROW) AS s,
+             LAG(amount) OVER (PARTITION BY user_id ORDER BY ts) AS prev FROM pay;
+         INSERT INTO b SELECT ROW_NUMBER() OVER (ORDER BY ts) AS rn,
+             LEAD(amount, 2) OVER (PARTITION BY user_id ORDER BY ts) AS next2 FROM pay;",
+    )
+    .unwrap();
+    for args in [
+        vec!["batch", "p.sql"],
+        vec!["run", "p.sql", "--quiet", "--no-flight", "--no-checkpoint"],
+    ] {
+        let out = volley_ok(dir.path(), &args);
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains("a: 0 rows written") && text.contains("b: 0 rows written"),
+            "{args:?}: {text}"
+        );
+    }
+}

@@ -111,7 +111,11 @@ impl FiniteSum {
 
     /// Adds (`sign` 1) or retracts (`sign` -1) the non-NULL values of `values`.
     fn apply(&mut self, values: &ArrayRef, sign: i64) -> Result<()> {
-        let values = arrow::compute::cast(values, &DataType::Float64)?;
+        let values = if values.data_type() == &DataType::Float64 {
+            Arc::clone(values)
+        } else {
+            arrow::compute::cast(values, &DataType::Float64)?
+        };
         let values = values.as_primitive::<Float64Type>();
         let (mut n, mut nan, mut pos, mut neg) = (0, 0, 0, 0);
         let squares = matches!(self.moment, Some(Moment::Variance { .. }));
