@@ -84,9 +84,9 @@ pub(crate) fn compute(
     range: Range<usize>,
     out: &mut [Gathered],
 ) -> Result<()> {
-    let rows = partition.rows.clone();
+    let rows = &partition.rows;
     let order = [Arc::clone(rows.column(ts))];
-    let args = |f: &Function| rows.columns()[f.cols.clone()].to_vec();
+    let args = |f: &Function| &rows.columns()[f.cols.clone()];
     let ranked = functions
         .iter()
         .any(|f| matches!(f.kind, Kind::Rank | Kind::DenseRank));
@@ -113,7 +113,7 @@ pub(crate) fn compute(
                 aggregate_values(
                     agg,
                     *sliding,
-                    &values,
+                    values,
                     &order,
                     &mut contexts[i],
                     state,
@@ -133,7 +133,12 @@ pub(crate) fn compute(
                 let ts = ts_values.as_ref().ok_or_else(|| {
                     datafusion::error::DataFusionError::Internal("ranks without times".into())
                 })?;
-                rank_column(partition, ts, range.clone(), function)
+                let carry = (partition.rank, partition.dense, partition.last_ts);
+                let (column, ranks) =
+                    rank_column(carry, partition.pruned, ts, range.clone(), function);
+                // Both functions may be in one node: the carry moves once both have run.
+                partition.pending_rank = Some(ranks);
+                column
             }
             Kind::Shift { offset, default } => {
                 let values = args(function);
@@ -179,26 +184,24 @@ pub(crate) fn compute(
 /// RANK() or DENSE_RANK() for `range`, carrying the partition's last rank (rows with equal
 /// ORDER BY values share one).
 fn rank_column(
-    partition: &mut Partition,
+    (mut rank, mut dense_rank, mut last): (u64, u64, Option<Option<i64>>),
+    pruned: u64,
     ts: &Int64Array,
     range: Range<usize>,
     function: &Function,
-) -> ArrayRef {
+) -> (ArrayRef, (u64, u64)) {
     let dense = matches!(function.kind, Kind::DenseRank);
-    let (mut rank, mut dense_rank, mut last) = (partition.rank, partition.dense, partition.last_ts);
     let mut values = Vec::with_capacity(range.len());
     for idx in range {
         let value = (!ts.is_null(idx)).then(|| ts.value(idx));
         if last != Some(value) {
-            rank = partition.pruned + idx as u64 + 1;
+            rank = pruned + idx as u64 + 1;
             dense_rank += 1;
             last = Some(value);
         }
         values.push(if dense { dense_rank } else { rank });
     }
-    // Both functions may be in one node: the carry moves once both have run.
-    partition.pending_rank = Some((rank, dense_rank));
-    Arc::new(UInt64Array::from(values))
+    (Arc::new(UInt64Array::from(values)), (rank, dense_rank))
 }
 
 /// LAG/LEAD for `range`: the value `offset` rows back (forward when negative), else the

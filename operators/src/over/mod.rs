@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
 use arrow::compute::kernels::cmp::lt;
 use arrow::compute::{
-    SortColumn, cast, concat_batches, filter_record_batch, lexsort_to_indices, not,
+    cast, concat_batches, filter_record_batch, not,
     take_record_batch,
 };
 use arrow::datatypes::DataType;
@@ -81,19 +81,36 @@ struct Inner {
     /// any more (or idle for `state_ttl`), and the rows made final since.
     swept: (Option<i64>, usize),
     contexts: Vec<WindowFrameContext>,
+    /// Partition keys, in Arrow's row format.
     keys: RowConverter,
+    /// The order rows are sorted in: partition, event time, tie columns.
+    order: RowConverter,
 }
 
 impl OverState {
     /// Empty state for `plan`.
     pub fn new(plan: OverPlan, task_ctx: Arc<TaskContext>) -> Self {
         let schema = plan.input.plan.schema();
-        let fields: Vec<SortField> = plan
+        let types: Vec<DataType> = plan
             .partition_by
             .iter()
-            .map(|e| SortField::new(e.data_type(&schema).unwrap_or(DataType::Null)))
+            .map(|e| e.data_type(&schema).unwrap_or(DataType::Null))
             .collect();
+        let fields: Vec<SortField> = types.iter().map(|t| SortField::new(t.clone())).collect();
+        let mut order: Vec<SortField> = types
+            .iter()
+            .map(|t| SortField::new_with_options(t.clone(), TIE_ORDER))
+            .collect();
+        for c in std::iter::once(plan.ts).chain(plan.ties.iter().copied()) {
+            order.push(SortField::new_with_options(
+                schema.field(c).data_type().clone(),
+                TIE_ORDER,
+            ));
+        }
         let keys = RowConverter::new(fields).unwrap_or_else(|_| {
+            RowConverter::new(Vec::new()).unwrap_or_else(|_| unreachable!("no fields"))
+        });
+        let order = RowConverter::new(order).unwrap_or_else(|_| {
             RowConverter::new(Vec::new()).unwrap_or_else(|_| unreachable!("no fields"))
         });
         let contexts = contexts(&plan);
@@ -109,6 +126,7 @@ impl OverState {
                 swept: (None, 0),
                 contexts,
                 keys,
+                order,
             }),
         }
     }
@@ -411,20 +429,16 @@ impl Inner {
             .map(|e| e.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())))
             .collect::<datafusion::error::Result<_>>()
             .map_err(OperatorError::exec(WHAT))?;
-        let mut columns: Vec<SortColumn> = keys
-            .iter()
-            .map(|k| SortColumn {
-                values: Arc::clone(k),
-                options: Some(TIE_ORDER),
-            })
-            .collect();
+        // Partition, event time, then the tie columns, as Arrow's row format: one memcmp per
+        // comparison, however many columns.
+        let mut columns: Vec<ArrayRef> = keys.clone();
         for c in std::iter::once(plan.ts).chain(plan.ties.iter().copied()) {
-            columns.push(SortColumn {
-                values: Arc::clone(batch.column(c)),
-                options: Some(TIE_ORDER),
-            });
+            columns.push(Arc::clone(batch.column(c)));
         }
-        let indices = lexsort_to_indices(&columns, None)?;
+        let rows = self.order.convert_columns(&columns)?;
+        let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+        order.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+        let indices = arrow::array::UInt32Array::from(order);
         let sorted = take_record_batch(batch, &indices)?;
         let keys = keys
             .iter()
