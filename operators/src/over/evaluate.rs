@@ -19,18 +19,6 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use super::function::{Function, Kind, Start};
 use super::partition::{FnState, Partition};
 
-/// A fresh accumulator for `kind` (None for functions that hold none).
-pub(crate) fn accumulator(kind: &Kind) -> Result<Option<Box<dyn Accumulator>>> {
-    match kind {
-        Kind::Aggregate { agg, sliding: true } => agg.create_sliding_accumulator().map(Some),
-        Kind::Aggregate {
-            agg,
-            sliding: false,
-        } => agg.create_accumulator().map(Some),
-        _ => Ok(None),
-    }
-}
-
 /// One function's values for an epoch's emitted rows, gathered partition by partition: values
 /// one at a time (aggregates, as DataFusion computes them) or whole arrays.
 #[derive(Debug, Default)]

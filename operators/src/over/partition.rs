@@ -62,7 +62,7 @@ impl Partition {
             .iter()
             .map(|f| {
                 Ok(FnState {
-                    acc: super::evaluate::accumulator(&f.kind)?,
+                    acc: accumulator(&f.kind)?,
                     last: 0..0,
                 })
             })
@@ -171,5 +171,17 @@ impl Partition {
                     .is_some_and(|ts| ts.saturating_add(back / per + 1) < mark),
                 _ => false,
             })
+    }
+}
+
+/// A fresh accumulator for `kind` (None for functions that hold none).
+pub(crate) fn accumulator(kind: &Kind) -> Result<Option<Box<dyn Accumulator>>> {
+    match kind {
+        Kind::Aggregate { agg, sliding: true } => agg.create_sliding_accumulator().map(Some),
+        Kind::Aggregate {
+            agg,
+            sliding: false,
+        } => agg.create_accumulator().map(Some),
+        _ => Ok(None),
     }
 }

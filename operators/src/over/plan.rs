@@ -15,9 +15,11 @@ use volley_sql::stream::order::Emitted;
 use volley_sql::stream::render::{indent_by, render};
 
 use super::function::{Function, Kind, Start};
-use super::rule::OVER;
 use crate::grouped::KeySource;
 use crate::two_streams::{JoinSide, SideFrontier};
+
+/// The kind an OVER node reports.
+pub(crate) const OVER: &str = "over";
 
 /// An OVER node.
 #[derive(Debug, Clone)]

@@ -23,16 +23,13 @@ use volley_sql::stream::ties::tie_columns;
 use volley_sql::stream::trace::trace_column;
 
 use super::function::classify;
-use super::plan::OverPlan;
+use super::plan::{OVER, OverPlan};
 use crate::two_streams::{JoinSide, SideFrontier};
 
 /// Plans each window operator (functions `OVER (PARTITION BY … ORDER BY event_time …)`) as an
 /// OVER node.
 #[derive(Debug)]
 pub struct OverRule;
-
-/// The kind an OVER node reports.
-pub(crate) const OVER: &str = "over";
 
 impl PlanRule for OverRule {
     fn claims(&self, node: &dyn ExecutionPlan) -> bool {
