@@ -208,19 +208,7 @@ async fn oracle_matches(sql: &str, mode: Option<&str>) {
     let p = pipeline(&sql.replace("'payments.parquet'", &format!("'{}'", input.display()))).await;
     let source = rows(&p).await;
     assert_eq!(cwd, std::env::current_dir().unwrap());
-    for (sizing, workers) in [
-        (BatchSizing::Fixed(1), 1),
-        (BatchSizing::Fixed(7), 2),
-        (BatchSizing::Fixed(8192), 3),
-        (
-            BatchSizing::Random {
-                min: 1,
-                max: 300,
-                seed: 4,
-            },
-            2,
-        ),
-    ] {
+    for (sizing, workers) in stream_sizings() {
         let opts = VerifyOptions {
             sizing: sizing.clone(),
             order: InputOrder::Shuffled,
@@ -243,26 +231,44 @@ async fn oracle_matches(sql: &str, mode: Option<&str>) {
     }
 }
 
-/// A 10-minute RANGE sum and average per user over amounts with NaN, ±inf and NULLs, in
-/// `volley batch`, equal DuckDB's answer row by row: DataFusion's own sliding sum would answer
-/// NaN for every later row of a user once a NaN had been in the frame.
-#[test]
-fn sliding_sums_over_nan_and_infinities_equal_duckdb_in_batch() {
-    let Some(python) = python() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    // 4,000 payments of 15 users over two hours, in no order: 1% NaN, 0.5% each of +inf and
-    // -inf, 2% NULL, duplicate timestamps.
+/// The micro-batch sizes of the parity matrix (1, 7, 8192, random 1..=300), each with a
+/// number of workers from 1 to 4.
+pub(crate) fn stream_sizings() -> [(BatchSizing, usize); 4] {
+    [
+        (BatchSizing::Fixed(1), 1),
+        (BatchSizing::Fixed(7), 2),
+        (BatchSizing::Fixed(8192), 3),
+        (
+            BatchSizing::Random {
+                min: 1,
+                max: 300,
+                seed: 4,
+            },
+            4,
+        ),
+    ]
+}
+
+/// A CSV (`user_id,ts,amount`) of `rows` payments of 15 users over two hours, in no order:
+/// 1% NaN, 0.5% each of +inf and -inf, 2% NULL amounts; `unique` gives each user's rows
+/// distinct event times (else times repeat).
+pub(crate) fn dirty_payments_csv(rows: u64, seed: u64, unique: bool) -> String {
     let mut csv = String::from("user_id,ts,amount\n");
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut state = seed;
     let mut next = move |m: u64| {
         state = state
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         (state >> 33) % m
     };
-    for _ in 0..4000 {
+    let mut seen = std::collections::HashSet::new();
+    let mut written = 0;
+    while written < rows {
         let user = next(15) + 1;
         let second = next(7200);
+        if unique && !seen.insert((user, second)) {
+            continue;
+        }
         let amount = match next(1000) {
             0..10 => "NaN".to_string(),
             10..15 => "inf".to_string(),
@@ -276,7 +282,20 @@ fn sliding_sums_over_nan_and_infinities_equal_duckdb_in_batch() {
             second / 60 % 60,
             second % 60
         ));
+        written += 1;
     }
+    csv
+}
+
+/// A 10-minute RANGE sum and average per user over amounts with NaN, ±inf and NULLs, in
+/// `volley batch`, equal DuckDB's answer row by row: DataFusion's own sliding sum would answer
+/// NaN for every later row of a user once a NaN had been in the frame.
+#[test]
+fn sliding_sums_over_nan_and_infinities_equal_duckdb_in_batch() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // 4,000 payments of 15 users over two hours, in no order, with duplicate timestamps.
+    let csv = dirty_payments_csv(4000, 0x9e37_79b9_7f4a_7c15, false);
     std::fs::write(dir.path().join("pay.csv"), csv).unwrap();
     std::fs::write(
         dir.path().join("pipeline.sql"),

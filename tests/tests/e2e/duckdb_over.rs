@@ -16,9 +16,9 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use volley_connectors::ConnectorRegistry;
 use volley_engine::batch::batch_outputs;
 use volley_engine::compare::{Fold, compare_sink};
-use volley_engine::driver::BatchSizing;
 use volley_engine::verify::{InputOrder, VerifyOptions, stream_outputs};
 
+use crate::duckdb_oracle::{dirty_payments_csv, stream_sizings};
 use crate::harness::{pipeline, rows};
 use crate::process::succeed;
 use crate::readers::python;
@@ -59,43 +59,6 @@ const QUERIES: [(&str, &str); 6] = [
          FROM pay",
     ),
 ];
-
-/// A CSV of `rows` payments of 15 users over two hours, in no order: 1% NaN, 0.5% each of
-/// +inf and -inf, 2% NULL; `unique` gives each user's rows distinct event times.
-fn payments(rows: u64, seed: u64, unique: bool) -> String {
-    let mut csv = String::from("user_id,ts,amount\n");
-    let mut state = seed;
-    let mut next = move |m: u64| {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (state >> 33) % m
-    };
-    let mut seen = std::collections::HashSet::new();
-    let mut written = 0;
-    while written < rows {
-        let user = next(15) + 1;
-        let second = next(7200);
-        if unique && !seen.insert((user, second)) {
-            continue;
-        }
-        let amount = match next(1000) {
-            0..10 => "NaN".to_string(),
-            10..15 => "inf".to_string(),
-            15..20 => "-inf".to_string(),
-            20..40 => String::new(),
-            v => format!("{}.{:02}", v as i64 - 300, next(100)),
-        };
-        csv.push_str(&format!(
-            "{user},2026-01-01T{:02}:{:02}:{:02},{amount}\n",
-            second / 3600,
-            second / 60 % 60,
-            second % 60
-        ));
-        written += 1;
-    }
-    csv
-}
 
 fn read_parquet(path: &Path) -> Vec<RecordBatch> {
     ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
@@ -208,8 +171,8 @@ async fn over_windows_equal_duckdb_in_batch_and_streaming() {
     let dir = tempfile::tempdir().unwrap();
     let pay = dir.path().join("pay.csv");
     let seq = dir.path().join("seq.csv");
-    std::fs::write(&pay, payments(3000, 0x9e37_79b9_7f4a_7c15, false)).unwrap();
-    std::fs::write(&seq, payments(2000, 0x2545_f491_4f6c_dd1d, true)).unwrap();
+    std::fs::write(&pay, dirty_payments_csv(3000, 0x9e37_79b9_7f4a_7c15, false)).unwrap();
+    std::fs::write(&seq, dirty_payments_csv(2000, 0x2545_f491_4f6c_dd1d, true)).unwrap();
     let queries = dir.path().join("queries.sql");
     let lines: Vec<String> = QUERIES
         .iter()
@@ -244,19 +207,7 @@ async fn over_windows_equal_duckdb_in_batch_and_streaming() {
         let oracle = read_parquet(&dir.path().join(format!("{name}.parquet")));
         assert_same("volley batch", name, &batch[name], &oracle);
     }
-    for (sizing, workers) in [
-        (BatchSizing::Fixed(1), 1),
-        (BatchSizing::Fixed(7), 2),
-        (BatchSizing::Fixed(8192), 3),
-        (
-            BatchSizing::Random {
-                min: 1,
-                max: 300,
-                seed: 4,
-            },
-            4,
-        ),
-    ] {
+    for (sizing, workers) in stream_sizings() {
         let opts = VerifyOptions {
             sizing: sizing.clone(),
             order: InputOrder::Shuffled,
