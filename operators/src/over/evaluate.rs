@@ -6,7 +6,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, UInt32Array, UInt64Array, new_empty_array};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, UInt32Array, UInt64Array, new_empty_array};
 use arrow::compute::kernels::zip::zip;
 use arrow::compute::{cast, concat, is_null, take};
 use arrow::datatypes::DataType;
@@ -237,12 +237,77 @@ fn aggregate_values(
             "window aggregate without an accumulator".into(),
         ));
     };
+    let times = FrameTimes::of(function, &order[0]);
     for idx in range {
-        let cur = context.calculate_range(order, &state.last, length, idx)?;
+        let cur = match &times {
+            Some(t) => t.frame(&state.last, length, idx),
+            None => context.calculate_range(order, &state.last, length, idx)?,
+        };
         results.push(inside_range(agg, sliding, &state.last, &cur, values, acc, data_type)?);
         state.last = cur;
     }
     Ok(())
+}
+
+/// A RANGE frame of fixed lengths over event times without NULLs: its bounds found by
+/// comparing integers, moving on from the last row's (DataFusion's frame context computes
+/// each bound with interval arithmetic on scalars, which costs more than the aggregate).
+struct FrameTimes {
+    times: arrow::buffer::ScalarBuffer<i64>,
+    /// How far back the frame starts (`None`: the partition's first row) and ends.
+    back: (Option<i64>, i64),
+}
+
+impl FrameTimes {
+    fn of(function: &Function, order: &ArrayRef) -> Option<Self> {
+        use arrow::datatypes::{
+            TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+            TimestampNanosecondType, TimestampSecondType,
+        };
+        let back = function.range_units?;
+        if order.null_count() > 0 {
+            return None;
+        }
+        let times = match order.data_type() {
+            DataType::Timestamp(TimeUnit::Second, _) => {
+                order.as_primitive::<TimestampSecondType>().values().clone()
+            }
+            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                order.as_primitive::<TimestampMillisecondType>().values().clone()
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                order.as_primitive::<TimestampMicrosecondType>().values().clone()
+            }
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+                order.as_primitive::<TimestampNanosecondType>().values().clone()
+            }
+            _ => return None,
+        };
+        Some(Self { times, back })
+    }
+
+    /// Row `idx`'s frame among the first `length` rows: from the first row at or after its
+    /// time minus the start offset to the last row at or before its time minus the end
+    /// offset.
+    fn frame(&self, last: &Range<usize>, length: usize, idx: usize) -> Range<usize> {
+        let t = &self.times;
+        let now = t[idx];
+        let mut start = last.start;
+        if let Some(back) = self.back.0 {
+            let from = now.saturating_sub(back);
+            while start < length && t[start] < from {
+                start += 1;
+            }
+        } else {
+            start = 0;
+        }
+        let to = now.saturating_sub(self.back.1);
+        let mut end = last.end.max(start);
+        while end < length && t[end] <= to {
+            end += 1;
+        }
+        start..end.max(start)
+    }
 }
 
 /// The aggregate over frame `cur`, its accumulator holding frame `last`.
@@ -289,8 +354,12 @@ fn nth_column(
     let from_head = function.start == Start::Unbounded && !last;
     let offset = values.len();
     let mut indices: Vec<Option<u32>> = Vec::with_capacity(range.len());
+    let times = FrameTimes::of(function, &order[0]);
     for idx in range {
-        let cur = context.calculate_range(order, &state.last, length, idx)?;
+        let cur = match &times {
+            Some(t) => t.frame(&state.last, length, idx),
+            None => context.calculate_range(order, &state.last, length, idx)?,
+        };
         let pick = if cur.start >= cur.end {
             None
         } else if last {

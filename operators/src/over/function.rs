@@ -60,6 +60,10 @@ pub(crate) struct Function {
     pub frame: Arc<WindowFrame>,
     /// Where its frame starts.
     pub start: Start,
+    /// A RANGE frame of fixed lengths over event times: how far back (in the event time's
+    /// unit) it starts (`None`: UNBOUNDED PRECEDING) and ends (0: the current row and its
+    /// peers), so its bounds are found by comparing integers.
+    pub range_units: Option<(Option<i64>, i64)>,
     /// Its output column.
     pub field: FieldRef,
     /// As the user wrote it, for messages and `explain`: `sum(amount) RANGE BETWEEN …`.
@@ -169,6 +173,7 @@ pub(crate) fn classify(expr: &Arc<dyn WindowExpr>) -> Result<Function, String> {
         kind,
         args,
         cols: 0..0,
+        range_units: None,
         frame,
         start,
         field,
@@ -360,4 +365,37 @@ fn check_frame(kind: &Kind, frame: &WindowFrame, call: &str) -> Result<Start, St
             })
         }
     }
+}
+
+/// `frame`'s bounds in units of `per` nanoseconds when it is a RANGE frame whose offsets are
+/// whole numbers of units with no months or days (whose length a time zone may change).
+pub(crate) fn range_units(frame: &WindowFrame, per: i64) -> Option<(Option<i64>, i64)> {
+    if frame.units != WindowFrameUnits::Range {
+        return None;
+    }
+    let units = |v: &ScalarValue| -> Option<i64> {
+        let nanos = match v {
+            ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 && i.days == 0 => {
+                i.nanoseconds
+            }
+            ScalarValue::DurationNanosecond(Some(_))
+            | ScalarValue::DurationMicrosecond(Some(_))
+            | ScalarValue::DurationMillisecond(Some(_))
+            | ScalarValue::DurationSecond(Some(_)) => interval_nanos(v)?,
+            _ => return None,
+        };
+        (nanos >= 0 && nanos % per == 0).then_some(nanos / per)
+    };
+    let start = match &frame.start_bound {
+        WindowFrameBound::Preceding(v) if v.is_null() => None,
+        WindowFrameBound::Preceding(v) => Some(units(v)?),
+        WindowFrameBound::CurrentRow => Some(0),
+        WindowFrameBound::Following(_) => return None,
+    };
+    let end = match &frame.end_bound {
+        WindowFrameBound::CurrentRow => 0,
+        WindowFrameBound::Preceding(v) if !v.is_null() => units(v)?,
+        _ => return None,
+    };
+    Some((start, end))
 }

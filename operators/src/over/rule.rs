@@ -232,6 +232,8 @@ fn plan_over(
             fields.push(Field::new(format!("f{i}_a{j}"), data_type, true));
         }
         f.cols = from..fields.len();
+        f.range_units =
+            super::function::range_units(&f.frame, volley_sql::stream::window::nanos_per_unit(unit));
     }
     let values = Arc::new(Schema::new(fields));
     let key_sources = first
