@@ -16,7 +16,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch, UInt64Array,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, Int64Array, RecordBatch,
+    UInt32Array, UInt64Array,
 };
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::compute::kernels::cmp::eq;
@@ -34,19 +35,26 @@ const PARTITION: &str = "__volley_partition";
 impl OverState {
     /// The schema of the `partitions` piece.
     fn partitions_schema(&self) -> Result<SchemaRef> {
-        let mut fields = vec![
-            Field::new("key", DataType::Binary, false),
-            Field::new("emitted", DataType::UInt64, false),
-            Field::new("pruned", DataType::UInt64, false),
-            Field::new("ranked", DataType::Boolean, false),
-            Field::new("last_ts", DataType::Int64, true),
-            Field::new("rank", DataType::UInt64, false),
-            Field::new("dense", DataType::UInt64, false),
-            Field::new("max_ts", DataType::Int64, true),
-        ];
+        let (emitted, pruned, ranks) = self.carries();
+        let mut fields = vec![Field::new("key", DataType::Binary, false)];
+        if emitted {
+            fields.push(Field::new("emitted", DataType::UInt64, false));
+        }
+        if pruned {
+            fields.push(Field::new("pruned", DataType::UInt64, false));
+        }
+        if ranks {
+            fields.push(Field::new("ranked", DataType::Boolean, false));
+            fields.push(Field::new("last_ts", DataType::Int64, true));
+            fields.push(Field::new("rank", DataType::UInt64, false));
+            fields.push(Field::new("dense", DataType::UInt64, false));
+        }
+        fields.push(Field::new("max_ts", DataType::Int64, true));
         for (i, f) in self.plan.functions.iter().enumerate() {
-            fields.push(Field::new(format!("f{i}_start"), DataType::UInt64, false));
-            fields.push(Field::new(format!("f{i}_end"), DataType::UInt64, false));
+            if f.uses_frame() {
+                fields.push(Field::new(format!("f{i}_start"), DataType::UInt32, false));
+                fields.push(Field::new(format!("f{i}_end"), DataType::UInt32, false));
+            }
             if let Kind::Aggregate { agg, sliding: false } = &f.kind {
                 for s in agg.state_fields().map_err(OperatorError::exec(WHAT))? {
                     fields.push(Field::new(
@@ -58,6 +66,22 @@ impl OverState {
             }
         }
         Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// Which counters a partition's checkpoint row needs: rows emitted (only while rows wait
+    /// for LEAD), rows dropped (row numbers, ranks, NTH_VALUE from the first row), the ranks.
+    fn carries(&self) -> (bool, bool, bool) {
+        let functions = &self.plan.functions;
+        let ranks = functions
+            .iter()
+            .any(|f| matches!(f.kind, Kind::Rank | Kind::DenseRank));
+        let pruned = ranks
+            || functions.iter().any(|f| {
+                matches!(f.kind, Kind::RowNumber)
+                    || (matches!(f.kind, Kind::Nth { .. })
+                        && f.start == super::function::Start::Unbounded)
+            });
+        (self.plan.lookahead() > 0, pruned, ranks)
     }
 
     /// `schema` with the partition column.
@@ -80,17 +104,15 @@ impl OverState {
         let held = Self::held_schema(&values);
         let held_full = Self::held_schema(&input);
         let (mut full, mut full_ids) = (Vec::new(), Vec::new());
-        let mut keys = Vec::new();
-        let mut numbers: Vec<Vec<u64>> = vec![Vec::new(); 4];
+        let n = inner.partitions.len();
+        let mut numbers: Vec<Vec<u64>> = vec![Vec::with_capacity(n); 4];
         let mut last_ts = Vec::new();
         let mut max_ts = Vec::new();
         let mut ranked = Vec::new();
         let mut frames: Vec<(Vec<u64>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); self.plan.functions.len()];
         let mut states: Vec<Vec<Vec<ScalarValue>>> = vec![Vec::new(); self.plan.functions.len()];
-        let (mut rows, mut row_ids) = (Vec::new(), Vec::new());
         let (mut heads, mut head_ids) = (Vec::new(), Vec::new());
-        for (ordinal, (key, p)) in inner.partitions.iter_mut().enumerate() {
-            keys.push(key.to_vec());
+        for (ordinal, p) in inner.partitions.values_mut().enumerate() {
             numbers[0].push(p.emitted as u64);
             numbers[1].push(p.pruned);
             numbers[2].push(p.rank);
@@ -118,8 +140,6 @@ impl OverState {
                     states[i].push(values);
                 }
             }
-            rows.push(p.rows.clone());
-            row_ids.extend(std::iter::repeat_n(ordinal as u64, p.rows.num_rows()));
             if let Some(whole) = &p.full {
                 full.push(whole.clone());
                 full_ids.extend(std::iter::repeat_n(ordinal as u64, whole.num_rows()));
@@ -129,20 +149,57 @@ impl OverState {
                 head_ids.extend(std::iter::repeat_n(ordinal as u64, head.num_rows()));
             }
         }
+        // The keys and held rows, column by column, in the same order (the map is unchanged).
+        let mut keys = BinaryBuilder::with_capacity(n, n * 16);
+        let mut held_columns: Vec<Vec<&dyn Array>> = vec![Vec::with_capacity(n); values.fields().len()];
+        let mut row_ids = Vec::new();
+        for (ordinal, (key, p)) in inner.partitions.iter().enumerate() {
+            keys.append_value(key);
+            for (c, column) in p.rows.columns().iter().enumerate() {
+                held_columns[c].push(column.as_ref());
+            }
+            row_ids.extend(std::iter::repeat_n(ordinal as u64, p.rows.num_rows()));
+        }
+        let mut held_rows: Vec<ArrayRef> = held_columns
+            .iter()
+            .zip(values.fields())
+            .map(|(parts, field)| {
+                if parts.is_empty() {
+                    Ok(arrow::array::new_empty_array(field.data_type()))
+                } else {
+                    arrow::compute::concat(parts)
+                }
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        held_rows.push(Arc::new(UInt64Array::from(row_ids)));
+        let held_rows = RecordBatch::try_new(Arc::clone(&held), held_rows)?;
         let schema = self.partitions_schema()?;
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(BinaryArray::from_iter_values(keys.iter())),
-            Arc::new(UInt64Array::from(numbers[0].clone())),
-            Arc::new(UInt64Array::from(numbers[1].clone())),
-            Arc::new(BooleanArray::from(ranked)),
-            Arc::new(Int64Array::from(last_ts)),
-            Arc::new(UInt64Array::from(numbers[2].clone())),
-            Arc::new(UInt64Array::from(numbers[3].clone())),
-            Arc::new(Int64Array::from(max_ts)),
-        ];
+        let (with_emitted, with_pruned, with_ranks) = self.carries();
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(keys.finish())];
+        if with_emitted {
+            columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut numbers[0]))));
+        }
+        if with_pruned {
+            columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut numbers[1]))));
+        }
+        if with_ranks {
+            columns.push(Arc::new(BooleanArray::from(ranked)));
+            columns.push(Arc::new(Int64Array::from(last_ts)));
+            columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut numbers[2]))));
+            columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut numbers[3]))));
+        }
+        columns.push(Arc::new(Int64Array::from(max_ts)));
+        let frame_index = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         for (i, f) in self.plan.functions.iter().enumerate() {
-            columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut frames[i].0))));
-            columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut frames[i].1))));
+            if f.uses_frame() {
+                let (starts, ends) = std::mem::take(&mut frames[i]);
+                columns.push(Arc::new(UInt32Array::from_iter_values(
+                    starts.into_iter().map(frame_index),
+                )));
+                columns.push(Arc::new(UInt32Array::from_iter_values(
+                    ends.into_iter().map(frame_index),
+                )));
+            }
             if let Kind::Aggregate { agg, sliding: false } = &f.kind {
                 let fields = agg.state_fields().map_err(OperatorError::exec(WHAT))?;
                 for (j, field) in fields.iter().enumerate() {
@@ -172,7 +229,7 @@ impl OverState {
             StatePiece {
                 name: "rows".into(),
                 schema: Arc::clone(&held),
-                rows: vec![with_partitions(&held, &values, &rows, row_ids)?],
+                rows: vec![held_rows],
             },
             StatePiece {
                 name: "head".into(),
@@ -209,6 +266,7 @@ impl OverState {
         let schema = self.partitions_schema()?;
         let partitions = concat_batches(&schema, partitions.iter())?;
         let plan = self.plan.clone();
+        let (with_emitted, with_pruned, with_ranks) = self.carries();
         let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
         inner.pending = pending.into_iter().filter(|b| b.num_rows() > 0).collect();
         let column = |name: &str| -> Result<ArrayRef> {
@@ -236,14 +294,40 @@ impl OverState {
             .as_any()
             .downcast_ref::<BinaryArray>()
             .ok_or_else(|| OperatorError::Checkpoint("'key' is not binary".into()))?;
-        let (emitted, pruned, rank, dense) = (u64s("emitted")?, u64s("pruned")?, u64s("rank")?, u64s("dense")?);
-        let ranked = column("ranked")?;
-        let ranked = ranked
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .cloned()
-            .ok_or_else(|| OperatorError::Checkpoint("'ranked' is not boolean".into()))?;
-        let (last_ts, max_ts) = (i64s("last_ts")?, i64s("max_ts")?);
+        let optional = |present: bool, name: &str| present.then(|| u64s(name)).transpose();
+        let emitted = optional(with_emitted, "emitted")?;
+        let pruned = optional(with_pruned, "pruned")?;
+        let rank = optional(with_ranks, "rank")?;
+        let dense = optional(with_ranks, "dense")?;
+        let ranked = match with_ranks {
+            true => Some(
+                column("ranked")?
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .cloned()
+                    .ok_or_else(|| OperatorError::Checkpoint("'ranked' is not boolean".into()))?,
+            ),
+            false => None,
+        };
+        let last_ts = with_ranks.then(|| i64s("last_ts")).transpose()?;
+        let max_ts = i64s("max_ts")?;
+        let u32s = |name: &str| -> Result<UInt32Array> {
+            column(name)?
+                .as_any()
+                .downcast_ref::<UInt32Array>()
+                .cloned()
+                .ok_or_else(|| OperatorError::Checkpoint(format!("'{name}' is not UInt32")))
+        };
+        let frames = plan
+            .functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                f.uses_frame()
+                    .then(|| Ok((u32s(&format!("f{i}_start"))?, u32s(&format!("f{i}_end"))?)))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
         let value = |a: &Int64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
         for p in 0..partitions.num_rows() {
             let held = rows
@@ -258,15 +342,21 @@ impl OverState {
             let mut partition = Partition::new((held, whole), &plan.functions, 0, None)
                 .map_err(OperatorError::exec(WHAT))?;
             partition.head = heads.get(&(p as u64)).cloned();
-            partition.emitted = usize::try_from(emitted.value(p)).unwrap_or(usize::MAX);
-            partition.pruned = pruned.value(p);
-            partition.rank = rank.value(p);
-            partition.dense = dense.value(p);
-            partition.last_ts = ranked.value(p).then(|| value(&last_ts, p));
+            // Without LEAD every held row was emitted.
+            partition.emitted = emitted.as_ref().map_or(partition.rows.num_rows(), |e| {
+                usize::try_from(e.value(p)).unwrap_or(usize::MAX)
+            });
+            partition.pruned = pruned.as_ref().map_or(0, |a| a.value(p));
+            partition.rank = rank.as_ref().map_or(0, |a| a.value(p));
+            partition.dense = dense.as_ref().map_or(0, |a| a.value(p));
+            if let (Some(ranked), Some(last_ts)) = (&ranked, &last_ts) {
+                partition.last_ts = ranked.value(p).then(|| value(last_ts, p));
+            }
             partition.max_ts = value(&max_ts, p);
             for (i, f) in plan.functions.iter().enumerate() {
-                let start = u64s(&format!("f{i}_start"))?.value(p) as usize;
-                let end = u64s(&format!("f{i}_end"))?.value(p) as usize;
+                let (start, end) = frames[i]
+                    .as_ref()
+                    .map_or((0, 0), |(s, e)| (s.value(p) as usize, e.value(p) as usize));
                 let fn_state = &mut partition.states[i];
                 fn_state.last = Range { start, end };
                 restore_accumulator(f, fn_state, &partition.rows, &partitions, i, p)?;
