@@ -105,7 +105,7 @@ impl OverState {
         let held_full = Self::held_schema(&input);
         let (mut full, mut full_ids) = (Vec::new(), Vec::new());
         let n = inner.partitions.len();
-        let mut numbers: Vec<Vec<u64>> = vec![Vec::with_capacity(n); 4];
+        let mut numbers: Vec<Vec<u64>> = (0..4).map(|_| Vec::with_capacity(n)).collect();
         let mut last_ts = Vec::new();
         let mut max_ts = Vec::new();
         let mut ranked = Vec::new();
@@ -151,7 +151,8 @@ impl OverState {
         }
         // The keys and held rows, column by column, in the same order (the map is unchanged).
         let mut keys = BinaryBuilder::with_capacity(n, n * 16);
-        let mut held_columns: Vec<Vec<&dyn Array>> = vec![Vec::with_capacity(n); values.fields().len()];
+        let mut held_columns: Vec<Vec<&dyn Array>> =
+            (0..values.fields().len()).map(|_| Vec::with_capacity(n)).collect();
         let mut row_ids = Vec::new();
         for (ordinal, (key, p)) in inner.partitions.iter().enumerate() {
             keys.append_value(key);
@@ -269,55 +270,20 @@ impl OverState {
         let (with_emitted, with_pruned, with_ranks) = self.carries();
         let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
         inner.pending = pending.into_iter().filter(|b| b.num_rows() > 0).collect();
-        let column = |name: &str| -> Result<ArrayRef> {
-            partitions
-                .column_by_name(name)
-                .cloned()
-                .ok_or_else(|| OperatorError::Checkpoint(format!("no column '{name}' in the OVER checkpoint")))
-        };
-        let u64s = |name: &str| -> Result<UInt64Array> {
-            column(name)?
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .cloned()
-                .ok_or_else(|| OperatorError::Checkpoint(format!("'{name}' is not UInt64")))
-        };
-        let i64s = |name: &str| -> Result<Int64Array> {
-            column(name)?
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .cloned()
-                .ok_or_else(|| OperatorError::Checkpoint(format!("'{name}' is not Int64")))
-        };
-        let keys = column("key")?;
-        let keys = keys
-            .as_any()
-            .downcast_ref::<BinaryArray>()
-            .ok_or_else(|| OperatorError::Checkpoint("'key' is not binary".into()))?;
+        let u64s = |name: &str| typed::<UInt64Array>(&partitions, name);
+        let i64s = |name: &str| typed::<Int64Array>(&partitions, name);
+        let u32s = |name: &str| typed::<UInt32Array>(&partitions, name);
+        let keys = typed::<BinaryArray>(&partitions, "key")?;
         let optional = |present: bool, name: &str| present.then(|| u64s(name)).transpose();
         let emitted = optional(with_emitted, "emitted")?;
         let pruned = optional(with_pruned, "pruned")?;
         let rank = optional(with_ranks, "rank")?;
         let dense = optional(with_ranks, "dense")?;
-        let ranked = match with_ranks {
-            true => Some(
-                column("ranked")?
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .cloned()
-                    .ok_or_else(|| OperatorError::Checkpoint("'ranked' is not boolean".into()))?,
-            ),
-            false => None,
-        };
+        let ranked = with_ranks
+            .then(|| typed::<BooleanArray>(&partitions, "ranked"))
+            .transpose()?;
         let last_ts = with_ranks.then(|| i64s("last_ts")).transpose()?;
         let max_ts = i64s("max_ts")?;
-        let u32s = |name: &str| -> Result<UInt32Array> {
-            column(name)?
-                .as_any()
-                .downcast_ref::<UInt32Array>()
-                .cloned()
-                .ok_or_else(|| OperatorError::Checkpoint(format!("'{name}' is not UInt32")))
-        };
         let frames = plan
             .functions
             .iter()
@@ -500,4 +466,16 @@ fn by_partition(
         i = j;
     }
     Ok(out)
+}
+
+/// Column `name` of a checkpoint's `partitions` rows, as an `A`.
+fn typed<A: Array + Clone + 'static>(partitions: &RecordBatch, name: &str) -> Result<A> {
+    partitions
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<A>().cloned())
+        .ok_or_else(|| {
+            OperatorError::Checkpoint(format!(
+                "the OVER checkpoint has no column '{name}' of the expected type"
+            ))
+        })
 }
