@@ -22,7 +22,7 @@ impl StreamOperator for IntervalJoinState {
             .await?;
         Ok(OperatorOutput {
             rows,
-            late: crate::two_streams::take_late(&self.plan.left, &self.plan.right),
+            late: crate::two_streams::take_late([&self.plan.left, &self.plan.right]),
             ..OperatorOutput::default()
         })
     }

@@ -107,12 +107,9 @@ impl OverState {
                 TIE_ORDER,
             ));
         }
-        let keys = RowConverter::new(fields).unwrap_or_else(|_| {
-            RowConverter::new(Vec::new()).unwrap_or_else(|_| unreachable!("no fields"))
-        });
-        let order = RowConverter::new(order).unwrap_or_else(|_| {
-            RowConverter::new(Vec::new()).unwrap_or_else(|_| unreachable!("no fields"))
-        });
+        // The rule refused keys Arrow's row format cannot hold, and ties are only such columns.
+        let keys = RowConverter::new(fields).unwrap_or_else(|_| unreachable!("checked when planned"));
+        let order = RowConverter::new(order).unwrap_or_else(|_| unreachable!("checked when planned"));
         let contexts = contexts(&plan);
         Self {
             plan,

@@ -5,7 +5,6 @@ use volley_sql::stream::operator::{
 };
 
 use super::OverState;
-use crate::two_streams::SideFrontier;
 
 #[async_trait::async_trait]
 impl StreamOperator for OverState {
@@ -19,10 +18,7 @@ impl StreamOperator for OverState {
         let rows = self
             .run(input.read, input.watermarks, input.all_done)
             .await?;
-        let late = match &self.plan.input.frontier {
-            SideFrontier::Sources { gate, .. } => gate.take_late(),
-            SideFrontier::Aggregate { .. } => Vec::new(),
-        };
+        let late = crate::two_streams::take_late([&self.plan.input]);
         Ok(OperatorOutput {
             rows,
             late,

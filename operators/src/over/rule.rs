@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema};
+use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -196,6 +197,18 @@ fn plan_over(
         window_column: ts,
         frontier,
     };
+    let input_schema = side.plan.schema();
+    for key in first.partition_by() {
+        let data_type = key
+            .data_type(&input_schema)
+            .map_err(|e| SqlError::plan(at, e))?;
+        if !RowConverter::supports_fields(&[SortField::new(data_type.clone())]) {
+            return Err(refuse(format!(
+                "{call} OVER (PARTITION BY {} ...): a value of type {data_type} cannot key a partition; partition by scalar columns",
+                sql_text::expr(key)
+            )));
+        }
+    }
     let name = cx.output_name(OVER);
     let slot = EpochSlot::new();
     let schema = node.schema();
@@ -221,7 +234,6 @@ fn plan_over(
     };
     let ties = tie_columns(&side.plan.schema(), &[ts]);
     // What a partition holds of each row: its event time and the functions' arguments.
-    let input_schema = side.plan.schema();
     let mut fields = vec![Field::new("ts", ts_type.clone(), true)];
     for (i, f) in functions.iter_mut().enumerate() {
         let from = fields.len();

@@ -221,10 +221,10 @@ pub(crate) async fn run_join(
     Ok(rows.into_iter().filter(|b| b.num_rows() > 0).collect())
 }
 
-/// The source rows each side found late this epoch.
-pub(crate) fn take_late(left: &JoinSide, right: &JoinSide) -> Vec<LateRows> {
+/// The source rows each of `sides` found late this epoch.
+pub(crate) fn take_late<'a>(sides: impl IntoIterator<Item = &'a JoinSide>) -> Vec<LateRows> {
     let mut late = Vec::new();
-    for side in [left, right] {
+    for side in sides {
         if let SideFrontier::Sources { gate, .. } = &side.frontier {
             late.extend(gate.take_late());
         }

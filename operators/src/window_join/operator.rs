@@ -22,7 +22,7 @@ impl StreamOperator for WindowJoinState {
             .await?;
         Ok(OperatorOutput {
             rows: out.rows,
-            late: crate::two_streams::take_late(&self.plan.left, &self.plan.right),
+            late: crate::two_streams::take_late([&self.plan.left, &self.plan.right]),
             windows_emitted: out.windows,
             ..OperatorOutput::default()
         })
