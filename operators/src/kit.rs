@@ -20,6 +20,7 @@ use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, new_null_array};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use volley_sql::options::OptionSpec;
+use volley_sql::stream::operator::RestoredState;
 use volley_sql::stream::{EpochSlot, SourceBinding, StreamPlanner};
 use volley_sql::{KindCatalog, Pipeline};
 
@@ -47,6 +48,8 @@ impl KindCatalog for KitCatalog {
 /// One INSERT over one source named `s`, run epoch by epoch.
 #[derive(Debug)]
 pub struct Kit {
+    /// `new`'s arguments, to plan the INSERT again on `restart`.
+    planned: (String, String, String, usize),
     runner: QueryRunner,
     slot: Arc<EpochSlot>,
     schema: SchemaRef,
@@ -92,6 +95,7 @@ impl Kit {
         let plan = planner.plan_insert(insert, None, None).await?;
         let runner = QueryRunner::new(plan, planner.context().task_ctx())?;
         Ok(Self {
+            planned: (columns.into(), watermark.into(), select.into(), workers),
             runner,
             slot,
             schema,
@@ -131,6 +135,37 @@ impl Kit {
             .flat_map(|p| &p.rows)
             .map(RecordBatch::num_rows)
             .sum())
+    }
+
+    /// Checkpoints every operator, plans the INSERT again and restores the new operators
+    /// from the checkpoint, as a restarted job does.
+    ///
+    /// # Errors
+    /// Snapshot or restore failures.
+    pub async fn restart(&mut self) -> Result<()> {
+        let (columns, watermark, select, workers) = self.planned.clone();
+        let mut fresh = Self::new(&columns, &watermark, &select, workers).await?;
+        let mut saved = Vec::new();
+        for (id, operator) in self.runner.operators_by_id() {
+            let snapshot = operator.snapshot()?;
+            let pieces = snapshot
+                .pieces
+                .into_iter()
+                .map(|p| Ok((p.name, through_file(&p.schema, &p.rows)?)))
+                .collect::<Result<_>>()?;
+            let state = RestoredState {
+                marks: snapshot.marks,
+                pieces,
+                watermark: self.watermark,
+            };
+            saved.push((id.to_string(), state));
+        }
+        for (id, state) in saved {
+            fresh.runner.restore(&id, state).await?;
+        }
+        fresh.watermark = self.watermark;
+        *self = fresh;
+        Ok(())
     }
 
     /// The source's schema.
@@ -198,6 +233,19 @@ impl Kit {
 }
 
 /// Event-time text (`2026-01-01T00:00:10`) in nanoseconds.
+/// `rows` written to an Arrow IPC file and read back, as a checkpoint stores them.
+fn through_file(schema: &SchemaRef, rows: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+    let mut bytes = Vec::new();
+    let mut writer = arrow::ipc::writer::FileWriter::try_new(&mut bytes, schema)?;
+    for batch in rows {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    drop(writer);
+    let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)?;
+    Ok(reader.collect::<std::result::Result<_, _>>()?)
+}
+
 fn nanos(text: &str) -> Result<i64> {
     let cast = arrow::compute::cast(
         &StringArray::from(vec![text]),

@@ -74,7 +74,7 @@ pub(crate) fn compute(
 ) -> Result<()> {
     let rows = &partition.rows;
     let order = [Arc::clone(rows.column(ts))];
-    let args = |f: &Function| &rows.columns()[f.cols.clone()];
+    let args = |f: &Function| f.arg_values(rows);
     let ranked = functions
         .iter()
         .any(|f| matches!(f.kind, Kind::Rank | Kind::DenseRank));
@@ -96,12 +96,12 @@ pub(crate) fn compute(
     for (i, function) in functions.iter().enumerate() {
         let column = match &function.kind {
             Kind::Aggregate { agg, sliding } => {
-                let values = args(function);
+                let values = args(function)?;
                 let state = &mut partition.states[i];
                 aggregate_values(
                     agg,
                     *sliding,
-                    values,
+                    &values,
                     &order,
                     &mut contexts[i],
                     state,
@@ -129,14 +129,14 @@ pub(crate) fn compute(
                 column
             }
             Kind::Shift { offset, default } => {
-                let values = args(function);
+                let values = args(function)?;
                 shift_column(&values[0], *offset, default, range.clone())?
             }
             Kind::Nth { n, last } => {
-                let values = args(function);
+                let values = args(function)?;
                 let head = match &partition.head {
                     Some(head) if function.start == Start::Unbounded && !*last => {
-                        head.columns().get(function.cols.start).cloned()
+                        function.arg_values(head)?.into_iter().next()
                     }
                     _ => None,
                 };

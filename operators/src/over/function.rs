@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{WindowFrame, WindowFrameBound, WindowFrameUnits};
@@ -54,8 +55,9 @@ pub(crate) struct Function {
     pub kind: Kind,
     /// The arguments it reads from each row (an aggregate's inputs, a navigation's value).
     pub args: Vec<Arc<dyn PhysicalExpr>>,
-    /// Where their values are among a partition's held columns (after the event time).
-    pub cols: std::ops::Range<usize>,
+    /// Where each argument's values are: a partition's held column (after the event time), or
+    /// a literal (`count(*)`'s), which is not held per row.
+    pub at: Vec<Arg>,
     /// Its frame (ignored by ranking and LAG/LEAD).
     pub frame: Arc<WindowFrame>,
     /// Where its frame starts.
@@ -70,7 +72,30 @@ pub(crate) struct Function {
     pub text: String,
 }
 
+/// Where a function's argument comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    /// Column `n` of a partition's held rows.
+    Held(usize),
+    /// The same value for every row.
+    Literal(ScalarValue),
+}
+
 impl Function {
+    /// Its arguments' values for `held` (a partition's held rows, or its first rows).
+    pub fn arg_values(
+        &self,
+        held: &RecordBatch,
+    ) -> datafusion::error::Result<Vec<ArrayRef>> {
+        self.at
+            .iter()
+            .map(|arg| match arg {
+                Arg::Held(n) => Ok(Arc::clone(held.column(*n))),
+                Arg::Literal(value) => value.to_array_of_size(held.num_rows()),
+            })
+            .collect()
+    }
+
     /// Whether it reads a frame (aggregates and FIRST/LAST/NTH_VALUE).
     pub fn uses_frame(&self) -> bool {
         matches!(self.kind, Kind::Aggregate { .. } | Kind::Nth { .. })
@@ -172,7 +197,7 @@ pub(crate) fn classify(expr: &Arc<dyn WindowExpr>) -> Result<Function, String> {
     Ok(Function {
         kind,
         args,
-        cols: 0..0,
+        at: Vec::new(),
         range_units: None,
         frame,
         start,

@@ -266,7 +266,10 @@ fn contexts(plan: &OverPlan) -> Vec<WindowFrameContext> {
 fn values(plan: &OverPlan, batch: &RecordBatch) -> Result<RecordBatch> {
     let mut columns = vec![Arc::clone(batch.column(plan.ts))];
     for f in &plan.functions {
-        for arg in &f.args {
+        for (arg, at) in f.args.iter().zip(&f.at) {
+            if matches!(at, function::Arg::Literal(_)) {
+                continue;
+            }
             let value = arg
                 .evaluate(batch)
                 .and_then(|v| v.into_array(batch.num_rows()))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::row::{RowConverter, SortField};
-use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -23,7 +23,7 @@ use volley_sql::stream::rule::{PlanRule, RuleContext};
 use volley_sql::stream::ties::tie_columns;
 use volley_sql::stream::trace::trace_column;
 
-use super::function::classify;
+use super::function::{Arg, classify};
 use super::plan::{OVER, OverPlan};
 use crate::two_streams::{JoinSide, SideFrontier};
 
@@ -236,14 +236,19 @@ fn plan_over(
     // What a partition holds of each row: its event time and the functions' arguments.
     let mut fields = vec![Field::new("ts", ts_type.clone(), true)];
     for (i, f) in functions.iter_mut().enumerate() {
-        let from = fields.len();
+        let mut args = Vec::with_capacity(f.args.len());
         for (j, arg) in f.args.iter().enumerate() {
+            if let Some(literal) = arg.downcast_ref::<Literal>() {
+                args.push(Arg::Literal(literal.value().clone()));
+                continue;
+            }
             let data_type = arg
                 .data_type(&input_schema)
                 .map_err(|e| SqlError::plan(at, e))?;
+            args.push(Arg::Held(fields.len()));
             fields.push(Field::new(format!("f{i}_a{j}"), data_type, true));
         }
-        f.cols = from..fields.len();
+        f.at = args;
         f.range_units =
             super::function::range_units(&f.frame, volley_sql::stream::window::nanos_per_unit(unit));
     }

@@ -16,14 +16,19 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, Int64Array, RecordBatch,
+    Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch,
     UInt32Array, UInt64Array,
 };
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::compute::kernels::cmp::eq;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::ScalarValue;
 use volley_sql::stream::operator::{OperatorError, RestoredState, Result, StatePiece};
+
+mod carry;
+mod gather;
+
+use carry::{Carries, Carry};
+use gather::Gather;
 
 use super::function::Kind;
 use super::partition::{FnState, Partition};
@@ -32,10 +37,30 @@ use super::{Key, OverState, WHAT};
 /// The column naming a held row's partition.
 const PARTITION: &str = "__volley_partition";
 
+/// Partitions per checkpoint thread, at least (in tests, few: small states take many).
+#[cfg(not(test))]
+const PER_THREAD: usize = 1 << 16;
+#[cfg(test)]
+const PER_THREAD: usize = 4;
+
+/// The schemas of the pieces gathered from partitions.
+struct Schemas {
+    partitions: SchemaRef,
+    held: SchemaRef,
+    full: SchemaRef,
+}
+
+/// One chunk of partitions' `partitions`, `rows`, `head` and `full` rows.
+type Chunk = [RecordBatch; 4];
+
 impl OverState {
     /// The schema of the `partitions` piece.
     fn partitions_schema(&self) -> Result<SchemaRef> {
-        let (emitted, pruned, ranks) = self.carries();
+        let Carries {
+            emitted,
+            pruned,
+            ranks,
+        } = self.carries();
         let mut fields = vec![Field::new("key", DataType::Binary, false)];
         if emitted {
             fields.push(Field::new("emitted", DataType::UInt64, false));
@@ -70,7 +95,7 @@ impl OverState {
 
     /// Which counters a partition's checkpoint row needs: rows emitted (only while rows wait
     /// for LEAD), rows dropped (row numbers, ranks, NTH_VALUE from the first row), the ranks.
-    fn carries(&self) -> (bool, bool, bool) {
+    fn carries(&self) -> Carries {
         let functions = &self.plan.functions;
         let ranks = functions
             .iter()
@@ -81,7 +106,11 @@ impl OverState {
                     || (matches!(f.kind, Kind::Nth { .. })
                         && f.start == super::function::Start::Unbounded)
             });
-        (self.plan.lookahead() > 0, pruned, ranks)
+        Carries {
+            emitted: self.plan.lookahead() > 0,
+            pruned,
+            ranks,
+        }
     }
 
     /// `schema` with the partition column.
@@ -92,7 +121,8 @@ impl OverState {
     }
 
     /// The checkpoint's pieces. Running accumulators give their state (which takes it) and are
-    /// replaced by accumulators merged from it.
+    /// replaced by accumulators merged from it. Many partitions are gathered in chunks, one
+    /// thread each.
     pub(super) fn pieces(&self) -> Result<Vec<StatePiece>> {
         let mut inner = self
             .inner
@@ -100,148 +130,92 @@ impl OverState {
             .map_err(|_| OperatorError::Internal("OVER state poisoned".into()))?;
         let inner = &mut *inner;
         let input = self.plan.input.plan.schema();
-        let values = Arc::clone(&self.plan.values);
-        let held = Self::held_schema(&values);
-        let held_full = Self::held_schema(&input);
-        let (mut full, mut full_ids) = (Vec::new(), Vec::new());
-        let n = inner.partitions.len();
-        let mut numbers: Vec<Vec<u64>> = (0..4).map(|_| Vec::with_capacity(n)).collect();
-        let mut last_ts = Vec::new();
-        let mut max_ts = Vec::new();
-        let mut ranked = Vec::new();
-        let mut frames: Vec<(Vec<u64>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); self.plan.functions.len()];
-        let mut states: Vec<Vec<Vec<ScalarValue>>> = vec![Vec::new(); self.plan.functions.len()];
-        let (mut heads, mut head_ids) = (Vec::new(), Vec::new());
-        for (ordinal, p) in inner.partitions.values_mut().enumerate() {
-            numbers[0].push(p.emitted as u64);
-            numbers[1].push(p.pruned);
-            numbers[2].push(p.rank);
-            numbers[3].push(p.dense);
-            ranked.push(p.last_ts.is_some());
-            last_ts.push(p.last_ts.flatten());
-            max_ts.push(p.max_ts);
-            for (i, (f, state)) in self.plan.functions.iter().zip(&mut p.states).enumerate() {
-                frames[i].0.push(state.last.start as u64);
-                frames[i].1.push(state.last.end as u64);
-                if let (Kind::Aggregate { agg, sliding: false }, Some(acc)) = (&f.kind, &mut state.acc) {
-                    let values = acc.state().map_err(OperatorError::exec(WHAT))?;
-                    if !keeps_state(agg) {
-                        // Its state was taken: carry on from an accumulator merged from it.
-                        let mut fresh =
-                            agg.create_accumulator().map_err(OperatorError::exec(WHAT))?;
-                        let arrays = values
-                            .iter()
-                            .map(|v| v.to_array())
-                            .collect::<datafusion::error::Result<Vec<_>>>()
-                            .map_err(OperatorError::exec(WHAT))?;
-                        fresh.merge_batch(&arrays).map_err(OperatorError::exec(WHAT))?;
-                        *acc = fresh;
-                    }
-                    states[i].push(values);
-                }
+        let schemas = Schemas {
+            partitions: self.partitions_schema()?,
+            held: Self::held_schema(&self.plan.values),
+            full: Self::held_schema(&input),
+        };
+        // Partition numbers follow the map's order, which stays as it is meanwhile.
+        let mut partitions: Vec<(&Key, &mut Partition)> = inner.partitions.iter_mut().collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(partitions.len() / PER_THREAD)
+            .max(1);
+        let size = partitions.len().div_ceil(threads).max(1);
+        let chunks: Vec<Chunk> = if threads == 1 {
+            vec![self.chunk(&schemas, 0, &mut partitions)?]
+        } else {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = partitions
+                    .chunks_mut(size)
+                    .enumerate()
+                    .map(|(i, chunk)| {
+                        let schemas = &schemas;
+                        scope.spawn(move || self.chunk(schemas, i * size, chunk))
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|thread| {
+                        thread.join().unwrap_or_else(|_| {
+                            Err(OperatorError::Internal(
+                                "an OVER checkpoint thread panicked".into(),
+                            ))
+                        })
+                    })
+                    .collect::<Result<_>>()
+            })?
+        };
+        let piece = |name: &str, schema: &SchemaRef, rows: Vec<RecordBatch>| StatePiece {
+            name: name.into(),
+            schema: Arc::clone(schema),
+            rows,
+        };
+        let mut by_piece: [Vec<RecordBatch>; 4] = Default::default();
+        for chunk in chunks {
+            for (all, batch) in by_piece.iter_mut().zip(chunk) {
+                all.push(batch);
+            }
+        }
+        let [carried, rows, heads, full] = by_piece;
+        Ok(vec![
+            piece("pending", &input, inner.pending.clone()),
+            piece("partitions", &schemas.partitions, carried),
+            piece("rows", &schemas.held, rows),
+            piece("head", &schemas.held, heads),
+            piece("full", &schemas.full, full),
+        ])
+    }
+
+    /// The `partitions`, `rows`, `head` and `full` rows of `partitions`, numbered from `first`.
+    fn chunk(
+        &self,
+        schemas: &Schemas,
+        first: usize,
+        partitions: &mut [(&Key, &mut Partition)],
+    ) -> Result<Chunk> {
+        let functions = &self.plan.functions;
+        let width = self.plan.values.fields().len();
+        let mut carry = Carry::new(self.carries(), functions, partitions.len())?;
+        let (mut rows, mut heads) = (Gather::new(width), Gather::new(width));
+        let mut full = Gather::new(self.plan.input.plan.schema().fields().len());
+        for (i, (key, p)) in partitions.iter_mut().enumerate() {
+            carry.push(functions, key, p)?;
+            let p = &**p;
+            let ordinal = (first + i) as u64;
+            rows.push(&p.rows, ordinal);
+            if let Some(head) = &p.head {
+                heads.push(head, ordinal);
             }
             if let Some(whole) = &p.full {
-                full.push(whole.clone());
-                full_ids.extend(std::iter::repeat_n(ordinal as u64, whole.num_rows()));
-            }
-            if let Some(head) = &p.head {
-                heads.push(head.clone());
-                head_ids.extend(std::iter::repeat_n(ordinal as u64, head.num_rows()));
+                full.push(whole, ordinal);
             }
         }
-        // The keys and held rows, column by column, in the same order (the map is unchanged).
-        let mut keys = BinaryBuilder::with_capacity(n, n * 16);
-        let mut held_columns: Vec<Vec<&dyn Array>> =
-            (0..values.fields().len()).map(|_| Vec::with_capacity(n)).collect();
-        let mut row_ids = Vec::new();
-        for (ordinal, (key, p)) in inner.partitions.iter().enumerate() {
-            keys.append_value(key);
-            for (c, column) in p.rows.columns().iter().enumerate() {
-                held_columns[c].push(column.as_ref());
-            }
-            row_ids.extend(std::iter::repeat_n(ordinal as u64, p.rows.num_rows()));
-        }
-        let mut held_rows: Vec<ArrayRef> = held_columns
-            .iter()
-            .zip(values.fields())
-            .map(|(parts, field)| {
-                if parts.is_empty() {
-                    Ok(arrow::array::new_empty_array(field.data_type()))
-                } else {
-                    arrow::compute::concat(parts)
-                }
-            })
-            .collect::<std::result::Result<_, _>>()?;
-        held_rows.push(Arc::new(UInt64Array::from(row_ids)));
-        let held_rows = RecordBatch::try_new(Arc::clone(&held), held_rows)?;
-        let schema = self.partitions_schema()?;
-        let (with_emitted, with_pruned, with_ranks) = self.carries();
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(keys.finish())];
-        if with_emitted {
-            columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut numbers[0]))));
-        }
-        if with_pruned {
-            columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut numbers[1]))));
-        }
-        if with_ranks {
-            columns.push(Arc::new(BooleanArray::from(ranked)));
-            columns.push(Arc::new(Int64Array::from(last_ts)));
-            columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut numbers[2]))));
-            columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut numbers[3]))));
-        }
-        columns.push(Arc::new(Int64Array::from(max_ts)));
-        let frame_index = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-        for (i, f) in self.plan.functions.iter().enumerate() {
-            if f.uses_frame() {
-                let (starts, ends) = std::mem::take(&mut frames[i]);
-                columns.push(Arc::new(UInt32Array::from_iter_values(
-                    starts.into_iter().map(frame_index),
-                )));
-                columns.push(Arc::new(UInt32Array::from_iter_values(
-                    ends.into_iter().map(frame_index),
-                )));
-            }
-            if let Kind::Aggregate { agg, sliding: false } = &f.kind {
-                let fields = agg.state_fields().map_err(OperatorError::exec(WHAT))?;
-                for (j, field) in fields.iter().enumerate() {
-                    let column = states[i].iter().map(|s| s[j].clone());
-                    let array = if states[i].is_empty() {
-                        arrow::array::new_empty_array(field.data_type())
-                    } else {
-                        ScalarValue::iter_to_array(column).map_err(OperatorError::exec(WHAT))?
-                    };
-                    columns.push(array);
-                }
-            }
-        }
-        let partitions = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-        let pending = inner.pending.clone();
-        Ok(vec![
-            StatePiece {
-                name: "pending".into(),
-                schema: Arc::clone(&input),
-                rows: pending,
-            },
-            StatePiece {
-                name: "partitions".into(),
-                schema,
-                rows: vec![partitions],
-            },
-            StatePiece {
-                name: "rows".into(),
-                schema: Arc::clone(&held),
-                rows: vec![held_rows],
-            },
-            StatePiece {
-                name: "head".into(),
-                schema: Arc::clone(&held),
-                rows: vec![with_partitions(&held, &values, &heads, head_ids)?],
-            },
-            StatePiece {
-                name: "full".into(),
-                schema: Arc::clone(&held_full),
-                rows: vec![with_partitions(&held_full, &input, &full, full_ids)?],
-            },
+        Ok([
+            carry.finish(functions, &schemas.partitions)?,
+            rows.finish(&schemas.held)?,
+            heads.finish(&schemas.held)?,
+            full.finish(&schemas.full)?,
         ])
     }
 
@@ -267,7 +241,11 @@ impl OverState {
         let schema = self.partitions_schema()?;
         let partitions = concat_batches(&schema, partitions.iter())?;
         let plan = self.plan.clone();
-        let (with_emitted, with_pruned, with_ranks) = self.carries();
+        let Carries {
+            emitted: with_emitted,
+            pruned: with_pruned,
+            ranks: with_ranks,
+        } = self.carries();
         let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
         inner.pending = pending.into_iter().filter(|b| b.num_rows() > 0).collect();
         let u64s = |name: &str| typed::<UInt64Array>(&partitions, name);
@@ -367,7 +345,7 @@ fn restore_accumulator(
             )));
         }
         if range.end > range.start {
-            let values = rows.columns()[function.cols.clone()].to_vec();
+            let values = function.arg_values(rows).map_err(OperatorError::exec(WHAT))?;
             let slice: Vec<ArrayRef> = values
                 .iter()
                 .map(|v| v.slice(range.start, range.end - range.start))
@@ -393,43 +371,6 @@ fn restore_accumulator(
         })
         .collect::<Result<Vec<_>>>()?;
     acc.merge_batch(&arrays).map_err(OperatorError::exec(WHAT))
-}
-
-/// The partitions' `rows`, one batch, with each row's partition number from `ids`.
-fn with_partitions(
-    held: &SchemaRef,
-    input: &SchemaRef,
-    rows: &[RecordBatch],
-    ids: Vec<u64>,
-) -> Result<RecordBatch> {
-    let all = concat_batches(input, rows.iter())?;
-    let mut columns = all.columns().to_vec();
-    columns.push(Arc::new(UInt64Array::from(ids)));
-    Ok(RecordBatch::try_new(Arc::clone(held), columns)?)
-}
-
-/// Whether `agg`'s accumulator keeps its state when asked for it (DataFusion's
-/// `Accumulator::state` may take it: median, percentile_cont, string_agg, array_agg, and min
-/// and max of strings and structs do).
-fn keeps_state(agg: &datafusion::physical_expr::aggregate::AggregateFunctionExpr) -> bool {
-    match agg.fun().name() {
-        "min" | "max" => agg.field().data_type().is_primitive(),
-        name => matches!(
-            name,
-            "count"
-                | "sum"
-                | "avg"
-                | "bool_and"
-                | "bool_or"
-                | "bit_and"
-                | "bit_or"
-                | "bit_xor"
-                | "var_samp"
-                | "var_pop"
-                | "stddev"
-                | "stddev_pop"
-        ),
-    }
 }
 
 /// Held rows by partition row number, without the partition column.
