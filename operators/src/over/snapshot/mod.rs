@@ -219,6 +219,28 @@ impl OverState {
         ])
     }
 
+    /// Refuses piece `name` when its columns are not the `expected` ones: state written for
+    /// other functions, or by a build that kept it otherwise.
+    fn fits(&self, name: &str, expected: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+        let columns = |schema: &Schema| {
+            schema
+                .fields()
+                .iter()
+                .map(|f| format!("{} {}", f.name(), f.data_type()))
+                .collect::<Vec<_>>()
+        };
+        let want = columns(expected);
+        match batches.iter().map(|b| columns(&b.schema())).find(|got| *got != want) {
+            None => Ok(()),
+            Some(got) => Err(OperatorError::Checkpoint(format!(
+                "the checkpoint's '{name}' state of {} has columns [{}], but this build keeps [{}] for the same SQL: the checkpoint was written by another version; run with --from-scratch",
+                self.plan.output_name,
+                got.join(", "),
+                want.join(", ")
+            ))),
+        }
+    }
+
     /// Loads a checkpoint's pieces into the empty state.
     pub(super) fn load(&mut self, state: &mut RestoredState) -> Result<()> {
         let missing = |name: &str| {
@@ -234,11 +256,20 @@ impl OverState {
         let full = state.take("full").unwrap_or_default();
         let input = self.plan.input.plan.schema();
         let values = Arc::clone(&self.plan.values);
+        let schema = self.partitions_schema()?;
+        let (held, held_full) = (Self::held_schema(&values), Self::held_schema(&input));
+        for (name, expected, batches) in [
+            ("partitions", &schema, &partitions),
+            ("rows", &held, &rows),
+            ("head", &held, &heads),
+            ("full", &held_full, &full),
+        ] {
+            self.fits(name, expected, batches)?;
+        }
         let rows = by_partition(&Self::held_schema(&values), &values, rows)?;
         let heads = by_partition(&Self::held_schema(&values), &values, heads)?;
         let full = by_partition(&Self::held_schema(&input), &input, full)?;
         let lead = self.plan.lookahead() > 0;
-        let schema = self.partitions_schema()?;
         let partitions = concat_batches(&schema, partitions.iter())?;
         let plan = self.plan.clone();
         let Carries {
