@@ -24,6 +24,10 @@ pub fn source_tables(pipeline: &Pipeline) -> Result<Vec<&TableDecl>> {
             .map_err(|e| SqlError::plan(insert.at, e))?;
         for r in refs {
             let name = r.table().to_string();
+            // A table function (generate_series, range) is a constant table, not a reference.
+            if pipeline.table(&name).is_none() && state.table_functions().contains_key(&name) {
+                continue;
+            }
             if pipeline.table(&name).is_none() {
                 return Err(SqlError::Plan {
                     at: insert.at,

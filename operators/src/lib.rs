@@ -17,5 +17,6 @@ operators! {
     aggregate => AggregateRule,
     window_join => WindowJoinRule,
     interval_join => IntervalJoinRule,
+    per_window => PerWindowRule,
     over => OverRule,
 }

@@ -13,17 +13,17 @@ use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec, WindowExpr};
+use datafusion::physical_plan::windows::WindowExpr;
 use volley_sql::error::{Result, SqlError};
 use volley_sql::sql_text;
 use volley_sql::stream::graph::{Emit, OutputPort, PortTime, StreamNode};
 use volley_sql::stream::late::LateGate;
 use volley_sql::stream::leaf::EpochSlot;
 use volley_sql::stream::rule::{PlanRule, RuleContext};
-use volley_sql::stream::ties::tie_columns;
+use volley_sql::stream::ties::{tie_columns, window_parts};
 use volley_sql::stream::trace::trace_column;
 
-use super::function::{Arg, classify};
+use super::function::{Arg, Kind, classify};
 use super::plan::{OVER, OverPlan};
 use crate::two_streams::{JoinSide, SideFrontier};
 
@@ -47,18 +47,6 @@ impl PlanRule for OverRule {
         };
         Ok(Some(Box::new(plan_over(node, exprs, input, cx)?)))
     }
-}
-
-/// A window operator's functions and its input.
-type WindowParts<'a> = (&'a [Arc<dyn WindowExpr>], &'a Arc<dyn ExecutionPlan>);
-
-/// A window operator's functions and input.
-fn window_parts(node: &dyn ExecutionPlan) -> Option<WindowParts<'_>> {
-    if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
-        return Some((w.window_expr(), w.input()));
-    }
-    node.downcast_ref::<WindowAggExec>()
-        .map(|w| (w.window_expr(), w.input()))
 }
 
 /// The input under the sorts and exchanges DataFusion put below a window operator (the OVER
@@ -110,9 +98,18 @@ fn plan_over(
             order.iter().map(|s| sql_text::expr(&s.expr)).collect::<Vec<_>>().join(", ")
         )));
     }
+    // A ranking by anything but event time is a Top-N: it streams within a window.
+    let top_n = if functions
+        .iter()
+        .any(|f| matches!(f.kind, Kind::RowNumber | Kind::Rank | Kind::DenseRank))
+    {
+        "; for a Top-N, rank the rows of each window of a windowed aggregate, with its window column in PARTITION BY (SELECT * FROM (SELECT w, k, total, ROW_NUMBER() OVER (PARTITION BY w ORDER BY total DESC) AS rn FROM (SELECT date_bin(INTERVAL '1 minute', ts) AS w, k, sum(x) AS total FROM s GROUP BY 1, 2)) WHERE rn <= 3), which streams each window's ranks once it closes"
+    } else {
+        ""
+    };
     if sort.options.descending {
         return Err(refuse(format!(
-            "{call} OVER (... ORDER BY {order_text} DESC) puts each row after rows that have not happened yet: order by the event time ascending"
+            "{call} OVER (... ORDER BY {order_text} DESC) puts each row after rows that have not happened yet: order by the event time ascending{top_n}"
         )));
     }
     if sort.options.nulls_first {
@@ -122,7 +119,7 @@ fn plan_over(
     }
     let not_time = || {
         refuse(format!(
-            "{call} OVER (... ORDER BY {order_text}): an OVER window is streamed in event-time order, so its ORDER BY must be the watermarked event-time column itself; order by the event time, or compute it in `volley batch`"
+            "{call} OVER (... ORDER BY {order_text}): an OVER window is streamed in event-time order, so its ORDER BY must be the watermarked event-time column itself; order by the event time, or compute it in `volley batch`{top_n}"
         ))
     };
     let ts = sort

@@ -281,6 +281,21 @@ pub fn lookup_tables_read(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
     out
 }
 
+/// What the user calls a bounded side, for messages: `lookup table t` and `t`, or `a constant
+/// table (VALUES …)` and `the constant table` when it reads no lookup table.
+fn bounded_name(plan: &Arc<dyn ExecutionPlan>) -> (String, String) {
+    let tables = lookup_tables_read(plan);
+    if tables.is_empty() {
+        (
+            "a constant table (VALUES …)".to_string(),
+            "the constant table".to_string(),
+        )
+    } else {
+        let names = tables.join(", ");
+        (format!("lookup table {names}"), names)
+    }
+}
+
 /// The build side of `node` when it is a lookup join (a hash join whose build side reads no
 /// stream and whose probe side does): that side is bounded, run once, not streamed.
 pub fn lookup_build_side(node: &dyn ExecutionPlan) -> Option<&Arc<dyn ExecutionPlan>> {
@@ -306,15 +321,17 @@ pub fn orient_lookup_joins(
         let Some(join) = node.downcast_ref::<HashJoinExec>() else {
             return Ok(Transformed::no(node));
         };
-        let (left_lookup, left_stream) = reads(join.left());
-        let (right_lookup, right_stream) = reads(join.right());
-        let turned: Arc<dyn ExecutionPlan> = if right_lookup && !right_stream && left_stream {
+        // A side that reads no stream is bounded: a lookup table, or a constant table (VALUES,
+        // generate_series, unnest of literal arrays, CTEs over them), run once as in batch.
+        let (_, left_stream) = reads(join.left());
+        let (_, right_stream) = reads(join.right());
+        let turned: Arc<dyn ExecutionPlan> = if !right_stream && left_stream {
             if join.null_aware {
                 refused.get_or_insert(SqlError::Unsupported {
                     at,
                     message: format!(
-                        "NOT IN (SELECT … FROM {}) is not streamed: NULL in the lookup table would turn every stream row's answer, so the join needs the stream on its build side. Write NOT EXISTS (SELECT 1 FROM … WHERE key = stream.key) instead, adding `AND stream.key IS NOT NULL` if NULL keys must be left out",
-                        lookup_tables_read(join.right()).join(", ")
+                        "NOT IN (SELECT … FROM {}) is not streamed: NULL in the table would turn every stream row's answer, so the join needs the stream on its build side. Write NOT EXISTS (SELECT 1 FROM … WHERE key = stream.key) instead, adding `AND stream.key IS NOT NULL` if NULL keys must be left out",
+                        bounded_name(join.right()).1
                     ),
                 });
                 return Ok(Transformed::no(node));
@@ -327,7 +344,7 @@ pub fn orient_lookup_joins(
                 ])?
                 .build()?;
             once.swap_inputs(PartitionMode::CollectLeft)?
-        } else if left_lookup && !left_stream && right_stream {
+        } else if !left_stream && right_stream {
             let one = join.left().output_partitioning().partition_count() == 1;
             if join.mode == PartitionMode::CollectLeft && one {
                 return Ok(Transformed::no(node));
@@ -367,7 +384,7 @@ fn one_partition(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
 /// # Errors
 /// The join types that would: [`SqlError::Unsupported`] with the rewrite.
 pub fn check_lookup_join(join: &HashJoinExec, at: StatementRef) -> Result<()> {
-    let tables = lookup_tables_read(join.left()).join(", ");
+    let (what, tables) = bounded_name(join.left());
     match join.join_type {
         JoinType::Inner
         | JoinType::Right
@@ -377,7 +394,7 @@ pub fn check_lookup_join(join: &HashJoinExec, at: StatementRef) -> Result<()> {
         JoinType::Left | JoinType::Full => Err(SqlError::Unsupported {
             at,
             message: format!(
-                "a {} join that keeps the unmatched rows of lookup table {tables} is not streamed: whether a table row ever matches depends on every stream row still to come. Keep the stream's rows instead (stream LEFT JOIN {tables}), or run `volley batch`",
+                "a {} join that keeps the unmatched rows of {what} is not streamed: whether a table row ever matches depends on every stream row still to come. Keep the stream's rows instead (stream LEFT JOIN {tables}), or run `volley batch`",
                 if join.join_type == JoinType::Full {
                     "FULL"
                 } else {
@@ -388,7 +405,7 @@ pub fn check_lookup_join(join: &HashJoinExec, at: StatementRef) -> Result<()> {
         _ => Err(SqlError::Unsupported {
             at,
             message: format!(
-                "a semi- or anti-join (IN / EXISTS, or NOT …, over the stream) returning the rows of lookup table {tables} is not streamed: which table rows match depends on every stream row still to come. Filter the stream by the table instead (WHERE key IN (SELECT key FROM {tables})), or run `volley batch`"
+                "a semi- or anti-join (IN / EXISTS, or NOT …, over the stream) returning the rows of {what} is not streamed: which table rows match depends on every stream row still to come. Filter the stream by the table instead (WHERE key IN (SELECT key FROM {tables})), or run `volley batch`"
             ),
         }),
     }

@@ -51,6 +51,18 @@ pub fn tie_columns(schema: &Schema, ordered: &[usize]) -> Vec<usize> {
 #[derive(Debug, Default)]
 pub struct WindowTies;
 
+/// A window operator's functions and its input.
+pub type WindowParts<'a> = (&'a [Arc<dyn WindowExpr>], &'a Arc<dyn ExecutionPlan>);
+
+/// The functions and input of `node` when it is a window operator (bounded or not).
+pub fn window_parts(node: &dyn ExecutionPlan) -> Option<WindowParts<'_>> {
+    if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
+        return Some((w.window_expr(), w.input()));
+    }
+    node.downcast_ref::<WindowAggExec>()
+        .map(|w| (w.window_expr(), w.input()))
+}
+
 impl PhysicalOptimizerRule for WindowTies {
     fn optimize(
         &self,
@@ -58,14 +70,9 @@ impl PhysicalOptimizerRule for WindowTies {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
-            let exprs: Vec<Arc<dyn WindowExpr>> =
-                if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
-                    w.window_expr().to_vec()
-                } else if let Some(w) = node.downcast_ref::<WindowAggExec>() {
-                    w.window_expr().to_vec()
-                } else {
-                    return Ok(Transformed::no(node));
-                };
+            let Some(exprs) = window_parts(node.as_ref()).map(|(e, _)| e.to_vec()) else {
+                return Ok(Transformed::no(node));
+            };
             let Some(first) = exprs.first() else {
                 return Ok(Transformed::no(node));
             };

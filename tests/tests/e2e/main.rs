@@ -32,4 +32,5 @@ mod sink_fit;
 mod slow_model;
 mod slt;
 mod state_ttl;
+mod top_n;
 mod window_join;

@@ -1,0 +1,100 @@
+//! Window functions per window (Top-N by ROW_NUMBER, RANK and DENSE_RANK, NTILE, PERCENT_RANK
+//! over each window of a windowed aggregate): streamed rows equal batch's over micro-batch
+//! sizes, input orders, workers, and jobs that fail and restore.
+
+use crate::harness::{Sweep, sweep};
+use crate::recovery::failed_runs_restore_and_match_batch;
+
+/// The corpus' sinks, one per INSERT.
+const SINKS: [&str; 5] = [
+    "top_users",
+    "top_merchants",
+    "hop_top",
+    "spread",
+    "top_share",
+];
+
+/// The corpus over `count` payments of generator seed `seed`.
+fn corpus(seed: u64, count: u64) -> String {
+    format!(
+        r#"
+CREATE EXTERNAL TABLE payments STORED AS GENERATOR LOCATION 'payments'
+OPTIONS ('count' '{count}', 'rate' '20', 'seed' '{seed}', 'riders' '30', 'disorder' '2 seconds',
+         'watermark' 'event_time - INTERVAL ''2 seconds''');
+{sinks}
+
+-- Top 3 users by spend per 5-second window (ties on the total ordered by the other columns).
+INSERT INTO top_users
+SELECT w, user_id, total, rn FROM (
+  SELECT w, user_id, total, ROW_NUMBER() OVER (PARTITION BY w ORDER BY total DESC) AS rn
+  FROM (SELECT date_bin(INTERVAL '5 seconds', event_time) AS w, user_id, sum(amount) AS total
+        FROM payments GROUP BY 1, 2) AS t
+) AS ranked WHERE rn <= 3;
+
+-- RANK and DENSE_RANK per window and channel, with < and =.
+INSERT INTO top_merchants
+SELECT * FROM (
+  SELECT w, channel, merchant, n,
+         RANK() OVER (PARTITION BY w, channel ORDER BY n DESC) AS r,
+         DENSE_RANK() OVER (PARTITION BY channel, w ORDER BY n DESC, merchant) AS d
+  FROM (SELECT date_bin(INTERVAL '10 seconds', event_time) AS w, channel, merchant, count(*) AS n
+        FROM payments GROUP BY 1, 2, 3) AS t
+) AS ranked WHERE r < 3 OR d = 1;
+
+-- Top 2 per hop window.
+INSERT INTO hop_top
+SELECT starttime, user_id, n FROM (
+  SELECT starttime, user_id, n, ROW_NUMBER() OVER (PARTITION BY starttime ORDER BY n DESC, user_id) AS rn
+  FROM (SELECT starttime, user_id, count(*) AS n
+        FROM (SELECT user_id, unnest(hop(event_time, INTERVAL '2 seconds', INTERVAL '6 seconds')) AS starttime
+              FROM payments) AS h
+        GROUP BY 1, 2) AS t
+) AS ranked WHERE rn <= 2;
+
+-- Functions that need the whole partition: a window's partition is whole.
+INSERT INTO spread
+SELECT w, user_id, total,
+       NTILE(4) OVER (PARTITION BY w ORDER BY total) AS quartile,
+       PERCENT_RANK() OVER (PARTITION BY w ORDER BY total) AS pr,
+       CUME_DIST() OVER (PARTITION BY w ORDER BY total) AS cd
+FROM (SELECT date_bin(INTERVAL '5 seconds', event_time) AS w, user_id, max(fee) AS total
+      FROM payments GROUP BY 1, 2) AS t;
+
+-- Per window and user, then the top user of each window with its share.
+INSERT INTO top_share
+SELECT w, user_id, share FROM (
+  SELECT w, user_id, n * 1.0 / sum(n) OVER (PARTITION BY w) AS share,
+         ROW_NUMBER() OVER (PARTITION BY w ORDER BY n DESC) AS rn
+  FROM (SELECT date_bin(INTERVAL '5 seconds', event_time) AS w, user_id, count(*) AS n
+        FROM payments GROUP BY 1, 2) AS t
+) AS ranked WHERE rn = 1;
+"#,
+        sinks = SINKS
+            .iter()
+            .map(|s| format!("CREATE EXTERNAL TABLE {s} STORED AS BLACKHOLE LOCATION 'x';"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_top_n_streams_equal_to_batch_over_sizes_orders_and_workers() {
+    sweep(
+        Sweep {
+            seeds: 3,
+            small: 60,
+            rows: 400,
+            random_seed: 17,
+            sinks: Some(SINKS.len()),
+        },
+        corpus,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_top_n_restores_mid_run_and_equals_batch() {
+    // (rows after which each run fails, checkpoint interval in epochs, workers per run)
+    let schedules = [(vec![150, 420], 1, vec![1, 2, 3])];
+    failed_runs_restore_and_match_batch(&corpus(5, 700), "payments", &SINKS, &schedules).await;
+}
