@@ -487,8 +487,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Forgets the partitions nothing of which can matter from `mark` on, and those idle for
-    /// `state_ttl` (emitting their waiting rows as at the end of input). Looks once the mark
+    /// Forgets the partitions nothing of which can matter from `mark` on (their frames past,
+    /// or their bucket of the event time closed), and those idle for `state_ttl` (emitting
+    /// their waiting rows as at the end of input). Looks once the mark
     /// has moved on by the shortest frame (or `state_ttl`) and at least half as many rows as
     /// there are partitions have been made final since: each look's cost is paid by the rows.
     fn sweep(&mut self, plan: &OverPlan, mark: i64, per: i64, out: &mut EpochOut) -> Result<()> {
@@ -518,8 +519,15 @@ impl Inner {
         }
         out.fast = fast;
         let functions = &plan.functions;
+        // A partition of one bucket of the event time ends with its bucket.
+        let closed = |p: &Partition| {
+            plan.bucket.as_ref().is_some_and(|(width, _)| {
+                p.waiting() == 0
+                    && p.max_ts.is_some_and(|ts| ts.saturating_add(width / per + 1) < mark)
+            })
+        };
         self.partitions
-            .retain(|_, p| !(idle(p) || p.forgettable(functions, mark, per)));
+            .retain(|_, p| !(idle(p) || closed(p) || p.forgettable(functions, mark, per)));
         if !flush.is_empty() {
             let partitions = &self.partitions;
             self.waiting.retain(|k| partitions.contains_key(k));
@@ -562,7 +570,8 @@ fn ttl_units(plan: &OverPlan, per: i64) -> Option<i64> {
 
 /// How far the mark moves between looks for partitions to forget: the longest frame of an
 /// OVER whose frames carry nothing (then a partition whose last row is that far back matters
-/// no more), or `state_ttl`, whichever is shorter; `None` when neither forgets anything.
+/// no more), `state_ttl`, or the width of a bucket of the event time in PARTITION BY,
+/// whichever is shortest; `None` when none forgets anything.
 fn sweep_every(plan: &OverPlan, per: i64) -> Option<i64> {
     let frames: Option<Vec<i64>> = plan
         .functions
@@ -575,8 +584,6 @@ fn sweep_every(plan: &OverPlan, per: i64) -> Option<i64> {
         .collect();
     let frames = frames.and_then(|b| b.into_iter().max());
     let ttl = ttl_units(plan, per).map(|t| t.max(1));
-    match (frames, ttl) {
-        (Some(f), Some(t)) => Some(f.min(t)),
-        (f, t) => f.or(t),
-    }
+    let bucket = plan.bucket.as_ref().map(|(width, _)| width / per + 1);
+    [frames, ttl, bucket].into_iter().flatten().min()
 }

@@ -31,6 +31,10 @@ pub struct OverPlan {
     /// What a partition holds of each row: the event time, then each function's arguments
     /// (at the function's `cols`).
     pub values: SchemaRef,
+    /// A PARTITION BY key that buckets the ORDER BY time by a fixed width (`date_bin`,
+    /// `date_trunc`): the width in nanoseconds, and the key as written. A partition is
+    /// forgotten once the watermark passes the end of its bucket.
+    pub bucket: Option<(i64, String)>,
     /// PARTITION BY, over the input's rows.
     pub partition_by: Vec<Arc<dyn PhysicalExpr>>,
     /// The source columns each PARTITION BY key is copied from (group mode).
@@ -159,6 +163,12 @@ impl StreamNode for OverPlan {
         );
         for line in self.kept() {
             let _ = writeln!(out, "  function {line}");
+        }
+        if let Some((_, key)) = &self.bucket {
+            let _ = writeln!(
+                out,
+                "  a partition is forgotten once the watermark passes the end of its {key}"
+            );
         }
         if let Some(ttl) = self.state_ttl {
             let _ = writeln!(

@@ -255,9 +255,24 @@ fn plan_over(
         .iter()
         .map(|e| crate::grouped::key_sources(e, &side.plan, cx))
         .collect();
+    // A PARTITION BY key bucketing the ORDER BY time: each partition ends with its bucket.
+    let bucket = first.partition_by().iter().find_map(|key| {
+        let bucket = volley_sql::stream::window::as_bucket(key).ok()??;
+        let on_ts = bucket
+            .ts
+            .downcast_ref::<Column>()
+            .is_some_and(|c| c.index() == ts);
+        match bucket.size {
+            volley_sql::stream::window::BucketSize::Nanos(width) if on_ts && width > 0 => {
+                Some((width, sql_text::expr(key)))
+            }
+            _ => None,
+        }
+    });
     Ok(OverPlan {
         values,
         key_sources,
+        bucket,
         partition_by: first.partition_by().to_vec(),
         input: side,
         functions,

@@ -206,3 +206,33 @@ async fn a_restart_from_a_checkpoint_changes_no_row() {
         assert_eq!(out, expected, "restarted before second {restart_at:?}");
     }
 }
+
+/// The first row of each user in each 5-second window (deduplication within a window): one
+/// row per user and window is emitted, and a window's partitions are forgotten once the
+/// watermark passes its end, so the partitions held stay flat over 40 windows (2,000 without
+/// forgetting).
+#[tokio::test]
+async fn partitions_of_a_bucket_of_the_event_time_are_forgotten_when_it_closes() {
+    let users = 50;
+    let sql = "SELECT user_id, ts, amount FROM (
+        SELECT user_id, ts, amount,
+               ROW_NUMBER() OVER (PARTITION BY date_bin(INTERVAL '5 seconds', ts), user_id ORDER BY ts) AS rn
+        FROM s) AS t WHERE rn = 1";
+    let mut kit = Kit::new(COLUMNS, "ts", sql, 2).await.unwrap();
+    let schema = kit.schema();
+    let (mut emitted, mut held) = (0, Vec::new());
+    for epoch in 0..200 {
+        let rows = steady(&schema, users, epoch, 1);
+        emitted += kit
+            .epoch_batch(rows, (epoch + 1) * 1_000_000_000)
+            .await
+            .unwrap();
+        held.push(kit.runner().open_windows());
+    }
+    assert_eq!(emitted, 40 * users as usize, "one row per user and window");
+    let most = held[20..].iter().max().copied().unwrap_or_default();
+    assert!(
+        most <= 3 * users as usize,
+        "at most three windows' partitions held (sweeps are paid for by rows), not every window's: {held:?}"
+    );
+}

@@ -1,17 +1,20 @@
 //! Window functions per window (Top-N by ROW_NUMBER, RANK and DENSE_RANK, NTILE, PERCENT_RANK
-//! over each window of a windowed aggregate): streamed rows equal batch's over micro-batch
-//! sizes, input orders, workers, and jobs that fail and restore.
+//! over each window of a windowed aggregate) and deduplication (the first row per key, and
+//! per key and window, by event time): streamed rows equal batch's over micro-batch sizes,
+//! input orders, workers, and jobs that fail and restore.
 
 use crate::harness::{Sweep, sweep};
 use crate::recovery::failed_runs_restore_and_match_batch;
 
 /// The corpus' sinks, one per INSERT.
-const SINKS: [&str; 5] = [
+const SINKS: [&str; 7] = [
     "top_users",
     "top_merchants",
     "hop_top",
     "spread",
     "top_share",
+    "first_payment",
+    "first_per_window",
 ];
 
 /// The corpus over `count` payments of generator seed `seed`.
@@ -68,6 +71,20 @@ SELECT w, user_id, share FROM (
   FROM (SELECT date_bin(INTERVAL '5 seconds', event_time) AS w, user_id, count(*) AS n
         FROM payments GROUP BY 1, 2) AS t
 ) AS ranked WHERE rn = 1;
+
+-- Deduplication: the first payment of each user (ties on the time broken by the other columns).
+INSERT INTO first_payment
+SELECT payment_id, user_id, event_time, amount FROM (
+  SELECT payment_id, user_id, event_time, amount,
+         ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY event_time) AS rn
+  FROM payments) AS t WHERE rn = 1;
+
+-- ... and per 3-second window (the keys of a window are forgotten once it closes).
+INSERT INTO first_per_window
+SELECT payment_id, user_id, w, merchant FROM (
+  SELECT payment_id, user_id, merchant, date_bin(INTERVAL '3 seconds', event_time) AS w,
+         ROW_NUMBER() OVER (PARTITION BY user_id, date_bin(INTERVAL '3 seconds', event_time) ORDER BY event_time) AS rn
+  FROM payments) AS t WHERE rn = 1;
 "#,
         sinks = SINKS
             .iter()
@@ -78,7 +95,7 @@ SELECT w, user_id, share FROM (
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn window_top_n_streams_equal_to_batch_over_sizes_orders_and_workers() {
+async fn top_n_and_dedup_stream_equal_to_batch_over_sizes_orders_and_workers() {
     sweep(
         Sweep {
             seeds: 3,
@@ -93,7 +110,7 @@ async fn window_top_n_streams_equal_to_batch_over_sizes_orders_and_workers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn window_top_n_restores_mid_run_and_equals_batch() {
+async fn top_n_and_dedup_restore_mid_run_and_equal_batch() {
     // (rows after which each run fails, checkpoint interval in epochs, workers per run)
     let schedules = [(vec![150, 420], 1, vec![1, 2, 3])];
     failed_runs_restore_and_match_batch(&corpus(5, 700), "payments", &SINKS, &schedules).await;
