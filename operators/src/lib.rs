@@ -18,5 +18,6 @@ operators! {
     window_join => WindowJoinRule,
     interval_join => IntervalJoinRule,
     per_window => PerWindowRule,
+    top_n => TopNRule,
     over => OverRule,
 }

@@ -9,10 +9,6 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::windows::WindowExpr;
 use volley_sql::error::{Result, SqlError};
 use volley_sql::sql_text;
@@ -20,7 +16,7 @@ use volley_sql::stream::graph::{Emit, OutputPort, PortTime, StreamNode};
 use volley_sql::stream::late::LateGate;
 use volley_sql::stream::leaf::EpochSlot;
 use volley_sql::stream::rule::{PlanRule, RuleContext};
-use volley_sql::stream::ties::{tie_columns, window_parts};
+use volley_sql::stream::ties::{tie_columns, unsorted, window_parts};
 use volley_sql::stream::trace::trace_column;
 
 use super::function::{Arg, Kind, classify};
@@ -49,20 +45,6 @@ impl PlanRule for OverRule {
     }
 }
 
-/// The input under the sorts and exchanges DataFusion put below a window operator (the OVER
-/// node orders each partition's rows itself).
-fn unsorted(mut plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
-    loop {
-        let exchange = plan.downcast_ref::<SortExec>().is_some()
-            || plan.downcast_ref::<RepartitionExec>().is_some()
-            || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
-            || plan.downcast_ref::<SortPreservingMergeExec>().is_some();
-        match plan.children().first() {
-            Some(child) if exchange => plan = Arc::clone(child),
-            _ => return plan,
-        }
-    }
-}
 
 fn plan_over(
     node: &Arc<dyn ExecutionPlan>,
@@ -103,7 +85,7 @@ fn plan_over(
         .iter()
         .any(|f| matches!(f.kind, Kind::RowNumber | Kind::Rank | Kind::DenseRank))
     {
-        "; for a Top-N, rank the rows of each window of a windowed aggregate, with its window column in PARTITION BY (SELECT * FROM (SELECT w, k, total, ROW_NUMBER() OVER (PARTITION BY w ORDER BY total DESC) AS rn FROM (SELECT date_bin(INTERVAL '1 minute', ts) AS w, k, sum(x) AS total FROM s GROUP BY 1, 2)) WHERE rn <= 3), which streams each window's ranks once it closes"
+        "; a Top-N streams when the query keeps the first ranks of one ROW_NUMBER() by a constant (SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY x DESC) AS rn FROM s) WHERE rn <= 10, upserted into a sink whose merge_key is k, rn), or ranks the rows of each window of a windowed aggregate (its window column in PARTITION BY)"
     } else {
         ""
     };

@@ -11,6 +11,7 @@ pub mod lookup;
 pub mod operator;
 pub mod order;
 pub mod plan;
+pub mod rank_limit;
 pub mod render;
 pub mod ties;
 pub mod trace;

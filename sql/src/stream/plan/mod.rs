@@ -257,6 +257,8 @@ impl StreamPlanner {
             .await
             .map_err(|e| SqlError::plan(at, e))?;
         let physical = super::lookup::orient_lookup_joins(physical, at)?;
+        let physical = super::rank_limit::mark_rank_limits(physical)
+            .map_err(|e| SqlError::Internal(format!("marking the ranks a query keeps: {e}")))?;
         let output_schema = physical.schema();
         let mut found = Streamable::default();
         check_streamable(&physical, at, false, &self.rules, &mut found)?;

@@ -1,0 +1,16 @@
+//! Top-N without a window: `SELECT … FROM (SELECT …, ROW_NUMBER() OVER (PARTITION BY k ORDER
+//! BY x DESC) AS rn FROM s) WHERE rn <= N` (and the latest row per key, `rn = 1` by event time
+//! descending) over append-only rows. Each partition holds its first N rows (a row outside
+//! them can never come back in, since rows are only added); each micro-batch re-ranks the
+//! partitions it touched and upserts their ranks, keyed by the PARTITION BY columns and the
+//! rank, so a table merged on that key equals batch after every micro-batch.
+
+mod operator;
+mod plan;
+mod rule;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use plan::TopNPlan;
+pub use rule::TopNRule;
