@@ -6,7 +6,7 @@ use arrow::array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
-use datafusion::common::HashMap;
+use datafusion::common::{HashMap, HashSet};
 use datafusion::execution::TaskContext;
 use volley_sql::stream::operator::{OperatorError, Result};
 use volley_sql::stream::ties::TIE_ORDER;
@@ -63,41 +63,75 @@ impl TopN {
         Ok(converted.iter().map(|r| r.as_ref().into()).collect())
     }
 
-    /// Adds `rows`; returns each touched partition's ranks (its rows, then the rank).
+    /// Adds `rows`; returns each touched partition's ranks (its rows, then the rank). The
+    /// touched partitions' held rows and the new rows are sorted together once (by partition,
+    /// ORDER BY, ties) and the first `limit` of each partition kept.
     pub fn add(&mut self, rows: &RecordBatch) -> Result<Vec<RecordBatch>> {
         if rows.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let keys = self.keys(rows)?;
-        let mut order: Vec<Key> = Vec::new();
-        let mut groups: HashMap<Key, Vec<u32>> = HashMap::default();
-        for (i, key) in keys.into_iter().enumerate() {
-            groups
-                .entry(key)
-                .or_insert_with_key(|k| {
-                    order.push(k.clone());
-                    Vec::new()
-                })
-                .push(i as u32);
+        let fresh = self.keys(rows)?;
+        let mut parts = Vec::new();
+        let mut keys: Vec<Key> = Vec::new();
+        let mut touched: HashSet<&Key> = HashSet::default();
+        for key in &fresh {
+            if touched.insert(key)
+                && let Some(held) = self.held.remove(key)
+            {
+                keys.extend(std::iter::repeat_n(key.clone(), held.num_rows()));
+                parts.push(held);
+            }
         }
-        let schema = self.input_schema();
-        let mut out = Vec::with_capacity(order.len());
-        for key in order {
-            let indices = UInt32Array::from(groups.remove(&key).unwrap_or_default());
-            let fresh = take_record_batch(rows, &indices)?;
-            let all = match self.held.get(&key) {
-                Some(held) => concat_batches(&schema, [held, &fresh])?,
-                None => fresh,
-            };
-            let top = self.first(&all)?;
-            out.push(ranked(&top, &self.plan.port.schema)?);
-            self.held.insert(key, top);
+        parts.push(rows.clone());
+        keys.extend(fresh.iter().cloned());
+        let all = concat_batches(&self.input_schema(), &parts)?;
+        let mut columns = Vec::new();
+        for key in &self.plan.partition_by {
+            columns.push(SortColumn {
+                values: key
+                    .evaluate(&all)
+                    .and_then(|v| v.into_array(all.num_rows()))
+                    .map_err(OperatorError::exec(WHAT))?,
+                options: Some(TIE_ORDER),
+            });
         }
-        Ok(out)
+        columns.extend(self.order_columns(&all)?);
+        let sorted = lexsort_to_indices(&columns, None)?;
+        let limit = self.plan.limit;
+        let (mut keep, mut ranks) = (Vec::new(), Vec::new());
+        // Each partition's first row in `all` and where its kept rows start.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let mut rank = 0;
+        let mut previous: Option<&Key> = None;
+        for &i in sorted.values() {
+            let key = &keys[i as usize];
+            if previous != Some(key) {
+                previous = Some(key);
+                rank = 0;
+                runs.push((i as usize, keep.len()));
+            }
+            if rank < limit {
+                rank += 1;
+                keep.push(i);
+                ranks.push(rank);
+            }
+        }
+        let top = take_record_batch(&all, &UInt32Array::from(keep))?;
+        for (n, (first, start)) in runs.iter().enumerate() {
+            let end = runs.get(n + 1).map_or(top.num_rows(), |(_, next)| *next);
+            self.held
+                .insert(keys[*first].clone(), top.slice(*start, end - start));
+        }
+        let mut columns = top.columns().to_vec();
+        columns.push(Arc::new(UInt64Array::from(ranks)));
+        Ok(vec![RecordBatch::try_new(
+            Arc::clone(&self.plan.port.schema),
+            columns,
+        )?])
     }
 
-    /// The first `limit` of `rows` (one partition's), in rank order.
-    fn first(&self, rows: &RecordBatch) -> Result<RecordBatch> {
+    /// The sort columns that rank a partition's rows: ORDER BY, then the ties.
+    fn order_columns(&self, rows: &RecordBatch) -> Result<Vec<SortColumn>> {
         let mut columns = Vec::with_capacity(self.plan.order.len() + self.plan.ties.len());
         for sort in &self.plan.order {
             let values = sort
@@ -116,9 +150,7 @@ impl TopN {
                 options: Some(TIE_ORDER),
             });
         }
-        let limit = usize::try_from(self.plan.limit).unwrap_or(usize::MAX);
-        let indices = lexsort_to_indices(&columns, Some(limit.min(rows.num_rows())))?;
-        Ok(take_record_batch(rows, &indices)?)
+        Ok(columns)
     }
 
     /// Loads held rows (every partition's, each partition's in rank order).
@@ -142,13 +174,4 @@ impl TopN {
     pub fn rows(&self) -> usize {
         self.held.values().map(RecordBatch::num_rows).sum()
     }
-}
-
-/// `top` with its ranks, 1 to its length, as `schema` (the input's columns, then the rank).
-fn ranked(top: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let mut columns = top.columns().to_vec();
-    columns.push(Arc::new(UInt64Array::from_iter_values(
-        1..=top.num_rows() as u64,
-    )));
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
