@@ -16,7 +16,8 @@ use volley_sql::stream::graph::{Emit, OutputPort, PortTime, StreamNode};
 use volley_sql::stream::late::LateGate;
 use volley_sql::stream::leaf::EpochSlot;
 use volley_sql::stream::rule::{PlanRule, RuleContext};
-use volley_sql::stream::ties::{tie_columns, unsorted, window_parts};
+use volley_sql::stream::ties::tie_columns;
+use volley_sql::stream::window_op::{unsorted, window_parts};
 use volley_sql::stream::trace::trace_column;
 
 use super::function::{Arg, Kind, classify};

@@ -11,5 +11,6 @@ mod rule;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use operator::PerWindow;
 pub use plan::PerWindowPlan;
 pub use rule::PerWindowRule;

@@ -65,7 +65,7 @@ impl StreamNode for PerWindowPlan {
     }
 
     fn instantiate(&self, task_ctx: Arc<TaskContext>) -> Box<dyn StreamOperator> {
-        Box::new(super::operator::PerWindow {
+        Box::new(super::PerWindow {
             plan: self.clone(),
             task_ctx,
             mark: None,

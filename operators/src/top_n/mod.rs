@@ -13,4 +13,5 @@ mod state;
 mod tests;
 
 pub use plan::TopNPlan;
+pub(crate) use state::TopN;
 pub use rule::TopNRule;

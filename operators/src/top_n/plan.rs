@@ -106,7 +106,7 @@ impl StreamNode for TopNPlan {
     }
 
     fn instantiate(&self, task_ctx: Arc<TaskContext>) -> Box<dyn StreamOperator> {
-        Box::new(super::state::TopN::new(self.clone(), task_ctx))
+        Box::new(super::TopN::new(self.clone(), task_ctx))
     }
 
     fn boxed_clone(&self) -> Box<dyn StreamNode> {

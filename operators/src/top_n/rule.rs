@@ -10,9 +10,9 @@ use volley_sql::error::{Result, SqlError};
 use volley_sql::sql_text;
 use volley_sql::stream::graph::{Emit, OutputPort, StreamNode, port};
 use volley_sql::stream::leaf::{EpochSlot, leaves};
-use volley_sql::stream::rank_limit::RankLimitExec;
 use volley_sql::stream::rule::{PlanRule, RuleContext};
-use volley_sql::stream::ties::{tie_columns, unsorted, window_parts};
+use volley_sql::stream::ties::tie_columns;
+use volley_sql::stream::window_op::{RankLimitExec, unsorted, window_parts};
 use volley_sql::stream::trace::trace_column;
 
 use super::plan::{TOP_N, TopNPlan};

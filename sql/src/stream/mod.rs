@@ -17,6 +17,7 @@ pub mod ties;
 pub mod trace;
 pub mod ttl;
 pub mod window;
+pub mod window_op;
 
 pub use late::{LateFilter, LateGate, LateRows};
 pub use leaf::{EpochSlot, EpochSourceExec, EpochTable};

@@ -2,108 +2,24 @@
 //! `rn < N`, `rn = 1`) found in an INSERT's physical plan and marked, so the operator that
 //! streams it knows N: the window operator under the filter is wrapped in a
 //! [`RankLimitExec`], which runs it unchanged (the filter stays above). Rules see the window
-//! through the wrapper ([`crate::stream::ties::window_parts`]).
+//! through the wrapper ([`window_parts`]).
 
-use std::fmt;
 use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
-use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
 use datafusion::physical_expr::split_conjunction;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
-    displayable,
-};
 
-use super::ties::window_parts;
-
-/// A window operator whose ranking column the query keeps only up to `limit`.
-#[derive(Debug)]
-pub struct RankLimitExec {
-    window: Arc<dyn ExecutionPlan>,
-    rank: usize,
-    limit: u64,
-}
-
-impl RankLimitExec {
-    /// The window operator.
-    pub fn window(&self) -> &Arc<dyn ExecutionPlan> {
-        &self.window
-    }
-
-    /// The ranking column, in the window operator's output.
-    pub fn rank(&self) -> usize {
-        self.rank
-    }
-
-    /// The greatest rank kept.
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-}
-
-impl DisplayAs for RankLimitExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "RankLimitExec: ranks <= {} of {}",
-            self.limit,
-            displayable(self.window.as_ref())
-                .one_line()
-                .to_string()
-                .trim_end()
-        )
-    }
-}
-
-impl ExecutionPlan for RankLimitExec {
-    fn name(&self) -> &str {
-        "RankLimitExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.window.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        self.window.children()
-    }
-
-    fn apply_expressions(
-        &self,
-        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        self.window.apply_expressions(f)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(Self {
-            window: replace_children_if_necessary(Arc::clone(&self.window), children)?,
-            rank: self.rank,
-            limit: self.limit,
-        }))
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        self.window.execute(partition, context)
-    }
-}
+use super::window_op::{RankLimitExec, window_parts};
 
 /// `plan` with each window operator computing one `ROW_NUMBER()` that the filter above it (or
 /// above a projection keeping the rank) keeps to its first ranks wrapped in a
@@ -141,11 +57,8 @@ pub fn mark_rank_limits(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Executio
         else {
             return Ok(Transformed::no(node));
         };
-        let marked: Arc<dyn ExecutionPlan> = Arc::new(RankLimitExec {
-            window: Arc::clone(window),
-            rank,
-            limit,
-        });
+        let marked: Arc<dyn ExecutionPlan> =
+            Arc::new(RankLimitExec::new(Arc::clone(window), rank, limit));
         let under_filter = match projection {
             Some(_) => replace_children_if_necessary(Arc::clone(filter.input()), vec![marked])?,
             None => marked,

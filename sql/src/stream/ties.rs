@@ -23,7 +23,8 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec, WindowExpr};
+
+use super::window_op::window_parts;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
 /// How tie columns sort: ascending, NULLs last.
@@ -50,39 +51,6 @@ pub fn tie_columns(schema: &Schema, ordered: &[usize]) -> Vec<usize> {
 /// Completes the sort under every window operator with the tie columns (see the module docs).
 #[derive(Debug, Default)]
 pub struct WindowTies;
-
-/// A window operator's functions and its input.
-pub type WindowParts<'a> = (&'a [Arc<dyn WindowExpr>], &'a Arc<dyn ExecutionPlan>);
-
-/// The input under the sorts and exchanges DataFusion put below a window operator (a
-/// streaming operator orders each partition's rows itself).
-pub fn unsorted(mut plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
-    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-    use datafusion::physical_plan::repartition::RepartitionExec;
-    use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-    loop {
-        let exchange = plan.downcast_ref::<SortExec>().is_some()
-            || plan.downcast_ref::<RepartitionExec>().is_some()
-            || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
-            || plan.downcast_ref::<SortPreservingMergeExec>().is_some();
-        match plan.children().first() {
-            Some(child) if exchange => plan = Arc::clone(child),
-            _ => return plan,
-        }
-    }
-}
-
-/// The functions and input of `node` when it is a window operator (bounded or not).
-pub fn window_parts(node: &dyn ExecutionPlan) -> Option<WindowParts<'_>> {
-    if let Some(marked) = node.downcast_ref::<super::rank_limit::RankLimitExec>() {
-        return window_parts(marked.window().as_ref());
-    }
-    if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
-        return Some((w.window_expr(), w.input()));
-    }
-    node.downcast_ref::<WindowAggExec>()
-        .map(|w| (w.window_expr(), w.input()))
-}
 
 impl PhysicalOptimizerRule for WindowTies {
     fn optimize(
