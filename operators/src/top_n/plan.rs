@@ -66,6 +66,15 @@ impl TopNPlan {
     }
 }
 
+/// `row` or `n rows`.
+fn rows(n: u64) -> String {
+    if n == 1 {
+        "row".to_string()
+    } else {
+        format!("{n} rows")
+    }
+}
+
 impl StreamNode for TopNPlan {
     fn kind(&self) -> &'static str {
         TOP_N
@@ -89,16 +98,20 @@ impl StreamNode for TopNPlan {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "  kind: Top-N without a window: the first {} rows of each partition (PARTITION BY {}) by ORDER BY {} (rows with equal values in the order of their other columns); each micro-batch upserts the ranks of the partitions it touched, keyed by the PARTITION BY columns and the rank",
-            self.limit,
+            "  kind: Top-N without a window: the first {} of each partition (PARTITION BY {}) by ORDER BY {} (rows with equal values in the order of their other columns); each micro-batch upserts the ranks of the partitions it touched, keyed by the PARTITION BY columns and the rank",
+            rows(self.limit),
             self.partition_text(),
             self.order_text()
         );
         let _ = writeln!(out, "  function {}", self.function);
         let _ = writeln!(
             out,
-            "  state: at most {} rows per partition (rows are only added, so a row outside them never comes back)",
-            self.limit
+            "  state: at most {} per partition (rows are only added, so a row outside them never comes back)",
+            if self.limit == 1 {
+                "one row".to_string()
+            } else {
+                rows(self.limit)
+            }
         );
         let _ = writeln!(out, "  input:");
         indent_by(&mut out, &render(&self.input), "");
