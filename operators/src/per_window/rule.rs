@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::windows::WindowExpr;
 use datafusion::config::ConfigOptions;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use volley_sql::error::{Result, SqlError};
-use volley_sql::stream::ties::WindowTies;
+use volley_sql::stream::ties::{TIE_ORDER, WindowTies};
 use volley_sql::stream::window_op::window_parts;
 use volley_sql::stream::graph::{Emit, OutputPort, PortTime, StreamNode};
 use volley_sql::stream::leaf::EpochSlot;
@@ -63,6 +66,7 @@ impl PlanRule for PerWindowRule {
         // columns), and the sort sits right under the window operator.
         let plan = WindowTies
             .optimize(Arc::clone(node), &ConfigOptions::default())
+            .and_then(sorted_below)
             .map_err(|e| SqlError::Internal(format!("ordering the ties of a window: {e}")))?;
         Ok(Some(Box::new(PerWindowPlan {
             plan,
@@ -104,4 +108,31 @@ fn window_key(
         let time = port.time(origin.column)?;
         time.step.is_some().then(|| (column, time.clone()))
     })
+}
+
+/// `window` with a sort right under it (by PARTITION BY, then ORDER BY) when none is there
+/// (a projection over DataFusion's sort hides the order from the window operator).
+fn sorted_below(
+    window: Arc<dyn ExecutionPlan>,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    let Some((exprs, input)) = window_parts(window.as_ref()) else {
+        return Ok(window);
+    };
+    let Some(first) = exprs.first() else {
+        return Ok(window);
+    };
+    if input.downcast_ref::<SortExec>().is_some() {
+        return Ok(window);
+    }
+    let mut ordering: Vec<PhysicalSortExpr> = first
+        .partition_by()
+        .iter()
+        .map(|e| PhysicalSortExpr::new(Arc::clone(e), TIE_ORDER))
+        .collect();
+    ordering.extend(first.order_by().iter().cloned());
+    let Some(ordering) = LexOrdering::new(ordering) else {
+        return Ok(window);
+    };
+    let sort: Arc<dyn ExecutionPlan> = Arc::new(SortExec::new(ordering, Arc::clone(input)));
+    replace_children_if_necessary(window, vec![sort])
 }
