@@ -101,6 +101,14 @@ fn as_text(value: &ScalarValue) -> String {
         .unwrap_or_else(|| value.to_string())
 }
 
+/// A window's PARTITION BY as SQL (`user_id, region`), or `none: one partition`.
+pub fn partition_by(keys: &[Arc<dyn PhysicalExpr>]) -> String {
+    if keys.is_empty() {
+        return "none: one partition".to_string();
+    }
+    keys.iter().map(expr).collect::<Vec<_>>().join(", ")
+}
+
 /// A physical expression as SQL: columns by name, literals as [`scalar`] writes them,
 /// functions, casts and operators spelled out; anything else as DataFusion prints it,
 /// [`tidy`]ed.

@@ -58,14 +58,7 @@ pub struct OverPlan {
 impl OverPlan {
     /// The PARTITION BY, as written (`user_id, region`), or `none`.
     pub fn partition_text(&self) -> String {
-        if self.partition_by.is_empty() {
-            return "none: one partition".to_string();
-        }
-        self.partition_by
-            .iter()
-            .map(sql_text::expr)
-            .collect::<Vec<_>>()
-            .join(", ")
+        sql_text::partition_by(&self.partition_by)
     }
 
     /// The ORDER BY column's name.
