@@ -137,3 +137,71 @@ pub fn interval_bounds(join: &HashJoinExec) -> Option<IntervalBounds> {
         })
     })
 }
+
+/// The right event time bounded from above only: `b.ts <= a.ts (+ k)` with no constant lower
+/// bound, the form of a point-in-time (as-of) join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpperBound {
+    /// The left side's time column (of the left input).
+    pub left_ts: usize,
+    /// The right side's time column (of the right input).
+    pub right_ts: usize,
+    /// The highest `right.ts - left.ts`, nanoseconds.
+    pub hi: i64,
+}
+
+/// The upper bound of `join`'s filter when every condition of it compares one right column,
+/// the right time, with a left column (plus constants), and those bounding it from above all
+/// compare it with one left column: then the right rows a future left row can match are all
+/// right rows up to a time, whatever else the left row says. `None` for any other filter
+/// (one that reads other right columns, or bounds the right time by several left columns).
+pub fn upper_bound(join: &HashJoinExec) -> Option<UpperBound> {
+    use datafusion::common::JoinSide::{Left, Right};
+    let filter: &JoinFilter = join.filter()?;
+    let sides = filter.column_indices();
+    let mut parts = Vec::new();
+    conjuncts(filter.expression(), &mut parts);
+    let mut right_ts = None;
+    let mut upper: Option<(usize, i64)> = None;
+    for part in parts {
+        let cmp = part.downcast_ref::<BinaryExpr>()?;
+        let (a, oa) = term(cmp.left())?;
+        let (b, ob) = term(cmp.right())?;
+        let (sa, sb) = (sides.get(a)?, sides.get(b)?);
+        // Normalise `a + oa  op  b + ob` to `right  op'  left + k`.
+        let (left, right, k, op) = match (sa.side, sb.side) {
+            (Right, Left) => (sb.index, sa.index, ob - oa, *cmp.op()),
+            (Left, Right) => (
+                sa.index,
+                sb.index,
+                oa - ob,
+                match cmp.op() {
+                    Operator::Gt => Operator::Lt,
+                    Operator::GtEq => Operator::LtEq,
+                    Operator::Lt => Operator::Gt,
+                    Operator::LtEq => Operator::GtEq,
+                    _ => return None,
+                },
+            ),
+            _ => return None,
+        };
+        if *right_ts.get_or_insert(right) != right {
+            return None;
+        }
+        match op {
+            Operator::Lt | Operator::LtEq => match upper {
+                Some((l, _)) if l != left => return None,
+                Some((_, h)) => upper = Some((left, h.min(k))),
+                None => upper = Some((left, k)),
+            },
+            Operator::Gt | Operator::GtEq => {}
+            _ => return None,
+        }
+    }
+    let (left_ts, hi) = upper?;
+    Some(UpperBound {
+        left_ts,
+        right_ts: right_ts?,
+        hi,
+    })
+}

@@ -25,6 +25,7 @@ pub use self::plan::IntervalJoinPlan;
 pub use self::rule::IntervalJoinRule;
 use crate::two_streams::{Held, JoinSide, SideFrontier, run_join, side_rows};
 
+mod as_of;
 mod bounds;
 mod operator;
 mod plan;
@@ -49,6 +50,8 @@ pub struct IntervalJoinState {
     right_mark: Option<i64>,
     /// A LEFT join: which held left rows have matched.
     outer: Option<OuterLeft>,
+    /// An as-of join: the right rows held after its last trim, and the time it trimmed by.
+    as_of_trimmed: (usize, i64),
     task_ctx: Arc<TaskContext>,
 }
 
@@ -92,6 +95,7 @@ impl IntervalJoinState {
             left_mark: None,
             right_mark: None,
             outer: left_join.then(OuterLeft::default),
+            as_of_trimmed: (0, i64::MIN),
             task_ctx,
         }
     }
@@ -148,6 +152,15 @@ impl IntervalJoinState {
             let from = keep_from(wm, bounds.lo, per, false);
             self.right
                 .retain_from(self.plan.right.window_column, from)?;
+            if let Some(as_of) = self.plan.as_of {
+                // Right rows before `wm + hi` match every left row still to come.
+                let before = if wm == i64::MAX {
+                    i64::MAX
+                } else {
+                    wm.saturating_add(bounds.hi.div_euclid(per))
+                };
+                self.trim_as_of(before, as_of.keep)?;
+            }
         }
         for (side, wm) in [(&self.plan.left, left_mark), (&self.plan.right, right_mark)] {
             if let (SideFrontier::Sources { gate, .. }, Some(wm)) = (&side.frontier, wm) {

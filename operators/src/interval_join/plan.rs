@@ -35,6 +35,8 @@ pub struct IntervalJoinPlan {
     /// The sink's `state_ttl` that bounded an otherwise unbounded join into this interval join
     /// of rows at most that far apart in event time (so the result may differ from batch).
     pub state_ttl: Option<std::time::Duration>,
+    /// An as-of join (no lower bound on the right time): how its right rows are trimmed.
+    pub as_of: Option<super::as_of::AsOf>,
     /// Where joined rows go for the segment above.
     pub post_slot: Arc<EpochSlot>,
     /// The name of the leaf reading `post_slot`.
@@ -69,13 +71,28 @@ impl StreamNode for IntervalJoinPlan {
 
     fn explain(&self, ctx: &ExplainContext<'_>) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "  kind: interval join of two streams on {} (right time - left time within [{}, {}]); new rows of each side meet the held rows of the other, a row is held until the other side's watermark says no partner can still come, and a row older than its own side's watermark goes to dead letters",
-            self.display,
-            sql_text::interval(0, 0, self.bounds.lo),
-            sql_text::interval(0, 0, self.bounds.hi)
-        );
+        if let Some(as_of) = self.as_of {
+            let _ = writeln!(
+                out,
+                "  kind: as-of join of two streams on {} (right time - left time at most {}), ranked per left row by the right time, newest first, keeping {}; new rows of each side meet the held rows of the other, a left row is held until the right watermark passes it, a right row every future left row matches (at or before the left watermark, the bound's offset added) is held only while it is {} of its key, and a row older than its own side's watermark goes to dead letters",
+                self.display,
+                sql_text::interval(0, 0, self.bounds.hi),
+                ranks(as_of.keep),
+                if as_of.keep == 1 {
+                    "the newest".to_string()
+                } else {
+                    format!("among the {} newest", as_of.keep)
+                }
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  kind: interval join of two streams on {} (right time - left time within [{}, {}]); new rows of each side meet the held rows of the other, a row is held until the other side's watermark says no partner can still come, and a row older than its own side's watermark goes to dead letters",
+                self.display,
+                sql_text::interval(0, 0, self.bounds.lo),
+                sql_text::interval(0, 0, self.bounds.hi)
+            );
+        }
         if let Some(ttl) = self.state_ttl {
             let _ = writeln!(
                 out,
@@ -118,5 +135,14 @@ impl StreamNode for IntervalJoinPlan {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+/// `the first rank` or `the first n ranks`.
+fn ranks(n: u64) -> String {
+    if n == 1 {
+        "the first rank".to_string()
+    } else {
+        format!("the first {n} ranks")
     }
 }

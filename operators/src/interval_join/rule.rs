@@ -15,7 +15,8 @@ use volley_sql::stream::plan::is_stream_join;
 use volley_sql::stream::rule::{PlanRule, RuleContext};
 use volley_sql::stream::trace::trace_column;
 
-use super::bounds::interval_bounds;
+use super::as_of::as_of;
+use super::bounds::{interval_bounds, upper_bound};
 use super::plan::IntervalJoinPlan;
 use crate::two_streams::{JoinSide, JoinTime, SideFrontier, join_port};
 
@@ -40,11 +41,29 @@ impl PlanRule for IntervalJoinRule {
         if !is_stream_join(hash) {
             return Ok(None);
         }
-        let Some(bounds) = interval_bounds(hash) else {
-            return Ok(None);
+        let (bounds, as_of) = match interval_bounds(hash) {
+            Some(bounds) => (bounds, None),
+            None => {
+                // Bounded above only: an as-of join, when the ranking above keeps the newest.
+                let Some(upper) = upper_bound(hash) else {
+                    return Ok(None);
+                };
+                let Some(as_of) = as_of(cx.insert_plan(), hash, upper) else {
+                    return Ok(None);
+                };
+                let bounds = super::IntervalBounds {
+                    left_ts: upper.left_ts,
+                    right_ts: upper.right_ts,
+                    lo: i64::MIN,
+                    hi: upper.hi,
+                };
+                (bounds, Some(as_of))
+            }
         };
         crate::two_streams::check_one_join(cx)?;
-        Ok(Some(Box::new(plan_interval_join(node, hash, bounds, cx)?)))
+        let mut plan = plan_interval_join(node, hash, bounds, cx)?;
+        plan.as_of = as_of;
+        Ok(Some(Box::new(plan)))
     }
 }
 
@@ -99,6 +118,7 @@ fn plan_interval_join(
         display,
         bounds,
         state_ttl: cx.state_ttl(),
+        as_of: None,
         post_slot: slot,
         output_name: name,
         port,

@@ -7,6 +7,8 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use volley_sql::sql_text;
+
+use super::closing::Closing;
 use volley_sql::stream::graph::{ExplainContext, OutputPort, StreamNode};
 use volley_sql::stream::operator::StreamOperator;
 use volley_sql::stream::order::Emitted;
@@ -33,8 +35,10 @@ pub struct TopNPlan {
     /// The name of the leaf reading its output.
     pub output_name: String,
     /// Its output as the nodes above read it: the input's columns and the rank, keyed by the
-    /// PARTITION BY columns and the rank.
+    /// PARTITION BY columns and the rank (or appended, when partitions close).
     pub port: OutputPort,
+    /// The event time among the PARTITION BY that closes partitions, if one is.
+    pub closing: Option<Closing>,
 }
 
 impl TopNPlan {
@@ -89,6 +93,36 @@ impl StreamNode for TopNPlan {
 
     fn explain(&self, _ctx: &ExplainContext<'_>) -> String {
         let mut out = String::new();
+        if let Some(closing) = &self.closing {
+            let _ = writeln!(
+                out,
+                "  kind: Top-N per event time: the first {} of each partition (PARTITION BY {}) by ORDER BY {} (rows with equal values in the order of their other columns); a partition's rows share its {}, so once {} passes it the partition's ranks are appended, once, and it is forgotten{}",
+                rows(self.limit),
+                self.partition_text(),
+                self.order_text(),
+                closing.name,
+                closing.described(),
+                if matches!(closing.frontier, crate::two_streams::SideFrontier::Sources { .. }) {
+                    "; a row older than the watermark goes to dead letters"
+                } else {
+                    ""
+                }
+            );
+            let _ = writeln!(out, "  function {}", self.function);
+            let _ = writeln!(
+                out,
+                "  state: at most {} per partition whose {} the watermark has not passed",
+                if self.limit == 1 {
+                    "one row".to_string()
+                } else {
+                    rows(self.limit)
+                },
+                closing.name
+            );
+            let _ = writeln!(out, "  input:");
+            indent_by(&mut out, &render(&self.input), "");
+            return out;
+        }
         let _ = writeln!(
             out,
             "  kind: Top-N without a window: the first {} of each partition (PARTITION BY {}) by ORDER BY {} (rows with equal values in the order of their other columns); each micro-batch upserts the ranks of the partitions it touched, keyed by the PARTITION BY columns and the rank",
@@ -120,7 +154,11 @@ impl StreamNode for TopNPlan {
     }
 
     fn emitted(&self) -> Emitted {
-        Emitted::Updates
+        if self.closing.is_some() {
+            Emitted::Rows
+        } else {
+            Emitted::Updates
+        }
     }
 
     fn take_sink_options(
@@ -128,6 +166,14 @@ impl StreamNode for TopNPlan {
         allowed_lateness: Option<std::time::Duration>,
         state_ttl: Option<std::time::Duration>,
     ) -> Result<(), String> {
+        if let Some(closing) = &self.closing {
+            if allowed_lateness.is_some() {
+                return Err(format!("keeps windows open for late rows, and a Top-N per event time emits each partition once, when the watermark passes its {} (late rows go to dead letters)", closing.name));
+            }
+            // A join of two streams below takes `state_ttl` when planned; the Top-N needs
+            // none, as each partition is forgotten once the watermark passes its time.
+            return Ok(());
+        }
         if allowed_lateness.is_some() {
             return Err("keeps windows open for late rows, and a Top-N without a window has none: every row is ranked whenever it comes".to_string());
         }

@@ -8,13 +8,14 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
 use volley_sql::error::{Result, SqlError};
 use volley_sql::sql_text;
-use volley_sql::stream::graph::{Emit, OutputPort, StreamNode, port};
+use volley_sql::stream::graph::{Emit, OutputPort, PortTime, StreamNode, port};
 use volley_sql::stream::leaf::{EpochSlot, leaves};
 use volley_sql::stream::rule::{PlanRule, RuleContext};
 use volley_sql::stream::ties::tie_columns;
 use volley_sql::stream::window_op::{RankLimitExec, unsorted, window_parts};
 use volley_sql::stream::trace::trace_column;
 
+use super::closing::closing_time;
 use super::plan::{TOP_N, TopNPlan};
 
 /// Plans a Top-N without a window.
@@ -68,6 +69,10 @@ impl PlanRule for TopNRule {
             key.push(column.index());
         }
         let schema = node.schema();
+        let (closing, input) = match closing_time(&input, &key, cx)? {
+            Some((closing, input)) => (Some(closing), input),
+            None => (None, input),
+        };
         key.push(marked.rank());
         let ordered: Vec<usize> = order
             .iter()
@@ -85,16 +90,44 @@ impl PlanRule for TopNRule {
         } else {
             "none: one partition".to_string()
         };
-        let port = OutputPort {
-            name: name.clone(),
-            schema: Arc::clone(&schema),
-            slot: EpochSlot::new(),
-            times: Vec::new(),
-            emit: Emit::Upsert,
-            described: format!("a Top-N (ranks up to {} per {keys_text})", marked.limit()),
-            time_rule: "none: a Top-N's rows are updates, not events".to_string(),
-            key,
-            needs_window: None,
+        let port = match &closing {
+            None => OutputPort {
+                name: name.clone(),
+                schema: Arc::clone(&schema),
+                slot: EpochSlot::new(),
+                times: Vec::new(),
+                emit: Emit::Upsert,
+                described: format!("a Top-N (ranks up to {} per {keys_text})", marked.limit()),
+                time_rule: "none: a Top-N's rows are updates, not events".to_string(),
+                key,
+                needs_window: None,
+            },
+            Some(closing) => OutputPort {
+                name: name.clone(),
+                schema: Arc::clone(&schema),
+                slot: EpochSlot::new(),
+                times: vec![PortTime {
+                    column: closing.column,
+                    step: None,
+                    watermark: name.clone(),
+                    what: format!("the Top-N's partition time {}", closing.name),
+                    watermark_means: "the earliest partition time the Top-N can still emit: the watermark it last closed partitions by".to_string(),
+                }],
+                emit: Emit::Append,
+                described: format!(
+                    "a Top-N per event time (ranks up to {} per {keys_text})",
+                    marked.limit()
+                ),
+                time_rule: format!(
+                    "the Top-N's partition time ({}), each partition's ranks emitted once",
+                    closing.name
+                ),
+                key: Vec::new(),
+                needs_window: Some(format!(
+                    "is streamed when it is windowed by the Top-N's partition time (GROUP BY date_bin(INTERVAL ..., {}), ...)",
+                    closing.name
+                )),
+            },
         };
         Ok(Some(Box::new(TopNPlan {
             input,
@@ -105,6 +138,7 @@ impl PlanRule for TopNRule {
             function: expr.name().to_string(),
             output_name: name,
             port,
+            closing,
         })))
     }
 }

@@ -1,8 +1,10 @@
 //! A Top-N's partitions: each one's first rows in rank order, re-ranked when rows arrive.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Int64Type};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
@@ -19,6 +21,15 @@ pub(super) const WHAT: &str = "Top-N";
 /// A partition's key: its PARTITION BY values in Arrow's row format.
 type Key = Box<[u8]>;
 
+/// Row `i`'s closing time; NULL sorts after every time (it closes at the end of input).
+fn time_at(times: &Int64Array, i: usize) -> i64 {
+    if times.is_null(i) {
+        i64::MAX
+    } else {
+        times.value(i)
+    }
+}
+
 /// A running Top-N.
 #[derive(Debug)]
 pub(crate) struct TopN {
@@ -26,6 +37,11 @@ pub(crate) struct TopN {
     pub task_ctx: Arc<TaskContext>,
     /// Each partition's first rows (the input's columns), in rank order.
     pub held: HashMap<Key, RecordBatch>,
+    /// Partitions closing by an event time: their keys by that time (NULL last).
+    pub by_time: BTreeMap<i64, Vec<Key>>,
+    /// Partitions closing by an event time: the watermark (the time's unit) they were last
+    /// closed by.
+    pub mark: Option<i64>,
 }
 
 impl TopN {
@@ -35,6 +51,8 @@ impl TopN {
             plan,
             task_ctx,
             held: HashMap::default(),
+            by_time: BTreeMap::new(),
+            mark: None,
         }
     }
 
@@ -74,10 +92,12 @@ impl TopN {
         let mut parts = Vec::new();
         let mut keys: Vec<Key> = Vec::new();
         let mut touched: HashSet<&Key> = HashSet::default();
+        let mut existing: HashSet<Key> = HashSet::default();
         for key in &fresh {
             if touched.insert(key)
                 && let Some(held) = self.held.remove(key)
             {
+                existing.insert(key.clone());
                 keys.extend(std::iter::repeat_n(key.clone(), held.num_rows()));
                 parts.push(held);
             }
@@ -117,10 +137,16 @@ impl TopN {
             }
         }
         let top = take_record_batch(&all, &UInt32Array::from(keep))?;
+        let times = self.times(&all)?;
         for (n, (first, start)) in runs.iter().enumerate() {
             let end = runs.get(n + 1).map_or(top.num_rows(), |(_, next)| *next);
-            self.held
-                .insert(keys[*first].clone(), top.slice(*start, end - start));
+            let key = &keys[*first];
+            if let Some(times) = &times
+                && !existing.contains(key)
+            {
+                self.by_time.entry(time_at(times, *first)).or_default().push(key.clone());
+            }
+            self.held.insert(key.clone(), top.slice(*start, end - start));
         }
         let mut columns = top.columns().to_vec();
         columns.push(Arc::new(UInt64Array::from(ranks)));
@@ -159,8 +185,17 @@ impl TopN {
             return Ok(());
         }
         let keys = self.keys(rows)?;
+        let times = self.times(rows)?;
         let mut groups: HashMap<Key, Vec<u32>> = HashMap::default();
         for (i, key) in keys.into_iter().enumerate() {
+            if let Some(times) = &times
+                && !groups.contains_key(&key)
+            {
+                self.by_time
+                    .entry(time_at(times, i))
+                    .or_default()
+                    .push(key.clone());
+            }
             groups.entry(key).or_default().push(i as u32);
         }
         for (key, indices) in groups {
@@ -168,6 +203,45 @@ impl TopN {
             self.held.insert(key, held);
         }
         Ok(())
+    }
+
+    /// The closing event time of each row, as `Int64` in its unit (`None` when partitions do
+    /// not close).
+    fn times(&self, rows: &RecordBatch) -> Result<Option<Int64Array>> {
+        let Some(closing) = &self.plan.closing else {
+            return Ok(None);
+        };
+        let times = arrow::compute::cast(rows.column(closing.column), &DataType::Int64)?;
+        Ok(Some(times.as_primitive::<Int64Type>().clone()))
+    }
+
+    /// Closes the partitions whose time is before `mark` (every partition when `all`): their
+    /// rows in rank order, then the rank; they are forgotten.
+    pub fn close(&mut self, mark: i64, all: bool) -> Result<Vec<RecordBatch>> {
+        let closed = if all {
+            std::mem::take(&mut self.by_time)
+        } else {
+            let open = self.by_time.split_off(&mark);
+            std::mem::replace(&mut self.by_time, open)
+        };
+        let mut parts = Vec::new();
+        let mut ranks: Vec<u64> = Vec::new();
+        for key in closed.into_values().flatten() {
+            if let Some(rows) = self.held.remove(&key) {
+                ranks.extend(1..=rows.num_rows() as u64);
+                parts.push(rows);
+            }
+        }
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = concat_batches(&self.input_schema(), &parts)?;
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(UInt64Array::from(ranks)));
+        Ok(vec![RecordBatch::try_new(
+            Arc::clone(&self.plan.port.schema),
+            columns,
+        )?])
     }
 
     /// Rows held.

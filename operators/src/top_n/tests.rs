@@ -63,3 +63,71 @@ async fn each_micro_batch_upserts_the_ranks_it_changed() {
         assert_eq!(kit.finish().await.unwrap(), "", "nothing waits for the end");
     }
 }
+
+const BEST_PER_SECOND: &str = "SELECT user_id, ts, amount, rn FROM (
+    SELECT user_id, ts, amount, ROW_NUMBER() OVER (PARTITION BY user_id, ts ORDER BY amount DESC) AS rn
+    FROM s) AS t WHERE rn <= 2";
+
+#[tokio::test]
+async fn a_partition_by_event_time_is_appended_once_the_watermark_passes_it() {
+    for (workers, restart) in [(1, false), (2, false), (2, true)] {
+        let mut kit = Kit::new(COLUMNS, "ts", BEST_PER_SECOND, workers)
+            .await
+            .unwrap();
+        let out = kit
+            .epoch(
+                "ts                  | user_id | amount
+                 2026-01-01T00:00:01 | a       | 5
+                 2026-01-01T00:00:01 | a       | 7
+                 2026-01-01T00:00:01 | a       | 6
+                 2026-01-01T00:00:02 | a       | 1
+                 2026-01-01T00:00:01 | NULL    | 3",
+                Some("2026-01-01T00:00:01"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, "", "nothing is final before the watermark passes 00:00:01");
+        if restart {
+            kit.restart().await.unwrap();
+        }
+        let out = kit
+            .epoch(
+                "ts                  | user_id | amount
+                 2026-01-01T00:00:01 | a       | 9
+                 2026-01-01T00:00:02 | a       | 4",
+                Some("2026-01-01T00:00:02"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            "user_id | ts | amount | rn\n\
+             NULL | 2026-01-01T00:00:01 | 3.0 | 1\n\
+             a | 2026-01-01T00:00:01 | 7.0 | 2\n\
+             a | 2026-01-01T00:00:01 | 9.0 | 1\n",
+            "second 1 is final: its two best rows, once (workers {workers}, restart {restart})"
+        );
+        assert_eq!(
+            kit.runner().state_rows(),
+            2,
+            "only second 2's rows are held (workers {workers}, restart {restart})"
+        );
+        let out = kit
+            .epoch(
+                "ts                  | user_id | amount
+                 2026-01-01T00:00:01 | a       | 100",
+                Some("2026-01-01T00:00:03"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            "user_id | ts | amount | rn\n\
+             a | 2026-01-01T00:00:02 | 1.0 | 2\n\
+             a | 2026-01-01T00:00:02 | 4.0 | 1\n",
+            "a late row of second 1 changes nothing emitted (workers {workers}, restart {restart})"
+        );
+        assert_eq!(kit.runner().state_rows(), 0, "every partition closed");
+        assert_eq!(kit.finish().await.unwrap(), "");
+    }
+}

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod aggregate_fuzz;
+mod as_of;
 mod chained;
 mod checkpoint_format;
 mod crash;

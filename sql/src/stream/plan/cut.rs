@@ -23,6 +23,8 @@ pub(super) type CutPlan = (Vec<Box<dyn StreamNode>>, Arc<dyn ExecutionPlan>);
 
 /// Where cutting a plan got to: the nodes planned so far, or the node no rule took.
 struct Cutting {
+    /// The whole INSERT's plan, as the rules may read it.
+    root: Arc<dyn ExecutionPlan>,
     nodes: Vec<Box<dyn StreamNode>>,
     untaken: Option<Arc<dyn ExecutionPlan>>,
 }
@@ -42,6 +44,7 @@ impl StreamPlanner {
     ) -> Result<Option<CutPlan>> {
         let at = insert.at;
         let mut cutting = Cutting {
+            root: Arc::clone(root),
             nodes: Vec::new(),
             untaken: None,
         };
@@ -101,6 +104,7 @@ impl StreamPlanner {
             planner: self,
             insert,
             state_ttl,
+            root: &cutting.root,
             nodes: &cutting.nodes,
         };
         for rule in &self.rules {

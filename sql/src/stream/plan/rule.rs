@@ -53,6 +53,7 @@ pub struct RuleContext<'a> {
     pub(crate) planner: &'a StreamPlanner,
     pub(crate) insert: &'a InsertDecl,
     pub(crate) state_ttl: Option<std::time::Duration>,
+    pub(crate) root: &'a Arc<dyn ExecutionPlan>,
     pub(crate) nodes: &'a [Box<dyn StreamNode>],
 }
 
@@ -75,6 +76,12 @@ impl RuleContext<'_> {
     /// How many cores each epoch runs on.
     pub fn workers(&self) -> usize {
         self.planner.workers
+    }
+
+    /// The whole INSERT's physical plan, uncut (ranks marked): what a rule may read of the
+    /// nodes above the one offered, such as the ranking that consumes a join's rows.
+    pub fn insert_plan(&self) -> &Arc<dyn ExecutionPlan> {
+        self.root
     }
 
     /// The nodes planned so far (those below the node offered, and beside it), in plan order.
