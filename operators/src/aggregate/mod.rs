@@ -5,6 +5,7 @@
 mod operator;
 mod plan;
 mod rule;
+mod session;
 #[cfg(test)]
 mod tests;
 mod window;
@@ -17,6 +18,7 @@ use datafusion::execution::TaskContext;
 
 pub use self::plan::AggregatePlan;
 pub use self::rule::AggregateRule;
+pub use self::session::Session;
 pub use crate::grouped::KeySource;
 use crate::grouped::{AggregateOutput, GroupedState};
 use volley_sql::stream::operator::Result;

@@ -27,6 +27,25 @@ impl StreamOperator for AggregateState {
     /// then emits the windows the watermark closes (a keyed one forgets groups by
     /// `state_ttl`), then, at the end of input, every open window.
     async fn run_epoch(&mut self, input: OperatorInput<'_>) -> Result<OperatorOutput> {
+        if let Some(session) = self.plan.session.clone() {
+            if input.read {
+                self.grouped.absorb_epoch().await?;
+            }
+            let wm = if input.all_done {
+                Some(i64::MAX)
+            } else {
+                input.watermarks.get(&session.watermark).copied().flatten()
+            };
+            let out = match wm {
+                Some(wm) => self.grouped.close_idle(wm, input.all_done).await?,
+                None => AggregateOutput::default(),
+            };
+            return Ok(OperatorOutput {
+                rows: out.rows,
+                windows_emitted: out.windows_emitted,
+                ..OperatorOutput::default()
+            });
+        }
         let mut out = AggregateOutput::default();
         let mut late = Vec::new();
         if input.read {
@@ -136,6 +155,9 @@ impl StreamOperator for AggregateState {
 
 /// The aggregate, for dead letters: its window, or that it is keyed.
 fn describe(agg: &AggregatePlan) -> String {
+    if let Some(session) = &agg.session {
+        return format!("session aggregate {} (by {})", agg.output_name, session.id);
+    }
     agg.window.as_ref().map_or_else(
         || format!("keyed aggregate {}", agg.output_name),
         |w| format!("window {}", w.display),
@@ -145,7 +167,10 @@ fn describe(agg: &AggregatePlan) -> String {
 /// One aggregate's state, as text (see [`StreamOperator::shape`]).
 fn shape(agg: &AggregatePlan) -> String {
     let window = agg.window.as_ref().map_or_else(
-        || "keyed".to_string(),
+        || match &agg.session {
+            Some(session) => format!("sessions by {} gap {} ns", session.id, session.gap),
+            None => "keyed".to_string(),
+        },
         |w| format!("window {} wide", w.size_text()),
     );
     agg.phases.shape(&window)

@@ -41,6 +41,8 @@ pub struct AggregatePlan {
     /// What the user should know about how it runs (group keys that bucket event time
     /// without being a window).
     pub warnings: Vec<String>,
+    /// A session window among the group keys: each session is appended once closed.
+    pub session: Option<super::session::Session>,
 }
 
 impl AggregatePlan {
@@ -66,13 +68,17 @@ impl AggregatePlan {
             schema: std::sync::Arc::clone(&self.phases.output_schema),
             slot: std::sync::Arc::clone(&self.post_slot),
             times,
-            emit: if final_windows.is_some() {
+            emit: if final_windows.is_some() || self.session.is_some() {
                 Emit::Append
             } else {
                 Emit::Upsert
             },
             described: match &self.window {
                 Some(_) => "an aggregate".to_string(),
+                None if self.session.is_some() => format!(
+                    "a session aggregate (GROUP BY {})",
+                    self.group_names()
+                ),
                 None => format!(
                     "a keyed aggregate (GROUP BY {} without a window)",
                     self.group_names()
@@ -81,7 +87,7 @@ impl AggregatePlan {
             time_rule: "that aggregate's own window column (its event time)".to_string(),
             // With grouping sets the visible group columns do not identify a row: a rolled-up
             // NULL and a NULL key look alike.
-            key: if self.has_grouping_sets() {
+            key: if self.has_grouping_sets() || self.session.is_some() {
                 Vec::new()
             } else {
                 (0..self.phases.group_count).collect()
@@ -137,9 +143,9 @@ impl StreamNode for AggregatePlan {
     }
 
     fn emitted(&self) -> Emitted {
-        match self.window {
-            Some(_) => Emitted::Windows,
-            None => Emitted::Updates,
+        match (&self.window, &self.session) {
+            (Some(_), _) | (None, Some(_)) => Emitted::Windows,
+            (None, None) => Emitted::Updates,
         }
     }
 
@@ -158,6 +164,15 @@ impl StreamNode for AggregatePlan {
             };
             let nanos = i64::try_from(lateness.as_nanos()).unwrap_or(i64::MAX);
             window.lateness = nanos / window.nanos_per_unit();
+        }
+        if let Some(session) = &self.session {
+            if state_ttl.is_some() {
+                return Err(format!(
+                    "forgets idle groups, and a session aggregate needs none: a session is emitted and forgotten once the watermark of {} is more than its gap past the session's last row",
+                    session.over
+                ));
+            }
+            return Ok(());
         }
         if state_ttl.is_some() {
             self.state_ttl = state_ttl;
@@ -218,6 +233,18 @@ fn explain_aggregate(
                 let _ = writeln!(
                     out,
                     "{pad}  watermark: {source}: {text}; a window is emitted once the watermark passes its end; later rows go to dead letters"
+                );
+            }
+        }
+        None if agg.session.is_some() => {
+            if let Some(session) = &agg.session {
+                let _ = writeln!(
+                    out,
+                    "{pad}  kind: session aggregate; {} numbers each key's sessions (a new one when rows are more than {} apart); a session is appended once the watermark of {} is more than {} past the micro-batch that last added to it, and then forgotten",
+                    session.id,
+                    sql_text::interval(0, 0, session.gap),
+                    session.over,
+                    sql_text::interval(0, 0, session.gap)
                 );
             }
         }

@@ -84,7 +84,18 @@ fn split_aggregate(
             .collect(),
         state_ttl: None,
         warnings: Vec::new(),
+        session: None,
     };
+    if plan.window.is_none()
+        && let Some(session) = super::session::session_of(agg, cx.insert_plan(), &ports)
+    {
+        let session = session.map_err(|message| SqlError::Unsupported { at, message })?;
+        plan.state_ttl = Some(std::time::Duration::from_nanos(
+            u64::try_from(session.gap).unwrap_or(0),
+        ));
+        plan.session = Some(session);
+        return Ok(plan);
+    }
     if plan.window.is_none() {
         plan.warnings = bucket_warnings(&plan, cx);
     }

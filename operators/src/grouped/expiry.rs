@@ -56,23 +56,28 @@ impl Expiry {
     }
 
     /// Stamps the touched groups with `watermark`, then drops from `state` (state rows) the
-    /// groups last stamped before `cutoff`. Returns how many groups were dropped.
+    /// groups last stamped before `cutoff` (every group when `cutoff` is `None`). Returns how
+    /// many groups were dropped, and their state rows.
     pub(super) fn expire(
         &mut self,
         state: &mut Vec<RecordBatch>,
         group_count: usize,
         watermark: i64,
-        cutoff: i64,
-    ) -> Result<usize> {
+        cutoff: Option<i64>,
+    ) -> Result<(usize, Vec<RecordBatch>)> {
         for key in self.touched.drain() {
             self.stamps.insert(key, watermark);
         }
         let before = self.stamps.len();
-        self.stamps.retain(|_, stamp| *stamp >= cutoff);
+        match cutoff {
+            Some(cutoff) => self.stamps.retain(|_, stamp| *stamp >= cutoff),
+            None => self.stamps.clear(),
+        }
         let dropped = before - self.stamps.len();
         if dropped == 0 {
-            return Ok(0);
+            return Ok((0, Vec::new()));
         }
+        let mut gone = Vec::new();
         let mut kept = Vec::with_capacity(state.len());
         for batch in state.iter() {
             let rows = self
@@ -82,13 +87,17 @@ impl Expiry {
                 .iter()
                 .map(|r| Some(self.stamps.contains_key(r.as_ref())))
                 .collect();
+            let dropped_rows = filter_record_batch(batch, &arrow::compute::not(&mask)?)?;
+            if dropped_rows.num_rows() > 0 {
+                gone.push(dropped_rows);
+            }
             let batch = filter_record_batch(batch, &mask)?;
             if batch.num_rows() > 0 {
                 kept.push(batch);
             }
         }
         *state = kept;
-        Ok(dropped)
+        Ok((dropped, gone))
     }
 
     /// The stamps as rows: the group columns (as in `state_schema`), then `last_seen`.

@@ -173,6 +173,48 @@ impl GroupedState {
         Ok(dropped)
     }
 
+    /// A session aggregate (keyed, its gap as `state_ttl`): stamps the groups this epoch
+    /// touched with `watermark` and returns the final rows of the groups not updated since
+    /// `watermark - gap` (of every group when `all`), dropping them.
+    ///
+    /// # Errors
+    /// Arrow failures filtering the state; DataFusion's final aggregate.
+    pub(crate) async fn close_idle(
+        &mut self,
+        watermark: i64,
+        all: bool,
+    ) -> Result<AggregateOutput> {
+        let mut dropped = Vec::new();
+        let mut groups = 0;
+        for shard in &mut self.shards {
+            let (count, rows) = shard.expire_rows(&self.phases, watermark, all)?;
+            groups += count;
+            dropped.extend(rows);
+        }
+        if dropped.is_empty() {
+            return Ok(AggregateOutput::default());
+        }
+        Ok(AggregateOutput {
+            rows: self.phases.finalize(dropped).await?,
+            windows_emitted: groups,
+            windows_corrected: 0,
+        })
+    }
+
+    /// A session aggregate: merges this epoch's input into state, emitting nothing (groups
+    /// are emitted when [`GroupedState::close_idle`] closes them).
+    ///
+    /// # Errors
+    /// Failures executing DataFusion's aggregate.
+    pub(crate) async fn absorb_epoch(&mut self) -> Result<()> {
+        let per_shard = self.partials_by_shard().await?;
+        if per_shard.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        self.on_shards(per_shard, absorb_touched_task).await?;
+        Ok(())
+    }
+
     /// The `state_ttl` stamps of every group, as `(group columns…, last_seen)` rows (None
     /// without `state_ttl`).
     ///
@@ -477,6 +519,15 @@ async fn upsert_task(
     partials: Vec<RecordBatch>,
 ) -> (Shard, Result<Vec<RecordBatch>>) {
     let result = shard.upsert(&phases, partials).await;
+    (shard, result)
+}
+
+async fn absorb_touched_task(
+    mut shard: Shard,
+    phases: Arc<Phases>,
+    partials: Vec<RecordBatch>,
+) -> (Shard, Result<()>) {
+    let result = shard.absorb_touched(&phases, partials).await;
     (shard, result)
 }
 

@@ -243,18 +243,27 @@ impl Shard {
     /// Keyed with `state_ttl`: stamps the groups touched since the last call with `watermark`
     /// (nanoseconds) and forgets those not updated since `watermark - ttl`. Returns how many.
     pub(super) fn expire(&mut self, phases: &Phases, watermark: i64) -> Result<usize> {
+        Ok(self.expire_rows(phases, watermark, false)?.0)
+    }
+
+    /// [`Shard::expire`], returning the dropped groups' state rows too; every group when
+    /// `all`.
+    pub(super) fn expire_rows(
+        &mut self,
+        phases: &Phases,
+        watermark: i64,
+        all: bool,
+    ) -> Result<(usize, Vec<RecordBatch>)> {
         let Some(ttl) = phases.ttl_nanos else {
-            return Ok(0);
+            return Ok((0, Vec::new()));
         };
         let group_count = phases.group_count;
         let mut state = self.windows.remove(&KEYED).unwrap_or_default();
-        let dropped = self.expiry(phases)?.expire(
-            &mut state.batches,
-            group_count,
-            watermark,
-            watermark.saturating_sub(ttl),
-        );
-        if dropped.as_ref().is_ok_and(|d| *d > 0) {
+        let cutoff = (!all).then(|| watermark.saturating_sub(ttl));
+        let dropped =
+            self.expiry(phases)?
+                .expire(&mut state.batches, group_count, watermark, cutoff);
+        if dropped.as_ref().is_ok_and(|d| d.0 > 0) {
             state.rows = state.batches.iter().map(RecordBatch::num_rows).sum();
             state.compacted_rows = state.rows;
         }
@@ -262,6 +271,19 @@ impl Shard {
             self.windows.insert(KEYED, state);
         }
         dropped
+    }
+
+    /// Keyed: merges the epoch into the single state, noting the groups it touched for
+    /// `state_ttl`, and emits nothing.
+    pub(super) async fn absorb_touched(
+        &mut self,
+        phases: &Phases,
+        partials: Vec<RecordBatch>,
+    ) -> Result<()> {
+        if phases.ttl_nanos.is_some() {
+            self.expiry(phases)?.touch(&partials, phases.group_count)?;
+        }
+        self.absorb(phases, partials).await
     }
 
     /// Keyed state rows (for stamping restored groups).

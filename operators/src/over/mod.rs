@@ -45,9 +45,9 @@ use volley_sql::stream::operator::{OperatorError, Result};
 use volley_sql::stream::ties::TIE_ORDER;
 use volley_sql::stream::window::nanos_per_unit;
 
+pub(crate) use self::function::{Kind, Start, classify};
 pub use self::plan::OverPlan;
 pub use self::rule::OverRule;
-use self::function::{Kind, Start};
 use self::partition::Partition;
 use crate::two_streams::{SideFrontier, side_rows};
 

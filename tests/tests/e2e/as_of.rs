@@ -114,12 +114,6 @@ async fn as_of_joins_restore_and_match_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_of_join_state_stays_flat_while_input_grows() {
-    use volley_connectors::ConnectorRegistry;
-    use volley_engine::checkpoint::manifest::Manifest;
-    use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
-    use volley_engine::driver::BatchSizing;
-    use volley_engine::setup::{JobOverrides, build_stream_job};
-
     // 20,000 rides over 400 seconds of event time, 50 riders, each joined as of its time
     // with the rider's latest ride (one source joined with itself, so both sides advance
     // together): a join that held every right row would hold 20,000 by the end.
@@ -135,47 +129,10 @@ SELECT request_id, previous FROM (
   FROM rides r LEFT JOIN rides p ON r.rider_id = p.rider_id AND p.event_time <= r.event_time) AS t
 WHERE rn = 1;
 "#;
-    let dir = tempfile::tempdir().unwrap();
-    let p = crate::harness::pipeline(text).await;
-    let overrides = JobOverrides {
-        sizing: Some(BatchSizing::Fixed(200)),
-        checkpoint: Some(CheckpointConfig {
-            dir: dir.path().display().to_string(),
-            interval: CheckpointInterval::Epochs(2),
-            keep: 10_000,
-            from_scratch: false,
-        }),
-        ..JobOverrides::default()
-    };
-    let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
-        .await
-        .unwrap();
-    let summary = job.run().await.unwrap();
+    let summary = crate::harness::assert_state_flat(text, 1_000).await;
     assert_eq!(summary.late_rows, 0, "{summary:?}");
     assert_eq!(
         summary.rows_out["joined"], 20_000,
         "one row per ride: {summary:?}"
-    );
-    let mut held: Vec<(u64, u64)> = Vec::new();
-    for entry in std::fs::read_dir(dir.path().join("checkpoints")).unwrap() {
-        let path = entry.unwrap().path().join("manifest.json");
-        let manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let rows = manifest.queries[0]
-            .operators
-            .iter()
-            .flat_map(|o| &o.state)
-            .map(|s| s.rows)
-            .sum();
-        held.push((manifest.epoch, rows));
-    }
-    held.sort_unstable();
-    assert!(held.len() > 40, "{} checkpoints", held.len());
-    let warm = held.len() / 10;
-    let bound = held[warm..2 * warm].iter().map(|(_, r)| *r).max().unwrap();
-    assert!(bound > 0, "{held:?}");
-    let peak = held[warm..].iter().map(|(_, r)| *r).max().unwrap();
-    assert!(
-        peak <= 2 * bound && peak < 1_000,
-        "state grew: warm-up {bound}, later {peak}: {held:?}"
     );
 }

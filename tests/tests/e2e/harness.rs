@@ -178,3 +178,54 @@ pub async fn sweep(sweep: Sweep, sql: impl Fn(u64, u64) -> String) {
         }
     }
 }
+
+/// Runs `text` (one INSERT into a sink named `sink`) in micro-batches of 200 rows with a
+/// checkpoint every 2 epochs, and checks the rows its operators hold stay flat: after the
+/// first tenth of the checkpoints, never more than twice the most of the second tenth, nor
+/// `most`. Returns the run's summary.
+pub async fn assert_state_flat(text: &str, most: u64) -> volley_engine::job::RunSummary {
+    use volley_connectors::ConnectorRegistry;
+    use volley_engine::checkpoint::manifest::Manifest;
+    use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
+    use volley_engine::setup::{JobOverrides, build_stream_job};
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(text).await;
+    let overrides = JobOverrides {
+        sizing: Some(BatchSizing::Fixed(200)),
+        checkpoint: Some(CheckpointConfig {
+            dir: dir.path().display().to_string(),
+            interval: CheckpointInterval::Epochs(2),
+            keep: 10_000,
+            from_scratch: false,
+        }),
+        ..JobOverrides::default()
+    };
+    let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
+        .await
+        .unwrap();
+    let summary = job.run().await.unwrap();
+    let mut held: Vec<(u64, u64)> = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("checkpoints")).unwrap() {
+        let path = entry.unwrap().path().join("manifest.json");
+        let manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let rows = manifest.queries[0]
+            .operators
+            .iter()
+            .flat_map(|o| &o.state)
+            .map(|s| s.rows)
+            .sum();
+        held.push((manifest.epoch, rows));
+    }
+    held.sort_unstable();
+    assert!(held.len() > 40, "{} checkpoints", held.len());
+    let warm = held.len() / 10;
+    let bound = held[warm..2 * warm].iter().map(|(_, r)| *r).max().unwrap();
+    assert!(bound > 0, "{held:?}");
+    let peak = held[warm..].iter().map(|(_, r)| *r).max().unwrap();
+    assert!(
+        peak <= 2 * bound && peak < most,
+        "state grew: warm-up {bound}, later {peak}: {held:?}"
+    );
+    summary
+}

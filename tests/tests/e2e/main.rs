@@ -29,6 +29,7 @@ mod process;
 mod readers;
 mod recovery;
 mod scale_out;
+mod sessions;
 mod sink_fit;
 mod slow_model;
 mod slt;
