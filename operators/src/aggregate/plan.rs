@@ -210,7 +210,7 @@ fn explain_aggregate(
                 out,
                 "{pad}  kind: tumbling-window aggregate; window {} over event time '{}' ({} wide)",
                 w.display,
-                w.column,
+                sql_text::tidy(&w.column),
                 size(w)
             );
             if w.lateness > 0 {
