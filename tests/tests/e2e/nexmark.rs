@@ -53,3 +53,25 @@ async fn nexmark_pipelines_stream_equal_to_batch() {
         }
     }
 }
+
+/// The stateful Nexmark pipelines of issue-era operators (q9's as-of ranked join, q11's
+/// sessions, q18's and q19's Top-N) fail mid-run, restore on other worker counts and still
+/// equal batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranked_joins_sessions_and_top_n_restore_and_equal_batch() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/nexmark");
+    for (query, source) in [
+        ("q9", "bid"),
+        ("q11", "bid"),
+        ("q18", "bid"),
+        ("q19", "bid"),
+    ] {
+        let text = std::fs::read_to_string(format!("{dir}/{query}.sql"))
+            .unwrap()
+            .replace("'count' '10000000'", "'count' '6000'")
+            .replace("'max_rows' '65536'", "'max_rows' '300'");
+        let schedules = [(vec![1500, 3500], 2, vec![2, 1, 3])];
+        crate::recovery::failed_runs_restore_and_match_batch(&text, source, &[query], &schedules)
+            .await;
+    }
+}
