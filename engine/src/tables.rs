@@ -63,8 +63,8 @@ pub async fn table_schema(table: &TableDecl, registry: &ConnectorRegistry) -> Re
     let connector = connector_for(table, registry)?;
     connector.infer_schema(table).await?.ok_or_else(|| {
         EngineError::Sql(SqlError::Pipeline(format!(
-            "table '{}' (STORED AS {}) declares no columns and its kind cannot infer them; list the columns in CREATE EXTERNAL TABLE",
-            table.name, table.kind
+            "table '{}' (STORED AS {}) declares no columns and they cannot be inferred from LOCATION '{}': it holds no file of that format yet (check the path), or the kind cannot infer them; list the columns in CREATE EXTERNAL TABLE",
+            table.name, table.kind, table.location
         )))
     })
 }

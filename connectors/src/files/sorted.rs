@@ -186,9 +186,13 @@ impl SortedSource {
             .map_err(|e| self.failed(e))?;
         // A sort buffer's reservation for merging its spills comes out of the bound too.
         let reserve = (self.memory / 8).clamp(64 << 10, 16 << 20);
+        // Rows held in memory are sorted as one run (concatenated and sorted in place), not
+        // as one run per batch: merging hundreds of runs in the row format holds about as
+        // much again as the runs, which the bound has no room for.
         let config = SessionConfig::new()
             .with_target_partitions(1)
-            .with_sort_spill_reservation_bytes(reserve);
+            .with_sort_spill_reservation_bytes(reserve)
+            .with_sort_in_place_threshold_bytes(self.memory);
         let ctx = Arc::new(
             TaskContext::default()
                 .with_session_config(config)
