@@ -4,8 +4,8 @@
     python3 benches/scale/run.py                       # 10M events, h1 q1 q5 q7, 3 runs each
     python3 benches/scale/run.py --events 2000000 --queries h1,q5 --runs 1
 
-Generates the inputs once as Parquet files (`volley batch` of the built-in generators: the
-Nexmark mix, and payments for h1), then runs each pipeline as a whole process, streaming
+Generates the inputs once as Parquet files in event-time order (`volley batch` of the
+built-in generators: the Nexmark mix, and payments for h1), then runs each pipeline as a whole process, streaming
 (`volley run --no-checkpoint`) and in batch (`volley batch`), pinned with `taskset` to one
 core and to two, with `--workers` 1 and 2 on two cores. With Python's `datafusion` package
 installed it runs the same SQL in DataFusion too (the batch baseline). Prints, per run kind,
@@ -52,10 +52,10 @@ CREATE EXTERNAL TABLE person_out STORED AS PARQUET LOCATION '{data}/person';
 CREATE EXTERNAL TABLE auction_out STORED AS PARQUET LOCATION '{data}/auction';
 CREATE EXTERNAL TABLE bid_out STORED AS PARQUET LOCATION '{data}/bid';
 CREATE EXTERNAL TABLE payments_out STORED AS PARQUET LOCATION '{data}/payments';
-INSERT INTO person_out SELECT * FROM person;
-INSERT INTO auction_out SELECT * FROM auction;
-INSERT INTO bid_out SELECT * FROM bid;
-INSERT INTO payments_out SELECT * FROM payments;
+INSERT INTO person_out SELECT * FROM person ORDER BY date_time;
+INSERT INTO auction_out SELECT * FROM auction ORDER BY date_time;
+INSERT INTO bid_out SELECT * FROM bid ORDER BY date_time;
+INSERT INTO payments_out SELECT * FROM payments ORDER BY event_time;
 """
 
 

@@ -111,6 +111,18 @@ pub trait Source: Send + Debug {
     /// Position of the next row to be returned (after every row returned so far).
     fn position(&self) -> Position;
 
+    /// Told, before its first poll, which of its columns (indexes into [`Source::schema`])
+    /// some query reads. A source may then leave the others out of what it decodes and fill
+    /// them with placeholder values, where no row of it can reach a dead letter (which would
+    /// show them). The default reads every column.
+    ///
+    /// # Errors
+    /// Failures re-opening what it reads.
+    async fn read_only(&mut self, columns: &[usize]) -> Result<()> {
+        let _ = columns;
+        Ok(())
+    }
+
     /// The partitions whose event time progresses independently (Kafka partitions), when the
     /// source returns [`SourcePoll::Partitions`]; the watermark is then the minimum over the
     /// partitions that are not idle. Empty (the default): the source is one stream.

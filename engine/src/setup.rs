@@ -209,6 +209,7 @@ async fn build(
         }
         plans.push(plan);
     }
+    read_only_what_queries_read(pipeline, &plans, &runtimes, &mut readers).await?;
     let mut sinks: BTreeMap<String, Box<dyn Sink>> = BTreeMap::new();
     for plan in &plans {
         if sinks.contains_key(&plan.target) || overrides.no_sinks {
@@ -351,4 +352,41 @@ fn sink_lineage(
         .filter(|p| p.target == target)
         .flat_map(|p| p.models.iter().cloned());
     crate::models::lineage(models, names)
+}
+
+/// Tells each source which of its columns the queries read (with its event time), so it may
+/// leave the others out of what it decodes.
+///
+/// # Errors
+/// A source failing to re-open its reading.
+async fn read_only_what_queries_read(
+    pipeline: &Pipeline,
+    plans: &[QueryPlan],
+    runtimes: &[SourceRuntime],
+    readers: &mut [Box<dyn volley_connectors::Source>],
+) -> Result<()> {
+    for (runtime, reader) in runtimes.iter().zip(readers.iter_mut()) {
+        let schema = reader.schema();
+        let mut columns: std::collections::BTreeSet<usize> = plans
+            .iter()
+            .filter_map(|p| p.source_columns.get(&runtime.name))
+            .flatten()
+            .copied()
+            .collect();
+        if let Some(table) = pipeline.table(&runtime.name) {
+            let named = table
+                .watermark
+                .iter()
+                .map(|w| w.column.clone())
+                .chain(table.options.get("partitioned_by").map(str::to_string));
+            for name in named {
+                if let Ok(index) = schema.index_of(&name) {
+                    columns.insert(index);
+                }
+            }
+        }
+        let columns: Vec<usize> = columns.into_iter().collect();
+        reader.read_only(&columns).await?;
+    }
+    Ok(())
 }

@@ -202,7 +202,35 @@ impl Connector for FileConnector {
                         in_event_time_order(&name, stream).await
                     }));
                 }
-                Box::new(FileSource::new(&table.name, schema, stream))
+                let source = FileSource::new(&table.name, schema.clone(), stream);
+                // Rows read in event-time order (or with no event time) are never late, so no
+                // row reaches a dead letter: the columns no query reads need not be decoded.
+                let in_order =
+                    table.watermark.is_none() || options.replay_order == ReplayOrder::EventTime;
+                if in_order {
+                    let (ctx, names) = (listing.ordered_session(), schema.clone());
+                    let provider = Arc::new(listing.table(&table.name, schema.clone())?);
+                    Box::new(source.with_reopen(Box::new(move |columns: Vec<usize>| {
+                        Box::pin(async move {
+                            let read: Vec<datafusion::prelude::Expr> = columns
+                                .iter()
+                                .map(|&c| {
+                                    datafusion::prelude::Expr::Column(
+                                        datafusion::common::Column::new_unqualified(
+                                            names.field(c).name(),
+                                        ),
+                                    )
+                                })
+                                .collect();
+                            ctx.read_table(provider)?
+                                .select(read)?
+                                .execute_stream()
+                                .await
+                        })
+                    })))
+                } else {
+                    Box::new(source)
+                }
             }
             FileFormat::Csv | FileFormat::Json => {
                 let format = if self.format == FileFormat::Csv {

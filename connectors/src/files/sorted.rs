@@ -371,6 +371,15 @@ impl Source for SortedSource {
         }
     }
 
+    /// Before it starts, the files are read for those columns only (a sort then breaks ties
+    /// by them alone, which no query can tell apart); its rows are never late.
+    async fn read_only(&mut self, columns: &[usize]) -> Result<()> {
+        match &mut self.stage {
+            Stage::Waiting { inner, .. } => inner.read_only(columns).await,
+            _ => Ok(()),
+        }
+    }
+
     fn position(&self) -> Position {
         match &self.stage {
             Stage::AsIs(inner) => inner.position(),

@@ -30,7 +30,22 @@ pub struct FileSource {
     /// Rows read from the scan but not yet returned.
     pending: Option<RecordBatch>,
     position: u64,
+    /// Opens the scan of some columns only (Parquet, before the first poll).
+    reopen: Option<Reopen>,
+    /// With a scan of some columns: each column's place in the scan's batches, or `None` for a
+    /// column left out (filled with placeholders).
+    fill: Option<Vec<Option<usize>>>,
 }
+
+/// Opens a scan of the given columns (indexes into the table's schema), in that order.
+pub type Reopen = Box<
+    dyn FnOnce(
+            Vec<usize>,
+        ) -> futures::future::BoxFuture<
+            'static,
+            datafusion::error::Result<SendableRecordBatchStream>,
+        > + Send,
+>;
 
 impl FileSource {
     /// A source returning the rows of `stream`, whose batches have `schema`.
@@ -41,7 +56,45 @@ impl FileSource {
             stream: Some(stream),
             pending: None,
             position: 0,
+            reopen: None,
+            fill: None,
         }
+    }
+
+    /// The source, able to read only the columns queries read ([`Source::read_only`]): its
+    /// rows can never reach a dead letter, so the placeholders are never seen.
+    pub fn with_reopen(mut self, reopen: Reopen) -> Self {
+        self.reopen = Some(reopen);
+        self
+    }
+
+    /// A batch of the scan's columns as a batch of every column, placeholders in the others:
+    /// NULL where the column is nullable, the type's default otherwise.
+    fn widen(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let Some(fill) = &self.fill else {
+            return Ok(batch);
+        };
+        let rows = batch.num_rows();
+        let mut columns = Vec::with_capacity(fill.len());
+        for (field, at) in self.schema.fields().iter().zip(fill) {
+            columns.push(match at {
+                Some(i) => std::sync::Arc::clone(batch.column(*i)),
+                None if field.is_nullable() => {
+                    arrow::array::new_null_array(field.data_type(), rows)
+                }
+                None => datafusion::common::ScalarValue::new_default(field.data_type())
+                    .and_then(|v| v.to_array_of_size(rows))
+                    .map_err(|e| {
+                        ConnectorError::external(
+                            &self.table,
+                            format!("column '{}' has no placeholder: {e}", field.name()),
+                        )
+                    })?,
+            });
+        }
+        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| {
+            ConnectorError::external(&self.table, format!("widening a batch failed: {e}"))
+        })
     }
 
     /// Up to `max_rows` rows of the buffered batch, keeping the rest buffered.
@@ -100,7 +153,9 @@ impl Source for FileSource {
                         format!("reading files failed: {e}"),
                     ));
                 }
-                Ok(Some(Ok(batch))) if batch.num_rows() > 0 => self.pending = Some(batch),
+                Ok(Some(Ok(batch))) if batch.num_rows() > 0 => {
+                    self.pending = Some(self.widen(batch)?);
+                }
                 Ok(Some(Ok(_empty))) => {}
             }
         }
@@ -108,6 +163,29 @@ impl Source for FileSource {
 
     fn position(&self) -> Position {
         Position::single(self.position)
+    }
+
+    async fn read_only(&mut self, columns: &[usize]) -> Result<()> {
+        let width = self.schema.fields().len();
+        if self.position > 0 || self.pending.is_some() || columns.len() >= width {
+            return Ok(());
+        }
+        let Some(reopen) = self.reopen.take() else {
+            return Ok(());
+        };
+        let mut read: Vec<usize> = columns.iter().copied().filter(|&c| c < width).collect();
+        read.sort_unstable();
+        read.dedup();
+        let stream = reopen(read.clone()).await.map_err(|e| {
+            ConnectorError::external(&self.table, format!("reading files failed: {e}"))
+        })?;
+        let mut fill = vec![None; width];
+        for (at, &column) in read.iter().enumerate() {
+            fill[column] = Some(at);
+        }
+        self.stream = Some(stream);
+        self.fill = Some(fill);
+        Ok(())
     }
 
     /// Skips forward to `position` (files are re-read from the start when a pipeline restarts,

@@ -436,3 +436,62 @@ async fn a_fraction_in_an_integer_column_is_a_dead_letter_in_json_and_csv() {
         }
     }
 }
+
+#[tokio::test]
+async fn parquet_read_for_some_columns_decodes_those_and_fills_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let table = decl(FileFormat::Parquet, out.to_str().unwrap(), &[], true);
+    let connector = FileConnector::new(FileFormat::Parquet);
+    let mut sink = connector
+        .open_sink(&table, rides_schema(), &SinkContext::default())
+        .await
+        .unwrap();
+    write_three_epochs(sink.as_mut()).await;
+    sink.close().await.unwrap();
+    let expected = generate_rides(&rides(), 0, 100);
+    // request_id and event_time only (rides: request_id, rider_id, lat, lon, event_time).
+    let mut source = connector.open_source(&table, rides_schema()).await.unwrap();
+    source.read_only(&[4, 0]).await.unwrap();
+    let all = concat_batches(&rides_schema(), &drain(source.as_mut(), 7).await).unwrap();
+    assert_eq!(source.position().offset(), 100);
+    for read in [0, 4] {
+        assert_eq!(
+            all.column(read),
+            expected.column(read),
+            "column {read} as written"
+        );
+    }
+    // The columns left out hold the type's default (they are NOT NULL).
+    assert_eq!(
+        all.column(1)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .values()
+            .iter()
+            .max(),
+        Some(&0)
+    );
+    assert_eq!(all.column(2).null_count(), 0);
+    assert!(
+        all.column(2)
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .values()
+            .iter()
+            .all(|v| *v == 0.0)
+    );
+    // Asked after its first poll, a source reads on as it started.
+    let mut late = connector.open_source(&table, rides_schema()).await.unwrap();
+    let first = drain_one(late.as_mut()).await;
+    late.read_only(&[0]).await.unwrap();
+    let mut rest = drain(late.as_mut(), 7).await;
+    rest.insert(0, first);
+    assert_eq!(concat_batches(&rides_schema(), &rest).unwrap(), expected);
+}
+
+async fn drain_one(source: &mut dyn Source) -> RecordBatch {
+    let far = Instant::now() + std::time::Duration::from_secs(60);
+    match source.poll_batch(7, far).await.unwrap() {
+        SourcePoll::Data(batch) => batch,
+        other => panic!("expected rows, got {other:?}"),
+    }
+}

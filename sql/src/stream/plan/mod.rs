@@ -20,7 +20,7 @@
 //! With several workers, each epoch's rows are split into contiguous partitions that run the
 //! stateless segments on their own cores.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -85,6 +85,8 @@ pub struct QueryPlan {
     pub key_columns: Vec<String>,
     /// Source tables read.
     pub sources: Vec<String>,
+    /// The columns (of each source's schema) the query reads, by source.
+    pub source_columns: BTreeMap<String, BTreeSet<usize>>,
     /// Lookup tables joined (bounded, no watermark: loaded once, not streamed).
     pub lookups: Vec<String>,
     /// Models the query calls through `predict()`, by name.
@@ -264,6 +266,7 @@ impl StreamPlanner {
         check_streamable(&physical, at, false, &self.rules, &mut found)?;
         let mut sources = Vec::new();
         collect_leaves(&physical, &mut sources);
+        let source_columns = crate::stream::leaf::columns_read(&physical);
         let lookups = super::lookup::lookup_tables_read(&physical);
         let Some((nodes, post)) = self.cut_plan(&physical, insert, state_ttl)? else {
             return Ok(None);
@@ -299,6 +302,7 @@ impl StreamPlanner {
             output_schema,
             key_columns,
             sources,
+            source_columns,
             lookups,
             models,
             nodes,
@@ -316,6 +320,7 @@ impl Clone for QueryPlan {
             output_schema: Arc::clone(&self.output_schema),
             key_columns: self.key_columns.clone(),
             sources: self.sources.clone(),
+            source_columns: self.source_columns.clone(),
             lookups: self.lookups.clone(),
             models: self.models.clone(),
             nodes: self.nodes.iter().map(|n| n.boxed_clone()).collect(),
