@@ -35,6 +35,9 @@ pub struct FileSource {
     /// With a scan of some columns: each column's place in the scan's batches, or `None` for a
     /// column left out (filled with placeholders).
     fill: Option<Vec<Option<usize>>>,
+    /// The placeholders of the columns left out, as long as the longest batch so far: each
+    /// batch takes a zero-copy slice.
+    placeholders: Vec<Option<arrow::array::ArrayRef>>,
 }
 
 /// Opens a scan of the given columns (indexes into the table's schema), in that order.
@@ -58,6 +61,7 @@ impl FileSource {
             position: 0,
             reopen: None,
             fill: None,
+            placeholders: Vec::new(),
         }
     }
 
@@ -70,27 +74,41 @@ impl FileSource {
 
     /// A batch of the scan's columns as a batch of every column, placeholders in the others:
     /// NULL where the column is nullable, the type's default otherwise.
-    fn widen(&self, batch: RecordBatch) -> Result<RecordBatch> {
+    fn widen(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
         let Some(fill) = &self.fill else {
             return Ok(batch);
         };
         let rows = batch.num_rows();
+        self.placeholders.resize(fill.len(), None);
         let mut columns = Vec::with_capacity(fill.len());
-        for (field, at) in self.schema.fields().iter().zip(fill) {
-            columns.push(match at {
-                Some(i) => std::sync::Arc::clone(batch.column(*i)),
-                None if field.is_nullable() => {
+        for ((field, at), cached) in self
+            .schema
+            .fields()
+            .iter()
+            .zip(fill)
+            .zip(self.placeholders.iter_mut())
+        {
+            if let Some(i) = at {
+                columns.push(std::sync::Arc::clone(batch.column(*i)));
+                continue;
+            }
+            if cached.as_ref().is_none_or(|c| c.len() < rows) {
+                *cached = Some(if field.is_nullable() {
                     arrow::array::new_null_array(field.data_type(), rows)
-                }
-                None => datafusion::common::ScalarValue::new_default(field.data_type())
-                    .and_then(|v| v.to_array_of_size(rows))
-                    .map_err(|e| {
-                        ConnectorError::external(
-                            &self.table,
-                            format!("column '{}' has no placeholder: {e}", field.name()),
-                        )
-                    })?,
-            });
+                } else {
+                    datafusion::common::ScalarValue::new_default(field.data_type())
+                        .and_then(|v| v.to_array_of_size(rows))
+                        .map_err(|e| {
+                            ConnectorError::external(
+                                &self.table,
+                                format!("column '{}' has no placeholder: {e}", field.name()),
+                            )
+                        })?
+                });
+            }
+            if let Some(placeholder) = cached {
+                columns.push(placeholder.slice(0, rows));
+            }
         }
         RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| {
             ConnectorError::external(&self.table, format!("widening a batch failed: {e}"))
