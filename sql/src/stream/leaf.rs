@@ -380,6 +380,22 @@ pub fn leaves(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
     read
 }
 
+/// The columns (of each input's full schema) the leaves of `plan` read, by input.
+pub fn columns_read(
+    plan: &Arc<dyn ExecutionPlan>,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<usize>> {
+    let mut read: std::collections::BTreeMap<String, std::collections::BTreeSet<usize>> =
+        std::collections::BTreeMap::new();
+    let _ = datafusion::common::tree_node::TreeNode::apply(plan, |node| {
+        if let Some(leaf) = node.downcast_ref::<EpochSourceExec>() {
+            let columns = read.entry(leaf.input_name().to_string()).or_default();
+            columns.extend((0..leaf.schema().fields().len()).map(|i| leaf.input_column(i)));
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    read
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::array::Int64Array;
@@ -425,20 +441,4 @@ mod tests {
         }
         assert!(chunk(&[], 0, 4).is_empty());
     }
-}
-
-/// The columns (of each input's full schema) the leaves of `plan` read, by input.
-pub fn columns_read(
-    plan: &Arc<dyn ExecutionPlan>,
-) -> std::collections::BTreeMap<String, std::collections::BTreeSet<usize>> {
-    let mut read: std::collections::BTreeMap<String, std::collections::BTreeSet<usize>> =
-        std::collections::BTreeMap::new();
-    let _ = datafusion::common::tree_node::TreeNode::apply(plan, |node| {
-        if let Some(leaf) = node.downcast_ref::<EpochSourceExec>() {
-            let columns = read.entry(leaf.input_name().to_string()).or_default();
-            columns.extend((0..leaf.schema().fields().len()).map(|i| leaf.input_column(i)));
-        }
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-    });
-    read
 }
