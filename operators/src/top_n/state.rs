@@ -81,7 +81,8 @@ impl TopN {
         Ok(converted.iter().map(|r| r.as_ref().into()).collect())
     }
 
-    /// Adds `rows`; returns each touched partition's ranks (its rows, then the rank). The
+    /// Adds `rows`; returns each touched partition's ranks (its rows, then the rank; nothing
+    /// when partitions close by time). The
     /// touched partitions' held rows and the new rows are sorted together once (by partition,
     /// ORDER BY, ties) and the first `limit` of each partition kept.
     pub fn add(&mut self, rows: &RecordBatch) -> Result<Vec<RecordBatch>> {
@@ -147,6 +148,10 @@ impl TopN {
                 self.by_time.entry(time_at(times, *first)).or_default().push(key.clone());
             }
             self.held.insert(key.clone(), top.slice(*start, end - start));
+        }
+        if self.plan.closing.is_some() {
+            // Partitions closing by time emit their ranks once, when they close.
+            return Ok(Vec::new());
         }
         let mut columns = top.columns().to_vec();
         columns.push(Arc::new(UInt64Array::from(ranks)));
