@@ -278,11 +278,6 @@ async fn interval_joins_restore_and_match_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interval_join_state_stays_flat() {
-    use volley_connectors::ConnectorRegistry;
-    use volley_engine::checkpoint::manifest::Manifest;
-    use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
-    use volley_engine::setup::{JobOverrides, build_stream_job};
-
     // 200 s of rides joined with the rides of the same rider in the next 4 seconds: 50x more
     // time than the interval.
     let text = r#"
@@ -296,39 +291,7 @@ FROM rides a JOIN rides b
   ON a.rider_id = b.rider_id AND b.event_time > a.event_time
  AND b.event_time <= a.event_time + INTERVAL '4 seconds';
 "#;
-    let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(text).await;
-    let overrides = JobOverrides {
-        sizing: Some(BatchSizing::Fixed(200)),
-        checkpoint: Some(CheckpointConfig {
-            dir: dir.path().display().to_string(),
-            interval: CheckpointInterval::Epochs(2),
-            keep: 10_000,
-            from_scratch: false,
-        }),
-        ..JobOverrides::default()
-    };
-    let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
-        .await
-        .unwrap();
-    job.run().await.unwrap();
-    let mut held: Vec<(u64, u64)> = Vec::new();
-    for entry in std::fs::read_dir(dir.path().join("checkpoints")).unwrap() {
-        let path = entry.unwrap().path().join("manifest.json");
-        let manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let join = &manifest.queries[0].operators[0];
-        held.push((manifest.epoch, join.state.iter().map(|s| s.rows).sum()));
-    }
-    held.sort_unstable();
-    assert!(held.len() > 40, "{} checkpoints", held.len());
-    let warm = held.len() / 10;
-    let bound = held[warm..2 * warm].iter().map(|(_, r)| *r).max().unwrap();
-    assert!(bound > 0, "{held:?}");
-    let peak = held[warm..].iter().map(|(_, r)| *r).max().unwrap();
-    assert!(
-        peak <= 2 * bound,
-        "state grew: warm-up {bound}, later {peak}: {held:?}"
-    );
+    crate::harness::assert_state_flat(text, u64::MAX).await;
 }
 
 /// Rides joined with the payments of the same rider, with neither a shared window nor an
