@@ -139,6 +139,7 @@ def datafusion_run(sql: str, data: Path) -> float | None:
     try:
         import datafusion  # noqa: F401
     except ImportError:
+        print("  (pip install datafusion to time DataFusion on the same files)")
         return None
     script = f"""
 import re, time, datafusion
