@@ -3,9 +3,7 @@
 //! windows) at every micro-batch size, order and worker count, across failures and restores,
 //! with state bounded by the open windows' panes.
 
-use volley_engine::driver::BatchSizing;
-
-use crate::harness::{Sweep, pipeline, refusal, sweep};
+use crate::harness::{Sweep, refusal, sweep};
 
 /// The sinks of [`sql`], in order.
 const SINKS: [&str; 6] = [
@@ -124,11 +122,6 @@ async fn hop_windows_restore_and_match_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_window_state_stays_flat_over_many_windows() {
-    use volley_connectors::ConnectorRegistry;
-    use volley_engine::checkpoint::manifest::Manifest;
-    use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
-    use volley_engine::setup::{JobOverrides, build_stream_job};
-
     // 200 s of events, 10-second windows every 2 seconds: 100 windows, five open at a time.
     let text = r#"
 CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
@@ -141,40 +134,9 @@ FROM (SELECT unnest(hop(event_time, INTERVAL '2 seconds', INTERVAL '10 seconds')
              geohash(lat, lon, 3) AS cell, rider_id FROM rides) AS t
 GROUP BY w, cell;
 "#;
-    let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(text).await;
-    let overrides = JobOverrides {
-        sizing: Some(BatchSizing::Fixed(200)),
-        checkpoint: Some(CheckpointConfig {
-            dir: dir.path().display().to_string(),
-            interval: CheckpointInterval::Epochs(2),
-            keep: 10_000,
-            from_scratch: false,
-        }),
-        ..JobOverrides::default()
-    };
-    let (job, _) = build_stream_job(&p, &ConnectorRegistry::builtin(), overrides)
-        .await
-        .unwrap();
-    let summary = job.run().await.unwrap();
-    assert!(summary.windows_emitted >= 100, "{summary:?}");
-    let mut held: Vec<(u64, u64)> = Vec::new();
-    for entry in std::fs::read_dir(dir.path().join("checkpoints")).unwrap() {
-        let path = entry.unwrap().path().join("manifest.json");
-        let manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        held.push((manifest.epoch, manifest.queries[0].state_rows));
-    }
-    held.sort_unstable();
-    assert!(held.len() > 40, "{} checkpoints", held.len());
     // After the first tenth (warm-up), state never exceeds twice what it held then.
-    let warm = held.len() / 10;
-    let bound = held[warm..2 * warm].iter().map(|(_, r)| *r).max().unwrap();
-    assert!(bound > 0, "{held:?}");
-    let peak = held[warm..].iter().map(|(_, r)| *r).max().unwrap();
-    assert!(
-        peak <= 2 * bound,
-        "state grew: warm-up {bound}, later {peak}: {held:?}"
-    );
+    let summary = crate::harness::assert_state_flat(text, u64::MAX).await;
+    assert!(summary.windows_emitted >= 100, "{summary:?}");
 }
 
 #[tokio::test]
