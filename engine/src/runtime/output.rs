@@ -20,14 +20,16 @@ impl StreamJob {
         outputs: BTreeMap<String, Vec<RecordBatch>>,
         summary: &mut RunSummary,
     ) -> Result<()> {
+        let mut writes: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
         for (target, batches) in outputs {
             if batches.is_empty() {
                 continue;
             }
-            let sink = self
-                .sinks
-                .get_mut(&target)
-                .ok_or_else(|| EngineError::Internal(format!("no sink opened for '{target}'")))?;
+            if !self.sinks.contains_key(&target) {
+                return Err(EngineError::Internal(format!(
+                    "no sink opened for '{target}'"
+                )));
+            }
             let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             *summary.rows_out.entry(target.clone()).or_default() += rows;
             if rows > 0 {
@@ -52,9 +54,22 @@ impl StreamJob {
                 summary.rows_skipped += rows;
                 continue;
             }
-            sink.write_epoch(epoch, &batches).await?;
-            failpoint::hit("mid_sink_write");
+            writes.insert(target, batches);
         }
+        // The sinks write at once: an epoch waits for the slowest sink, not for their sum.
+        let pending = self
+            .sinks
+            .iter_mut()
+            .filter_map(|(target, sink)| {
+                let batches = writes.get(target)?;
+                Some(async move {
+                    sink.write_epoch(epoch, batches).await?;
+                    failpoint::hit("mid_sink_write");
+                    Ok::<_, EngineError>(())
+                })
+            })
+            .collect::<Vec<_>>();
+        futures::future::try_join_all(pending).await?;
         // Every sink has written the epoch: queries may see it, in every table at once.
         if let Some(live) = &mut self.live {
             live.publish(epoch)?;
