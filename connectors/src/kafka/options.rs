@@ -96,6 +96,10 @@ pub struct KafkaOptions {
     pub session_timeout: Duration,
     /// How long to wait for the broker's answers to metadata and assignment requests.
     pub request_timeout: Duration,
+    /// How long the broker may hold a fetch that has no new message: the table's
+    /// `max_delay`, between 1 ms and 100 ms, so a low-latency source is not left waiting on
+    /// an idle partition's fetch.
+    pub fetch_wait: Duration,
     /// As a sink: one transaction per epoch (see the sink's docs).
     pub exactly_once: bool,
     /// What a number in a TIMESTAMP column counts (`timestamp_unit`; None: numbers are refused).
@@ -189,6 +193,9 @@ impl KafkaOptions {
             partitioned_by,
             session_timeout,
             request_timeout: Duration::from_secs(10),
+            fetch_wait: table
+                .max_delay()?
+                .clamp(Duration::from_millis(1), Duration::from_millis(100)),
             exactly_once,
             timestamp_unit: crate::codec::timestamps::timestamp_unit(options)?,
         })
@@ -299,6 +306,19 @@ mod tests {
         );
         assert_eq!(o.partitions, Some(vec![0, 2]));
         assert_eq!(o.group, "g");
+    }
+
+    #[test]
+    fn the_broker_holds_an_empty_fetch_for_at_most_max_delay() {
+        let wait = |options: &[(&str, &str)]| {
+            KafkaOptions::from_table(&table("h:1/t", options))
+                .unwrap()
+                .fetch_wait
+        };
+        assert_eq!(wait(&[("max_delay", "5 ms")]), Duration::from_millis(5));
+        assert_eq!(wait(&[("max_delay", "100us")]), Duration::from_millis(1));
+        assert_eq!(wait(&[("max_delay", "2s")]), Duration::from_millis(100));
+        assert_eq!(wait(&[]), Duration::from_millis(100));
     }
 
     #[test]

@@ -188,7 +188,7 @@ impl KafkaSource {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", "5000")
-            .set("fetch.wait.max.ms", "100")
+            .set("fetch.wait.max.ms", opts.fetch_wait.as_millis().to_string())
             .set(
                 "auto.offset.reset",
                 match opts.start {

@@ -180,6 +180,7 @@ fn options(bootstrap: &str, topic: &str) -> KafkaOptions {
         partitioned_by: None,
         session_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(10),
+        fetch_wait: Duration::from_millis(100),
         exactly_once: false,
         timestamp_unit: None,
     }
