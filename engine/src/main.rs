@@ -51,8 +51,9 @@ enum Command {
         /// checkpoints).
         #[arg(long, value_name = "DIR_OR_URL")]
         checkpoint_dir: Option<String>,
-        /// Checkpoint every N epochs, or at most once per duration (`10s`, `1m`).
-        #[arg(long, default_value = "1", value_name = "N_OR_DURATION")]
+        /// Checkpoint every N epochs, or at most once per duration (`10s`, `1m`); `auto`:
+        /// every epoch, or at most once a second when a source's `max_delay` is under 100ms.
+        #[arg(long, default_value = "auto", value_name = "auto|N|DURATION")]
         checkpoint_interval: String,
         /// How many checkpoints to keep.
         #[arg(long, default_value_t = 3)]

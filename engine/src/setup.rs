@@ -186,6 +186,9 @@ async fn build(
         idle_timeouts.push(table.idle_timeout()?);
         letter_limits.insert(table.name.clone(), table.max_dead_letters()?);
     }
+    if max_delay == std::time::Duration::MAX {
+        max_delay = volley_sql::table::DEFAULT_MAX_DELAY;
+    }
     let models = crate::models::load_models(pipeline)?;
     let planner = StreamPlanner::new(bindings)?
         .with_rules(volley_operators::rules())
@@ -254,17 +257,13 @@ async fn build(
             } else {
                 max_rows
             })),
-        max_delay: if max_delay == std::time::Duration::MAX {
-            volley_sql::table::DEFAULT_MAX_DELAY
-        } else {
-            max_delay
-        },
+        max_delay,
         status: overrides.status.then(StatusLine::new),
         summary: Default::default(),
         dead_letters: HashMap::new(),
         epoch: 0,
         checkpoints: match &overrides.checkpoint {
-            Some(config) => Some(Checkpointer::open(config).await?),
+            Some(config) => Some(Checkpointer::open(config, max_delay).await?),
             None => None,
         },
         committed: HashMap::new(),

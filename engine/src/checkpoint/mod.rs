@@ -27,15 +27,29 @@ pub enum CheckpointInterval {
     Epochs(u64),
     /// After the first epoch at least this long after the previous checkpoint.
     Every(Duration),
+    /// After every epoch, unless micro-batches are cut in under [`LOW_LATENCY_DELAY`]: then
+    /// at most once per [`LOW_LATENCY_EVERY`], so checkpoints stay off most epochs' latency
+    /// (what a restart replays stays exact: every epoch's input range is logged).
+    Auto,
 }
 
+/// A `max_delay` under this asks for low latency: [`CheckpointInterval::Auto`] then
+/// checkpoints by time.
+pub const LOW_LATENCY_DELAY: Duration = Duration::from_millis(100);
+
+/// How often [`CheckpointInterval::Auto`] checkpoints a low-latency pipeline.
+pub const LOW_LATENCY_EVERY: Duration = Duration::from_secs(1);
+
 impl CheckpointInterval {
-    /// Parses `N` (epochs) or a duration such as `10s`, `500ms`, `1m`.
+    /// Parses `auto`, `N` (epochs) or a duration such as `10s`, `500ms`, `1m`.
     ///
     /// # Errors
     /// Anything else, or zero.
     pub fn parse(text: &str) -> Result<Self> {
         let text = text.trim();
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(Self::Auto);
+        }
         if let Ok(n) = text.parse::<u64>() {
             return if n == 0 {
                 Err(EngineError::Usage(
@@ -50,7 +64,7 @@ impl CheckpointInterval {
             .map(Self::Every)
             .ok_or_else(|| {
                 EngineError::Usage(format!(
-                    "--checkpoint-interval '{text}': expected a number of epochs (5) or a duration (10s, 500ms, 1m)"
+                    "--checkpoint-interval '{text}': expected auto, a number of epochs (5) or a duration (10s, 500ms, 1m)"
                 ))
             })
     }
@@ -83,14 +97,21 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Opens the store `config` names.
+    /// Opens the store `config` names, for a job that cuts micro-batches after `max_delay`
+    /// (which [`CheckpointInterval::Auto`] reads).
     ///
     /// # Errors
     /// A bad location.
-    pub async fn open(config: &CheckpointConfig) -> Result<Self> {
+    pub async fn open(config: &CheckpointConfig, max_delay: Duration) -> Result<Self> {
         Ok(Self {
             store: CheckpointStore::open(&config.dir, config.keep).await?,
-            interval: config.interval,
+            interval: match config.interval {
+                CheckpointInterval::Auto if max_delay < LOW_LATENCY_DELAY => {
+                    CheckpointInterval::Every(LOW_LATENCY_EVERY)
+                }
+                CheckpointInterval::Auto => CheckpointInterval::Epochs(1),
+                interval => interval,
+            },
             from_scratch: config.from_scratch,
             last_epoch: 0,
             last_at: Instant::now(),
@@ -103,6 +124,7 @@ impl Checkpointer {
             || match self.interval {
                 CheckpointInterval::Epochs(n) => epoch.saturating_sub(self.last_epoch) >= n,
                 CheckpointInterval::Every(d) => self.last_at.elapsed() >= d,
+                CheckpointInterval::Auto => true,
             }
     }
 
@@ -115,5 +137,43 @@ impl Checkpointer {
     pub fn written(&mut self, epoch: u64) {
         self.last_epoch = epoch;
         self.last_at = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn opened(interval: &str, max_delay: Duration) -> Checkpointer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config = CheckpointConfig {
+            dir: dir.path().to_string_lossy().into_owned(),
+            interval: CheckpointInterval::parse(interval).expect("a valid interval"),
+            keep: 3,
+            from_scratch: false,
+        };
+        Checkpointer::open(&config, max_delay)
+            .await
+            .expect("a checkpoint store")
+    }
+
+    #[tokio::test]
+    async fn auto_checkpoints_every_epoch_unless_batches_are_cut_for_low_latency() {
+        let throughput = opened("auto", Duration::from_millis(500)).await;
+        assert_eq!(throughput.interval, CheckpointInterval::Epochs(1));
+        assert!(throughput.due(1, false));
+
+        let low_latency = opened("AUTO", Duration::from_millis(5)).await;
+        assert_eq!(
+            low_latency.interval,
+            CheckpointInterval::Every(LOW_LATENCY_EVERY)
+        );
+        assert!(!low_latency.due(1, false), "not right after the last one");
+        assert!(low_latency.due(1, true), "always at the end of input");
+
+        let explicit = opened("3", Duration::from_millis(5)).await;
+        assert_eq!(explicit.interval, CheckpointInterval::Epochs(3));
+        assert!(CheckpointInterval::parse("0").is_err());
+        assert!(CheckpointInterval::parse("often").is_err());
     }
 }
