@@ -1,8 +1,12 @@
 //! End-to-end latency through Kafka at a fixed rate: a producer sends ride events at R per
-//! second; a pipeline reads them (Kafka source, JSON) and writes a stateless projection and a
-//! keyed upsert to Kafka sinks. For every row a sink has written (its `write_epoch` returned,
-//! every message acknowledged by the broker), latency = that moment minus the message's
-//! produce timestamp (its Kafka CreateTime, set by the producer when it sent the event).
+//! second; a pipeline reads them (Kafka source, JSON) and writes a stateless projection (and,
+//! per run, a keyed upsert) to Kafka sinks. For every row a sink has written (its
+//! `write_epoch` returned, every message acknowledged by the broker), latency = that moment
+//! minus the message's produce timestamp (its Kafka CreateTime, set by the producer when it
+//! sent the event).
+//!
+//! Runs: `VOLLEY_LATENCY_RUNS` (see `Run::parse`), 10 seconds each; the broker is shared, so
+//! start a fresh one for figures you compare (an in-memory broker slows as it fills).
 //!
 //! Needs a Kafka-protocol broker: `VOLLEY_KAFKA=127.0.0.1:19092 cargo bench -p volley-benches
 //! --bench kafka_latency` (`bash .ci/run` shows how to start one). Without `VOLLEY_KAFKA` it
@@ -25,12 +29,86 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use volley_benches::{SURGE, events};
 use volley_connectors::{ConnectorRegistry, Sink};
+use volley_engine::checkpoint::{CheckpointConfig, CheckpointInterval};
 use volley_engine::setup::{JobOverrides, build_stream_job};
 use volley_sql::Pipeline;
 
 const PARTITIONS: i32 = 3;
 
-fn sql(broker: &str, topic: &str, max_delay: &str) -> String {
+/// One measured run: a rate, the source's `max_delay`, the checkpoint interval (`None`: no
+/// checkpoints) and whether the sinks write one Kafka transaction per epoch.
+struct Run {
+    rate: u64,
+    max_delay: String,
+    checkpoint: Option<CheckpointInterval>,
+    exactly_once: bool,
+    /// Also a keyed upsert (count and latest time per rider) into a second topic.
+    keyed: bool,
+}
+
+impl Run {
+    /// `rate:max_delay[:checkpoint][:eo][:keyed]`, such as `5000:5ms`, `5000:5ms:1s`,
+    /// `5000:5ms:1s:eo`, `5000:100ms:1:keyed`.
+    fn parse(text: &str) -> Self {
+        let mut parts = text.split(':').map(str::trim);
+        let rate = parts.next().unwrap().parse().unwrap();
+        let max_delay = parts.next().unwrap().to_string();
+        let mut run = Self {
+            rate,
+            max_delay,
+            checkpoint: None,
+            exactly_once: false,
+            keyed: false,
+        };
+        for part in parts {
+            if part == "eo" {
+                run.exactly_once = true;
+            } else if part == "keyed" {
+                run.keyed = true;
+            } else {
+                run.checkpoint = Some(CheckpointInterval::parse(part).unwrap());
+            }
+        }
+        run
+    }
+
+    fn describe(&self) -> String {
+        let checkpoint = match self.checkpoint {
+            None => "none".to_string(),
+            Some(CheckpointInterval::Epochs(n)) => format!("{n} epochs"),
+            Some(CheckpointInterval::Every(d)) => format!("{d:?}"),
+            Some(CheckpointInterval::Auto) => "auto".to_string(),
+        };
+        format!(
+            "{:>6} events/s, max_delay {:>6}, checkpoint {checkpoint:>8}, {}{}",
+            self.rate,
+            self.max_delay,
+            if self.exactly_once {
+                "exactly-once"
+            } else {
+                "at-least-once"
+            },
+            if self.keyed { ", +keyed" } else { "" }
+        )
+    }
+}
+
+fn sql(broker: &str, topic: &str, run: &Run) -> String {
+    let eo = if run.exactly_once {
+        "'exactly_once' 'true', "
+    } else {
+        ""
+    };
+    let max_delay = &run.max_delay;
+    let keyed = if run.keyed {
+        format!(
+            "CREATE EXTERNAL TABLE keyed STORED AS KAFKA LOCATION '{broker}/{topic}-keyed'
+OPTIONS ({eo}'merge_key' 'rider_id');
+INSERT INTO keyed SELECT rider_id, count(*) AS n, max(_timestamp) AS produced FROM rides GROUP BY rider_id;"
+        )
+    } else {
+        String::new()
+    };
     format!(
         r#"
 CREATE EXTERNAL TABLE rides (
@@ -38,11 +116,10 @@ CREATE EXTERNAL TABLE rides (
   event_time TIMESTAMP NOT NULL, _timestamp TIMESTAMP NOT NULL
 ) STORED AS KAFKA LOCATION '{broker}/{topic}'
 OPTIONS ('format' 'json', 'max_rows' '8192', 'max_delay' '{max_delay}');
-CREATE EXTERNAL TABLE stateless STORED AS KAFKA LOCATION '{broker}/{topic}-stateless';
-CREATE EXTERNAL TABLE keyed STORED AS KAFKA LOCATION '{broker}/{topic}-keyed'
-OPTIONS ('merge_key' 'rider_id');
+CREATE EXTERNAL TABLE stateless STORED AS KAFKA LOCATION '{broker}/{topic}-stateless'
+OPTIONS ({eo}'format' 'json');
 INSERT INTO stateless SELECT request_id, rider_id, lat, lon, _timestamp AS produced FROM rides;
-INSERT INTO keyed SELECT rider_id, count(*) AS n, max(_timestamp) AS produced FROM rides GROUP BY rider_id;
+{keyed}
 "#
     )
 }
@@ -61,6 +138,8 @@ fn now_ns() -> i64 {
 struct Timed {
     inner: Box<dyn Sink>,
     latencies_us: Arc<Mutex<Vec<i64>>>,
+    /// How long each `write_epoch` took, in microseconds.
+    writes_us: Arc<Mutex<Vec<i64>>>,
 }
 
 impl std::fmt::Debug for Timed {
@@ -76,8 +155,10 @@ impl Sink for Timed {
         epoch: u64,
         batches: &[RecordBatch],
     ) -> volley_connectors::Result<()> {
+        let started = now_ns();
         self.inner.write_epoch(epoch, batches).await?;
         let now = now_ns();
+        self.writes_us.lock().unwrap().push((now - started) / 1_000);
         let mut out = self.latencies_us.lock().unwrap();
         for batch in batches {
             let produced = cast(
@@ -126,6 +207,12 @@ fn produce(broker: &str, topic: &str, lines: &[Vec<u8>], rate: u64) {
         .set("linger.ms", "1")
         .create()
         .unwrap();
+    // Connected and knowing the topic's leaders before the clock starts: a message's latency
+    // is the pipeline's, not the producer's first connection.
+    producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
     let started = Instant::now();
     for (i, line) in lines.iter().enumerate() {
         let due = Duration::from_nanos(i as u64 * 1_000_000_000 / rate);
@@ -158,7 +245,8 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-async fn measure(broker: &str, lines: Vec<Vec<u8>>, rate: u64, max_delay: &str) {
+async fn measure(broker: &str, lines: Vec<Vec<u8>>, run: &Run) {
+    let rate = run.rate;
     let seconds = lines.len() as u64 / rate;
     let topic = format!(
         "latency-{}-{}",
@@ -188,27 +276,37 @@ async fn measure(broker: &str, lines: Vec<Vec<u8>>, rate: u64, max_delay: &str) 
     {
         created.unwrap();
     }
-    let pipeline = Pipeline::parse(
-        &sql(broker, &topic, max_delay),
-        &ConnectorRegistry::builtin(),
-    )
-    .await
-    .unwrap();
+    let pipeline = Pipeline::parse(&sql(broker, &topic, run), &ConnectorRegistry::builtin())
+        .await
+        .unwrap();
+    let checkpoints = tempfile::tempdir().unwrap();
     let overrides = JobOverrides {
         workers: Some(2),
         pipeline_id: Some(topic.clone()),
+        checkpoint: run.checkpoint.map(|interval| CheckpointConfig {
+            dir: checkpoints.path().to_string_lossy().into_owned(),
+            interval,
+            keep: 3,
+            from_scratch: false,
+        }),
         ..JobOverrides::default()
     };
     let (mut job, _) = build_stream_job(&pipeline, &ConnectorRegistry::builtin(), overrides)
         .await
         .unwrap();
-    let mut samples: BTreeMap<String, Arc<Mutex<Vec<i64>>>> = BTreeMap::new();
+    type Samples = Arc<Mutex<Vec<i64>>>;
+    let mut samples: BTreeMap<String, (Samples, Samples)> = BTreeMap::new();
     job.wrap_sinks(|name, sink| {
         let latencies_us = Arc::new(Mutex::new(Vec::new()));
-        samples.insert(name.to_string(), Arc::clone(&latencies_us));
+        let writes_us = Arc::new(Mutex::new(Vec::new()));
+        samples.insert(
+            name.to_string(),
+            (Arc::clone(&latencies_us), Arc::clone(&writes_us)),
+        );
         Box::new(Timed {
             inner: sink,
             latencies_us,
+            writes_us,
         })
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -218,20 +316,39 @@ async fn measure(broker: &str, lines: Vec<Vec<u8>>, rate: u64, max_delay: &str) 
     tokio::task::spawn_blocking(move || produce(&b, &t, &lines, rate))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Until the stateless sink has written every event (or 30 s more have passed).
+    let count = usize::try_from(rate * seconds).unwrap();
+    let stateless = Arc::clone(&samples["stateless"].0);
+    let waited = Instant::now();
+    while stateless.lock().unwrap().len() < count && waited.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send(true).unwrap();
     let summary = running.await.unwrap().unwrap();
-    for (sink, latencies) in samples {
+    for (sink, (latencies, writes)) in samples {
         let mut all = std::mem::take(&mut *latencies.lock().unwrap());
         all.sort_unstable();
+        let mut writes = std::mem::take(&mut *writes.lock().unwrap());
+        writes.sort_unstable();
         println!(
-            "{rate:>6} events/s, max_delay {max_delay:>6}, sink {sink:<9}: {:>7} rows, latency p50 {:>5} ms, p99 {:>5} ms, max {:>5} ms",
+            "{}, sink {sink:<9}: {:>7} rows, latency p50 {:>5} ms, p99 {:>5} ms, max {:>5} ms; {} writes, p50 {:.1} ms, p99 {:.1} ms",
+            run.describe(),
             all.len(),
             percentile(&all, 50.0) / 1_000,
             percentile(&all, 99.0) / 1_000,
             all.last().copied().unwrap_or(0) / 1_000,
+            writes.len(),
+            percentile(&writes, 50.0) as f64 / 1_000.0,
+            percentile(&writes, 99.0) as f64 / 1_000.0,
         );
     }
+    println!(
+        "{}: {} epochs, {} checkpoints",
+        run.describe(),
+        summary.epochs,
+        summary.checkpoints
+    );
     assert_eq!(summary.rows_in, rate * seconds, "every event was read");
 }
 
@@ -246,13 +363,19 @@ fn main() {
         return;
     }
     let seconds = 10;
-    let runs = [(5_000, "100 ms"), (20_000, "100 ms"), (20_000, "500 ms")];
+    // `VOLLEY_LATENCY_RUNS=5000:5ms,5000:5ms:1s:eo` picks the runs (comma-separated, see
+    // `Run::parse`).
+    let runs: Vec<Run> = std::env::var("VOLLEY_LATENCY_RUNS")
+        .unwrap_or_else(|_| "5000:5ms,5000:5ms:1s,5000:5ms:1s:eo,5000:100ms:1".into())
+        .split(',')
+        .map(Run::parse)
+        .collect();
     let inputs: Vec<_> = runs
         .iter()
-        .map(|(rate, _)| json_lines(rate * seconds))
+        .map(|run| json_lines(run.rate * seconds))
         .collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    for ((rate, max_delay), lines) in runs.into_iter().zip(inputs) {
-        runtime.block_on(measure(&broker, lines, rate, max_delay));
+    for (run, lines) in runs.iter().zip(inputs) {
+        runtime.block_on(measure(&broker, lines, run));
     }
 }
