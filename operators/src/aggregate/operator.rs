@@ -110,7 +110,7 @@ impl StreamOperator for AggregateState {
         let mut pieces = vec![StatePiece {
             name: STATE.to_string(),
             schema: Arc::clone(self.grouped.state_schema()),
-            rows: self.grouped.state_batches(),
+            rows: self.grouped.state_batches()?,
         }];
         if let Some((schema, rows)) = self.grouped.stamps()? {
             pieces.push(StatePiece {

@@ -19,6 +19,7 @@ mod expiry;
 mod planning;
 mod shard;
 mod split;
+mod table;
 mod two_phase;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -98,6 +99,17 @@ impl GroupedState {
         }
     }
 
+    /// Keeps each window's groups as lists of state rows, compacted as they double, rather
+    /// than in a group table: for state whose rows are read often (a hop window's panes are
+    /// read by every window over them), where a table would hand them out and merge them
+    /// back each time.
+    pub(crate) fn with_state_lists(mut self) -> Self {
+        if let Some(phases) = Arc::get_mut(&mut self.phases) {
+            phases.without_tables();
+        }
+        self
+    }
+
     /// The schema of its state rows.
     pub(crate) fn state_schema(&self) -> &SchemaRef {
         &self.state_schema
@@ -105,13 +117,20 @@ impl GroupedState {
 
     /// Every state row (all windows, all shards): what a checkpoint stores. State rows are
     /// DataFusion partial-aggregate states, independent of sharding.
-    pub(crate) fn state_batches(&self) -> Vec<RecordBatch> {
-        self.shards
-            .iter()
-            .flat_map(Shard::state)
-            .filter(|b| b.num_rows() > 0)
-            .cloned()
-            .collect()
+    ///
+    /// # Errors
+    /// DataFusion failures reading a window's group table.
+    pub(crate) fn state_batches(&self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            out.extend(
+                shard
+                    .state(&self.phases)?
+                    .into_iter()
+                    .filter(|b| b.num_rows() > 0),
+            );
+        }
+        Ok(out)
     }
 
     /// Loads [`GroupedState::state_batches`] into empty state, re-sharding it for this run's
@@ -305,16 +324,17 @@ impl GroupedState {
     }
 
     /// The state rows of the windows starting in `range`, every shard's.
-    pub(crate) fn state_in(
-        &self,
-        range: std::ops::Range<Option<i64>>,
-    ) -> impl Iterator<Item = &RecordBatch> {
-        self.shards.iter().flat_map(move |shard| {
-            shard
-                .windows
-                .range(range.clone())
-                .flat_map(|(_, list)| list.batches())
-        })
+    ///
+    /// # Errors
+    /// DataFusion failures reading a window's group table.
+    pub(crate) fn state_in(&self, range: std::ops::Range<Option<i64>>) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            for (_, list) in shard.windows.range(range.clone()) {
+                out.extend(list.batches(&self.phases)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Keeps only the windows whose start `keep` accepts.

@@ -16,6 +16,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use super::expiry::Expiry;
 use super::split::{TouchedKeys, split_by_window};
+use super::table::{GroupTable, TableLayout};
 use volley_sql::stream::operator::{OperatorError, Result};
 
 /// Compact a window's state once it holds more than `2 × compacted + SLACK` rows.
@@ -39,6 +40,9 @@ pub(super) struct Phases {
     /// Keyed aggregates: groups not updated for this many nanoseconds of event time are
     /// forgotten.
     pub(super) ttl_nanos: Option<i64>,
+    /// Windowed aggregates without grouping sets: each window's groups live in a
+    /// [`GroupTable`] (None: windows keep lists of state rows, compacted as they double).
+    layout: Option<TableLayout>,
     task_ctx: Arc<TaskContext>,
 }
 
@@ -49,6 +53,17 @@ impl Phases {
         state_ttl: Option<std::time::Duration>,
         task_ctx: Arc<TaskContext>,
     ) -> Self {
+        let layout = (window_index.is_some() && plan.final_group_by.is_single())
+            .then(|| {
+                TableLayout::new(
+                    &plan.aggr_expr,
+                    plan.group_count,
+                    &plan.state_schema,
+                    &plan.output_schema,
+                )
+                .ok()
+            })
+            .flatten();
         Self {
             final_group_by: plan.final_group_by.clone(),
             aggr_expr: plan.aggr_expr.clone(),
@@ -59,8 +74,14 @@ impl Phases {
             group_count: plan.group_count,
             window_index,
             ttl_nanos: state_ttl.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            layout,
             task_ctx,
         }
+    }
+
+    /// Windows keep lists of state rows rather than group tables.
+    pub(super) fn without_tables(&mut self) {
+        self.layout = None;
     }
 
     /// State rows in, one state row per group out.
@@ -120,18 +141,41 @@ impl Phases {
     }
 }
 
-/// State rows of one window (or of the whole keyed aggregate).
+/// State rows of one window (or of the whole keyed aggregate): a list of state batches, or
+/// a [`GroupTable`].
 #[derive(Debug, Default)]
 pub(super) struct StateList {
     batches: Vec<RecordBatch>,
+    table: Option<GroupTable>,
     pub(super) rows: usize,
     compacted_rows: usize,
 }
 
 impl StateList {
     /// The state rows.
-    pub(super) fn batches(&self) -> &[RecordBatch] {
-        &self.batches
+    ///
+    /// # Errors
+    /// DataFusion failures reading a group table.
+    pub(super) fn batches(&self, phases: &Phases) -> Result<Vec<RecordBatch>> {
+        let mut out = self.batches.clone();
+        if let (Some(table), Some(layout)) = (&self.table, &phases.layout)
+            && table.len() > 0
+        {
+            out.push(table.state(layout)?);
+        }
+        Ok(out)
+    }
+
+    /// The final rows of every group, consuming the state.
+    async fn finish(self, phases: &Phases) -> Result<Vec<RecordBatch>> {
+        let mut out = phases.finalize(self.batches).await?;
+        if let (Some(table), Some(layout)) = (self.table, &phases.layout) {
+            let rows = table.finish(layout)?;
+            if rows.num_rows() > 0 {
+                out.push(rows);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -162,6 +206,15 @@ impl Shard {
             for (start, rows) in split_by_window(batch, index)? {
                 touched.push(start);
                 let state = self.windows.entry(start).or_default();
+                if let Some(layout) = &phases.layout {
+                    let table = match &mut state.table {
+                        Some(table) => table,
+                        empty => empty.insert(GroupTable::new(layout)?),
+                    };
+                    table.merge(layout, &rows)?;
+                    state.rows = table.len();
+                    continue;
+                }
                 state.rows += rows.num_rows();
                 state.batches.push(rows);
                 if state.rows > 2 * state.compacted_rows + COMPACT_SLACK {
@@ -202,6 +255,7 @@ impl Shard {
             KEYED,
             StateList {
                 batches: compacted,
+                table: None,
                 rows,
                 compacted_rows: rows,
             },
@@ -223,6 +277,7 @@ impl Shard {
             KEYED,
             StateList {
                 batches: compacted,
+                table: None,
                 rows,
                 compacted_rows: rows,
             },
@@ -294,8 +349,15 @@ impl Shard {
     }
 
     /// Every state row this shard holds (for a checkpoint).
-    pub(super) fn state(&self) -> impl Iterator<Item = &RecordBatch> {
-        self.windows.values().flat_map(|w| w.batches.iter())
+    ///
+    /// # Errors
+    /// DataFusion failures reading a group table.
+    pub(super) fn state(&self, phases: &Phases) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for window in self.windows.values() {
+            out.extend(window.batches(phases)?);
+        }
+        Ok(out)
     }
 
     /// Finalises the windows in `due` (those this shard holds), in the given order, and drops
@@ -310,10 +372,10 @@ impl Shard {
         for start in due {
             if keep {
                 if let Some(state) = self.windows.get(start) {
-                    out.push((*start, phases.finalize(state.batches.clone()).await?));
+                    out.push((*start, phases.finalize(state.batches(phases)?).await?));
                 }
             } else if let Some(state) = self.windows.remove(start) {
-                out.push((*start, phases.finalize(state.batches).await?));
+                out.push((*start, state.finish(phases).await?));
             }
         }
         Ok(out)

@@ -54,7 +54,10 @@ impl HopState {
             None,
             plan.shards,
             task_ctx,
-        );
+        )
+        // Every window over a pane reads its state rows, which a group table would hand out
+        // and take back each time.
+        .with_state_lists();
         Self {
             plan,
             grouped,
@@ -95,7 +98,8 @@ impl HopState {
             let end = start.saturating_add(hop.size);
             let state = self
                 .grouped
-                .state_in(Some(start)..Some(end))
+                .state_in(Some(start)..Some(end))?
+                .iter()
                 .map(|batch| with_window_start(batch, index, start))
                 .collect::<Result<Vec<_>>>()?;
             out.rows.extend(self.grouped.finalize(state).await?);

@@ -80,7 +80,7 @@ impl StreamOperator for HopState {
             pieces: vec![StatePiece {
                 name: STATE.to_string(),
                 schema: Arc::clone(self.grouped.state_schema()),
-                rows: self.grouped.state_batches(),
+                rows: self.grouped.state_batches()?,
             }],
         })
     }
