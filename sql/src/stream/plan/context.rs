@@ -39,6 +39,10 @@ pub fn batch_context_with(config: datafusion::prelude::SessionConfig) -> Session
     ctx
 }
 
+/// Rows of each epoch's partial aggregate that decide whether it aggregates or passes rows
+/// on as states.
+const PARTIAL_PROBE_ROWS: usize = 8_192;
+
 /// A context for planning streaming queries: one partition (so an aggregate is one node whose
 /// accumulators we can drive in phases) and `count(DISTINCT)` kept as a distinct accumulator
 /// rather than rewritten into two aggregates.
@@ -50,6 +54,14 @@ pub fn streaming_context() -> SessionContext {
         .options_mut()
         .optimizer
         .enable_join_dynamic_filter_pushdown = false;
+    // A window's groups live in a table that interns every state row once; a per-epoch
+    // partial aggregate that barely reduces its rows (one row per group, as with many keys)
+    // would hash them twice. DataFusion probes the first rows of each epoch and, when they
+    // hold nearly as many groups as rows, passes rows on as states.
+    config
+        .options_mut()
+        .execution
+        .skip_partial_aggregation_probe_rows_threshold = PARTIAL_PROBE_ROWS;
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
