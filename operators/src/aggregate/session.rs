@@ -36,7 +36,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::windows::WindowExpr;
 use volley_sql::stream::graph::OutputPort;
 use volley_sql::stream::leaf::leaves;
-use volley_sql::stream::trace::{ColumnOrigin, trace_column};
+use volley_sql::stream::trace::{ColumnOrigin, moves_rows, trace_column};
 use volley_sql::stream::window_op::window_parts;
 
 use crate::over::{Kind, Start, classify};
@@ -276,18 +276,6 @@ fn to_projection(
     moves_rows(plan.as_ref()).then(|| to_projection(child, column))?
 }
 
-/// Nodes that only move, batch or order rows.
-fn moves_rows(plan: &dyn ExecutionPlan) -> bool {
-    matches!(
-        plan.name(),
-        "SortExec"
-            | "CoalescePartitionsExec"
-            | "RepartitionExec"
-            | "CoalesceBatchesExec"
-            | "SortPreservingMergeExec"
-            | "CooperativeExec"
-    )
-}
 
 /// `expr` without casts.
 fn uncast(expr: &Arc<dyn PhysicalExpr>) -> &Arc<dyn PhysicalExpr> {
@@ -361,13 +349,5 @@ fn gap_of(cond: &Arc<dyn PhysicalExpr>, then: i128, otherwise: i128) -> Option<(
 /// A constant interval, nanoseconds.
 fn interval_nanos(expr: &Arc<dyn PhysicalExpr>) -> Option<i64> {
     let literal = uncast(expr).downcast_ref::<Literal>()?;
-    match literal.value() {
-        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => i64::from(v.days)
-            .checked_mul(86_400_000_000_000)?
-            .checked_add(v.nanoseconds),
-        ScalarValue::IntervalDayTime(Some(v)) => i64::from(v.days)
-            .checked_mul(86_400_000_000_000)?
-            .checked_add(i64::from(v.milliseconds) * 1_000_000),
-        _ => None,
-    }
+    volley_sql::stream::window::fixed_interval_nanos(literal.value())
 }

@@ -99,15 +99,7 @@ fn to_join(
         let expr = &projection.expr().get(column)?.expr;
         return to_join(projection.input(), expr.downcast_ref::<Column>()?.index());
     }
-    let moves = matches!(
-        plan.name(),
-        "SortExec"
-            | "CoalescePartitionsExec"
-            | "RepartitionExec"
-            | "CoalesceBatchesExec"
-            | "SortPreservingMergeExec"
-            | "CooperativeExec"
-    );
+    let moves = volley_sql::stream::trace::moves_rows(plan.as_ref());
     let [child] = plan.children()[..] else {
         return None;
     };

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
@@ -51,16 +50,7 @@ fn term(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i64)> {
 }
 
 fn interval_nanos(expr: &Arc<dyn PhysicalExpr>) -> Option<i64> {
-    let literal = expr.downcast_ref::<Literal>()?;
-    match literal.value() {
-        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => i64::from(v.days)
-            .checked_mul(86_400_000_000_000)?
-            .checked_add(v.nanoseconds),
-        ScalarValue::IntervalDayTime(Some(v)) => i64::from(v.days)
-            .checked_mul(86_400_000_000_000)?
-            .checked_add(i64::from(v.milliseconds) * 1_000_000),
-        _ => None,
-    }
+    volley_sql::stream::window::fixed_interval_nanos(expr.downcast_ref::<Literal>()?.value())
 }
 
 fn conjuncts<'a>(expr: &'a Arc<dyn PhysicalExpr>, out: &mut Vec<&'a Arc<dyn PhysicalExpr>>) {

@@ -21,6 +21,20 @@ pub struct ColumnOrigin {
     pub column: usize,
 }
 
+/// Whether `plan` only moves, batches or orders its one input's rows: its output columns are
+/// its input's, in the same places, and it keeps every row.
+pub fn moves_rows(plan: &dyn ExecutionPlan) -> bool {
+    matches!(
+        plan.name(),
+        "CoalesceBatchesExec"
+            | "CoalescePartitionsExec"
+            | "RepartitionExec"
+            | "SortExec"
+            | "SortPreservingMergeExec"
+            | "CooperativeExec"
+    )
+}
+
 /// Follows output column `index` of `plan` down to the leaves it is copied from, unchanged or
 /// cast. Returns every origin (several under a UNION), or `None` if the column is computed.
 pub fn trace_column(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<Vec<ColumnOrigin>> {
@@ -46,14 +60,10 @@ pub fn trace_column(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<Vec<C
         let (side, column) = join_input_column(join, index)?;
         return trace_column(side, column);
     }
+    if moves_rows(plan.as_ref()) {
+        return trace_column(plan.children().first()?, index);
+    }
     match plan.name() {
-        // Nodes that pass columns through unchanged.
-        "CoalesceBatchesExec"
-        | "CoalescePartitionsExec"
-        | "RepartitionExec"
-        | "SortExec"
-        | "SortPreservingMergeExec"
-        | "CooperativeExec" => trace_column(plan.children().first()?, index),
         "UnionExec" | "InterleaveExec" => {
             let mut all = Vec::new();
             for child in plan.children() {

@@ -301,15 +301,26 @@ fn date_trunc(args: &[Arc<dyn PhysicalExpr>]) -> Result<Bucket, NotAWindow> {
     })
 }
 
+/// An interval of fixed length (days and smaller units, no months), in nanoseconds; `None`
+/// for any other value, or one too long for nanoseconds in an `i64`.
+pub fn fixed_interval_nanos(value: &ScalarValue) -> Option<i64> {
+    const DAY: i64 = 86_400_000_000_000;
+    match value {
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => i64::from(v.days)
+            .checked_mul(DAY)?
+            .checked_add(v.nanoseconds),
+        ScalarValue::IntervalDayTime(Some(v)) => i64::from(v.days)
+            .checked_mul(DAY)?
+            .checked_add(i64::from(v.milliseconds) * 1_000_000),
+        _ => None,
+    }
+}
+
 fn date_bin(args: &[Arc<dyn PhysicalExpr>]) -> Result<Bucket, NotAWindow> {
-    let width_nanos = match literal(args, 0) {
-        Some(ScalarValue::IntervalMonthDayNano(Some(v))) if v.months == 0 => {
-            i64::from(v.days) * 86_400_000_000_000 + v.nanoseconds
-        }
-        Some(ScalarValue::IntervalDayTime(Some(v))) => {
-            i64::from(v.days) * 86_400_000_000_000 + i64::from(v.milliseconds) * 1_000_000
-        }
-        Some(other) if !other.is_null() => {
+    let width = literal(args, 0);
+    let width_nanos = match (width.as_ref().and_then(fixed_interval_nanos), width) {
+        (Some(nanos), _) => nanos,
+        (None, Some(other)) if !other.is_null() => {
             return Err(NotAWindow(format!(
                 "window width {} is not a fixed duration (months and years vary in length); for calendar windows use date_trunc('month' | 'quarter' | 'year', ts)",
                 crate::sql_text::scalar(&other)
