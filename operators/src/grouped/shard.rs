@@ -158,10 +158,8 @@ impl StateList {
     /// DataFusion failures reading a group table.
     pub(super) fn batches(&self, phases: &Phases) -> Result<Vec<RecordBatch>> {
         let mut out = self.batches.clone();
-        if let (Some(table), Some(layout)) = (&self.table, &phases.layout)
-            && table.len() > 0
-        {
-            out.push(table.state(layout)?);
+        if let (Some(table), Some(layout)) = (&self.table, &phases.layout) {
+            out.extend(table.state(layout)?);
         }
         Ok(out)
     }

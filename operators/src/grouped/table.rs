@@ -4,9 +4,13 @@
 //! not O(the window's groups); emitting a window evaluates the accumulators without hashing
 //! again.
 //!
-//! The accumulators' `state()` drains them, so reading the table's state rows (a checkpoint, a
-//! correction within `allowed_lateness`, a hop window over panes) takes them out and merges
-//! them back: O(the window's groups), paid only then.
+//! The accumulators' `state()` drains them, so reading the window's state rows (a checkpoint,
+//! a correction within `allowed_lateness`) takes its groups out of the table and keeps them
+//! beside it as "taken" state rows; the rows that arrive next go into the emptied table. A
+//! group may then be in both: the window's state is the taken rows plus the table's. A later
+//! read takes out only what arrived since, so checkpointing every epoch costs O(the epoch),
+//! and the taken rows are merged back into the table once they have doubled (and when the
+//! window is emitted).
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -86,7 +90,15 @@ struct Groups {
     keys: Box<dyn GroupValues>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     indices: Vec<usize>,
+    /// State rows taken out by readers and not merged back yet.
+    taken: Vec<RecordBatch>,
+    taken_rows: usize,
+    /// Groups in the table when the taken rows were last merged back.
+    merged_back: usize,
 }
+
+/// Merge the taken rows back once they exceed `2 × merged_back + TAKEN_SLACK`.
+const TAKEN_SLACK: usize = 16_384;
 
 impl std::fmt::Debug for GroupTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,6 +140,9 @@ impl GroupTable {
                 keys,
                 accumulators,
                 indices: Vec::new(),
+                taken: Vec::new(),
+                taken_rows: 0,
+                merged_back: 0,
             }),
         })
     }
@@ -138,9 +153,9 @@ impl GroupTable {
             .map_err(|_| OperatorError::Internal("a group table was poisoned".into()))
     }
 
-    /// Groups held.
+    /// State rows held: the table's groups and the rows taken out of it.
     pub(super) fn len(&self) -> usize {
-        self.inner.lock().map_or(0, |g| g.keys.len())
+        self.inner.lock().map_or(0, |g| g.keys.len() + g.taken_rows)
     }
 
     /// Merges state rows into their groups.
@@ -148,50 +163,71 @@ impl GroupTable {
     /// # Errors
     /// DataFusion failures interning or merging.
     pub(super) fn merge(&self, layout: &TableLayout, rows: &RecordBatch) -> Result<()> {
-        if rows.num_rows() == 0 {
-            return Ok(());
-        }
-        let mut guard = self.lock()?;
-        let groups = &mut *guard;
-        let columns = rows.columns();
-        groups
-            .keys
-            .intern(&columns[..layout.group_count()], &mut groups.indices)
-            .map_err(exec("merging aggregate state"))?;
-        let total = groups.keys.len();
-        for (accumulator, state) in groups.accumulators.iter_mut().zip(&layout.states) {
-            accumulator
-                .merge_batch(&columns[state.clone()], &groups.indices, total)
-                .map_err(exec("merging aggregate state"))?;
+        let mut groups = self.lock()?;
+        merge_rows(&mut groups, layout, rows)?;
+        if groups.taken_rows > 2 * groups.merged_back + TAKEN_SLACK {
+            merge_back(&mut groups, layout)?;
         }
         Ok(())
     }
 
-    /// The table's state rows (one per group), leaving the table as it was.
+    /// The window's state rows: those taken out before, and the table's groups, which are
+    /// taken out now (see the module docs).
     ///
     /// # Errors
-    /// DataFusion failures reading or merging the state back.
-    pub(super) fn state(&self, layout: &TableLayout) -> Result<RecordBatch> {
-        let rows = {
-            let mut groups = self.lock()?;
-            take(&mut groups, layout, false)?
-        };
-        self.merge(layout, &rows)?;
-        Ok(rows)
+    /// DataFusion failures reading the table.
+    pub(super) fn state(&self, layout: &TableLayout) -> Result<Vec<RecordBatch>> {
+        let mut groups = self.lock()?;
+        if !groups.keys.is_empty() {
+            let rows = take(&mut groups, layout, false)?;
+            groups.taken_rows += rows.num_rows();
+            groups.taken.push(rows);
+        }
+        Ok(groups.taken.clone())
     }
 
     /// The final aggregate rows of every group (the aggregate's output schema); the table is
     /// consumed.
     ///
     /// # Errors
-    /// DataFusion failures evaluating the aggregates.
+    /// DataFusion failures merging or evaluating the aggregates.
     pub(super) fn finish(self, layout: &TableLayout) -> Result<RecordBatch> {
         let mut groups = self
             .inner
             .into_inner()
             .map_err(|_| OperatorError::Internal("a group table was poisoned".into()))?;
+        merge_back(&mut groups, layout)?;
         take(&mut groups, layout, true)
     }
+}
+
+/// Interns `rows`' keys and merges their states.
+fn merge_rows(groups: &mut Groups, layout: &TableLayout, rows: &RecordBatch) -> Result<()> {
+    if rows.num_rows() == 0 {
+        return Ok(());
+    }
+    let columns = rows.columns();
+    groups
+        .keys
+        .intern(&columns[..layout.group_count()], &mut groups.indices)
+        .map_err(exec("merging aggregate state"))?;
+    let total = groups.keys.len();
+    for (accumulator, state) in groups.accumulators.iter_mut().zip(&layout.states) {
+        accumulator
+            .merge_batch(&columns[state.clone()], &groups.indices, total)
+            .map_err(exec("merging aggregate state"))?;
+    }
+    Ok(())
+}
+
+/// Merges the taken rows back into the table.
+fn merge_back(groups: &mut Groups, layout: &TableLayout) -> Result<()> {
+    for rows in std::mem::take(&mut groups.taken) {
+        merge_rows(groups, layout, &rows)?;
+    }
+    groups.taken_rows = 0;
+    groups.merged_back = groups.keys.len();
+    Ok(())
 }
 
 /// Every group's key and, per aggregate, its state (`finals`: its final value), as one batch.
