@@ -63,6 +63,14 @@ fn file_names(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// A sink of `table` for rows of [`rides_schema`].
+async fn rides_sink(connector: &FileConnector, table: &TableDecl) -> Box<dyn Sink> {
+    connector
+        .open_sink(table, rides_schema(), &SinkContext::default())
+        .await
+        .unwrap()
+}
+
 /// Writes rows [0, 100) as epochs 1 (two batches), 2 (empty) and 3.
 async fn write_three_epochs(sink: &mut dyn Sink) {
     let opts = rides();
@@ -85,10 +93,7 @@ async fn round_trip(format: FileFormat, options: &[(&str, &str)]) {
     let out = dir.path().join("out");
     let table = decl(format, out.to_str().unwrap(), options, true);
     let connector = FileConnector::new(format);
-    let mut sink = connector
-        .open_sink(&table, rides_schema(), &SinkContext::default())
-        .await
-        .unwrap();
+    let mut sink = rides_sink(&connector, &table).await;
     write_three_epochs(sink.as_mut()).await;
     sink.close().await.unwrap();
     let ext = format.extension();
@@ -151,10 +156,7 @@ async fn rewriting_an_epoch_replaces_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let location = dir.path().to_str().unwrap().to_string();
     let table = decl(FileFormat::Parquet, &location, &[], false);
-    let mut sink = FileConnector::new(FileFormat::Parquet)
-        .open_sink(&table, rides_schema(), &SinkContext::default())
-        .await
-        .unwrap();
+    let mut sink = rides_sink(&FileConnector::new(FileFormat::Parquet), &table).await;
     let opts = rides();
     sink.write_epoch(4, &[generate_rides(&opts, 0, 10)])
         .await
@@ -184,10 +186,7 @@ async fn read_sink_dir_returns_epochs_in_order() {
             .is_empty()
     );
     let table = decl(FileFormat::Parquet, &location, &[], false);
-    let mut sink = FileConnector::new(FileFormat::Parquet)
-        .open_sink(&table, rides_schema(), &SinkContext::default())
-        .await
-        .unwrap();
+    let mut sink = rides_sink(&FileConnector::new(FileFormat::Parquet), &table).await;
     let opts = rides();
     // Epoch 10 sorts after epoch 9 only because names are zero-padded.
     sink.write_epoch(10, &[generate_rides(&opts, 20, 30)])
@@ -211,10 +210,7 @@ async fn schema_is_inferred_from_files_or_absent() {
     let connector = FileConnector::new(FileFormat::Parquet);
     assert!(connector.infer_schema(&table).await.unwrap().is_none());
 
-    let mut sink = connector
-        .open_sink(&table, rides_schema(), &SinkContext::default())
-        .await
-        .unwrap();
+    let mut sink = rides_sink(&connector, &table).await;
     write_three_epochs(sink.as_mut()).await;
     let inferred = connector.infer_schema(&table).await.unwrap().unwrap();
     let names: Vec<_> = inferred
@@ -242,10 +238,7 @@ async fn schema_is_inferred_from_files_or_absent() {
 async fn batch_table_queries_memory_store_from_any_session() {
     let table = decl(FileFormat::Json, "memory://files-test/trips", &[], true);
     let connector = FileConnector::new(FileFormat::Json);
-    let mut sink = connector
-        .open_sink(&table, rides_schema(), &SinkContext::default())
-        .await
-        .unwrap();
+    let mut sink = rides_sink(&connector, &table).await;
     write_three_epochs(sink.as_mut()).await;
 
     let provider = connector.batch_table(&table, rides_schema()).await.unwrap();
@@ -443,10 +436,7 @@ async fn parquet_read_for_some_columns_decodes_those_and_fills_the_rest() {
     let out = dir.path().join("out");
     let table = decl(FileFormat::Parquet, out.to_str().unwrap(), &[], true);
     let connector = FileConnector::new(FileFormat::Parquet);
-    let mut sink = connector
-        .open_sink(&table, rides_schema(), &SinkContext::default())
-        .await
-        .unwrap();
+    let mut sink = rides_sink(&connector, &table).await;
     write_three_epochs(sink.as_mut()).await;
     sink.close().await.unwrap();
     let expected = generate_rides(&rides(), 0, 100);
