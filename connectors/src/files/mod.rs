@@ -12,6 +12,7 @@
 
 mod listing;
 mod options;
+mod parallel;
 mod records;
 mod sink;
 mod sorted;
@@ -179,18 +180,21 @@ impl Connector for FileConnector {
                         format!("cannot read LOCATION '{}': {e}", table.location),
                     )
                 };
-                let stream = async { ctx.read_table(provider.clone())?.execute_stream().await }
+                let store = Arc::clone(&listing.location.store);
+                let frame = ctx.read_table(provider.clone()).map_err(cannot_read)?;
+                let stream = row_groups_in_parallel(frame, Arc::clone(&store))
                     .await
                     .map_err(cannot_read)?;
                 if let Some(watermark) = &table.watermark {
                     // Reading the event-time column alone tells whether the files need sorting.
                     let (name, column) = (table.name.clone(), watermark.column.clone());
+                    let store = Arc::clone(&store);
                     check = Some(Box::pin(async move {
                         let stream = async {
-                            ctx.read_table(provider)?
-                                .select_columns(&[column.as_str()])?
-                                .execute_stream()
-                                .await
+                            let frame = ctx
+                                .read_table(provider)?
+                                .select_columns(&[column.as_str()])?;
+                            row_groups_in_parallel(frame, store).await
                         }
                         .await
                         .map_err(|e| {
@@ -209,6 +213,7 @@ impl Connector for FileConnector {
                     table.watermark.is_none() || options.replay_order == ReplayOrder::EventTime;
                 if in_order {
                     let (ctx, names) = (listing.ordered_session(), schema.clone());
+                    let store = Arc::clone(&store);
                     let provider = Arc::new(listing.table(&table.name, schema.clone())?);
                     Box::new(source.with_reopen(Box::new(move |columns: Vec<usize>| {
                         Box::pin(async move {
@@ -222,10 +227,8 @@ impl Connector for FileConnector {
                                     )
                                 })
                                 .collect();
-                            ctx.read_table(provider)?
-                                .select(read)?
-                                .execute_stream()
-                                .await
+                            let frame = ctx.read_table(provider)?.select(read)?;
+                            row_groups_in_parallel(frame, store).await
                         })
                     })))
                 } else {
@@ -300,6 +303,17 @@ impl Connector for FileConnector {
     }
 }
 
+/// Runs `frame` (a scan of Parquet files) decoding several row groups at once, one per core
+/// this process may use, rows in file order ([`parallel::ordered_row_groups`]).
+async fn row_groups_in_parallel(
+    frame: datafusion::dataframe::DataFrame,
+    store: Arc<dyn object_store::ObjectStore>,
+) -> datafusion::error::Result<datafusion::execution::SendableRecordBatchStream> {
+    let task = Arc::new(frame.task_ctx());
+    let plan = frame.create_physical_plan().await?;
+    parallel::ordered_row_groups(plan, task, store, parallel::default_parallelism()).await
+}
+
 /// The files a source table reads: at least one, and no empty Parquet file.
 async fn checked_files(
     listing: &Listing,
@@ -364,3 +378,6 @@ mod tests;
 
 #[cfg(test)]
 mod sorted_tests;
+
+#[cfg(test)]
+mod parallel_tests;
