@@ -187,9 +187,9 @@ def main() -> None:
         pipeline = work / f"{query}.sql"
         pipeline.write_text(sql)
         kinds = [
-            ("stream 1 core", "0", ["run", "--no-checkpoint", "--no-flight", "--quiet", "--workers", "1"]),
-            ("stream 2 cores", "0,1", ["run", "--no-checkpoint", "--no-flight", "--quiet"]),
-            ("stream 2 cores -w1", "0,1", ["run", "--no-checkpoint", "--no-flight", "--quiet", "--workers", "1"]),
+            ("stream 1 core", "0", ["run", "--no-checkpoint", "--no-flight", "--no-http", "--quiet", "--workers", "1"]),
+            ("stream 2 cores", "0,1", ["run", "--no-checkpoint", "--no-flight", "--no-http", "--quiet"]),
+            ("stream 2 cores -w1", "0,1", ["run", "--no-checkpoint", "--no-flight", "--no-http", "--quiet", "--workers", "1"]),
             ("batch 1 core", "0", ["batch", "--overwrite"]),
             ("batch 2 cores", "0,1", ["batch", "--overwrite"]),
         ]

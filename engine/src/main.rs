@@ -74,6 +74,8 @@ enum Command {
         /// Do not serve Flight SQL.
         #[arg(long)]
         no_flight: bool,
+        #[command(flatten)]
+        http: volley_engine::metrics::HttpArgs,
     },
     /// Run the same statements once over bounded inputs, as a batch job.
     Batch {
@@ -160,8 +162,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pipeline_id,
             flight,
             no_flight,
+            http,
         } => {
             let p = load_pipeline(&pipeline, &registry).await?;
+            let _http = if http.no_http {
+                None
+            } else {
+                let server = volley_engine::metrics::start_http(
+                    &http,
+                    volley_engine::metrics::Metrics::global(),
+                )
+                .await?;
+                if !quiet {
+                    eprintln!(
+                        "volley: Prometheus metrics on http://{}/metrics{}",
+                        server.addr,
+                        if http.http_token.as_deref().is_some_and(|t| !t.is_empty()) {
+                            ", token required"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                Some(server)
+            };
             let name = pipeline
                 .file_stem()
                 .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned());

@@ -11,9 +11,10 @@ use volley_connectors::dead_letter::DeadLetterBatch;
 use volley_udfs::model::ModelSet;
 
 use crate::job::{RunSummary, SourceRuntime};
+pub use volley_metrics::http::{HttpArgs, HttpServer, start as start_http};
 pub use volley_metrics::{
     CHECKPOINT_HISTORY, CheckpointRow, EPOCH_HISTORY, JobKey, JobMetrics, JobState, LETTER_HISTORY,
-    LetterRow, MetricRow, Metrics, SYSTEM_TABLES, SystemSchema, now_ms, push_bounded,
+    LetterRow, MetricRow, Metrics, SYSTEM_TABLES, Series, SystemSchema, now_ms, push_bounded,
 };
 use volley_operators::QueryRunner;
 
@@ -67,9 +68,13 @@ impl JobReporter {
     pub fn letters(&mut self, epoch: u64, letters: &BTreeMap<String, Vec<DeadLetterBatch>>) {
         let at_ms = now_ms();
         let mut rows = Vec::new();
+        let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
         for (source, batches) in letters {
             for batch in batches {
                 *self.letters.entry(source.clone()).or_default() += batch.rows.num_rows() as u64;
+                *counts
+                    .entry((source.clone(), batch.reason.clone()))
+                    .or_default() += batch.rows.num_rows() as u64;
                 // Only the most recent are kept: describe no more than that many.
                 let keep = batch.rows.num_rows().min(LETTER_HISTORY);
                 let tail = batch.rows.slice(batch.rows.num_rows() - keep, keep);
@@ -85,10 +90,13 @@ impl JobReporter {
                 }
             }
         }
-        if rows.is_empty() {
+        if rows.is_empty() && counts.is_empty() {
             return;
         }
         self.metrics.update(&self.key, |job| {
+            for (key, count) in counts {
+                *job.letter_counts.entry(key).or_default() += count;
+            }
             for row in rows {
                 push_bounded(&mut job.dead_letters, row, LETTER_HISTORY);
             }
@@ -103,8 +111,23 @@ impl JobReporter {
             duration_ms,
             bytes,
         };
+        let pipeline = self.key.pipeline.clone();
         self.metrics.update(&self.key, |job| {
             push_bounded(&mut job.checkpoints, row, CHECKPOINT_HISTORY);
+            observe(
+                job,
+                "pipeline",
+                &pipeline,
+                "checkpoint_seconds",
+                duration_ms as f64 / 1e3,
+            );
+        });
+    }
+
+    /// Sink `sink` wrote (and committed) an epoch in `seconds`.
+    pub fn sink_committed(&self, sink: &str, seconds: f64) {
+        self.metrics.update(&self.key, |job| {
+            observe(job, "sink", sink, "commit_seconds", seconds);
         });
     }
 
@@ -140,9 +163,11 @@ impl JobReporter {
         summary: &RunSummary,
         models: &ModelSet,
     ) {
+        let mut epoch_seconds = None;
         if let Some(started) = self.epoch_started.take() {
-            let ms = started.elapsed().as_secs_f64() * 1e3;
-            push_bounded(&mut self.epoch_ms, ms, EPOCH_HISTORY);
+            let seconds = started.elapsed().as_secs_f64();
+            push_bounded(&mut self.epoch_ms, seconds * 1e3, EPOCH_HISTORY);
+            epoch_seconds = Some(seconds);
         }
         let source_rates: Vec<f64> = sources
             .iter()
@@ -249,7 +274,18 @@ impl JobReporter {
             row("query", &name, "rows_in", rows_in as f64);
             row("query", &name, "rows_out", rows_out as f64);
             row("query", &name, "windows_open", query.open_windows() as f64);
+            // An operator's id names its statement's target: unique in the job.
+            for (id, operator) in query.operators_by_id() {
+                row("operator", id, "state_rows", operator.state_rows() as f64);
+                row(
+                    "operator",
+                    id,
+                    "windows_open",
+                    operator.open_windows() as f64,
+                );
+            }
         }
+        let mut model_latency = Vec::new();
         for model in models.iter() {
             let stats = model.stats();
             let name = model.name();
@@ -296,10 +332,23 @@ impl JobReporter {
             row("model", name, "timeouts", stats.timeouts as f64);
             row("model", name, "memo_rows", stats.memo_rows as f64);
             row("model", name, "in_flight_peak", stats.peak_in_flight as f64);
+            model_latency.push((name.to_string(), stats.latency));
         }
         self.metrics.update(&self.key, |job| {
             job.epoch = epoch;
             job.metrics = rows;
+            if let Some(seconds) = epoch_seconds {
+                observe(job, "pipeline", pipeline, "epoch_seconds", seconds);
+            }
+            // A model's runs are counted since it was loaded: its histogram is replaced.
+            for (name, latency) in model_latency {
+                let series = Series {
+                    component: "model",
+                    name,
+                    metric: "latency_seconds",
+                };
+                job.histograms.insert(series, latency);
+            }
         });
     }
 }
@@ -316,6 +365,22 @@ impl Finisher {
     pub fn report(&self, state: JobState) {
         self.metrics.update(&self.key, |job| job.state = state);
     }
+}
+
+/// Records `seconds` in the job's histogram of `metric` of `component` `name`.
+fn observe(
+    job: &mut JobMetrics,
+    component: &'static str,
+    name: &str,
+    metric: &'static str,
+    seconds: f64,
+) {
+    let series = Series {
+        component,
+        name: name.to_string(),
+        metric,
+    };
+    job.histograms.entry(series).or_default().observe(seconds);
 }
 
 /// The last, median and 99th percentile of `samples` (0 when there are none).

@@ -29,6 +29,7 @@ mod snapshots;
 fn volley() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_volley"));
     cmd.env("VOLLEY_FLIGHT", "127.0.0.1:0");
+    cmd.env("VOLLEY_HTTP", "127.0.0.1:0");
     cmd
 }
 

@@ -4,8 +4,12 @@
 //! Jobs write; queries read a copy. Neither holds the lock for more than a copy of a few
 //! hundred rows, so a query never holds up an epoch.
 
+mod histogram;
+pub mod http;
+pub mod prometheus;
 mod tables;
 
+pub use histogram::{Histogram, LATENCY_BUCKETS};
 pub use tables::{SYSTEM_TABLES, SystemSchema};
 
 use std::collections::{BTreeMap, VecDeque};
@@ -111,6 +115,21 @@ pub struct JobMetrics {
     pub checkpoints: VecDeque<CheckpointRow>,
     /// Its recent dead letters, oldest first.
     pub dead_letters: VecDeque<LetterRow>,
+    /// Every dead letter it wrote, counted per `(source, reason)`.
+    pub letter_counts: BTreeMap<(String, String), u64>,
+    /// Its latency histograms, per series.
+    pub histograms: BTreeMap<Series, Histogram>,
+}
+
+/// What a histogram measures: a part of a job and what of it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Series {
+    /// `pipeline`, `source`, `query`, `sink` or `model`.
+    pub component: &'static str,
+    /// The table, statement or model name.
+    pub name: String,
+    /// What is measured, such as `commit_seconds`.
+    pub metric: &'static str,
 }
 
 /// The registry: one per process, shared by every job of it.
@@ -147,6 +166,8 @@ impl Metrics {
                 metrics: Vec::new(),
                 checkpoints: VecDeque::new(),
                 dead_letters: VecDeque::new(),
+                letter_counts: BTreeMap::new(),
+                histograms: BTreeMap::new(),
             },
         );
     }

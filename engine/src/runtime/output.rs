@@ -63,13 +63,19 @@ impl StreamJob {
             .filter_map(|(target, sink)| {
                 let batches = writes.get(target)?;
                 Some(async move {
+                    let started = std::time::Instant::now();
                     sink.write_epoch(epoch, batches).await?;
                     failpoint::hit("mid_sink_write");
-                    Ok::<_, EngineError>(())
+                    Ok::<_, EngineError>((target, started.elapsed().as_secs_f64()))
                 })
             })
             .collect::<Vec<_>>();
-        futures::future::try_join_all(pending).await?;
+        let timings = futures::future::try_join_all(pending).await?;
+        if let Some(reporter) = &self.metrics {
+            for (target, seconds) in timings {
+                reporter.sink_committed(target, seconds);
+            }
+        }
         // Every sink has written the epoch: queries may see it, in every table at once.
         if let Some(live) = &mut self.live {
             live.publish(epoch)?;

@@ -20,6 +20,7 @@ mod lateness;
 mod lookup;
 mod lookup_refresh;
 mod memo_crash;
+mod metrics;
 mod nexmark;
 mod over;
 mod parity;

@@ -23,6 +23,7 @@ pub fn volley_bin() -> PathBuf {
 pub fn volley_command() -> Command {
     let mut cmd = Command::new(volley_bin());
     cmd.env("VOLLEY_FLIGHT", "127.0.0.1:0");
+    cmd.env("VOLLEY_HTTP", "127.0.0.1:0");
     cmd
 }
 

@@ -254,6 +254,8 @@ pub struct ModelStats {
     pub memo_rows: u64,
     /// The most runs queued or running on the model's thread at once.
     pub peak_in_flight: u64,
+    /// Run times, in seconds.
+    pub latency: volley_metrics::Histogram,
 }
 
 #[derive(Debug, Default)]
@@ -267,6 +269,8 @@ struct Stats {
     last_nanos: AtomicU64,
     rows_per_call: histogram::Histogram,
     latency_nanos: histogram::Histogram,
+    /// Run times in the buckets `/metrics` shows.
+    latency: std::sync::Mutex<volley_metrics::Histogram>,
 }
 
 impl Model {
@@ -557,6 +561,11 @@ impl Model {
             timeouts: self.stats.timeouts.load(Ordering::Relaxed),
             memo_rows: self.stats.memo_rows.load(Ordering::Relaxed),
             peak_in_flight: self.worker.peak_in_flight() as u64,
+            latency: *self
+                .stats
+                .latency
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
         }
     }
 
@@ -572,6 +581,11 @@ impl Model {
         self.stats.last_nanos.store(nanos, Ordering::Relaxed);
         self.stats.rows_per_call.record(rows as u64);
         self.stats.latency_nanos.record(nanos);
+        self.stats
+            .latency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .observe(nanos as f64 / 1e9);
         match &result {
             Err(ModelError::Timeout { .. }) => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,221 @@
+//! `/metrics` scraped while Kafka → windowed aggregate → Delta runs, parsed by the Prometheus
+//! client's own text parser (Python `prometheus-client`), checked against the run's facts:
+//! the events produced, the malformed messages sent, the checkpoint files written and the
+//! Delta table's commits.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::kafka::{broker, produce, unique_topic};
+use crate::process::volley_command;
+use crate::readers::python;
+
+fn sql(broker: &str, topic: &str) -> String {
+    format!(
+        r#"
+CREATE EXTERNAL TABLE rides (
+  request_id BIGINT NOT NULL, rider_id BIGINT NOT NULL, lat DOUBLE NOT NULL, lon DOUBLE NOT NULL,
+  event_time TIMESTAMP NOT NULL
+) STORED AS KAFKA LOCATION '{broker}/{topic}'
+OPTIONS ('format' 'json', 'max_rows' '300', 'dead_letter' 'out/dead_letters',
+         'watermark' 'event_time - INTERVAL ''3 seconds''');
+CREATE EXTERNAL TABLE demand STORED AS DELTA LOCATION 'out/demand';
+INSERT INTO demand
+SELECT rider_id % 7 AS zone, date_bin(INTERVAL '5 seconds', event_time) AS w, count(*) AS n
+FROM rides GROUP BY 1, 2;
+"#
+    )
+}
+
+/// One scrape, parsed: `(content type, sample name → [(labels, value)])`.
+fn scrape(python: &Path, url: &str) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/py/scrape_metrics.py");
+    let out = std::process::Command::new(python)
+        .args([script, url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused /metrics: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The sum of the samples named `name` whose labels include `labels`.
+fn value(scraped: &Value, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scraped["samples"][name]
+        .as_array()
+        .map(|samples| {
+            samples
+                .iter()
+                .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+                .map(|s| s["value"].as_f64().unwrap())
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Commits in the Delta table's log that add rows (the table's creation adds none).
+fn delta_commits(table: &Path) -> usize {
+    std::fs::read_dir(table.join("_delta_log"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .filter(|e| {
+                    std::fs::read_to_string(e.path())
+                        .is_ok_and(|log| log.lines().any(|action| action.starts_with(r#"{"add""#)))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn checkpoint_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join(".volley/checkpoints/metrics/checkpoints"))
+        .map(|entries| entries.filter_map(Result::ok).count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_scraped_mid_run_equal_the_runs_facts() {
+    let (Some(broker), Some(python)) = (broker(), python()) else {
+        return;
+    };
+    let topic = unique_topic("metrics");
+    let (good, malformed) = produce(&broker, &topic, 4000).await;
+    assert!(malformed > 0);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.sql"), sql(&broker, &topic)).unwrap();
+
+    // An unbounded Kafka source: the run goes on until stopped, serving /metrics.
+    let mut child = volley_command()
+        .args([
+            "run",
+            "pipeline.sql",
+            "--pipeline-id",
+            "metrics",
+            "--no-flight",
+            "--keep-checkpoints",
+            "100000",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("volley exited before serving /metrics")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("volley: Prometheus metrics on ") {
+            break rest.split([' ', ',']).next().unwrap().to_string();
+        }
+    };
+    let stderr = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    // Scrape until every event is in and two scrapes a second apart agree (no epoch between).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let rides = [("source", "rides")];
+    let (scraped, checkpoints, commits) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the run did not read every event in time"
+        );
+        let first = scrape(&python, &url);
+        let read = value(&first, "volley_source_rows_total", &rides);
+        let letters = value(&first, "volley_dead_letters_total", &rides);
+        if read < good.num_rows() as f64 || letters < malformed as f64 {
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        }
+        let (files, commits) = (
+            checkpoint_files(dir.path()),
+            delta_commits(&dir.path().join("out/demand")),
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        let second = scrape(&python, &url);
+        let quiet = ["volley_checkpoints_total", "volley_epochs_total"]
+            .iter()
+            .all(|name| value(&first, name, &[]) == value(&second, name, &[]));
+        if quiet
+            && files == checkpoint_files(dir.path())
+            && commits == delta_commits(&dir.path().join("out/demand"))
+        {
+            break (second, files, commits);
+        }
+    };
+    interrupt(child.id());
+    let status = child.wait().unwrap();
+    let stderr = stderr.join().unwrap().join("\n");
+    assert!(status.success(), "volley failed after SIGINT: {stderr}");
+
+    assert!(
+        scraped["content_type"]
+            .as_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+        "{}",
+        scraped["content_type"]
+    );
+    assert_eq!(scraped["types"]["volley_source_rows"], "counter");
+    assert_eq!(
+        scraped["types"]["volley_checkpoint_duration_seconds"],
+        "histogram"
+    );
+    // Rows in = the events produced that decode; dead letters = the malformed ones sent.
+    assert_eq!(
+        value(&scraped, "volley_source_rows_total", &rides),
+        good.num_rows() as f64
+    );
+    assert_eq!(
+        value(&scraped, "volley_dead_letters_total", &rides),
+        malformed as f64
+    );
+    // Checkpoints: the counter, the histogram's count and the files written agree.
+    assert!(checkpoints > 0);
+    assert_eq!(
+        value(&scraped, "volley_checkpoints_total", &[]),
+        checkpoints as f64
+    );
+    assert_eq!(
+        value(&scraped, "volley_checkpoint_duration_seconds_count", &[]),
+        checkpoints as f64
+    );
+    // Each Delta commit of the sink was timed once.
+    assert!(commits > 0);
+    assert_eq!(
+        value(
+            &scraped,
+            "volley_sink_commit_seconds_count",
+            &[("sink", "demand")]
+        ),
+        commits as f64
+    );
+    // What the windows emitted reached the sink.
+    assert_eq!(
+        value(&scraped, "volley_sink_rows_total", &[("sink", "demand")]),
+        value(&scraped, "volley_query_rows_out_total", &[])
+    );
+    assert!(value(&scraped, "volley_source_watermark_seconds", &rides) > 1.7e9);
+    assert_eq!(
+        value(&scraped, "volley_pipeline_running", &[("state", "running")]),
+        1.0
+    );
+}
+
+/// Sends SIGINT (Ctrl-C) to `pid`.
+fn interrupt(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
