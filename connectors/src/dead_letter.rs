@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{ArrayRef, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
-use arrow::json::LineDelimitedWriter;
 use arrow::record_batch::RecordBatch;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -254,7 +253,7 @@ impl DeadLetterWriter {
 /// arrow's JSON writer; each encoded row is then wrapped with the shared prefix.
 fn encode_letters(epoch: u64, letter: &DeadLetterBatch, out: &mut Vec<u8>) -> Result<()> {
     let mut rows = Vec::new();
-    let mut writer = LineDelimitedWriter::new(&mut rows);
+    let mut writer = crate::codec::json_lines_writer(&mut rows);
     writer
         .write(&letter.rows)
         .and_then(|()| writer.finish())

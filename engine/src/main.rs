@@ -272,65 +272,83 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for insert in &p.inserts {
                 summary.rows_out.entry(insert.target.clone()).or_default();
             }
+            // The run summary goes to stdout; status, logs and warnings to stderr.
+            let mut text = String::new();
             for (sink, total) in &summary.rows_out {
                 let rows = summary.rows_out_this_run(sink);
                 match &summary.restored {
-                    Some(_) => eprintln!(
+                    Some(_) => writeln!(
+                        text,
                         "{sink}: {rows} rows written ({total} since the pipeline started, with the runs before this one)"
                     ),
-                    None => eprintln!("{sink}: {rows} rows written"),
-                }
+                    None => writeln!(text, "{sink}: {rows} rows written"),
+                }?;
             }
             if summary.late_rows > 0 {
-                eprintln!("{} late rows sent to dead letters", summary.late_rows);
+                writeln!(text, "{} late rows sent to dead letters", summary.late_rows)?;
             }
             if summary.windows_corrected > 0 {
-                eprintln!(
+                writeln!(
+                    text,
                     "{} windows corrected by late rows within allowed_lateness (emitted again as upserts)",
                     summary.windows_corrected
-                );
+                )?;
             }
             if summary.groups_expired > 0 {
-                eprintln!("{} groups forgotten by state_ttl", summary.groups_expired);
+                writeln!(
+                    text,
+                    "{} groups forgotten by state_ttl",
+                    summary.groups_expired
+                )?;
             }
             if summary.rejected_records > 0 {
-                eprintln!(
+                writeln!(
+                    text,
                     "{} undecodable records sent to dead letters",
                     summary.rejected_records
-                );
+                )?;
             }
             if summary.rejected_by_models > 0 {
-                eprintln!(
+                writeln!(
+                    text,
                     "{} rows left out by predict() (NULL inputs, model failures or timeouts) sent to dead letters",
                     summary.rejected_by_models
-                );
+                )?;
             }
             for (name, stats) in &summary.models {
-                eprintln!("model {}", volley_engine::job::model_line(name, stats));
+                writeln!(
+                    text,
+                    "model {}",
+                    volley_engine::job::model_line(name, stats)
+                )?;
             }
             if summary.memo_epochs > 0 {
-                eprintln!(
+                writeln!(
+                    text,
                     "inference memo: {} epochs, {} bytes ({} per epoch)",
                     summary.memo_epochs,
                     summary.memo_bytes,
                     summary.memo_bytes / summary.memo_epochs
-                );
+                )?;
             }
             if summary.checkpoints > 0 {
-                eprintln!(
+                writeln!(
+                    text,
                     "{} checkpoints written; the last: epoch {}, {} ms, {} bytes",
                     summary.checkpoints,
                     summary.last_checkpoint_epoch,
                     summary.last_checkpoint_ms,
                     summary.last_checkpoint_bytes
-                );
+                )?;
             }
             if summary.epochs_replayed > 0 || summary.rows_skipped > 0 {
-                eprintln!(
+                writeln!(
+                    text,
                     "recovery: {} logged epochs re-read, {} rows not re-written (their sink had already committed them)",
                     summary.epochs_replayed, summary.rows_skipped
-                );
+                )?;
             }
+            print_stdout(&text)?;
             if let Some(warning) = summary.nothing_written_warning() {
                 eprintln!("volley: warning: {warning}");
             }
@@ -358,9 +376,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             )
             .await?;
+            let mut text = String::new();
             for (sink, rows) in written {
-                eprintln!("{sink}: {rows} rows written");
+                writeln!(text, "{sink}: {rows} rows written")?;
             }
+            print_stdout(&text)?;
             if serve {
                 let names: Vec<String> = live.names().map(str::to_string).collect();
                 if names.is_empty() {

@@ -438,7 +438,7 @@ fn describe(rows: &RecordBatch) -> Vec<(Option<String>, String)> {
     }
     let mut out = Vec::new();
     {
-        let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
+        let mut writer = volley_connectors::codec::json_lines_writer(&mut out);
         if writer.write(rows).and_then(|()| writer.finish()).is_err() {
             return vec![(None, "(a row that cannot be shown as JSON)".into()); rows.num_rows()];
         }

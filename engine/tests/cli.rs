@@ -161,9 +161,10 @@ fn run_writes_epoch_files_and_exits_when_the_source_ends() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    let summary = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stderr.contains("per_minute: 4 rows written"),
-        "20 000 events at 100/s span 200 s: 4 one-minute windows: {stderr}"
+        summary.contains("per_minute: 4 rows written"),
+        "20 000 events at 100/s span 200 s: 4 one-minute windows: {summary}"
     );
     let files: Vec<_> = dir
         .path()

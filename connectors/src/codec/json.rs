@@ -99,6 +99,16 @@ impl RowFormat for JsonDecoder {
     }
 }
 
+/// A JSON-lines writer that writes a NULL as `null` (arrow's default leaves the field out),
+/// so every line carries every column, as readers expect.
+pub fn json_lines_writer<W: std::io::Write>(
+    out: W,
+) -> arrow::json::Writer<W, arrow::json::writer::LineDelimited> {
+    arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build(out)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

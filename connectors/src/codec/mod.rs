@@ -10,5 +10,5 @@ pub mod timestamps;
 
 pub use csv::CsvDecoder;
 pub use isolate::{PayloadDecoder, Rejected};
-pub use json::JsonDecoder;
+pub use json::{JsonDecoder, json_lines_writer};
 pub use timestamps::TimestampUnit;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::json::LineDelimitedWriter;
 use arrow::record_batch::RecordBatch;
 use volley_sql::{TableDecl, TableOptions};
 
@@ -87,7 +86,7 @@ fn letters_batch(
     let mut rows: Vec<String> = Vec::new();
     for (reason, batch) in letters {
         let mut json = Vec::new();
-        let mut writer = LineDelimitedWriter::new(&mut json);
+        let mut writer = crate::codec::json_lines_writer(&mut json);
         writer
             .write(batch)
             .and_then(|()| writer.finish())

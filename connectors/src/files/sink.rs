@@ -128,7 +128,7 @@ impl FileSink {
                 }
             }
             FileFormat::Json => {
-                let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
+                let mut writer = crate::codec::json_lines_writer(&mut out);
                 for batch in batches {
                     writer.write(&self.conform(batch)?).map_err(|e| fail(&e))?;
                 }

@@ -485,3 +485,44 @@ async fn drain_one(source: &mut dyn Source) -> RecordBatch {
         other => panic!("expected rows, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_json_sink_writes_nulls_as_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let table = decl(FileFormat::Json, out.to_str().unwrap(), &[], false);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("merchant", DataType::Utf8, true),
+        Field::new("score", DataType::Float64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(arrow::array::StringArray::from(vec![None, Some("m")])),
+            Arc::new(Float64Array::from(vec![Some(0.5), None])),
+        ],
+    )
+    .unwrap();
+    let connector = FileConnector::new(FileFormat::Json);
+    let mut sink = connector
+        .open_sink(&table, schema, &SinkContext::default())
+        .await
+        .unwrap();
+    sink.write_epoch(1, &[batch]).await.unwrap();
+    sink.close().await.unwrap();
+    let name = file_names(&out).into_iter().next().unwrap();
+    let text = std::fs::read_to_string(out.join(name)).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            serde_json::json!({"id": 1, "merchant": null, "score": 0.5}),
+            serde_json::json!({"id": 2, "merchant": "m", "score": null}),
+        ]
+    );
+}

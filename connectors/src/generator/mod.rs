@@ -23,12 +23,14 @@ mod source;
 
 use std::sync::Arc;
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use volley_sql::{OptionSpec, TableDecl};
+
+use crate::types::sql_type_name;
 
 pub use nexmark::{NexmarkTable, generate_nexmark};
 pub use options::{
@@ -188,11 +190,7 @@ impl Connector for GeneratorConnector {
             let mut batches = Vec::new();
             for start in (first..last).step_by(BATCH_ROWS as usize) {
                 let batch = generate(&opts, start, (start + BATCH_ROWS).min(last));
-                batches.push(
-                    RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(
-                        |e| ConnectorError::Internal(format!("table '{}': {e}", table.name)),
-                    )?,
-                );
+                batches.push(conform(batch, &schema)?);
             }
             batches_by_partition.push(batches);
         }
@@ -200,38 +198,136 @@ impl Connector for GeneratorConnector {
     }
 }
 
-/// The declared (or passed) schema must have the generator's column names and types, in order.
+/// The declared (or passed) schema must have the generator's column names, in order, each of
+/// its type or of a type its values convert to exactly ([`converts_exactly`]), and NOT NULL
+/// only where the generator never writes a NULL.
 fn check_schema(table: &TableDecl, schema: &Schema, stream: GeneratorStream) -> Result<()> {
     let expected = stream.schema();
     let declared = table.declared_schema.iter().map(|s| s.as_ref());
     for candidate in declared.chain(std::iter::once(schema)) {
-        let same = candidate.fields().len() == expected.fields().len()
+        let names_match = candidate.fields().len() == expected.fields().len()
             && candidate
                 .fields()
                 .iter()
                 .zip(expected.fields())
-                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
-        if !same {
+                .all(|(a, b)| a.name() == b.name());
+        if !names_match {
             return Err(ConnectorError::config(
                 &table.name,
                 format!(
                     "the declared columns ({}) do not match the '{}' generator's columns ({}); \
-                     declare exactly these columns, or none",
+                     declare exactly these columns, in this order, or none",
                     describe(candidate),
                     table.location.trim(),
                     describe(&expected)
                 ),
             ));
         }
+        for (declared, made) in candidate.fields().iter().zip(expected.fields()) {
+            if !converts_exactly(made.data_type(), declared.data_type()) {
+                return Err(ConnectorError::config(
+                    &table.name,
+                    format!(
+                        "column '{}' is declared {} but the '{}' generator makes {} values: \
+                         declare it {}",
+                        declared.name(),
+                        sql_type_name(declared.data_type()),
+                        table.location.trim(),
+                        sql_type_name(made.data_type()),
+                        allowed(made.data_type())
+                    ),
+                ));
+            }
+            if !declared.is_nullable() && made.is_nullable() {
+                return Err(ConnectorError::config(
+                    &table.name,
+                    format!(
+                        "column '{}' is declared NOT NULL but the '{}' generator writes NULLs in it: \
+                         declare it without NOT NULL",
+                        declared.name(),
+                        table.location.trim()
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
+}
+
+/// Whether every value of type `from` converts to `to` exactly: the same type, text as any
+/// string type, a narrower integer or float to a wider one, an integer to a DOUBLE that holds
+/// it (up to 32 bits), a decimal to one with as many digits on each side of the point.
+fn converts_exactly(from: &DataType, to: &DataType) -> bool {
+    use DataType::{
+        Decimal128, Float32, Float64, Int8, Int16, Int32, Int64, LargeUtf8, Utf8, Utf8View,
+    };
+    let rank = |t: &DataType| match t {
+        Int8 => Some(1),
+        Int16 => Some(2),
+        Int32 => Some(3),
+        Int64 => Some(4),
+        _ => None,
+    };
+    match (from, to) {
+        _ if from == to => true,
+        (Utf8 | LargeUtf8 | Utf8View, Utf8 | LargeUtf8 | Utf8View) => true,
+        (Float32, Float64) => true,
+        (Int8 | Int16 | Int32, Float64) => true,
+        (Decimal128(p, s), Decimal128(p2, s2)) => {
+            s2 >= s && i16::from(*p2) - i16::from(*s2) >= i16::from(*p) - i16::from(*s)
+        }
+        _ => matches!((rank(from), rank(to)), (Some(a), Some(b)) if a <= b),
+    }
+}
+
+/// The declarations [`converts_exactly`] accepts for a column the generator makes as `made`.
+fn allowed(made: &DataType) -> String {
+    let name = sql_type_name(made);
+    match made {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            "VARCHAR (or TEXT, STRING)".to_string()
+        }
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => {
+            format!("{name}, a wider integer or DOUBLE")
+        }
+        DataType::Int64 => name,
+        DataType::Float32 => format!("{name} or DOUBLE"),
+        DataType::Decimal128(..) => {
+            format!("{name}, or a DECIMAL with at least as many digits before and after the point")
+        }
+        _ => name,
+    }
+}
+
+/// `batch` (the generator's columns) as rows of `schema`: each column cast to its declared
+/// type, which [`check_schema`] allowed.
+pub(crate) fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                arrow::compute::cast(column, field.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .and_then(|columns| RecordBatch::try_new(Arc::clone(schema), columns))
+        .map_err(|e| {
+            ConnectorError::Internal(format!(
+                "generator batch does not fit the table schema: {e}"
+            ))
+        })?;
+    Ok(columns)
 }
 
 fn describe(schema: &Schema) -> String {
     let columns: Vec<String> = schema
         .fields()
         .iter()
-        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .map(|f| format!("{} {}", f.name(), sql_type_name(f.data_type())))
         .collect();
     columns.join(", ")
 }
@@ -310,6 +406,79 @@ mod tests {
         };
         assert_eq!(batch.schema(), nullable);
         assert_eq!(batch.num_rows(), 3);
+    }
+
+    /// `payments` declared with the types SQL gives `VARCHAR`, `DECIMAL(12, 2)` and `BIGINT`.
+    fn payments_as_sql_declares(fee: DataType, user_id_nullable: bool) -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("payment_id", DataType::Int64, false),
+            Field::new("user_id", DataType::Int64, user_id_nullable),
+            Field::new("merchant", DataType::Utf8View, true),
+            Field::new("amount", DataType::Float64, true),
+            Field::new("fee", fee, true),
+            Field::new("approved", DataType::Boolean, true),
+            Field::new("channel", DataType::Int64, true),
+            Field::new(
+                "event_time",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+                false,
+            ),
+        ]))
+    }
+
+    #[tokio::test]
+    async fn generator_columns_may_be_declared_with_the_natural_sql_types() {
+        let declared = payments_as_sql_declares(DataType::Decimal128(12, 2), true);
+        let table = decl("payments", &[("count", "500")], Some(declared.clone()));
+        let mut source = GeneratorConnector
+            .open_source(&table, declared.clone())
+            .await
+            .unwrap();
+        let SourcePoll::Data(batch) = source.poll_batch(500, Instant::now()).await.unwrap() else {
+            panic!("expected rows");
+        };
+        assert_eq!(batch.schema(), declared);
+        let opts = GeneratorConnector::options(&table).unwrap();
+        let made = generate(&opts, 0, 500);
+        for (i, column) in batch.columns().iter().enumerate() {
+            let back = arrow::compute::cast(column, made.schema().field(i).data_type()).unwrap();
+            assert_eq!(
+                &back,
+                made.column(i),
+                "column {i} holds the generator's values"
+            );
+        }
+        assert!(
+            made.column(2).null_count() > 0,
+            "merchant has NULLs to carry"
+        );
+
+        // A type that would change values, or NOT NULL over NULLs, is refused by name.
+        for (schema, column, says) in [
+            (
+                payments_as_sql_declares(DataType::Decimal128(10, 1), true),
+                "'fee'",
+                "DECIMAL",
+            ),
+            (
+                payments_as_sql_declares(DataType::Int64, true),
+                "'fee'",
+                "VARCHAR",
+            ),
+            (
+                payments_as_sql_declares(DataType::Decimal128(10, 2), false),
+                "'user_id'",
+                "NOT NULL",
+            ),
+        ] {
+            let table = decl("payments", &[("count", "5")], Some(schema.clone()));
+            let err = GeneratorConnector
+                .open_source(&table, schema)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(column) && err.contains(says), "{err}");
+        }
     }
 
     #[tokio::test]

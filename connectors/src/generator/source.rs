@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::generate;
 use super::options::{GeneratorOptions, Pace};
-use crate::error::{ConnectorError, Result};
+use crate::error::Result;
 use crate::traits::{Position, Source, SourcePoll};
 
 /// Hands out rows of a generated stream in order; [`Source::position`] is the next row index.
@@ -78,11 +78,7 @@ impl GeneratorSource {
         if batch.schema() == self.schema {
             return Ok(batch);
         }
-        RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()).map_err(|e| {
-            ConnectorError::Internal(format!(
-                "generator batch does not fit the table schema: {e}"
-            ))
-        })
+        super::conform(batch, &self.schema)
     }
 }
 

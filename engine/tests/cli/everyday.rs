@@ -102,7 +102,7 @@ fn history_sorted_by_user_gives_the_batch_answer_and_file_order_fails_loudly() {
 
     let run = sh(here, &["run", "p.sql", "--quiet", "--no-flight"]);
     assert!(run.status.success(), "{}", stderr(&run));
-    assert!(!stderr(&run).contains("late rows"), "{}", stderr(&run));
+    assert!(!stdout(&run).contains("late rows"), "{}", stdout(&run));
     let streamed = rows(here, "out/per_user");
     assert!(streamed.len() > 500, "{}", streamed.len());
 
@@ -314,7 +314,7 @@ fn a_run_whose_sink_receives_nothing_says_so() {
     let err = stderr(&run);
     assert!(run.status.success(), "{err}");
     assert!(
-        err.contains("per_user: 0 rows written")
+        stdout(&run).contains("per_user: 0 rows written")
             && err.contains("4000 rows were read but no sink received a row (per_user)"),
         "{err}"
     );
@@ -379,9 +379,10 @@ fn limits_over_a_stream_are_refused_and_an_unclosed_quote_swallows_nothing() {
     let run = sh(here, &["run", "quoted.sql", "--quiet", "--no-flight"]);
     let err = stderr(&run);
     assert!(run.status.success(), "{err}");
+    let told = stdout(&run);
     assert!(
-        err.contains("copy: 41 rows written") && err.contains("1 undecodable records"),
-        "{err}"
+        told.contains("copy: 41 rows written") && told.contains("1 undecodable records"),
+        "{told}"
     );
     let letters = std::fs::read_dir(here.join("letters"))
         .unwrap()

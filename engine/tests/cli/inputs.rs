@@ -15,6 +15,11 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The run summary (stdout).
+fn summary(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Every line of the JSON-lines files under `dir` (dead letters), in file order.
 fn letters(dir: &Path) -> Vec<serde_json::Value> {
     let Ok(entries) = dir.read_dir() else {
@@ -112,9 +117,9 @@ fn csv_options_are_read_the_same_by_run_batch_and_verify() {
     let run = sh(dir.path(), &["run", "p.sql", "--quiet", "--no-checkpoint"]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(
-        stderr(&run).contains("copy: 1000 rows written"),
+        summary(&run).contains("copy: 1000 rows written"),
         "{}",
-        stderr(&run)
+        summary(&run)
     );
     for args in [
         vec!["batch", "p.sql", "--overwrite"],
@@ -123,9 +128,9 @@ fn csv_options_are_read_the_same_by_run_batch_and_verify() {
         let out = sh(dir.path(), &args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         assert!(
-            stderr(&out).contains("copy: 1000 rows written"),
+            summary(&out).contains("copy: 1000 rows written"),
             "{args:?}: {}",
-            stderr(&out)
+            summary(&out)
         );
     }
     for args in [
@@ -193,8 +198,8 @@ fn bad_records_in_files_are_dead_letters_and_the_pipeline_keeps_going() {
         assert!(run.status.success(), "round {round}: {}", stderr(&run));
     }
     let run = sh(dir.path(), &["run", "p.sql", "--quiet", "--from-scratch"]);
-    let err = stderr(&run);
-    assert!(run.status.success(), "{err}");
+    assert!(run.status.success(), "{}", stderr(&run));
+    let err = summary(&run);
     // 200 CSV records less three: the open quote sets aside its own line, and the lines
     // after it are read as records.
     assert!(
@@ -240,8 +245,8 @@ fn bad_records_in_files_are_dead_letters_and_the_pipeline_keeps_going() {
     // Batch reads the same records the same way and writes the same letters as epoch 0.
     std::fs::remove_dir_all(dir.path().join("letters")).unwrap();
     let batch = sh(dir.path(), &["batch", "p.sql", "--overwrite"]);
-    let err = stderr(&batch);
-    assert!(batch.status.success(), "{err}");
+    assert!(batch.status.success(), "{}", stderr(&batch));
+    let err = summary(&batch);
     assert!(
         err.contains("c_out: 197 rows written") && err.contains("j_out: 198 rows written"),
         "{err}"

@@ -16,6 +16,11 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The run summary (stdout).
+fn summary(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 const BOUNDED: &str = "CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
      OPTIONS ('count' '9000', 'rate' '100', 'watermark' 'event_time - INTERVAL ''1 second''');
      CREATE EXTERNAL TABLE per_minute STORED AS PARQUET LOCATION 'out/per_minute';
@@ -38,9 +43,13 @@ fn paths_resolve_in_the_working_directory_and_a_restore_says_what_it_restored() 
     let first = sh(&here, &["run", pipeline, "--quiet"]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stderr(&first).contains("per_minute: 2 rows written"),
+        summary(&first).contains("per_minute: 2 rows written"),
         "{}",
-        stderr(&first)
+        summary(&first)
+    );
+    assert!(
+        !stderr(&first).contains("rows written"),
+        "the summary is on stdout only"
     );
     let own: Vec<String> = std::fs::read_dir(here.join(".volley/checkpoints"))
         .unwrap()
@@ -68,8 +77,9 @@ fn paths_resolve_in_the_working_directory_and_a_restore_says_what_it_restored() 
         "{err}"
     );
     assert!(
-        err.contains("per_minute: 0 rows written (2 since the pipeline started"),
-        "{err}"
+        summary(&again).contains("per_minute: 0 rows written (2 since the pipeline started"),
+        "{}",
+        summary(&again)
     );
     assert!(
         err.contains("| 9000 events (0 this run) |") && !err.contains("/s avg"),
@@ -80,7 +90,7 @@ fn paths_resolve_in_the_working_directory_and_a_restore_says_what_it_restored() 
     let err = stderr(&elsewhere);
     assert!(elsewhere.status.success(), "{err}");
     assert!(
-        !err.contains("restored") && err.contains("per_minute: 2 rows written"),
+        !err.contains("restored") && summary(&elsewhere).contains("per_minute: 2 rows written"),
         "{err}"
     );
     assert!(there.join("out/per_minute").read_dir().unwrap().count() > 0);
@@ -102,6 +112,7 @@ fn a_signal_finishes_the_micro_batch_checkpoints_and_exits_cleanly() {
     let child = volley()
         .args(["run", "p.sql", "--quiet", "--pipeline-id", "p"])
         .current_dir(dir.path())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -123,11 +134,12 @@ fn a_signal_finishes_the_micro_batch_checkpoints_and_exits_cleanly() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("stopping after this micro-batch"), "{err}");
+    let told = summary(&out);
     assert!(
-        err.contains("raw: ") && err.contains("rows written"),
-        "{err}"
+        told.contains("raw: ") && told.contains("rows written"),
+        "{told}"
     );
-    assert!(err.contains("checkpoints written"), "{err}");
+    assert!(told.contains("checkpoints written"), "{told}");
     // The stop checkpointed its last epoch: a restart re-reads nothing.
     let files = dir.path().join("out/raw").read_dir().unwrap().count();
     let epoch: u64 = std::fs::read_to_string(&latest)

@@ -279,8 +279,13 @@ async fn kafka_source_replays_exactly_and_dead_letters_malformed_messages() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = run(dir.path(), None);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The run summary (stdout).
+    let stderr = String::from_utf8_lossy(&out.stdout);
     // Epoch 4 was committed to Kafka (its transaction) before the kill: re-computed, not re-sent.
     assert!(
         stderr.contains("recovery: 1 logged epochs re-read"),

@@ -175,8 +175,9 @@ async fn late_rows_within_the_bound_correct_delta_and_later_ones_are_dead_letter
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{err}");
         if kill.is_none() {
-            assert!(err.contains("3 late rows sent to dead letters"), "{err}");
-            assert!(err.contains("windows corrected by late rows"), "{err}");
+            let told = String::from_utf8_lossy(&out.stdout);
+            assert!(told.contains("3 late rows sent to dead letters"), "{told}");
+            assert!(told.contains("windows corrected by late rows"), "{told}");
         }
         let stream = table(dir.path(), &sql("events.csv", "out/stream"), "w").await;
         let batch = table(dir.path(), &batch_sql, "w").await;

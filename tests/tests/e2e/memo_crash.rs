@@ -56,7 +56,7 @@ fn scored_by_epoch(log: &Path) -> BTreeMap<u64, BTreeMap<u32, u64>> {
 }
 
 /// One scenario: runs the pipeline killed as `kills` say, then to the end; checks the Delta
-/// table against batch; returns the call log by epoch and the last run's stderr.
+/// table against batch; returns the call log by epoch and the last run's summary (stdout).
 async fn scenario(
     broker: &str,
     topic: &str,
@@ -86,8 +86,12 @@ async fn scenario(
         &args,
         &env,
     );
-    let stderr = String::from_utf8_lossy(&last.stderr).to_string();
-    assert!(last.status.success(), "the last run finishes: {stderr}");
+    assert!(
+        last.status.success(),
+        "the last run finishes: {}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&last.stdout).to_string();
 
     let p = pipeline(&text).await;
     let declared = Arc::clone(p.tables[0].declared_schema.as_ref().unwrap());

@@ -70,7 +70,7 @@ pub fn run_with(dir: &Path, kill: Option<&Kill>, args: &[&str], env: &[(&str, &P
     .envs(env.iter().map(|(k, v)| (*k, *v)))
     .current_dir(dir)
     .env_remove("VOLLEY_FAILPOINT")
-    .stdout(Stdio::null())
+    .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     if let Some(Kill::At(spec)) = kill {
         cmd.env("VOLLEY_FAILPOINT", spec);
