@@ -463,7 +463,7 @@ mod tests {
             (
                 payments_as_sql_declares(DataType::Int64, true),
                 "'fee'",
-                "VARCHAR",
+                "declare it DECIMAL(10, 2)",
             ),
             (
                 payments_as_sql_declares(DataType::Decimal128(10, 2), false),
