@@ -7,6 +7,7 @@ mod chained;
 mod checkpoint_format;
 mod crash;
 mod delta_loop;
+mod docs;
 mod duckdb_oracle;
 mod duckdb_over;
 mod edges;
