@@ -259,6 +259,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let Some(restored) = &job.summary().restored {
                     announce(restored);
                 }
+                if !quiet {
+                    eprintln!(
+                        "volley: running; Ctrl-C stops after the current micro-batch, and a restart goes on from there"
+                    );
+                }
                 let summary = job
                     .run_until(volley_engine::signals::stop_on_signals())
                     .await

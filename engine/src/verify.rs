@@ -365,7 +365,10 @@ async fn sources_as_run_reads(
             }
             continue;
         }
-        let decl = crate::batch::bound_decl(table, inputs, registry)?;
+        let mut decl = crate::batch::bound_decl(table, inputs, registry)?;
+        // A generator's 'pace' sets when its rows are released, never which: the comparison
+        // reads them at full speed.
+        decl.options = decl.options.without("pace");
         let schema = crate::tables::table_schema(&decl, registry).await?;
         let connector = registry
             .get(&decl.kind)

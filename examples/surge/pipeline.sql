@@ -1,5 +1,7 @@
 -- Surge demand: ride requests per geohash6 cell per 1-minute window, plus a coarser
 -- geohash4 roll-up, from a deterministic ride-request generator (no broker needed).
+-- 'pace' 'realtime' releases the requests at their event-time rate (5,000/s for 200 s), so the
+-- run stays up to be watched and queried; remove it to run through them at full speed.
 
 CREATE EXTERNAL TABLE ride_requests (
   request_id BIGINT NOT NULL,
@@ -11,6 +13,7 @@ CREATE EXTERNAL TABLE ride_requests (
 OPTIONS (
   'count' '1000000',
   'rate' '5000',
+  'pace' 'realtime',
   'seed' '42',
   'disorder' '3 seconds',
   'watermark' 'event_time - INTERVAL ''5 seconds''',

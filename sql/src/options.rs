@@ -138,6 +138,13 @@ impl TableOptions {
         &self.table
     }
 
+    /// The same options without `name` (an operational option a caller overrides).
+    pub fn without(&self, name: &str) -> Self {
+        let mut options = self.clone();
+        options.values.remove(&name.to_ascii_lowercase());
+        options
+    }
+
     /// The raw value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)

@@ -17,6 +17,7 @@ pub const OPERATIONAL_OPTIONS: &[&str] = &[
     "max_dead_letters",
     "dead_letter",
     "live_retention",
+    "pace",
 ];
 
 /// FNV-1a (64-bit): tiny, and the same on every platform and Rust version (unlike
