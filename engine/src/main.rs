@@ -174,14 +174,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )
                 .await?;
                 if !quiet {
+                    let token = http.http_token.as_deref().is_some_and(|t| !t.is_empty());
+                    eprintln!(
+                        "volley: dashboard on http://{}/{}",
+                        server.addr,
+                        if token { "?token=<token>" } else { "" }
+                    );
                     eprintln!(
                         "volley: Prometheus metrics on http://{}/metrics{}",
                         server.addr,
-                        if http.http_token.as_deref().is_some_and(|t| !t.is_empty()) {
-                            ", token required"
-                        } else {
-                            ""
-                        }
+                        if token { ", token required" } else { "" }
                     );
                 }
                 Some(server)

@@ -13,8 +13,9 @@ use volley_udfs::model::ModelSet;
 use crate::job::{RunSummary, SourceRuntime};
 pub use volley_metrics::http::{HttpArgs, HttpServer, start as start_http};
 pub use volley_metrics::{
-    CHECKPOINT_HISTORY, CheckpointRow, EPOCH_HISTORY, JobKey, JobMetrics, JobState, LETTER_HISTORY,
-    LetterRow, MetricRow, Metrics, SYSTEM_TABLES, Series, SystemSchema, now_ms, push_bounded,
+    CHECKPOINT_HISTORY, CheckpointRow, EPOCH_HISTORY, GraphNode, JobKey, JobMetrics, JobState,
+    LETTER_HISTORY, LetterRow, MetricRow, Metrics, PlanGraph, SYSTEM_TABLES, Series, SystemSchema,
+    now_ms, push_bounded,
 };
 use volley_operators::QueryRunner;
 
@@ -33,6 +34,8 @@ pub struct JobReporter {
     /// Per query (in job order): rows in and rows out, in total.
     queries: Vec<(u64, u64)>,
     letters: BTreeMap<String, u64>,
+    /// Whether the plan's graph was reported.
+    graphed: bool,
 }
 
 impl JobReporter {
@@ -47,6 +50,7 @@ impl JobReporter {
             rates: HashMap::new(),
             queries: Vec::new(),
             letters: BTreeMap::new(),
+            graphed: false,
         }
     }
 
@@ -334,9 +338,14 @@ impl JobReporter {
             row("model", name, "in_flight_peak", stats.peak_in_flight as f64);
             model_latency.push((name.to_string(), stats.latency));
         }
+        let graph = (!self.graphed).then(|| plan_graph(queries));
+        self.graphed = true;
         self.metrics.update(&self.key, |job| {
             job.epoch = epoch;
             job.metrics = rows;
+            if let Some(graph) = graph {
+                job.graph = Some(graph);
+            }
             if let Some(seconds) = epoch_seconds {
                 observe(job, "pipeline", pipeline, "epoch_seconds", seconds);
             }
@@ -365,6 +374,72 @@ impl Finisher {
     pub fn report(&self, state: JobState) {
         self.metrics.update(&self.key, |job| job.state = state);
     }
+}
+
+/// The job's plan as a graph: its sources and lookup tables, each statement with its stateful
+/// operators and models, its sinks.
+fn plan_graph(queries: &[QueryRunner]) -> PlanGraph {
+    let mut graph = PlanGraph::default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut node = |graph: &mut PlanGraph, id: String, kind, label: &str, detail| {
+        if seen.insert(id.clone()) {
+            graph.nodes.push(GraphNode {
+                id,
+                kind,
+                label: label.to_string(),
+                detail,
+            });
+        }
+    };
+    for query in queries {
+        let plan = query.plan();
+        for source in &plan.sources {
+            node(
+                &mut graph,
+                format!("source:{source}"),
+                "source",
+                source,
+                Vec::new(),
+            );
+        }
+        for lookup in &plan.lookups {
+            node(
+                &mut graph,
+                format!("source:{lookup}"),
+                "lookup",
+                lookup,
+                Vec::new(),
+            );
+        }
+    }
+    for (i, query) in queries.iter().enumerate() {
+        let plan = query.plan();
+        let id = format!("query:{i}");
+        let mut detail: Vec<String> = query
+            .operators_by_id()
+            .map(|(id, _)| id.to_string())
+            .collect();
+        detail.extend(plan.models.iter().map(|m| format!("predict('{m}')")));
+        let label = format!("INSERT INTO {} ({})", plan.target, plan.at);
+        node(&mut graph, id.clone(), "query", &label, detail);
+        for source in plan.sources.iter().chain(&plan.lookups) {
+            graph.edges.push((format!("source:{source}"), id.clone()));
+        }
+    }
+    for (i, query) in queries.iter().enumerate() {
+        let target = &query.plan().target;
+        node(
+            &mut graph,
+            format!("sink:{target}"),
+            "sink",
+            target,
+            Vec::new(),
+        );
+        graph
+            .edges
+            .push((format!("query:{i}"), format!("sink:{target}")));
+    }
+    graph
 }
 
 /// Records `seconds` in the job's histogram of `metric` of `component` `name`.

@@ -1,7 +1,10 @@
-//! The HTTP side of `volley run`: `/metrics` in the Prometheus text format.
+//! The HTTP side of `volley run`: `/metrics` in the Prometheus text format, and a live
+//! dashboard (`/`: the plan as a graph and charts of the last minutes, drawn from
+//! `/api/state`), its assets built into the binary.
 //!
 //! Loopback by default; serving other hosts needs a token, which every request carries as
-//! `Authorization: Bearer <token>` (Prometheus: `authorization` in the scrape config).
+//! `Authorization: Bearer <token>` (Prometheus: `authorization` in the scrape config; the
+//! dashboard: `/?token=<token>`, which its page sends on).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +20,8 @@ use super::Metrics;
 /// How the HTTP side is served.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpArgs {
-    /// Where to serve `/metrics` (Prometheus) over HTTP (port 0: any free port).
+    /// Where to serve the dashboard (`/`) and `/metrics` (Prometheus) over HTTP (port 0: any
+    /// free port).
     #[arg(
         long,
         env = "VOLLEY_HTTP",
@@ -34,7 +38,7 @@ pub struct HttpArgs {
         hide_env_values = true
     )]
     pub http_token: Option<String>,
-    /// Do not serve `/metrics`.
+    /// Do not serve the dashboard and `/metrics`.
     #[arg(long)]
     pub no_http: bool,
 }
@@ -97,6 +101,49 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
+const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
+const DASHBOARD_JS: &str = include_str!("../assets/dashboard.js");
+const UPLOT_JS: &str = include_str!("../assets/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../assets/uPlot.min.css");
+
+/// Whether the request carries the token in the header, or (for the page itself, which a
+/// browser opens without headers) in `?token=`.
+fn page_allowed(served: &Served, headers: &HeaderMap, query: Option<&str>) -> bool {
+    served.allowed(headers)
+        || served.token.as_ref().is_some_and(|token| {
+            query
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .filter_map(|pair| pair.strip_prefix("token="))
+                .any(|given| same(given.as_bytes(), token.as_bytes()))
+        })
+}
+
+async fn serve_page(
+    State(served): State<Served>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    if !page_allowed(&served, &headers, uri.query()) {
+        return unauthorized();
+    }
+    let (content_type, body) = match uri.path() {
+        "/dashboard.js" => ("text/javascript; charset=utf-8", DASHBOARD_JS),
+        "/uPlot.iife.min.js" => ("text/javascript; charset=utf-8", UPLOT_JS),
+        "/uPlot.min.css" => ("text/css; charset=utf-8", UPLOT_CSS),
+        _ => ("text/html; charset=utf-8", DASHBOARD_HTML),
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn serve_state(State(served): State<Served>, headers: HeaderMap) -> Response {
+    if !served.allowed(&headers) {
+        return unauthorized();
+    }
+    let body = super::dashboard::state_json(&served.metrics).to_string();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 async fn serve_metrics(State(served): State<Served>, headers: HeaderMap) -> Response {
     if !served.allowed(&headers) {
         return unauthorized();
@@ -136,6 +183,11 @@ pub async fn start(args: &HttpArgs, metrics: Arc<Metrics>) -> anyhow::Result<Htt
     };
     let app = Router::new()
         .route("/metrics", get(serve_metrics))
+        .route("/api/state", get(serve_state))
+        .route("/", get(serve_page))
+        .route("/dashboard.js", get(serve_page))
+        .route("/uPlot.iife.min.js", get(serve_page))
+        .route("/uPlot.min.css", get(serve_page))
         .with_state(served);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -209,6 +261,34 @@ mod tests {
         let (status, body) = get(closed.addr, "/metrics", "Authorization: Bearer s3cret\r\n").await;
         assert!(status.contains("200"), "{status}");
         assert!(body.contains("volley_pipeline_running"), "{body}");
+
+        // The dashboard: the page opens with ?token=, its state needs the header.
+        let (status, _) = get(closed.addr, "/", "").await;
+        assert!(status.contains("401"), "{status}");
+        let (status, _) = get(closed.addr, "/?token=wrong", "").await;
+        assert!(status.contains("401"), "{status}");
+        let (status, page) = get(closed.addr, "/?token=s3cret", "").await;
+        assert!(
+            status.contains("200") && page.contains("<title>Volley</title>"),
+            "{page}"
+        );
+        let (status, _) = get(closed.addr, "/api/state", "").await;
+        assert!(status.contains("401"), "{status}");
+        let (status, state) = get(
+            closed.addr,
+            "/api/state",
+            "Authorization: Bearer s3cret\r\n",
+        )
+        .await;
+        assert!(status.contains("200"), "{status}");
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        assert_eq!(state["jobs"][0]["pipeline"], "surge");
+        assert_eq!(state["jobs"][0]["state"], "running");
+        let (status, script) = get(open.addr, "/uPlot.iife.min.js", "").await;
+        assert!(
+            status.contains("200") && script.contains("uPlot"),
+            "{status}"
+        );
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! Jobs write; queries read a copy. Neither holds the lock for more than a copy of a few
 //! hundred rows, so a query never holds up an epoch.
 
+mod dashboard;
 mod histogram;
 pub mod http;
 pub mod prometheus;
@@ -119,6 +120,31 @@ pub struct JobMetrics {
     pub letter_counts: BTreeMap<(String, String), u64>,
     /// Its latency histograms, per series.
     pub histograms: BTreeMap<Series, Histogram>,
+    /// Its plan as a graph, once it has run an epoch.
+    pub graph: Option<PlanGraph>,
+}
+
+/// A job's plan as the dashboard draws it: sources and lookup tables, statements (with their
+/// stateful operators and models), sinks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanGraph {
+    /// Every node, sources first, sinks last.
+    pub nodes: Vec<GraphNode>,
+    /// `(from, to)` node ids.
+    pub edges: Vec<(String, String)>,
+}
+
+/// One node of a [`PlanGraph`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphNode {
+    /// Unique in the graph, such as `source:rides`.
+    pub id: String,
+    /// `source`, `lookup`, `query` or `sink`.
+    pub kind: &'static str,
+    /// What it is called: a table name, or `INSERT INTO t (line 3)`.
+    pub label: String,
+    /// More lines: a statement's operators and models.
+    pub detail: Vec<String>,
 }
 
 /// What a histogram measures: a part of a job and what of it.
@@ -168,6 +194,7 @@ impl Metrics {
                 dead_letters: VecDeque::new(),
                 letter_counts: BTreeMap::new(),
                 histograms: BTreeMap::new(),
+                graph: None,
             },
         );
     }

@@ -6,6 +6,7 @@ mod as_of;
 mod chained;
 mod checkpoint_format;
 mod crash;
+mod dashboard;
 mod delta_loop;
 mod docs;
 mod duckdb_oracle;

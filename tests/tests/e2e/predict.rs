@@ -290,7 +290,8 @@ fn onnx_runtime_backend_equals_the_reference_and_failing_rows_go_to_dead_letters
         bad.sort_unstable();
         let want: Vec<u64> = BAD_ROWS.iter().map(|&i| 100 + i as u64).collect();
         assert_eq!(bad, want, "{mode}: dead letters {letters:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        // The run summary (stdout).
+        let stderr = String::from_utf8_lossy(&out.stdout);
         if mode == "run" {
             assert!(stderr.contains("4 rows left out by predict()"), "{stderr}");
             // The run summary has each model's calls, rows per call and latency quantiles;

@@ -98,7 +98,7 @@ fn a_model_slower_than_its_timeout_sends_its_rows_to_dead_letters_and_the_stream
     let mut child = volley_command()
         .args(["run", "pipeline.sql", "--quiet"])
         .current_dir(dir.path())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -113,8 +113,13 @@ fn a_model_slower_than_its_timeout_sends_its_rows_to_dead_letters_and_the_stream
     }
     let out = child.wait_with_output().unwrap();
     let took = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The run summary (stdout).
+    let stderr = String::from_utf8_lossy(&out.stdout);
 
     // The stream flowed: without the timeout the slow model alone would take 600 rows at
     // ~0.1 s each (a debug build); every call gave up after 100 ms instead.
