@@ -2,12 +2,11 @@
 //! the plan as a graph and its charts take in new samples. Screenshots are left in the test
 //! output directory (`CARGO_TARGET_TMPDIR`).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::process::volley_command;
+use crate::process::{Announced, volley_command};
 
 const PIPELINE: &str = "
 CREATE EXTERNAL TABLE rides STORED AS GENERATOR LOCATION 'rides'
@@ -76,21 +75,14 @@ fn the_dashboard_draws_the_plan_and_its_charts_move_while_the_pipeline_runs() {
     let Some(chromium) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pipeline.sql"), PIPELINE).unwrap();
-    let mut child = volley_command()
-        .args(["run", "pipeline.sql", "--no-flight", "--no-checkpoint"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("volley exited before serving").unwrap();
-        if let Some(rest) = line.strip_prefix("volley: dashboard on ") {
-            break rest.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || lines.map_while(Result::ok).count());
+    let running = Announced::spawn(
+        volley_command()
+            .args(["run", "pipeline.sql", "--no-flight", "--no-checkpoint"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null()),
+        "volley: dashboard on ",
+    );
+    let url = running.addr.clone();
 
     // The page as a browser has it after a few seconds of polling, twice, two seconds apart.
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -109,8 +101,7 @@ fn the_dashboard_draws_the_plan_and_its_charts_move_while_the_pipeline_runs() {
         eprintln!("dashboard screenshot: {} ({size} bytes)", shot.display());
         std::thread::sleep(Duration::from_secs(1));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(running);
 
     for dom in [&first, &second] {
         // The plan: the source, the statement with its aggregate, the sink, and edges.

@@ -3,7 +3,6 @@
 //! the events produced, the malformed messages sent, the checkpoint files written and the
 //! Delta table's commits.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::kafka::{broker, produce, unique_topic};
-use crate::process::volley_command;
+use crate::process::{Announced, volley_command};
 use crate::readers::python;
 
 fn sql(broker: &str, topic: &str) -> String {
@@ -94,32 +93,22 @@ async fn metrics_scraped_mid_run_equal_the_runs_facts() {
     std::fs::write(dir.path().join("pipeline.sql"), sql(&broker, &topic)).unwrap();
 
     // An unbounded Kafka source: the run goes on until stopped, serving /metrics.
-    let mut child = volley_command()
-        .args([
-            "run",
-            "pipeline.sql",
-            "--pipeline-id",
-            "metrics",
-            "--no-flight",
-            "--keep-checkpoints",
-            "100000",
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("volley exited before serving /metrics")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("volley: Prometheus metrics on ") {
-            break rest.split([' ', ',']).next().unwrap().to_string();
-        }
-    };
-    let stderr = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let running = Announced::spawn(
+        volley_command()
+            .args([
+                "run",
+                "pipeline.sql",
+                "--pipeline-id",
+                "metrics",
+                "--no-flight",
+                "--keep-checkpoints",
+                "100000",
+            ])
+            .current_dir(dir.path())
+            .stdout(Stdio::null()),
+        "volley: Prometheus metrics on ",
+    );
+    let url = running.addr.clone();
 
     // Scrape until every event is in and two scrapes a second apart agree (no epoch between).
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -152,9 +141,8 @@ async fn metrics_scraped_mid_run_equal_the_runs_facts() {
             break (second, files, commits);
         }
     };
-    interrupt(child.id());
-    let status = child.wait().unwrap();
-    let stderr = stderr.join().unwrap().join("\n");
+    interrupt(running.child.id());
+    let (status, stderr) = running.wait();
     assert!(status.success(), "volley failed after SIGINT: {stderr}");
 
     assert!(

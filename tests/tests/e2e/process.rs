@@ -106,3 +106,60 @@ pub fn killed(output: Output) -> bool {
     );
     true
 }
+
+/// A running `volley` that announced an address on stderr; killed when dropped, so a test
+/// that fails does not leave it running.
+pub struct Announced {
+    /// The process.
+    pub child: std::process::Child,
+    /// The address: the first word after the announcement's prefix.
+    pub addr: String,
+    /// The rest of its stderr, drained so the status line never blocks it.
+    stderr: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Announced {
+    /// Spawns `cmd` (stderr piped here) and waits for a stderr line starting with `prefix`.
+    pub fn spawn(cmd: &mut Command, prefix: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("volley exited before announcing '{prefix}'"))
+                .unwrap();
+            if let Some(rest) = line.strip_prefix(prefix) {
+                break rest
+                    .split([' ', ','])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+            }
+        };
+        let stderr = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+        Self {
+            child,
+            addr,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Waits for the process to exit: its status and the rest of its stderr.
+    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default().join("\n"))
+            .unwrap_or_default();
+        (status, stderr)
+    }
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
