@@ -137,6 +137,13 @@ pub trait Source: Send + Debug {
         None
     }
 
+    /// Bytes of the records read so far (keys and values as they arrived: a Kafka message's
+    /// key and payload, a file record's line), rejected records included; `None` for sources
+    /// that read no bytes (generators) or cannot tell.
+    fn bytes_read(&self) -> Option<u64> {
+        None
+    }
+
     /// Records read since the last call that could not become rows (see
     /// [`RejectedRecord`]). The engine calls it after every poll. Sources whose input is
     /// always well-formed keep the default: none.
@@ -177,9 +184,9 @@ pub trait SourceMonitor: Send + Sync + std::fmt::Debug {
     /// group here, for monitoring tools; positions themselves always come from checkpoints.
     fn checkpointed(&self, position: &Position);
 
-    /// How many records exist past `position` (Kafka: consumer lag over every partition), when
+    /// How many records exist past `position` in each partition (Kafka: consumer lag), when
     /// the source knows.
-    fn lag(&self, position: &Position) -> Option<u64>;
+    fn lag(&self, position: &Position) -> Option<BTreeMap<String, u64>>;
 }
 
 /// What a sink knows about the pipeline writing to it.

@@ -152,70 +152,7 @@ fn lossy(
     )
 }
 
-/// The SQL name of an Arrow type as a declaration would write it (`BIGINT`, `DOUBLE`,
-/// `VARCHAR`, `TIMESTAMP(3)`, `DECIMAL(10, 2)`, `INT[]` …); the Arrow name where SQL has none.
-///
-/// ```
-/// use arrow::datatypes::{DataType, TimeUnit};
-/// use volley_connectors::types::sql_type_name;
-///
-/// assert_eq!(sql_type_name(&DataType::Float64), "DOUBLE");
-/// assert_eq!(sql_type_name(&DataType::Timestamp(TimeUnit::Nanosecond, None)), "TIMESTAMP");
-/// assert_eq!(sql_type_name(&DataType::Timestamp(TimeUnit::Millisecond, None)), "TIMESTAMP(3)");
-/// ```
-pub fn sql_type_name(data_type: &DataType) -> String {
-    use DataType::*;
-    let name = match data_type {
-        Null => "NULL",
-        Boolean => "BOOLEAN",
-        Int8 => "TINYINT",
-        Int16 => "SMALLINT",
-        Int32 => "INT",
-        Int64 => "BIGINT",
-        UInt8 => "TINYINT UNSIGNED",
-        UInt16 => "SMALLINT UNSIGNED",
-        UInt32 => "INT UNSIGNED",
-        UInt64 => "BIGINT UNSIGNED",
-        Float32 => "FLOAT",
-        Float64 => "DOUBLE",
-        Utf8 | LargeUtf8 | Utf8View => "VARCHAR",
-        Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => "BYTEA",
-        Date32 | Date64 => "DATE",
-        Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s) | Decimal256(p, s) => {
-            return format!("DECIMAL({p}, {s})");
-        }
-        Timestamp(unit, zone) => {
-            let base = match unit {
-                TimeUnit::Nanosecond => "TIMESTAMP".to_string(),
-                other => format!("TIMESTAMP({})", digits(*other)),
-            };
-            return match zone {
-                None => base,
-                Some(zone) => format!("{base} WITH TIME ZONE ('{zone}')"),
-            };
-        }
-        Time32(unit) | Time64(unit) => {
-            return match unit {
-                TimeUnit::Nanosecond => "TIME".to_string(),
-                other => format!("TIME({})", digits(*other)),
-            };
-        }
-        Interval(_) => "INTERVAL",
-        Dictionary(_, values) => return sql_type_name(values),
-        List(item) | LargeList(item) | ListView(item) | LargeListView(item) => {
-            return format!("{}[]", sql_type_name(item.data_type()));
-        }
-        Struct(fields) => {
-            let fields: Vec<String> = fields
-                .iter()
-                .map(|f| format!("{} {}", f.name(), sql_type_name(f.data_type())))
-                .collect();
-            return format!("STRUCT({})", fields.join(", "));
-        }
-        other => return other.to_string(),
-    };
-    name.to_string()
-}
+pub use volley_sql::sql_text::sql_type_name;
 
 /// The (precision, scale) of a decimal type.
 fn decimal(data_type: &DataType) -> Option<(u8, i8)> {

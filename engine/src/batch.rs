@@ -360,7 +360,7 @@ pub async fn run_batch(
     // input was good enough.
     crate::job::letters::check(&limits, &read)?;
     let outputs = run_inserts(&ctx, pipeline).await?;
-    for (source, letters) in crate::models::take_letters(&models) {
+    for (source, letters) in crate::models::take_letters(&models)? {
         let destination = crate::models::destination(&destinations, &source);
         let rows: usize = letters.iter().map(|l| l.rows.num_rows()).sum();
         tracing::warn!(%source, rows, %destination, "rows left out by predict() went to dead letters");

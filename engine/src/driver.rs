@@ -68,6 +68,8 @@ pub struct SourceEpoch {
     pub rejected: Vec<RejectedRecord>,
     /// Partitions without data for the idle timeout, left out of the watermark.
     pub idle: BTreeSet<String>,
+    /// Bytes the source had read by the end of the epoch, when it counts them and was polled.
+    pub bytes_read: Option<u64>,
 }
 
 impl SourceEpoch {
@@ -103,6 +105,8 @@ struct Gathered {
     batches: Vec<Vec<RecordBatch>>,
     partitions: Vec<Vec<Option<String>>>,
     rejected: Vec<Vec<RejectedRecord>>,
+    /// Per source, the bytes it had read after its last poll (see [`Source::bytes_read`]).
+    bytes: Vec<Option<u64>>,
     /// Rows and rejected records, counted against the micro-batch's row budget.
     read: usize,
 }
@@ -120,6 +124,7 @@ impl Gathered {
             batches: vec![Vec::new(); sources],
             partitions: vec![Vec::new(); sources],
             rejected: vec![Vec::new(); sources],
+            bytes: vec![None; sources],
             read: 0,
         }
     }
@@ -180,6 +185,7 @@ impl Gathered {
         let mut exhausted = exhausted.into_iter();
         let mut ranges = ranges.into_iter();
         let mut idle = idle.into_iter();
+        let mut bytes = self.bytes.into_iter();
         let mut sources = Vec::with_capacity(self.batches.len());
         for batches in self.batches {
             let (start, end) = ranges.next().unwrap_or_default();
@@ -201,6 +207,7 @@ impl Gathered {
                 exhausted: exhausted.next().unwrap_or_default(),
                 rejected: rejected.next().unwrap_or_default(),
                 idle: idle.next().unwrap_or_default(),
+                bytes_read: bytes.next().flatten(),
             });
         }
         Ok(EpochInput { sources, replayed })
@@ -307,6 +314,7 @@ async fn replay_epoch(
             let want = usize::try_from(left).unwrap_or(usize::MAX);
             let polled = source.poll_until(&end, want, deadline).await?;
             let bad = source.take_rejected();
+            gathered.bytes[i] = source.bytes_read();
             if let Polled::Exhausted = gathered.add(i, polled, bad, &mut seen[i]) {
                 return Err(ConnectorError::Internal(format!(
                     "a source ended at {} while re-reading a logged epoch that reached {end}: its input changed since the epoch was logged",
@@ -341,6 +349,7 @@ async fn fill(
             }
             let polled = source.poll_batch(budget - gathered.read, deadline).await?;
             let bad = source.take_rejected();
+            gathered.bytes[i] = source.bytes_read();
             match gathered.add(i, polled, bad, &mut seen[i]) {
                 Polled::Rows(n) => progressed |= n > 0,
                 Polled::Pending => {}

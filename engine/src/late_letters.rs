@@ -11,7 +11,7 @@ use volley_sql::stream::LateRows;
 use crate::error::{EngineError, Result};
 
 /// The column naming a late row's index in its epoch's input from the source.
-pub const EPOCH_ROW: &str = "_epoch_row";
+pub const EPOCH_ROW: &str = volley_sql::stream::leaf::POSITION;
 /// The column naming the source partition a late row came from (sources with partitions).
 pub const SOURCE_PARTITION: &str = "_source_partition";
 

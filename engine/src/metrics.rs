@@ -82,7 +82,7 @@ impl JobReporter {
                 // Only the most recent are kept: describe no more than that many.
                 let keep = batch.rows.num_rows().min(LETTER_HISTORY);
                 let tail = batch.rows.slice(batch.rows.num_rows() - keep, keep);
-                for (position, payload) in describe(&tail) {
+                for (position, payload) in describe(&tail, epoch) {
                     rows.push(LetterRow {
                         epoch,
                         source: source.clone(),
@@ -183,11 +183,13 @@ impl JobReporter {
             .map(|(target, rows)| self.rate("sink", target, *rows))
             .collect();
         let mut rows = Vec::new();
+        let mut partition_rows = Vec::new();
         let mut row = |component: &'static str, name: &str, metric: &'static str, value: f64| {
             rows.push(MetricRow {
                 component,
                 name: name.to_string(),
                 metric,
+                partition: None,
                 value,
             });
         };
@@ -240,8 +242,30 @@ impl JobReporter {
         for (i, source) in sources.iter().enumerate() {
             row("source", &source.name, "rows_in", source.rows as f64);
             row("source", &source.name, "rows_per_second", source_rates[i]);
-            if let Some(lag) = source.lag() {
-                row("source", &source.name, "consumer_lag", lag as f64);
+            if let Some(bytes) = source.bytes {
+                row("source", &source.name, "bytes_in", bytes as f64);
+            }
+            if let Some(lags) = source.partition_lag() {
+                let total: u64 = lags.values().sum();
+                row("source", &source.name, "consumer_lag", total as f64);
+                for (partition, lag) in lags {
+                    partition_rows.push(MetricRow {
+                        component: "source",
+                        name: source.name.clone(),
+                        metric: "partition_lag",
+                        partition: Some(partition),
+                        value: lag as f64,
+                    });
+                }
+            }
+            for (partition, watermark) in source.partition_watermarks() {
+                partition_rows.push(MetricRow {
+                    component: "source",
+                    name: source.name.clone(),
+                    metric: "partition_watermark_ms",
+                    partition: Some(partition),
+                    value: (watermark / 1_000_000) as f64,
+                });
             }
             if let Some(watermark) = source.watermark().filter(|w| *w != i64::MAX) {
                 row(
@@ -279,8 +303,12 @@ impl JobReporter {
             row("query", &name, "rows_out", rows_out as f64);
             row("query", &name, "windows_open", query.open_windows() as f64);
             // An operator's id names its statement's target: unique in the job.
-            for (id, operator) in query.operators_by_id() {
+            for (id, operator, counts) in query.operator_counts() {
+                row("operator", id, "rows_in", counts.rows_in as f64);
+                row("operator", id, "rows_out", counts.rows_out as f64);
+                row("operator", id, "late_rows", counts.late_rows as f64);
                 row("operator", id, "state_rows", operator.state_rows() as f64);
+                row("operator", id, "state_bytes", operator.state_bytes() as f64);
                 row(
                     "operator",
                     id,
@@ -338,6 +366,7 @@ impl JobReporter {
             row("model", name, "in_flight_peak", stats.peak_in_flight as f64);
             model_latency.push((name.to_string(), stats.latency));
         }
+        rows.extend(partition_rows);
         let graph = (!self.graphed).then(|| plan_graph(queries));
         self.graphed = true;
         self.metrics.update(&self.key, |job| {
@@ -474,7 +503,7 @@ fn percentiles(samples: &VecDeque<f64>) -> (f64, f64, f64) {
 
 /// Each letter's position and payload: a rejected record's partition, offset and raw text;
 /// any other row as JSON.
-fn describe(rows: &RecordBatch) -> Vec<(Option<String>, String)> {
+fn describe(rows: &RecordBatch, epoch: u64) -> Vec<(Option<String>, String)> {
     let column = |name: &str| rows.column_by_name(name);
     if let (Some(partition), Some(offset), Some(payload)) =
         (column("partition"), column("offset"), column("payload"))
@@ -518,9 +547,43 @@ fn describe(rows: &RecordBatch) -> Vec<(Option<String>, String)> {
             return vec![(None, "(a row that cannot be shown as JSON)".into()); rows.num_rows()];
         }
     }
+    let positions = epoch_positions(rows, epoch);
     String::from_utf8_lossy(&out)
         .lines()
-        .map(|line| (None, line.to_string()))
+        .enumerate()
+        .map(|(i, line)| (positions.get(i).cloned(), line.to_string()))
+        .collect()
+}
+
+/// Where rows carrying an `_epoch_row` (late rows, rows `predict()` left out) were read:
+/// `epoch 7 row 12`, after their table (`_source_table`) and partition (`_source_partition`)
+/// when the letters name them. Empty when they carry none.
+fn epoch_positions(rows: &RecordBatch, epoch: u64) -> Vec<String> {
+    let Some(at) = rows
+        .column_by_name(crate::late_letters::EPOCH_ROW)
+        .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+    else {
+        return Vec::new();
+    };
+    let text = |name: &str| {
+        rows.column_by_name(name)
+            .filter(|c| c.data_type() == &DataType::Utf8)
+            .map(|c| c.as_string::<i32>().clone())
+    };
+    let table = text(crate::models::SOURCE_TABLE);
+    let partition = text(crate::late_letters::SOURCE_PARTITION);
+    (0..rows.num_rows())
+        .map(|i| {
+            let mut from = Vec::new();
+            if let Some(t) = table.as_ref().filter(|t| !t.is_null(i)) {
+                from.push(t.value(i).to_string());
+            }
+            if let Some(p) = partition.as_ref().filter(|p| !p.is_null(i)) {
+                from.push(format!("partition {}", p.value(i)));
+            }
+            from.push(format!("epoch {epoch} row {}", at.value(i)));
+            from.join(", ")
+        })
         .collect()
 }
 
@@ -569,17 +632,41 @@ mod tests {
             payload: b"{not json".to_vec(),
             error: "expected value".into(),
         };
-        let letters = BTreeMap::from([(
-            "rides".to_string(),
+        // A row predict() left out, traced to its source record.
+        let scored = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("amount", DataType::Int64, true),
+                Field::new(crate::models::SOURCE_TABLE, DataType::Utf8, false),
+                Field::new(crate::late_letters::EPOCH_ROW, DataType::UInt64, false),
+            ])),
             vec![
-                DeadLetterBatch {
-                    source: "rides".into(),
-                    reason: "late".into(),
-                    rows: late,
-                },
-                DeadLetterBatch::rejected("rides", &[bad]).unwrap(),
+                Arc::new(Int64Array::from(vec![None])),
+                Arc::new(arrow::array::StringArray::from(vec!["payments"])),
+                Arc::new(arrow::array::UInt64Array::from(vec![4071])),
             ],
-        )]);
+        )
+        .unwrap();
+        let letters = BTreeMap::from([
+            (
+                "rides".to_string(),
+                vec![
+                    DeadLetterBatch {
+                        source: "rides".into(),
+                        reason: "late".into(),
+                        rows: late,
+                    },
+                    DeadLetterBatch::rejected("rides", &[bad]).unwrap(),
+                ],
+            ),
+            (
+                "model_fraud".to_string(),
+                vec![DeadLetterBatch {
+                    source: "model_fraud".into(),
+                    reason: "a NULL input".into(),
+                    rows: scored,
+                }],
+            ),
+        ]);
         reporter.letters(3, &letters);
         reporter.finisher().report(JobState::Finished);
 
@@ -603,6 +690,8 @@ mod tests {
         assert!(text.contains("partition 2 offset 41"), "{text}");
         assert!(text.contains("{not json"), "{text}");
         assert!(text.contains(r#"{"rider_id":8}"#), "{text}");
+        // A traced model letter: where its record was read.
+        assert!(text.contains("payments, epoch 3 row 4071"), "{text}");
         let checkpoints = rows("SELECT epoch, duration_ms, bytes FROM checkpoints").await;
         assert_eq!(checkpoints[0].num_rows(), 1);
         let pipelines = rows("SELECT state, published_epoch, statements FROM pipelines").await;

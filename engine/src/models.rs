@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
 use volley_connectors::ModelLineage;
 use volley_connectors::dead_letter::DeadLetterBatch;
 use volley_sql::{ModelDecl, Pipeline, SqlError};
 use volley_udfs::model::{Model, ModelSet};
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
+use crate::late_letters::EPOCH_ROW;
 
 /// Models loaded so far in this process, by what was declared (name, file, options).
 static LOADED: Mutex<Vec<(String, Arc<Model>)>> = Mutex::new(Vec::new());
@@ -82,21 +85,56 @@ pub fn letter_source(model: &str) -> String {
     format!("model_{model}")
 }
 
-/// Rows `predict()` left out since the last call, as dead letters by letter source.
-pub fn take_letters(models: &ModelSet) -> BTreeMap<String, Vec<DeadLetterBatch>> {
+/// The column naming the source table a model's left-out row was read from.
+pub const SOURCE_TABLE: &str = "_source_table";
+
+/// Rows `predict()` left out since the last call, as dead letters by letter source: the
+/// call's inputs and, where the call was traced to a source, [`SOURCE_TABLE`] and
+/// [`EPOCH_ROW`] (with the letter's epoch, the position that reads the record again).
+///
+/// # Errors
+/// [`EngineError::Internal`] if the columns do not form a batch (a bug).
+pub fn take_letters(models: &ModelSet) -> Result<BTreeMap<String, Vec<DeadLetterBatch>>> {
     let mut letters: BTreeMap<String, Vec<DeadLetterBatch>> = BTreeMap::new();
     for rejected in models.take_rejected() {
         let source = letter_source(&rejected.model);
+        let rows = match rejected.positions {
+            Some((table, at)) => with_positions(rejected.rows, &table, at).map_err(|e| {
+                EngineError::Internal(format!("building the dead letters of {source}: {e}"))
+            })?,
+            None => rejected.rows,
+        };
         letters
             .entry(source.clone())
             .or_default()
             .push(DeadLetterBatch {
                 source,
                 reason: rejected.reason,
-                rows: rejected.rows,
+                rows,
             });
     }
-    letters
+    Ok(letters)
+}
+
+/// `rows` with the source table and each row's position appended (names the call's own
+/// arguments already use are not repeated).
+fn with_positions(
+    rows: RecordBatch,
+    table: &str,
+    at: UInt64Array,
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = rows.schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
+    if schema.index_of(SOURCE_TABLE).is_err() {
+        fields.push(Field::new(SOURCE_TABLE, DataType::Utf8, false));
+        columns.push(Arc::new(StringArray::from(vec![table; rows.num_rows()])));
+    }
+    if schema.index_of(EPOCH_ROW).is_err() {
+        fields.push(Field::new(EPOCH_ROW, DataType::UInt64, false));
+        columns.push(Arc::new(at));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 /// Where dead letters go, by letter source: each table's `dead_letter` option (for rows its

@@ -171,6 +171,7 @@ async fn build(
             idle: std::collections::BTreeSet::new(),
             exhausted: false,
             rows: 0,
+            bytes: None,
             position,
             monitor: reader.monitor(),
         });

@@ -119,6 +119,18 @@ impl EventTimeTracker {
         self.max.values().copied().max()
     }
 
+    /// Each partition's largest event time less the disorder bound (none for a source that
+    /// is one stream).
+    pub fn partition_watermarks(&self) -> Vec<(String, i64)> {
+        if self.partitions.is_empty() {
+            return Vec::new();
+        }
+        self.max
+            .iter()
+            .map(|(p, m)| (p.clone(), m.saturating_sub(self.delay)))
+            .collect()
+    }
+
     /// Per-partition maxima and the watermark, for a checkpoint.
     pub fn snapshot(&self) -> (BTreeMap<String, i64>, Option<i64>) {
         (self.max.clone(), self.floor)

@@ -90,10 +90,15 @@ impl VolleyFlightSql {
     async fn rows(&self, sql: &str, values: Option<&RecordBatch>) -> Result<DataStream, Status> {
         let (frame, _) = self.engine.plan(sql, values).await.map_err(status)?;
         let schema = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame
-            .execute_stream()
+        // Partitions one after another, in order: a statement bound to several rows of values
+        // answers for each row in turn (the union of their plans has its inputs' partitions
+        // in the inputs' order).
+        let partitions = frame
+            .execute_stream_partitioned()
             .await
-            .map_err(|e| status(query_error(e)))?
+            .map_err(|e| status(query_error(e)))?;
+        let batches = futures::stream::iter(partitions)
+            .flatten()
             .map_err(|e| FlightError::Tonic(Box::new(status(query_error(e)))));
         Ok(FlightDataEncoderBuilder::new()
             .with_schema(schema)

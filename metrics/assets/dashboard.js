@@ -39,7 +39,7 @@ function sample(job, now) {
     read: Math.max(0, rates[0]),
     written: Math.max(0, rates[1]),
     lag: lags.length ? Math.max(...lags) : null,
-    state: sum(metric(job, "operator", "state_rows")),
+    state: sum(metric(job, "operator", "state_bytes")) / 1024,
     checkpoint: last ? last.duration_ms : null,
     letters: job.dead_letter_total,
     model: models.length ? Math.max(...models) : null,
@@ -186,7 +186,7 @@ chart("chart-throughput", [
   { key: "written", label: "written", color: "#d9822b" },
 ]);
 chart("chart-lag", [{ key: "lag", label: "seconds", color: "#7a4fd6" }]);
-chart("chart-state", [{ key: "state", label: "rows", color: "#2b9a66" }]);
+chart("chart-state", [{ key: "state", label: "KiB", color: "#2b9a66" }]);
 chart("chart-checkpoint", [{ key: "checkpoint", label: "ms", color: "#c2410c" }]);
 chart("chart-letters", [{ key: "letters", label: "letters", color: "#b91c1c" }]);
 chart("chart-model", [{ key: "model", label: "ms", color: "#0e7490" }]);

@@ -63,6 +63,9 @@ pub struct MetricRow {
     pub name: String,
     /// What is measured, such as `rows_in` or `epoch_ms_p99`.
     pub metric: &'static str,
+    /// The source partition it is of (Kafka: the partition number), for per-partition
+    /// metrics.
+    pub partition: Option<String>,
     /// Its value.
     pub value: f64,
 }

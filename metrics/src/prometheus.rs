@@ -98,6 +98,13 @@ fn families() -> Vec<Family> {
             COUNTER,
             "Rows read from the source.",
         ),
+        bytes(family(
+            "source",
+            "bytes_in",
+            "source",
+            COUNTER,
+            "Bytes of the records read (Kafka keys and payloads, file lines).",
+        )),
         family(
             "source",
             "consumer_lag",
@@ -105,6 +112,20 @@ fn families() -> Vec<Family> {
             GAUGE,
             "Records in the source past what was read (Kafka: consumer lag).",
         ),
+        family(
+            "source",
+            "partition_lag",
+            "source_partition_lag_records",
+            GAUGE,
+            "Records in one partition of the source past what was read (Kafka: consumer lag).",
+        ),
+        seconds(family(
+            "source",
+            "partition_watermark_ms",
+            "source_partition_watermark",
+            GAUGE,
+            "One partition's own watermark (its largest event time less the disorder bound), as Unix time.",
+        )),
         seconds(family(
             "source",
             "watermark_ms",
@@ -149,11 +170,39 @@ fn families() -> Vec<Family> {
         ),
         family(
             "operator",
+            "rows_in",
+            "operator_rows_in",
+            COUNTER,
+            "Rows the operator took in (before its input's filters).",
+        ),
+        family(
+            "operator",
+            "rows_out",
+            "operator_rows_out",
+            COUNTER,
+            "Rows the operator emitted.",
+        ),
+        family(
+            "operator",
+            "late_rows",
+            "operator_late_rows",
+            COUNTER,
+            "Source rows the operator found late (they went to dead letters).",
+        ),
+        family(
+            "operator",
             "state_rows",
             "operator_state_rows",
             GAUGE,
             "Rows of state the operator holds.",
         ),
+        bytes(family(
+            "operator",
+            "state_bytes",
+            "operator_state",
+            GAUGE,
+            "Bytes of memory the operator's state holds.",
+        )),
         family(
             "operator",
             "windows_open",
@@ -293,7 +342,10 @@ impl Collector for Snapshot {
             let mut metric =
                 encoder.encode_descriptor(&name, family.help, family.unit.as_ref(), family.kind)?;
             for (key, row) in rows {
-                let labels = labels(key, row.component, &row.name);
+                let mut labels = labels(key, row.component, &row.name);
+                if let Some(partition) = &row.partition {
+                    labels.push(("partition".into(), partition.clone()));
+                }
                 let value = row.value * family.scale;
                 let mut series = metric.encode_family(&labels)?;
                 if family.kind == COUNTER {
@@ -348,6 +400,28 @@ impl Collector for Snapshot {
         }
         Ok(())
     }
+}
+
+/// The name of every metric `/metrics` can expose, as a scrape shows it (`_total` on
+/// counters, the unit before it), with its type: `counter`, `gauge` or `histogram`.
+pub fn exposed_names() -> Vec<(String, &'static str)> {
+    let full = |f: &Family| {
+        let unit = f.unit.as_ref().map(|u| format!("_{}", u.as_str()));
+        let total = if f.kind == COUNTER { "_total" } else { "" };
+        format!("volley_{}{}{total}", f.name, unit.unwrap_or_default())
+    };
+    let kind = |f: &Family| match f.kind {
+        MetricType::Counter => "counter",
+        MetricType::Histogram => "histogram",
+        _ => "gauge",
+    };
+    let mut names = vec![
+        ("volley_pipeline_running".to_string(), "gauge"),
+        ("volley_dead_letters_total".to_string(), "counter"),
+    ];
+    names.extend(families().iter().map(|f| (full(f), kind(f))));
+    names.extend(histograms().iter().map(|f| (full(f), kind(f))));
+    names
 }
 
 /// Every job of `metrics` in the Prometheus text format (version 0.0.4).

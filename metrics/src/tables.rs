@@ -60,6 +60,7 @@ pub fn schema_of(table: &str) -> Option<SchemaRef> {
             vec![
                 utf8("component", false),
                 utf8("name", false),
+                utf8("partition", true),
                 utf8("metric", false),
                 Field::new("value", DataType::Float64, false),
                 time("updated_at"),
@@ -134,7 +135,8 @@ fn batch(table: &str, jobs: &[(JobKey, JobMetrics)], published_epoch: u64) -> Re
     let mut keys = Jobs::default();
     let columns: Vec<ArrayRef> = match table {
         "metrics" => {
-            let (mut component, mut name, mut metric) = (
+            let (mut component, mut name, mut partition, mut metric) = (
+                StringBuilder::new(),
                 StringBuilder::new(),
                 StringBuilder::new(),
                 StringBuilder::new(),
@@ -145,6 +147,7 @@ fn batch(table: &str, jobs: &[(JobKey, JobMetrics)], published_epoch: u64) -> Re
                     keys.push(key);
                     component.append_value(row.component);
                     name.append_value(&row.name);
+                    partition.append_option(row.partition.as_deref());
                     metric.append_value(row.metric);
                     value.append_value(row.value);
                     updated.append_value(job.updated_at_ms);
@@ -153,6 +156,7 @@ fn batch(table: &str, jobs: &[(JobKey, JobMetrics)], published_epoch: u64) -> Re
             let rest: Vec<ArrayRef> = vec![
                 Arc::new(component.finish()),
                 Arc::new(name.finish()),
+                Arc::new(partition.finish()),
                 Arc::new(metric.finish()),
                 Arc::new(value.finish()),
                 Arc::new(updated.finish()),

@@ -53,6 +53,22 @@ struct Stage {
     /// A join of two streams (its shape is named after the aggregates', as checkpoints have
     /// always named them).
     join: bool,
+    /// The slots its input rows come from: sources' and the operators' below it.
+    inputs: Vec<Arc<EpochSlot>>,
+    /// What it has read, emitted and found late so far.
+    counts: OperatorCounts,
+}
+
+/// Rows one operator has taken in, emitted and found late, since its runner started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OperatorCounts {
+    /// Rows its input slots held when it ran (source rows, or what the operators below it
+    /// emitted), before its segment's filters.
+    pub rows_in: u64,
+    /// Rows it emitted.
+    pub rows_out: u64,
+    /// Source rows it found late (they went to dead letters).
+    pub late_rows: u64,
 }
 
 impl QueryRunner {
@@ -64,14 +80,27 @@ impl QueryRunner {
         let mut stages = Vec::new();
         let nodes = plan.nodes();
         let ids = volley_sql::stream::graph::node_ids(&nodes);
+        let mut slots: HashMap<String, Arc<EpochSlot>> = plan
+            .source_slots
+            .iter()
+            .map(|(name, slot)| (name.clone(), Arc::clone(slot)))
+            .collect();
         for (node, id) in nodes.into_iter().zip(ids) {
             let port = node.port();
+            let inputs = node
+                .inputs()
+                .iter()
+                .filter_map(|input| slots.get(input).cloned())
+                .collect();
+            slots.insert(port.name.clone(), Arc::clone(&port.slot));
             stages.push(Stage {
                 id,
                 operator: node.instantiate(Arc::clone(&task_ctx)),
                 output: Arc::clone(&port.slot),
                 label: String::new(),
                 join: node.kind() == crate::two_streams::JOIN,
+                inputs,
+                counts: OperatorCounts::default(),
             });
         }
         let aggregates = stages.iter().filter(|s| !s.join).count();
@@ -137,6 +166,16 @@ impl QueryRunner {
             .map(|s| s.operator.shape())
             .collect::<Vec<_>>()
             .join(" then ")
+    }
+
+    /// The stateful operators with their checkpoint ids and what each has read, emitted and
+    /// found late, in plan order.
+    pub fn operator_counts(
+        &self,
+    ) -> impl Iterator<Item = (&str, &dyn StreamOperator, OperatorCounts)> {
+        self.stages
+            .iter()
+            .map(|s| (s.id.as_str(), &*s.operator, s.counts))
     }
 
     /// The stateful operators with their checkpoint ids, in plan order.
@@ -221,6 +260,10 @@ impl QueryRunner {
         // several): running one whose slots are empty costs an empty pass, no more.
         let mut fed = false;
         for stage in &mut self.stages {
+            if fresh || fed {
+                let rows: usize = stage.inputs.iter().map(|s| s.rows()).sum();
+                stage.counts.rows_in += rows as u64;
+            }
             let out = stage
                 .operator
                 .run_epoch(OperatorInput {
@@ -232,6 +275,12 @@ impl QueryRunner {
                 .await?;
             watermarks.extend(stage.operator.output_watermarks());
             fed |= !out.rows.is_empty();
+            stage.counts.rows_out += out.rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            stage.counts.late_rows += out
+                .late
+                .iter()
+                .map(|l| l.rows.num_rows() as u64)
+                .sum::<u64>();
             stage.output.set(out.rows);
             parts.push(QueryEpoch {
                 rows: Vec::new(),

@@ -237,6 +237,83 @@ impl Cursor<'_> {
     }
 }
 
+/// The SQL name of an Arrow type as a declaration would write it (`BIGINT`, `DOUBLE`,
+/// `VARCHAR`, `TIMESTAMP(3)`, `DECIMAL(10, 2)`, `INT[]` …); the Arrow name where SQL has none.
+///
+/// ```
+/// use arrow::datatypes::{DataType, TimeUnit};
+/// use volley_sql::sql_text::sql_type_name;
+///
+/// assert_eq!(sql_type_name(&DataType::Float64), "DOUBLE");
+/// assert_eq!(sql_type_name(&DataType::Timestamp(TimeUnit::Nanosecond, None)), "TIMESTAMP");
+/// assert_eq!(sql_type_name(&DataType::Timestamp(TimeUnit::Millisecond, None)), "TIMESTAMP(3)");
+/// ```
+pub fn sql_type_name(data_type: &arrow::datatypes::DataType) -> String {
+    use arrow::datatypes::DataType::*;
+    use arrow::datatypes::TimeUnit;
+    let name = match data_type {
+        Null => "NULL",
+        Boolean => "BOOLEAN",
+        Int8 => "TINYINT",
+        Int16 => "SMALLINT",
+        Int32 => "INT",
+        Int64 => "BIGINT",
+        UInt8 => "TINYINT UNSIGNED",
+        UInt16 => "SMALLINT UNSIGNED",
+        UInt32 => "INT UNSIGNED",
+        UInt64 => "BIGINT UNSIGNED",
+        Float32 => "FLOAT",
+        Float64 => "DOUBLE",
+        Utf8 | LargeUtf8 | Utf8View => "VARCHAR",
+        Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => "BYTEA",
+        Date32 | Date64 => "DATE",
+        Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s) | Decimal256(p, s) => {
+            return format!("DECIMAL({p}, {s})");
+        }
+        Timestamp(unit, zone) => {
+            let base = match unit {
+                TimeUnit::Nanosecond => "TIMESTAMP".to_string(),
+                other => format!("TIMESTAMP({})", unit_digits(*other)),
+            };
+            return match zone {
+                None => base,
+                Some(zone) => format!("{base} WITH TIME ZONE ('{zone}')"),
+            };
+        }
+        Time32(unit) | Time64(unit) => {
+            return match unit {
+                TimeUnit::Nanosecond => "TIME".to_string(),
+                other => format!("TIME({})", unit_digits(*other)),
+            };
+        }
+        Interval(_) => "INTERVAL",
+        Dictionary(_, values) => return sql_type_name(values),
+        List(item) | LargeList(item) | ListView(item) | LargeListView(item) => {
+            return format!("{}[]", sql_type_name(item.data_type()));
+        }
+        Struct(fields) => {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|f| format!("{} {}", f.name(), sql_type_name(f.data_type())))
+                .collect();
+            return format!("STRUCT({})", fields.join(", "));
+        }
+        other => return other.to_string(),
+    };
+    name.to_string()
+}
+
+/// Decimal digits of a time unit's fraction of a second.
+fn unit_digits(unit: arrow::datatypes::TimeUnit) -> u8 {
+    use arrow::datatypes::TimeUnit;
+    match unit {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 3,
+        TimeUnit::Microsecond => 6,
+        TimeUnit::Nanosecond => 9,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::datatypes::{IntervalDayTime, IntervalMonthDayNano};

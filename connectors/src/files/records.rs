@@ -81,6 +81,8 @@ pub struct RecordFileSource {
     ready: VecDeque<(String, Record)>,
     position: u64,
     rejected: Vec<RejectedRecord>,
+    /// Bytes of the records returned (each line with its end).
+    bytes_read: u64,
 }
 
 impl fmt::Debug for RecordFileSource {
@@ -126,6 +128,7 @@ impl RecordFileSource {
             ready: VecDeque::new(),
             position: 0,
             rejected: Vec::new(),
+            bytes_read: 0,
         }
     }
 
@@ -295,6 +298,10 @@ impl Source for RecordFileSource {
         }
         let take = max_rows.min(self.ready.len());
         let records: Vec<(String, Record)> = self.ready.drain(..take).collect();
+        self.bytes_read += records
+            .iter()
+            .map(|(_, r)| r.bytes.len() as u64 + 1)
+            .sum::<u64>();
         let whole: Vec<usize> = (0..records.len())
             .filter(|i| records[*i].1.broken.is_none())
             .collect();
@@ -336,6 +343,10 @@ impl Source for RecordFileSource {
 
     fn take_rejected(&mut self) -> Vec<RejectedRecord> {
         std::mem::take(&mut self.rejected)
+    }
+
+    fn bytes_read(&self) -> Option<u64> {
+        Some(self.bytes_read)
     }
 
     /// Skips forward to `position` without decoding (files are read from the start when a

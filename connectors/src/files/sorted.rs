@@ -351,6 +351,15 @@ pub async fn in_event_time_order(
 
 #[async_trait]
 impl Source for SortedSource {
+    /// The inner source's count while it is read as it is; `None` once its rows go through
+    /// the sort (read on another task).
+    fn bytes_read(&self) -> Option<u64> {
+        match &self.stage {
+            Stage::AsIs(inner) => inner.bytes_read(),
+            _ => None,
+        }
+    }
+
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }

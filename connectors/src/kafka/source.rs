@@ -105,8 +105,9 @@ impl SourceMonitor for KafkaMonitor {
         }
     }
 
-    fn lag(&self, position: &Position) -> Option<u64> {
+    fn lag(&self, position: &Position) -> Option<BTreeMap<String, u64>> {
         let context = self.consumer.context();
+        // The high watermarks of the client's last statistics (every second).
         let high = context
             .high_watermarks
             .lock()
@@ -119,9 +120,9 @@ impl SourceMonitor for KafkaMonitor {
             high.iter()
                 .map(|(p, hi)| {
                     let next = at.get(p).copied().unwrap_or(0);
-                    u64::try_from(hi - next).unwrap_or(0)
+                    (p.to_string(), u64::try_from(hi - next).unwrap_or(0))
                 })
-                .sum(),
+                .collect(),
         )
     }
 }
@@ -150,6 +151,8 @@ pub struct KafkaSource {
     reassign: bool,
     /// Consumer errors since the last message (sets the retry backoff).
     errors_in_row: u32,
+    /// Bytes of the keys and payloads read.
+    bytes_read: u64,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -187,7 +190,7 @@ impl KafkaSource {
             .set("enable.partition.eof", "true")
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
-            .set("statistics.interval.ms", "5000")
+            .set("statistics.interval.ms", "1000")
             .set("fetch.wait.max.ms", opts.fetch_wait.as_millis().to_string())
             .set(
                 "auto.offset.reset",
@@ -272,6 +275,7 @@ impl KafkaSource {
             rejected: Vec::new(),
             reassign: true,
             errors_in_row: 0,
+            bytes_read: 0,
         };
         if let StartAt::Timestamp(ms) = source.opts.start {
             source.positions = source.offsets_at(ms).await?;
@@ -366,6 +370,9 @@ impl KafkaSource {
                         tracing::info!(table = %self.table, "Kafka consumer reading again");
                         self.errors_in_row = 0;
                     }
+                    self.bytes_read += (m.key().map_or(0, <[u8]>::len)
+                        + m.payload().map_or(0, <[u8]>::len))
+                        as u64;
                     messages.push(Message {
                         partition: p,
                         offset,
@@ -491,6 +498,10 @@ impl Source for KafkaSource {
 
     fn take_rejected(&mut self) -> Vec<RejectedRecord> {
         std::mem::take(&mut self.rejected)
+    }
+
+    fn bytes_read(&self) -> Option<u64> {
+        Some(self.bytes_read)
     }
 
     fn monitor(&self) -> Option<Arc<dyn SourceMonitor>> {

@@ -1,6 +1,6 @@
 //! A source's progress as the epoch loop tracks it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
@@ -25,6 +25,8 @@ pub struct SourceRuntime {
     pub exhausted: bool,
     /// Rows read.
     pub rows: u64,
+    /// Bytes of the records read, when the source counts them.
+    pub bytes: Option<u64>,
     /// Position after the last epoch processed.
     pub position: Position,
     /// The source's progress reporting, if it has any.
@@ -42,7 +44,21 @@ impl SourceRuntime {
 
     /// Records past this source's position, when it knows (Kafka: consumer lag).
     pub fn lag(&self) -> Option<u64> {
+        Some(self.partition_lag()?.values().sum())
+    }
+
+    /// Records past this source's position in each partition, when it knows.
+    pub fn partition_lag(&self) -> Option<BTreeMap<String, u64>> {
         self.monitor.as_ref()?.lag(&self.position)
+    }
+
+    /// Each partition's own watermark (its largest event time less the disorder bound), for
+    /// sources read as several partitions.
+    pub fn partition_watermarks(&self) -> Vec<(String, i64)> {
+        self.event_time
+            .as_ref()
+            .map(|t| t.partition_watermarks())
+            .unwrap_or_default()
     }
 
     /// The largest event time seen (nanoseconds).

@@ -80,7 +80,7 @@ impl StreamJob {
             .iter()
             .map(|m| (m.name().to_string(), m.stats()))
             .collect();
-        for (source, batches) in crate::models::take_letters(&self.models) {
+        for (source, batches) in crate::models::take_letters(&self.models)? {
             summary.rejected_by_models += batches
                 .iter()
                 .map(|b| b.rows.num_rows() as u64)

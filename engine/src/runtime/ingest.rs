@@ -46,6 +46,9 @@ impl StreamJob {
                     }),
                 );
             source.position = epoch.end;
+            if let Some(bytes) = epoch.bytes_read {
+                source.bytes = Some(bytes);
+            }
             source.observe(&epoch.batches, &epoch.partitions, &epoch.idle)?;
             source
                 .slot

@@ -30,6 +30,21 @@ pub(super) struct Expiry {
 }
 
 impl Expiry {
+    /// Bytes of memory the stamps hold (keys, values, and the touched set).
+    pub(super) fn size(&self) -> usize {
+        let stamped: usize = self
+            .stamps
+            .keys()
+            .map(|k| k.len() + std::mem::size_of::<(Box<[u8]>, i64)>())
+            .sum();
+        let touched: usize = self
+            .touched
+            .iter()
+            .map(|k| k.len() + std::mem::size_of::<Box<[u8]>>())
+            .sum();
+        stamped + touched + self.converter.size()
+    }
+
     /// Stamps for groups with the columns of `state_schema`'s first `group_count` fields.
     pub(super) fn new(state_schema: &Schema, group_count: usize) -> Result<Self> {
         let fields = state_schema.fields()[..group_count]

@@ -37,7 +37,7 @@ pub use self::planning::KeySource;
 pub(crate) use self::planning::{
     check_grouping_sets, explain_phases, groups_by_source_column, key_sources,
 };
-use self::shard::{Phases, Shard};
+use self::shard::{Phases, Shard, StateList};
 use self::split::split_by_shard;
 pub(crate) use self::split::split_by_window;
 pub use self::two_phase::TwoPhase;
@@ -358,6 +358,17 @@ impl GroupedState {
             .iter()
             .flat_map(|s| s.windows.values())
             .map(|w| w.rows)
+            .sum()
+    }
+
+    /// Bytes of memory the state rows and group tables hold, across windows and shards.
+    pub(crate) fn state_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let expiry = s.expiry.as_ref().map_or(0, |e| e.size());
+                expiry + s.windows.values().map(StateList::size).sum::<usize>()
+            })
             .sum()
     }
 

@@ -164,6 +164,16 @@ impl StateList {
         Ok(out)
     }
 
+    /// Bytes of memory the list's rows and group table hold.
+    pub(super) fn size(&self) -> usize {
+        let rows: usize = self
+            .batches
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum();
+        rows + self.table.as_ref().map_or(0, GroupTable::size)
+    }
+
     /// The final rows of every group, consuming the state.
     async fn finish(self, phases: &Phases) -> Result<Vec<RecordBatch>> {
         let mut out = phases.finalize(self.batches).await?;

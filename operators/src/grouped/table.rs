@@ -153,6 +153,22 @@ impl GroupTable {
             .map_err(|_| OperatorError::Internal("a group table was poisoned".into()))
     }
 
+    /// Bytes of memory the table holds: its keys, accumulators and the rows taken out of it.
+    pub(super) fn size(&self) -> usize {
+        let Ok(groups) = self.inner.lock() else {
+            return 0;
+        };
+        let taken: usize = groups
+            .taken
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum();
+        groups.keys.size()
+            + groups.accumulators.iter().map(|a| a.size()).sum::<usize>()
+            + groups.indices.capacity() * std::mem::size_of::<usize>()
+            + taken
+    }
+
     /// State rows held: the table's groups and the rows taken out of it.
     pub(super) fn len(&self) -> usize {
         self.inner.lock().map_or(0, |g| g.keys.len() + g.taken_rows)

@@ -110,6 +110,10 @@ impl StreamOperator for HopState {
         self.grouped.state_rows()
     }
 
+    fn state_bytes(&self) -> usize {
+        self.grouped.state_bytes()
+    }
+
     fn reset_lookup(&mut self, table: &str) -> Result<()> {
         self.grouped.reset_lookup(table)
     }

@@ -127,6 +127,10 @@ impl StreamOperator for IntervalJoinState {
         self.left.rows() + self.right.rows()
     }
 
+    fn state_bytes(&self) -> usize {
+        self.left.bytes() + self.right.bytes()
+    }
+
     /// Rebuilds the lookup joins in both sides' segments; rows already held keep the version
     /// they were joined with, as an aggregate's state does.
     fn reset_lookup(&mut self, table: &str) -> Result<()> {

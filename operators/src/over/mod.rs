@@ -555,6 +555,20 @@ impl Inner {
         })
     }
 
+    /// Bytes of memory the rows held and waiting take.
+    fn bytes(&self) -> usize {
+        let held: usize = self
+            .partitions
+            .values()
+            .map(|p| p.rows.get_array_memory_size())
+            .sum();
+        held + self
+            .pending
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum::<usize>()
+    }
+
     /// Rows held in partitions and waiting to be final.
     fn rows(&self) -> usize {
         let held: usize = self.partitions.values().map(|p| p.rows.num_rows()).sum();

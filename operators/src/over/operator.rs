@@ -86,6 +86,10 @@ impl StreamOperator for OverState {
         self.inner.lock().map(|i| i.rows()).unwrap_or_default()
     }
 
+    fn state_bytes(&self) -> usize {
+        self.inner.lock().map(|i| i.bytes()).unwrap_or_default()
+    }
+
     fn reset_lookup(&mut self, table: &str) -> Result<()> {
         self.plan.input.plan =
             volley_sql::stream::lookup::reset_lookup_joins(&self.plan.input.plan, table)?;

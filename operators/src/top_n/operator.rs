@@ -133,6 +133,10 @@ impl StreamOperator for TopN {
         self.rows()
     }
 
+    fn state_bytes(&self) -> usize {
+        self.bytes()
+    }
+
     fn reset_lookup(&mut self, table: &str) -> Result<()> {
         self.plan.input = volley_sql::stream::lookup::reset_lookup_joins(&self.plan.input, table)?;
         Ok(())

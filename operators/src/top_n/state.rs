@@ -249,6 +249,14 @@ impl TopN {
         )?])
     }
 
+    /// Bytes of memory the rows held take.
+    pub fn bytes(&self) -> usize {
+        self.held
+            .values()
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
+
     /// Rows held.
     pub fn rows(&self) -> usize {
         self.held.values().map(RecordBatch::num_rows).sum()

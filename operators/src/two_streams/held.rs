@@ -101,6 +101,15 @@ impl Held {
             .sum()
     }
 
+    /// Bytes of memory the held rows' Arrow buffers take.
+    pub(crate) fn bytes(&self) -> usize {
+        self.windows
+            .values()
+            .flatten()
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
+
     pub(crate) fn snapshot(&self) -> Vec<RecordBatch> {
         self.windows.values().flatten().cloned().collect()
     }

@@ -29,7 +29,13 @@ pub fn explain_query(plan: &QueryPlan, watermark_of: &dyn Fn(&str) -> Option<Str
         .output_schema
         .fields()
         .iter()
-        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .map(|f| {
+            format!(
+                "{} {}",
+                f.name(),
+                crate::sql_text::sql_type_name(f.data_type())
+            )
+        })
         .collect();
     let _ = writeln!(out, "  output: {}", columns.join(", "));
     for warning in &plan.warnings {

@@ -97,7 +97,7 @@ pub struct LateFilter {
 impl LateFilter {
     /// Splits `batch` (full source columns; its first row is row `first_row` of the epoch's
     /// input from `source`) into the rows the aggregate may take and, into the gate, the late
-    /// ones.
+    /// ones. Also returns which rows were kept, when some were not.
     ///
     /// # Errors
     /// Evaluation failures of the window expression.
@@ -107,10 +107,10 @@ impl LateFilter {
         partition: Option<&str>,
         batch: RecordBatch,
         first_row: u64,
-    ) -> Result<RecordBatch> {
+    ) -> Result<(RecordBatch, Option<BooleanArray>)> {
         let cutoff = self.gate.cutoff();
         if cutoff == i64::MIN || batch.num_rows() == 0 {
-            return Ok(batch);
+            return Ok((batch, None));
         }
         let starts = self
             .window_start
@@ -132,7 +132,7 @@ impl LateFilter {
             on_time
         };
         if on_time.true_count() == batch.num_rows() {
-            return Ok(batch);
+            return Ok((batch, None));
         }
         let late = not(&on_time)?;
         let rows = UInt64Array::from_iter_values(first_row..first_row + batch.num_rows() as u64);
@@ -152,6 +152,7 @@ impl LateFilter {
                 row_in_epoch,
             },
         );
-        Ok(filter_record_batch(&batch, &on_time)?)
+        let kept = filter_record_batch(&batch, &on_time)?;
+        Ok((kept, Some(on_time)))
     }
 }

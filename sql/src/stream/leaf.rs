@@ -12,7 +12,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use super::late::LateFilter;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{ArrayRef, UInt64Array};
+use arrow::compute::filter;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -65,6 +67,11 @@ impl EpochSlot {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Rows in the slot now.
+    pub fn rows(&self) -> usize {
+        self.lock().iter().map(RecordBatch::num_rows).sum()
     }
 
     /// A cheap copy (Arc clones) of the current batches.
@@ -135,7 +142,14 @@ pub struct EpochSourceExec {
     properties: Arc<PlanProperties>,
     /// Windowed aggregates: late rows leave here, whole, before the projection.
     late: Option<LateFilter>,
+    /// Appends [`POSITION`] (each row's index in the epoch's input) after the projected
+    /// columns, so a row can be traced back to its source record.
+    positions: bool,
 }
+
+/// The column a leaf with positions appends: each row's index in its epoch's input from the
+/// source (with the epoch, a position that reads the record again).
+pub const POSITION: &str = "_epoch_row";
 
 impl EpochSourceExec {
     /// A one-partition leaf over `slot`; `projection` picks columns of `schema`.
@@ -162,13 +176,31 @@ impl EpochSourceExec {
         slot: Arc<EpochSlot>,
         partitions: usize,
     ) -> Result<Self> {
+        Self::build(name, schema, projection, slot, partitions, false)
+    }
+
+    fn build(
+        name: String,
+        schema: SchemaRef,
+        projection: Option<Vec<usize>>,
+        slot: Arc<EpochSlot>,
+        partitions: usize,
+        positions: bool,
+    ) -> Result<Self> {
         let partitions = partitions.max(1);
         let projected = match &projection {
-            Some(p) => Arc::new(schema.project(p)?),
-            None => Arc::clone(&schema),
+            Some(p) => schema.project(p)?,
+            None => schema.as_ref().clone(),
+        };
+        let projected = if positions {
+            let mut fields: Vec<_> = projected.fields().iter().cloned().collect();
+            fields.push(Arc::new(Field::new(POSITION, DataType::UInt64, false)));
+            Schema::new_with_metadata(fields, projected.metadata().clone())
+        } else {
+            projected
         };
         let properties = PlanProperties::new(
-            EquivalenceProperties::new(projected),
+            EquivalenceProperties::new(Arc::new(projected)),
             Partitioning::UnknownPartitioning(partitions),
             EmissionType::Incremental,
             Boundedness::Bounded,
@@ -181,7 +213,31 @@ impl EpochSourceExec {
             partitions,
             properties: Arc::new(properties),
             late: None,
+            positions,
         })
+    }
+
+    /// The same leaf, with [`POSITION`] appended to its output.
+    ///
+    /// # Errors
+    /// Never in practice: the projection was checked when `self` was built.
+    pub fn with_positions(&self) -> Result<Self> {
+        Ok(Self {
+            late: self.late.clone(),
+            ..Self::build(
+                self.name.clone(),
+                Arc::clone(&self.schema),
+                self.projection.clone(),
+                Arc::clone(&self.slot),
+                self.partitions,
+                true,
+            )?
+        })
+    }
+
+    /// Whether the leaf appends [`POSITION`].
+    pub fn has_positions(&self) -> bool {
+        self.positions
     }
 
     /// The same leaf, sending rows `late` finds late to its gate.
@@ -206,6 +262,7 @@ impl EpochSourceExec {
             partitions: self.partitions,
             properties: Arc::clone(&self.properties),
             late: self.late.clone(),
+            positions: self.positions,
         }
     }
 
@@ -216,12 +273,13 @@ impl EpochSourceExec {
     pub fn with_partitions(&self, partitions: usize) -> Result<Self> {
         Ok(Self {
             late: self.late.clone(),
-            ..Self::partitioned(
+            ..Self::build(
                 self.name.clone(),
                 Arc::clone(&self.schema),
                 self.projection.clone(),
                 Arc::clone(&self.slot),
                 partitions,
+                self.positions,
             )?
         })
     }
@@ -236,9 +294,13 @@ impl EpochSourceExec {
         &self.name
     }
 
-    /// The column of the unprojected input that output column `index` is.
-    pub fn input_column(&self, index: usize) -> usize {
-        self.projection.as_ref().map_or(index, |p| p[index])
+    /// The column of the unprojected input that output column `index` is (`None` for
+    /// [`POSITION`], which no input column is).
+    pub fn input_column(&self, index: usize) -> Option<usize> {
+        match &self.projection {
+            Some(p) => p.get(index).copied(),
+            None => (index < self.schema.fields().len()).then_some(index),
+        }
     }
 }
 
@@ -250,6 +312,9 @@ impl DisplayAs for EpochSourceExec {
         }
         if let Some(p) = &self.projection {
             write!(f, ", projection={p:?}")?;
+        }
+        if self.positions {
+            write!(f, ", with {POSITION}")?;
         }
         if let Some(late) = &self.late {
             write!(
@@ -308,24 +373,34 @@ impl ExecutionPlan for EpochSourceExec {
         }
         let tags = self.slot.partitions();
         let mut batches = Vec::new();
+        let schema = Arc::clone(self.properties.eq_properties.schema());
         for (batch, first_row, index) in chunk(&self.slot.snapshot(), partition, self.partitions) {
-            let batch = match &self.late {
+            let rows = batch.num_rows() as u64;
+            let (batch, kept) = match &self.late {
                 Some(late) => {
                     let tag = tags.get(index).and_then(Option::as_deref);
                     late.split(&self.name, tag, batch, first_row)?
                 }
-                None => batch,
+                None => (batch, None),
             };
-            batches.push(match &self.projection {
+            let batch = match &self.projection {
                 Some(p) => batch.project(p)?,
                 None => batch,
-            });
+            };
+            if !self.positions {
+                batches.push(batch);
+                continue;
+            }
+            let at: ArrayRef = Arc::new(UInt64Array::from_iter_values(first_row..first_row + rows));
+            let at = match kept {
+                Some(kept) => filter(&at, &kept)?,
+                None => at,
+            };
+            let mut columns = batch.columns().to_vec();
+            columns.push(at);
+            batches.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
         }
-        let stream = MemoryStream::try_new(
-            batches,
-            Arc::clone(self.properties.eq_properties.schema()),
-            None,
-        )?;
+        let stream = MemoryStream::try_new(batches, schema, None)?;
         Ok(Box::pin(stream))
     }
 }
@@ -389,7 +464,7 @@ pub fn columns_read(
     let _ = datafusion::common::tree_node::TreeNode::apply(plan, |node| {
         if let Some(leaf) = node.downcast_ref::<EpochSourceExec>() {
             let columns = read.entry(leaf.input_name().to_string()).or_default();
-            columns.extend((0..leaf.schema().fields().len()).map(|i| leaf.input_column(i)));
+            columns.extend((0..leaf.schema().fields().len()).filter_map(|i| leaf.input_column(i)));
         }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     });

@@ -4,6 +4,7 @@
 pub mod capability;
 pub mod determinism;
 pub mod explain;
+pub mod filters_first;
 pub mod graph;
 pub mod late;
 pub mod leaf;
@@ -11,6 +12,7 @@ pub mod lookup;
 pub mod operator;
 pub mod order;
 pub mod plan;
+pub mod positions;
 pub mod rank_limit;
 pub mod render;
 pub mod ties;

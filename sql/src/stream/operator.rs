@@ -208,6 +208,11 @@ pub trait StreamOperator: Send + Sync + std::fmt::Debug {
         0
     }
 
+    /// Bytes of memory its state holds (for metrics): the Arrow buffers and group tables.
+    fn state_bytes(&self) -> usize {
+        0
+    }
+
     /// Gives every join over lookup table `table` in its segments a fresh hash table.
     ///
     /// # Errors

@@ -41,7 +41,7 @@ pub fn trace_column(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<Vec<C
     if let Some(leaf) = plan.downcast_ref::<EpochSourceExec>() {
         return Some(vec![ColumnOrigin {
             input: leaf.input_name().to_string(),
-            column: leaf.input_column(index),
+            column: leaf.input_column(index)?,
         }]);
     }
     if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {

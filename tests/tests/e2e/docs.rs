@@ -177,6 +177,29 @@ fn the_reference_documents_every_option_flag_generator_and_function() {
         }
     }
 
+    // Metrics: every name `/metrics` can expose, with its type, and none it cannot.
+    let metrics = page("metrics.md");
+    let exposed = volley_metrics::prometheus::exposed_names();
+    for (name, kind) in &exposed {
+        match metrics
+            .lines()
+            .find(|line| line.starts_with(&format!("| `{name}` |")))
+        {
+            None => missing.push(format!("metrics.md: `{name}` is not documented")),
+            Some(line) if !line.contains(&format!("| {kind} |")) => {
+                missing.push(format!("metrics.md: `{name}` is a {kind}: {line}"));
+            }
+            Some(_) => {}
+        }
+    }
+    for name in documented(&metrics) {
+        if name.starts_with("volley_") && !exposed.iter().any(|(n, _)| *n == name) {
+            missing.push(format!(
+                "metrics.md: `{name}` is documented but never exposed"
+            ));
+        }
+    }
+
     assert!(
         missing.is_empty(),
         "the reference (docs/reference) is behind the code:\n{}",

@@ -66,6 +66,12 @@ FROM rides GROUP BY 1;
 /// message replaced by something that is not a ride; returns the good rides and the number
 /// of malformed messages.
 pub async fn produce(broker: &str, topic: &str, count: u64) -> (RecordBatch, usize) {
+    let (good, malformed, _) = produce_counted(broker, topic, count).await;
+    (good, malformed)
+}
+
+/// As [`produce`], also returning the bytes sent: every message's key and payload.
+pub async fn produce_counted(broker: &str, topic: &str, count: u64) -> (RecordBatch, usize, u64) {
     create_topics(broker, &[topic, &format!("{topic}-out")], 3).await;
     let (rides, json) = ride_json(GENERATOR, count).await;
     let lines: Vec<&[u8]> = json.iter().map(Vec::as_slice).collect();
@@ -76,6 +82,7 @@ pub async fn produce(broker: &str, topic: &str, count: u64) -> (RecordBatch, usi
         .unwrap();
     let mut good = Vec::new();
     let mut malformed = 0;
+    let mut bytes = 0u64;
     let mut deliveries = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let partition = (i % 3) as i32;
@@ -91,6 +98,7 @@ pub async fn produce(broker: &str, topic: &str, count: u64) -> (RecordBatch, usi
             good.push(i as u32);
             line.to_vec()
         };
+        bytes += (key.len() + payload.len()) as u64;
         let record = FutureRecord::to(topic)
             .partition(partition)
             .key(&key)
@@ -102,7 +110,7 @@ pub async fn produce(broker: &str, topic: &str, count: u64) -> (RecordBatch, usi
     }
     let good =
         arrow::compute::take_record_batch(&rides, &arrow::array::UInt32Array::from(good)).unwrap();
-    (good, malformed)
+    (good, malformed, bytes)
 }
 
 /// Creates `topics` with `partitions` partitions each.

@@ -23,6 +23,7 @@ mod lookup;
 mod lookup_refresh;
 mod memo_crash;
 mod metrics;
+mod model_letters;
 mod nexmark;
 mod over;
 mod parity;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::kafka::{broker, produce, unique_topic};
+use crate::kafka::{broker, produce_counted, unique_topic};
 use crate::process::{Announced, volley_command};
 use crate::readers::python;
 
@@ -87,7 +87,7 @@ async fn metrics_scraped_mid_run_equal_the_runs_facts() {
         return;
     };
     let topic = unique_topic("metrics");
-    let (good, malformed) = produce(&broker, &topic, 4000).await;
+    let (good, malformed, bytes) = produce_counted(&broker, &topic, 4000).await;
     assert!(malformed > 0);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pipeline.sql"), sql(&broker, &topic)).unwrap();
@@ -121,7 +121,9 @@ async fn metrics_scraped_mid_run_equal_the_runs_facts() {
         let first = scrape(&python, &url);
         let read = value(&first, "volley_source_rows_total", &rides);
         let letters = value(&first, "volley_dead_letters_total", &rides);
-        if read < good.num_rows() as f64 || letters < malformed as f64 {
+        // Lag is known once the client has reported its statistics (every second).
+        let lag_known = first["samples"]["volley_source_partition_lag_records"].is_array();
+        if read < good.num_rows() as f64 || letters < malformed as f64 || !lag_known {
             std::thread::sleep(Duration::from_millis(300));
             continue;
         }
@@ -192,7 +194,63 @@ async fn metrics_scraped_mid_run_equal_the_runs_facts() {
         value(&scraped, "volley_sink_rows_total", &[("sink", "demand")]),
         value(&scraped, "volley_query_rows_out_total", &[])
     );
-    assert!(value(&scraped, "volley_source_watermark_seconds", &rides) > 1.7e9);
+    // Bytes in = every key and payload sent, malformed ones included.
+    assert_eq!(
+        value(&scraped, "volley_source_bytes_total", &rides),
+        bytes as f64
+    );
+    // Lag and watermark per partition: the topic's three, adding up to the source's.
+    let partitions = |name: &str| -> Vec<(String, f64)> {
+        let mut found: Vec<(String, f64)> = scraped["samples"][name]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+            .iter()
+            .filter(|s| s["labels"]["source"] == "rides")
+            .map(|s| {
+                let partition = s["labels"]["partition"].as_str().unwrap().to_string();
+                (partition, s["value"].as_f64().unwrap())
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    };
+    let lags = partitions("volley_source_partition_lag_records");
+    let names: Vec<&str> = lags.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(names, ["0", "1", "2"]);
+    assert_eq!(
+        lags.iter().map(|(_, lag)| lag).sum::<f64>(),
+        value(&scraped, "volley_source_lag_records", &rides)
+    );
+    let marks = partitions("volley_source_partition_watermark_seconds");
+    assert_eq!(marks.len(), 3, "{marks:?}");
+    let watermark = value(&scraped, "volley_source_watermark_seconds", &rides);
+    assert!(watermark > 1.7e9);
+    let lowest = marks.iter().map(|m| m.1).fold(f64::INFINITY, f64::min);
+    let highest = marks.iter().map(|m| m.1).fold(f64::NEG_INFINITY, f64::max);
+    assert!(
+        lowest <= watermark && watermark <= highest,
+        "{watermark} outside {marks:?}"
+    );
+    // The window aggregate: it took in every row read, emitted what the statement emitted,
+    // and its state takes at least a byte per row.
+    assert_eq!(
+        value(&scraped, "volley_operator_rows_in_total", &[]),
+        good.num_rows() as f64
+    );
+    assert_eq!(
+        value(&scraped, "volley_operator_rows_out_total", &[]),
+        value(&scraped, "volley_query_rows_out_total", &[])
+    );
+    assert_eq!(
+        value(&scraped, "volley_operator_late_rows_total", &[]),
+        value(&scraped, "volley_late_rows_total", &[])
+    );
+    let state_rows = value(&scraped, "volley_operator_state_rows", &[]);
+    let state_bytes = value(&scraped, "volley_operator_state_bytes", &[]);
+    assert!(
+        state_bytes >= state_rows,
+        "{state_rows} state rows in {state_bytes} bytes"
+    );
     assert_eq!(
         value(&scraped, "volley_pipeline_running", &[("state", "running")]),
         1.0

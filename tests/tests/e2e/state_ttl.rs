@@ -66,6 +66,7 @@ fn input(epochs: &[&[(i64, i64)]], n: usize) -> EpochInput {
             exhausted: false,
             rejected: Vec::new(),
             idle: BTreeSet::new(),
+            bytes_read: None,
         }],
         replayed: false,
     }

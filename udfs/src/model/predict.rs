@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
 use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use datafusion::common::tree_node::TreeNode;
@@ -30,6 +30,9 @@ pub struct Rejected {
     pub reason: String,
     /// The rows' inputs, one column per `predict()` argument after the model name.
     pub rows: RecordBatch,
+    /// Where the rows came from, when the call was traced to a source: the source table and
+    /// each row's index in the epoch's input from it.
+    pub positions: Option<(String, UInt64Array)>,
 }
 
 /// The models a pipeline declares, by name, the rows their calls left out so far, and the
@@ -206,10 +209,16 @@ impl ModelSet {
 /// * A row with a NULL input gets NULL (and goes to dead letters, by the model's
 ///   `null_policy`); a call that fails is retried once, then bisected so only the rows that
 ///   fail on their own get NULL and go to dead letters with the model's error.
+///
+/// [`PredictFunc::traced`] is the same function taking one more, last, argument: each row's
+/// position in its source (a `UInt64` column), which the rows it leaves out carry to dead
+/// letters. Streaming plans call it where a row can be traced to its source record.
 #[derive(Debug)]
 pub struct PredictFunc {
     models: Arc<ModelSet>,
     signature: Signature,
+    /// The source table whose positions the last argument holds (traced calls only).
+    traced: Option<String>,
 }
 
 impl PredictFunc {
@@ -219,6 +228,29 @@ impl PredictFunc {
             models,
             // Stable, not immutable: a call on literals is not run while planning.
             signature: Signature::variadic_any(Volatility::Stable),
+            traced: None,
+        }
+    }
+
+    /// The function whose last argument is each row's position in `source`.
+    pub fn traced(&self, source: &str) -> Self {
+        Self {
+            models: Arc::clone(&self.models),
+            signature: self.signature.clone(),
+            traced: Some(source.to_string()),
+        }
+    }
+
+    /// Whether the last argument is each row's position in a source.
+    pub fn is_traced(&self) -> bool {
+        self.traced.is_some()
+    }
+
+    /// The arguments that are the call's own: all but a traced call's positions.
+    fn own<'a, T>(&self, args: &'a [T]) -> &'a [T] {
+        match self.traced {
+            Some(_) => &args[..args.len().saturating_sub(1)],
+            None => args,
         }
     }
 
@@ -234,7 +266,7 @@ impl PredictFunc {
 
 impl PartialEq for PredictFunc {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.models, &other.models)
+        Arc::ptr_eq(&self.models, &other.models) && self.traced == other.traced
     }
 }
 
@@ -244,6 +276,7 @@ impl Hash for PredictFunc {
     fn hash<H: Hasher>(&self, state: &mut H) {
         PREDICT.hash(state);
         self.models.models.keys().for_each(|k| k.hash(state));
+        self.traced.hash(state);
     }
 }
 
@@ -279,8 +312,8 @@ impl ScalarUDFImpl for PredictFunc {
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let name = model_name(args.scalar_arguments.first().copied().flatten())?;
         let model = self.model(name)?;
-        let types: Vec<DataType> = args
-            .arg_fields
+        let types: Vec<DataType> = self
+            .own(args.arg_fields)
             .iter()
             .skip(1)
             .map(|f| f.data_type().clone())
@@ -302,14 +335,29 @@ impl ScalarUDFImpl for PredictFunc {
         };
         let model = self.model(name)?;
         let rows = args.number_rows;
-        let columns: Vec<ArrayRef> = args
-            .args
+        let columns: Vec<ArrayRef> = self
+            .own(&args.args)
             .iter()
             .skip(1)
             .map(|a| a.to_array(rows))
             .collect::<Result<_>>()?;
+        let positions = match (&self.traced, args.args.last()) {
+            (Some(source), Some(at)) => {
+                let at = at.to_array(rows)?;
+                let at = at
+                    .as_any()
+                    .downcast_ref::<UInt64Array>()
+                    .cloned()
+                    .ok_or_else(|| {
+                        exec_datafusion_err!("predict(): row positions are not UInt64")
+                    })?;
+                Some((source.as_str(), at))
+            }
+            _ => None,
+        };
         let fail = |e: ModelError| exec_datafusion_err!("{e}");
-        let site = call_site(name, &args.arg_fields);
+        let arg_fields = self.own(&args.arg_fields);
+        let site = call_site(name, arg_fields);
         let scored = score_isolating(
             name,
             model.null_policy(),
@@ -320,7 +368,7 @@ impl ScalarUDFImpl for PredictFunc {
         .map_err(fail)?;
         if !scored.dead_letters.is_empty() {
             let schema = Arc::new(Schema::new(unique_fields(
-                args.arg_fields.get(1..).unwrap_or_default(),
+                arg_fields.get(1..).unwrap_or_default(),
             )));
             for left_out in scored.dead_letters {
                 let indices = UInt32Array::from(left_out.rows);
@@ -328,10 +376,19 @@ impl ScalarUDFImpl for PredictFunc {
                     .iter()
                     .map(|c| take(c, &indices, None))
                     .collect::<Result<Vec<_>, _>>()?;
+                let positions = match &positions {
+                    Some((source, at)) => {
+                        let at = take(at, &indices, None)?;
+                        let at = at.as_any().downcast_ref::<UInt64Array>().cloned();
+                        at.map(|at| (source.to_string(), at))
+                    }
+                    None => None,
+                };
                 self.models.reject(Rejected {
                     model: name.to_string(),
                     reason: left_out.reason,
                     rows: RecordBatch::try_new(Arc::clone(&schema), picked)?,
+                    positions,
                 });
             }
         }

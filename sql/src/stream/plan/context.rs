@@ -33,6 +33,7 @@ pub fn batch_context_with(config: datafusion::prelude::SessionConfig) -> Session
         .with_config(config)
         .with_default_features()
         .with_physical_optimizer_rule(Arc::new(crate::stream::ties::WindowTies))
+        .with_physical_optimizer_rule(Arc::new(crate::stream::filters_first::FiltersFirst))
         .build();
     let ctx = SessionContext::new_with_state(state);
     volley_udfs::register_all(&ctx);
@@ -65,6 +66,7 @@ pub fn streaming_context() -> SessionContext {
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(crate::stream::filters_first::FiltersFirst))
         .build();
     let rules: Vec<_> = state
         .optimizers()

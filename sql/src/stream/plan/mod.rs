@@ -91,6 +91,8 @@ pub struct QueryPlan {
     pub lookups: Vec<String>,
     /// Models the query calls through `predict()`, by name.
     pub models: Vec<String>,
+    /// The epoch slots of the sources it reads, by name (what each epoch gives it).
+    pub source_slots: BTreeMap<String, Arc<EpochSlot>>,
     /// Its stateful nodes in the order they run each epoch: each after those it reads.
     nodes: Vec<Box<dyn StreamNode>>,
     /// The segment above the last node (the whole plan of a stateless INSERT), over the
@@ -259,6 +261,14 @@ impl StreamPlanner {
             .await
             .map_err(|e| SqlError::plan(at, e))?;
         let physical = super::lookup::orient_lookup_joins(physical, at)?;
+        let physical = if models.is_empty() {
+            physical
+        } else {
+            let sources = self.sources.keys().cloned().collect();
+            super::positions::trace_model_rows(physical, &sources).map_err(|e| {
+                SqlError::Internal(format!("tracing predict() calls to their sources: {e}"))
+            })?
+        };
         let physical = super::rank_limit::mark_rank_limits(physical)
             .map_err(|e| SqlError::Internal(format!("marking the ranks a query keeps: {e}")))?;
         let output_schema = physical.schema();
@@ -268,6 +278,10 @@ impl StreamPlanner {
         collect_leaves(&physical, &mut sources);
         let source_columns = crate::stream::leaf::columns_read(&physical);
         let lookups = super::lookup::lookup_tables_read(&physical);
+        let source_slots = sources
+            .iter()
+            .filter_map(|s| Some((s.clone(), Arc::clone(&self.sources.get(s)?.slot))))
+            .collect();
         let Some((nodes, post)) = self.cut_plan(&physical, insert, state_ttl)? else {
             return Ok(None);
         };
@@ -305,6 +319,7 @@ impl StreamPlanner {
             source_columns,
             lookups,
             models,
+            source_slots,
             nodes,
             post,
             warnings,
@@ -323,6 +338,7 @@ impl Clone for QueryPlan {
             source_columns: self.source_columns.clone(),
             lookups: self.lookups.clone(),
             models: self.models.clone(),
+            source_slots: self.source_slots.clone(),
             nodes: self.nodes.iter().map(|n| n.boxed_clone()).collect(),
             post: Arc::clone(&self.post),
             warnings: self.warnings.clone(),
