@@ -12,12 +12,13 @@
 //!       scan                                     scan
 //! ```
 //!
-//! A filter that reads the score itself (`WHERE predict(...) > 0.5`) stays above it.
+//! A filter that reads the score itself (`WHERE predict(...) > 0.5`) stays above it; one that
+//! reads another computed column computes it from the projection's input.
 
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
@@ -81,29 +82,129 @@ fn calls_predict(expr: &Arc<dyn PhysicalExpr>) -> bool {
         .unwrap_or(false)
 }
 
-/// `predicate`, over the projection's output, rewritten over its input: `None` when it reads
-/// a column the projection computes.
+/// `predicate`, over the projection's output, rewritten over its input (a column the
+/// projection computes becomes its expression): `None` when it reads a score.
 fn below(
     predicate: &Arc<dyn PhysicalExpr>,
     exprs: &[ProjectionExpr],
 ) -> Result<Option<Arc<dyn PhysicalExpr>>> {
-    let mut computed = false;
-    let rewritten = Arc::clone(predicate).transform_up(|e| {
+    let mut scored = false;
+    let rewritten = Arc::clone(predicate).transform_down(|e| {
         let Some(column) = e.downcast_ref::<Column>() else {
             return Ok(Transformed::no(e));
         };
-        match exprs
-            .get(column.index())
-            .and_then(|p| p.expr.downcast_ref::<Column>())
-        {
-            Some(source) => Ok(Transformed::yes(
-                Arc::new(source.clone()) as Arc<dyn PhysicalExpr>
+        match exprs.get(column.index()) {
+            // Its expression is over the projection's input: not to be rewritten again.
+            Some(p) if !calls_predict(&p.expr) => Ok(Transformed::new(
+                Arc::clone(&p.expr),
+                true,
+                TreeNodeRecursion::Jump,
             )),
-            None => {
-                computed = true;
+            _ => {
+                scored = true;
                 Ok(Transformed::no(e))
             }
         }
     })?;
-    Ok((!computed).then_some(rewritten.data))
+    Ok((!scored).then_some(rewritten.data))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::ScalarValue;
+    use datafusion::common::config::ConfigOptions;
+    use datafusion::logical_expr::{Operator, ScalarUDF};
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+    use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+    use datafusion::physical_optimizer::PhysicalOptimizerRule;
+    use datafusion::physical_plan::empty::EmptyExec;
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+    use datafusion::physical_plan::{ExecutionPlan, displayable};
+    use volley_udfs::model::{ModelSet, PredictFunc};
+
+    use super::FiltersFirst;
+
+    fn col(name: &str, index: usize) -> Arc<dyn PhysicalExpr> {
+        Arc::new(Column::new(name, index))
+    }
+
+    fn binary(l: Arc<dyn PhysicalExpr>, op: Operator, r: i64) -> Arc<dyn PhysicalExpr> {
+        Arc::new(BinaryExpr::new(
+            l,
+            op,
+            Arc::new(Literal::new(ScalarValue::Int64(Some(r)))),
+        ))
+    }
+
+    /// `Filter(predicate) ← Projection(a, a + 1 AS c, predict('m', b) AS v) ← (a, b)`, as
+    /// DataFusion's projection pushdown leaves it, after [`FiltersFirst`].
+    fn rewritten(predicate: Arc<dyn PhysicalExpr>) -> String {
+        let input = Arc::new(EmptyExec::new(Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("b", DataType::Int64, false),
+        ]))));
+        let predict = ScalarFunctionExpr::new(
+            "predict",
+            Arc::new(ScalarUDF::new_from_impl(PredictFunc::new(Arc::new(
+                ModelSet::default(),
+            )))),
+            vec![
+                Arc::new(Literal::new(ScalarValue::Utf8(Some("m".into())))),
+                col("b", 1),
+            ],
+            Arc::new(Field::new("predict", DataType::Float32, true)),
+            Arc::new(ConfigOptions::default()),
+        );
+        let exprs = vec![
+            ProjectionExpr {
+                expr: col("a", 0),
+                alias: "a".into(),
+            },
+            ProjectionExpr {
+                expr: binary(col("a", 0), Operator::Plus, 1),
+                alias: "c".into(),
+            },
+            ProjectionExpr {
+                expr: Arc::new(predict),
+                alias: "v".into(),
+            },
+        ];
+        let projection = Arc::new(ProjectionExec::try_new(exprs, input).unwrap());
+        let filter: Arc<dyn ExecutionPlan> =
+            Arc::new(FilterExec::try_new(predicate, projection).unwrap());
+        let plan = FiltersFirst
+            .optimize(filter, &ConfigOptions::default())
+            .unwrap();
+        displayable(plan.as_ref()).indent(false).to_string()
+    }
+
+    #[test]
+    fn a_filter_not_reading_the_score_runs_before_it() {
+        // On a column passed through, and on one the projection computes.
+        let plain = rewritten(binary(col("a", 0), Operator::Gt, 5));
+        assert!(
+            plain.starts_with("ProjectionExec") && plain.contains("\n  FilterExec: a@0 > 5"),
+            "{plain}"
+        );
+        let computed = rewritten(binary(col("c", 1), Operator::Gt, 5));
+        assert!(
+            computed.starts_with("ProjectionExec")
+                && computed.contains("\n  FilterExec: a@0 + 1 > 5"),
+            "{computed}"
+        );
+    }
+
+    #[test]
+    fn a_filter_reading_the_score_stays_above_it() {
+        let scored = rewritten(Arc::new(BinaryExpr::new(
+            col("v", 2),
+            Operator::Gt,
+            Arc::new(Literal::new(ScalarValue::Float32(Some(0.5)))),
+        )));
+        assert!(scored.starts_with("FilterExec: v@2 > 0.5"), "{scored}");
+    }
 }
