@@ -22,21 +22,16 @@ pub const SOURCE_PARTITION: &str = "_source_partition";
 /// # Errors
 /// [`EngineError::Internal`] if the columns do not form a batch (a bug).
 pub fn letter(late: LateRows, reason: String) -> Result<DeadLetterBatch> {
-    let schema = late.rows.schema();
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    let mut columns: Vec<ArrayRef> = late.rows.columns().to_vec();
     let rows = late.rows.num_rows();
-    if let Some(partition) = &late.partition
-        && schema.index_of(SOURCE_PARTITION).is_err()
-    {
-        fields.push(Field::new(SOURCE_PARTITION, DataType::Utf8, false));
-        columns.push(Arc::new(StringArray::from(vec![partition.as_str(); rows])));
-    }
-    if schema.index_of(EPOCH_ROW).is_err() {
-        fields.push(Field::new(EPOCH_ROW, DataType::UInt64, false));
-        columns.push(Arc::new(late.row_in_epoch));
-    }
-    let rows = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| {
+    let partition = late.partition.as_ref().map(|p| {
+        let column: ArrayRef = Arc::new(StringArray::from(vec![p.as_str(); rows]));
+        (Field::new(SOURCE_PARTITION, DataType::Utf8, false), column)
+    });
+    let at: ArrayRef = Arc::new(late.row_in_epoch);
+    let extra = partition
+        .into_iter()
+        .chain([(Field::new(EPOCH_ROW, DataType::UInt64, false), at)]);
+    let rows = with_columns(late.rows, extra).map_err(|e| {
         EngineError::Internal(format!(
             "building late-row letters for '{}': {e}",
             late.source
@@ -47,4 +42,25 @@ pub fn letter(late: LateRows, reason: String) -> Result<DeadLetterBatch> {
         reason,
         rows,
     })
+}
+
+/// `rows` with `extra` columns appended after its own; one whose name `rows` already uses is
+/// left out (the record's own column wins).
+///
+/// # Errors
+/// Columns that do not form a batch with `rows` (a bug).
+pub(crate) fn with_columns(
+    rows: RecordBatch,
+    extra: impl IntoIterator<Item = (Field, ArrayRef)>,
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = rows.schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
+    for (field, column) in extra {
+        if schema.index_of(field.name()).is_err() {
+            fields.push(field);
+            columns.push(column);
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field};
 use volley_connectors::ModelLineage;
 use volley_connectors::dead_letter::DeadLetterBatch;
 use volley_sql::{ModelDecl, Pipeline, SqlError};
@@ -123,18 +123,15 @@ fn with_positions(
     table: &str,
     at: UInt64Array,
 ) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
-    let schema = rows.schema();
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
-    if schema.index_of(SOURCE_TABLE).is_err() {
-        fields.push(Field::new(SOURCE_TABLE, DataType::Utf8, false));
-        columns.push(Arc::new(StringArray::from(vec![table; rows.num_rows()])));
-    }
-    if schema.index_of(EPOCH_ROW).is_err() {
-        fields.push(Field::new(EPOCH_ROW, DataType::UInt64, false));
-        columns.push(Arc::new(at));
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+    let tables: ArrayRef = Arc::new(StringArray::from(vec![table; rows.num_rows()]));
+    let at: ArrayRef = Arc::new(at);
+    crate::late_letters::with_columns(
+        rows,
+        [
+            (Field::new(SOURCE_TABLE, DataType::Utf8, false), tables),
+            (Field::new(EPOCH_ROW, DataType::UInt64, false), at),
+        ],
+    )
 }
 
 /// Where dead letters go, by letter source: each table's `dead_letter` option (for rows its

@@ -17,16 +17,16 @@
 
 use std::sync::Arc;
 
+use super::positions::scores;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
-use volley_udfs::model::PredictFunc;
 
 /// Moves filters back below the `predict()` projections they do not read (see the
 /// [module docs](self)).
@@ -46,7 +46,7 @@ impl PhysicalOptimizerRule for FiltersFirst {
             let Some(projection) = filter.input().downcast_ref::<ProjectionExec>() else {
                 return Ok(Transformed::no(node));
             };
-            if !projection.expr().iter().any(|e| calls_predict(&e.expr)) {
+            if !projection.expr().iter().any(|e| scores(&e.expr)) {
                 return Ok(Transformed::no(node));
             }
             let Some(predicate) = below(filter.predicate(), projection.expr())? else {
@@ -76,12 +76,6 @@ impl PhysicalOptimizerRule for FiltersFirst {
     }
 }
 
-/// Whether `expr` calls `predict()`.
-fn calls_predict(expr: &Arc<dyn PhysicalExpr>) -> bool {
-    expr.exists(|e| Ok(ScalarFunctionExpr::try_downcast_func::<PredictFunc>(e.as_ref()).is_some()))
-        .unwrap_or(false)
-}
-
 /// `predicate`, over the projection's output, rewritten over its input (a column the
 /// projection computes becomes its expression): `None` when it reads a score.
 fn below(
@@ -95,7 +89,7 @@ fn below(
         };
         match exprs.get(column.index()) {
             // Its expression is over the projection's input: not to be rewritten again.
-            Some(p) if !calls_predict(&p.expr) => Ok(Transformed::new(
+            Some(p) if !scores(&p.expr) => Ok(Transformed::new(
                 Arc::clone(&p.expr),
                 true,
                 TreeNodeRecursion::Jump,

@@ -222,6 +222,11 @@ impl EpochSourceExec {
     /// # Errors
     /// Never in practice: the projection was checked when `self` was built.
     pub fn with_positions(&self) -> Result<Self> {
+        self.rebuilt(self.partitions, true)
+    }
+
+    /// The same leaf (its late rows' filter too) with another partition count or output.
+    fn rebuilt(&self, partitions: usize, positions: bool) -> Result<Self> {
         Ok(Self {
             late: self.late.clone(),
             ..Self::build(
@@ -229,8 +234,8 @@ impl EpochSourceExec {
                 Arc::clone(&self.schema),
                 self.projection.clone(),
                 Arc::clone(&self.slot),
-                self.partitions,
-                true,
+                partitions,
+                positions,
             )?
         })
     }
@@ -271,17 +276,7 @@ impl EpochSourceExec {
     /// # Errors
     /// Never in practice: the projection was checked when `self` was built.
     pub fn with_partitions(&self, partitions: usize) -> Result<Self> {
-        Ok(Self {
-            late: self.late.clone(),
-            ..Self::build(
-                self.name.clone(),
-                Arc::clone(&self.schema),
-                self.projection.clone(),
-                Arc::clone(&self.slot),
-                partitions,
-                self.positions,
-            )?
-        })
+        self.rebuilt(partitions, self.positions)
     }
 
     /// How many partitions each epoch is split into.

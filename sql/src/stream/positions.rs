@@ -158,10 +158,13 @@ fn calls_predict(plan: &Arc<dyn ExecutionPlan>) -> bool {
         } else {
             return false;
         };
-    exprs.into_iter().any(|e| {
-        e.exists(|node| Ok(predict_of(node.as_ref()).is_some()))
-            .unwrap_or(false)
-    })
+    exprs.into_iter().any(scores)
+}
+
+/// Whether `expr` calls `predict()` (a call not yet traced).
+pub(crate) fn scores(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    expr.exists(|node| Ok(predict_of(node.as_ref()).is_some()))
+        .unwrap_or(false)
 }
 
 /// The `predict()` call `expr` is, if it is one (not yet traced).
